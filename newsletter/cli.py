@@ -1,0 +1,188 @@
+"""The ``newsletter`` command: thin click commands over the library."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import json
+import logging
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from .config import Config, load_config
+from .digest import load_archive
+from .errors import NewsletterError
+from .models import Archive, Pick
+from .select import IsoWeek, top_daily, top_weekly
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+def _configured(*, source: bool = False) -> Callable[[F], F]:
+    """Give a command ``--config`` (and ``--source``), and pass it the loaded :class:`Config`.
+
+    Library errors become one-line messages with their exit code, never tracebacks.
+    """
+
+    def decorate(func: F) -> F:
+        @functools.wraps(func)
+        def wrapper(config_path: Path | None, verbose: int, **kwargs: Any) -> Any:
+            logging.basicConfig(
+                level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+            )
+            overrides = {"source": kwargs.pop("source")} if source else {}
+            try:
+                cfg = load_config(config_path, overrides=overrides)
+                return func(cfg, **kwargs)
+            except NewsletterError as exc:
+                raise _Fail(str(exc), exc.exit_code) from None
+
+        wrapper = click.option(
+            "--config",
+            "config_path",
+            type=click.Path(path_type=Path, dir_okay=False),
+            envvar="NEWSLETTER_CONFIG",
+            help="Settings file (default: ./config.toml when present).",
+        )(wrapper)
+        wrapper = click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")(
+            wrapper
+        )
+        if source:
+            wrapper = click.option(
+                "--source",
+                type=str,
+                default=None,
+                help="Digest folder to read instead of the configured one.",
+            )(wrapper)
+        return wrapper  # type: ignore[return-value]
+
+    return decorate
+
+
+class _Fail(click.ClickException):
+    def __init__(self, message: str, exit_code: int = 1) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+    def show(self, file: Any = None) -> None:
+        click.echo(f"error: {self.format_message()}", err=True)
+
+
+def _archive(cfg: Config, strict: bool) -> Archive:
+    archive = load_archive(cfg.source_path)
+    for problem in archive.problems:
+        click.echo(f"error: {problem}", err=True)
+    if strict and archive.problems:
+        raise _Fail(f"{len(archive.problems)} problem(s) in the archive (--strict)")
+    return archive
+
+
+_strict = click.option("--strict", is_flag=True, help="Exit non-zero when any digest has a problem.")
+_json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
+
+
+def _dump(data: Any) -> None:
+    click.echo(json.dumps(data, ensure_ascii=False, indent=2))
+
+
+def _votes(votes: int | None) -> str:
+    return "-" if votes is None else str(votes)
+
+
+def _clip(text: str, width: int) -> str:
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="newsletter")
+def main() -> None:
+    """Hugging Face Daily Papers in Korean: an Atom feed and a weekly email."""
+
+
+@main.command()
+@_configured(source=True)
+@_strict
+@_json
+def digests(cfg: Config, strict: bool, as_json: bool) -> None:
+    """List the digests in the archive (date, papers, top paper).
+
+    \b
+    Example:
+      newsletter digests --source seeds/ --json > archive.json
+    """
+    archive = _archive(cfg, strict)
+    if as_json:
+        _dump(archive.to_json())
+        return
+    for digest in archive.digests:
+        best = top_daily(digest, 1)
+        top = f"{_votes(best[0].votes):>4}  {_clip(best[0].paper.title, 60)}" if best else ""
+        click.echo(f"{digest.date}  {len(digest.papers):3d} papers  {top}")
+    click.echo(
+        f"{len(archive.digests)} digests, {archive.paper_count} papers, "
+        f"{len(archive.problems)} problems"
+    )
+
+
+def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
+    return [
+        {"rank": p.rank, "date": p.date.isoformat(), **p.paper.to_json(), "votes": p.votes}
+        for p in picks
+    ]
+
+
+@main.command()
+@_configured(source=True)
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its top papers.")
+@click.option("--week", help="An ISO week such as 2024-W05: its top papers.")
+@click.option("--n", "n", type=click.IntRange(min=1), help="How many (default: top_n_daily/top_n_weekly).")
+@_strict
+@_json
+def top(
+    cfg: Config,
+    day: dt.datetime | None,
+    week: str | None,
+    n: int | None,
+    strict: bool,
+    as_json: bool,
+) -> None:
+    """Show the top-voted papers of a day or of an ISO week.
+
+    \b
+    Examples:
+      newsletter top --date 2024-05-20
+      newsletter top --week 2024-W05 --n 5 --json
+    """
+    if (day is None) == (week is None):
+        raise click.UsageError("give exactly one of --date or --week")
+    archive = _archive(cfg, strict)
+    label: dict[str, str]
+    if day is not None:
+        digest = archive.by_date(day.date())
+        if digest is None:
+            raise _Fail(f"no digest for {day.date()} in {cfg.source}")
+        picks = top_daily(digest, n or cfg.top_n_daily)
+        label = {"date": day.date().isoformat()}
+    else:
+        try:
+            iso = IsoWeek.parse(week or "")
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--week") from None
+        picks = top_weekly(archive.digests, iso, n or cfg.top_n_weekly)
+        if not picks:
+            raise _Fail(f"no digest in week {iso} ({iso.monday} to {iso.sunday})")
+        label = {"week": str(iso)}
+    if as_json:
+        _dump({**label, "papers": _picks_json(picks), "errors": [p.to_json() for p in archive.problems]})
+        return
+    for p in picks:
+        click.echo(f"{p.rank:3d}  {_votes(p.votes):>4}  {p.date}  {p.paper.arxiv_id:<11} {_clip(p.paper.title, 70)}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,391 @@
+"""The one validated settings object.
+
+Precedence: embedded defaults < config.toml < environment < command-line flags.
+``NEWSLETTER_<KEY>`` overrides a top-level key, ``NEWSLETTER_<SECTION>__<KEY>`` a key in
+a table. Secrets (``NEWSLETTER_SECRET_KEY``, ``NEWSLETTER_SMTP_PASSWORD``) come only
+from the environment.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import os
+import re
+import tomllib
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from .errors import ConfigError
+
+__all__ = ["Config", "ConfigError", "load_config"]
+
+ENV_PREFIX = "NEWSLETTER_"
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
+SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+SECRET_KEYS = {"secret_key", "smtp.password", "password"}
+LANGS = ("ko", "en")
+
+_TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
+_DURATION_RE = re.compile(r"(\d+)\s*(s|m|h)$")
+_WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
+_DAYS_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$")
+
+
+@dataclass(frozen=True)
+class SmtpConfig:
+    host: str = ""
+    port: int = 587
+    tls: str = "starttls"
+    username: str = ""
+    concurrency: int = 4
+    max_per_second: float = 0.0
+    max_attempts: int = 5
+    retry_base_seconds: float = 30.0
+    timeout_seconds: float = 30.0
+    verify_certificates: bool = True
+    bounce_threshold: int = 3
+    password: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class EmailConfig:
+    name: str = "주간 HF 논문"
+    intro: str = "지난주 Hugging Face Daily Papers에서 가장 많은 추천을 받은 논문을 한국어 요약과 함께 전해 드립니다."
+    from_address: str = "newsletter@localhost"
+    from_name: str = "주간 HF 논문"
+    reply_to: str = ""
+    contact: str = "문의: newsletter@localhost"
+    subject_template: str = "[주간 HF 논문] {year}년 {week}주차"
+    list_id: str = ""
+    unsubscribe_mailto: str = ""
+    editor_email: str = ""
+    dkim_selector: str = ""
+    dkim_domain: str = ""
+    dkim_key_file: str = ""
+
+
+@dataclass(frozen=True)
+class ScheduleConfig:
+    daily_at: str = "09:00"
+    daily_days: str = "mon-sat"
+    retry_every: str = "30m"
+    daily_deadline: str = "21:00"
+    weekly_at: str = "mon 08:00"
+    weekly_mode: str = "send"
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = "127.0.0.1"
+    port: int = 8000
+
+
+@dataclass(frozen=True)
+class Config:
+    site_title: str = "HF 데일리 논문 요약"
+    site_subtitle: str = "Hugging Face Daily Papers를 한국어로 요약해 매일 전해 드립니다"
+    base_url: str = "http://127.0.0.1:8000/"
+    tag_authority: str = ""
+    author_name: str = "newsletter"
+    timezone: str = "Asia/Seoul"
+    source: str = "seeds"
+    top_n_daily: int = 10
+    top_n_weekly: int = 10
+    public_dir: Path = Path("public")
+    feed_days: int = 30
+    feed_time: str = "09:00"
+    database_url: str = "sqlite:///newsletter.db"
+    outbox_dir: Path = Path("outbox")
+    default_lang: str = "ko"
+    smtp: SmtpConfig = field(default_factory=SmtpConfig)
+    email: EmailConfig = field(default_factory=EmailConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    web: WebConfig = field(default_factory=WebConfig)
+    # Not a key: where relative paths resolve (the config file's folder, else the cwd).
+    base_dir: Path = field(default=Path("."), compare=False)
+    secret_key: str = field(default="", repr=False)
+
+    @property
+    def tz(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def source_is_url(self) -> bool:
+        return self.source.startswith(("http://", "https://"))
+
+    @property
+    def source_path(self) -> Path:
+        return self.resolve(Path(self.source))
+
+    @property
+    def public_path(self) -> Path:
+        return self.resolve(self.public_dir)
+
+    @property
+    def outbox_path(self) -> Path:
+        return self.resolve(self.outbox_dir)
+
+    @property
+    def site_url(self) -> str:
+        """The base URL, always ending with a slash."""
+        return self.base_url if self.base_url.endswith("/") else self.base_url + "/"
+
+    @property
+    def tag_domain(self) -> str:
+        return self.tag_authority or (urlsplit(self.base_url).hostname or "localhost")
+
+    @property
+    def feed_clock(self) -> dt.time:
+        hour, minute = self.feed_time.split(":")
+        return dt.time(int(hour), int(minute))
+
+    def resolve(self, path: Path) -> Path:
+        return path if path.is_absolute() else self.base_dir / path
+
+    def replace(self, **changes: Any) -> Config:
+        return dataclasses.replace(self, **changes)
+
+
+_SECTIONS: dict[str, type] = {
+    "smtp": SmtpConfig,
+    "email": EmailConfig,
+    "schedule": ScheduleConfig,
+    "web": WebConfig,
+}
+_NOT_KEYS = {"base_dir", "secret_key"}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    return typing.get_type_hints(cls)
+
+
+def _coerce(key: str, value: Any, kind: Any, from_env: bool) -> Any:
+    """Check (from TOML) or convert (from the environment) one value to the field's type."""
+    if kind is bool:
+        if isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str):
+            lowered = value.strip().lower()
+            if lowered in ("1", "true", "yes", "on"):
+                return True
+            if lowered in ("0", "false", "no", "off", ""):
+                return False
+        raise ConfigError(f"{key} must be true or false, got {value!r}")
+    if kind is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if from_env and isinstance(value, str):
+            try:
+                return int(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be an integer, got {value!r}")
+    if kind is float:
+        if isinstance(value, int | float) and not isinstance(value, bool):
+            return float(value)
+        if from_env and isinstance(value, str):
+            try:
+                return float(value.strip())
+            except ValueError:
+                pass
+        raise ConfigError(f"{key} must be a number, got {value!r}")
+    if kind is Path:
+        if isinstance(value, str | Path) and str(value):
+            return Path(value)
+        raise ConfigError(f"{key} must be a path (a non-empty string), got {value!r}")
+    if kind is str:
+        if isinstance(value, str):
+            return value
+        raise ConfigError(f"{key} must be a string, got {value!r}")
+    raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover
+
+
+def _apply(
+    values: dict[str, dict[str, Any]],
+    data: Mapping[str, Any],
+    where: str,
+    from_env: bool,
+    origins: dict[str, str],
+) -> None:
+    top_hints = _hints(Config)
+    for key, value in data.items():
+        if key in SECRET_KEYS:
+            raise ConfigError(
+                f"{where}: {key} is a secret and is read only from the environment "
+                f"({SECRET_KEY_ENV if key == 'secret_key' else SMTP_PASSWORD_ENV})"
+            )
+        if key in _SECTIONS:
+            if not isinstance(value, Mapping):
+                raise ConfigError(f"{where}: [{key}] must be a table")
+            hints = _hints(_SECTIONS[key])
+            for sub, subvalue in value.items():
+                name = f"{key}.{sub}"
+                if name in SECRET_KEYS or sub == "password":
+                    raise ConfigError(
+                        f"{where}: {name} is a secret and is read only from the environment "
+                        f"({SMTP_PASSWORD_ENV})"
+                    )
+                if sub not in hints:
+                    raise ConfigError(f"{where}: unknown key {name!r}")
+                try:
+                    values[key][sub] = _coerce(name, subvalue, hints[sub], from_env)
+                    origins[name] = where
+                except ConfigError as exc:
+                    raise ConfigError(f"{where}: {exc}") from None
+            continue
+        if key not in top_hints or key in _NOT_KEYS:
+            raise ConfigError(f"{where}: unknown key {key!r}")
+        try:
+            values[""][key] = _coerce(key, value, top_hints[key], from_env)
+            origins[key] = where
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+
+
+def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    top_hints = _hints(Config)
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, SECRET_KEY_ENV, SMTP_PASSWORD_ENV):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            if section in _SECTIONS:
+                found.append((name, {section: {key: env[name]}}))
+            elif section in top_hints:
+                raise ConfigError(f"{name}: {section} is not a table")
+            # Other NEWSLETTER_* variables belong to other tools (tests, CI); leave them.
+        elif rest in top_hints and rest not in _NOT_KEYS and rest not in _SECTIONS:
+            found.append((name, {rest: env[name]}))
+    return found
+
+
+def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
+    def bad(key: str, why: str) -> ConfigError:
+        return ConfigError(f"{origins.get(key, 'defaults')}: {key} {why}")
+
+    try:
+        ZoneInfo(cfg.timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise bad("timezone", f"is not a known time zone: {cfg.timezone!r}") from None
+    parts = urlsplit(cfg.base_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad("base_url", f"must be an absolute http(s) URL, got {cfg.base_url!r}")
+    for key in ("top_n_daily", "top_n_weekly", "feed_days"):
+        if getattr(cfg, key) < 1:
+            raise bad(key, "must be at least 1")
+    if not _TIME_RE.match(cfg.feed_time):
+        raise bad("feed_time", f"must be HH:MM, got {cfg.feed_time!r}")
+    if cfg.default_lang not in LANGS:
+        raise bad("default_lang", f"must be one of {', '.join(LANGS)}")
+    if not cfg.source:
+        raise bad("source", "must not be empty")
+    smtp = cfg.smtp
+    if smtp.tls not in ("none", "starttls", "implicit"):
+        raise bad("smtp.tls", f"must be none, starttls or implicit, got {smtp.tls!r}")
+    if not 0 < smtp.port < 65536:
+        raise bad("smtp.port", f"must be a TCP port, got {smtp.port}")
+    for key in ("concurrency", "max_attempts", "bounce_threshold"):
+        if getattr(smtp, key) < 1:
+            raise bad(f"smtp.{key}", "must be at least 1")
+    for key in ("max_per_second", "retry_base_seconds"):
+        if getattr(smtp, key) < 0:
+            raise bad(f"smtp.{key}", "must not be negative")
+    if smtp.timeout_seconds <= 0:
+        raise bad("smtp.timeout_seconds", "must be positive")
+    sched = cfg.schedule
+    for key in ("daily_at", "daily_deadline"):
+        if not _TIME_RE.match(getattr(sched, key)):
+            raise bad(f"schedule.{key}", f"must be HH:MM, got {getattr(sched, key)!r}")
+    if not _DAYS_RE.match(sched.daily_days):
+        raise bad("schedule.daily_days", f"must be day names such as 'mon-sat', got {sched.daily_days!r}")
+    if not _DURATION_RE.match(sched.retry_every):
+        raise bad("schedule.retry_every", f"must be a duration such as '30m', got {sched.retry_every!r}")
+    if not _WEEKLY_RE.match(sched.weekly_at):
+        raise bad("schedule.weekly_at", f"must be a day and time such as 'mon 08:00', got {sched.weekly_at!r}")
+    if sched.weekly_mode not in ("send", "draft"):
+        raise bad("schedule.weekly_mode", f"must be send or draft, got {sched.weekly_mode!r}")
+    if not 0 < cfg.web.port < 65536:
+        raise bad("web.port", f"must be a TCP port, got {cfg.web.port}")
+    try:
+        cfg.email.subject_template.format(year=2024, week=5, week_id="2024-W05", name="x")
+    except (KeyError, IndexError, ValueError) as exc:
+        raise bad("email.subject_template", f"has an unknown placeholder: {exc}") from None
+    for key in ("site_title", "site_subtitle", "author_name"):
+        if any(c in getattr(cfg, key) for c in "\r\n"):
+            raise bad(key, "must be one line")
+    for name in ("name", "from_address", "from_name", "subject_template", "list_id", "reply_to"):
+        if any(c in getattr(cfg.email, name) for c in "\r\n"):
+            raise bad(f"email.{name}", "must be one line (it goes into a mail header)")
+
+
+def duration_seconds(text: str) -> int:
+    """``'30m'`` -> 1800."""
+    match = _DURATION_RE.match(text)
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    return int(match.group(1)) * {"s": 1, "m": 60, "h": 3600}[match.group(2)]
+
+
+def load_config(
+    path: Path | None = None,
+    *,
+    env: Mapping[str, str] | None = None,
+    overrides: Mapping[str, Any] | None = None,
+) -> Config:
+    """Build the settings object: defaults, then ``path`` (or ``$NEWSLETTER_CONFIG``, or
+    ``./config.toml`` when present), then environment variables, then ``overrides``
+    (dotted keys such as ``"smtp.host"``, from command-line flags)."""
+    env = os.environ if env is None else env
+    explicit = path is not None or bool(env.get(CONFIG_ENV))
+    if path is None:
+        path = Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else Path("config.toml")
+    values: dict[str, dict[str, Any]] = {"": {}, **{s: {} for s in _SECTIONS}}
+    origins: dict[str, str] = {}
+    base_dir = Path.cwd()
+    where = str(path)
+    if path.exists() or explicit:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: config file not found") from None
+        except OSError as exc:
+            raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{path}: not valid TOML: {exc}") from None
+        _apply(values, data, where, False, origins)
+        base_dir = path.resolve().parent
+    for name, data in _env_overrides(env):
+        _apply(values, data, name, True, origins)
+    if overrides:
+        nested: dict[str, Any] = {}
+        for key, value in overrides.items():
+            if value is None:
+                continue
+            section, _, sub = key.rpartition(".")
+            if section:
+                nested.setdefault(section, {})[sub] = value
+            else:
+                nested[sub] = value
+        _apply(values, nested, "command line", True, origins)
+    sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    smtp_password = env.get(SMTP_PASSWORD_ENV, "")
+    if smtp_password:
+        sections["smtp"] = dataclasses.replace(sections["smtp"], password=smtp_password)
+    cfg = Config(
+        **values[""],
+        **sections,
+        base_dir=base_dir,
+        secret_key=env.get(SECRET_KEY_ENV, ""),
+    )
+    _validate(cfg, origins)
+    return cfg
