@@ -28,8 +28,6 @@ def seeds_archive() -> Archive:
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     """Embedded defaults, with every relative path under a temporary folder."""
-    return load_config(
-        tmp_path / "absent.toml" if False else None,
-        env={},
-        overrides={"source": str(SEEDS)},
-    ).replace(base_dir=tmp_path)
+    path = tmp_path / "config.toml"
+    path.write_text("", encoding="utf-8")
+    return load_config(path, env={}, overrides={"source": str(SEEDS)})
