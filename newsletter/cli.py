@@ -32,7 +32,11 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
         @functools.wraps(func)
         def wrapper(config_path: Path | None, verbose: int, **kwargs: Any) -> Any:
             logging.basicConfig(
-                level=logging.DEBUG if verbose > 1 else logging.INFO if verbose else logging.WARNING,
+                level=logging.DEBUG
+                if verbose > 1
+                else logging.INFO
+                if verbose
+                else logging.WARNING,
                 format="%(asctime)s %(levelname)s %(name)s: %(message)s",
             )
             overrides = {"source": kwargs.pop("source")} if source else {}
@@ -40,7 +44,7 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
                 cfg = load_config(config_path, overrides=overrides)
                 return func(cfg, **kwargs)
             except NewsletterError as exc:
-                raise _Fail(str(exc), exc.exit_code) from None
+                raise _fail(str(exc), exc.exit_code) from None
 
         wrapper = click.option(
             "--config",
@@ -65,12 +69,18 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
 
 
 class _Fail(click.ClickException):
-    def __init__(self, message: str, exit_code: int = 1) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
+    """A one-line ``error: ...`` on stderr and exit code 1."""
 
     def show(self, file: Any = None) -> None:
         click.echo(f"error: {self.format_message()}", err=True)
+
+
+class _UsageFail(_Fail):
+    exit_code = 2
+
+
+def _fail(message: str, exit_code: int) -> _Fail:
+    return _UsageFail(message) if exit_code == 2 else _Fail(message)
 
 
 def _archive(cfg: Config, strict: bool) -> Archive:
@@ -82,7 +92,9 @@ def _archive(cfg: Config, strict: bool) -> Archive:
     return archive
 
 
-_strict = click.option("--strict", is_flag=True, help="Exit non-zero when any digest has a problem.")
+_strict = click.option(
+    "--strict", is_flag=True, help="Exit non-zero when any digest has a problem."
+)
 _json = click.option("--json", "as_json", is_flag=True, help="Print JSON instead of a table.")
 
 
@@ -140,7 +152,9 @@ def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
 @_configured(source=True)
 @click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its top papers.")
 @click.option("--week", help="An ISO week such as 2024-W05: its top papers.")
-@click.option("--n", "n", type=click.IntRange(min=1), help="How many (default: top_n_daily/top_n_weekly).")
+@click.option(
+    "--n", "n", type=click.IntRange(min=1), help="How many (default: top_n_daily/top_n_weekly)."
+)
 @_strict
 @_json
 def top(
@@ -178,10 +192,18 @@ def top(
             raise _Fail(f"no digest in week {iso} ({iso.monday} to {iso.sunday})")
         label = {"week": str(iso)}
     if as_json:
-        _dump({**label, "papers": _picks_json(picks), "errors": [p.to_json() for p in archive.problems]})
+        _dump(
+            {
+                **label,
+                "papers": _picks_json(picks),
+                "errors": [p.to_json() for p in archive.problems],
+            }
+        )
         return
     for p in picks:
-        click.echo(f"{p.rank:3d}  {_votes(p.votes):>4}  {p.date}  {p.paper.arxiv_id:<11} {_clip(p.paper.title, 70)}")
+        click.echo(
+            f"{p.rank:3d}  {_votes(p.votes):>4}  {p.date}  {p.paper.arxiv_id:<11} {_clip(p.paper.title, 70)}"
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -35,7 +35,9 @@ LANGS = ("ko", "en")
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _DURATION_RE = re.compile(r"(\d+)\s*(s|m|h)$")
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
-_DAYS_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$")
+_DAYS_RE = re.compile(
+    r"(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$"
+)
 
 
 @dataclass(frozen=True)
@@ -253,7 +255,11 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     top_hints = _hints(Config)
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name in (CONFIG_ENV, SECRET_KEY_ENV, SMTP_PASSWORD_ENV):
+        if not name.startswith(ENV_PREFIX) or name in (
+            CONFIG_ENV,
+            SECRET_KEY_ENV,
+            SMTP_PASSWORD_ENV,
+        ):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         if "__" in rest:
@@ -306,11 +312,18 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         if not _TIME_RE.match(getattr(sched, key)):
             raise bad(f"schedule.{key}", f"must be HH:MM, got {getattr(sched, key)!r}")
     if not _DAYS_RE.match(sched.daily_days):
-        raise bad("schedule.daily_days", f"must be day names such as 'mon-sat', got {sched.daily_days!r}")
+        raise bad(
+            "schedule.daily_days", f"must be day names such as 'mon-sat', got {sched.daily_days!r}"
+        )
     if not _DURATION_RE.match(sched.retry_every):
-        raise bad("schedule.retry_every", f"must be a duration such as '30m', got {sched.retry_every!r}")
+        raise bad(
+            "schedule.retry_every", f"must be a duration such as '30m', got {sched.retry_every!r}"
+        )
     if not _WEEKLY_RE.match(sched.weekly_at):
-        raise bad("schedule.weekly_at", f"must be a day and time such as 'mon 08:00', got {sched.weekly_at!r}")
+        raise bad(
+            "schedule.weekly_at",
+            f"must be a day and time such as 'mon 08:00', got {sched.weekly_at!r}",
+        )
     if sched.weekly_mode not in ("send", "draft"):
         raise bad("schedule.weekly_mode", f"must be send or draft, got {sched.weekly_mode!r}")
     if not 0 < cfg.web.port < 65536:

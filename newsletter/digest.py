@@ -20,7 +20,14 @@ from .models import HF_BASE, Archive, Digest, Media, MediaKind, Paper, Problem, 
 
 log = logging.getLogger(__name__)
 
-__all__ = ["DigestError", "load_archive", "merge_digests", "parse_bytes", "parse_file", "parse_text"]
+__all__ = [
+    "DigestError",
+    "load_archive",
+    "merge_digests",
+    "parse_bytes",
+    "parse_file",
+    "parse_text",
+]
 
 
 class DigestError(Exception):
@@ -212,14 +219,22 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
             skipping = False
             match = _DAY_RE.match(line)
             if match is None:
-                problems.append(Problem(file, number, f"unrecognized heading {line[:60]!r}; expected '## Daily Papers (YYYY-MM-DD)'"))
+                problems.append(
+                    Problem(
+                        file,
+                        number,
+                        f"unrecognized heading {line[:60]!r}; expected '## Daily Papers (YYYY-MM-DD)'",
+                    )
+                )
                 day = None
                 day_seen = True
                 continue
             try:
                 date = dt.date.fromisoformat(match.group(1))
             except ValueError:
-                problems.append(Problem(file, number, f"invalid date {match.group(1)!r} in day heading"))
+                problems.append(
+                    Problem(file, number, f"invalid date {match.group(1)!r} in day heading")
+                )
                 day = None
                 day_seen = True
                 continue
@@ -229,12 +244,17 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
         if paper is None:
             if not skipping and first != "#":
                 where = "after the day heading" if day_seen else "before any day heading"
-                problems.append(Problem(file, number, f"text outside a paper block {where}: {line[:40]!r}"))
+                problems.append(
+                    Problem(file, number, f"text outside a paper block {where}: {line[:40]!r}")
+                )
             continue
         _read_body_line(paper, line, number, file, problems, last_was_text)
         last_was_text = bool(paper.sections)
 
     finish()
+    if not text.endswith("\n"):
+        # Every digest writer ends the file with a newline; a missing one means a cut-off copy.
+        problems.append(Problem(file, last_line, "file ends mid-line (truncated?)"))
     if not day_seen:
         raise DigestError(Problem(file, 1, "no '## Daily Papers (YYYY-MM-DD)' heading"))
     if not days and not problems:
@@ -272,9 +292,10 @@ def _read_body_line(
     if bullet is not None and not stripped.startswith("**"):
         _add_point(paper, line[bullet.end() :], len(bullet.group(1).expandtabs(4)))
         return
-    if first == "!" or first == "<" or stripped.startswith("[Watch"):
-        if _read_media(paper, stripped, number, file, problems):
-            return
+    if (first in "!<" or stripped.startswith("[Watch")) and _read_media(
+        paper, stripped, number, file, problems
+    ):
+        return
     if first in "VvAa":
         vote = _VOTE_RE.match(stripped)
         if vote is not None:
@@ -337,7 +358,9 @@ def _read_media(
     for kind, raw in found:
         url = _http_url(raw)
         if url is None:
-            problems.append(Problem(file, number, f"{kind} URL is not http(s); dropped: {raw[:60]!r}"))
+            problems.append(
+                Problem(file, number, f"{kind} URL is not http(s); dropped: {raw[:60]!r}")
+            )
             continue
         paper.set_media(kind, url)
     return True

@@ -64,7 +64,9 @@ class Paper:
             "votes": self.votes,
             "authors": list(self.authors),
             "media": {"kind": self.media.kind, "url": self.media.url} if self.media else None,
-            "sections": [{"label": s.label, "text": s.text, "level": s.level} for s in self.sections],
+            "sections": [
+                {"label": s.label, "text": s.text, "level": s.level} for s in self.sections
+            ],
         }
 
 

@@ -78,9 +78,7 @@ def rank(picks: Iterable[Pick], n: int | None = None) -> list[Pick]:
     ordered = sorted(picks, key=_key)
     if n is not None:
         ordered = ordered[: max(n, 0)]
-    return [
-        Pick(p.paper, p.date, p.position, p.votes, rank=i) for i, p in enumerate(ordered, 1)
-    ]
+    return [Pick(p.paper, p.date, p.position, p.votes, rank=i) for i, p in enumerate(ordered, 1)]
 
 
 def top_daily(digest: Digest, n: int) -> list[Pick]:

@@ -1,0 +1,105 @@
+"""The command line: thin commands over the library, one-line errors, --strict, JSON."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+from click.testing import CliRunner
+
+from newsletter.cli import main
+
+BAD = Path(__file__).resolve().parent / "fixtures" / "bad"
+
+
+def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+    result = CliRunner().invoke(main, list(args), env=env, catch_exceptions=False)
+    return result.exit_code, result.stdout, result.stderr
+
+
+def test_digests_table(seeds_dir: Path) -> None:
+    code, out, _ = _run("digests", "--source", str(seeds_dir))
+    assert code == 0
+    assert "2024-05-20    5 papers" in out
+    assert out.strip().endswith("4 digests, 34 papers, 0 problems")
+
+
+def test_digests_json_matches_the_documented_shape(seeds_dir: Path) -> None:
+    code, out, _ = _run("digests", "--source", str(seeds_dir), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert set(data) == {"digests", "errors"}
+    assert data["errors"] == []
+    first = data["digests"][2]
+    assert first["date"] == "2024-05-20"
+    paper = first["papers"][0]
+    assert {"arxiv_id", "title", "url", "hf_url", "votes", "authors", "media", "sections"} <= set(
+        paper
+    )
+    assert paper["media"] == {
+        "kind": "image",
+        "url": "https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/2405.10725.png",
+    }
+    assert paper["sections"][0]["label"] is None
+    assert "일반 영역" in paper["sections"][0]["text"]
+
+
+def test_problems_are_reported_and_strict_fails(tmp_path: Path, seeds_dir: Path) -> None:
+    shutil.copy(seeds_dir / "000_472715385765befd.txt", tmp_path)
+    shutil.copy(BAD / "cp949.md", tmp_path)
+    code, out, err = _run("digests", "--source", str(tmp_path), "--json")
+    assert code == 0
+    data = json.loads(out)
+    assert len(data["digests"]) == 1
+    assert data["errors"] == [
+        {
+            "file": str(tmp_path / "cp949.md"),
+            "line": 5,
+            "message": "not UTF-8 (byte 0xc7); save the file as UTF-8",
+        }
+    ]
+    assert f"error: {tmp_path / 'cp949.md'}:5: not UTF-8" in err
+    code, _, err = _run("digests", "--source", str(tmp_path), "--strict")
+    assert code == 1
+    assert "Traceback" not in err
+
+
+def test_top_by_date_and_week(seeds_dir: Path) -> None:
+    code, out, _ = _run("top", "--source", str(seeds_dir), "--date", "2024-07-31", "--n", "2")
+    assert code == 0
+    lines = out.strip().splitlines()
+    assert len(lines) == 2
+    assert "2407.20743" in lines[0] and "53" in lines[0]
+    code, out, _ = _run("top", "--source", str(seeds_dir), "--week", "2024-W05", "--json")
+    data = json.loads(out)
+    assert data["week"] == "2024-W05"
+    assert [p["rank"] for p in data["papers"]] == list(range(1, 11))
+    assert data["papers"][0]["votes"] == 42
+
+
+def test_top_errors_are_one_line(seeds_dir: Path) -> None:
+    code, _, err = _run("top", "--source", str(seeds_dir), "--date", "2024-05-21")
+    assert code == 1
+    assert err.strip() == f"error: no digest for 2024-05-21 in {seeds_dir}"
+    code, _, err = _run("top", "--source", str(seeds_dir), "--week", "2024-W99")
+    assert code == 2
+    assert "2024 has no ISO week 99" in err
+    code, _, err = _run("top", "--source", str(seeds_dir))
+    assert code == 2
+
+
+def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text("[smtp]\nhots = 'x'\n")
+    code, _, err = _run("digests", "--config", str(path))
+    assert code == 2
+    assert err.strip() == f"error: {path}: unknown key 'smtp.hots'"
+
+
+def test_config_from_environment_variable(tmp_path: Path, seeds_dir: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(f'source = "{seeds_dir}"\ntop_n_daily = 1\n')
+    code, out, _ = _run("top", "--date", "2024-01-02", env={"NEWSLETTER_CONFIG": str(path)})
+    assert code == 0
+    assert len(out.strip().splitlines()) == 1

@@ -1,0 +1,119 @@
+"""Settings: defaults < config.toml < environment < flags, validated with one-line errors."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from newsletter.config import Config, ConfigError, duration_seconds, load_config
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_shipped_config_toml_equals_the_embedded_defaults() -> None:
+    shipped = load_config(ROOT / "config.toml", env={})
+    for field in dataclasses.fields(Config):
+        if field.name not in ("base_dir", "secret_key"):
+            assert getattr(shipped, field.name) == getattr(Config(), field.name), field.name
+
+
+def test_precedence_defaults_file_env_flags(tmp_path: Path) -> None:
+    path = _write(tmp_path, 'top_n_daily = 5\ntop_n_weekly = 7\n[smtp]\nhost = "file.example"\n')
+    env = {"NEWSLETTER_TOP_N_WEEKLY": "8", "NEWSLETTER_SMTP__HOST": "env.example"}
+    cfg = load_config(path, env=env, overrides={"smtp.host": "flag.example"})
+    assert cfg.top_n_daily == 5  # file over default
+    assert cfg.top_n_weekly == 8  # env over file
+    assert cfg.smtp.host == "flag.example"  # flag over env
+    assert cfg.feed_days == 30  # default
+
+
+def test_env_values_are_converted_to_the_key_type(tmp_path: Path) -> None:
+    env = {
+        "NEWSLETTER_SMTP__PORT": "2525",
+        "NEWSLETTER_SMTP__VERIFY_CERTIFICATES": "false",
+        "NEWSLETTER_SMTP__MAX_PER_SECOND": "12.5",
+        "NEWSLETTER_PUBLIC_DIR": "/srv/www",
+        "NEWSLETTER_REQUIRE_SERVICES": "1",  # not a key: belongs to the test suite
+    }
+    cfg = load_config(_write(tmp_path, ""), env=env)
+    assert cfg.smtp.port == 2525
+    assert cfg.smtp.verify_certificates is False
+    assert cfg.smtp.max_per_second == 12.5
+    assert cfg.public_path == Path("/srv/www")
+
+
+def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, 'source = "digests"\n'), env={})
+    assert cfg.source_path == tmp_path / "digests"
+    assert cfg.public_path == tmp_path / "public"
+
+
+@pytest.mark.parametrize(
+    ("text", "env", "message"),
+    [
+        ("colour = 1\n", {}, "config.toml: unknown key 'colour'"),
+        ("[smtp]\nhots = 'x'\n", {}, "config.toml: unknown key 'smtp.hots'"),
+        ("top_n_daily = 'ten'\n", {}, "config.toml: top_n_daily must be an integer, got 'ten'"),
+        ("[smtp]\nport = 70000\n", {}, "config.toml: smtp.port must be a TCP port, got 70000"),
+        ("timezone = 'Mars/Olympus'\n", {}, "config.toml: timezone is not a known time zone"),
+        ("smtp = 3\n", {}, "config.toml: [smtp] must be a table"),
+        (
+            "",
+            {"NEWSLETTER_TOP_N_DAILY": "x"},
+            "NEWSLETTER_TOP_N_DAILY: top_n_daily must be an integer",
+        ),
+        ("", {"NEWSLETTER_TIMEZONE": "Nowhere"}, "NEWSLETTER_TIMEZONE: timezone is not a known"),
+        ("[smtp]\ntls = 'ssl'\n", {}, "smtp.tls must be none, starttls or implicit"),
+        ("[schedule]\nweekly_at = '1 08:00'\n", {}, "schedule.weekly_at must be a day and time"),
+        ("base_url = 'example.org'\n", {}, "base_url must be an absolute http(s) URL"),
+        ('[email]\nname = "a\\r\\nBcc: x"\n', {}, "email.name must be one line"),
+        ("top_n_daily =\n", {}, "config.toml: not valid TOML"),
+    ],
+)
+def test_bad_settings_are_one_line_errors_naming_the_key(
+    tmp_path: Path, text: str, env: dict[str, str], message: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env=env)
+    text_of_error = str(info.value)
+    assert "\n" not in text_of_error
+    assert message in text_of_error.replace(str(tmp_path) + "/", "")
+
+
+@pytest.mark.parametrize("text", ['secret_key = "x"\n', '[smtp]\npassword = "x"\n'])
+def test_secrets_are_refused_in_the_file_and_not_echoed(tmp_path: Path, text: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(_write(tmp_path, text), env={})
+    assert "read only from the environment" in str(info.value)
+    assert '"x"' not in str(info.value)
+
+
+def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    env = {"NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SMTP_PASSWORD": "hunter2"}
+    cfg = load_config(_write(tmp_path, ""), env=env)
+    assert cfg.secret_key == "k" * 32
+    assert cfg.smtp.password == "hunter2"
+    assert "hunter2" not in repr(cfg) and "k" * 32 not in repr(cfg)
+
+
+def test_config_path_from_environment(tmp_path: Path) -> None:
+    path = _write(tmp_path, "feed_days = 3\n")
+    assert load_config(None, env={"NEWSLETTER_CONFIG": str(path)}).feed_days == 3
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(None, env={"NEWSLETTER_CONFIG": str(tmp_path / "missing.toml")})
+
+
+def test_derived_values(tmp_path: Path) -> None:
+    cfg = load_config(_write(tmp_path, 'base_url = "https://papers.example.org/hf"\n'), env={})
+    assert cfg.site_url == "https://papers.example.org/hf/"
+    assert cfg.tag_domain == "papers.example.org"
+    assert duration_seconds("30m") == 1800
+    assert duration_seconds("2h") == 7200
