@@ -8,11 +8,10 @@ the good papers beside it are kept.
 
 from __future__ import annotations
 
-import ast
 import datetime as dt
 import logging
 import re
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from pathlib import Path
 from urllib.parse import urljoin
 
@@ -54,12 +53,15 @@ _LABEL_RE = re.compile(r"\*{2,3}([^*\n]{1,60}?)\s*(?::\s*\*{2,3}|\*{2,3}\s*:)\s*
 _IMAGE_RE = re.compile(r"!\[[^\]]*\]\(\s*<?([^)>\s]*)>?\s*\)")
 _WATCH_RE = re.compile(r"\[Watch Video\]\s*\(?\s*([^)\s]+)\)?", re.IGNORECASE)
 _SRC_RE = re.compile(r"""<video\b[^>]*?\bsrc\s*=\s*(["'])(.*?)\1""", re.IGNORECASE)
+_PY_STR_RE = re.compile(r"""\s*(?:'((?:[^'\\]|\\.)*)'|"((?:[^"\\]|\\.)*)")\s*,?""")
 _VOTE_RE = re.compile(r"Votes?\s*:\s*(.*)$", re.IGNORECASE)
 
 
 def clean_text(text: str) -> str:
     """Replace control characters with spaces and fold runs of white space."""
-    if _CTRL_RE.search(text):
+    # isprintable() is a fast C scan that is true for almost every line; only the rest
+    # (control characters, but also e.g. no-break spaces) needs the regex.
+    if not text.isprintable() and _CTRL_RE.search(text):
         text = _CTRL_RE.sub(" ", text)
         text = _SPACES_RE.sub(" ", text)
     return text.strip()
@@ -78,30 +80,27 @@ def _http_url(url: str) -> str | None:
 
 def _parse_authors(value: str) -> tuple[list[str], str | None]:
     value = value.strip()
-    names: Iterable[object]
     problem = None
-    if value.startswith("[") and value.endswith("]"):
-        try:
-            parsed = ast.literal_eval(value)
-        except (ValueError, SyntaxError, MemoryError, RecursionError):
-            parsed = None
-        if isinstance(parsed, list | tuple):
-            names = parsed
-        else:
+    names: list[str]
+    if value.startswith("["):
+        # A Python list literal, read with a regex: ast.literal_eval would compile each line.
+        inner = value[1:-1] if value.endswith("]") else value[1:]
+        names = [a or b for a, b in _PY_STR_RE.findall(inner)]
+        if any("\\" in n for n in names):
+            names = [
+                n.encode("latin-1", "backslashreplace").decode("unicode_escape") for n in names
+            ]
+        if not value.endswith("]") or _PY_STR_RE.sub("", inner).strip(" ,"):
             problem = "malformed author list; read it as comma-separated names"
-            names = (n.strip().strip("'\"") for n in value[1:-1].split(","))
+            names = [n.strip().strip("'\"") for n in inner.split(",")]
     else:
         names = value.split(",")
-    seen: set[str] = set()
-    authors: list[str] = []
-    for raw in names:
-        name = clean_text(str(raw))
-        # "+" marks hidden authors on the Hugging Face page.
-        if not name or name == "+" or name in seen:
-            continue
-        seen.add(name)
-        authors.append(name)
-    return authors, problem
+    cleaned = (n.strip() for n in names) if value.isprintable() else map(clean_text, names)
+    # "+" marks hidden authors on the Hugging Face page; dict keeps first-seen order.
+    unique = dict.fromkeys(cleaned)
+    unique.pop("+", None)
+    unique.pop("", None)
+    return list(unique), problem
 
 
 class _PaperBuilder:
@@ -150,12 +149,6 @@ def _merge_papers(first: Paper, later: Paper) -> Paper:
     )
 
 
-def _lines(text: str) -> Iterator[tuple[int, str]]:
-    # str.splitlines() would also split on form feeds and U+2028 inside a title.
-    for number, raw in enumerate(text.split("\n"), 1):
-        yield number, raw.rstrip()
-
-
 def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Problem]]:
     """Parse one digest file's text into digests (one per day heading date) and problems.
 
@@ -188,7 +181,9 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
         previous = day.get(built.arxiv_id)
         day[built.arxiv_id] = _merge_papers(previous, built) if previous else built
 
-    for number, line in _lines(text):
+    # str.splitlines() would also split on form feeds and U+2028 inside a title.
+    for number, raw in enumerate(text.split("\n"), 1):
+        line = raw.rstrip()
         last_line = number
         if not line:
             last_was_text = False
@@ -241,6 +236,12 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
             day_seen = True
             day = days.setdefault(date, {})
             continue
+        if paper is not None and first == "-" and line[1:2] == " " and line[2:4] != "**":
+            # The common case, inline: a plain top-level bullet.
+            paper.indents = [0]
+            paper.sections.append([None, clean_text(line[2:]), 0])
+            last_was_text = True
+            continue
         if paper is None:
             if not skipping and first != "#":
                 where = "after the day heading" if day_seen else "before any day heading"
@@ -286,6 +287,9 @@ def _read_body_line(
     problems: list[Problem],
     continues: bool,
 ) -> None:
+    if line.startswith("- "):  # the common case, first
+        _add_point(paper, line[2:], 0)
+        return
     stripped = line.lstrip()
     first = stripped[0]
     bullet = _BULLET_RE.match(line) if first in "-*+0123456789" else None
@@ -325,11 +329,15 @@ def _read_body_line(
 
 def _add_point(paper: _PaperBuilder, body: str, indent: int) -> None:
     indents = paper.indents
-    while indents and indent < indents[-1]:
-        indents.pop()
-    if not indents or indent > indents[-1]:
-        indents.append(indent)
-    level = len(indents) - 1
+    if indent == 0 and len(indents) < 2:
+        paper.indents = [0]
+        level = 0
+    else:
+        while indents and indent < indents[-1]:
+            indents.pop()
+        if not indents or indent > indents[-1]:
+            indents.append(indent)
+        level = len(indents) - 1
     label: str | None = None
     if body.startswith("**"):
         match = _LABEL_RE.match(body)
