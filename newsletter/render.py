@@ -1,0 +1,383 @@
+"""The weekly issue: selection -> localized, email-safe HTML and plain text.
+
+One Jinja environment per interface language (templates + gettext + Babel filters). An
+issue is rendered once per language; the only recipient-specific part of the body, the
+unsubscribe URL, is rendered as a unique marker that :mod:`newsletter.message` replaces
+per recipient, so personalizing never re-runs Jinja or the CSS inliner.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import html
+import logging
+import os
+import secrets
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from gettext import NullTranslations
+from pathlib import Path
+from typing import Any
+
+import css_inline
+import jinja2
+from babel.dates import format_date, format_interval
+from babel.numbers import format_decimal
+from babel.support import Translations
+
+from .config import Config
+from .errors import NewsletterError
+from .models import Archive, Pick, Section
+from .select import IsoWeek, top_weekly
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "LANGS",
+    "Issue",
+    "NoIssueError",
+    "RenderedIssue",
+    "build_issue",
+    "environment",
+    "issue_weeks",
+    "latest_week",
+    "publish_issue",
+    "render_issue",
+    "web_copy_url",
+    "write_index",
+]
+
+LANGS = ("ko", "en")
+# Babel locale of each interface language.
+LOCALES = {"ko": "ko_KR", "en": "en_US"}
+LOCALES_DIR = Path(__file__).resolve().parent / "locales"
+DOMAIN = "messages"
+# How many authors are named before "외 N명" / "and N more".
+AUTHORS_SHOWN = 3
+
+
+def N_(message: str) -> str:
+    """Mark a string for extraction without translating it here."""
+    return message
+
+
+# Section labels found in the digests; each is looked up in the catalog at render time, so
+# any other label is shown as written (a missing translation falls back to the source).
+KNOWN_LABELS = (
+    N_("What's New"),
+    N_("Technical Details"),
+    N_("Performance Highlights"),
+    N_("Conclusion and Future Work"),
+    N_("Limitations"),
+    N_("Ethical Considerations"),
+)
+
+
+class NoIssueError(NewsletterError):
+    """A week without digests: there is nothing to send, and no empty email is built."""
+
+
+def templates_dir() -> Path:
+    """The repository's ``templates/`` (a checkout or an editable install), else the copy
+    the wheel ships inside the package."""
+    repo = Path(__file__).resolve().parent.parent / "templates"
+    if (repo / "email" / "issue.html").is_file():
+        return repo
+    return Path(__file__).resolve().parent / "templates"
+
+
+def _translations(lang: str) -> NullTranslations:
+    # Translations.load falls back to NullTranslations when the catalog is missing, and
+    # gettext returns the source string for any message without a translation.
+    return Translations.load(str(LOCALES_DIR), [LOCALES[lang], lang], DOMAIN)
+
+
+def _date(value: dt.date, fmt: str = "long", *, locale: str) -> str:
+    return str(format_date(value, format=fmt, locale=locale))
+
+
+def _number(value: int | float, *, locale: str) -> str:
+    return str(format_decimal(value, locale=locale))
+
+
+def _interval(start: dt.date, end: dt.date, skeleton: str = "yMMMd", *, locale: str) -> str:
+    return str(format_interval(start, end, skeleton, locale=locale))
+
+
+@functools.cache
+def environment(lang: str) -> jinja2.Environment:
+    """The Jinja environment of one interface language: templates, gettext, Babel filters."""
+    if lang not in LOCALES:
+        raise NewsletterError(f"unknown language {lang!r}: expected one of {', '.join(LANGS)}")
+    locale = LOCALES[lang]
+    env = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(templates_dir())),
+        autoescape=jinja2.select_autoescape(["html", "xml"], default_for_string=True),
+        extensions=["jinja2.ext.i18n"],
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+        keep_trailing_newline=True,
+    )
+    translations = _translations(lang)
+    env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
+    # Section labels come from the digests: plain gettext, so the result is still escaped
+    # (the newstyle ``_()`` marks its result safe and %-formats it).
+    env.filters["label"] = translations.gettext
+    env.filters["format_date"] = functools.partial(_date, locale=locale)
+    env.filters["format_number"] = functools.partial(_number, locale=locale)
+    env.globals["date_range"] = functools.partial(_interval, locale=locale)
+    env.globals["lang"] = lang
+    env.globals["locale"] = locale
+    return env
+
+
+# -- the issue ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Issue:
+    """One week's issue: the week and its ranked papers (never empty)."""
+
+    week: IsoWeek
+    picks: tuple[Pick, ...]
+
+    @property
+    def week_id(self) -> str:
+        return str(self.week)
+
+
+def issue_weeks(archive: Archive) -> list[IsoWeek]:
+    """Every ISO week that has at least one digest, oldest first."""
+    return sorted({IsoWeek.of(d.date) for d in archive.digests if d.papers})
+
+
+def latest_week(archive: Archive) -> IsoWeek:
+    weeks = issue_weeks(archive)
+    if not weeks:
+        raise NoIssueError("the archive has no digests: there is no issue to render")
+    return weeks[-1]
+
+
+def build_issue(cfg: Config, archive: Archive, week: IsoWeek) -> Issue:
+    """The week's top ``cfg.top_n_weekly`` papers; :class:`NoIssueError` when it has none."""
+    picks = top_weekly(archive.digests, week, cfg.top_n_weekly)
+    if not picks:
+        raise NoIssueError(
+            f"no digests in week {week} ({week.monday} to {week.sunday}): no issue to send"
+        )
+    return Issue(week, tuple(picks))
+
+
+# -- rendering --------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RenderedIssue:
+    """An issue rendered for one language, CSS inlined.
+
+    ``html`` and ``text`` hold ``marker`` wherever the recipient's unsubscribe URL goes;
+    :meth:`html_for` and :meth:`text_for` substitute it (the web copy has no marker).
+    """
+
+    week: IsoWeek
+    lang: str
+    subject: str
+    html: str
+    text: str
+    preheader: str
+    marker: str
+    web_url: str
+
+    def html_for(self, unsubscribe_url: str) -> str:
+        return self.html.replace(self.marker, html.escape(unsubscribe_url, quote=True))
+
+    def text_for(self, unsubscribe_url: str) -> str:
+        return self.text.replace(self.marker, unsubscribe_url)
+
+
+@dataclass(frozen=True, slots=True)
+class _Block:
+    """Consecutive summary points shown the same way: one labelled section, or a list."""
+
+    label: str | None
+    items: tuple[Section, ...]
+
+
+def _blocks(sections: Sequence[Section]) -> list[_Block]:
+    blocks: list[_Block] = []
+    bullets: list[Section] = []
+    for section in sections:
+        if section.label:
+            if bullets:
+                blocks.append(_Block(None, tuple(bullets)))
+                bullets = []
+            blocks.append(_Block(section.label, (section,)))
+        else:
+            bullets.append(section)
+    if bullets:
+        blocks.append(_Block(None, tuple(bullets)))
+    return blocks
+
+
+@dataclass(frozen=True, slots=True)
+class _PaperView:
+    rank: int
+    pick: Pick
+    authors: tuple[str, ...]
+    more_authors: int
+    blocks: tuple[_Block, ...]
+
+
+def _paper_view(pick: Pick) -> _PaperView:
+    authors = pick.paper.authors
+    return _PaperView(
+        rank=pick.rank,
+        pick=pick,
+        authors=authors[:AUTHORS_SHOWN],
+        more_authors=max(len(authors) - AUTHORS_SHOWN, 0),
+        blocks=tuple(_blocks(pick.paper.sections)),
+    )
+
+
+def subject_for(cfg: Config, week: IsoWeek) -> str:
+    return cfg.email.subject_template.format(
+        year=week.year, week=week.week, week_id=str(week), name=cfg.email.name
+    )
+
+
+def web_copy_name(week: IsoWeek, lang: str, default_lang: str) -> str:
+    """``2024-W05.html`` for the default language, ``2024-W05.en.html`` for another."""
+    return f"{week}.html" if lang == default_lang else f"{week}.{lang}.html"
+
+
+def web_copy_url(cfg: Config, week: IsoWeek, lang: str) -> str:
+    return f"{cfg.site_url}issues/{web_copy_name(week, lang, cfg.default_lang)}"
+
+
+@functools.cache
+def _inliner() -> css_inline.CSSInliner:
+    # keep_at_rules: @media (narrow screens, dark mode) cannot be inlined and must survive.
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False, minify_css=True)
+
+
+def inline_css(document: str) -> str:
+    return str(_inliner().inline(document))
+
+
+def render_issue(cfg: Config, issue: Issue, lang: str, *, web: bool = False) -> RenderedIssue:
+    """Render ``issue`` for ``lang``: subject, inlined HTML, plain text and preheader.
+
+    ``web=True`` renders the public web copy: no preheader, no personal link.
+    """
+    env = environment(lang)
+    translations = _translations(lang)
+    marker = f"urn:x-newsletter:unsubscribe:{secrets.token_hex(8)}"
+    papers = [_paper_view(p) for p in issue.picks]
+    top = issue.picks[0].paper.title
+    more = len(issue.picks) - 1
+    if more:
+        preheader = translations.ngettext(
+            "This week's most voted: %(title)s, and %(num)d more paper",
+            "This week's most voted: %(title)s, and %(num)d more papers",
+            more,
+        ) % {"title": top, "num": more}
+    else:
+        preheader = translations.gettext("This week's most voted: %(title)s") % {"title": top}
+    context: dict[str, Any] = {
+        "cfg": cfg,
+        "name": cfg.email.name,
+        "intro": cfg.email.intro,
+        "contact": cfg.email.contact,
+        "issue": issue,
+        "week": issue.week,
+        "papers": papers,
+        "preheader": preheader,
+        "web": web,
+        "web_url": web_copy_url(cfg, issue.week, lang),
+        "unsubscribe_url": "" if web else marker,
+        "site_url": cfg.site_url,
+    }
+    document = env.get_template("email/issue.html").render(context)
+    text = env.get_template("email/issue.txt").render(context)
+    inlined = inline_css(document)
+    if not web and marker not in inlined:
+        raise AssertionError("the unsubscribe link was lost while rendering")  # pragma: no cover
+    return RenderedIssue(
+        week=issue.week,
+        lang=lang,
+        subject=subject_for(cfg, issue.week),
+        html=inlined,
+        text=text,
+        preheader=preheader,
+        marker=marker,
+        web_url=context["web_url"],
+    )
+
+
+# -- the web copy ---------------------------------------------------------------------------
+
+
+def _write_atomic(path: Path, data: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
+            fh.write(data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def publish_issue(cfg: Config, issue: Issue, langs: Iterable[str] = LANGS) -> list[Path]:
+    """Write the issue's web copies (no personal data) under ``public/issues/`` and
+    refresh ``public/index.html``. Returns the paths written, the index last."""
+    written = []
+    for lang in langs:
+        rendered = render_issue(cfg, issue, lang, web=True)
+        path = cfg.public_path / "issues" / web_copy_name(issue.week, lang, cfg.default_lang)
+        _write_atomic(path, rendered.html)
+        log.info("wrote %s", path)
+        written.append(path)
+    written.append(write_index(cfg))
+    return written
+
+
+def write_index(cfg: Config) -> Path:
+    """``public/index.html``: every published issue, newest first."""
+    folder = cfg.public_path / "issues"
+    weeks: list[IsoWeek] = []
+    if folder.is_dir():
+        for path in folder.glob("*.html"):
+            stem = path.name.removesuffix(".html")
+            try:
+                weeks.append(IsoWeek.parse(stem))
+            except ValueError:
+                continue  # another language's copy (2024-W05.en.html) or a stray file
+    lang = cfg.default_lang
+    entries = [
+        {
+            "week": week,
+            "href": f"issues/{web_copy_name(week, lang, lang)}",
+            "others": [
+                (other, f"issues/{web_copy_name(week, other, lang)}")
+                for other in LANGS
+                if other != lang and (folder / web_copy_name(week, other, lang)).is_file()
+            ],
+        }
+        for week in sorted(weeks, reverse=True)
+    ]
+    page = (
+        environment(lang)
+        .get_template("issues_index.html")
+        .render({"name": cfg.email.name, "intro": cfg.email.intro, "entries": entries})
+    )
+    path = cfg.public_path / "index.html"
+    _write_atomic(path, page)
+    return path
