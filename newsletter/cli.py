@@ -206,5 +206,93 @@ def top(
         )
 
 
+PREVIEW_DIR = Path("preview")
+SAMPLE_RECIPIENT = ("독자", "reader@example.com")
+SAMPLE_TOKEN = "preview-sample-token"
+
+
+@main.command()
+@_configured(source=True)
+@click.option("--week", help="ISO week such as 2024-W05 (default: the latest in the archive).")
+@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its ISO week's issue.")
+@click.option("--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang).")
+@click.option(
+    "--format",
+    "fmt",
+    type=click.Choice(["html", "text", "eml"]),
+    default="html",
+    show_default=True,
+    help="The HTML part, the text part, or the whole message.",
+)
+@click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
+@click.option("--open", "open_it", is_flag=True, help="Open the result in the default browser.")
+@click.option("--web", is_flag=True, help="Also write the web copies under public/issues/ and the index.")
+@_strict
+def preview(
+    cfg: Config,
+    week: str | None,
+    day: dt.datetime | None,
+    lang: str | None,
+    fmt: str,
+    out: Path | None,
+    open_it: bool,
+    web: bool,
+    strict: bool,
+) -> None:
+    """Render a weekly issue exactly as a subscriber gets it (a sample recipient).
+
+    Writes preview/WEEK.LANG.html (or .txt, .eml) and prints the path.
+
+    \b
+    Examples:
+      newsletter preview
+      newsletter preview --week 2024-W05 --lang en --format eml --out issue.eml
+      newsletter preview --date 2024-05-20 --web --open
+    """
+    import webbrowser
+
+    from .message import message_template, unsubscribe_url
+    from .render import build_issue, latest_week, publish_issue, render_issue
+
+    if week is not None and day is not None:
+        raise click.UsageError("give at most one of --week or --date")
+    archive = _archive(cfg, strict)
+    if week is not None:
+        try:
+            iso = IsoWeek.parse(week)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--week") from None
+    elif day is not None:
+        iso = IsoWeek.of(day.date())
+    else:
+        iso = latest_week(archive)
+    lang = lang or cfg.default_lang
+    issue = build_issue(cfg, archive, iso)
+    rendered = render_issue(cfg, issue, lang)
+    url = unsubscribe_url(cfg, SAMPLE_TOKEN)
+    data: bytes
+    if fmt == "html":
+        data = rendered.html_for(url).encode("utf-8")
+    elif fmt == "text":
+        data = rendered.text_for(url).encode("utf-8")
+    else:
+        name, address = SAMPLE_RECIPIENT
+        data = (
+            message_template(cfg, rendered)
+            .personalize(to_address=address, to_name=name, unsubscribe_token=SAMPLE_TOKEN)
+            .data
+        )
+    suffix = {"html": "html", "text": "txt", "eml": "eml"}[fmt]
+    path = out or PREVIEW_DIR / f"{iso}.{lang}.{suffix}"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    click.echo(str(path))
+    if web:
+        for written in publish_issue(cfg, issue):
+            click.echo(str(written))
+    if open_it:
+        webbrowser.open(path.resolve().as_uri())
+
+
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -1,0 +1,455 @@
+"""The weekly issue: content, localization, escaping, size, golden files, web copy, CLI."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import io
+import os
+import re
+from html.parser import HTMLParser
+from pathlib import Path
+
+import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.mofile import write_mo
+from babel.messages.pofile import read_po
+from click.testing import CliRunner
+from conftest import long_week, make_paper
+
+from newsletter import render
+from newsletter.cli import main
+from newsletter.config import Config
+from newsletter.message import message_template, unsubscribe_url
+from newsletter.models import Archive, Digest, Media
+from newsletter.render import (
+    LANGS,
+    NoIssueError,
+    build_issue,
+    issue_weeks,
+    latest_week,
+    publish_issue,
+    render_issue,
+)
+from newsletter.select import IsoWeek
+
+ROOT = Path(__file__).resolve().parent.parent
+GOLDEN = Path(__file__).resolve().parent / "golden"
+LOCALES = ROOT / "newsletter" / "locales"
+SEED_WEEKS = ("2024-W01", "2024-W05", "2024-W21", "2024-W31")
+GMAIL_CLIP = 102_000  # bytes of HTML; Gmail clips larger messages
+GOLDEN_TOKEN = "golden-token"
+GOLDEN_ID = "<golden@news.example.org>"
+
+
+def _issue_html(cfg: Config, archive: Archive, week: str, lang: str = "ko") -> str:
+    rendered = render_issue(cfg, build_issue(cfg, archive, IsoWeek.parse(week)), lang)
+    return rendered.html_for(unsubscribe_url(cfg, "tok"))
+
+
+class _Tags(HTMLParser):
+    def __init__(self) -> None:
+        super().__init__()
+        self.tags: list[tuple[str, dict[str, str | None]]] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        self.tags.append((tag, dict(attrs)))
+
+
+def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
+    parser = _Tags()
+    parser.feed(html)
+    return parser.tags
+
+
+# -- content ----------------------------------------------------------------------------------
+
+
+def test_seed_weeks(seeds_archive: Archive) -> None:
+    assert [str(w) for w in issue_weeks(seeds_archive)] == list(SEED_WEEKS)
+    assert str(latest_week(seeds_archive)) == "2024-W31"
+
+
+def test_a_week_without_digests_is_no_issue(issue_cfg: Config, seeds_archive: Archive) -> None:
+    with pytest.raises(
+        NoIssueError, match=r"no digests in week 2024-W10 \(2024-03-04 to 2024-03-10\)"
+    ):
+        build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W10"))
+    with pytest.raises(NoIssueError, match="no digests"):
+        latest_week(Archive())
+
+
+def test_issue_holds_the_top_n(issue_cfg: Config, seeds_archive: Archive) -> None:
+    cfg = issue_cfg.replace(top_n_weekly=3)
+    issue = build_issue(cfg, seeds_archive, IsoWeek.parse("2024-W05"))
+    assert [p.rank for p in issue.picks] == [1, 2, 3]
+    html = render_issue(cfg, issue, "ko").html
+    assert html.count('class="rank"') == 3
+
+
+def test_header_korean(issue_cfg: Config, seeds_archive: Archive) -> None:
+    html = _issue_html(issue_cfg, seeds_archive, "2024-W05")
+    assert "주간 HF 논문" in html
+    assert "2024년 5주차" in html
+    assert "2024년 1월 29일 ~ 2월 4일" in html
+    assert issue_cfg.email.intro in html
+    assert '<html lang="ko"' in html
+
+
+def test_header_english(issue_cfg: Config, seeds_archive: Archive) -> None:
+    html = _issue_html(issue_cfg, seeds_archive, "2024-W05", "en")
+    assert "Week 5, 2024" in html
+    assert "Jan 29\u2009–\u2009Feb 4, 2024" in html
+    assert '<html lang="en"' in html
+
+
+def test_paper_block(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    first = issue.picks[0].paper
+    ko = render_issue(issue_cfg, issue, "ko")
+    en = render_issue(issue_cfg, issue, "en")
+    assert f'href="{first.url}"' in ko.html
+    assert f'href="{first.hf_url}"' in ko.html
+    assert "1위" in ko.html and "No. 1" in en.html
+    assert "추천 53" in ko.html and "53 votes" in en.html
+    assert "Vassilis Papavasileiou, Leon Voukoutis, Prokopis Prokopidis 외 6명" in ko.html
+    assert "Vassilis Papavasileiou, Leon Voukoutis, Prokopis Prokopidis and 6 more" in en.html
+    # The summaries stay Korean in both languages.
+    assert first.sections[0].text in ko.html and first.sections[0].text in en.html
+
+
+def test_labels_are_localized(issue_cfg: Config, seeds_archive: Archive) -> None:
+    ko = _issue_html(issue_cfg, seeds_archive, "2024-W31")
+    en = _issue_html(issue_cfg, seeds_archive, "2024-W31", "en")
+    for label in ("새로운 점", "기술적 세부 사항", "성능 하이라이트", "결론 및 향후 연구", "한계"):
+        assert label in ko
+    assert "What's New" not in ko
+    for label in ("What's New", "Technical Details", "Performance Highlights", "Limitations"):
+        assert label.replace("'", "&#39;") in en or label in en
+
+
+def test_unknown_label_and_nested_bullets(issue_cfg: Config) -> None:
+    paper = make_paper(
+        "2405.00001",
+        sections=(
+            ("Surprising Results", "놀라운 결과입니다."),
+            (None, "첫 번째 점"),
+            (None, "두 번째 점"),
+        ),
+    )
+    archive = Archive((Digest(IsoWeek.parse("2024-W21").monday, (paper,)),))
+    rendered = render_issue(
+        issue_cfg, build_issue(issue_cfg, archive, IsoWeek.parse("2024-W21")), "ko"
+    )
+    assert "Surprising Results" in rendered.html
+    assert rendered.html.count("<li") == 2
+    assert "[Surprising Results]\n놀라운 결과입니다." in rendered.text
+    assert "- 첫 번째 점\n- 두 번째 점" in rendered.text
+
+
+def test_numbers_are_localized(issue_cfg: Config) -> None:
+    paper = make_paper("2405.00002", votes=12345, authors=("Solo",))
+    archive = Archive((Digest(IsoWeek.parse("2024-W21").monday, (paper,)),))
+    issue = build_issue(issue_cfg, archive, IsoWeek.parse("2024-W21"))
+    assert "추천 12,345" in render_issue(issue_cfg, issue, "ko").text
+    assert "12,345 votes" in render_issue(issue_cfg, issue, "en").text
+    assert "외" not in render_issue(issue_cfg, issue, "ko").text.split("Solo")[1].split("\n")[0]
+
+
+def test_video_paper_links_the_video(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W05"))
+    video = next(p.paper for p in issue.picks if p.paper.media and p.paper.media.kind == "video")
+    assert isinstance(video.media, Media)
+    rendered = render_issue(issue_cfg, issue, "ko")
+    assert f'href="{video.media.url}"' in rendered.html
+    assert f"동영상 보기: {video.media.url}" in rendered.text
+    assert not any(a.get("src") == video.media.url for t, a in _tags(rendered.html) if t == "img")
+
+
+def test_images_are_absolute_sized_and_described(issue_cfg: Config, seeds_archive: Archive) -> None:
+    for week in SEED_WEEKS:
+        images = [a for t, a in _tags(_issue_html(issue_cfg, seeds_archive, week)) if t == "img"]
+        assert images
+        for attrs in images:
+            assert (attrs["src"] or "").startswith("https://")
+            assert attrs["alt"]
+            assert attrs["width"] == "550" and attrs["height"] == "289"
+
+
+# -- email-safe HTML ------------------------------------------------------------------------
+
+
+def test_css_is_inlined_and_at_rules_survive(issue_cfg: Config, seeds_archive: Archive) -> None:
+    html = _issue_html(issue_cfg, seeds_archive, "2024-W31")
+    head, body = html.split("<body", 1)
+    assert "@media (prefers-color-scheme:dark)" in head
+    assert "@media only screen and (max-width:620px)" in head
+    assert "'Apple SD Gothic Neo','Malgun Gothic','맑은 고딕','Noto Sans KR',sans-serif" in body
+    assert "word-break:keep-all" in body
+    assert "max-width:600px" in body
+    assert '<table class="wrap" role="presentation"' in body
+    # Every paragraph carries its own style: Naver and Daum drop <style>.
+    assert all(a.get("style") for t, a in _tags(body) if t in ("p", "h1", "h2", "td", "li"))
+
+
+def test_preheader_is_hidden_and_first(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    rendered = render_issue(issue_cfg, issue, "ko")
+    assert rendered.preheader == f"이번 주 추천 1위: {issue.picks[0].paper.title} 외 9편"
+    body = rendered.html.split("<body", 1)[1]
+    first_div = re.search(r'<div class="pre" style="([^"]*)">([^<]*)', body)
+    assert first_div is not None
+    assert "display:none" in first_div.group(1)
+    assert first_div.group(2).startswith(rendered.preheader)
+
+
+@pytest.mark.parametrize("week", SEED_WEEKS)
+def test_seed_issues_fit_under_the_gmail_clip(
+    issue_cfg: Config, seeds_archive: Archive, week: str
+) -> None:
+    for lang in LANGS:
+        assert len(_issue_html(issue_cfg, seeds_archive, week, lang).encode()) < GMAIL_CLIP
+
+
+def test_long_week_fits_under_the_gmail_clip(issue_cfg: Config) -> None:
+    archive = long_week(10)
+    issue = build_issue(issue_cfg, archive, IsoWeek.of(archive.digests[0].date))
+    assert len(issue.picks) == 10
+    for lang in LANGS:
+        html = render_issue(issue_cfg, issue, lang).html_for(unsubscribe_url(issue_cfg, "x" * 40))
+        size = len(html.encode())
+        assert 60_000 < size < GMAIL_CLIP, size
+
+
+# -- escaping -----------------------------------------------------------------------------------
+
+HOSTILE = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
+
+
+def test_hostile_text_is_inert(issue_cfg: Config) -> None:
+    paper = make_paper(
+        "2405.00003",
+        title=f"Title {HOSTILE}",
+        authors=(f"Eve {HOSTILE}", "Bob"),
+        sections=((f"Label {HOSTILE} 100%", f"Summary {HOSTILE}"), (None, f"Point {HOSTILE}")),
+    )
+    archive = Archive((Digest(IsoWeek.parse("2024-W21").monday, (paper,)),))
+    issue = build_issue(issue_cfg, archive, IsoWeek.parse("2024-W21"))
+    for lang in LANGS:
+        rendered = render_issue(issue_cfg, issue, lang)
+        html = rendered.html_for(unsubscribe_url(issue_cfg, "tok"))
+        assert "<script" not in html.lower()
+        assert "onerror" not in " ".join(name for _, attrs in _tags(html) for name in attrs)
+        images = [a for t, a in _tags(html) if t == "img"]
+        assert images == []  # the paper has no thumbnail; no injected <img>
+        assert "&lt;script&gt;" in html
+        # Plain text is shown as text: the strings are there verbatim, and inert.
+        assert f"Title {HOSTILE}" in rendered.text
+        assert f"Summary {HOSTILE}" in rendered.text
+        assert f"Label {HOSTILE} 100%" in rendered.text
+
+
+def test_config_strings_are_escaped(issue_cfg: Config, seeds_archive: Archive) -> None:
+    import dataclasses
+
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(issue_cfg.email, intro=HOSTILE, contact=HOSTILE)
+    )
+    html = _issue_html(cfg, seeds_archive, "2024-W05")
+    assert "<script" not in html.lower()
+
+
+# -- localization ---------------------------------------------------------------------------------
+
+
+def test_missing_catalog_falls_back_to_source_strings(
+    issue_cfg: Config, seeds_archive: Archive, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(render, "LOCALES_DIR", tmp_path)
+    render.environment.cache_clear()
+    try:
+        html = _issue_html(issue_cfg, seeds_archive, "2024-W31", "ko")
+    finally:
+        render.environment.cache_clear()
+    assert "What&#39;s New" in html or "What's New" in html
+    assert "Unsubscribe" in html
+    assert "2024년 7월 29일 ~ 8월 4일" in html  # dates still follow the locale
+
+
+def test_compiled_catalogs_match_their_sources() -> None:
+    """The committed .mo files are what `pybabel compile` makes of the .po files."""
+    for lang in LANGS:
+        folder = LOCALES / lang / "LC_MESSAGES"
+        with (folder / "messages.po").open("rb") as fh:
+            catalog = read_po(fh)
+        buf = io.BytesIO()
+        write_mo(buf, catalog)
+        assert (folder / "messages.mo").read_bytes() == buf.getvalue(), (
+            f"{folder}/messages.mo is stale: run pybabel compile (see README, Translating)"
+        )
+
+
+def test_every_interface_string_has_a_korean_translation() -> None:
+    method_map = [
+        ("newsletter/**.py", "python"),
+        ("templates/**.html", "jinja2"),
+        ("templates/**.txt", "jinja2"),
+    ]
+    options = {
+        "templates/**.html": {"extensions": "jinja2.ext.i18n", "trimmed": "true"},
+        "templates/**.txt": {"extensions": "jinja2.ext.i18n", "trimmed": "true"},
+    }
+    extracted = {
+        msg[0] if isinstance(msg, tuple) else msg
+        for _, _, msg, *_ in extract_from_dir(str(ROOT), method_map, options)
+    }
+    with (LOCALES / "ko" / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        catalog = read_po(fh)
+    missing = sorted(
+        m for m in extracted if not catalog.get(m) or not all(_translated(catalog.get(m)))
+    )
+    assert not missing, f"not in the Korean catalog (run pybabel extract/update): {missing}"
+
+
+def _translated(message: object) -> list[bool]:
+    string = getattr(message, "string", "")
+    strings = string if isinstance(string, tuple | list) else [string]
+    return [bool(s) for s in strings]
+
+
+# -- golden files -----------------------------------------------------------------------------------
+
+
+def normalize_eml(data: bytes) -> bytes:
+    """Drop what changes between runs: the date, the Message-ID and the MIME boundary."""
+    text = data.decode("ascii")
+    for boundary in set(re.findall(r'boundary="([^"]+)"', text)):
+        text = text.replace(boundary, "BOUNDARY")
+    text = re.sub(r"(?m)^Date: .*$", "Date: DATE", text)
+    text = re.sub(r"(?m)^Message-ID: .*$", "Message-ID: <MESSAGE-ID>", text)
+    return text.encode("ascii")
+
+
+def _check_golden(name: str, data: bytes) -> None:
+    path = GOLDEN / name
+    if os.environ.get("NEWSLETTER_REGEN_GOLDEN"):
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    assert path.exists(), (
+        f"{path} is missing: NEWSLETTER_REGEN_GOLDEN=1 pytest tests/test_render.py"
+    )
+    assert data == path.read_bytes(), (
+        f"{name} differs from the golden file; if the change is intended: "
+        "NEWSLETTER_REGEN_GOLDEN=1 .venv/bin/python -m pytest tests/test_render.py -k golden"
+    )
+
+
+@pytest.mark.parametrize("lang", LANGS)
+@pytest.mark.parametrize("week", SEED_WEEKS)
+def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang: str) -> None:
+    rendered = render_issue(
+        issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse(week)), lang
+    )
+    url = unsubscribe_url(issue_cfg, GOLDEN_TOKEN)
+    _check_golden(f"{week}.{lang}.html", rendered.html_for(url).encode("utf-8"))
+    _check_golden(f"{week}.{lang}.txt", rendered.text_for(url).encode("utf-8"))
+    message = message_template(issue_cfg, rendered).personalize(
+        to_address="reader@example.com",
+        to_name="독자",
+        unsubscribe_token=GOLDEN_TOKEN,
+        message_id=GOLDEN_ID,
+    )
+    _check_golden(f"{week}.{lang}.eml", normalize_eml(message.data))
+    parsed = email.message_from_bytes(message.data, policy=email.policy.default)
+    assert parsed["Subject"] == f"[주간 HF 논문] 2024년 {int(week[-2:])}주차"
+
+
+# -- web copy and CLI -----------------------------------------------------------------------------
+
+
+def test_publish_writes_web_copies_and_index(issue_cfg: Config, seeds_archive: Archive) -> None:
+    for week in ("2024-W05", "2024-W31"):
+        written = publish_issue(
+            issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse(week))
+        )
+        assert [p.name for p in written] == [f"{week}.html", f"{week}.en.html", "index.html"]
+    public = issue_cfg.public_path
+    page = (public / "issues" / "2024-W05.html").read_text(encoding="utf-8")
+    assert "unsubscribe" not in page.lower() and "urn:x-newsletter" not in page
+    assert "2024년 5주차" in page and 'class="pre"' not in page
+    index = (public / "index.html").read_text(encoding="utf-8")
+    assert index.index('href="issues/2024-W31.html"') < index.index('href="issues/2024-W05.html"')
+    assert 'href="issues/2024-W05.en.html"' in index
+
+
+def test_email_links_to_the_web_copy(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W05"))
+    assert (
+        'href="https://news.example.org/issues/2024-W05.html"'
+        in render_issue(issue_cfg, issue, "ko").html
+    )
+    assert (
+        'href="https://news.example.org/issues/2024-W05.en.html"'
+        in render_issue(issue_cfg, issue, "en").html
+    )
+
+
+def _invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "config.toml").write_text(
+        'base_url = "https://news.example.org/"\n', encoding="utf-8"
+    )
+    result = CliRunner().invoke(main, ["preview", "--source", str(ROOT / "seeds"), *args])
+    return result.exit_code, result.output
+
+
+def test_cli_preview_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, output = _invoke(tmp_path, monkeypatch)
+    assert code == 0, output
+    assert output.strip() == str(Path("preview") / "2024-W31.ko.html")
+    html = (tmp_path / "preview" / "2024-W31.ko.html").read_text(encoding="utf-8")
+    assert 'href="https://news.example.org/unsubscribe/preview-sample-token"' in html
+    assert "urn:x-newsletter" not in html
+
+
+def test_cli_preview_eml_and_web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, output = _invoke(
+        tmp_path,
+        monkeypatch,
+        "--date",
+        "2024-02-01",
+        "--lang",
+        "en",
+        "--format",
+        "eml",
+        "--out",
+        "x.eml",
+        "--web",
+    )
+    assert code == 0, output
+    assert output.splitlines()[0] == "x.eml"
+    parsed = email.message_from_bytes(
+        (tmp_path / "x.eml").read_bytes(), policy=email.policy.default
+    )
+    assert parsed.get_content_type() == "multipart/alternative"
+    assert parsed["Subject"] == "[주간 HF 논문] 2024년 5주차"
+    assert (tmp_path / "public" / "issues" / "2024-W05.en.html").is_file()
+    assert (tmp_path / "public" / "index.html").is_file()
+
+
+def test_cli_preview_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    code, output = _invoke(tmp_path, monkeypatch, "--week", "2024-W21", "--format", "text")
+    assert code == 0, output
+    text = (tmp_path / "preview" / "2024-W21.ko.txt").read_text(encoding="utf-8")
+    assert "구독 취소: https://news.example.org/unsubscribe/preview-sample-token" in text
+
+
+def test_cli_preview_empty_week_is_an_error(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    code, output = _invoke(tmp_path, monkeypatch, "--week", "2024-W10")
+    assert code == 1
+    assert "error: no digests in week 2024-W10" in output
+    assert not (tmp_path / "preview").exists()
+    code, output = _invoke(tmp_path, monkeypatch, "--week", "2024-W10", "--date", "2024-01-02")
+    assert code == 2 and "at most one of --week or --date" in output
