@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import functools
 import json
 import logging
 import sys
-from collections.abc import Callable
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -206,6 +209,54 @@ def top(
         )
 
 
+@main.command()
+@_configured(source=True)
+@click.option(
+    "--out",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Folder to write to (default: public_dir).",
+)
+@_strict
+def feed(cfg: Config, out: Path | None, strict: bool) -> None:
+    """Write feed.atom and feed.json (the daily top papers of the last feed_days days).
+
+    Files whose content would not change are left untouched.
+
+    \b
+    Examples:
+      newsletter feed
+      newsletter feed --source seeds/ --out /var/www/newsletter
+    """
+    from .feed import ATOM_NAME, JSON_NAME, write_feeds
+
+    archive = _archive(cfg, strict)
+    if not archive.digests:
+        raise _Fail(f"no digest in {cfg.source}: nothing to put in the feed")
+    folder = cfg.public_path if out is None else out
+    written = write_feeds(cfg, archive, folder)
+    for name in (ATOM_NAME, JSON_NAME):
+        path = folder / name
+        click.echo(f"{path}: {'written' if path in written else 'unchanged'}")
+
+
+@main.command()
+@_configured()
+@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
+def serve(cfg: Config, host: str | None, port: int | None) -> None:
+    """Serve the feeds and the issues' web copies from the public folder over HTTP.
+
+    \b
+    Example:
+      newsletter serve --host 127.0.0.1 --port 8000
+    """
+    import uvicorn
+
+    from .web import create_app
+
+    uvicorn.run(create_app(cfg), host=host or cfg.web.host, port=port or cfg.web.port)
+
+
 PREVIEW_DIR = Path("preview")
 SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 SAMPLE_TOKEN = "preview-sample-token"
@@ -214,8 +265,12 @@ SAMPLE_TOKEN = "preview-sample-token"
 @main.command()
 @_configured(source=True)
 @click.option("--week", help="ISO week such as 2024-W05 (default: the latest in the archive).")
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its ISO week's issue.")
-@click.option("--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang).")
+@click.option(
+    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its ISO week's issue."
+)
+@click.option(
+    "--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang)."
+)
 @click.option(
     "--format",
     "fmt",
@@ -226,7 +281,9 @@ SAMPLE_TOKEN = "preview-sample-token"
 )
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
 @click.option("--open", "open_it", is_flag=True, help="Open the result in the default browser.")
-@click.option("--web", is_flag=True, help="Also write the web copies under public/issues/ and the index.")
+@click.option(
+    "--web", is_flag=True, help="Also write the web copies under public/issues/ and the index."
+)
 @_strict
 def preview(
     cfg: Config,
@@ -292,6 +349,326 @@ def preview(
             click.echo(str(written))
     if open_it:
         webbrowser.open(path.resolve().as_uri())
+
+
+# --- subscribers and sending ---------------------------------------------------------
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[Callable[[Counter[str], int], None]]:
+    """A rich progress bar on a terminal; otherwise a plain log line every few seconds."""
+    if sys.stderr.isatty():
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        columns = (
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]:.0f}/s"),
+            TimeRemainingColumn(),
+        )
+        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
+            task = bar.add_task("sending", total=None, rate=0.0)
+            started = time.monotonic()
+
+            def update(tally: Counter[str], total: int) -> None:
+                done = tally["sent"] + tally["failed"] + tally["skipped"]
+                elapsed = max(time.monotonic() - started, 1e-6)
+                bar.update(
+                    task,
+                    total=total or None,
+                    completed=done,
+                    rate=tally["sent"] / elapsed,
+                    description=f"sent {tally['sent']} · failed {tally['failed']} · retrying {tally['retrying']}",
+                )
+
+            yield update
+        return
+    last = [time.monotonic()]
+
+    def log_line(tally: Counter[str], total: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= 5:
+            last[0] = now
+            click.echo(
+                f"progress: {tally['sent']} sent, {tally['failed']} failed, "
+                f"{tally['retrying']} retrying, of {total}",
+                err=True,
+            )
+
+    yield log_line
+
+
+def _store(cfg: Config) -> Any:
+    from .store import open_store
+
+    return open_store(cfg.database_url, cfg.base_dir)
+
+
+@main.group("subscribers")
+def subscribers_group() -> None:
+    """Manage the subscriber list (add, remove, list, import, export)."""
+
+
+@subscribers_group.command("add")
+@_configured()
+@click.argument("email")
+@click.option("--name", default="", help="Display name used in the To: header.")
+@click.option(
+    "--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang)."
+)
+def subscribers_add(cfg: Config, email: str, name: str, lang: str | None) -> None:
+    """Add an active subscriber, or update the name and language of a known one.
+
+    \b
+    Example:
+      newsletter subscribers add reader@example.org --name "김독자" --lang ko
+    """
+    from .subscribers import check_name, normalize_address
+
+    store = _store(cfg)
+    sub, created = store.add_subscriber(
+        normalize_address(email), check_name(name), lang or cfg.default_lang
+    )
+    click.echo(f"{'added' if created else 'already known'}: {sub.email} ({sub.lang}, {sub.status})")
+
+
+@subscribers_group.command("remove")
+@_configured()
+@click.argument("email")
+def subscribers_remove(cfg: Config, email: str) -> None:
+    """Unsubscribe an address (its delivery history is kept).
+
+    \b
+    Example:
+      newsletter subscribers remove reader@example.org
+    """
+    if not _store(cfg).remove_subscriber(email.strip()):
+        raise _Fail(f"no subscriber {email.strip()!r}")
+    click.echo(f"unsubscribed: {email.strip()}")
+
+
+@subscribers_group.command("list")
+@_configured()
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
+def subscribers_list(cfg: Config, status: str | None) -> None:
+    """List subscribers (email, name, language, status), tab-separated.
+
+    \b
+    Example:
+      newsletter subscribers list --status active
+    """
+    from .subscribers import rows
+
+    for line in rows(_store(cfg), status):
+        click.echo(line)
+
+
+@subscribers_group.command("import")
+@_configured()
+@click.argument("csv_file", type=click.Path(path_type=Path, dir_okay=False, exists=True))
+def subscribers_import(cfg: Config, csv_file: Path) -> None:
+    """Import a CSV with a header row email,name,lang (name and lang optional).
+
+    Bad rows are reported with their line number and skipped; every good row is kept.
+
+    \b
+    Example:
+      newsletter subscribers import readers.csv
+    """
+    from .subscribers import import_csv
+
+    report = import_csv(_store(cfg), csv_file, cfg.default_lang)
+    for problem in report.problems:
+        click.echo(f"error: {problem}", err=True)
+    click.echo(
+        f"{report.added} added, {report.merged} already known, {len(report.problems)} skipped"
+    )
+
+
+@subscribers_group.command("export")
+@_configured()
+@click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
+def subscribers_export(cfg: Config, status: str | None) -> None:
+    """Write the list as CSV (email,name,lang,status) to standard output.
+
+    \b
+    Example:
+      newsletter subscribers export > readers.csv
+    """
+    from .subscribers import export_csv
+
+    export_csv(_store(cfg), sys.stdout, status)
+
+
+@main.command()
+@_configured()
+def migrate(cfg: Config) -> None:
+    """Bring the database schema up to date (also done automatically on first use).
+
+    \b
+    Example:
+      NEWSLETTER_DATABASE_URL=postgresql+psycopg://news@db/news newsletter migrate
+    """
+    from .store import open_store
+
+    store = open_store(cfg.database_url, cfg.base_dir, migrate=False)
+    applied = store.migrate()
+    click.echo(f"schema version {store.schema_version()} ({len(applied)} migration(s) applied)")
+
+
+def _week_option(func: F) -> F:
+    return click.option("--week", help="ISO week such as 2024-W05 (default: the previous week).")(
+        func
+    )
+
+
+def _parse_week(cfg: Config, week: str | None) -> IsoWeek:
+    if week is None:
+        return IsoWeek.previous(dt.datetime.now(dt.UTC), cfg.tz)
+    try:
+        return IsoWeek.parse(week)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--week") from None
+
+
+@main.command()
+@_configured(source=True)
+@_week_option
+@click.option(
+    "--dry-run", is_flag=True, help="Build every message but send nothing and record nothing."
+)
+@click.option(
+    "--to", "to_address", help="Send one test copy to ADDRESS; the ledger is not touched."
+)
+@click.option("--lang", type=click.Choice(["ko", "en"]), help="Language of the --to test copy.")
+@click.option("--retry-failed", is_flag=True, help="Queue the failed deliveries of the week again.")
+@click.option("--no-wait", is_flag=True, help="Leave retries that are not due yet for a later run.")
+@_strict
+def send(
+    cfg: Config,
+    week: str | None,
+    dry_run: bool,
+    to_address: str | None,
+    lang: str | None,
+    retry_failed: bool,
+    no_wait: bool,
+    strict: bool,
+) -> None:
+    """Send a weekly issue to every active subscriber, resuming where a previous run stopped.
+
+    Running it again sends nothing twice; SIGTERM or Ctrl-C finishes the messages in
+    flight, records them and exits 0.
+
+    \b
+    Examples:
+      newsletter send --week 2024-W05 --dry-run
+      newsletter send --week 2024-W05 --to editor@example.org
+      newsletter send --week 2024-W05
+      newsletter send --week 2024-W05 --retry-failed
+    """
+    from . import delivery
+    from .tokens import secret_key
+
+    iso = _parse_week(cfg, week)
+    archive = _archive(cfg, strict)
+    prepared = delivery.prepare_issue(cfg, archive, iso, publish=not dry_run and not to_address)
+    key = secret_key(cfg)
+    if to_address:
+        from .subscribers import normalize_address
+
+        address = normalize_address(to_address)
+        delivery.send_test_copy(cfg, prepared, key, address, lang or cfg.default_lang)
+        click.echo(f"{iso}: test copy sent to {address}")
+        return
+    store = _store(cfg)
+    if dry_run:
+        count, size = delivery.dry_run(cfg, store, prepared, key)
+        click.echo(f"{iso}: {count} messages built ({size / 1e6:.1f} MB); nothing sent (--dry-run)")
+        return
+    with _progress() as progress:
+        report = delivery.send_issue(
+            cfg,
+            store,
+            prepared,
+            key,
+            wait=not no_wait,
+            retry_failed=retry_failed,
+            progress=progress,
+            handle_signals=True,
+        )
+    click.echo(report.summary())
+    if report.stopped:
+        click.echo("stopped before the end: run the same command again to resume", err=True)
+
+
+@main.command()
+@_configured()
+@_week_option
+def status(cfg: Config, week: str | None) -> None:
+    """Show an issue's delivery counts and list its failures.
+
+    \b
+    Example:
+      newsletter status --week 2024-W05
+    """
+    store = _store(cfg)
+    iso = _parse_week(cfg, week)
+    row = store.get_issue(str(iso))
+    if row is None:
+        counts = store.count_subscribers()
+        click.echo(
+            f"{iso}: not sent yet; subscribers: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        )
+        return
+    counts = store.counts(row.id)
+    click.echo(f"{iso} [{row.status}] {row.subject}")
+    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for failure in store.failures(row.id):
+        click.echo(
+            f"  failed: {failure.email} after {failure.attempts} attempt(s): {failure.last_error}"
+        )
+
+
+@main.command()
+@_configured(source=True)
+@click.option("--once", is_flag=True, help="Exit when no issue is being sent instead of waiting.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between looks for work.",
+)
+def worker(cfg: Config, once: bool, poll: float) -> None:
+    """Help send every issue that is being sent (any number of workers, on any machine
+    sharing the PostgreSQL database).
+
+    \b
+    Example:
+      newsletter worker
+    """
+    from . import delivery
+    from .tokens import secret_key
+
+    with _progress() as progress:
+        delivery.run_worker(
+            cfg,
+            _store(cfg),
+            lambda: _archive(cfg, False),
+            secret_key(cfg),
+            once=once,
+            poll=poll,
+            progress=progress,
+        )
 
 
 if __name__ == "__main__":  # pragma: no cover

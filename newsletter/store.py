@@ -1,0 +1,669 @@
+"""The database: subscribers, issues and the delivery ledger (SQLAlchemy Core).
+
+SQLite by default, PostgreSQL by URL. The schema is versioned by a small migrations
+table; :func:`open_store` applies pending migrations on first use.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import os
+import socket
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+
+from .errors import NewsletterError
+
+log = logging.getLogger(__name__)
+
+SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
+DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
+
+metadata = sa.MetaData()
+
+schema_migrations = sa.Table(
+    "schema_migrations",
+    metadata,
+    sa.Column("version", sa.Integer, primary_key=True),
+    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
+)
+
+subscribers = sa.Table(
+    "subscribers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("email", sa.String(320), nullable=False),
+    # Lower-cased address: uniqueness is case-insensitive whatever the database's collation.
+    sa.Column("email_key", sa.String(320), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("lang", sa.String(8), nullable=False, server_default="ko"),
+    sa.Column("status", sa.String(16), nullable=False, server_default="active"),
+    sa.Column("bounces", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("confirmed_at", sa.DateTime(timezone=True)),
+    sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_subscribers_status", "status"),
+)
+
+issues = sa.Table(
+    "issues",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("week", sa.String(10), nullable=False, unique=True),
+    sa.Column("subject", sa.String(300), nullable=False),
+    # draft (rendered, waiting for approval), sending, sent
+    sa.Column("status", sa.String(16), nullable=False, server_default="draft"),
+    sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("finished_at", sa.DateTime(timezone=True)),
+)
+
+deliveries = sa.Table(
+    "deliveries",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("issue_id", sa.Integer, sa.ForeignKey("issues.id"), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("message_id", sa.String(300)),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    # Which worker holds the row, and until when: a dead worker's rows come back on expiry.
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
+    sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
+)
+
+
+def _migration_1(conn: Connection) -> None:
+    for table in (subscribers, issues, deliveries):
+        table.create(conn)
+
+
+# Append-only: each function takes the schema from the previous version to the next.
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+class StoreError(NewsletterError):
+    pass
+
+
+@dataclass(frozen=True, slots=True)
+class Subscriber:
+    id: int
+    email: str
+    name: str
+    lang: str
+    status: str
+    bounces: int = 0
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    # SQLite returns naive datetimes even for timezone=True columns; every value stored is UTC.
+    if value is not None and value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value
+
+
+def _subscriber(row: Any) -> Subscriber:
+    return Subscriber(row.id, row.email, row.name, row.lang, row.status, row.bounces)
+
+
+def _engine(url: str, base_dir: Path) -> Engine:
+    if url.startswith("sqlite:///") and not url.startswith("sqlite:////"):
+        path = url[len("sqlite:///") :]
+        if path and path != ":memory:" and not os.path.isabs(path):
+            url = f"sqlite:///{base_dir / path}"
+    try:
+        engine = sa.create_engine(url, future=True)
+    except (sa.exc.ArgumentError, ImportError, ModuleNotFoundError) as exc:
+        raise StoreError(
+            f"database_url: cannot use {sa.engine.make_url(url).render_as_string()}: {exc}"
+        ) from None
+    if engine.dialect.name == "sqlite":
+
+        @sa.event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            cur = dbapi_conn.cursor()
+            # WAL lets readers (the web app) run beside a send; NORMAL keeps every commit
+            # safe from a killed process at a fraction of FULL's fsync cost.
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.close()
+
+    return engine
+
+
+class Store:
+    """Queries over one database. Every method is one short transaction."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @property
+    def is_postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    def _insert(self, table: sa.Table) -> Any:
+        if self.dialect == "postgresql":
+            return postgresql.insert(table)
+        if self.dialect == "sqlite":
+            return sqlite.insert(table)
+        raise StoreError(f"unsupported database: {self.dialect}")
+
+    # --- schema ---------------------------------------------------------------------
+
+    def schema_version(self) -> int:
+        with self.engine.connect() as conn:
+            if not sa.inspect(conn).has_table("schema_migrations"):
+                return 0
+            return int(
+                conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
+            )
+
+    def migrate(self) -> list[int]:
+        """Apply every pending migration; returns the versions applied."""
+        applied: list[int] = []
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                # Two processes starting at once must not both create the tables.
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(7245001)"))
+            schema_migrations.create(conn, checkfirst=True)
+            current = int(
+                conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
+            )
+            for version, step in enumerate(MIGRATIONS, 1):
+                if version <= current:
+                    continue
+                step(conn)
+                conn.execute(
+                    schema_migrations.insert().values(version=version, applied_at=utcnow())
+                )
+                applied.append(version)
+        for version in applied:
+            log.info("applied schema migration %d", version)
+        return applied
+
+    # --- subscribers ----------------------------------------------------------------
+
+    def add_subscriber(
+        self, email: str, name: str = "", lang: str = "ko", status: str = "active"
+    ) -> tuple[Subscriber, bool]:
+        """Insert, or merge into the existing row for the same address (any case).
+
+        Returns the subscriber and whether it was new. A merge updates a name or
+        language that was given, and never reactivates someone who unsubscribed.
+        """
+        now = utcnow()
+        key = email.lower()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).first()
+            if row is None:
+                stmt = (
+                    self._insert(subscribers)
+                    .values(
+                        email=email,
+                        email_key=key,
+                        name=name,
+                        lang=lang,
+                        status=status,
+                        created_at=now,
+                        updated_at=now,
+                        confirmed_at=now if status == "active" else None,
+                    )
+                    .on_conflict_do_nothing(index_elements=["email_key"])
+                )
+                if conn.execute(stmt).rowcount:
+                    created = conn.execute(
+                        sa.select(subscribers).where(subscribers.c.email_key == key)
+                    ).one()
+                    return _subscriber(created), True
+                row = conn.execute(
+                    sa.select(subscribers).where(subscribers.c.email_key == key)
+                ).one()
+            changes: dict[str, Any] = {}
+            if name and name != row.name:
+                changes["name"] = name
+            if lang and lang != row.lang:
+                changes["lang"] = lang
+            if changes:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == row.id)
+                    .values(**changes, updated_at=now)
+                )
+                row = conn.execute(sa.select(subscribers).where(subscribers.c.id == row.id)).one()
+            return _subscriber(row), False
+
+    def get_subscriber(
+        self, *, id: int | None = None, email: str | None = None
+    ) -> Subscriber | None:
+        query = sa.select(subscribers)
+        if id is not None:
+            query = query.where(subscribers.c.id == id)
+        elif email is not None:
+            query = query.where(subscribers.c.email_key == email.lower())
+        else:
+            raise ValueError("give id or email")
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _subscriber(row) if row else None
+
+    def set_status(self, subscriber_id: int, status: str) -> bool:
+        if status not in SUBSCRIBER_STATUSES:
+            raise ValueError(status)
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == "unsubscribed":
+            values["unsubscribed_at"] = now
+        if status == "active":
+            values["confirmed_at"] = now
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
+            )
+        return bool(result.rowcount)
+
+    def remove_subscriber(self, email: str) -> bool:
+        """Mark unsubscribed (the row stays, so the ledger keeps its history)."""
+        found = self.get_subscriber(email=email)
+        return bool(found) and self.set_status(found.id, "unsubscribed")  # type: ignore[union-attr]
+
+    def iter_subscribers(
+        self, status: str | None = None, batch: int = 1000
+    ) -> Iterator[Subscriber]:
+        """Stream subscribers in id order, a page at a time (flat memory on long lists)."""
+        last = 0
+        while True:
+            query = (
+                sa.select(subscribers)
+                .where(subscribers.c.id > last)
+                .order_by(subscribers.c.id)
+                .limit(batch)
+            )
+            if status:
+                query = query.where(subscribers.c.status == status)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _subscriber(row)
+            last = rows[-1].id
+
+    def count_subscribers(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
+            ).all()
+        return {status: int(count) for status, count in rows}
+
+    # --- issues ---------------------------------------------------------------------
+
+    def get_issue(self, week: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).where(issues.c.week == week)).first()
+
+    def ensure_issue(self, week: str, subject: str, status: str = "draft") -> Any:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(issues)
+                .values(week=week, subject=subject, status=status, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["week"])
+            )
+            return conn.execute(sa.select(issues).where(issues.c.week == week)).one()
+
+    def set_issue_status(self, issue_id: int, status: str) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == "sent":
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(issues.update().where(issues.c.id == issue_id).values(**values))
+
+    def issues_in_status(self, status: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(issues).where(issues.c.status == status).order_by(issues.c.week)
+                )
+            )
+
+    # --- the ledger -----------------------------------------------------------------
+
+    def fan_out(self, issue_id: int) -> int:
+        """One queued delivery per active subscriber, idempotently; returns rows added."""
+        now = utcnow()
+        select = sa.select(
+            sa.literal(issue_id),
+            subscribers.c.id,
+            sa.literal("queued"),
+            sa.literal(0),
+            sa.literal(now, sa.DateTime(timezone=True)),
+            sa.literal(now, sa.DateTime(timezone=True)),
+        ).where(subscribers.c.status == "active")
+        stmt = (
+            self._insert(deliveries)
+            .from_select(
+                [
+                    "issue_id",
+                    "subscriber_id",
+                    "status",
+                    "attempts",
+                    "next_attempt_at",
+                    "updated_at",
+                ],
+                select,
+            )
+            .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
+        )
+        with self.engine.begin() as conn:
+            added = conn.execute(stmt).rowcount or 0
+            total = conn.execute(
+                sa.select(sa.func.count())
+                .select_from(deliveries)
+                .where(deliveries.c.issue_id == issue_id)
+            ).scalar_one()
+            conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id)
+                .values(recipients=total, updated_at=now)
+            )
+        return int(added)
+
+    def claim(
+        self,
+        issue_id: int,
+        owner: str,
+        limit: int,
+        lease: dt.timedelta,
+        now: dt.datetime | None = None,
+    ) -> list[Any]:
+        """Lease up to ``limit`` deliveries that are due: queued ones whose retry time has
+        come, and ``sending`` ones whose holder's lease ran out (it died mid-send).
+
+        On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets any number of workers claim at
+        once without blocking or taking the same row.
+        """
+        now = now or utcnow()
+        d = deliveries
+        free = sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now)
+        due = (
+            sa.select(d.c.id)
+            .where(
+                d.c.issue_id == issue_id,
+                sa.or_(
+                    sa.and_(d.c.status == "queued", d.c.next_attempt_at <= now, free),
+                    sa.and_(d.c.status == "sending", free),
+                ),
+            )
+            .order_by(d.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(due)]
+            if not ids:
+                return []
+            conn.execute(
+                d.update().where(d.c.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease)
+            )
+            rows = conn.execute(
+                sa.select(
+                    d.c.id,
+                    d.c.subscriber_id,
+                    d.c.status,
+                    d.c.attempts,
+                    d.c.message_id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.lang,
+                )
+                .join(subscribers, subscribers.c.id == d.c.subscriber_id)
+                .where(d.c.id.in_(ids))
+                .order_by(d.c.id)
+            ).all()
+        return list(rows)
+
+    def mark_sending(self, delivery_id: int, owner: str, message_id: str) -> str:
+        """Just before DATA: ``sending`` if the row is still ours and the subscriber still
+        active; ``skipped`` when they left meanwhile; ``lost`` when the lease was lost."""
+        now = utcnow()
+        d = deliveries
+        active = (
+            sa.select(subscribers.c.id)
+            .where(subscribers.c.id == d.c.subscriber_id, subscribers.c.status == "active")
+            .exists()
+        )
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                d.update()
+                .where(d.c.id == delivery_id, d.c.lease_owner == owner, active)
+                .values(
+                    status="sending",
+                    attempts=d.c.attempts + 1,
+                    message_id=message_id,
+                    updated_at=now,
+                )
+            )
+            if result.rowcount:
+                return "sending"
+            result = conn.execute(
+                d.update()
+                .where(
+                    d.c.id == delivery_id,
+                    d.c.lease_owner == owner,
+                    d.c.status.in_(("queued", "sending")),
+                )
+                .values(
+                    status="skipped",
+                    last_error="subscriber is no longer active",
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+            return "skipped" if result.rowcount else "lost"
+
+    def mark_sent(self, delivery_id: int, message_id: str) -> None:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="sent",
+                    sent_at=now,
+                    message_id=message_id,
+                    last_error=None,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+
+    def mark_retry(self, delivery_id: int, error: str, at: dt.datetime) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="queued",
+                    last_error=error[:1000],
+                    next_attempt_at=at,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=utcnow(),
+                )
+            )
+
+    def mark_failed(
+        self, delivery_id: int, error: str, *, permanent: bool, bounce_threshold: int
+    ) -> bool:
+        """Record a failure; a permanent one counts toward the subscriber's bounces.
+        Returns whether the subscriber became ``bounced``."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="failed",
+                    last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+            if not permanent:
+                return False
+            sub_id = conn.execute(
+                sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)
+            ).scalar_one()
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == sub_id)
+                .values(bounces=subscribers.c.bounces + 1, updated_at=now)
+            )
+            result = conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.id == sub_id,
+                    subscribers.c.bounces >= bounce_threshold,
+                    subscribers.c.status == "active",
+                )
+                .values(status="bounced", updated_at=now)
+            )
+            return bool(result.rowcount)
+
+    def release(self, delivery_ids: Iterable[int], owner: str) -> None:
+        """Give back leased rows that were never handed to the server (a clean stop)."""
+        ids = list(delivery_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None, updated_at=utcnow())
+            )
+
+    def release_dead_local_leases(self, alive: Callable[[int], bool]) -> int:
+        """Free rows leased by processes of this host that no longer exist, so a restart
+        after a kill resumes at once instead of waiting for the lease to run out."""
+        prefix = f"{socket.gethostname()}:"
+        with self.engine.connect() as conn:
+            owners = (
+                conn.execute(
+                    sa.select(deliveries.c.lease_owner)
+                    .distinct()
+                    .where(deliveries.c.lease_owner.like(prefix + "%"))
+                )
+                .scalars()
+                .all()
+            )
+        dead = []
+        for owner in owners:
+            try:
+                pid = int(owner[len(prefix) :].split(":", 1)[0])
+            except ValueError:
+                continue
+            if not alive(pid):
+                dead.append(owner)
+        if not dead:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.lease_owner.in_(dead))
+                .values(lease_until=utcnow() - dt.timedelta(seconds=1))
+            )
+        return int(result.rowcount or 0)
+
+    def retry_failed(self, issue_id: int) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
+                .values(status="queued", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())
+            )
+        return int(result.rowcount or 0)
+
+    def counts(self, issue_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.status, sa.func.count())
+                .where(deliveries.c.issue_id == issue_id)
+                .group_by(deliveries.c.status)
+            ).all()
+        found = {status: int(count) for status, count in rows}
+        return {status: found.get(status, 0) for status in DELIVERY_STATUSES}
+
+    def next_retry_at(self, issue_id: int) -> dt.datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.issue_id == issue_id, deliveries.c.status == "queued"
+                )
+            ).scalar()
+        return _aware(value)
+
+    def pending(self, issue_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(deliveries)
+                    .where(
+                        deliveries.c.issue_id == issue_id,
+                        deliveries.c.status.in_(("queued", "sending")),
+                    )
+                ).scalar_one()
+            )
+
+    def failures(self, issue_id: int, limit: int = 100) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(subscribers.c.email, deliveries.c.attempts, deliveries.c.last_error)
+                    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
+                    .order_by(deliveries.c.id)
+                    .limit(limit)
+                )
+            )
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+
+def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool = True) -> Store:
+    """Connect, and bring the schema up to date unless ``migrate`` is false."""
+    store = Store(_engine(database_url, base_dir))
+    if migrate:
+        try:
+            store.migrate()
+        except sa.exc.OperationalError as exc:
+            raise StoreError(f"database_url: cannot open the database: {exc.orig}") from None
+    return store

@@ -1,0 +1,109 @@
+"""Managing the subscriber list: address validation, CSV import and export."""
+
+from __future__ import annotations
+
+import csv
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from email_validator import EmailNotValidError, validate_email
+
+from .config import LANGS
+from .errors import NewsletterError
+from .models import Problem
+from .store import SUBSCRIBER_STATUSES, Store
+
+log = logging.getLogger(__name__)
+
+CSV_FIELDS = ("email", "name", "lang")
+
+
+class AddressError(NewsletterError):
+    pass
+
+
+def normalize_address(text: str) -> str:
+    """A syntactically valid address in normal form (no DNS lookups); else :class:`AddressError`."""
+    raw = text.strip()
+    if any(c in raw for c in "\r\n"):
+        raise AddressError(f"{raw!r} is not a valid email address: it contains a line break")
+    try:
+        return validate_email(raw, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        raise AddressError(f"{raw!r} is not a valid email address: {exc}") from None
+
+
+def check_name(name: str) -> str:
+    name = name.strip()
+    if any(c in name for c in "\r\n") or any(ord(c) < 32 for c in name):
+        raise AddressError("name must be one line without control characters")
+    if len(name) > 200:
+        raise AddressError("name is longer than 200 characters")
+    return name
+
+
+def check_lang(lang: str, default: str) -> str:
+    lang = (lang or default).strip().lower()
+    if lang not in LANGS:
+        raise AddressError(f"language must be one of {', '.join(LANGS)}, got {lang!r}")
+    return lang
+
+
+@dataclass
+class ImportReport:
+    added: int = 0
+    merged: int = 0
+    problems: list[Problem] = field(default_factory=list)
+
+
+def import_csv(store: Store, path: Path, default_lang: str = "ko") -> ImportReport:
+    """Add every good row of a ``email,name,lang`` CSV; report each bad one with its line."""
+    report = ImportReport()
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise NewsletterError(f"{path}: cannot read as UTF-8 CSV: {exc}") from None
+    reader = csv.DictReader(io.StringIO(text))
+    header = [h.strip().lower() for h in reader.fieldnames or []]
+    if "email" not in header:
+        raise NewsletterError(
+            f"{path}:1: the header row must name an 'email' column (email,name,lang)"
+        )
+    reader.fieldnames = header
+    for row in reader:
+        line = reader.line_num
+        try:
+            email = normalize_address(row.get("email") or "")
+            name = check_name(row.get("name") or "")
+            lang = check_lang(row.get("lang") or "", default_lang)
+        except AddressError as exc:
+            report.problems.append(Problem(str(path), line, str(exc)))
+            continue
+        _, created = store.add_subscriber(email, name, lang)
+        if created:
+            report.added += 1
+        else:
+            report.merged += 1
+    return report
+
+
+def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
+    """Write subscribers as CSV (``email,name,lang,status``), streaming; returns the count."""
+    if status is not None and status not in SUBSCRIBER_STATUSES:
+        raise NewsletterError(f"status must be one of {', '.join(SUBSCRIBER_STATUSES)}")
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([*CSV_FIELDS, "status"])
+    count = 0
+    for sub in store.iter_subscribers(status):
+        writer.writerow([sub.email, sub.name, sub.lang, sub.status])
+        count += 1
+    return count
+
+
+def rows(store: Store, status: str | None = None) -> Iterator[str]:
+    for sub in store.iter_subscribers(status):
+        yield f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
