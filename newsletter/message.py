@@ -199,6 +199,12 @@ def _b64_lines(data: bytes) -> bytes:
     )
 
 
+def _canonical(text: str) -> str:
+    """Text in MIME canonical form (RFC 2046): CRLF line breaks, ending with one."""
+    text = "\r\n".join(text.replace("\r\n", "\n").split("\n"))
+    return text if text.endswith("\r\n") else text + "\r\n"
+
+
 class _SlottedBase64:
     """A body with slots, base64-encoded once in pieces that can be joined around a value.
 
@@ -312,8 +318,8 @@ class MessageTemplate:
         self.rendered = rendered
         self._mailto = bool(cfg.email.unsubscribe_mailto.strip())
         self._domain = message_domain(cfg)
-        self._html = _SlottedBase64(rendered.html, rendered.marker)
-        self._text = _SlottedBase64(rendered.text, rendered.marker)
+        self._html = _SlottedBase64(_canonical(rendered.html), rendered.marker)
+        self._text = _SlottedBase64(_canonical(rendered.text), rendered.marker)
         self._head, self._between, self._tail = self._skeleton()
         self._dkim_key = dkim_key
         self._dkim_selector = dkim_selector.encode("ascii")

@@ -1,0 +1,313 @@
+"""The message: MIME structure, headers, the fast path against the reference, DKIM."""
+
+from __future__ import annotations
+
+import base64
+import dataclasses
+import datetime as dt
+import email
+import email.policy
+import re
+from email.header import decode_header, make_header
+from email.message import EmailMessage
+from pathlib import Path
+
+import dkim
+import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from newsletter import message as message_module
+from newsletter import render
+from newsletter.config import Config
+from newsletter.message import (
+    HeaderError,
+    _SlottedBase64,
+    build_message,
+    message_template,
+    unsubscribe_url,
+)
+from newsletter.models import Archive
+from newsletter.render import RenderedIssue, build_issue, render_issue
+from newsletter.select import IsoWeek
+
+SUBJECT = "[주간 HF 논문] 2024년 5주차"
+
+
+@pytest.fixture
+def rendered(issue_cfg: Config, seeds_archive: Archive) -> RenderedIssue:
+    return render_issue(
+        issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W05")), "ko"
+    )
+
+
+def _parse(data: bytes) -> EmailMessage:
+    parsed = email.message_from_bytes(data, policy=email.policy.default)
+    assert isinstance(parsed, EmailMessage)
+    return parsed
+
+
+def _lf(text: str) -> str:
+    return text.replace("\r\n", "\n").rstrip("\n")
+
+
+def _bodies(msg: EmailMessage) -> list[tuple[str, str]]:
+    return [(part.get_content_type(), part.get_content()) for part in msg.iter_parts()]
+
+
+def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> None:
+    prepared = message_template(issue_cfg, rendered).personalize(
+        to_address="kim@example.org", to_name="김철수", unsubscribe_token="tok-123"
+    )
+    data = prepared.data
+    assert data.isascii()
+    assert b"\n" not in data.replace(b"\r\n", b"") and b"\r" not in data.replace(b"\r\n", b"")
+    assert max(len(line) for line in data.split(b"\r\n")) <= 76
+    msg = _parse(data)
+    assert msg.get_content_type() == "multipart/alternative"
+    parts = list(msg.iter_parts())
+    assert [p.get_content_type() for p in parts] == ["text/plain", "text/html"]
+    for part in parts:
+        assert part.get_content_charset() == "utf-8"
+        assert part["Content-Transfer-Encoding"] == "base64"
+    url = "https://news.example.org/unsubscribe/tok-123"
+    assert _lf(parts[0].get_content()) == _lf(rendered.text_for(url))
+    assert _lf(parts[1].get_content()) == _lf(rendered.html_for(url))
+    assert parts[1].get_content().count("\n") == parts[1].get_content().count("\r\n")
+    assert msg["Subject"] == SUBJECT
+    assert "=?utf-8?" in data.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0].decode()
+    assert msg["From"].addresses[0].display_name == "주간 HF 논문"
+    assert msg["From"].addresses[0].addr_spec == "weekly@news.example.org"
+    assert msg["To"].addresses[0].display_name == "김철수"
+    assert msg["To"].addresses[0].addr_spec == "kim@example.org"
+    assert abs(msg["Date"].datetime - dt.datetime.now(dt.UTC)) < dt.timedelta(minutes=1)
+    assert prepared.message_id == msg["Message-ID"]
+    assert re.fullmatch(r"<2024-W05\.ko\.[0-9a-f]{24}@news\.example\.org>", prepared.message_id)
+    assert msg["List-Id"] == "주간 HF 논문 <newsletter.news.example.org>"
+    assert msg["List-Unsubscribe"] == (
+        f"<{url}>, <mailto:unsubscribe@news.example.org?subject=unsubscribe%20tok-123>"
+    )
+    assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
+    assert msg["MIME-Version"] == "1.0"
+
+
+def test_list_unsubscribe_without_mailto(issue_cfg: Config, rendered: RenderedIssue) -> None:
+    cfg = issue_cfg.replace(email=dataclasses.replace(issue_cfg.email, unsubscribe_mailto=""))
+    prepared = message_template(cfg, rendered).personalize(
+        to_address="a@example.org", to_name="", unsubscribe_token="t"
+    )
+    msg = _parse(prepared.data)
+    assert msg["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/t>"
+    assert msg["To"] == "a@example.org"
+
+
+def test_message_id_can_be_given(issue_cfg: Config, rendered: RenderedIssue) -> None:
+    template = message_template(issue_cfg, rendered)
+    for given_id in ("abc@news.example.org", "<abc@news.example.org>"):
+        prepared = template.personalize(
+            to_address="a@example.org", to_name="", unsubscribe_token="t", message_id=given_id
+        )
+        assert prepared.message_id == "<abc@news.example.org>"
+        assert _parse(prepared.data)["Message-ID"] == "<abc@news.example.org>"
+
+
+@pytest.mark.parametrize(
+    "token", ["a", "ab", "abc", "abcd", "abcde", "x" * 43, "토큰", "a/b?c=d&e"]
+)
+def test_fast_path_matches_the_reference(
+    issue_cfg: Config, rendered: RenderedIssue, token: str
+) -> None:
+    fast = _parse(
+        message_template(issue_cfg, rendered)
+        .personalize(to_address="lee@example.org", to_name="Lee Min", unsubscribe_token=token)
+        .data
+    )
+    slow = build_message(
+        issue_cfg,
+        rendered,
+        to_address="lee@example.org",
+        to_name="Lee Min",
+        unsubscribe_token=token,
+    )
+    slow = _parse(slow.as_bytes())
+    assert _bodies(fast) == _bodies(slow)
+    for name in ("Subject", "From", "To", "List-Id", "List-Unsubscribe", "List-Unsubscribe-Post"):
+        # Compared unfolded: the email package parses a folded line break as extra space.
+        assert str(fast[name]).split() == str(slow[name]).split(), name
+    assert unsubscribe_url(issue_cfg, token) in _bodies(fast)[0][1]
+
+
+def test_personalizing_does_not_render_again(
+    issue_cfg: Config, rendered: RenderedIssue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    template = message_template(issue_cfg, rendered)
+
+    def forbidden(*args: object, **kwargs: object) -> None:
+        raise AssertionError("personalize must not render, inline or build MIME")
+
+    monkeypatch.setattr(render, "render_issue", forbidden)
+    monkeypatch.setattr(render, "inline_css", forbidden)
+    monkeypatch.setattr(message_module, "EmailMessage", forbidden)
+    one = template.personalize(to_address="a@example.org", to_name="", unsubscribe_token="one")
+    two = template.personalize(to_address="b@example.org", to_name="", unsubscribe_token="two")
+    assert (
+        _bodies(_parse(one.data))[1][1].replace("/one", "/two") == _bodies(_parse(two.data))[1][1]
+    )
+
+
+def test_long_korean_name_is_folded_and_decodes_exactly(
+    issue_cfg: Config, rendered: RenderedIssue
+) -> None:
+    name = '김철수 (연구실) "테스트" 아주 긴 이름이 들어가는 경우를 시험해 봅니다'
+    data = (
+        message_template(issue_cfg, rendered)
+        .personalize(to_address="kim@example.org", to_name=name, unsubscribe_token="t")
+        .data
+    )
+    raw = re.search(rb"\r\nTo: (.*?)\r\n(?! )", b"\r\n" + data, re.S)
+    assert raw is not None
+    value = raw.group(1).decode("ascii").replace("\r\n", "")
+    assert all(len(line) <= 76 for line in raw.group(0).split(b"\r\n"))
+    assert str(make_header(decode_header(value))) == f"{name} <kim@example.org>"
+
+
+@pytest.mark.parametrize("name", ['Doe, "John"', "O'Brien", "Ann Lee"])
+def test_ascii_names(issue_cfg: Config, rendered: RenderedIssue, name: str) -> None:
+    data = (
+        message_template(issue_cfg, rendered)
+        .personalize(to_address="x@example.org", to_name=name, unsubscribe_token="t")
+        .data
+    )
+    assert _parse(data)["To"].addresses[0].display_name == name
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("to_name", "Eve\r\nBcc: victim@example.org"),
+        ("to_name", "Eve\nBcc: victim@example.org"),
+        ("to_address", "eve@example.org\r\nBcc: victim@example.org"),
+        ("to_address", "not an address"),
+        ("unsubscribe_token", "tok\r\nX-Evil: 1"),
+        ("message_id", "<id@example.org>\r\nX-Evil: 1"),
+    ],
+)
+def test_header_injection_is_refused(
+    issue_cfg: Config, rendered: RenderedIssue, field: str, value: str
+) -> None:
+    args = {"to_address": "a@example.org", "to_name": "A", "unsubscribe_token": "t"}
+    args[field] = value
+    with pytest.raises(HeaderError, match=r"line break|not a plain ASCII address"):
+        message_template(issue_cfg, rendered).personalize(**args)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "key", ["from_name", "from_address", "reply_to", "list_id", "unsubscribe_mailto"]
+)
+def test_configured_strings_with_line_breaks_are_refused(
+    issue_cfg: Config, rendered: RenderedIssue, key: str
+) -> None:
+    value = "x@example.org\r\nBcc: victim@example.org"
+    cfg = issue_cfg.replace(email=dataclasses.replace(issue_cfg.email, **{key: value}))
+    with pytest.raises(HeaderError, match=f"email.{key} contains a line break"):
+        message_template(cfg, rendered).personalize(
+            to_address="a@example.org", to_name="", unsubscribe_token="t"
+        )
+
+
+def test_subject_with_line_break_is_refused(issue_cfg: Config, rendered: RenderedIssue) -> None:
+    with pytest.raises(HeaderError, match="subject contains a line break"):
+        message_template(issue_cfg, dataclasses.replace(rendered, subject="a\nb"))
+
+
+# -- DKIM ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def dkim_key() -> tuple[bytes, bytes]:
+    """A fresh RSA key: (PEM private key, DNS TXT record)."""
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def _dns(record: bytes) -> object:
+    def lookup(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"mail._domainkey.news.example.org." else None
+
+    return lookup
+
+
+def _dkim_cfg(cfg: Config, **changes: str) -> Config:
+    return cfg.replace(email=dataclasses.replace(cfg.email, dkim_selector="mail", **changes))
+
+
+def test_dkim_signature_verifies(
+    issue_cfg: Config, rendered: RenderedIssue, dkim_key: tuple[bytes, bytes]
+) -> None:
+    pem, record = dkim_key
+    template = message_template(_dkim_cfg(issue_cfg), rendered, dkim_key=pem)
+    prepared = template.personalize(
+        to_address="kim@example.org", to_name="김철수", unsubscribe_token="tok"
+    )
+    assert prepared.data.startswith(b"DKIM-Signature: ")
+    assert dkim.verify(prepared.data, dnsfunc=_dns(record))
+    signature = _parse(prepared.data)["DKIM-Signature"].replace(" ", "")
+    tags = dict(t.split("=", 1) for t in signature.split(";") if "=" in t)
+    assert tags["c"] == "relaxed/relaxed"
+    assert tags["d"] == "news.example.org" and tags["s"] == "mail"
+    signed = tags["h"].lower().split(":")
+    for header in ("from", "to", "subject", "list-unsubscribe", "list-unsubscribe-post"):
+        assert header in signed
+    # Any change to the signed bytes breaks it.
+    tampered = prepared.data.replace(b"unsubscribe/tok", b"unsubscribe/tom", 1)
+    assert not dkim.verify(tampered, dnsfunc=_dns(record))
+
+
+def test_dkim_key_file_from_config(
+    issue_cfg: Config, rendered: RenderedIssue, dkim_key: tuple[bytes, bytes], tmp_path: Path
+) -> None:
+    pem, record = dkim_key
+    (tmp_path / "dkim.pem").write_bytes(pem)
+    cfg = _dkim_cfg(issue_cfg, dkim_key_file=str(tmp_path / "dkim.pem"))
+    prepared = message_template(cfg, rendered).personalize(
+        to_address="a@example.org", to_name="", unsubscribe_token="t"
+    )
+    assert dkim.verify(prepared.data, dnsfunc=_dns(record))
+
+
+def test_dkim_needs_a_selector_and_a_readable_key(
+    issue_cfg: Config, rendered: RenderedIssue, tmp_path: Path
+) -> None:
+    with pytest.raises(Exception, match="dkim_selector must be set"):
+        message_template(issue_cfg, rendered, dkim_key=b"key")
+    cfg = _dkim_cfg(issue_cfg, dkim_key_file=str(tmp_path / "missing.pem"))
+    with pytest.raises(Exception, match=r"email\.dkim_key_file: cannot read"):
+        message_template(cfg, rendered)
+
+
+# -- the slotted base64 encoder -------------------------------------------------------------------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.text(max_size=12), min_size=1, max_size=6),
+    value=st.text(max_size=30),
+)
+def test_slotted_base64_equals_plain_encoding(pieces: list[str], value: str) -> None:
+    marker = "\x00MARK\x00"
+    text = marker.join(pieces)
+    encoded = _SlottedBase64(text, marker).encode(value.encode("utf-8"))
+    lines = encoded.split(b"\r\n")
+    assert lines[-1] == b""
+    assert all(len(line) <= 76 and len(line) % 4 == 0 for line in lines[:-1])
+    assert base64.b64decode(b"".join(lines)) == text.replace(marker, value).encode("utf-8")
