@@ -1,0 +1,278 @@
+"""The ASGI app: the feeds and the web copies of the issues, from the public folder.
+
+Every file goes through :func:`conditional_response`: a strong ETag from the content
+hash, Last-Modified, 304 Not Modified for If-None-Match and If-Modified-Since, gzip for
+clients that accept it, and Cache-Control. Pages with their own handlers (subscribe,
+unsubscribe) belong in :func:`routes`, before the public folder's catch-all route.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import logging
+import os
+from collections import OrderedDict
+from dataclasses import dataclass
+from email.utils import formatdate, parsedate_to_datetime
+from pathlib import Path
+
+import anyio.to_thread
+from markupsafe import Markup
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from .config import Config
+from .feed import ATOM_NAME, ATOM_TYPE, JSON_NAME, JSON_TYPE
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "CACHE_SECONDS",
+    "PublicFolder",
+    "Resource",
+    "conditional_response",
+    "create_app",
+    "routes",
+]
+
+# Feeds change once a day and revalidating is a cheap 304, so a short freshness is enough.
+CACHE_SECONDS = 900
+_UTF8 = "; charset=utf-8"
+_TYPES = {
+    ".atom": ATOM_TYPE + _UTF8,
+    ".html": "text/html" + _UTF8,
+    ".json": "application/json" + _UTF8,
+    ".txt": "text/plain" + _UTF8,
+    ".css": "text/css" + _UTF8,
+    ".js": "text/javascript" + _UTF8,
+    ".xml": "application/xml" + _UTF8,
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".jpg": "image/jpeg",
+    ".jpeg": "image/jpeg",
+    ".gif": "image/gif",
+    ".webp": "image/webp",
+    ".ico": "image/x-icon",
+}
+_NAMED_TYPES = {JSON_NAME: JSON_TYPE + _UTF8}
+_FEEDS = frozenset({ATOM_NAME, JSON_NAME})
+_GZIP_MIN = 512  # below this, headers outweigh what gzip saves
+_CACHE_FILES = 256
+
+
+@dataclass(frozen=True, slots=True)
+class Resource:
+    """One representation to serve, with its validators and (when it pays) its gzip form."""
+
+    body: bytes
+    media_type: str
+    etag: str
+    last_modified: int  # seconds since the epoch
+    gzipped: bytes | None = None
+
+    @classmethod
+    def from_bytes(cls, body: bytes, media_type: str, last_modified: float) -> Resource:
+        digest = hashlib.sha256(body).hexdigest()[:32]
+        gzipped = None
+        if len(body) >= _GZIP_MIN and _compressible(media_type):
+            # mtime=0: the same body always compresses to the same bytes.
+            packed = gzip.compress(body, compresslevel=6, mtime=0)
+            gzipped = packed if len(packed) < len(body) else None
+        return cls(body, media_type, f'"{digest}"', int(last_modified), gzipped)
+
+    @property
+    def gzip_etag(self) -> str:
+        # A strong ETag names one exact representation: the gzip form needs its own.
+        return self.etag[:-1] + '-gz"'
+
+
+def _compressible(media_type: str) -> bool:
+    return media_type.startswith("text/") or any(
+        kind in media_type for kind in ("json", "xml", "javascript")
+    )
+
+
+def _accepts_gzip(header: str) -> bool:
+    """Whether an Accept-Encoding header allows gzip (``gzip;q=0`` refuses it)."""
+    star: bool | None = None
+    for part in header.split(","):
+        name, _, params = part.strip().partition(";")
+        name = name.strip().lower()
+        q = 1.0
+        for param in params.split(";"):
+            key, _, value = param.strip().partition("=")
+            if key.strip().lower() == "q":
+                try:
+                    q = float(value)
+                except ValueError:
+                    q = 0.0
+        if name in ("gzip", "x-gzip"):
+            return q > 0
+        if name == "*":
+            star = q > 0
+    return bool(star)
+
+
+def _etag_matches(header: str, etags: tuple[str, ...]) -> bool:
+    """If-None-Match uses the weak comparison: ``W/`` prefixes are ignored."""
+    if header.strip() == "*":
+        return True
+    for tag in header.split(","):
+        tag = tag.strip()
+        if tag.startswith("W/"):
+            tag = tag[2:]
+        if tag in etags:
+            return True
+    return False
+
+
+def _not_modified_since(header: str, last_modified: int) -> bool:
+    try:
+        since = parsedate_to_datetime(header)
+    except (TypeError, ValueError, IndexError):
+        return False
+    if since.tzinfo is None:  # "-0000": treat as UTC, as HTTP dates are
+        return False
+    return last_modified <= since.timestamp()
+
+
+def conditional_response(
+    request: Request, resource: Resource, *, max_age: int = CACHE_SECONDS
+) -> Response:
+    """200 with the (possibly gzipped) body, or 304 when the client's copy is current."""
+    gzipped = resource.gzipped
+    if gzipped is not None and not _accepts_gzip(request.headers.get("accept-encoding", "")):
+        gzipped = None
+    headers = {
+        "ETag": resource.etag if gzipped is None else resource.gzip_etag,
+        "Last-Modified": formatdate(resource.last_modified, usegmt=True),
+        "Cache-Control": f"public, max-age={max_age}",
+        "X-Content-Type-Options": "nosniff",
+    }
+    if resource.gzipped is not None:
+        headers["Vary"] = "Accept-Encoding"
+    if_none_match = request.headers.get("if-none-match")
+    if if_none_match is not None:
+        fresh = _etag_matches(if_none_match, (resource.etag, resource.gzip_etag))
+    else:
+        since = request.headers.get("if-modified-since")
+        fresh = since is not None and _not_modified_since(since, resource.last_modified)
+    if fresh:
+        return Response(status_code=304, headers=headers)
+    if gzipped is not None:
+        headers["Content-Encoding"] = "gzip"
+        return Response(gzipped, media_type=resource.media_type, headers=headers)
+    return Response(resource.body, media_type=resource.media_type, headers=headers)
+
+
+def _page(status: int, title: str, text: str, headers: dict[str, str] | None = None) -> Response:
+    html = Markup(
+        '<!doctype html>\n<html lang="ko"><head><meta charset="utf-8"><title>{}</title></head>'
+        "<body><h1>{}</h1><p>{}</p></body></html>\n"
+    ).format(title, title, text)
+    return HTMLResponse(str(html), status_code=status, headers=headers)
+
+
+def _not_found() -> Response:
+    return _page(404, "찾을 수 없습니다 (404 Not Found)", "요청한 페이지가 없습니다.")
+
+
+def _not_built(name: str) -> Response:
+    return _page(
+        503,
+        "피드가 아직 없습니다 (503 Service Unavailable)",
+        f"{name} has not been built yet: run `newsletter feed`. "
+        "피드를 아직 만들지 않았습니다. 잠시 뒤에 다시 시도해 주세요.",
+        {"Retry-After": "300", "Cache-Control": "no-store"},
+    )
+
+
+class PublicFolder:
+    """Serves the files under ``root``; nothing outside it, nothing hidden."""
+
+    def __init__(self, root: Path, *, max_age: int = CACHE_SECONDS) -> None:
+        self.root = root
+        self.max_age = max_age
+        self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Resource]] = OrderedDict()
+
+    def locate(self, relative: str) -> Path | None:
+        """The file for a URL path below the root, or None when the path is not allowed:
+        empty, ``.``/``..`` or hidden segments, backslashes, or a link leading outside."""
+        parts = relative.split("/")
+        for part in parts:
+            if not part or part.startswith(".") or "\\" in part or "\x00" in part:
+                return None
+        path = self.root.joinpath(*parts)
+        try:
+            root = self.root.resolve()
+            if not path.resolve().is_relative_to(root):
+                return None
+        except (OSError, RuntimeError):
+            return None
+        return path
+
+    def _load(self, path: Path, media_type: str) -> tuple[tuple[int, int, int], Resource] | None:
+        try:
+            with path.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                body = fh.read()
+        except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
+            return None
+        key = (st.st_mtime_ns, st.st_size, st.st_ino)
+        return key, Resource.from_bytes(body, media_type, st.st_mtime)
+
+    async def resource(self, path: Path, media_type: str) -> Resource | None:
+        """The file as a :class:`Resource`, re-read only when it changed on disk."""
+        try:
+            st = path.stat()
+        except OSError:
+            return None
+        if not path.is_file():
+            return None
+        cached = self._cache.get(path)
+        if cached is not None and cached[0] == (st.st_mtime_ns, st.st_size, st.st_ino):
+            self._cache.move_to_end(path)
+            return cached[1]
+        loaded = await anyio.to_thread.run_sync(self._load, path, media_type)
+        if loaded is None:
+            return None
+        self._cache[path] = loaded
+        while len(self._cache) > _CACHE_FILES:
+            self._cache.popitem(last=False)
+        return loaded[1]
+
+    async def serve(self, request: Request, relative: str) -> Response:
+        name = relative.rsplit("/", 1)[-1]
+        media_type = _NAMED_TYPES.get(relative) or _TYPES.get(os.path.splitext(name)[1].lower())
+        path = self.locate(relative) if media_type else None
+        if path is None or media_type is None:
+            return _not_found()
+        resource = await self.resource(path, media_type)
+        if resource is None:
+            return _not_built(name) if relative in _FEEDS else _not_found()
+        return conditional_response(request, resource, max_age=self.max_age)
+
+    async def index(self, request: Request) -> Response:
+        return await self.serve(request, "index.html")
+
+    async def file(self, request: Request) -> Response:
+        return await self.serve(request, request.path_params["path"])
+
+
+def routes(cfg: Config) -> list[BaseRoute]:
+    """Every route of the site, in matching order; the public folder's catch-all is last."""
+    public = PublicFolder(cfg.public_path)
+    return [
+        Route("/", public.index, methods=["GET"]),
+        Route("/{path:path}", public.file, methods=["GET"]),
+    ]
+
+
+def create_app(cfg: Config) -> Starlette:
+    """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own."""
+    app = Starlette(routes=routes(cfg))
+    app.state.config = cfg
+    return app

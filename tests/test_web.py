@@ -1,0 +1,233 @@
+"""The web app over real HTTP: a uvicorn server on loopback, requests with httpx."""
+
+from __future__ import annotations
+
+import gzip
+import os
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from email.utils import formatdate
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+import pytest
+
+from newsletter.config import Config
+from newsletter.feed import ATOM_NAME, JSON_NAME, write_feeds
+from newsletter.models import Archive
+from newsletter.web import CACHE_SECONDS, create_app
+
+IDENTITY = {"Accept-Encoding": "identity"}
+
+
+class Site:
+    def __init__(self, cfg: Config, base: str) -> None:
+        self.cfg = cfg
+        self.base = base
+        self.public = cfg.public_path
+
+    def get(self, path: str, **headers: str) -> httpx.Response:
+        return httpx.get(self.base + path, headers={**IDENTITY, **headers}, timeout=10)
+
+
+@pytest.fixture
+def site(cfg: Config, live_server: Callable[[Any], str]) -> Site:
+    cfg = cfg.replace(base_url="https://example.org/newsletter/", tag_authority="example.org")
+    return Site(cfg, live_server(create_app(cfg)))
+
+
+@pytest.fixture
+def built(site: Site, seeds_archive: Archive) -> Site:
+    write_feeds(site.cfg.replace(feed_days=400), seeds_archive)
+    return site
+
+
+def test_feed_not_built_yet_is_a_clear_503(site: Site) -> None:
+    for name in (ATOM_NAME, JSON_NAME):
+        response = site.get("/" + name)
+        assert response.status_code == 503
+        assert response.headers["content-type"] == "text/html; charset=utf-8"
+        assert "newsletter feed" in response.text
+        assert response.headers["retry-after"] == "300"
+        assert response.headers["cache-control"] == "no-store"
+
+
+def test_atom_feed_with_validators(built: Site) -> None:
+    response = built.get("/" + ATOM_NAME)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert response.content == (built.public / ATOM_NAME).read_bytes()
+    etag = response.headers["etag"]
+    assert etag.startswith('"') and etag.endswith('"') and not etag.startswith("W/")
+    mtime = int((built.public / ATOM_NAME).stat().st_mtime)
+    assert response.headers["last-modified"] == formatdate(mtime, usegmt=True)
+    assert response.headers["cache-control"] == f"public, max-age={CACHE_SECONDS}"
+    assert response.headers["x-content-type-options"] == "nosniff"
+
+
+def test_json_feed_content_type(built: Site) -> None:
+    response = built.get("/" + JSON_NAME)
+    assert response.status_code == 200
+    assert response.headers["content-type"] == "application/feed+json; charset=utf-8"
+    assert response.json()["items"]
+
+
+def test_conditional_get_200_then_304(built: Site) -> None:
+    first = built.get("/" + ATOM_NAME)
+    etag, modified = first.headers["etag"], first.headers["last-modified"]
+    again = built.get("/" + ATOM_NAME, **{"If-None-Match": etag})
+    assert again.status_code == 304
+    assert again.content == b""
+    assert again.headers["etag"] == etag
+    assert again.headers["cache-control"] == first.headers["cache-control"]
+    assert built.get("/" + ATOM_NAME, **{"If-None-Match": f'"x", W/{etag}'}).status_code == 304
+    assert built.get("/" + ATOM_NAME, **{"If-Modified-Since": modified}).status_code == 304
+    older = formatdate(int((built.public / ATOM_NAME).stat().st_mtime) - 60, usegmt=True)
+    assert built.get("/" + ATOM_NAME, **{"If-Modified-Since": older}).status_code == 200
+    # If-None-Match wins over If-Modified-Since (RFC 9110 13.2.2).
+    stale = {"If-None-Match": '"other"', "If-Modified-Since": modified}
+    assert built.get("/" + ATOM_NAME, **stale).status_code == 200
+    assert built.get("/" + ATOM_NAME, **{"If-Modified-Since": "yesterday"}).status_code == 200
+
+
+def test_rebuild_keeps_etag_and_new_content_changes_it(built: Site, seeds_archive: Archive) -> None:
+    etag = built.get("/" + ATOM_NAME).headers["etag"]
+    write_feeds(built.cfg.replace(feed_days=400), seeds_archive)  # same input: untouched
+    assert built.get("/" + ATOM_NAME, **{"If-None-Match": etag}).status_code == 304
+    write_feeds(built.cfg.replace(feed_days=30), seeds_archive)  # fewer entries
+    response = built.get("/" + ATOM_NAME, **{"If-None-Match": etag})
+    assert response.status_code == 200
+    assert response.headers["etag"] != etag
+    assert response.content == (built.public / ATOM_NAME).read_bytes()
+
+
+def test_gzip_for_clients_that_accept_it(built: Site) -> None:
+    plain = built.get("/" + ATOM_NAME)
+    with httpx.stream(
+        "GET", built.base + "/" + ATOM_NAME, headers={"Accept-Encoding": "gzip"}
+    ) as response:
+        raw = b"".join(response.iter_raw())
+    assert response.headers["content-encoding"] == "gzip"
+    assert response.headers["vary"] == "Accept-Encoding"
+    assert gzip.decompress(raw) == plain.content
+    assert len(raw) < len(plain.content) / 3
+    gz_etag = response.headers["etag"]
+    assert gz_etag != plain.headers["etag"]  # a strong ETag names one representation
+    assert built.get("/" + ATOM_NAME, **{"If-None-Match": gz_etag}).status_code == 304
+    refused = built.get("/" + ATOM_NAME, **{"Accept-Encoding": "gzip;q=0, identity"})
+    assert "content-encoding" not in refused.headers
+    assert refused.headers["vary"] == "Accept-Encoding"
+
+
+def test_head_has_headers_and_no_body(built: Site) -> None:
+    response = httpx.head(built.base + "/" + ATOM_NAME, headers=IDENTITY)
+    assert response.status_code == 200
+    assert response.content == b""
+    assert int(response.headers["content-length"]) == (built.public / ATOM_NAME).stat().st_size
+    assert response.headers["etag"]
+
+
+def test_index_and_issue_pages_are_html(site: Site) -> None:
+    (site.public / "issues").mkdir(parents=True)
+    (site.public / "index.html").write_text("<h1>목록</h1>", encoding="utf-8")
+    (site.public / "issues" / "2024-W05.html").write_text("<h1>5주차</h1>", encoding="utf-8")
+    index = site.get("/")
+    assert index.status_code == 200
+    assert index.headers["content-type"] == "text/html; charset=utf-8"
+    assert index.text == "<h1>목록</h1>"
+    issue = site.get("/issues/2024-W05.html")
+    assert issue.headers["content-type"] == "text/html; charset=utf-8"
+    assert issue.text == "<h1>5주차</h1>"
+    etag = issue.headers["etag"]
+    assert site.get("/issues/2024-W05.html", **{"If-None-Match": etag}).status_code == 304
+    assert site.get("/issues/2024-W99.html").status_code == 404
+    assert site.get("/issues/").status_code == 404
+
+
+def _raw_get(base: str, target: str) -> tuple[int, bytes]:
+    """A request with the target exactly as given: httpx would normalize ``..`` away."""
+    parts = urlsplit(base)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as conn:
+        conn.sendall(
+            f"GET {target} HTTP/1.1\r\nHost: {parts.netloc}\r\nConnection: close\r\n\r\n".encode()
+        )
+        data = b""
+        while chunk := conn.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+def test_no_way_out_of_the_public_folder(site: Site, tmp_path: Path) -> None:
+    site.public.mkdir(parents=True)
+    secret = tmp_path / "secret.html"
+    secret.write_text("SECRET", encoding="utf-8")
+    (site.public / ".hidden.html").write_text("SECRET", encoding="utf-8")
+    (site.public / "escape.html").symlink_to(secret)
+    (site.public / "ok.html").write_text("ok", encoding="utf-8")
+    for target in (
+        "/../secret.html",
+        "/%2e%2e/secret.html",
+        "/issues/..%2f..%2fsecret.html",
+        "/%2e%2e%2fsecret.html",
+        "/..\\secret.html",
+        "/.hidden.html",
+        "/escape.html",
+        "//etc/passwd",
+        f"/{tmp_path}/secret.html",
+        "/ok.html%00.html",
+    ):
+        status, body = _raw_get(site.base, target)
+        assert status in (400, 404), target
+        assert b"SECRET" not in body and b"root:" not in body, target
+    assert _raw_get(site.base, "/ok.html")[0] == 200
+
+
+def test_unknown_files_are_not_served(site: Site) -> None:
+    site.public.mkdir(parents=True)
+    (site.public / "notes.db").write_bytes(b"data")
+    assert site.get("/notes.db").status_code == 404
+    assert site.get("/nothing.html").status_code == 404
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_serve_command_runs_the_app(tmp_path: Path, seeds_archive: Archive) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text('public_dir = "www"\nfeed_days = 400\n', encoding="utf-8")
+    cfg = Config(public_dir=tmp_path / "www", feed_days=400)
+    write_feeds(cfg, seeds_archive)
+    port = _free_port()
+    env = {**os.environ, "NEWSLETTER_CONFIG": str(config)}
+    command = [sys.executable, "-m", "newsletter.cli", "serve", "--port", str(port)]
+    process = subprocess.Popen(
+        command, env=env, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/{ATOM_NAME}"
+        deadline = time.monotonic() + 20
+        while True:
+            try:
+                response = httpx.get(url, headers=IDENTITY, timeout=2)
+                break
+            except httpx.TransportError:
+                assert process.poll() is None, process.stderr.read() if process.stderr else ""
+                assert time.monotonic() < deadline, "newsletter serve did not start"
+                time.sleep(0.1)
+        assert response.status_code == 200
+        assert response.content == (tmp_path / "www" / ATOM_NAME).read_bytes()
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+        if process.stderr:
+            process.stderr.close()
