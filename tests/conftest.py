@@ -77,7 +77,10 @@ def make_paper(
 
 def long_week(papers: int = 10, day: dt.date = dt.date(2024, 5, 20)) -> Archive:
     """One day of ``papers`` papers with long labelled Korean summaries (a worst case)."""
-    text = "대규모 언어 모델의 추론 능력을 향상시키기 위한 새로운 방법을 제안하고 실험으로 검증합니다. " * 12
+    text = (
+        "대규모 언어 모델의 추론 능력을 향상시키기 위한 새로운 방법을 제안하고 실험으로 검증합니다. "
+        * 12
+    )
     labels = ("What's New", "Technical Details", "Performance Highlights", "Limitations")
     return Archive(
         digests=(
@@ -137,3 +140,113 @@ def live_server() -> Iterator[Callable[[Any], str]]:
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+# --- a real SMTP server on loopback, with faults on demand ----------------------------------
+
+SMTP_FAULTS = ("temp", "perm", "drop", "slow")
+
+
+class FaultySmtpHandler:
+    """An aiosmtpd handler that records every accepted message per recipient and can
+    answer 4xx, 5xx, drop the connection mid-DATA or reply slowly, per address.
+
+    ``script[address]`` is a list of actions consumed one per delivery attempt;
+    ``always[address]`` applies to every attempt. ``per_connection`` makes the server
+    refuse (421, and close) the next MAIL after that many messages on one connection.
+    """
+
+    def __init__(self) -> None:
+        import threading
+        from collections import defaultdict
+
+        self.lock = threading.Lock()
+        self.received: dict[str, list[bytes]] = defaultdict(list)
+        self.peers: set[Any] = set()
+        self.script: dict[str, list[str]] = {}
+        self.always: dict[str, str] = {}
+        self.delay = 0.0
+        self.per_connection = 0
+        self.attempts: dict[str, int] = defaultdict(int)
+
+    def _action(self, address: str) -> str:
+        with self.lock:
+            self.attempts[address] += 1
+            queue = self.script.get(address)
+            if queue:
+                return queue.pop(0)
+            return self.always.get(address, "ok")
+
+    async def handle_MAIL(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        count = getattr(session, "messages", 0)
+        if self.per_connection and count >= self.per_connection:
+            server.transport.close()
+            return "421 4.7.0 Too many messages on this connection"
+        envelope.mail_from = address
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import asyncio
+
+        (address,) = envelope.rcpt_tos
+        action = self._action(address.lower())
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        if action == "temp":
+            return "451 4.3.0 Try again later"
+        if action == "perm":
+            return "550 5.1.1 No such user"
+        if action == "drop":
+            server.transport.close()
+            return "451 4.4.2 Connection dropped"
+        if action == "slow":
+            await asyncio.sleep(0.2)
+        session.messages = getattr(session, "messages", 0) + 1
+        with self.lock:
+            self.received[address.lower()].append(envelope.original_content or envelope.content)
+            self.peers.add(session.peer)
+        return "250 2.0.0 Accepted"
+
+    def counts(self) -> dict[str, int]:
+        with self.lock:
+            return {address: len(messages) for address, messages in self.received.items()}
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture
+def smtp_server() -> Iterator[tuple[FaultySmtpHandler, int]]:
+    """A real SMTP server (aiosmtpd) on a free loopback port: (handler, port)."""
+    from aiosmtpd.controller import Controller
+
+    handler = FaultySmtpHandler()
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port, data_size_limit=10_000_000)
+    controller.start()
+    try:
+        yield handler, port
+    finally:
+        controller.stop()
+
+
+def smtp_cfg(cfg: Config, port: int, **smtp: Any) -> Config:
+    """``cfg`` sending to the loopback test server, with fast retries."""
+    import dataclasses
+
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "tls": "none",
+        "retry_base_seconds": 0.01,
+        "timeout_seconds": 10.0,
+        **smtp,
+    }
+    return cfg.replace(smtp=dataclasses.replace(cfg.smtp, **values), secret_key="test-secret-key")

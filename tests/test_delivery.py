@@ -1,0 +1,287 @@
+"""Sending through a real SMTP server on loopback: faults, retries, bounces, resume."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+from conftest import SEEDS, FaultySmtpHandler, smtp_cfg
+
+from newsletter import delivery
+from newsletter.config import Config
+from newsletter.delivery import RateLimiter, backoff, prepare_issue, send_issue
+from newsletter.models import Archive
+from newsletter.select import IsoWeek
+from newsletter.store import Store, deliveries, open_store
+
+WEEK = IsoWeek(2024, 5)
+KEY = b"test-secret-key"
+
+
+def _store(cfg: Config) -> Store:
+    return open_store(cfg.database_url, cfg.base_dir)
+
+
+def _subscribe(store: Store, count: int, prefix: str = "reader") -> list[str]:
+    addresses = [f"{prefix}{i:04d}@example.org" for i in range(count)]
+    for i, address in enumerate(addresses):
+        store.add_subscriber(address, f"독자 {i}", "en" if i % 3 == 0 else "ko")
+    return addresses
+
+
+def _send(cfg: Config, store: Store, archive: Archive, **kwargs: object) -> delivery.SendReport:
+    return send_issue(cfg, store, prepare_issue(cfg, archive, WEEK), KEY, **kwargs)  # type: ignore[arg-type]
+
+
+def test_maildir_outbox_by_default_and_second_run_sends_nothing(
+    cfg: Config, seeds_archive: Archive
+) -> None:
+    store = _store(cfg)
+    addresses = _subscribe(store, 5)
+    store.add_subscriber("gone@example.org", "", "ko", status="unsubscribed")
+    report = _send(cfg, store, seeds_archive)
+    assert report.counts["sent"] == 5 and report.done
+    box = mailbox.Maildir(str(cfg.outbox_path), create=False)
+    recipients = sorted(str(message["To"]) for message in box)
+    assert [r.split("<")[-1].rstrip(">") for r in recipients] == addresses
+    again = _send(cfg, store, seeds_archive)
+    assert again.this_run["sent"] == 0
+    assert len(box) == 5
+    assert store.get_issue("2024-W05").status == "sent"
+
+
+def test_every_good_message_once_and_faults_classified(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port, concurrency=3, max_attempts=4, bounce_threshold=1)
+    store = _store(cfg)
+    good = _subscribe(store, 30)
+    faulty = {
+        "temp@example.org": ["temp", "temp"],  # two 451s, then accepted
+        "drop@example.org": ["drop"],  # disconnected mid-DATA once
+        "slow@example.org": ["slow"],
+    }
+    for address, script in faulty.items():
+        store.add_subscriber(address)
+        handler.script[address] = list(script)
+    store.add_subscriber("perm@example.org")
+    handler.always["perm@example.org"] = "perm"
+    store.add_subscriber("never@example.org")
+    handler.always["never@example.org"] = "temp"
+
+    report = _send(cfg, store, seeds_archive)
+
+    counts = handler.counts()
+    for address in [*good, *faulty]:
+        assert counts.get(address) == 1, address
+    assert "perm@example.org" not in counts and "never@example.org" not in counts
+    assert report.counts == {"queued": 0, "sending": 0, "sent": 33, "failed": 2, "skipped": 0}
+    issue = store.get_issue("2024-W05")
+    failures = {f.email: f for f in store.failures(issue.id)}
+    assert failures["perm@example.org"].attempts == 1
+    assert failures["perm@example.org"].last_error.startswith("550")
+    assert failures["never@example.org"].attempts == 4  # smtp.max_attempts, all 4xx
+    assert store.get_subscriber(email="perm@example.org").status == "bounced"
+    assert store.get_subscriber(email="never@example.org").status == "active"
+    with store.engine.connect() as conn:
+        temp = conn.execute(
+            sa.select(deliveries.c.attempts)
+            .where(deliveries.c.status == "sent")
+            .order_by(deliveries.c.attempts.desc())
+        ).first()
+    assert temp is not None and temp.attempts == 3
+
+
+def test_message_on_the_wire_is_the_prepared_bytes(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port)
+    store = _store(cfg)
+    store.add_subscriber("one@example.org", "김독자", "ko")
+    _send(cfg, store, seeds_archive)
+    (raw,) = handler.received["one@example.org"]
+    message = email.message_from_bytes(raw, policy=email.policy.default)
+    assert message["Subject"] == "[주간 HF 논문] 2024년 5주차"
+    assert message["To"] == "김독자 <one@example.org>"
+    assert "/unsubscribe/" in message["List-Unsubscribe"]
+    issue = store.get_issue("2024-W05")
+    with store.engine.connect() as conn:
+        recorded = conn.execute(
+            sa.select(deliveries.c.message_id).where(deliveries.c.issue_id == issue.id)
+        ).scalar()
+    assert message["Message-ID"] == recorded
+
+
+def test_bounce_needs_threshold_permanent_failures(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port, bounce_threshold=2)
+    store = _store(cfg)
+    store.add_subscriber("perm@example.org")
+    handler.always["perm@example.org"] = "perm"
+    _send(cfg, store, seeds_archive)
+    assert store.get_subscriber(email="perm@example.org").status == "active"
+    issue = store.get_issue("2024-W05")
+    assert store.retry_failed(issue.id) == 1
+    _send(cfg, store, seeds_archive)
+    assert store.get_subscriber(email="perm@example.org").status == "bounced"
+
+
+def test_reconnects_when_the_server_limits_messages_per_connection(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    handler.per_connection = 3
+    cfg = smtp_cfg(cfg, port, concurrency=2)
+    store = _store(cfg)
+    addresses = _subscribe(store, 20)
+    report = _send(cfg, store, seeds_archive)
+    assert report.counts["sent"] == 20
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    assert len(handler.peers) >= 7  # 20 messages, at most 3 per connection
+
+
+def test_unsubscribed_mid_send_gets_nothing_more(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port, concurrency=1)
+    store = _store(cfg)
+    addresses = _subscribe(store, 10)
+    leaver = store.get_subscriber(email=addresses[-1])
+    assert leaver is not None
+
+    def progress(tally: object, total: int) -> None:
+        store.set_status(leaver.id, "unsubscribed")  # after the first message, mid-send
+
+    report = send_issue(cfg, store, prepare_issue(cfg, seeds_archive, WEEK), KEY, progress=progress)  # type: ignore[arg-type]
+    assert addresses[-1] not in handler.counts()
+    assert report.counts["sent"] == 9 and report.counts["skipped"] == 1
+
+
+def test_dry_run_and_test_copy_leave_no_trace(
+    cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port)
+    store = _store(cfg)
+    _subscribe(store, 4)
+    prepared = prepare_issue(cfg, seeds_archive, WEEK, publish=False)
+    count, size = delivery.dry_run(cfg, store, prepared, KEY)
+    assert count == 4 and size > 4 * 10_000
+    delivery.send_test_copy(cfg, prepared, KEY, "editor@example.org", "en")
+    assert handler.counts() == {"editor@example.org": 1}
+    assert store.get_issue("2024-W05") is None
+
+
+def test_backoff_grows_with_jitter_and_a_cap() -> None:
+    random.seed(1)
+    delays = [backoff(n, 30.0) for n in range(1, 6)]
+    for n, value in enumerate(delays, 1):
+        assert 0.5 * 30 * 2 ** (n - 1) <= value <= 1.5 * 30 * 2 ** (n - 1)
+    assert backoff(30, 30.0) <= 1.5 * 3600
+
+
+def test_rate_limiter_spaces_sends() -> None:
+    limiter = RateLimiter(4.0)
+    assert limiter.interval == 0.25
+    assert RateLimiter(0).interval == 0.0
+
+
+# --- processes stopped and killed -------------------------------------------------------------
+
+
+def _config_file(tmp_path: Path, port: int, **smtp: object) -> Path:
+    lines = [f'source = "{SEEDS}"', 'database_url = "sqlite:///newsletter.db"', "[smtp]"]
+    values = {"host": "127.0.0.1", "port": port, "tls": "none", "retry_base_seconds": 0.01, **smtp}
+    for key, value in values.items():
+        lines.append(f"{key} = {value!r}".replace("'", '"'))
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _newsletter(config: Path, *args: str) -> subprocess.Popen[str]:
+    env = {
+        **os.environ,
+        "NEWSLETTER_SECRET_KEY": "test-secret-key",
+        "NEWSLETTER_CONFIG": str(config),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        text=True,
+    )
+
+
+def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
+    tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    handler.delay = 0.02
+    config = _config_file(tmp_path, port, concurrency=4)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 200)
+    proc = _newsletter(config, "send", "--week", "2024-W05")
+    deadline = time.monotonic() + 60
+    while sum(handler.counts().values()) < 20 and time.monotonic() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert "stopped before the end" in err
+    first = sum(handler.counts().values())
+    assert 20 <= first < 200
+    resumed = _newsletter(config, "send", "--week", "2024-W05")
+    _out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+
+
+def test_sigkill_at_random_points_never_skips_anyone(
+    tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    handler.delay = 0.005
+    concurrency = 4
+    config = _config_file(tmp_path, port, concurrency=concurrency)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 300)
+    rng = random.Random(20240205)
+    kills = 0
+    for _ in range(40):
+        proc = _newsletter(config, "send", "--week", "2024-W05")
+        try:
+            proc.wait(timeout=rng.uniform(0.3, 1.5))
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.communicate()
+            kills += 1
+            continue
+        out, err = proc.communicate()
+        assert proc.returncode == 0, err
+        if "0 waiting" in out:
+            break
+    else:
+        pytest.fail("the send never completed")
+    counts = handler.counts()
+    assert set(counts) == set(addresses)  # nobody skipped
+    duplicates = sum(n - 1 for n in counts.values())
+    assert duplicates <= kills * concurrency, (duplicates, kills)
+    assert kills >= 1
