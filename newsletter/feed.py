@@ -247,7 +247,8 @@ class _AtomExtras(BaseExtension):  # type: ignore[misc]
 
 
 class _AtomEntryExtras(BaseEntryExtension):  # type: ignore[misc]
-    """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly."""
+    """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly, and
+    puts the HTML content in a CDATA section."""
 
     def __init__(self) -> None:
         self.links: list[dict[str, str]] = []
@@ -259,6 +260,8 @@ class _AtomEntryExtras(BaseEntryExtension):  # type: ignore[misc]
         # section holds it with no second layer of escaping.
         if content is not None and content.text and "]]>" not in content.text:
             content.text = CDATA(content.text)
+        # feedgen writes the Atom namespace as a plain xmlns attribute on <feed>, so its
+        # elements (and these) are unqualified in the tree and Atom once serialized.
         for link in self.links:
             xml_elem("link", entry, **link)
         if self.thumbnail is not None:
