@@ -21,10 +21,12 @@ import html
 import logging
 import re
 import secrets
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
+from typing import cast
 from urllib.parse import quote
 
 import dkim
@@ -452,3 +454,36 @@ def message_template(
             raise NewsletterError("email.dkim_selector must be set to sign with DKIM")
         domain = _one_line("email.dkim_domain", message_domain(cfg))
     return MessageTemplate(cfg, rendered, dkim_key=key, dkim_selector=selector, dkim_domain=domain)
+
+
+# -- the subscription confirmation ---------------------------------------------------------
+
+
+def confirmation_message(
+    cfg: Config, *, lang: str, to_address: str, to_name: str, confirm_url: str
+) -> PreparedMessage:
+    """The double opt-in email: a short text message with the confirmation link."""
+    from .render import environment
+
+    env = environment(lang)
+    text = env.get_template("email/confirm.txt").render(
+        name=cfg.email.name, confirm_url=confirm_url, contact=cfg.email.contact
+    )
+    gettext = cast("Callable[[str], str]", env.globals["gettext"])
+    msg = EmailMessage(policy=POLICY)
+    msg["From"] = Address(
+        _one_line("email.from_name", cfg.email.from_name),
+        addr_spec=_address("email.from_address", cfg.email.from_address),
+    )
+    msg["To"] = Address(
+        _one_line("recipient name", to_name), addr_spec=_address("recipient address", to_address)
+    )
+    msg["Subject"] = _one_line(
+        "subject", str(gettext("Confirm your subscription")) + f": {cfg.email.name}"
+    )
+    msg["Date"] = dt.datetime.now(dt.UTC)
+    message_id = f"<confirm.{secrets.token_hex(12)}@{message_domain(cfg)}>"
+    msg["Message-ID"] = message_id
+    msg["Auto-Submitted"] = "auto-generated"
+    msg.set_content(text.replace("\r\n", "\n"), cte="base64")
+    return PreparedMessage(message_id, msg.as_bytes(policy=POLICY))

@@ -32,7 +32,8 @@ def normalize_address(text: str) -> str:
     if any(c in raw for c in "\r\n"):
         raise AddressError(f"{raw!r} is not a valid email address: it contains a line break")
     try:
-        return validate_email(raw, check_deliverability=False).normalized
+        # No SMTPUTF8: every hop of the way must take the address as plain ASCII.
+        return validate_email(raw, check_deliverability=False, allow_smtputf8=False).normalized
     except EmailNotValidError as exc:
         raise AddressError(f"{raw!r} is not a valid email address: {exc}") from None
 

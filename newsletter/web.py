@@ -264,8 +264,11 @@ class PublicFolder:
 
 def routes(cfg: Config) -> list[BaseRoute]:
     """Every route of the site, in matching order; the public folder's catch-all is last."""
+    from .subscription import routes as subscription_routes
+
     public = PublicFolder(cfg.public_path)
     return [
+        *subscription_routes(cfg),
         Route("/", public.index, methods=["GET"]),
         Route("/{path:path}", public.file, methods=["GET"]),
     ]
