@@ -259,7 +259,6 @@ def serve(cfg: Config, host: str | None, port: int | None) -> None:
 
 PREVIEW_DIR = Path("preview")
 SAMPLE_RECIPIENT = ("독자", "reader@example.com")
-SAMPLE_TOKEN = "preview-sample-token"
 
 
 @main.command()
@@ -326,7 +325,11 @@ def preview(
     lang = lang or cfg.default_lang
     issue = build_issue(cfg, archive, iso)
     rendered = render_issue(cfg, issue, lang)
-    url = unsubscribe_url(cfg, SAMPLE_TOKEN)
+    from .tokens import make_token, secret_key
+
+    # Subscriber 0 does not exist: the link opens a real page that says it is a sample.
+    sample_token = make_token(secret_key(cfg), "unsubscribe", 0)
+    url = unsubscribe_url(cfg, sample_token)
     data: bytes
     if fmt == "html":
         data = rendered.html_for(url).encode("utf-8")
@@ -336,7 +339,7 @@ def preview(
         name, address = SAMPLE_RECIPIENT
         data = (
             message_template(cfg, rendered)
-            .personalize(to_address=address, to_name=name, unsubscribe_token=SAMPLE_TOKEN)
+            .personalize(to_address=address, to_name=name, unsubscribe_token=sample_token)
             .data
         )
     suffix = {"html": "html", "text": "txt", "eml": "eml"}[fmt]

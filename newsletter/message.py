@@ -21,12 +21,10 @@ import html
 import logging
 import re
 import secrets
-from collections.abc import Callable
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
 from pathlib import Path
-from typing import cast
 from urllib.parse import quote
 
 import dkim
@@ -463,13 +461,13 @@ def confirmation_message(
     cfg: Config, *, lang: str, to_address: str, to_name: str, confirm_url: str
 ) -> PreparedMessage:
     """The double opt-in email: a short text message with the confirmation link."""
-    from .render import environment
+    from .render import environment, translations_for
 
     env = environment(lang)
     text = env.get_template("email/confirm.txt").render(
         name=cfg.email.name, confirm_url=confirm_url, contact=cfg.email.contact
     )
-    gettext = cast("Callable[[str], str]", env.globals["gettext"])
+    gettext = translations_for(lang).gettext
     msg = EmailMessage(policy=POLICY)
     msg["From"] = Address(
         _one_line("email.from_name", cfg.email.from_name),

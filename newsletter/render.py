@@ -88,7 +88,7 @@ def templates_dir() -> Path:
     return Path(__file__).resolve().parent / "templates"
 
 
-def _translations(lang: str) -> NullTranslations:
+def translations_for(lang: str) -> NullTranslations:
     # Translations.load falls back to NullTranslations when the catalog is missing, and
     # gettext returns the source string for any message without a translation.
     return Translations.load(str(LOCALES_DIR), [LOCALES[lang], lang], DOMAIN)
@@ -121,7 +121,7 @@ def environment(lang: str) -> jinja2.Environment:
         lstrip_blocks=True,
         keep_trailing_newline=True,
     )
-    translations = _translations(lang)
+    translations = translations_for(lang)
     env.install_gettext_translations(translations, newstyle=True)  # type: ignore[attr-defined]
     # Section labels come from the digests: plain gettext, so the result is still escaped
     # (the newstyle ``_()`` marks its result safe and %-formats it).
@@ -273,7 +273,7 @@ def render_issue(cfg: Config, issue: Issue, lang: str, *, web: bool = False) -> 
     ``web=True`` renders the public web copy: no preheader, no personal link.
     """
     env = environment(lang)
-    translations = _translations(lang)
+    translations = translations_for(lang)
     marker = f"urn:x-newsletter:unsubscribe:{secrets.token_hex(8)}"
     papers = [_paper_view(p) for p in issue.picks]
     top = issue.picks[0].paper.title

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 from typing import Any
+from urllib.parse import parse_qs
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -29,6 +30,20 @@ CONFIRM = "confirm"
 UNSUBSCRIBE = "unsubscribe"
 # Pages must never be cached or carry cookies: they act on a token in the URL.
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+
+
+_MAX_FORM = 16_384
+
+
+async def _form(request: Request) -> dict[str, str]:
+    """The fields of a urlencoded form (the only kind these pages send), size-capped."""
+    body = b""
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > _MAX_FORM:
+            return {}
+    fields = parse_qs(body.decode("utf-8", "replace"), keep_blank_values=True)
+    return {name: values[0] for name, values in fields.items()}
 
 
 def confirm_url(cfg: Config, token: str) -> str:
@@ -95,7 +110,7 @@ class SubscriptionPages:
         return self._page(self._lang(request), "subscribe")
 
     async def subscribe(self, request: Request) -> Response:
-        form = await request.form()
+        form = await _form(request)
         lang = str(form.get("lang") or self._lang(request))
         lang = lang if lang in LANGS else self.cfg.default_lang
         raw_email, raw_name = str(form.get("email") or ""), str(form.get("name") or "")

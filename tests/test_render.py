@@ -32,6 +32,7 @@ from newsletter.render import (
     render_issue,
 )
 from newsletter.select import IsoWeek
+from newsletter.tokens import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"
@@ -394,8 +395,12 @@ def test_email_links_to_the_web_copy(issue_cfg: Config, seeds_archive: Archive) 
     )
 
 
+SAMPLE = make_token(b"preview-test-key", "unsubscribe", 0)
+
+
 def _invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "preview-test-key")
     (tmp_path / "config.toml").write_text(
         'base_url = "https://news.example.org/"\n', encoding="utf-8"
     )
@@ -408,7 +413,8 @@ def test_cli_preview_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     assert code == 0, output
     assert output.strip() == str(Path("preview") / "2024-W31.ko.html")
     html = (tmp_path / "preview" / "2024-W31.ko.html").read_text(encoding="utf-8")
-    assert 'href="https://news.example.org/unsubscribe/preview-sample-token"' in html
+    # A working link: a real token, for subscriber 0, which the web app shows as a sample.
+    assert f'href="https://news.example.org/unsubscribe/{SAMPLE}"' in html
     assert "urn:x-newsletter" not in html
 
 
@@ -441,7 +447,7 @@ def test_cli_preview_text(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> No
     code, output = _invoke(tmp_path, monkeypatch, "--week", "2024-W21", "--format", "text")
     assert code == 0, output
     text = (tmp_path / "preview" / "2024-W21.ko.txt").read_text(encoding="utf-8")
-    assert "구독 취소: https://news.example.org/unsubscribe/preview-sample-token" in text
+    assert f"구독 취소: https://news.example.org/unsubscribe/{SAMPLE}" in text
 
 
 def test_cli_preview_empty_week_is_an_error(

@@ -1,0 +1,137 @@
+"""Subscribe, confirm and unsubscribe against the running web app (real HTTP)."""
+
+from __future__ import annotations
+
+import mailbox
+import re
+from collections.abc import Callable, Iterator
+from email import message_from_bytes, policy
+from typing import Any
+
+import httpx
+import pytest
+
+from newsletter.config import Config
+from newsletter.store import Store, open_store
+from newsletter.tokens import make_token
+from newsletter.web import create_app
+
+KEY = b"web-test-key"
+
+
+@pytest.fixture
+def web(
+    cfg: Config, live_server: Callable[[Any], str]
+) -> Iterator[tuple[Config, Store, httpx.Client]]:
+    cfg = cfg.replace(secret_key=KEY.decode())
+    store = open_store(cfg.database_url, cfg.base_dir)
+    with httpx.Client(base_url=live_server(create_app(cfg)), follow_redirects=False) as client:
+        yield cfg, store, client
+    store.close()
+
+
+def _outbox(cfg: Config) -> list[Any]:
+    box = mailbox.Maildir(str(cfg.outbox_path), create=True)
+    return [message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
+
+
+def test_subscribe_then_confirm_activates(web: tuple[Config, Store, httpx.Client]) -> None:
+    cfg, store, client = web
+    form = client.get("/subscribe")
+    assert form.status_code == 200 and 'name="email"' in form.text
+    response = client.post(
+        "/subscribe", data={"email": "New@Example.org", "name": "김독자", "lang": "ko"}
+    )
+    assert response.status_code == 200
+    assert "확인 링크를 보냈습니다" in response.text
+    assert "set-cookie" not in response.headers
+    sub = store.get_subscriber(email="new@example.org")
+    assert sub is not None and sub.status == "pending"
+    (mail,) = _outbox(cfg)
+    assert mail["To"] == "김독자 <New@example.org>"
+    assert mail["Subject"].startswith("구독을 확인해 주세요")
+    link = re.search(r"https?://\S+/confirm/(\S+)", mail.get_content())
+    assert link is not None
+    confirmed = client.get(f"/confirm/{link.group(1)}")
+    assert confirmed.status_code == 200 and "구독이 확인되었습니다" in confirmed.text
+    assert store.get_subscriber(email="new@example.org").status == "active"
+
+
+def test_subscribe_answers_the_same_for_known_and_unknown(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    _cfg, store, client = web
+    store.add_subscriber("known@example.org", "", "ko", status="active")
+    known = client.post("/subscribe", data={"email": "known@example.org", "lang": "ko"})
+    unknown = client.post("/subscribe", data={"email": "unknown@example.org", "lang": "ko"})
+    assert known.status_code == unknown.status_code == 200
+    assert known.text == unknown.text
+    assert store.get_subscriber(email="known@example.org").status == "active"
+
+
+def test_subscribe_rejects_a_bad_address_without_recording(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    _, store, client = web
+    response = client.post("/subscribe", data={"email": "not-an-address", "lang": "en"})
+    assert response.status_code == 400
+    assert "not a valid email address" in response.text
+    assert store.count_subscribers() == {}
+
+
+def test_one_click_unsubscribe_rfc8058(web: tuple[Config, Store, httpx.Client]) -> None:
+    _, store, client = web
+    sub, _ = store.add_subscriber("reader@example.org", "", "en")
+    token = make_token(KEY, "unsubscribe", sub.id)
+    page = client.get(f"/unsubscribe/{token}")
+    assert page.status_code == 200
+    assert "reader@example.org" in page.text and 'lang="en"' in page.text
+    assert store.get_subscriber(id=sub.id).status == "active"  # GET changes nothing
+    response = client.post(
+        f"/unsubscribe/{token}",
+        content="List-Unsubscribe=One-Click",
+        headers={"Content-Type": "application/x-www-form-urlencoded"},
+    )
+    assert response.status_code == 200
+    assert "location" not in response.headers and "set-cookie" not in response.headers
+    assert store.get_subscriber(id=sub.id).status == "unsubscribed"
+
+
+def test_unsubscribe_page_speaks_the_subscribers_language(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    _, store, client = web
+    sub, _ = store.add_subscriber("ko@example.org", "", "ko")
+    page = client.get(f"/unsubscribe/{make_token(KEY, 'unsubscribe', sub.id)}")
+    assert "그만 받으시겠어요" in page.text
+
+
+@pytest.mark.parametrize(
+    "token",
+    [
+        "1.AAAAAAAAAAAAAAAAAAAAAA",  # forged signature
+        make_token(b"another-key", "unsubscribe", 1),  # someone else's key
+        make_token(KEY, "confirm", 1),  # a token for another purpose
+        "2" + make_token(KEY, "unsubscribe", 1)[1:],  # tampered id
+        "garbage",
+    ],
+)
+def test_forged_or_tampered_tokens_are_refused(
+    web: tuple[Config, Store, httpx.Client], token: str
+) -> None:
+    _, store, client = web
+    store.add_subscriber("one@example.org")
+    store.add_subscriber("two@example.org")
+    assert client.get(f"/unsubscribe/{token}").status_code == 400
+    assert (
+        client.post(f"/unsubscribe/{token}", content="List-Unsubscribe=One-Click").status_code
+        == 400
+    )
+    assert store.count_subscribers() == {"active": 2}
+
+
+def test_sample_link_of_a_preview_changes_nothing(web: tuple[Config, Store, httpx.Client]) -> None:
+    _, _, client = web
+    response = client.post(f"/unsubscribe/{make_token(KEY, 'unsubscribe', 0)}")
+    assert response.status_code == 200
+    assert "미리보기" in response.text
