@@ -88,13 +88,37 @@ deliveries = sa.Table(
 )
 
 
+# One row per scheduled run of a job (its fire time), so that `newsletter run`, `tick`
+# and a restart never run the same fire time twice. status: running, waiting (retry at
+# next_try_at), done, skipped, failed.
+job_runs = sa.Table(
+    "job_runs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("job", sa.String(40), nullable=False),
+    sa.Column("fire_time", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("status", sa.String(16), nullable=False),
+    sa.Column("owner", sa.String(200)),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("next_try_at", sa.DateTime(timezone=True)),
+    sa.Column("detail", sa.Text),
+    sa.Column("started_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("job", "fire_time", name="uq_job_runs_job_fire_time"),
+)
+
+
 def _migration_1(conn: Connection) -> None:
     for table in (subscribers, issues, deliveries):
         table.create(conn)
 
 
+def _migration_2(conn: Connection) -> None:
+    job_runs.create(conn)
+
+
 # Append-only: each function takes the schema from the previous version to the next.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1,)
+MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2)
 
 
 def utcnow() -> dt.datetime:
@@ -378,19 +402,22 @@ class Store:
             )
             .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
         )
+        count = (
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.issue_id == issue_id)
+        )
         with self.engine.begin() as conn:
-            added = conn.execute(stmt).rowcount or 0
-            total = conn.execute(
-                sa.select(sa.func.count())
-                .select_from(deliveries)
-                .where(deliveries.c.issue_id == issue_id)
-            ).scalar_one()
+            # Counted before and after: drivers disagree on rowcount for INSERT ... SELECT.
+            before = conn.execute(count).scalar_one()
+            conn.execute(stmt)
+            total = conn.execute(count).scalar_one()
             conn.execute(
                 issues.update()
                 .where(issues.c.id == issue_id)
                 .values(recipients=total, updated_at=now)
             )
-        return int(added)
+        return int(total - before)
 
     def claim(
         self,
@@ -654,8 +681,100 @@ class Store:
                 )
             )
 
+    # --- job runs -------------------------------------------------------------------
+
+    def claim_job_run(
+        self,
+        job: str,
+        fire_time: dt.datetime,
+        owner: str,
+        now: dt.datetime,
+        alive: Callable[[int], bool],
+    ) -> bool:
+        """Take the run of ``job`` at ``fire_time``: a new one, a ``waiting`` one whose
+        retry time has come, or a ``running`` one whose local holder died. False when
+        it is done, skipped, or held by a live process."""
+        fire_time = fire_time.astimezone(dt.UTC)
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                self._insert(job_runs)
+                .values(
+                    job=job,
+                    fire_time=fire_time,
+                    status="running",
+                    owner=owner,
+                    attempts=1,
+                    started_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["job", "fire_time"])
+            )
+            if inserted.rowcount:
+                return True
+            row = conn.execute(
+                sa.select(job_runs).where(job_runs.c.job == job, job_runs.c.fire_time == fire_time)
+            ).one()
+            retry_due = row.status == "waiting" and (
+                row.next_try_at is None or _aware(row.next_try_at) <= now  # type: ignore[operator]
+            )
+            orphaned = row.status == "running" and _dead_local_owner(row.owner, alive)
+            if not (retry_due or orphaned):
+                return False
+            taken = conn.execute(
+                job_runs.update()
+                .where(
+                    job_runs.c.id == row.id,
+                    job_runs.c.status == row.status,
+                    job_runs.c.attempts == row.attempts,
+                )
+                .values(status="running", owner=owner, attempts=row.attempts + 1, updated_at=now)
+            )
+            return bool(taken.rowcount)
+
+    def finish_job_run(
+        self,
+        job: str,
+        fire_time: dt.datetime,
+        status: str,
+        detail: str = "",
+        next_try_at: dt.datetime | None = None,
+    ) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                job_runs.update()
+                .where(
+                    job_runs.c.job == job, job_runs.c.fire_time == fire_time.astimezone(dt.UTC)
+                )
+                .values(
+                    status=status,
+                    detail=detail[:1000],
+                    next_try_at=next_try_at,
+                    owner=None,
+                    updated_at=utcnow(),
+                )
+            )
+
+    def job_runs(self, job: str | None = None) -> list[Any]:
+        """Recorded runs, oldest fire time first (``fire_time`` and ``next_try_at`` in UTC)."""
+        query = sa.select(job_runs).order_by(job_runs.c.fire_time, job_runs.c.job)
+        if job is not None:
+            query = query.where(job_runs.c.job == job)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _dead_local_owner(owner: str | None, alive: Callable[[int], bool]) -> bool:
+    """Whether ``owner`` (``host:pid:nonce``) names a process of this host that is gone."""
+    host, _, rest = (owner or "").partition(":")
+    if host != socket.gethostname():
+        return False
+    try:
+        return not alive(int(rest.split(":", 1)[0]))
+    except ValueError:
+        return False
 
 
 def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool = True) -> Store:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import os
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -250,3 +251,79 @@ def smtp_cfg(cfg: Config, port: int, **smtp: Any) -> Config:
         **smtp,
     }
     return cfg.replace(smtp=dataclasses.replace(cfg.smtp, **values), secret_key="test-secret-key")
+
+
+# --- services started by .ci/services.sh (Postfix, PostgreSQL) ------------------------------
+
+POSTGRES_URL = os.environ.get(
+    "NEWSLETTER_TEST_POSTGRES_URL",
+    "postgresql+psycopg://newsletter:newsletter@127.0.0.1:5432/newsletter_test",
+)
+MTA_PORT = int(os.environ.get("NEWSLETTER_TEST_MTA_PORT", "25"))
+MTA_MAILDIR = Path(os.environ.get("NEWSLETTER_TEST_MTA_MAILDIR", "/home/newsletter-test/Maildir"))
+
+
+def need_service(what: str, why: str) -> None:
+    """Skip when a service is missing, unless NEWSLETTER_REQUIRE_SERVICES says it must run."""
+    message = f"{what} is not available ({why}); run .ci/services.sh as root"
+    if os.environ.get("NEWSLETTER_REQUIRE_SERVICES"):
+        pytest.fail(message)
+    pytest.skip(message)
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """An empty database on the PostgreSQL server (all tables dropped before and after)."""
+    import sqlalchemy as sa
+
+    try:
+        engine = sa.create_engine(POSTGRES_URL)
+        with engine.connect() as conn:
+            conn.execute(sa.text("select 1"))
+    except Exception as exc:  # any driver or connection failure means "not available"
+        need_service("PostgreSQL", str(exc).splitlines()[0])
+
+    def clean() -> None:
+        with engine.begin() as conn:
+            conn.execute(sa.text("drop schema public cascade"))
+            conn.execute(sa.text("create schema public"))
+
+    clean()
+    yield POSTGRES_URL
+    clean()
+    engine.dispose()
+
+
+@pytest.fixture
+def mta() -> tuple[int, Path]:
+    """Postfix on loopback delivering newsletter-test@localhost into a Maildir: (port, Maildir)."""
+    import socket
+
+    try:
+        with socket.create_connection(("127.0.0.1", MTA_PORT), timeout=2) as sock:
+            banner = sock.recv(200)
+    except OSError as exc:
+        need_service("Postfix", str(exc))
+    if not banner.startswith(b"220") or not MTA_MAILDIR.parent.is_dir():
+        need_service("Postfix", f"unexpected banner {banner!r} or no {MTA_MAILDIR.parent}")
+    return MTA_PORT, MTA_MAILDIR
+
+
+@pytest.fixture(scope="session")
+def dkim_key() -> tuple[bytes, bytes]:
+    """A fresh RSA key: (PEM private key, DNS TXT record)."""
+    import base64
+
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    pem = key.private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
+    public = key.public_key().public_bytes(
+        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+    )
+    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)

@@ -243,7 +243,7 @@ def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     while sum(handler.counts().values()) < 20 and time.monotonic() < deadline:
         time.sleep(0.02)
     proc.send_signal(signal.SIGTERM)
-    out, err = proc.communicate(timeout=60)
+    _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 0, err
     assert "stopped before the end" in err
     first = sum(handler.counts().values())

@@ -14,8 +14,6 @@ from pathlib import Path
 
 import dkim
 import pytest
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -223,21 +221,6 @@ def test_subject_with_line_break_is_refused(issue_cfg: Config, rendered: Rendere
 
 
 # -- DKIM ---------------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def dkim_key() -> tuple[bytes, bytes]:
-    """A fresh RSA key: (PEM private key, DNS TXT record)."""
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    pem = key.private_bytes(
-        serialization.Encoding.PEM,
-        serialization.PrivateFormat.TraditionalOpenSSL,
-        serialization.NoEncryption(),
-    )
-    public = key.public_key().public_bytes(
-        serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
-    )
-    return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
 
 
 def _dns(record: bytes) -> object:

@@ -1,0 +1,46 @@
+#!/usr/bin/env bash
+# Installs and starts the real servers the tests talk to: Postfix on loopback delivering
+# to a local Maildir, and PostgreSQL with a test database. Idempotent; needs root.
+set -euo pipefail
+
+packages=()
+command -v postconf >/dev/null || packages+=(postfix)
+[ -x /usr/sbin/smtp-sink ] || packages+=(postfix)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || packages+=(postgresql)
+if [ ${#packages[@]} -gt 0 ]; then
+    apt-get update -qq
+    echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
+    echo "postfix postfix/mailname string localhost" | debconf-set-selections
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# Postfix: accept mail on 127.0.0.1:25 for local users and deliver into ~/Maildir/.
+id newsletter-test >/dev/null 2>&1 || useradd --create-home --shell /usr/sbin/nologin newsletter-test
+postconf -e \
+    "inet_interfaces = loopback-only" \
+    "inet_protocols = ipv4" \
+    "myhostname = localhost" \
+    "mydestination = localhost, localhost.localdomain" \
+    "mynetworks = 127.0.0.0/8" \
+    "home_mailbox = Maildir/" \
+    "mailbox_command =" \
+    "smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination" \
+    "compatibility_level = 3.6"
+newaliases
+if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1; else postfix start >/dev/null 2>&1; fi
+
+# PostgreSQL: a cluster on 127.0.0.1:5432 with a role and database for the tests.
+version=$(ls /usr/lib/postgresql | sort -n | tail -1)
+if ! pg_lsclusters -h | grep -q " main "; then
+    pg_createcluster "$version" main >/dev/null
+fi
+pg_ctlcluster "$version" main start 2>/dev/null || true
+for _ in $(seq 1 30); do
+    su postgres -c "psql -qAtc 'select 1'" >/dev/null 2>&1 && break
+    sleep 1
+done
+su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='newsletter'\"" | grep -q 1 ||
+    su postgres -c "psql -qc \"create role newsletter login password 'newsletter'\""
+su postgres -c "psql -qAtc \"select 1 from pg_database where datname='newsletter_test'\"" | grep -q 1 ||
+    su postgres -c "createdb -O newsletter newsletter_test"
+echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432"

@@ -1,0 +1,82 @@
+"""PostgreSQL: migrations, the idempotent fan-out, and several workers sharing one send."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import sqlalchemy as sa
+from conftest import SEEDS, FaultySmtpHandler
+
+from newsletter.store import MIGRATIONS, deliveries, open_store
+
+
+def test_migrations_apply_once(postgres_url: str, tmp_path: Path) -> None:
+    store = open_store(postgres_url, tmp_path)
+    assert store.schema_version() == len(MIGRATIONS)
+    assert store.migrate() == []
+    store.close()
+
+
+def test_fan_out_is_idempotent_and_addresses_case_insensitive(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    store = open_store(postgres_url, tmp_path)
+    store.add_subscriber("Reader@Example.org")
+    _, created = store.add_subscriber("reader@example.org")
+    assert not created
+    store.add_subscriber("other@example.org")
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    assert store.fan_out(issue.id) == 2
+    assert store.fan_out(issue.id) == 0
+    store.add_subscriber("late@example.org")
+    assert store.fan_out(issue.id) == 1
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.select(sa.func.count()).select_from(deliveries)).scalar() == 3
+    store.close()
+
+
+def _run(config: Path, *args: str) -> subprocess.Popen[str]:
+    env = {**os.environ, "NEWSLETTER_SECRET_KEY": "pg-test-key", "NEWSLETTER_CONFIG": str(config)}
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+
+
+def test_three_workers_and_a_send_share_the_list_without_doubles(
+    postgres_url: str, tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    handler.delay = 0.01
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'source = "{SEEDS}"\ndatabase_url = "{postgres_url}"\n'
+        f'[smtp]\nhost = "127.0.0.1"\nport = {port}\ntls = "none"\nconcurrency = 2\n'
+        "retry_base_seconds = 0.01\n"
+    )
+    store = open_store(postgres_url, tmp_path)
+    addresses = [f"reader{i:03d}@example.org" for i in range(300)]
+    for address in addresses:
+        store.add_subscriber(address)
+    # The issue exists and is being sent before the workers look for work.
+    issue = store.ensure_issue("2024-W05", "[주간 HF 논문] 2024년 5주차", status="sending")
+    store.fan_out(issue.id)
+
+    procs = [_run(config, "worker", "--once", "--poll", "0.2") for _ in range(3)]
+    procs.append(_run(config, "send", "--week", "2024-W05"))
+    for proc in procs:
+        _out, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+    assert handler.counts() == dict.fromkeys(addresses, 1)  # everyone once, nobody twice
+    assert len(handler.peers) > 2  # more connections than one process opens: the work was shared
+    assert store.counts(issue.id)["sent"] == 300
+    assert store.get_issue("2024-W05").status == "sent"
+    store.close()
