@@ -327,3 +327,23 @@ def dkim_key() -> tuple[bytes, bytes]:
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )
     return pem, b"v=DKIM1; k=rsa; p=" + base64.b64encode(public)
+
+
+def run_newsletter(config: Path, *args: str) -> Any:
+    """``newsletter ARGS`` in a child process with ``config``, no stdin, output captured."""
+    import subprocess
+    import sys
+
+    env = {
+        **os.environ,
+        "NEWSLETTER_SECRET_KEY": "test-secret-key",
+        "NEWSLETTER_CONFIG": str(config),
+    }
+    return subprocess.Popen(
+        [sys.executable, "-m", "newsletter", *args],
+        env=env,
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )

@@ -5,17 +5,15 @@ from __future__ import annotations
 import email
 import email.policy
 import mailbox
-import os
 import random
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import SEEDS, FaultySmtpHandler, smtp_cfg
+from conftest import SEEDS, FaultySmtpHandler, run_newsletter, smtp_cfg
 
 from newsletter import delivery
 from newsletter.config import Config
@@ -214,22 +212,6 @@ def _config_file(tmp_path: Path, port: int, **smtp: object) -> Path:
     return path
 
 
-def _newsletter(config: Path, *args: str) -> subprocess.Popen[str]:
-    env = {
-        **os.environ,
-        "NEWSLETTER_SECRET_KEY": "test-secret-key",
-        "NEWSLETTER_CONFIG": str(config),
-    }
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        stdin=subprocess.DEVNULL,
-        text=True,
-    )
-
-
 def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
 ) -> None:
@@ -238,7 +220,7 @@ def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     config = _config_file(tmp_path, port, concurrency=4)
     store = open_store("sqlite:///newsletter.db", tmp_path)
     addresses = _subscribe(store, 200)
-    proc = _newsletter(config, "send", "--week", "2024-W05")
+    proc = run_newsletter(config, "send", "--week", "2024-W05")
     deadline = time.monotonic() + 60
     while sum(handler.counts().values()) < 20 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -248,7 +230,7 @@ def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     assert "stopped before the end" in err
     first = sum(handler.counts().values())
     assert 20 <= first < 200
-    resumed = _newsletter(config, "send", "--week", "2024-W05")
+    resumed = run_newsletter(config, "send", "--week", "2024-W05")
     _out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert handler.counts() == dict.fromkeys(addresses, 1)
@@ -266,7 +248,7 @@ def test_sigkill_at_random_points_never_skips_anyone(
     rng = random.Random(20240205)
     kills = 0
     for _ in range(40):
-        proc = _newsletter(config, "send", "--week", "2024-W05")
+        proc = run_newsletter(config, "send", "--week", "2024-W05")
         try:
             proc.wait(timeout=rng.uniform(0.3, 1.5))
         except subprocess.TimeoutExpired:

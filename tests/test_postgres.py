@@ -2,13 +2,10 @@
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import SEEDS, FaultySmtpHandler
+from conftest import SEEDS, FaultySmtpHandler, run_newsletter
 
 from newsletter.store import MIGRATIONS, deliveries, open_store
 
@@ -38,18 +35,6 @@ def test_fan_out_is_idempotent_and_addresses_case_insensitive(
     store.close()
 
 
-def _run(config: Path, *args: str) -> subprocess.Popen[str]:
-    env = {**os.environ, "NEWSLETTER_SECRET_KEY": "pg-test-key", "NEWSLETTER_CONFIG": str(config)}
-    return subprocess.Popen(
-        [sys.executable, "-m", "newsletter", *args],
-        env=env,
-        stdin=subprocess.DEVNULL,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
-
-
 def test_three_workers_and_a_send_share_the_list_without_doubles(
     postgres_url: str, tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
 ) -> None:
@@ -69,8 +54,8 @@ def test_three_workers_and_a_send_share_the_list_without_doubles(
     issue = store.ensure_issue("2024-W05", "[주간 HF 논문] 2024년 5주차", status="sending")
     store.fan_out(issue.id)
 
-    procs = [_run(config, "worker", "--once", "--poll", "0.2") for _ in range(3)]
-    procs.append(_run(config, "send", "--week", "2024-W05"))
+    procs = [run_newsletter(config, "worker", "--once", "--poll", "0.2") for _ in range(3)]
+    procs.append(run_newsletter(config, "send", "--week", "2024-W05"))
     for proc in procs:
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
