@@ -1,0 +1,97 @@
+"""Subscriber management: address validation, CSV import and export, the CLI."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from click.testing import CliRunner
+
+from newsletter.cli import main
+from newsletter.store import open_store
+from newsletter.subscribers import AddressError, export_csv, import_csv, normalize_address
+
+
+def test_addresses_are_validated_without_dns() -> None:
+    assert normalize_address("  Reader@Example.ORG ") == "Reader@example.org"
+    for bad in (
+        "reader",
+        "reader@",
+        "a b@example.org",
+        "reader@example.org\r\nBcc: x@y.z",
+        "독자@example.org",
+    ):
+        with pytest.raises(AddressError):
+            normalize_address(bad)
+
+
+def test_import_keeps_good_rows_and_reports_bad_ones_with_their_line(tmp_path: Path) -> None:
+    store = open_store("sqlite:///news.db", tmp_path)
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_text(
+        "email,name,lang\n"
+        "one@example.org,하나,ko\n"
+        "not-an-address,X,ko\n"
+        'two@example.org,"Two, Esq.",en\n'
+        "three@example.org,,fr\n"
+        "ONE@example.org,,\n"
+        "four@example.org\n",
+        encoding="utf-8",
+    )
+    report = import_csv(store, csv_file)
+    assert (report.added, report.merged) == (3, 1)
+    assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [
+        (3, "'not-an-address' is not a valid email address"),
+        (5, "language must be one of ko, en, got 'fr'"),
+    ]
+    assert all(p.file == str(csv_file) for p in report.problems)
+    out = io.StringIO()
+    assert export_csv(store, out) == 3
+    assert out.getvalue().splitlines() == [
+        "email,name,lang,status",
+        "one@example.org,하나,ko,active",
+        'two@example.org,"Two, Esq.",en,active',
+        "four@example.org,,ko,active",
+    ]
+
+
+def test_import_needs_an_email_column(tmp_path: Path) -> None:
+    from newsletter.errors import NewsletterError
+
+    csv_file = tmp_path / "bad.csv"
+    csv_file.write_text("address,name\nx@example.org,X\n")
+    with pytest.raises(
+        NewsletterError, match=r"bad\.csv:1: the header row must name an 'email' column"
+    ):
+        import_csv(open_store("sqlite:///news.db", tmp_path), csv_file)
+
+
+def test_cli_add_list_remove_status(tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    runner = CliRunner()
+
+    def run(*args: str) -> tuple[int, str]:
+        result = runner.invoke(
+            main,
+            [*args[:2], "--config", str(config), *args[2:]]
+            if args[0] == "subscribers"
+            else [args[0], "--config", str(config), *args[1:]],
+        )
+        return result.exit_code, result.output
+
+    assert run("subscribers", "add", "reader@example.org", "--name", "김독자") == (
+        0,
+        "added: reader@example.org (ko, active)\n",
+    )
+    code, output = run("subscribers", "add", "bad@")
+    assert code == 1 and output.startswith("error: 'bad@' is not a valid email address")
+    assert run("subscribers", "list")[1] == "reader@example.org\t김독자\tko\tactive\n"
+    assert run("subscribers", "remove", "READER@example.org")[0] == 0
+    assert run("subscribers", "list", "--status", "unsubscribed")[1].startswith(
+        "reader@example.org"
+    )
+    assert run("subscribers", "remove", "nobody@example.org")[0] == 1
+    code, output = run("status", "--week", "2024-W05")
+    assert code == 0 and "not sent yet" in output and "unsubscribed 1" in output
