@@ -159,3 +159,21 @@ def test_starttls_never_falls_back_to_plaintext(
 def test_a_password_requires_tls(cfg: Config) -> None:
     with pytest.raises(NewsletterError, match="TLS"):
         transport_factory(_smtp(cfg, 25, "none"))
+
+
+@pytest.mark.parametrize("tls_server", ["starttls"], indirect=True)
+def test_secrets_stay_out_of_errors_and_logs(
+    cfg: Config,
+    tls_server: tuple[FaultySmtpHandler, int, Path],
+    monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    _, port, cert = tls_server
+    monkeypatch.setenv("SSL_CERT_FILE", str(cert))
+    caplog.set_level("DEBUG")
+    secret = "hunter2-do-not-print"
+    with pytest.raises(DeliveryError) as info:
+        _send(cfg.replace(smtp=dataclasses.replace(_smtp(cfg, port, "starttls").smtp, password=secret)))
+    assert secret not in str(info.value)
+    assert secret not in caplog.text
+    assert secret not in repr(cfg.replace(smtp=dataclasses.replace(cfg.smtp, password=secret)))
