@@ -98,6 +98,7 @@ class Config:
     author_name: str = "newsletter"
     timezone: str = "Asia/Seoul"
     source: str = "seeds"
+    archive_dir: Path = Path("archive")
     top_n_daily: int = 10
     top_n_weekly: int = 10
     public_dir: Path = Path("public")
@@ -125,6 +126,11 @@ class Config:
     @property
     def source_path(self) -> Path:
         return self.resolve(Path(self.source))
+
+    @property
+    def archive_path(self) -> Path:
+        """Where digests fetched from a URL source are kept."""
+        return self.resolve(self.archive_dir)
 
     @property
     def public_path(self) -> Path:
@@ -294,6 +300,14 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         raise bad("default_lang", f"must be one of {', '.join(LANGS)}")
     if not cfg.source:
         raise bad("source", "must not be empty")
+    if cfg.source_is_url:
+        try:
+            cfg.source.format(date=dt.date(2024, 5, 20))
+        except (KeyError, IndexError, ValueError, AttributeError) as exc:
+            raise bad(
+                "source",
+                f"URL template must use only {{date:...}}, such as {{date:%Y-%m-%d}}: {exc}",
+            ) from None
     smtp = cfg.smtp
     if smtp.tls not in ("none", "starttls", "implicit"):
         raise bad("smtp.tls", f"must be none, starttls or implicit, got {smtp.tls!r}")

@@ -1,0 +1,199 @@
+"""Where digests come from: a folder, or a URL template fetched over HTTP.
+
+A folder source is read as it is. A URL source (``source = "https://.../{date:%Y/%m/%d}.md"``)
+is fetched one day at a time, and every digest that parses is stored in ``archive_dir``
+before anything uses it, so the archive never depends on the source staying up. A body
+that does not parse is kept in ``rejected/`` beside the archive with the parser's error.
+
+HTTP answers: 404 (or 410) means "not published yet"; 5xx, 429, timeouts and connection
+errors are retried a few times with backoff; any other status is reported and left to the
+next scheduled try. httpx is used for its async client with per-phase timeouts; the
+standard library has no async HTTP client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import hashlib
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import httpx
+
+from .config import Config
+from .digest import DigestError, load_archive, merge_digests, parse_bytes
+from .feed import write_if_changed
+from .models import Archive
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FetchOptions",
+    "IngestResult",
+    "digest_url",
+    "fetch_digest",
+    "ingest_day",
+    "load_local_archive",
+    "rejected_path",
+]
+
+Outcome = Literal["present", "stored", "missing", "unavailable", "rejected"]
+FOUND: frozenset[Outcome] = frozenset({"present", "stored"})
+
+
+@dataclass(frozen=True)
+class FetchOptions:
+    """How hard to try one fetch: ``attempts`` in all, waiting ``backoff``, then twice
+    as long, between them."""
+
+    attempts: int = 4
+    backoff: float = 2.0
+    timeout: float = 20.0
+    connect_timeout: float = 5.0
+
+
+@dataclass(frozen=True)
+class IngestResult:
+    """What became of one day: ``present`` (already in the archive), ``stored`` (fetched
+    and kept), ``missing`` (not published yet), ``unavailable`` (the source failed),
+    ``rejected`` (fetched but unreadable; kept aside at ``path``)."""
+
+    day: dt.date
+    outcome: Outcome
+    detail: str
+    path: Path | None = None
+
+    @property
+    def found(self) -> bool:
+        return self.outcome in FOUND
+
+
+def digest_url(template: str, day: dt.date) -> str:
+    return template.format(date=day)
+
+
+def rejected_path(cfg: Config) -> Path:
+    """Unreadable bodies go here, beside (never inside) the archive folder."""
+    return cfg.archive_path.parent / "rejected"
+
+
+def load_local_archive(cfg: Config) -> Archive:
+    """Every digest we hold: the source folder (unless the source is a URL) and the
+    stored archive, merged by date."""
+    parts: list[Archive] = []
+    if not cfg.source_is_url:
+        parts.append(load_archive(cfg.source_path))
+    archive_dir = cfg.archive_path
+    if archive_dir.is_dir() and (
+        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
+    ):
+        parts.append(load_archive(archive_dir))
+    if len(parts) == 1:
+        return parts[0]
+    return Archive(
+        tuple(merge_digests(d for part in parts for d in part.digests)),
+        tuple(p for part in parts for p in part.problems),
+    )
+
+
+def _keep(cfg: Config, day: dt.date, url: str, data: bytes) -> IngestResult:
+    """Parse a fetched body; store it in the archive, or keep it aside when unreadable."""
+    why = ""
+    try:
+        digests, problems = parse_bytes(data, url)
+    except DigestError as exc:
+        why = str(exc)
+    else:
+        if not any(d.date == day and d.papers for d in digests):
+            found = ", ".join(sorted({str(d.date) for d in digests})) or "none"
+            why = f"{url}: no paper for {day} in the body (days found: {found})"
+    if why:
+        folder = rejected_path(cfg)
+        folder.mkdir(parents=True, exist_ok=True)
+        stem = f"{day.isoformat()}-{hashlib.sha256(data).hexdigest()[:12]}"
+        path = folder / f"{stem}.md"
+        write_if_changed(path, data)
+        write_if_changed(folder / f"{stem}.error.txt", f"{url}\n{why}\n".encode())
+        log.error("digest for %s rejected: %s (kept in %s)", day, why, path)
+        return IngestResult(day, "rejected", f"{why} (kept in {path})", path)
+    for problem in problems:
+        log.warning("digest for %s: %s", day, problem)
+    folder = cfg.archive_path
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{day.isoformat()}.md"
+    write_if_changed(path, data)
+    papers = sum(len(d.papers) for d in digests if d.date == day)
+    log.info("digest for %s stored in %s (%d papers)", day, path, papers)
+    return IngestResult(day, "stored", f"{url}: {papers} papers, {len(problems)} problems", path)
+
+
+async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=seconds)
+
+
+async def fetch_digest(
+    cfg: Config,
+    day: dt.date,
+    *,
+    options: FetchOptions = FetchOptions(),
+    stop: asyncio.Event | None = None,
+) -> IngestResult:
+    """Fetch ``day``'s digest from the URL source and store it (see the module docstring)."""
+    url = digest_url(cfg.source, day)
+    timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
+    headers = {"User-Agent": f"newsletter (+{cfg.site_url})"}
+    error = ""
+    async with httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=True) as client:
+        for attempt in range(1, options.attempts + 1):
+            try:
+                response = await client.get(url)
+            except httpx.TimeoutException as exc:
+                error = f"{url}: timed out ({type(exc).__name__})"
+            except httpx.TransportError as exc:
+                error = f"{url}: {type(exc).__name__}: {exc}"
+            else:
+                status = response.status_code
+                if status in (404, 410):
+                    return IngestResult(day, "missing", f"{url}: not published yet ({status})")
+                if status == 200:
+                    return await asyncio.to_thread(_keep, cfg, day, url, response.content)
+                error = f"{url}: HTTP {status}"
+                if status < 500 and status != 429:
+                    break  # a client error will not fix itself within seconds
+            if attempt < options.attempts and not (stop and stop.is_set()):
+                delay = options.backoff * 2 ** (attempt - 1)
+                log.info("%s; try %d of %d in %.1fs", error, attempt + 1, options.attempts, delay)
+                await _pause(delay, stop)
+            if stop and stop.is_set():
+                break
+    log.warning("digest for %s unavailable: %s", day, error)
+    return IngestResult(day, "unavailable", error)
+
+
+async def ingest_day(
+    cfg: Config,
+    day: dt.date,
+    *,
+    options: FetchOptions = FetchOptions(),
+    stop: asyncio.Event | None = None,
+) -> tuple[IngestResult, Archive]:
+    """Make sure ``day``'s digest is in the archive: already there, or fetched from a URL
+    source. Returns what happened and the archive as it now stands."""
+    archive = await asyncio.to_thread(load_local_archive, cfg)
+    held = archive.by_date(day)
+    if held is not None and held.papers:
+        return IngestResult(day, "present", f"{day}: {len(held.papers)} papers"), archive
+    if not cfg.source_is_url:
+        return IngestResult(day, "missing", f"no digest for {day} in {cfg.source_path}"), archive
+    result = await fetch_digest(cfg, day, options=options, stop=stop)
+    if result.outcome == "stored":
+        archive = await asyncio.to_thread(load_local_archive, cfg)
+    return result, archive
