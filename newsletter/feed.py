@@ -197,15 +197,14 @@ _LINK = Markup('\n<p><a href="%s">Hugging Face에서 보기</a></p>')
 
 
 def _authors(paper: Paper) -> list[str]:
-    """The first ``MAX_AUTHORS`` authors, then ``외 N명`` for the rest.
+    """The first ``MAX_AUTHORS`` authors.
 
     Papers with dozens or hundreds of authors are common; listing them all would make
-    such an entry larger than a whole day of others and the feed too large to poll.
+    such an entry larger than a whole day of others and the feed too large to poll. The
+    rest are not replaced by a made-up "and N more" author, which readers would show as
+    a person; the arXiv link has the full list.
     """
-    if len(paper.authors) <= MAX_AUTHORS:
-        return list(paper.authors)
-    rest = len(paper.authors) - MAX_AUTHORS
-    return [*paper.authors[:MAX_AUTHORS], f"외 {rest}명"]
+    return list(paper.authors[:MAX_AUTHORS])
 
 
 def _votes_text(votes: int | None) -> str:

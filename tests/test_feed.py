@@ -234,9 +234,7 @@ def test_feedparser_round_trip(seeds_archive: Archive, feed_cfg: Config) -> None
         for section in paper.sections:
             assert section.text in text
         names = [a.name for a in entry.authors]
-        assert names == list(paper.authors[:5]) + (
-            [f"외 {len(paper.authors) - 5}명"] if len(paper.authors) > 5 else []
-        )
+        assert names == list(paper.authors[:5])
         assert {t.term for t in entry.tags} == {item.pick.date.isoformat(), "top-10"}
 
 
