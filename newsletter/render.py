@@ -27,7 +27,7 @@ from babel.dates import format_date, format_interval
 from babel.numbers import format_decimal
 from babel.support import Translations
 
-from .config import Config
+from .config import LANGS, Config
 from .errors import NewsletterError
 from .models import Archive, Pick, Section
 from .select import IsoWeek, top_weekly
@@ -49,7 +49,6 @@ __all__ = [
     "write_index",
 ]
 
-LANGS = ("ko", "en")
 # Babel locale of each interface language.
 LOCALES = {"ko": "ko_KR", "en": "en_US"}
 LOCALES_DIR = Path(__file__).resolve().parent / "locales"
