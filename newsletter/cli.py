@@ -17,7 +17,6 @@ from typing import Any, TypeVar
 import click
 
 from .config import Config, load_config
-from .digest import load_archive
 from .errors import NewsletterError
 from .models import Archive, Pick
 from .select import IsoWeek, top_daily, top_weekly
@@ -87,7 +86,10 @@ def _fail(message: str, exit_code: int) -> _Fail:
 
 
 def _archive(cfg: Config, strict: bool) -> Archive:
-    archive = load_archive(cfg.source_path)
+    from .sources import load_local_archive
+
+    # The source folder and the digests stored from a URL source (archive_dir).
+    archive = load_local_archive(cfg)
     for problem in archive.problems:
         click.echo(f"error: {problem}", err=True)
     if strict and archive.problems:
@@ -672,6 +674,76 @@ def worker(cfg: Config, once: bool, poll: float) -> None:
             poll=poll,
             progress=progress,
         )
+
+
+# --- the service -------------------------------------------------------------------------
+
+
+@main.command()
+@_configured()
+@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
+@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
+def run(cfg: Config, host: str | None, port: int | None) -> None:
+    """Run the service: the scheduler (daily digest and feeds, weekly issue) and the web
+    app (feeds, issue pages, subscribe and unsubscribe) in one process.
+
+    Only one may run per database; SIGTERM or Ctrl-C lets a send finish its in-flight
+    messages and exits 0, and a send cut short resumes on the next start.
+
+    \b
+    Example:
+      newsletter run --host 127.0.0.1 --port 8000
+    """
+    from .scheduler import run_service
+
+    run_service(cfg, host or cfg.web.host, port or cfg.web.port)
+
+
+def _parse_now(cfg: Config, text: str | None) -> dt.datetime:
+    if text is None:
+        return dt.datetime.now(dt.UTC)
+    try:
+        now = dt.datetime.fromisoformat(text)
+    except ValueError:
+        raise click.BadParameter(
+            f"not an ISO date and time: {text!r} (e.g. 2024-05-20T09:00+09:00)",
+            param_hint="--now",
+        ) from None
+    # Without an offset, the time is read in the configured time zone, not the host's.
+    return now if now.tzinfo is not None else now.replace(tzinfo=cfg.tz)
+
+
+@main.command()
+@_configured()
+@click.option(
+    "--now",
+    "now_text",
+    metavar="DATETIME",
+    help="Act as if it were this moment, e.g. 2024-05-20T09:00+09:00 (default: now).",
+)
+def tick(cfg: Config, now_text: str | None) -> None:
+    """Run once, and exit, each job due at --now that has not run yet (for cron, and tests);
+    also resumes a send left unfinished. Running it again at the same moment does nothing.
+
+    \b
+    Examples:
+      newsletter tick
+      newsletter tick --now 2024-08-05T08:30+09:00
+    """
+    import asyncio
+
+    from .scheduler import tick as run_tick
+
+    now = _parse_now(cfg, now_text)
+    outcomes = asyncio.run(run_tick(cfg, now))
+    for job, outcome in outcomes.items():
+        if outcome is None:
+            click.echo(f"{job}: nothing due")
+        else:
+            click.echo(f"{job}: {outcome.status}: {outcome.detail}")
+    failed = [job for job, outcome in outcomes.items() if outcome and outcome.status == "failed"]
+    if failed:
+        raise _Fail(f"{', '.join(failed)} failed (see above)")
 
 
 if __name__ == "__main__":  # pragma: no cover
