@@ -347,3 +347,51 @@ def run_newsletter(config: Path, *args: str) -> Any:
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+# --- the service in a child process ------------------------------------------------------------
+
+
+def service_env(**extra: str) -> dict[str, str]:
+    """The environment of a child ``newsletter``: no NEWSLETTER_* settings from ours, and a
+    host in UTC (the schedule must not depend on the host's time zone)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
+    return {**env, "TZ": "UTC", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def start_newsletter(folder: Path, *args: str, log: str = "newsletter.log") -> Any:
+    """``newsletter ARGS`` in ``folder`` (its config.toml applies), output in ``folder/log``
+    (a file, so a chatty service can never block on a full pipe)."""
+    import subprocess
+    import sys
+
+    out = (folder / log).open("ab")
+    try:
+        return subprocess.Popen(
+            [sys.executable, "-m", "newsletter", *args],
+            cwd=folder,
+            env=service_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    finally:
+        out.close()
+
+
+def wait_for_http(url: str, process: Any, timeout: float = 30.0) -> None:
+    """Poll ``url`` until it answers (any status), failing early if ``process`` exits."""
+    import time
+
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"the service exited with {process.returncode}")
+        try:
+            httpx.get(url, timeout=1.0)
+            return
+        except httpx.TransportError:
+            time.sleep(0.1)
+    raise AssertionError(f"{url} did not answer within {timeout}s")

@@ -1,0 +1,79 @@
+"""End to end, as a new user does it: `newsletter run`, subscribe through the web form,
+read the feed and an issue page, stop, and a Monday-morning `tick` mails the weekly issue."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import re
+import signal
+from email.message import EmailMessage
+from pathlib import Path
+
+import httpx
+from conftest import SEEDS, free_port, start_newsletter, wait_for_http
+
+READER = "reader@example.org"
+
+
+def _messages(outbox: Path) -> list[EmailMessage]:
+    box = mailbox.Maildir(str(outbox), create=False)
+    return [
+        email.message_from_bytes(message.as_bytes(), policy=email.policy.default) for message in box
+    ]
+
+
+def _text(message: EmailMessage) -> str:
+    part = message.get_body(("plain",))
+    assert part is not None
+    return str(part.get_content())
+
+
+def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "config.toml").write_text(
+        f'source = "{SEEDS}"\nbase_url = "{base}/"\n[web]\nport = {port}\n', encoding="utf-8"
+    )
+    service = start_newsletter(tmp_path, "run", log="run.log")
+    try:
+        wait_for_http(f"{base}/subscribe", service)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            form = client.get("/subscribe")
+            assert form.status_code == 200 and "<form" in form.text
+            answer = client.post("/subscribe", data={"email": READER, "name": "김독자"})
+            assert answer.status_code == 200
+
+            (confirmation,) = _messages(tmp_path / "outbox")
+            assert confirmation["To"].addresses[0].addr_spec == READER
+            link = re.search(rf"{re.escape(base)}/confirm/\S+", _text(confirmation))
+            assert link is not None
+            confirmed = client.get(link.group(0).removeprefix(base))
+            assert confirmed.status_code == 200
+
+            feed = client.get("/feed.atom")
+            assert feed.status_code == 200
+            assert feed.headers["content-type"].startswith("application/atom+xml")
+            assert "<entry>" in feed.text
+            page = client.get("/issues/2024-W31.html")
+            assert page.status_code == 200
+            assert "2024" in page.text and "31" in page.text
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "next weekly run" in log and "next daily run" in log
+
+    ticked = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="tick.log")
+    assert ticked.wait(timeout=120) == 0, (tmp_path / "tick.log").read_text(encoding="utf-8")
+    assert "weekly: done: 2024-W31: 1 sent" in (tmp_path / "tick.log").read_text(encoding="utf-8")
+    weekly = [m for m in _messages(tmp_path / "outbox") if "31주차" in str(m["Subject"])]
+    assert len(weekly) == 1
+    assert weekly[0]["To"].addresses[0].addr_spec == READER
+    assert "List-Unsubscribe" in weekly[0]
+
+    again = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="again.log")
+    assert again.wait(timeout=120) == 0
+    assert "weekly: nothing due" in (tmp_path / "again.log").read_text(encoding="utf-8")
+    assert len(_messages(tmp_path / "outbox")) == 2
