@@ -598,7 +598,10 @@ async def serve(
                     if sock is not None:
                         server_task = asyncio.create_task(server.serve(sockets=[sock]))
                         log.info(
-                            "serving http://%s:%d/ (feed: %sfeed.atom)", host, port, cfg.site_url
+                            "listening on http://%s:%d/ (public address, base_url: %s)",
+                            host,
+                            port,
+                            cfg.site_url,
                         )
 
                     async def catch_up() -> None:
