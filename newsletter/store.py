@@ -473,10 +473,12 @@ class Store:
             sa.select(d.c.id)
             .where(
                 d.c.issue_id == issue_id,
-                sa.or_(
-                    sa.and_(d.c.status == "queued", d.c.next_attempt_at <= now, free),
-                    sa.and_(d.c.status == "sending", free),
-                ),
+                # The same rows as (queued, due and free) or (sending and free), written so
+                # that the (issue_id, status) index finds them: with the OR of two statuses
+                # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
+                d.c.status.in_(("queued", "sending")),
+                free,
+                sa.or_(d.c.status == "sending", d.c.next_attempt_at <= now),
             )
             .order_by(d.c.id)
             .limit(limit)

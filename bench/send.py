@@ -1,0 +1,315 @@
+"""Messages per second into Postfix's smtp-sink on loopback: this sender, a naive smtplib
+loop and Postfix's own C load generator smtp-source, measured side by side in one run.
+
+Starts ``smtp-sink`` on a free loopback port, then:
+
+- this sender: a temporary SQLite database with 10,000 active subscribers and the
+  2024-W05 issue rendered from the seeds, sent by ``send_issue`` (fan-out, leases and
+  every ledger write included) with ``smtp.concurrency`` N; subscriber creation is not
+  timed;
+- naive: ``smtplib.SMTP`` per message (connect, sendmail, quit) with the same bytes,
+  built beforehand and not timed, on a sample whose rate is extrapolated;
+- ``smtp-source`` with as many sessions as the sender's concurrency and messages of the
+  real mean size, on reused connections (``-d``, like the sender) and one per message;
+- peak RSS of a child process that sends the issue to 100,000 subscribers.
+
+Needs Postfix (Debian package ``postfix``) for /usr/sbin/smtp-sink and smtp-source.
+
+    .venv/bin/python bench/send.py [--messages 10000] [--naive 1000] [--concurrency 4,8]
+                                   [--rss 100000] [--quick]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import datetime as dt
+import json
+import os
+import pwd
+import resource
+import shutil
+import smtplib
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from newsletter.config import Config, load_config  # noqa: E402
+from newsletter.delivery import (  # noqa: E402
+    UNSUBSCRIBE,
+    PreparedIssue,
+    dry_run,
+    prepare_issue,
+    send_issue,
+)
+from newsletter.digest import load_archive  # noqa: E402
+from newsletter.select import IsoWeek  # noqa: E402
+from newsletter.store import Store, open_store, subscribers  # noqa: E402
+from newsletter.tokens import make_token  # noqa: E402
+
+WEEK = IsoWeek(2024, 5)
+KEY = b"bench-secret-key"
+FROM = "weekly@news.example.org"
+SINK = "/usr/sbin/smtp-sink"
+SOURCE = "/usr/sbin/smtp-source"
+
+
+def _rate(count: int, seconds: float) -> float:
+    return count / seconds if seconds else float("inf")
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_sink() -> tuple[subprocess.Popen[bytes], int]:
+    """smtp-sink on a free loopback port, once it accepts connections."""
+    port = _free_port()
+    command = [SINK]
+    if os.geteuid() == 0:
+        # smtp-sink refuses to run as root without a user to switch to.
+        command += ["-u", pwd.getpwuid(0).pw_name]
+    command += [f"127.0.0.1:{port}", "1000"]
+    sink = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if sink.poll() is not None:
+            raise SystemExit(f"smtp-sink exited: {sink.stderr.read().decode()}")  # type: ignore[union-attr]
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return sink, port
+        except OSError:
+            time.sleep(0.05)
+    sink.kill()
+    raise SystemExit("smtp-sink did not start listening")
+
+
+def bench_config(folder: Path, port: int, concurrency: int) -> Config:
+    cfg = load_config(ROOT / "config.toml", env={}, overrides={"source": str(ROOT / "seeds")})
+    return cfg.replace(
+        base_url="https://news.example.org/",
+        database_url=f"sqlite:///{folder / 'bench.db'}",
+        public_dir=str(folder / "public"),
+        email=dataclasses.replace(
+            cfg.email,
+            from_address=FROM,
+            unsubscribe_mailto="unsubscribe@news.example.org",
+        ),
+        smtp=dataclasses.replace(
+            cfg.smtp,
+            host="127.0.0.1",
+            port=port,
+            tls="none",
+            concurrency=concurrency,
+            timeout_seconds=30.0,
+        ),
+    )
+
+
+def add_subscribers(store: Store, count: int, chunk: int = 10_000) -> None:
+    """Active subscribers, a third of them English, in bulk (executemany per chunk)."""
+    now = dt.datetime.now(dt.UTC)
+    for start in range(0, count, chunk):
+        rows = [
+            {
+                "email": f"reader{i:06d}@example.org",
+                "email_key": f"reader{i:06d}@example.org",
+                "name": f"독자 {i}",
+                "lang": "en" if i % 3 == 0 else "ko",
+                "status": "active",
+                "created_at": now,
+                "updated_at": now,
+                "confirmed_at": now,
+            }
+            for i in range(start, min(start + chunk, count))
+        ]
+        with store.engine.begin() as conn:
+            conn.execute(subscribers.insert(), rows)
+
+
+def send_to_subscribers(
+    folder: Path, port: int, concurrency: int, count: int, prepared_by: list[PreparedIssue]
+) -> tuple[float, float, dict[str, int], int]:
+    """A fresh database of ``count`` subscribers, then one timed ``send_issue``.
+    Returns (setup seconds, send seconds, ledger counts, mean message bytes)."""
+    folder.mkdir()
+    cfg = bench_config(folder, port, concurrency)
+    started = time.perf_counter()
+    store = open_store(cfg.database_url, cfg.base_dir)
+    add_subscribers(store, count)
+    if not prepared_by:
+        prepared_by.append(prepare_issue(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False))
+    prepared = prepared_by[0]
+    messages, size = dry_run(cfg, store, prepared, KEY)
+    setup = time.perf_counter() - started
+    started = time.perf_counter()
+    report = send_issue(cfg, store, prepared, KEY)
+    seconds = time.perf_counter() - started
+    store.close()
+    return setup, seconds, report.counts, size // max(messages, 1)
+
+
+def naive_loop(port: int, messages: list[tuple[str, bytes]]) -> float:
+    """One smtplib connection per message; returns the seconds taken."""
+    started = time.perf_counter()
+    for recipient, data in messages:
+        client = smtplib.SMTP("127.0.0.1", port, timeout=30)
+        client.sendmail(FROM, [recipient], data)
+        client.quit()
+    return time.perf_counter() - started
+
+
+def smtp_source(port: int, sessions: int, messages: int, size: int, reuse: bool) -> float:
+    command = [SOURCE, "-s", str(sessions), "-m", str(messages), "-l", str(size)]
+    if reuse:
+        command.append("-d")
+    command += ["-f", FROM, "-t", "reader@example.org", f"127.0.0.1:{port}"]
+    started = time.perf_counter()
+    subprocess.run(command, check=True, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def rss_child(port: int, count: int, concurrency: int) -> None:
+    """Runs in its own process: prints JSON with its peak RSS before and after sending."""
+    with tempfile.TemporaryDirectory(prefix="bench-send-rss-") as tmp:
+        folder = Path(tmp)
+        cfg = bench_config(folder, port, concurrency)
+        started = time.perf_counter()
+        store = open_store(cfg.database_url, cfg.base_dir)
+        add_subscribers(store, count)
+        prepared = prepare_issue(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
+        setup = time.perf_counter() - started
+        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        started = time.perf_counter()
+        report = send_issue(cfg, store, prepared, KEY)
+        seconds = time.perf_counter() - started
+        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        store.close()
+    print(
+        json.dumps(
+            {
+                "setup": setup,
+                "seconds": seconds,
+                "before_kb": before,
+                "after_kb": after,
+                "sent": report.counts["sent"],
+            }
+        )
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument("--naive", type=int, default=1_000, help="naive-loop sample size")
+    parser.add_argument(
+        "--concurrency", default="4", help="comma-separated smtp.concurrency values to try"
+    )
+    parser.add_argument("--rss", type=int, default=100_000, help="subscribers of the RSS run")
+    parser.add_argument(
+        "--quick", action="store_true", help="2,000 messages, 200 naive, 20,000 for RSS"
+    )
+    parser.add_argument("--rss-child", nargs=3, type=int, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.rss_child:
+        rss_child(*args.rss_child)
+        return
+    if args.quick:
+        args.messages, args.naive, args.rss = 2_000, 200, 20_000
+    levels = [int(n) for n in args.concurrency.split(",")]
+    for tool in (SINK, SOURCE):
+        if not os.access(tool, os.X_OK):
+            raise SystemExit(f"{tool} is missing: install Postfix (Debian package postfix)")
+
+    sink, port = start_sink()
+    tmp = Path(tempfile.mkdtemp(prefix="bench-send-"))
+    try:
+        prepared: list[PreparedIssue] = []
+        sender: dict[int, float] = {}
+        size = 0
+        for n in levels:
+            setup, seconds, counts, size = send_to_subscribers(
+                tmp / f"n{n}", port, n, args.messages, prepared
+            )
+            if counts["sent"] != args.messages:
+                raise SystemExit(f"concurrency {n}: ledger says {counts}")
+            sender[n] = _rate(args.messages, seconds)
+            print(
+                f"this sender, concurrency {n}: {sender[n]:8,.0f} messages/s "
+                f"({args.messages:,} in {seconds:.1f}s; setup {setup:.1f}s untimed)"
+            )
+        best = max(sender, key=lambda n: sender[n])
+
+        templates = prepared[0].templates
+        sample = [
+            (
+                f"reader{i:06d}@example.org",
+                templates["en" if i % 3 == 0 else "ko"]
+                .personalize(
+                    to_address=f"reader{i:06d}@example.org",
+                    to_name=f"독자 {i}",
+                    unsubscribe_token=make_token(KEY, UNSUBSCRIBE, i + 1),
+                )
+                .data,
+            )
+            for i in range(args.naive)
+        ]
+        seconds = naive_loop(port, sample)
+        naive = _rate(len(sample), seconds)
+        print(
+            f"naive smtplib, connection per message: {naive:8,.0f} messages/s "
+            f"({len(sample):,} in {seconds:.1f}s, extrapolated to {args.messages:,})"
+        )
+
+        source: dict[bool, float] = {}
+        for reuse in (True, False):
+            seconds = smtp_source(port, best, args.messages, size, reuse)
+            source[reuse] = _rate(args.messages, seconds)
+            how = "reused connections (-d)" if reuse else "connection per message"
+            print(
+                f"smtp-source, {best} sessions, {how}: {source[reuse]:8,.0f} messages/s "
+                f"({args.messages:,} of {size:,} bytes in {seconds:.1f}s)"
+            )
+
+        print(f"message: {size:,} bytes (mean of the real messages, ko and en)")
+        ratio_source = sender[best] / source[True]
+        ratio_naive = sender[best] / naive
+        verdict = {True: "met", False: "MISSED"}
+        print(
+            f"ratio sender/smtp-source (-d): {ratio_source:.2f} "
+            f"(target >= 0.50: {verdict[ratio_source >= 0.5]})"
+        )
+        print(f"ratio sender/naive: {ratio_naive:.1f}x (target >= 5x: {verdict[ratio_naive >= 5]})")
+
+        child = subprocess.run(
+            [sys.executable, __file__, "--rss-child", str(port), str(args.rss), str(best)],
+            check=True,
+            capture_output=True,
+            text=True,
+        )
+        rss = json.loads(child.stdout.strip().splitlines()[-1])
+        if rss["sent"] != args.rss:
+            raise SystemExit(f"RSS run sent {rss['sent']} of {args.rss}")
+        print(
+            f"peak RSS, {args.rss:,} subscribers: {rss['before_kb'] / 1024:.0f} MB before sending, "
+            f"{rss['after_kb'] / 1024:.0f} MB after (target < 200 MB: "
+            f"{verdict[rss['after_kb'] < 200 * 1024]}); "
+            f"setup {rss['setup']:.1f}s, sending {rss['seconds']:.1f}s "
+            f"= {_rate(args.rss, rss['seconds']):,.0f} messages/s"
+        )
+    finally:
+        sink.terminate()
+        sink.wait(timeout=10)
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
