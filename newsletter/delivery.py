@@ -30,7 +30,7 @@ import aiosmtplib
 
 from .config import Config
 from .errors import NewsletterError
-from .message import HeaderError, MessageTemplate, message_template
+from .message import HeaderError, MessageTemplate, is_wire_ready, message_template
 from .models import Archive
 from .render import LANGS, build_issue, publish_issue, render_issue
 from .select import IsoWeek
@@ -53,7 +53,9 @@ class DeliveryError(Exception):
 
 
 class Transport(Protocol):
-    async def send(self, sender: str, recipient: str, data: bytes) -> None: ...
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+    ) -> None: ...
 
     async def close(self) -> None: ...
 
@@ -64,7 +66,9 @@ class MaildirTransport:
     def __init__(self, path: Path) -> None:
         self.box = mailbox.Maildir(str(path), factory=None, create=True)
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> None:
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+    ) -> None:
         # Maildir files use the local line ending; the message itself is unchanged.
         try:
             self.box.add(data.replace(b"\r\n", b"\n"))
@@ -81,10 +85,13 @@ class SmtpTransport:
     def __init__(self, cfg: Config) -> None:
         smtp = cfg.smtp
         self.cfg = cfg
-        context = ssl.create_default_context()
-        if not smtp.verify_certificates:
-            context.check_hostname = False
-            context.verify_mode = ssl.CERT_NONE
+        context = None
+        if smtp.tls != "none":
+            # Loading the system's CA certificates takes ~25 ms: only when TLS is used.
+            context = ssl.create_default_context()
+            if not smtp.verify_certificates:
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
         self.client = aiosmtplib.SMTP(
             hostname=smtp.host,
             port=smtp.port,
@@ -92,7 +99,7 @@ class SmtpTransport:
             # Explicit: without it aiosmtplib stays in plaintext when STARTTLS is not offered.
             start_tls=smtp.tls == "starttls",
             validate_certs=smtp.verify_certificates,
-            tls_context=context if smtp.tls != "none" else None,
+            tls_context=context,
             timeout=smtp.timeout_seconds,
         )
 
@@ -113,12 +120,22 @@ class SmtpTransport:
                 f"cannot connect to {smtp.host}:{smtp.port}: {exc}", permanent=False
             ) from None
 
-    async def send(self, sender: str, recipient: str, data: bytes) -> None:
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+    ) -> None:
+        """Send one message; ``wire_ready`` bytes (see :func:`is_wire_ready`) go out as
+        they are, anything else through aiosmtplib's ``sendmail``."""
+        fast = (wire_ready or is_wire_ready(data)) and hasattr(
+            self.client.protocol, "read_response"
+        )
         for attempt in (1, 2):
             if not self.client.is_connected:
                 await self._connect()
             try:
-                errors, _ = await self.client.sendmail(sender, [recipient], data)
+                if fast:
+                    errors = await self._transaction(sender, recipient, data)
+                else:
+                    errors, _ = await self.client.sendmail(sender, [recipient], data)
             except aiosmtplib.SMTPRecipientsRefused as exc:
                 refused = exc.recipients[0]
                 await self._reset()
@@ -150,6 +167,38 @@ class SmtpTransport:
                 code, message = next(iter(errors.values()))
                 raise DeliveryError(f"{code} {message}", permanent=code >= 500)
             return
+
+    async def _transaction(self, sender: str, recipient: str, data: bytes) -> dict[str, Any]:
+        """MAIL, RCPT and DATA for a message that is already wire-ready.
+
+        ``sendmail`` runs two regular-expression passes over every message (line endings
+        and dot-stuffing) and parses both addresses again: with 80 KB messages that was
+        a third of the sender's time. Our messages are built with CRLF endings and no
+        line starting with a dot (:func:`is_wire_ready`), and the addresses were
+        validated when they were stored, so the bytes go out as they are.
+        """
+        client = self.client
+        if client.is_ehlo_or_helo_needed:
+            try:
+                await client.ehlo()
+            except aiosmtplib.SMTPHeloError:
+                await client.helo()
+        for verb, argument, accepted in (
+            (b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", (250,)),
+            (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", (250, 251)),
+            (b"DATA", None, (354,)),
+        ):
+            args = (verb,) if argument is None else (verb, argument)
+            response = await client.execute_command(*args)
+            if response.code not in accepted:
+                raise aiosmtplib.SMTPResponseException(response.code, response.message)
+        protocol = client.protocol
+        assert protocol is not None
+        protocol.write(data + b".\r\n")
+        response = await protocol.read_response(timeout=self.cfg.smtp.timeout_seconds)
+        if response.code != 250:
+            raise aiosmtplib.SMTPResponseException(response.code, response.message)
+        return {}
 
     async def _reset(self) -> None:
         try:
@@ -293,9 +342,12 @@ class Sender:
     async def _worker(self, issue_id: int, wait: bool) -> None:
         transport = self.factory()
         batch: list[Any] = []
+        # The last message the server accepted, not yet recorded (see Store.mark_sending).
+        accepted: list[tuple[int, str]] = []
         try:
             while not self.stop.is_set():
                 if not batch:
+                    self._record(accepted)
                     batch = self.store.claim(issue_id, self.owner, self.batch, LEASE)
                     if not batch:
                         if not wait or not self.store.pending(issue_id):
@@ -303,10 +355,15 @@ class Sender:
                         await self._idle(issue_id)
                         continue
                 row = batch.pop(0)
-                await self._deliver(transport, row)
+                await self._deliver(transport, row, accepted)
         finally:
+            self._record(accepted)
             self.store.release((r.id for r in batch), self.owner)
             await transport.close()
+
+    def _record(self, accepted: list[tuple[int, str]]) -> None:
+        while accepted:
+            self.store.mark_sent(*accepted.pop())
 
     async def _idle(self, issue_id: int) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
@@ -317,7 +374,9 @@ class Sender:
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self.stop.wait(), timeout=delay)
 
-    async def _deliver(self, transport: Transport, row: Any) -> None:
+    async def _deliver(
+        self, transport: Transport, row: Any, accepted: list[tuple[int, str]]
+    ) -> None:
         template = self.templates.get(row.lang) or self.templates[self.cfg.default_lang]
         try:
             message = template.personalize(
@@ -328,20 +387,26 @@ class Sender:
                 message_id=row.message_id,
             )
         except HeaderError as exc:
+            self._record(accepted)
             self.store.mark_failed(row.id, str(exc), permanent=False, bounce_threshold=0)
             self._count("failed")
             return
-        state = self.store.mark_sending(row.id, self.owner, message.message_id)
+        state = self.store.mark_sending(
+            row.id, self.owner, message.message_id, sent=accepted.pop() if accepted else None
+        )
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
         await self.limiter.wait()
         try:
-            await transport.send(self.cfg.email.from_address, row.email, message.data)
+            await transport.send(
+                self.cfg.email.from_address, row.email, message.data, wire_ready=message.wire_ready
+            )
         except DeliveryError as exc:
             self._failed(row, str(exc), exc.permanent)
             return
-        self.store.mark_sent(row.id, message.message_id)
+        # Recorded with the next message's 'sending', or at once if there is none.
+        accepted.append((row.id, message.message_id))
         self._count("sent")
 
     def _failed(self, row: Any, error: str, permanent: bool) -> None:

@@ -80,10 +80,28 @@ class HeaderError(NewsletterError):
 
 @dataclass(frozen=True, slots=True)
 class PreparedMessage:
-    """One recipient's message, ready to send unchanged. ``message_id`` includes the ``<>``."""
+    """One recipient's message, ready to send unchanged. ``message_id`` includes the ``<>``.
+
+    ``wire_ready`` promises that :func:`is_wire_ready` holds for ``data``, so a sender may
+    skip rewriting line endings and dot-stuffing.
+    """
 
     message_id: str
     data: bytes
+    wire_ready: bool = False
+
+
+def is_wire_ready(data: bytes) -> bool:
+    """True when ``data`` can follow SMTP DATA unchanged: it ends with CRLF, has no bare CR
+    or LF, and no line starts with a dot (so no dot-stuffing is needed)."""
+    crlf = data.count(b"\r\n")
+    return (
+        data.endswith(b"\r\n")
+        and data.count(b"\n") == crlf
+        and data.count(b"\r") == crlf
+        and b"\n." not in data
+        and not data.startswith(b".")
+    )
 
 
 def _one_line(what: str, value: str) -> str:
@@ -405,7 +423,10 @@ class MessageTemplate:
         )
         if self._dkim_key is not None:
             data = self._sign(data)
-        return PreparedMessage(mid, data)
+        # Wire-ready by construction: CRLF everywhere (the policy, the base64 slots and
+        # dkimpy's linesep) and no line can start with a dot (base64 has none, headers
+        # start with a name or folding white space, boundaries with "--").
+        return PreparedMessage(mid, data, wire_ready=True)
 
     def _sign(self, data: bytes) -> bytes:
         assert self._dkim_key is not None

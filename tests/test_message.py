@@ -294,3 +294,23 @@ def test_slotted_base64_equals_plain_encoding(pieces: list[str], value: str) -> 
     assert lines[-1] == b""
     assert all(len(line) <= 76 and len(line) % 4 == 0 for line in lines[:-1])
     assert base64.b64decode(b"".join(lines)) == text.replace(marker, value).encode("utf-8")
+
+
+def test_personalized_messages_are_wire_ready_with_and_without_dkim(
+    issue_cfg: Config, rendered: RenderedIssue, dkim_key: tuple[bytes, bytes]
+) -> None:
+    from newsletter.message import is_wire_ready
+
+    pem, _ = dkim_key
+    for template in (
+        message_template(issue_cfg, rendered),
+        message_template(_dkim_cfg(issue_cfg), rendered, dkim_key=pem),
+    ):
+        for name in ("", "김철수", "A very long name " * 6):
+            prepared = template.personalize(
+                to_address="kim@example.org", to_name=name, unsubscribe_token="tok"
+            )
+            assert prepared.wire_ready and is_wire_ready(prepared.data)
+    assert not is_wire_ready(b"Subject: x\r\n\r\n.leading dot\r\n")
+    assert not is_wire_ready(b"Subject: x\n\nbare line feeds\n")
+    assert not is_wire_ready(b"Subject: x\r\n\r\nno final line break")
