@@ -63,7 +63,7 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
                 "--source",
                 type=str,
                 default=None,
-                help="Digest folder to read instead of the configured one.",
+                help="Digest folder (or URL template) to read instead of the configured source.",
             )(wrapper)
         return wrapper  # type: ignore[return-value]
 
@@ -680,7 +680,7 @@ def worker(cfg: Config, once: bool, poll: float) -> None:
 
 
 @main.command()
-@_configured()
+@_configured(source=True)
 @click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
 def run(cfg: Config, host: str | None, port: int | None) -> None:
@@ -714,7 +714,7 @@ def _parse_now(cfg: Config, text: str | None) -> dt.datetime:
 
 
 @main.command()
-@_configured()
+@_configured(source=True)
 @click.option(
     "--now",
     "now_text",
