@@ -4,24 +4,24 @@ from __future__ import annotations
 
 import datetime as dt
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 HF_BASE = "https://huggingface.co"
 
 MediaKind = Literal["image", "video"]
 
 
-@dataclass(frozen=True, slots=True)
-class Media:
+class Media(NamedTuple):
     kind: MediaKind
     url: str
 
 
-@dataclass(frozen=True, slots=True)
-class Section:
+class Section(NamedTuple):
     """One summary point: a labelled section (``What's New``) or a plain bullet.
 
-    ``level`` is the nesting depth of the bullet (0 for top-level points).
+    ``level`` is the nesting depth of the bullet (0 for top-level points). A named
+    tuple rather than a dataclass: an archive has tens of thousands, and a tuple is
+    the cheapest immutable record to build.
     """
 
     label: str | None
