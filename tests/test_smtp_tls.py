@@ -173,7 +173,11 @@ def test_secrets_stay_out_of_errors_and_logs(
     caplog.set_level("DEBUG")
     secret = "hunter2-do-not-print"
     with pytest.raises(DeliveryError) as info:
-        _send(cfg.replace(smtp=dataclasses.replace(_smtp(cfg, port, "starttls").smtp, password=secret)))
+        _send(
+            cfg.replace(
+                smtp=dataclasses.replace(_smtp(cfg, port, "starttls").smtp, password=secret)
+            )
+        )
     assert secret not in str(info.value)
     assert secret not in caplog.text
     assert secret not in repr(cfg.replace(smtp=dataclasses.replace(cfg.smtp, password=secret)))
