@@ -324,8 +324,8 @@ class Sender:
         self.store.release_dead_local_leases(pid_alive)
         self.total = self.store.pending(issue_id)
         workers = [
-            asyncio.create_task(self._worker(issue_id, wait))
-            for _ in range(self.cfg.smtp.concurrency)
+            asyncio.create_task(self._worker(issue_id, wait, f"{self.owner}:{i}"))
+            for i in range(self.cfg.smtp.concurrency)
         ]
         try:
             await asyncio.gather(*workers)
@@ -339,7 +339,9 @@ class Sender:
         if self.progress:
             self.progress(self.tally, self.total)
 
-    async def _worker(self, issue_id: int, wait: bool) -> None:
+    async def _worker(self, issue_id: int, wait: bool, owner: str) -> None:
+        # Each worker leases under its own name: rows whose lease ran out while still in
+        # this worker's batch can then go to another worker, but never to both.
         transport = self.factory()
         batch: list[Any] = []
         # The last message the server accepted, not yet recorded (see Store.mark_sending).
@@ -348,17 +350,17 @@ class Sender:
             while not self.stop.is_set():
                 if not batch:
                     self._record(accepted)
-                    batch = self.store.claim(issue_id, self.owner, self.batch, LEASE)
+                    batch = self.store.claim(issue_id, owner, self.batch, LEASE)
                     if not batch:
                         if not wait or not self.store.pending(issue_id):
                             return
                         await self._idle(issue_id)
                         continue
                 row = batch.pop(0)
-                await self._deliver(transport, row, accepted)
+                await self._deliver(transport, row, accepted, owner)
         finally:
             self._record(accepted)
-            self.store.release((r.id for r in batch), self.owner)
+            self.store.release((r.id for r in batch), owner)
             await transport.close()
 
     def _record(self, accepted: list[tuple[int, str]]) -> None:
@@ -375,7 +377,7 @@ class Sender:
             await asyncio.wait_for(self.stop.wait(), timeout=delay)
 
     async def _deliver(
-        self, transport: Transport, row: Any, accepted: list[tuple[int, str]]
+        self, transport: Transport, row: Any, accepted: list[tuple[int, str]], owner: str
     ) -> None:
         template = self.templates.get(row.lang) or self.templates[self.cfg.default_lang]
         try:
@@ -392,7 +394,11 @@ class Sender:
             self._count("failed")
             return
         state = self.store.mark_sending(
-            row.id, self.owner, message.message_id, sent=accepted.pop() if accepted else None
+            row.id,
+            owner,
+            message.message_id,
+            sent=accepted.pop() if accepted else None,
+            lease=LEASE,
         )
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")

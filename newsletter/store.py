@@ -115,6 +115,7 @@ _MARK_SENDING = (
     .where(
         deliveries.c.id == sa.bindparam("b_id"),
         deliveries.c.lease_owner == sa.bindparam("b_owner"),
+        deliveries.c.status.in_(("queued", "sending")),
         sa.select(subscribers.c.id)
         .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
         .exists(),
@@ -123,6 +124,8 @@ _MARK_SENDING = (
         status="sending",
         attempts=deliveries.c.attempts + 1,
         message_id=sa.bindparam("b_message_id"),
+        # A fresh lease for the time the message is on the wire.
+        lease_until=sa.bindparam("b_until"),
         updated_at=sa.bindparam("b_now"),
     )
 )
@@ -468,18 +471,18 @@ class Store:
         """
         now = now or utcnow()
         d = deliveries
-        free = sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now)
+        claimable = (
+            d.c.issue_id == issue_id,
+            # The same rows as (queued, due and free) or (sending and free), written so
+            # that the (issue_id, status) index finds them: with the OR of two statuses
+            # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
+            d.c.status.in_(("queued", "sending")),
+            sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now),
+            sa.or_(d.c.status == "sending", d.c.next_attempt_at <= now),
+        )
         due = (
             sa.select(d.c.id)
-            .where(
-                d.c.issue_id == issue_id,
-                # The same rows as (queued, due and free) or (sending and free), written so
-                # that the (issue_id, status) index finds them: with the OR of two statuses
-                # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
-                d.c.status.in_(("queued", "sending")),
-                free,
-                sa.or_(d.c.status == "sending", d.c.next_attempt_at <= now),
-            )
+            .where(*claimable)
             .order_by(d.c.id)
             .limit(limit)
             .with_for_update(skip_locked=True)
@@ -488,8 +491,13 @@ class Store:
             ids = [row.id for row in conn.execute(due)]
             if not ids:
                 return []
+            # SQLite has no row locks and reads before it writes: another process may
+            # have leased some of these rows since the SELECT. The UPDATE checks again,
+            # atomically, and only the rows it leased to ``owner`` are returned.
             conn.execute(
-                d.update().where(d.c.id.in_(ids)).values(lease_owner=owner, lease_until=now + lease)
+                d.update()
+                .where(d.c.id.in_(ids), *claimable)
+                .values(lease_owner=owner, lease_until=now + lease)
             )
             rows = conn.execute(
                 sa.select(
@@ -503,7 +511,7 @@ class Store:
                     subscribers.c.lang,
                 )
                 .join(subscribers, subscribers.c.id == d.c.subscriber_id)
-                .where(d.c.id.in_(ids))
+                .where(d.c.id.in_(ids), d.c.lease_owner == owner)
                 .order_by(d.c.id)
             ).all()
         return list(rows)
@@ -515,6 +523,7 @@ class Store:
         message_id: str,
         *,
         sent: tuple[int, str] | None = None,
+        lease: dt.timedelta = dt.timedelta(minutes=5),
     ) -> str:
         """Just before DATA: ``sending`` if the row is still ours and the subscriber still
         active; ``skipped`` when they left meanwhile; ``lost`` when the lease was lost.
@@ -531,7 +540,13 @@ class Store:
                 conn.execute(_MARK_SENT, {"b_id": sent[0], "b_message_id": sent[1], "b_now": now})
             result = conn.execute(
                 _MARK_SENDING,
-                {"b_id": delivery_id, "b_owner": owner, "b_message_id": message_id, "b_now": now},
+                {
+                    "b_id": delivery_id,
+                    "b_owner": owner,
+                    "b_message_id": message_id,
+                    "b_now": now,
+                    "b_until": now + lease,
+                },
             )
             if result.rowcount:
                 return "sending"

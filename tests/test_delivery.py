@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import mailbox
@@ -267,3 +268,56 @@ def test_sigkill_at_random_points_never_skips_anyone(
     duplicates = sum(n - 1 for n in counts.values())
     assert duplicates <= kills * concurrency, (duplicates, kills)
     assert kills >= 1
+
+
+def test_two_sends_at_once_on_sqlite_deliver_each_message_once(tmp_path: Path) -> None:
+    # No row locks in SQLite: the claim must re-check what another process leased.
+    config = tmp_path / "config.toml"
+    config.write_text(f'source = "{SEEDS}"\n[smtp]\nconcurrency = 4\n')
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 1500)
+    procs = [run_newsletter(config, "send", "--week", "2024-W05") for _ in range(2)]
+    for proc in procs:
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+    box = mailbox.Maildir(str(tmp_path / "outbox"), create=False)
+    received = sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in box)
+    assert received == addresses
+
+
+class _SlowTransport:
+    """Records what it is given, slowly: a stand-in for a slow server."""
+
+    def __init__(self, sent: list[str]) -> None:
+        self.sent = sent
+
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+    ) -> None:
+        import asyncio
+
+        await asyncio.sleep(0.05)
+        self.sent.append(recipient)
+
+    async def close(self) -> None:
+        return None
+
+
+def test_a_lease_running_out_mid_batch_never_doubles_a_message(
+    cfg: Config, seeds_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import asyncio
+    import datetime as dt
+
+    monkeypatch.setattr(delivery, "LEASE", dt.timedelta(seconds=0.2))
+    cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=2))
+    store = _store(cfg)
+    addresses = _subscribe(store, 40)
+    prepared = prepare_issue(cfg, seeds_archive, WEEK, publish=False)
+    issue = store.ensure_issue("2024-W05", prepared.subject, status="sending")
+    store.fan_out(issue.id)
+    sent: list[str] = []
+    sender = delivery.Sender(cfg, store, prepared.templates, KEY, lambda: _SlowTransport(sent))
+    asyncio.run(sender.run(issue.id))
+    assert sorted(sent) == addresses  # batches of 10 take 0.5 s, leases last 0.2 s
+    assert store.counts(issue.id)["sent"] == 40
