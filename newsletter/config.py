@@ -387,6 +387,8 @@ def load_config(
             raise ConfigError(f"{path}: config file not found") from None
         except OSError as exc:
             raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{path}: not UTF-8; save the settings file as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
         _apply(values, data, where, False, origins)

@@ -267,12 +267,20 @@ class Store:
     # --- subscribers ----------------------------------------------------------------
 
     def add_subscriber(
-        self, email: str, name: str = "", lang: str = "ko", status: str = "active"
+        self,
+        email: str,
+        name: str = "",
+        lang: str = "ko",
+        status: str = "active",
+        *,
+        merge: bool = True,
     ) -> tuple[Subscriber, bool]:
         """Insert, or merge into the existing row for the same address (any case).
 
         Returns the subscriber and whether it was new. A merge updates a name or
-        language that was given, and never reactivates someone who unsubscribed.
+        language that was given, and never reactivates someone who unsubscribed;
+        ``merge=False`` leaves an existing row untouched (a request from the web, where
+        anyone can type anyone's address).
         """
         now = utcnow()
         key = email.lower()
@@ -302,6 +310,8 @@ class Store:
                     sa.select(subscribers).where(subscribers.c.email_key == key)
                 ).one()
             changes: dict[str, Any] = {}
+            if not merge:
+                return _subscriber(row), False
             if name and name != row.name:
                 changes["name"] = name
             if lang and lang != row.lang:
@@ -337,7 +347,9 @@ class Store:
         if status == "unsubscribed":
             values["unsubscribed_at"] = now
         if status == "active":
+            # A confirmed address is deliverable again: past bounces no longer count.
             values["confirmed_at"] = now
+            values["bounces"] = 0
         with self.engine.begin() as conn:
             result = conn.execute(
                 subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)

@@ -40,7 +40,7 @@ def normalize_address(text: str) -> str:
 
 def check_name(name: str) -> str:
     name = name.strip()
-    if any(c in name for c in "\r\n") or any(ord(c) < 32 for c in name):
+    if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
         raise AddressError("name must be one line without control characters")
     if len(name) > 200:
         raise AddressError("name is longer than 200 characters")
@@ -75,14 +75,22 @@ def import_csv(store: Store, path: Path, default_lang: str = "ko") -> ImportRepo
             f"{path}:1: the header row must name an 'email' column (email,name,lang)"
         )
     reader.fieldnames = header
-    for row in reader:
-        line = reader.line_num
+    while True:
+        try:
+            row = next(reader)
+        except StopIteration:
+            break
+        except csv.Error as exc:
+            # A row the csv module cannot read (e.g. a field over its size limit) is
+            # reported like any bad row; reading goes on with the next line.
+            report.problems.append(Problem(str(path), reader.line_num + 1, f"not valid CSV: {exc}"))
+            continue
         try:
             email = normalize_address(row.get("email") or "")
             name = check_name(row.get("name") or "")
             lang = check_lang(row.get("lang") or "", default_lang)
         except AddressError as exc:
-            report.problems.append(Problem(str(path), line, str(exc)))
+            report.problems.append(Problem(str(path), reader.line_num, str(exc)))
             continue
         _, created = store.add_subscriber(email, name, lang)
         if created:

@@ -7,6 +7,7 @@ used to find out who subscribes. Tokens are HMAC-signed (:mod:`newsletter.tokens
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -27,6 +28,8 @@ from .tokens import TokenError, make_token, read_token, secret_key
 log = logging.getLogger(__name__)
 
 CONFIRM = "confirm"
+# How long a confirmation link works.
+CONFIRM_DAYS = 7
 UNSUBSCRIBE = "unsubscribe"
 # Pages must never be cached or carry cookies: they act on a token in the URL.
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -56,10 +59,14 @@ def request_subscription(
     """Record a pending subscriber (or find the known one) and build the confirmation
     email. Returns (envelope recipient, Message-ID, bytes), or None when the address
     is already active and nothing needs sending."""
-    sub, _ = store.add_subscriber(email, name, lang, status="pending")
+    sub, _ = store.add_subscriber(email, name, lang, status="pending", merge=False)
     if sub.status == "active":
         return None
-    url = confirm_url(cfg, make_token(key, CONFIRM, sub.id))
+    if sub.status != "pending":
+        # Unsubscribed or bounced, asking again: waits for the new link like anyone new.
+        store.set_status(sub.id, "pending")
+    expires = int(time.time()) + CONFIRM_DAYS * 86400
+    url = confirm_url(cfg, make_token(key, CONFIRM, sub.id, expires=expires))
     message = confirmation_message(
         cfg, lang=sub.lang, to_address=sub.email, to_name=sub.name, confirm_url=url
     )
@@ -146,8 +153,11 @@ class SubscriptionPages:
         sub = await run_in_threadpool(store.get_subscriber, id=subscriber_id)
         if sub is None:
             return self._page(self._lang(request), "invalid", 400)
-        if sub.status != "active":
+        if sub.status == "pending":
             await run_in_threadpool(store.set_status, sub.id, "active")
+        elif sub.status != "active":
+            # Unsubscribed or bounced since this link was sent: it must not undo that.
+            return self._page(sub.lang, "invalid", 400)
         return self._page(sub.lang, "confirmed")
 
     async def _unsubscriber(self, request: Request) -> tuple[str, Any]:

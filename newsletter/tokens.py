@@ -14,6 +14,7 @@ import hmac
 import logging
 import os
 import secrets
+import time
 from pathlib import Path
 
 from .config import Config
@@ -39,15 +40,21 @@ def _mac(key: bytes, purpose: str, subject: str) -> bytes:
     return hmac.new(key, f"{purpose}\x00{subject}".encode(), hashlib.sha256).digest()[:16]
 
 
-def make_token(key: bytes, purpose: str, subscriber_id: int) -> str:
-    subject = str(subscriber_id)
+def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | None = None) -> str:
+    """``ID.SIG``, or ``ID.EXPIRES.SIG`` for a token that stops working at the Unix time
+    ``expires`` (confirmation links: an old link must not undo a later unsubscribe)."""
+    subject = str(subscriber_id) if expires is None else f"{subscriber_id}.{expires}"
     return f"{subject}.{_b64(_mac(key, purpose, subject))}"
 
 
-def read_token(key: bytes, purpose: str, token: str) -> int:
-    """The subscriber id in ``token``; :class:`TokenError` if it is forged or altered."""
-    subject, _, signature = token.partition(".")
-    if not subject.isdigit() or not signature or len(token) > 100:
+def read_token(key: bytes, purpose: str, token: str, *, now: float | None = None) -> int:
+    """The subscriber id in ``token``; :class:`TokenError` if it is forged, altered, made
+    for another purpose, or expired."""
+    subject, _, signature = token.rpartition(".")
+    parts = subject.split(".")
+    if len(token) > 100 or not signature or not 1 <= len(parts) <= 2:
+        raise TokenError("malformed token")
+    if not all(p.isdigit() and p.isascii() for p in parts):
         raise TokenError("malformed token")
     try:
         given = _unb64(signature)
@@ -55,7 +62,9 @@ def read_token(key: bytes, purpose: str, token: str) -> int:
         raise TokenError("malformed token") from None
     if not hmac.compare_digest(given, _mac(key, purpose, subject)):
         raise TokenError("bad signature")
-    return int(subject)
+    if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
+        raise TokenError("expired")
+    return int(parts[0])
 
 
 def secret_key(cfg: Config) -> bytes:

@@ -117,3 +117,10 @@ def test_derived_values(tmp_path: Path) -> None:
     assert cfg.tag_domain == "papers.example.org"
     assert duration_seconds("30m") == 1800
     assert duration_seconds("2h") == 7200
+
+
+def test_a_settings_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_bytes("site_title = '주간'\n".encode("cp949"))
+    with pytest.raises(ConfigError, match="not UTF-8"):
+        load_config(path, env={})

@@ -95,3 +95,25 @@ def test_cli_add_list_remove_status(tmp_path: Path) -> None:
     assert run("subscribers", "remove", "nobody@example.org")[0] == 1
     code, output = run("status", "--week", "2024-W05")
     assert code == 0 and "not sent yet" in output and "unsubscribed 1" in output
+
+
+def test_a_row_the_csv_module_cannot_read_is_reported_and_the_rest_kept(tmp_path: Path) -> None:
+    store = open_store("sqlite:///news.db", tmp_path)
+    csv_file = tmp_path / "big.csv"
+    csv_file.write_text(
+        "email,name\nbefore@example.org,A\nhuge@example.org,"
+        + "B" * 200_000
+        + "\nafter@example.org,C\n"
+    )
+    report = import_csv(store, csv_file)
+    assert report.added == 2
+    assert [(p.line, p.message.split(":")[0]) for p in report.problems] == [(3, "not valid CSV")]
+
+
+def test_names_with_control_characters_are_refused() -> None:
+    from newsletter.subscribers import check_name
+
+    for bad in ("a\x7fb", "a\x85b", "a\tb", "a\r\nBcc: x"):
+        with pytest.raises(AddressError):
+            check_name(bad)
+    assert check_name(" 김독자 ") == "김독자"

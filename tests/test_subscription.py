@@ -135,3 +135,54 @@ def test_sample_link_of_a_preview_changes_nothing(web: tuple[Config, Store, http
     response = client.post(f"/unsubscribe/{make_token(KEY, 'unsubscribe', 0)}")
     assert response.status_code == 200
     assert "미리보기" in response.text
+
+
+def test_subscribing_a_known_address_changes_nothing_about_it(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    _, store, client = web
+    sub, _ = store.add_subscriber("victim@example.org", "진짜 이름", "ko")
+    response = client.post(
+        "/subscribe",
+        data={"email": "victim@example.org", "name": "Your account is suspended", "lang": "en"},
+    )
+    assert response.status_code == 200
+    again = store.get_subscriber(id=sub.id)
+    assert (again.name, again.lang, again.status) == ("진짜 이름", "ko", "active")
+
+
+def _confirm_link(cfg: Config) -> str:
+    mail = _outbox(cfg)[-1]
+    link = re.search(r"https?://\S+(/confirm/\S+)", mail.get_content())
+    assert link is not None
+    return link.group(1)
+
+
+def test_an_old_confirmation_link_cannot_undo_an_unsubscribe(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    cfg, store, client = web
+    client.post("/subscribe", data={"email": "r@example.org", "lang": "ko"})
+    old_link = _confirm_link(cfg)
+    assert client.get(old_link).status_code == 200
+    sub = store.get_subscriber(email="r@example.org")
+    store.set_status(sub.id, "unsubscribed")
+    assert client.get(old_link).status_code == 400
+    assert store.get_subscriber(id=sub.id).status == "unsubscribed"
+    # Asking again is the way back: a new link, then active.
+    client.post("/subscribe", data={"email": "r@example.org", "lang": "ko"})
+    assert store.get_subscriber(id=sub.id).status == "pending"
+    assert client.get(_confirm_link(cfg)).status_code == 200
+    assert store.get_subscriber(id=sub.id).status == "active"
+
+
+def test_confirmation_links_expire() -> None:
+    from newsletter.tokens import TokenError, read_token
+
+    token = make_token(KEY, "confirm", 7, expires=1_000)
+    assert read_token(KEY, "confirm", token, now=999) == 7
+    with pytest.raises(TokenError, match="expired"):
+        read_token(KEY, "confirm", token, now=1_001)
+    forged = token.replace(".1000.", ".9999999999.")
+    with pytest.raises(TokenError, match="bad signature"):
+        read_token(KEY, "confirm", forged, now=1_001)
