@@ -335,7 +335,6 @@ class MessageTemplate:
         self.cfg = cfg
         self.rendered = rendered
         self._mailto = bool(cfg.email.unsubscribe_mailto.strip())
-        self._domain = message_domain(cfg)
         self._html = _SlottedBase64(_canonical(rendered.html), rendered.marker)
         self._text = _SlottedBase64(_canonical(rendered.text), rendered.marker)
         self._head, self._between, self._tail = self._skeleton()

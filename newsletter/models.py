@@ -47,10 +47,6 @@ class Paper:
     def hf_url(self) -> str:
         return f"{HF_BASE}/papers/{self.arxiv_id}"
 
-    @property
-    def labelled(self) -> bool:
-        return any(s.label for s in self.sections)
-
     def first_point(self) -> str:
         """The first summary point as plain text (empty when there is none)."""
         return self.sections[0].text if self.sections else ""
