@@ -31,3 +31,9 @@ def test_ci_runs_the_readme_test_command() -> None:
 def test_every_command_is_documented() -> None:
     for name in main.commands:  # type: ignore[attr-defined]
         assert f"`newsletter {name}" in README, name
+
+
+def test_quick_start_installs_the_locked_versions() -> None:
+    run, test = _quick_start()
+    assert "--require-hashes -r requirements/run.txt" in run
+    assert "--require-hashes -r requirements/test.txt" in test
