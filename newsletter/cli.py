@@ -522,11 +522,14 @@ def migrate(cfg: Config) -> None:
     Example:
       NEWSLETTER_DATABASE_URL=postgresql+psycopg://news@db/news newsletter migrate
     """
-    from .store import open_store
+    from .store import head_revision, open_store
 
     store = open_store(cfg.database_url, cfg.base_dir, migrate=False)
     applied = store.migrate()
-    click.echo(f"schema version {store.schema_version()} ({len(applied)} migration(s) applied)")
+    version = store.schema_version()
+    if applied:
+        click.echo(f"applied {', '.join(applied)}")
+    click.echo(f"database is at {version}" + (" (head)" if version == head_revision() else ""))
 
 
 def _week_option(func: F) -> F:

@@ -1,7 +1,8 @@
 """The database: subscribers, issues and the delivery ledger (SQLAlchemy Core).
 
-SQLite by default, PostgreSQL by URL. The schema is versioned by a small migrations
-table; :func:`open_store` applies pending migrations on first use.
+SQLite by default, PostgreSQL by URL. The tables below are the newest schema, used by the
+queries; the Alembic revisions in ``newsletter/migrations/versions`` build it step by step,
+and :func:`open_store` applies the pending ones on first use.
 """
 
 from __future__ import annotations
@@ -28,13 +29,6 @@ DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
 
 metadata = sa.MetaData()
 
-schema_migrations = sa.Table(
-    "schema_migrations",
-    metadata,
-    sa.Column("version", sa.Integer, primary_key=True),
-    sa.Column("applied_at", sa.DateTime(timezone=True), nullable=False),
-)
-
 subscribers = sa.Table(
     "subscribers",
     metadata,
@@ -59,12 +53,37 @@ issues = sa.Table(
     sa.Column("id", sa.Integer, primary_key=True),
     sa.Column("week", sa.String(10), nullable=False, unique=True),
     sa.Column("subject", sa.String(300), nullable=False),
-    # draft (rendered, waiting for approval), sending, sent
+    # draft, approved, sending, paused, sent, cancelled
     sa.Column("status", sa.String(16), nullable=False, server_default="draft"),
     sa.Column("recipients", sa.Integer, nullable=False, server_default="0"),
     sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("finished_at", sa.DateTime(timezone=True)),
+    # What was frozen for sending: a hash of the content, and the settings (JSON) the
+    # messages were built with.
+    sa.Column("content_hash", sa.String(64)),
+    sa.Column("frozen_settings", sa.Text),
+    sa.Column("frozen_at", sa.DateTime(timezone=True)),
+    sa.Column("approved_at", sa.DateTime(timezone=True)),
+    sa.Column("paused_at", sa.DateTime(timezone=True)),
+    sa.Column("paused_reason", sa.Text),
+    sa.Column("resume_at", sa.DateTime(timezone=True)),
+    sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_issues_status", "status"),
+)
+
+# The built content of an issue, per language: every worker sends what was approved.
+issue_contents = sa.Table(
+    "issue_contents",
+    metadata,
+    sa.Column("issue_id", sa.Integer, sa.ForeignKey("issues.id"), primary_key=True),
+    sa.Column("lang", sa.String(8), primary_key=True),
+    sa.Column("subject", sa.String(300), nullable=False),
+    sa.Column("html", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("preheader", sa.Text, nullable=False, server_default=""),
+    sa.Column("marker", sa.String(100), nullable=False),
+    sa.Column("web_url", sa.String(500), nullable=False, server_default=""),
 )
 
 deliveries = sa.Table(
@@ -83,8 +102,36 @@ deliveries = sa.Table(
     sa.Column("lease_owner", sa.String(200)),
     sa.Column("lease_until", sa.DateTime(timezone=True)),
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    # server, recipient, message or policy: an outage must not count as dead addresses.
+    sa.Column("error_kind", sa.String(16)),
+    sa.Column("smtp_code", sa.Integer),
+    sa.Column("enhanced_code", sa.String(16)),
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
+)
+
+# Single mails outside any issue (confirmations, editor test copies), as built, unsigned
+# bytes. status: queued, sending, sent, failed.
+outbound = sa.Table(
+    "outbound",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("recipient", sa.String(320), nullable=False),
+    sa.Column("message_id", sa.String(300), nullable=False),
+    sa.Column("data", sa.LargeBinary, nullable=False),
+    sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("last_error", sa.Text),
+    sa.Column("error_kind", sa.String(16)),
+    sa.Column("smtp_code", sa.Integer),
+    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
+    sa.Column("lease_owner", sa.String(200)),
+    sa.Column("lease_until", sa.DateTime(timezone=True)),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("sent_at", sa.DateTime(timezone=True)),
+    sa.Index("ix_outbound_status_next_attempt_at", "status", "next_attempt_at"),
 )
 
 
@@ -142,19 +189,6 @@ _MARK_SENT = (
         updated_at=sa.bindparam("b_now"),
     )
 )
-
-
-def _migration_1(conn: Connection) -> None:
-    for table in (subscribers, issues, deliveries):
-        table.create(conn)
-
-
-def _migration_2(conn: Connection) -> None:
-    job_runs.create(conn)
-
-
-# Append-only: each function takes the schema from the previous version to the next.
-MIGRATIONS: tuple[Callable[[Connection], None], ...] = (_migration_1, _migration_2)
 
 
 def utcnow() -> dt.datetime:
@@ -233,36 +267,56 @@ class Store:
 
     # --- schema ---------------------------------------------------------------------
 
-    def schema_version(self) -> int:
-        with self.engine.connect() as conn:
-            if not sa.inspect(conn).has_table("schema_migrations"):
-                return 0
-            return int(
-                conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
-            )
+    def schema_version(self) -> str | None:
+        """The database's schema revision (``"0002"``), or None when it has no schema yet."""
+        from alembic.runtime.migration import MigrationContext
 
-    def migrate(self) -> list[int]:
-        """Apply every pending migration; returns the versions applied."""
-        applied: list[int] = []
+        with self.engine.connect() as conn:
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and sa.inspect(conn).has_table(_RELEASE_0_1_TABLE):
+                return _RELEASE_0_1_REVISION
+            return current
+
+    def migrate(self) -> list[str]:
+        """Apply every pending revision; returns the revisions applied, oldest first.
+
+        A database made by release 0.1 (its own ``schema_migrations`` table and no Alembic
+        version) is first stamped as revision 0001, which is its schema.
+        """
+        from alembic import command
+        from alembic.runtime.migration import MigrationContext
+        from alembic.script import ScriptDirectory
+        from alembic.util import CommandError
+
         with self.engine.begin() as conn:
             if self.is_postgres:
                 # Two processes starting at once must not both create the tables.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7245001)"))
-            schema_migrations.create(conn, checkfirst=True)
-            current = int(
-                conn.execute(sa.select(sa.func.max(schema_migrations.c.version))).scalar() or 0
-            )
-            for version, step in enumerate(MIGRATIONS, 1):
-                if version <= current:
-                    continue
-                step(conn)
-                conn.execute(
-                    schema_migrations.insert().values(version=version, applied_at=utcnow())
-                )
-                applied.append(version)
-        for version in applied:
-            log.info("applied schema migration %d", version)
-        return applied
+            elif self.dialect == "sqlite":
+                # The same on SQLite: take the write lock before reading the version.
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            config = _alembic_config(conn)
+            current = MigrationContext.configure(conn).get_current_revision()
+            if current is None and sa.inspect(conn).has_table(_RELEASE_0_1_TABLE):
+                _check_release_0_1(conn)
+                command.stamp(config, _RELEASE_0_1_REVISION)
+                current = _RELEASE_0_1_REVISION
+            script = ScriptDirectory.from_config(config)
+            try:
+                pending = [
+                    rev.revision for rev in script.iterate_revisions("heads", current or "base")
+                ]
+            except CommandError:
+                raise StoreError(
+                    f"the database's schema is at revision {current}, which this version of "
+                    "newsletter does not know; upgrade newsletter"
+                ) from None
+            pending.reverse()
+            if pending:
+                command.upgrade(config, "heads")
+        for revision in pending:
+            log.info("applied schema revision %s", revision)
+        return pending
 
     # --- subscribers ----------------------------------------------------------------
 
@@ -829,6 +883,40 @@ def _dead_local_owner(owner: str | None, alive: Callable[[int], bool]) -> bool:
         return not alive(int(rest.split(":", 1)[0]))
     except ValueError:
         return False
+
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
+# Release 0.1 kept its own table of applied migrations; its schema is revision 0001.
+_RELEASE_0_1_TABLE = "schema_migrations"
+_RELEASE_0_1_REVISION = "0001"
+
+
+def _alembic_config(conn: Connection | None = None) -> Any:
+    """Alembic's settings in code (no alembic.ini), running on ``conn`` and its transaction."""
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR).replace("%", "%%"))
+    if conn is not None:
+        config.attributes["connection"] = conn
+    return config
+
+
+def head_revision() -> str:
+    """The newest schema revision this version of newsletter knows."""
+    from alembic.script import ScriptDirectory
+
+    config = _alembic_config()
+    return str(ScriptDirectory.from_config(config).get_current_head())
+
+
+def _check_release_0_1(conn: Connection) -> None:
+    version = conn.execute(sa.text(f"SELECT max(version) FROM {_RELEASE_0_1_TABLE}")).scalar()
+    if version != 2:
+        raise StoreError(
+            f"the database's schema is at version {version} of a build before release 0.1; "
+            "make a new database"
+        )
 
 
 def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool = True) -> Store:
