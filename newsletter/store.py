@@ -11,6 +11,7 @@ import datetime as dt
 import logging
 import os
 import socket
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -286,9 +287,8 @@ class Store:
         from alembic import command
         from alembic.runtime.migration import MigrationContext
         from alembic.script import ScriptDirectory
-        from alembic.util import CommandError
 
-        with self.engine.begin() as conn:
+        with _MIGRATING, self.engine.begin() as conn:
             if self.is_postgres:
                 # Two processes starting at once must not both create the tables.
                 conn.execute(sa.text("SELECT pg_advisory_xact_lock(7245001)"))
@@ -302,15 +302,12 @@ class Store:
                 command.stamp(config, _RELEASE_0_1_REVISION)
                 current = _RELEASE_0_1_REVISION
             script = ScriptDirectory.from_config(config)
-            try:
-                pending = [
-                    rev.revision for rev in script.iterate_revisions("heads", current or "base")
-                ]
-            except CommandError:
+            if current is not None and current not in {r.revision for r in script.walk_revisions()}:
                 raise StoreError(
                     f"the database's schema is at revision {current}, which this version of "
                     "newsletter does not know; upgrade newsletter"
-                ) from None
+                )
+            pending = [r.revision for r in script.iterate_revisions("heads", current or "base")]
             pending.reverse()
             if pending:
                 command.upgrade(config, "heads")
@@ -889,6 +886,8 @@ MIGRATIONS_DIR = Path(__file__).resolve().parent / "migrations"
 # Release 0.1 kept its own table of applied migrations; its schema is revision 0001.
 _RELEASE_0_1_TABLE = "schema_migrations"
 _RELEASE_0_1_REVISION = "0001"
+# Alembic keeps the running migration in module globals: one at a time per process.
+_MIGRATING = threading.Lock()
 
 
 def _alembic_config(conn: Connection | None = None) -> Any:
@@ -926,5 +925,9 @@ def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool =
         try:
             store.migrate()
         except sa.exc.OperationalError as exc:
+            store.close()
             raise StoreError(f"database_url: cannot open the database: {exc.orig}") from None
+        except BaseException:
+            store.close()
+            raise
     return store

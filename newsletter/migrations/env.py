@@ -11,6 +11,7 @@ import sqlalchemy as sa
 from alembic import context
 from sqlalchemy.engine import Connection
 
+from newsletter.migrations import same_server_default
 from newsletter.store import metadata
 
 
@@ -22,7 +23,7 @@ def run(connection: Connection) -> None:
         # SQLite cannot ALTER most things: batch operations copy the table instead.
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
-        compare_server_default=True,
+        compare_server_default=same_server_default,
     )
     with context.begin_transaction():
         context.run_migrations()
