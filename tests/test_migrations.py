@@ -1,0 +1,272 @@
+"""Schema migrations: a release 0.1 database upgrades with its data, a fresh one matches the
+live tables, and migrating is safe to repeat and to start twice at once."""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from click.testing import CliRunner
+from conftest import FIXTURES
+
+from newsletter import store as store_module
+from newsletter.cli import main
+from newsletter.migrations import same_server_default
+from newsletter.store import Store, StoreError, head_revision, open_store
+
+DUMPS = FIXTURES / "db"
+# The tables of release 0.1 and their columns then: what must survive the upgrade.
+RELEASE_TABLES = {
+    "subscribers": (
+        "id email email_key name lang status bounces created_at updated_at confirmed_at "
+        "unsubscribed_at"
+    ),
+    "issues": "id week subject status recipients created_at updated_at finished_at",
+    "deliveries": (
+        "id issue_id subscriber_id status attempts last_error next_attempt_at message_id "
+        "sent_at lease_owner lease_until updated_at"
+    ),
+    "job_runs": ("id job fire_time status owner attempts next_try_at detail started_at updated_at"),
+}
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def empty_db(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """The URL of an empty database: a SQLite file, or the PostgreSQL test database with a
+    fresh ``public`` schema."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'news.db'}"
+    return str(request.getfixturevalue("postgres_url"))
+
+
+def load_release_0_1(url: str) -> None:
+    """Load the dump of a database made by release 0.1 into the empty database at ``url``."""
+    engine = sa.create_engine(url, poolclass=sa.NullPool)
+    if engine.dialect.name == "sqlite":
+        conn = sqlite3.connect(engine.url.database or "")
+        try:
+            conn.executescript((DUMPS / "release-0.1.sqlite.sql").read_text(encoding="utf-8"))
+        finally:
+            conn.close()
+    else:
+        # One connection, thrown away after: the dump empties its search_path.
+        with engine.begin() as conn:
+            conn.exec_driver_sql((DUMPS / "release-0.1.postgres.sql").read_text(encoding="utf-8"))
+    engine.dispose()
+
+
+def old_rows(engine: sa.Engine) -> dict[str, list[dict[str, Any]]]:
+    """Every row of release 0.1's tables, as the columns it had."""
+    with engine.connect() as conn:
+        return {
+            table: [
+                dict(row._mapping)
+                for row in conn.execute(
+                    sa.text(f"SELECT {', '.join(columns.split())} FROM {table} ORDER BY id")
+                )
+            ]
+            for table, columns in RELEASE_TABLES.items()
+        }
+
+
+def schema_diff(store: Store) -> list[Any]:
+    """What differs between the database and the live tables (empty when they match)."""
+    with store.engine.connect() as conn:
+        context = MigrationContext.configure(
+            conn, opts={"compare_type": True, "compare_server_default": same_server_default}
+        )
+        return list(compare_metadata(context, store_module.metadata))
+
+
+@pytest.fixture
+def release_db(empty_db: str) -> Iterator[str]:
+    load_release_0_1(empty_db)
+    yield empty_db
+
+
+def test_a_release_0_1_database_upgrades_with_its_data(release_db: str, tmp_path: Path) -> None:
+    old = open_store(release_db, tmp_path, migrate=False)
+    assert old.schema_version() == "0001"
+    before = old_rows(old.engine)
+    assert [len(before[table]) for table in RELEASE_TABLES] == [6, 1, 5, 2]
+    old.close()
+
+    store = open_store(release_db, tmp_path)
+    assert store.schema_version() == head_revision() == "0002"
+    assert old_rows(store.engine) == before
+    assert schema_diff(store) == []
+    with store.engine.connect() as conn:
+        assert not sa.inspect(conn).has_table("schema_migrations")
+
+    # The data reads back through today's queries.
+    kim = store.get_subscriber(email="kim.minji@example.org")
+    assert kim is not None and kim.name == "김민지" and kim.email == "Kim.Minji@Example.org"
+    assert store.count_subscribers() == {"active": 4, "unsubscribed": 1, "pending": 1}
+    issue = store.get_issue("2024-W31")
+    assert issue.subject == "[주간 HF 논문] 2024년 31주차" and issue.status == "sending"
+    assert store.counts(issue.id) == {
+        "queued": 2,
+        "sending": 0,
+        "sent": 1,
+        "failed": 1,
+        "skipped": 1,
+    }
+    assert [(run.job, run.status) for run in store.list_job_runs()] == [
+        ("weekly", "done"),
+        ("daily", "waiting"),
+    ]
+
+    # The new columns are there, empty.
+    new_issue_columns = [
+        "content_hash",
+        "frozen_settings",
+        "frozen_at",
+        "approved_at",
+        "paused_at",
+        "paused_reason",
+        "resume_at",
+        "cancelled_at",
+    ]
+    assert all(issue._mapping[name] is None for name in new_issue_columns)
+    with store.engine.connect() as conn:
+        kinds = conn.execute(
+            sa.select(
+                store_module.deliveries.c.error_kind,
+                store_module.deliveries.c.smtp_code,
+                store_module.deliveries.c.enhanced_code,
+            )
+        ).all()
+    assert kinds == [(None, None, None)] * 5
+
+    # And new rows go in beside the old ones.
+    assert_new_tables_work(store, issue.id)
+    sub, created = store.add_subscriber("new@example.org", "새 독자")
+    assert created and sub.id == 7
+    store.close()
+
+
+def assert_new_tables_work(store: Store, issue_id: int) -> None:
+    """Insert a row into each new table, leaving out what has a default, and read it back."""
+    now = store_module.utcnow()
+    contents, outbound = store_module.issue_contents, store_module.outbound
+    with store.engine.begin() as conn:
+        conn.execute(
+            contents.insert().values(
+                issue_id=issue_id,
+                lang="ko",
+                subject="[주간 HF 논문] 2024년 31주차",
+                html="<p>안녕하세요</p>",
+                text="안녕하세요",
+                marker="2024-W31",
+            )
+        )
+        conn.execute(
+            outbound.insert().values(
+                kind="confirm",
+                recipient="new@example.org",
+                message_id="<confirm.1@news.example.org>",
+                data=b"Subject: =?utf-8?b?7ZmV7J24?=\r\n\r\n\xed\x99\x95\xec\x9d\xb8\r\n",
+                created_at=now,
+                updated_at=now,
+            )
+        )
+    with store.engine.connect() as conn:
+        content = conn.execute(sa.select(contents)).one()
+        mail = conn.execute(sa.select(outbound)).one()
+    assert (content.issue_id, content.lang, content.html) == (issue_id, "ko", "<p>안녕하세요</p>")
+    assert (content.preheader, content.web_url) == ("", "")
+    assert mail.data.endswith(b"\xed\x99\x95\xec\x9d\xb8\r\n")
+    assert (mail.status, mail.attempts, mail.next_attempt_at, mail.sent_at) == (
+        "queued",
+        0,
+        None,
+        None,
+    )
+
+
+def test_a_fresh_database_matches_the_live_tables(empty_db: str, tmp_path: Path) -> None:
+    """The test that fails when a table definition changes without a revision."""
+    fresh = open_store(empty_db, tmp_path, migrate=False)
+    assert fresh.schema_version() is None
+    assert fresh.migrate() == ["0001", "0002"]
+    assert fresh.schema_version() == head_revision()
+    assert schema_diff(fresh) == []
+    issue = fresh.ensure_issue("2024-W31", "subject")
+    assert_new_tables_work(fresh, issue.id)
+    fresh.close()
+
+
+def test_the_check_sees_a_column_without_a_revision(tmp_path: Path) -> None:
+    store = open_store(f"sqlite:///{tmp_path / 'news.db'}", tmp_path)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE outbound DROP COLUMN sent_at")
+    assert [diff[0] for diff in schema_diff(store)] == ["add_column"]
+    store.close()
+
+
+def test_migrating_again_does_nothing(release_db: str, tmp_path: Path) -> None:
+    store = open_store(release_db, tmp_path)
+    assert store.migrate() == []
+    again = open_store(release_db, tmp_path)
+    assert again.migrate() == []
+    again.close()
+    with store.engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+    store.close()
+
+
+def test_two_processes_starting_at_once_migrate_once(empty_db: str, tmp_path: Path) -> None:
+    start = threading.Barrier(2)
+    applied: list[list[str]] = []
+    errors: list[BaseException] = []
+
+    def first_use() -> None:
+        store = open_store(empty_db, tmp_path, migrate=False)
+        try:
+            start.wait()
+            applied.append(store.migrate())
+        except BaseException as exc:
+            errors.append(exc)
+        finally:
+            store.close()
+
+    threads = [threading.Thread(target=first_use) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    assert errors == []
+    assert sorted(applied) == [[], ["0001", "0002"]]
+    store = open_store(empty_db, tmp_path)
+    assert store.schema_version() == head_revision()
+    store.close()
+
+
+def test_a_database_from_a_newer_version_is_refused(tmp_path: Path) -> None:
+    store = open_store("sqlite:///news.db", tmp_path)
+    with store.engine.begin() as conn:
+        conn.exec_driver_sql("UPDATE alembic_version SET version_num = '0099'")
+    with pytest.raises(StoreError, match="revision 0099, which this version"):
+        open_store("sqlite:///news.db", tmp_path)
+    store.close()
+
+
+def test_the_migrate_command_reports_revisions(tmp_path: Path) -> None:
+    load_release_0_1(f"sqlite:///{tmp_path / 'news.db'}")
+    config = tmp_path / "config.toml"
+    config.write_text('database_url = "sqlite:///news.db"\n', encoding="utf-8")
+
+    def migrate() -> str:
+        result = CliRunner().invoke(main, ["migrate", "--config", str(config)])
+        assert result.exit_code == 0, result.output
+        return result.stdout
+
+    assert migrate() == "applied 0002\ndatabase is at 0002 (head)\n"
+    assert migrate() == "database is at 0002 (head)\n"
