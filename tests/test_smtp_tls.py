@@ -21,8 +21,8 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from newsletter.config import Config
-from newsletter.delivery import DeliveryError, SmtpTransport, transport_factory
 from newsletter.errors import NewsletterError
+from newsletter.transport import DeliveryError, SmtpTransport, transport_factory
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:
