@@ -252,11 +252,9 @@ def serve(cfg: Config, host: str | None, port: int | None) -> None:
     Example:
       newsletter serve --host 127.0.0.1 --port 8000
     """
-    import uvicorn
+    from .service import serve_web
 
-    from .web import create_app
-
-    uvicorn.run(create_app(cfg), host=host or cfg.web.host, port=port or cfg.web.port)
+    serve_web(cfg, host or cfg.web.host, port or cfg.web.port)
 
 
 PREVIEW_DIR = Path("preview")
@@ -547,6 +545,30 @@ def _parse_week(cfg: Config, week: str | None) -> IsoWeek:
         raise click.BadParameter(str(exc), param_hint="--week") from None
 
 
+_allow_insecure = click.option(
+    "--allow-insecure-links",
+    is_flag=True,
+    help="Send over SMTP even with an http base_url or a localhost Message-ID domain (testing).",
+)
+
+
+def _report_exit(report: Any) -> None:
+    """Print a send's outcome; exit non-zero when the issue is left paused."""
+    from . import issues
+
+    click.echo(report.summary())
+    if report.stopped:
+        click.echo("stopped before the end: run the same command again to resume", err=True)
+    elif report.status == issues.PAUSED:
+        if report.gave_up:
+            raise _Fail(
+                f"{report.week} is paused: the server was down for longer than smtp.outage_max "
+                f"({report.paused_reason}); `newsletter run` keeps trying, or "
+                f"`newsletter send --week {report.week}` again later"
+            )
+        raise _Fail(f"{report.week} is paused: {report.paused_reason}")
+
+
 @main.command()
 @_configured(source=True)
 @_week_option
@@ -559,6 +581,12 @@ def _parse_week(cfg: Config, week: str | None) -> IsoWeek:
 @click.option("--lang", type=click.Choice(["ko", "en"]), help="Language of the --to test copy.")
 @click.option("--retry-failed", is_flag=True, help="Queue the failed deliveries of the week again.")
 @click.option("--no-wait", is_flag=True, help="Leave retries that are not due yet for a later run.")
+@click.option(
+    "--refreeze",
+    is_flag=True,
+    help="Render the approved issue again from today's archive (only before any message went out).",
+)
+@_allow_insecure
 @_strict
 def send(
     cfg: Config,
@@ -568,12 +596,16 @@ def send(
     lang: str | None,
     retry_failed: bool,
     no_wait: bool,
+    refreeze: bool,
+    allow_insecure_links: bool,
     strict: bool,
 ) -> None:
-    """Send a weekly issue to every active subscriber, resuming where a previous run stopped.
+    """Approve a weekly issue (freezing its content) and send it to every active subscriber,
+    resuming where a previous run stopped.
 
     Running it again sends nothing twice; SIGTERM or Ctrl-C finishes the messages in
-    flight, records them and exits 0.
+    flight, records them and exits 0. While the SMTP server is down the issue is paused
+    and the server retried; after smtp.outage_max it exits non-zero, leaving it paused.
 
     \b
     Examples:
@@ -582,63 +614,90 @@ def send(
       newsletter send --week 2024-W05
       newsletter send --week 2024-W05 --retry-failed
     """
-    from . import delivery
+    from . import delivery, issues
     from .tokens import secret_key
 
     iso = _parse_week(cfg, week)
-    archive = _archive(cfg, strict)
-    prepared = delivery.prepare_issue(cfg, archive, iso, publish=not dry_run and not to_address)
     key = secret_key(cfg)
-    if to_address:
+    if to_address or dry_run:
         from .subscribers import normalize_address
 
-        address = normalize_address(to_address)
-        delivery.send_test_copy(cfg, prepared, key, address, lang or cfg.default_lang)
+        prepared = delivery.prepare(cfg, _archive(cfg, strict), iso, publish=False)
+        store = _store(cfg)
+        if dry_run:
+            count, size = delivery.dry_run(cfg, store, prepared, key)
+            click.echo(
+                f"{iso}: {count} messages built ({size / 1e6:.1f} MB); nothing sent (--dry-run)"
+            )
+            return
+        address = normalize_address(to_address or "")
+        issues.check_links(cfg, allow_insecure=allow_insecure_links)
+        mail_id = delivery.send_test_copy(
+            cfg, store, prepared, key, address, lang or cfg.default_lang
+        )
+        mail = delivery.send_queued_mail(cfg, store, mail_id)
+        if mail.status != "sent":
+            raise _Fail(f"test copy to {address} was not sent: {mail.last_error}")
         click.echo(f"{iso}: test copy sent to {address}")
         return
+    issues.check_links(cfg, allow_insecure=allow_insecure_links)
     store = _store(cfg)
-    if dry_run:
-        count, size = delivery.dry_run(cfg, store, prepared, key)
-        click.echo(f"{iso}: {count} messages built ({size / 1e6:.1f} MB); nothing sent (--dry-run)")
-        return
     with _progress() as progress:
-        report = delivery.send_issue(
+        report = delivery.send_week(
             cfg,
             store,
-            prepared,
+            lambda: _archive(cfg, strict),
+            iso,
             key,
             wait=not no_wait,
             retry_failed=retry_failed,
+            refreeze=refreeze,
             progress=progress,
             handle_signals=True,
+            foreground=True,
         )
-    click.echo(report.summary())
-    if report.stopped:
-        click.echo("stopped before the end: run the same command again to resume", err=True)
+    _report_exit(report)
+
+
+def _issue_line(row: Any, counts: dict[str, int]) -> str:
+    from .issues import describe_counts
+
+    line = f"{row.week}  {row.status:<9}  {describe_counts(counts)}  {row.subject}"
+    if row.status == "paused" and row.paused_reason:
+        line += f"\n    paused since {_when(row.paused_at)}: {row.paused_reason}"
+        if row.resume_at:
+            line += f" (next try {_when(row.resume_at)})"
+    return line
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
 
 
 @main.command()
 @_configured()
 @_week_option
 def status(cfg: Config, week: str | None) -> None:
-    """Show an issue's delivery counts and list its failures.
+    """Show an issue's state, delivery counts and failures (default: the latest issue).
 
     \b
     Example:
       newsletter status --week 2024-W05
     """
     store = _store(cfg)
-    iso = _parse_week(cfg, week)
-    row = store.get_issue(str(iso))
+    row = store.get_issue(str(_parse_week(cfg, week))) if week else store.latest_issue()
     if row is None:
         counts = store.count_subscribers()
         click.echo(
-            f"{iso}: not sent yet; subscribers: "
+            f"{week or 'no issue'}: not sent yet; subscribers: "
             + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
         )
         return
     counts = store.counts(row.id)
-    click.echo(f"{iso} [{row.status}] {row.subject}")
+    click.echo(_issue_line(row, counts))
     click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for failure in store.failures(row.id):
         click.echo(
@@ -646,9 +705,80 @@ def status(cfg: Config, week: str | None) -> None:
         )
 
 
+@main.command("issues")
+@_configured()
+def issues_command(cfg: Config) -> None:
+    """List every issue with its state and delivery counts, newest first.
+
+    \b
+    Example:
+      newsletter issues
+    """
+    store = _store(cfg)
+    counts = store.all_counts()
+    rows = store.list_issues()
+    if not rows:
+        click.echo("no issues yet")
+    for row in rows:
+        click.echo(_issue_line(row, counts.get(row.id, {})))
+
+
+def _operator(action: str) -> Callable[[F], F]:
+    """``pause``, ``resume`` and ``cancel``: one required --week, one transition."""
+
+    def decorate(func: F) -> F:
+        func = click.option("--week", required=True, help="ISO week such as 2024-W05.")(func)
+        func = _configured()(func)
+        return main.command(action)(func)  # type: ignore[return-value]
+
+    return decorate
+
+
+@_operator("pause")
+def pause(cfg: Config, week: str) -> None:
+    """Pause an issue being sent: no new message goes out until `newsletter resume`.
+
+    \b
+    Example:
+      newsletter pause --week 2024-W05
+    """
+    from . import issues
+
+    row = issues.pause(_store(cfg), str(_parse_week(cfg, week)))
+    click.echo(f"{row.week} is {row.status}")
+
+
+@_operator("resume")
+def resume(cfg: Config, week: str) -> None:
+    """Resume a paused issue (`newsletter run` or `newsletter send` then sends the rest).
+
+    \b
+    Example:
+      newsletter resume --week 2024-W05
+    """
+    from . import issues
+
+    row = issues.resume(_store(cfg), str(_parse_week(cfg, week)))
+    click.echo(f"{row.week} is {row.status}")
+
+
+@_operator("cancel")
+def cancel(cfg: Config, week: str) -> None:
+    """Cancel an issue: nothing more of it is sent (what went out stays recorded).
+
+    \b
+    Example:
+      newsletter cancel --week 2024-W05
+    """
+    from . import issues
+
+    row, skipped = issues.cancel(_store(cfg), str(_parse_week(cfg, week)))
+    click.echo(f"{row.week} is {row.status}: {skipped} queued deliveries will not be made")
+
+
 @main.command()
-@_configured(source=True)
-@click.option("--once", is_flag=True, help="Exit when no issue is being sent instead of waiting.")
+@_configured()
+@click.option("--once", is_flag=True, help="Exit when there is nothing to send instead of waiting.")
 @click.option(
     "--poll",
     type=click.FloatRange(0.1),
@@ -656,26 +786,22 @@ def status(cfg: Config, week: str | None) -> None:
     show_default=True,
     help="Seconds between looks for work.",
 )
-def worker(cfg: Config, once: bool, poll: float) -> None:
-    """Help send every issue that is being sent (any number of workers, on any machine
-    sharing the PostgreSQL database).
+@_allow_insecure
+def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> None:
+    """Help send every issue that is being sent, and queued single mails (any number of
+    workers, on any machine sharing the PostgreSQL database).
 
     \b
     Example:
       newsletter worker
     """
-    from . import delivery
+    from . import delivery, issues
     from .tokens import secret_key
 
+    issues.check_links(cfg, allow_insecure=allow_insecure_links)
     with _progress() as progress:
         delivery.run_worker(
-            cfg,
-            _store(cfg),
-            lambda: _archive(cfg, False),
-            secret_key(cfg),
-            once=once,
-            poll=poll,
-            progress=progress,
+            cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=progress
         )
 
 
@@ -686,7 +812,8 @@ def worker(cfg: Config, once: bool, poll: float) -> None:
 @_configured(source=True)
 @click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
-def run(cfg: Config, host: str | None, port: int | None) -> None:
+@_allow_insecure
+def run(cfg: Config, host: str | None, port: int | None, allow_insecure_links: bool) -> None:
     """Run the service: the scheduler (daily digest and feeds, weekly issue) and the web
     app (feeds, issue pages, subscribe and unsubscribe) in one process.
 
@@ -697,8 +824,10 @@ def run(cfg: Config, host: str | None, port: int | None) -> None:
     Example:
       newsletter run --host 127.0.0.1 --port 8000
     """
-    from .scheduler import run_service
+    from .issues import check_links
+    from .service import run_service
 
+    check_links(cfg, allow_insecure=allow_insecure_links)
     run_service(cfg, host or cfg.web.host, port or cfg.web.port)
 
 
@@ -724,7 +853,8 @@ def _parse_now(cfg: Config, text: str | None) -> dt.datetime:
     metavar="DATETIME",
     help="Act as if it were this moment, e.g. 2024-05-20T09:00+09:00 (default: now).",
 )
-def tick(cfg: Config, now_text: str | None) -> None:
+@_allow_insecure
+def tick(cfg: Config, now_text: str | None, allow_insecure_links: bool) -> None:
     """Run once, and exit, each job due at --now that has not run yet (for cron, and tests);
     also resumes a send left unfinished. Running it again at the same moment does nothing.
 
@@ -735,8 +865,10 @@ def tick(cfg: Config, now_text: str | None) -> None:
     """
     import asyncio
 
-    from .scheduler import tick as run_tick
+    from .issues import check_links
+    from .service import tick as run_tick
 
+    check_links(cfg, allow_insecure=allow_insecure_links)
     now = _parse_now(cfg, now_text)
     outcomes = asyncio.run(run_tick(cfg, now))
     for job, outcome in outcomes.items():

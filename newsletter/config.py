@@ -34,6 +34,9 @@ LANGS = ("ko", "en")
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _DURATION_RE = re.compile(r"(\d+)\s*(s|m|h)$")
+_SPAN_RE = re.compile(r"(\d+(?:\.\d+)?)\s*(s|m|h|d)?$")
+# A setting given as seconds (a TOML number) or as a duration such as "5m" or "24h".
+Span = typing.NewType("Span", str)
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
 _DAYS_RE = re.compile(
     r"(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?(,(mon|tue|wed|thu|fri|sat|sun)(-(mon|tue|wed|thu|fri|sat|sun))?)*$"
@@ -50,6 +53,13 @@ class SmtpConfig:
     max_per_second: float = 0.0
     max_attempts: int = 5
     retry_base_seconds: float = 30.0
+    # While the server is down, it is tried again after retry_base_seconds, doubling up to
+    # outage_retry_max; `newsletter send` gives up (the issue stays paused) after outage_max.
+    outage_retry_max: Span = Span("5m")
+    outage_max: Span = Span("24h")
+    # The circuit breaker: most of the last breaker_window recipients failing for the same
+    # reason that is not their address (a policy block, a rejected message) pauses the issue.
+    breaker_window: int = 20
     timeout_seconds: float = 30.0
     verify_certificates: bool = True
     bounce_threshold: int = 3
@@ -212,6 +222,13 @@ def _coerce(key: str, value: Any, kind: Any, from_env: bool) -> Any:
         if isinstance(value, str):
             return value
         raise ConfigError(f"{key} must be a string, got {value!r}")
+    if kind is Span:
+        text = str(value).strip() if isinstance(value, int | float | str) else ""
+        if isinstance(value, bool) or not _SPAN_RE.match(text):
+            raise ConfigError(
+                f"{key} must be seconds or a duration such as '5m' or '24h', got {value!r}"
+            )
+        return Span(text)
     raise ConfigError(f"{key}: unsupported setting type")  # pragma: no cover
 
 
@@ -313,7 +330,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         raise bad("smtp.tls", f"must be none, starttls or implicit, got {smtp.tls!r}")
     if not 0 < smtp.port < 65536:
         raise bad("smtp.port", f"must be a TCP port, got {smtp.port}")
-    for key in ("concurrency", "max_attempts", "bounce_threshold"):
+    for key in ("concurrency", "max_attempts", "bounce_threshold", "breaker_window"):
         if getattr(smtp, key) < 1:
             raise bad(f"smtp.{key}", "must be at least 1")
     for key in ("max_per_second", "retry_base_seconds"):
@@ -352,6 +369,15 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     for name in ("name", "from_address", "from_name", "subject_template", "list_id", "reply_to"):
         if any(c in getattr(cfg.email, name) for c in "\r\n"):
             raise bad(f"email.{name}", "must be one line (it goes into a mail header)")
+
+
+def span_seconds(text: str) -> float:
+    """``'5m'`` -> 300.0; ``'90'`` -> 90.0 (see :data:`Span`)."""
+    match = _SPAN_RE.match(text.strip())
+    if match is None:
+        raise ValueError(f"not a duration: {text!r}")
+    unit = {"s": 1, "m": 60, "h": 3600, "d": 86400}[match.group(2) or "s"]
+    return float(match.group(1)) * unit
 
 
 def duration_seconds(text: str) -> int:

@@ -356,7 +356,12 @@ class MessageTemplate:
         if cfg.email.reply_to:
             root["Reply-To"] = _address("email.reply_to", cfg.email.reply_to)
         root["List-Id"] = _list_id(cfg)
+        root["List-Archive"] = f"<{cfg.site_url}>"
         root["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
+        # Bulk mail: no vacation or out-of-office replies to the sender (Exchange reads the
+        # second header, most others the first).
+        root["Precedence"] = "bulk"
+        root["X-Auto-Response-Suppress"] = "OOF, AutoReply"
         root["MIME-Version"] = "1.0"
         root["Content-Type"] = "multipart/alternative"
         root.set_boundary(f"=_{secrets.token_hex(16)}")
@@ -389,8 +394,10 @@ class MessageTemplate:
         to_name: str,
         unsubscribe_token: str,
         message_id: str | None = None,
+        sign: bool = True,
     ) -> PreparedMessage:
-        """The message for one recipient: CRLF line endings, DKIM-signed when configured.
+        """The message for one recipient: CRLF line endings, DKIM-signed when configured
+        (unless ``sign`` is false: a queued single mail is signed when it goes out).
 
         Raises :class:`HeaderError` for a name, address, token or Message-ID that would
         break the headers.
@@ -420,7 +427,7 @@ class MessageTemplate:
                 self._tail,
             )
         )
-        if self._dkim_key is not None:
+        if sign and self._dkim_key is not None:
             data = self._sign(data)
         # Wire-ready by construction: CRLF everywhere (the policy, the base64 slots and
         # dkimpy's linesep) and no line can start with a dot (base64 has none, headers
@@ -505,3 +512,21 @@ def confirmation_message(
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text.replace("\r\n", "\n"), cte="base64")
     return PreparedMessage(message_id, msg.as_bytes(policy=POLICY))
+
+
+def sign_message(cfg: Config, data: bytes) -> bytes:
+    """``data`` DKIM-signed with the configured key, or unchanged when there is none."""
+    key = _dkim_key(cfg)
+    if key is None:
+        return data
+    selector = _one_line("email.dkim_selector", cfg.email.dkim_selector.strip())
+    if not selector:
+        raise NewsletterError("email.dkim_selector must be set to sign with DKIM")
+    signature = dkim.sign(
+        data,
+        selector.encode("ascii"),
+        message_domain(cfg).encode("ascii"),
+        key,
+        canonicalize=(b"relaxed", b"relaxed"),
+    )
+    return bytes(signature) + data

@@ -266,10 +266,13 @@ def inline_css(document: str) -> str:
     return str(_inliner().inline(document))
 
 
-def render_issue(cfg: Config, issue: Issue, lang: str, *, web: bool = False) -> RenderedIssue:
+def render_issue(
+    cfg: Config, issue: Issue, lang: str, *, web: bool = False, approve_url: str = ""
+) -> RenderedIssue:
     """Render ``issue`` for ``lang``: subject, inlined HTML, plain text and preheader.
 
     ``web=True`` renders the public web copy: no preheader, no personal link.
+    ``approve_url`` puts a draft notice with that link at the top (the editor's copy).
     """
     env = environment(lang)
     translations = translations_for(lang)
@@ -298,6 +301,7 @@ def render_issue(cfg: Config, issue: Issue, lang: str, *, web: bool = False) -> 
         "web_url": web_copy_url(cfg, issue.week, lang),
         "unsubscribe_url": "" if web else marker,
         "site_url": cfg.site_url,
+        "approve_url": approve_url,
     }
     document = env.get_template("email/issue.html").render(context)
     text = env.get_template("email/issue.txt").render(context)

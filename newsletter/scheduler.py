@@ -36,14 +36,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import fcntl
-import json
 import logging
-import os
-import signal
-import socket
-import time
-from collections.abc import Callable, Coroutine, Generator, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -53,15 +47,15 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
+from . import delivery, issues
 from .config import Config, duration_seconds
-from .delivery import deliver_issue, pid_alive, prepare_issue, send_test_copy, worker_id
-from .errors import NewsletterError
 from .feed import write_feeds
 from .models import Archive
 from .render import NoIssueError, build_issue, issue_weeks, publish_issue, web_copy_name
 from .select import IsoWeek
+from .sender import pid_alive, worker_id
 from .sources import FetchOptions, ingest_day, load_local_archive
-from .store import Store, open_store
+from .store import Store
 
 log = logging.getLogger(__name__)
 
@@ -77,14 +71,6 @@ JOB_FUNCS = {
 WEEKLY_GRACE = dt.timedelta(hours=12)
 # How far back to look for a job's latest fire time: more than any grace period.
 LOOKBACK = dt.timedelta(days=8)
-# pg_advisory_lock key of the one scheduler per database (migrations use 7245001).
-PG_LOCK_KEY = 7245002
-
-
-class AlreadyRunning(NewsletterError):
-    """Another ``newsletter run`` holds this database's scheduler lock."""
-
-
 # --- triggers and fire times ------------------------------------------------------------------
 
 
@@ -179,6 +165,9 @@ class JobContext:
     scheduler: AsyncIOScheduler | None = None
     owner: str = field(default_factory=worker_id)
     running: set[asyncio.Task[Any]] = field(default_factory=set)
+    # The sender thread's wake-up in `run`: the weekly job only queues, the sender sends.
+    # None in `tick` and tests: the job sends in place.
+    wake_sender: Callable[[], None] | None = None
 
 
 @dataclass(frozen=True)
@@ -226,36 +215,65 @@ async def _daily(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcom
 
 
 async def _weekly(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcome:
+    week = IsoWeek.previous(fire, ctx.cfg.tz)
+    outcome, row = await asyncio.to_thread(_weekly_issue, ctx, week)
+    if ctx.wake_sender is not None:
+        ctx.wake_sender()
+        if row is not None:
+            return Outcome("done", f"{week} is {row.status}: the sender has it")
+    elif row is not None:
+        report = await delivery.send_issue(
+            ctx.cfg, ctx.store, row, ctx.key, wait=ctx.wait, stop=ctx.stop
+        )
+        detail = report.summary()
+        if report.stopped:
+            detail += "; stopped, resumes on the next start"
+        return Outcome("done", detail)
+    else:
+        await delivery.send_mails_now(ctx.cfg, ctx.store, ctx.stop)
+    assert outcome is not None
+    return outcome
+
+
+def _weekly_issue(ctx: JobContext, week: IsoWeek) -> tuple[Outcome | None, Any]:
+    """The week's issue: a draft for the editor (an outcome), or the issue row, approved
+    and queued, for the sender."""
     cfg, store = ctx.cfg, ctx.store
-    week = IsoWeek.previous(fire, cfg.tz)
-    archive = await asyncio.to_thread(load_local_archive, cfg)
+    row = store.get_issue(str(week))
+    if row is not None and row.status in (issues.SENT, issues.CANCELLED):
+        return Outcome("done", f"{week} is {row.status}"), None
+    archive = load_local_archive(cfg)
     try:
-        prepared = await asyncio.to_thread(prepare_issue, cfg, archive, week, publish=True)
+        if cfg.schedule.weekly_mode == "draft" and (row is None or row.status == issues.DRAFT):
+            return Outcome("done", _draft(ctx, archive, week, row)), None
+        return None, delivery.ready_to_send(cfg, store, lambda: archive, week)
     except NoIssueError as exc:
         log.warning("%s", exc)
-        return Outcome("skipped", str(exc))
-    row = store.get_issue(str(week))
-    if row is not None and row.status == "sent":
-        return Outcome("done", f"{week} was already sent")
-    if cfg.schedule.weekly_mode == "draft" and (row is None or row.status == "draft"):
-        detail = f"{week} is a draft: approve it with `newsletter send --week {week}`"
-        if row is None:
-            editor = cfg.email.editor_email
-            if editor:
-                await asyncio.to_thread(
-                    send_test_copy, cfg, prepared, ctx.key, editor, cfg.default_lang
-                )
-                detail += f"; test copy sent to {editor}"
-            else:
-                log.warning("email.editor_email is empty: no test copy of %s was sent", week)
-            store.ensure_issue(str(week), prepared.subject, status="draft")
-        log.info("%s", detail)
-        return Outcome("done", detail)
-    report = await deliver_issue(cfg, store, prepared, ctx.key, wait=ctx.wait, stop=ctx.stop)
-    detail = report.summary()
-    if report.stopped:
-        detail += "; stopped, resumes on the next start"
-    return Outcome("done", detail)
+        return Outcome("skipped", str(exc)), None
+    except issues.NoRecipients as exc:
+        log.warning("%s", exc)
+        return Outcome("done", str(exc)), None
+
+
+def _draft(ctx: JobContext, archive: Archive, week: IsoWeek, row: Any) -> str:
+    """Render the week's issue, publish its web copy, and queue the editor's copy with an
+    approve link; the issue waits as a draft."""
+    cfg, store = ctx.cfg, ctx.store
+    detail = (
+        f"{week} is a draft: approve it from the editor's copy or `newsletter send --week {week}`"
+    )
+    if row is not None:
+        return detail
+    prepared = delivery.prepare(cfg, archive, week, publish=True)
+    row = store.ensure_issue(str(week), prepared.subject, status=issues.DRAFT)
+    editor = cfg.email.editor_email
+    if not editor:
+        log.warning("email.editor_email is empty: no copy of the draft %s was sent", week)
+        return detail
+    approve = delivery.approve_url(cfg, ctx.key, row.id)
+    copy = delivery.prepare(cfg, archive, week, publish=False, approve_url=approve)
+    delivery.send_test_copy(cfg, store, copy, ctx.key, editor, cfg.default_lang)
+    return detail + f"; copy for {editor} queued"
 
 
 _BODIES: dict[str, Callable[[JobContext, dt.datetime, dt.datetime], Coroutine[Any, Any, Outcome]]]
@@ -310,26 +328,12 @@ async def run_due(
 
 
 async def resume_sending(ctx: JobContext) -> int:
-    """Carry on every issue left in ``sending`` (a crash or a stop mid-send); the ledger
-    makes sure nobody gets a message twice. Returns how many issues were resumed."""
-    cfg, store = ctx.cfg, ctx.store
-    rows = store.issues_in_status("sending")
-    for row in rows:
-        if ctx.stop.is_set():
-            break
-        log.info("resuming the send of %s", row.week)
-        try:
-            archive = await asyncio.to_thread(load_local_archive, cfg)
-            prepared = await asyncio.to_thread(
-                prepare_issue, cfg, archive, IsoWeek.parse(row.week), publish=False
-            )
-            report = await deliver_issue(
-                cfg, store, prepared, ctx.key, wait=ctx.wait, stop=ctx.stop
-            )
-            log.info("%s", report.summary())
-        except Exception:
-            log.exception("resuming the send of %s failed", row.week)
-    return len(rows)
+    """Carry on every issue left sending (a crash or a stop mid-send), from its frozen
+    content; the ledger makes sure nobody gets a message twice. Returns how many."""
+    reports = await delivery.resume_sending(
+        ctx.cfg, ctx.store, ctx.key, stop=ctx.stop, wait=ctx.wait
+    )
+    return len(reports)
 
 
 # --- the jobs as APScheduler sees them ----------------------------------------------------------
@@ -427,244 +431,3 @@ def schedule_retry(
         # Not start-up: a newer retry replaces the one that just fired.
         replace_existing=True,
     )
-
-
-# --- one scheduler per database -------------------------------------------------------------
-
-
-@contextlib.contextmanager
-def scheduler_lock(store: Store) -> Generator[None, None, None]:
-    """Hold the database's scheduler lock: a PostgreSQL advisory lock, or an flock on a
-    file beside the SQLite file. :class:`AlreadyRunning` when another process has it."""
-    url = store.engine.url
-    if store.is_postgres:
-        conn = store.engine.connect()
-        try:
-            import sqlalchemy as sa
-
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
-            held = bool(got.scalar())
-            conn.commit()  # a session lock outlives the transaction; don't idle in one
-            if not held:
-                raise AlreadyRunning(
-                    f"another `newsletter run` is already scheduling jobs on "
-                    f"{url.render_as_string()}: only one may run per database "
-                    "(start `newsletter worker` processes to help sending)"
-                )
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
-                conn.commit()
-        finally:
-            conn.close()
-        return
-    database = url.database or ""
-    if store.dialect != "sqlite" or database in ("", ":memory:"):
-        yield  # a private database: nobody else can schedule on it
-        return
-    path = Path(database + ".scheduler.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
-            raise AlreadyRunning(
-                f"another `newsletter run` ({holder}) is already scheduling jobs on {database}: "
-                f"only one may run per database (lock: {path}); "
-                "start `newsletter worker` processes to help sending"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
-
-
-# --- newsletter run and newsletter tick -----------------------------------------------------
-
-
-class LogfmtFormatter(logging.Formatter):
-    """``time=... level=info logger=... msg="..."``: one line per record, easy to grep and to
-    parse (journald, Loki)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
-        line = (
-            f"time={stamp} level={record.levelname.lower()} logger={record.name} "
-            f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}"
-        )
-        if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info), ensure_ascii=False)}"
-        return line
-
-
-def configure_logging() -> None:
-    """Structured lines on stderr, at least at INFO (the service's log is its record)."""
-    root = logging.getLogger()
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(LogfmtFormatter())
-    # One line per scheduler decision is ours to log; APScheduler's own are noise at INFO.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-
-
-def _on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before serving, so a taken port is a clear error of ours, not uvicorn's exit."""
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_STREAM)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    try:
-        sock.bind((host, port))
-    except OSError as exc:
-        sock.close()
-        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
-    sock.set_inheritable(True)
-    return sock
-
-
-async def serve(
-    cfg: Config,
-    *,
-    host: str,
-    port: int,
-    clock: Callable[[], dt.datetime] = utcnow,
-    web: bool = True,
-    stop: asyncio.Event | None = None,
-    signals: bool = True,
-) -> None:
-    """``newsletter run``: the scheduler and the web app in this event loop until SIGTERM
-    or SIGINT (or ``stop``). Jobs in progress finish first; a send stops after its
-    in-flight messages."""
-    import uvicorn
-
-    from .tokens import secret_key
-    from .web import create_app
-
-    class Server(uvicorn.Server):
-        # The service owns SIGTERM/SIGINT: jobs stop first, then the server.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    store = open_store(cfg.database_url, cfg.base_dir)
-    try:
-        with scheduler_lock(store):
-            stop = stop or asyncio.Event()
-            if signals:
-                _on_signals(stop)
-            ctx = JobContext(cfg, store, secret_key(cfg), stop, clock=clock)
-            now = clock()
-            archive = await asyncio.to_thread(load_local_archive, cfg)
-            for problem in archive.problems:
-                log.warning("%s", problem)
-            await asyncio.to_thread(refresh_site, cfg, archive, now)
-            log.info(
-                "archive: %d digests (%s to %s), feeds in %s",
-                len(archive.digests),
-                archive.digests[0].date if archive.digests else "-",
-                archive.digests[-1].date if archive.digests else "-",
-                cfg.public_path,
-            )
-            sock = _listen(host, port) if web else None
-            with installed(ctx):
-                scheduler = new_scheduler(store, cfg)
-                ctx.scheduler = scheduler
-                scheduler.start()
-                try:
-                    ensure_jobs(scheduler, cfg)
-                    for job in scheduler.get_jobs():
-                        when = job.next_run_time
-                        log.info(
-                            "next %s run: %s",
-                            job.id,
-                            when.astimezone(cfg.tz).isoformat() if when else "paused",
-                        )
-                    server = Server(
-                        uvicorn.Config(create_app(cfg), log_config=None, lifespan="off")
-                    )
-                    server_task = None
-                    if sock is not None:
-                        server_task = asyncio.create_task(server.serve(sockets=[sock]))
-                        log.info(
-                            "listening on http://%s:%d/ (public address, base_url: %s)",
-                            host,
-                            port,
-                            cfg.site_url,
-                        )
-
-                    async def catch_up() -> None:
-                        await resume_sending(ctx)
-                        await run_due(ctx, clock())
-
-                    startup = asyncio.create_task(catch_up())
-                    ctx.running.add(startup)
-                    startup.add_done_callback(ctx.running.discard)
-                    stopping = asyncio.create_task(stop.wait())
-                    waiters: set[asyncio.Task[Any]] = {stopping}
-                    if server_task is not None:
-                        waiters.add(server_task)
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    stop.set()
-                    await stopping
-                    log.info("stopping: %d job(s) to finish first", len(ctx.running))
-                    while ctx.running:
-                        await asyncio.gather(*list(ctx.running), return_exceptions=True)
-                finally:
-                    if scheduler.running:
-                        scheduler.shutdown(wait=False)
-                        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
-                if server_task is not None:
-                    server.should_exit = True
-                    await server_task
-                if sock is not None:
-                    sock.close()
-            log.info("stopped")
-    finally:
-        store.close()
-
-
-def run_service(cfg: Config, host: str, port: int) -> None:
-    configure_logging()
-    asyncio.run(serve(cfg, host=host, port=port))
-
-
-async def tick(
-    cfg: Config, now: dt.datetime, *, fetch: FetchOptions | None = None
-) -> dict[str, Outcome | None]:
-    """``newsletter tick``: resume any send left unfinished, then run once each job due
-    at ``now`` that has not run yet, and return. Retries not yet due are left for the
-    next tick, so the command never lingers."""
-    from .tokens import secret_key
-
-    store = open_store(cfg.database_url, cfg.base_dir)
-    try:
-        stop = asyncio.Event()
-        _on_signals(stop)
-        ctx = JobContext(
-            cfg,
-            store,
-            secret_key(cfg),
-            stop,
-            clock=lambda: now,
-            wait=False,
-            fetch=fetch or FetchOptions(),
-        )
-        started = time.monotonic()
-        await resume_sending(ctx)
-        outcomes = await run_due(ctx, now)
-        log.debug("tick took %.1fs", time.monotonic() - started)
-        return outcomes
-    finally:
-        store.close()

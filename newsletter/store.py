@@ -27,6 +27,9 @@ log = logging.getLogger(__name__)
 
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
 DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
+# The transitions between them belong to newsletter.issues; the store only records them.
+ISSUE_STATUSES = ("draft", "approved", "sending", "paused", "sent", "cancelled")
+MAIL_STATUSES = ("queued", "sending", "sent", "failed")
 
 metadata = sa.MetaData()
 
@@ -465,13 +468,156 @@ class Store:
         with self.engine.begin() as conn:
             conn.execute(issues.update().where(issues.c.id == issue_id).values(**values))
 
-    def issues_in_status(self, status: str) -> list[Any]:
+    def issues_in_status(self, *statuses: str) -> list[Any]:
         with self.engine.connect() as conn:
             return list(
                 conn.execute(
-                    sa.select(issues).where(issues.c.status == status).order_by(issues.c.week)
+                    sa.select(issues).where(issues.c.status.in_(statuses)).order_by(issues.c.week)
                 )
             )
+
+    def get_issue_by_id(self, issue_id: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).where(issues.c.id == issue_id)).first()
+
+    def list_issues(self) -> list[Any]:
+        """Every issue, newest week first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(issues).order_by(issues.c.week.desc())))
+
+    def latest_issue(self) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).order_by(issues.c.week.desc()).limit(1)).first()
+
+    def all_counts(self) -> dict[int, dict[str, int]]:
+        """Delivery counts of every issue, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.issue_id, deliveries.c.status, sa.func.count()).group_by(
+                    deliveries.c.issue_id, deliveries.c.status
+                )
+            ).all()
+        found: dict[int, dict[str, int]] = {}
+        for issue_id, status, count in rows:
+            found.setdefault(issue_id, dict.fromkeys(DELIVERY_STATUSES, 0))[status] = int(count)
+        return found
+
+    def transition(
+        self, issue_id: int, from_statuses: Iterable[str], to: str, **values: Any
+    ) -> bool:
+        """Move an issue to ``to`` only if it is in one of ``from_statuses`` now (a compare
+        and set: two processes cannot both make the same transition)."""
+        if to not in ISSUE_STATUSES:
+            raise ValueError(to)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id, issues.c.status.in_(tuple(from_statuses)))
+                .values(status=to, updated_at=now, **values)
+            )
+        return bool(result.rowcount)
+
+    def reschedule_outage(self, issue_id: int, reason: str, resume_at: dt.datetime) -> bool:
+        """A new reason and time for a pause the sender made (one with a resume time)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(
+                    issues.c.id == issue_id,
+                    issues.c.status == "paused",
+                    issues.c.resume_at.is_not(None),
+                )
+                .values(paused_reason=reason, resume_at=resume_at, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def end_outage(self, issue_id: int) -> bool:
+        """Back to ``sending`` from a pause the sender made; an operator's pause stays."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(
+                    issues.c.id == issue_id,
+                    issues.c.status == "paused",
+                    issues.c.resume_at.is_not(None),
+                )
+                .values(
+                    status="sending",
+                    paused_reason=None,
+                    paused_at=None,
+                    resume_at=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return bool(result.rowcount)
+
+    def freeze_issue(
+        self,
+        issue_id: int,
+        contents: Iterable[dict[str, str]],
+        settings: str,
+        content_hash: str,
+        *,
+        replace: bool = False,
+    ) -> str:
+        """Store what every message of the issue will be built from: ``frozen``; ``kept``
+        when it is frozen already (another process got there first) and ``replace`` is
+        false; ``refused`` once any message of the issue was handed to a server."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(
+                    sa.select(issues.c.id).where(issues.c.id == issue_id).with_for_update()
+                )
+            current = conn.execute(
+                sa.select(issues.c.content_hash).where(issues.c.id == issue_id)
+            ).scalar()
+            if current is not None and not replace:
+                return "kept"
+            handed = conn.execute(_count_in(issue_id, ("sending", "sent"))).scalar_one()
+            if handed:
+                return "refused"
+            conn.execute(issue_contents.delete().where(issue_contents.c.issue_id == issue_id))
+            conn.execute(
+                issue_contents.insert(), [{"issue_id": issue_id, **row} for row in contents]
+            )
+            conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id)
+                .values(
+                    content_hash=content_hash,
+                    frozen_settings=settings,
+                    frozen_at=now,
+                    updated_at=now,
+                )
+            )
+        return "frozen"
+
+    def frozen_contents(self, issue_id: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(issue_contents)
+                    .where(issue_contents.c.issue_id == issue_id)
+                    .order_by(issue_contents.c.lang)
+                )
+            )
+
+    def skip_pending(self, issue_id: int, reason: str) -> int:
+        """Queued deliveries of a cancelled issue become ``skipped``; rows on the wire right
+        now finish as they are."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.issue_id == issue_id,
+                    deliveries.c.status == "queued",
+                    deliveries.c.lease_owner.is_(None),
+                )
+                .values(status="skipped", last_error=reason, updated_at=utcnow())
+            )
+        return int(result.rowcount or 0)
 
     # --- the ledger -----------------------------------------------------------------
 
@@ -636,7 +782,8 @@ class Store:
                 _MARK_SENT, {"b_id": delivery_id, "b_message_id": message_id, "b_now": utcnow()}
             )
 
-    def mark_retry(self, delivery_id: int, error: str, at: dt.datetime) -> None:
+    def mark_retry(self, delivery_id: int, error: str, at: dt.datetime, **detail: Any) -> None:
+        """Back to the queue until ``at``; the attempt counts."""
         with self.engine.begin() as conn:
             conn.execute(
                 deliveries.update()
@@ -648,14 +795,47 @@ class Store:
                     lease_owner=None,
                     lease_until=None,
                     updated_at=utcnow(),
+                    **detail,
                 )
             )
 
+    def requeue(self, delivery_ids: Iterable[int], error: str, **detail: Any) -> int:
+        """Back to the queue as if never tried: the failure was not the recipient's (the
+        server was down, or a policy block paused the issue), so the attempt is given back."""
+        ids = list(delivery_ids)
+        if not ids:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(("sending", "failed")))
+                .values(
+                    status="queued",
+                    attempts=sa.case(
+                        (deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0
+                    ),
+                    last_error=error[:1000],
+                    next_attempt_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                    **detail,
+                )
+            )
+        return int(result.rowcount or 0)
+
     def mark_failed(
-        self, delivery_id: int, error: str, *, permanent: bool, bounce_threshold: int
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        permanent: bool,
+        bounce_threshold: int,
+        **detail: Any,
     ) -> bool:
-        """Record a failure; a permanent one counts toward the subscriber's bounces.
-        Returns whether the subscriber became ``bounced``."""
+        """Record a failure; a permanent one (a bad address) counts toward the
+        subscriber's bounces. Returns whether the subscriber became ``bounced``."""
         now = utcnow()
         with self.engine.begin() as conn:
             conn.execute(
@@ -667,6 +847,7 @@ class Store:
                     lease_owner=None,
                     lease_until=None,
                     updated_at=now,
+                    **detail,
                 )
             )
             if not permanent:
@@ -764,16 +945,7 @@ class Store:
 
     def pending(self, issue_id: int) -> int:
         with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(deliveries)
-                    .where(
-                        deliveries.c.issue_id == issue_id,
-                        deliveries.c.status.in_(("queued", "sending")),
-                    )
-                ).scalar_one()
-            )
+            return int(conn.execute(_count_in(issue_id, ("queued", "sending"))).scalar_one())
 
     def failures(self, issue_id: int, limit: int = 100) -> list[Any]:
         with self.engine.connect() as conn:
@@ -786,6 +958,100 @@ class Store:
                     .limit(limit)
                 )
             )
+
+    # --- single mails ------------------------------------------------------------------
+
+    def enqueue_mail(self, kind: str, recipient: str, message_id: str, data: bytes) -> int:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                outbound.insert().values(
+                    kind=kind,
+                    recipient=recipient,
+                    message_id=message_id,
+                    data=data,
+                    status="queued",
+                    attempts=0,
+                    next_attempt_at=now,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+        key = result.inserted_primary_key
+        assert key is not None
+        return int(key[0])
+
+    def claim_mail(
+        self, owner: str, limit: int, lease: dt.timedelta, now: dt.datetime | None = None
+    ) -> list[Any]:
+        """Lease due single mails, as :meth:`claim` does for an issue's deliveries."""
+        now = now or utcnow()
+        o = outbound.c
+        claimable = (
+            o.status.in_(("queued", "sending")),
+            sa.or_(o.lease_until.is_(None), o.lease_until < now),
+            sa.or_(o.status == "sending", o.next_attempt_at <= now),
+        )
+        due = (
+            sa.select(o.id)
+            .where(*claimable)
+            .order_by(o.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(due)]
+            if not ids:
+                return []
+            conn.execute(
+                outbound.update()
+                .where(o.id.in_(ids), *claimable)
+                .values(
+                    status="sending",
+                    attempts=o.attempts + 1,
+                    lease_owner=owner,
+                    lease_until=now + lease,
+                    updated_at=now,
+                )
+            )
+            return list(
+                conn.execute(
+                    sa.select(outbound).where(o.id.in_(ids), o.lease_owner == owner).order_by(o.id)
+                )
+            )
+
+    def finish_mail(self, mail_id: int, status: str, **values: Any) -> None:
+        """``sent``, ``failed``, or ``queued`` again (with ``next_attempt_at``)."""
+        if status not in MAIL_STATUSES:
+            raise ValueError(status)
+        now = utcnow()
+        if status == "sent":
+            values.setdefault("sent_at", now)
+        if values.get("last_error"):
+            values["last_error"] = str(values["last_error"])[:1000]
+        with self.engine.begin() as conn:
+            conn.execute(
+                outbound.update()
+                .where(outbound.c.id == mail_id)
+                .values(status=status, lease_owner=None, lease_until=None, updated_at=now, **values)
+            )
+
+    def next_mail_at(self) -> dt.datetime | None:
+        """When the next queued single mail is due (None when there is none)."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.min(outbound.c.next_attempt_at)).where(
+                    outbound.c.status.in_(("queued", "sending"))
+                )
+            ).scalar()
+        return _aware(value)
+
+    def mails(self, kind: str | None = None) -> list[Any]:
+        query = sa.select(outbound).order_by(outbound.c.id)
+        if kind is not None:
+            query = query.where(outbound.c.kind == kind)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
 
     # --- job runs -------------------------------------------------------------------
 
@@ -869,6 +1135,15 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
+    """How many of an issue's deliveries are in ``statuses``."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.status.in_(statuses))
+    )
 
 
 def _dead_local_owner(owner: str | None, alive: Callable[[int], bool]) -> bool:

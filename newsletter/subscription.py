@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs
 
@@ -17,7 +18,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
 from .config import LANGS, Config
-from .delivery import DeliveryError, transport_factory
+from .delivery import queue_mail
 from .errors import NewsletterError
 from .message import confirmation_message
 from .render import environment
@@ -28,6 +29,7 @@ from .tokens import TokenError, make_token, read_token, secret_key
 log = logging.getLogger(__name__)
 
 CONFIRM = "confirm"
+APPROVE = "approve"
 # How long a confirmation link works.
 CONFIRM_DAYS = 7
 UNSUBSCRIBE = "unsubscribe"
@@ -55,10 +57,10 @@ def confirm_url(cfg: Config, token: str) -> str:
 
 def request_subscription(
     cfg: Config, store: Store, key: bytes, email: str, name: str, lang: str
-) -> tuple[str, str, bytes] | None:
-    """Record a pending subscriber (or find the known one) and build the confirmation
-    email. Returns (envelope recipient, Message-ID, bytes), or None when the address
-    is already active and nothing needs sending."""
+) -> int | None:
+    """Record a pending subscriber (or find the known one) and queue the confirmation
+    email for the sender. Returns the queued mail's id, or None when the address is
+    already active and nothing needs sending."""
     sub, _ = store.add_subscriber(email, name, lang, status="pending", merge=False)
     if sub.status == "active":
         return None
@@ -70,14 +72,15 @@ def request_subscription(
     message = confirmation_message(
         cfg, lang=sub.lang, to_address=sub.email, to_name=sub.name, confirm_url=url
     )
-    return sub.email, message.message_id, message.data
+    return queue_mail(store, "confirm", sub.email, message)
 
 
 class SubscriptionPages:
     """Starlette endpoints; the store opens on first use, so serving feeds needs no database."""
 
-    def __init__(self, cfg: Config) -> None:
+    def __init__(self, cfg: Config, wake_sender: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
+        self.wake_sender = wake_sender
         self._store: Store | None = None
         self._key: bytes | None = None
 
@@ -102,6 +105,7 @@ class SubscriptionPages:
                 email=context.pop("email", ""),
                 sub_name=context.pop("sub_name", ""),
                 error=context.pop("error", ""),
+                **context,
             )
         )
         return HTMLResponse(html, status_code=status, headers=_HEADERS)
@@ -128,20 +132,14 @@ class SubscriptionPages:
                 lang, "subscribe", 400, error=str(exc), email=raw_email, sub_name=raw_name
             )
         try:
-            outgoing = await run_in_threadpool(
+            queued = await run_in_threadpool(
                 request_subscription, self.cfg, self.store(), self.key(), email, name, lang
             )
-            if outgoing is not None:
-                recipient, message_id, data = outgoing
-                transport = transport_factory(self.cfg)()
-                try:
-                    await transport.send(self.cfg.email.from_address, recipient, data)
-                finally:
-                    await transport.close()
-                log.info("confirmation %s sent", message_id)
-        except (DeliveryError, NewsletterError) as exc:
+            if queued is not None and self.wake_sender is not None:
+                self.wake_sender()
+        except NewsletterError as exc:
             # Logged without the address; the visitor sees the same page either way.
-            log.error("could not send a confirmation email: %s", exc)
+            log.error("could not queue a confirmation email: %s", exc)
         return self._page(lang, "check_inbox")
 
     async def confirm(self, request: Request) -> Response:
@@ -189,10 +187,58 @@ class SubscriptionPages:
             log.info("subscriber %d unsubscribed", sub.id)
         return self._page(sub.lang, "unsubscribed")
 
+    # --- the editor's Approve button (draft mode) -------------------------------------------
 
-def routes(cfg: Config) -> list[BaseRoute]:
-    pages = SubscriptionPages(cfg)
+    async def _draft(self, request: Request) -> Any:
+        try:
+            issue_id = read_token(self.key(), APPROVE, request.path_params["token"])
+        except TokenError:
+            return None
+        return await run_in_threadpool(self.store().get_issue_by_id, issue_id)
+
+    async def approve_form(self, request: Request) -> Response:
+        """What the editor is about to send, and a button; a GET changes nothing (mail
+        filters open every link)."""
+        row = await self._draft(request)
+        lang = self.cfg.default_lang
+        if row is None:
+            return self._page(lang, "invalid", 400)
+        counts = await run_in_threadpool(self.store().count_subscribers)
+        return self._page(
+            lang, "approve", issue=row, recipients=counts.get("active", 0), done=False
+        )
+
+    async def approve(self, request: Request) -> Response:
+        row = await self._draft(request)
+        lang = self.cfg.default_lang
+        if row is None:
+            return self._page(lang, "invalid", 400)
+        try:
+            row = await run_in_threadpool(approve_and_start, self.cfg, self.store(), row)
+        except NewsletterError as exc:
+            log.warning("approving %s: %s", row.week, exc)
+            return self._page(lang, "approve", 409, issue=row, error=str(exc), done=False)
+        if self.wake_sender is not None:
+            self.wake_sender()
+        return self._page(lang, "approve", issue=row, done=True)
+
+
+def approve_and_start(cfg: Config, store: Store, row: Any) -> Any:
+    """The Approve button: freeze the draft from the archive as it is now, and queue it."""
+    from . import delivery
+    from .select import IsoWeek
+    from .sources import load_local_archive
+
+    return delivery.ready_to_send(
+        cfg, store, lambda: load_local_archive(cfg), IsoWeek.parse(row.week)
+    )
+
+
+def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
+    pages = SubscriptionPages(cfg, wake_sender)
     return [
+        Route("/approve/{token}", pages.approve_form, methods=["GET"]),
+        Route("/approve/{token}", pages.approve, methods=["POST"]),
         Route("/subscribe", pages.subscribe_form, methods=["GET"]),
         Route("/subscribe", pages.subscribe, methods=["POST"]),
         Route("/confirm/{token}", pages.confirm, methods=["GET"]),

@@ -13,6 +13,7 @@ import hashlib
 import logging
 import os
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -262,20 +263,23 @@ class PublicFolder:
         return await self.serve(request, request.path_params["path"])
 
 
-def routes(cfg: Config) -> list[BaseRoute]:
+def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
     """Every route of the site, in matching order; the public folder's catch-all is last."""
     from .subscription import routes as subscription_routes
 
     public = PublicFolder(cfg.public_path)
     return [
-        *subscription_routes(cfg),
+        *subscription_routes(cfg, wake_sender),
         Route("/", public.index, methods=["GET"]),
         Route("/{path:path}", public.file, methods=["GET"]),
     ]
 
 
-def create_app(cfg: Config) -> Starlette:
-    """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own."""
-    app = Starlette(routes=routes(cfg))
+def create_app(cfg: Config, wake_sender: Callable[[], None] | None = None) -> Starlette:
+    """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own.
+
+    Mails the pages queue (confirmations) are sent by the process's sender thread;
+    ``wake_sender`` tells it there is one."""
+    app = Starlette(routes=routes(cfg, wake_sender))
     app.state.config = cfg
     return app

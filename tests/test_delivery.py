@@ -16,11 +16,12 @@ import pytest
 import sqlalchemy as sa
 from conftest import SEEDS, FaultySmtpHandler, run_newsletter, smtp_cfg
 
-from newsletter import delivery
+from newsletter import delivery, issues, sender
 from newsletter.config import Config
-from newsletter.delivery import RateLimiter, backoff, prepare_issue, send_issue
+from newsletter.delivery import prepare, send_week
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
+from newsletter.sender import RateLimiter, backoff
 from newsletter.store import Store, deliveries, open_store
 
 WEEK = IsoWeek(2024, 5)
@@ -39,7 +40,7 @@ def _subscribe(store: Store, count: int, prefix: str = "reader") -> list[str]:
 
 
 def _send(cfg: Config, store: Store, archive: Archive, **kwargs: object) -> delivery.SendReport:
-    return send_issue(cfg, store, prepare_issue(cfg, archive, WEEK), KEY, **kwargs)  # type: ignore[arg-type]
+    return send_week(cfg, store, lambda: archive, WEEK, KEY, **kwargs)  # type: ignore[arg-type]
 
 
 def test_maildir_outbox_by_default_and_second_run_sends_nothing(
@@ -133,9 +134,9 @@ def test_bounce_needs_threshold_permanent_failures(
     handler.always["perm@example.org"] = "perm"
     _send(cfg, store, seeds_archive)
     assert store.get_subscriber(email="perm@example.org").status == "active"
-    issue = store.get_issue("2024-W05")
-    assert store.retry_failed(issue.id) == 1
-    _send(cfg, store, seeds_archive)
+    assert store.get_issue("2024-W05").status == "sent"
+    again = _send(cfg, store, seeds_archive, retry_failed=True)
+    assert again.this_run["failed"] == 1
     assert store.get_subscriber(email="perm@example.org").status == "bounced"
 
 
@@ -166,7 +167,7 @@ def test_unsubscribed_mid_send_gets_nothing_more(
     def progress(tally: object, total: int) -> None:
         store.set_status(leaver.id, "unsubscribed")  # after the first message, mid-send
 
-    report = send_issue(cfg, store, prepare_issue(cfg, seeds_archive, WEEK), KEY, progress=progress)  # type: ignore[arg-type]
+    report = _send(cfg, store, seeds_archive, progress=progress)
     assert addresses[-1] not in handler.counts()
     assert report.counts["sent"] == 9 and report.counts["skipped"] == 1
 
@@ -178,10 +179,11 @@ def test_dry_run_and_test_copy_leave_no_trace(
     cfg = smtp_cfg(cfg, port)
     store = _store(cfg)
     _subscribe(store, 4)
-    prepared = prepare_issue(cfg, seeds_archive, WEEK, publish=False)
+    prepared = prepare(cfg, seeds_archive, WEEK, publish=False)
     count, size = delivery.dry_run(cfg, store, prepared, KEY)
     assert count == 4 and size > 4 * 10_000
-    delivery.send_test_copy(cfg, prepared, KEY, "editor@example.org", "en")
+    mail_id = delivery.send_test_copy(cfg, store, prepared, KEY, "editor@example.org", "en")
+    assert delivery.send_queued_mail(cfg, store, mail_id).status == "sent"
     assert handler.counts() == {"editor@example.org": 1}
     assert store.get_issue("2024-W05") is None
 
@@ -221,7 +223,7 @@ def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     config = _config_file(tmp_path, port, concurrency=4)
     store = open_store("sqlite:///newsletter.db", tmp_path)
     addresses = _subscribe(store, 200)
-    proc = run_newsletter(config, "send", "--week", "2024-W05")
+    proc = run_newsletter(config, "send", "--week", "2024-W05", "--allow-insecure-links")
     deadline = time.monotonic() + 60
     while sum(handler.counts().values()) < 20 and time.monotonic() < deadline:
         time.sleep(0.02)
@@ -231,7 +233,7 @@ def test_sigterm_finishes_in_flight_and_resume_sends_no_duplicate(
     assert "stopped before the end" in err
     first = sum(handler.counts().values())
     assert 20 <= first < 200
-    resumed = run_newsletter(config, "send", "--week", "2024-W05")
+    resumed = run_newsletter(config, "send", "--week", "2024-W05", "--allow-insecure-links")
     _out, err = resumed.communicate(timeout=120)
     assert resumed.returncode == 0, err
     assert handler.counts() == dict.fromkeys(addresses, 1)
@@ -249,7 +251,7 @@ def test_sigkill_at_random_points_never_skips_anyone(
     rng = random.Random(20240205)
     kills = 0
     for _ in range(40):
-        proc = run_newsletter(config, "send", "--week", "2024-W05")
+        proc = run_newsletter(config, "send", "--week", "2024-W05", "--allow-insecure-links")
         try:
             proc.wait(timeout=rng.uniform(0.3, 1.5))
         except subprocess.TimeoutExpired:
@@ -276,7 +278,10 @@ def test_two_sends_at_once_on_sqlite_deliver_each_message_once(tmp_path: Path) -
     config.write_text(f'source = "{SEEDS}"\n[smtp]\nconcurrency = 4\n')
     store = open_store("sqlite:///newsletter.db", tmp_path)
     addresses = _subscribe(store, 1500)
-    procs = [run_newsletter(config, "send", "--week", "2024-W05") for _ in range(2)]
+    procs = [
+        run_newsletter(config, "send", "--week", "2024-W05", "--allow-insecure-links")
+        for _ in range(2)
+    ]
     for proc in procs:
         _, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err
@@ -299,6 +304,9 @@ class _SlowTransport:
         await asyncio.sleep(0.05)
         self.sent.append(recipient)
 
+    async def probe(self) -> None:
+        return None
+
     async def close(self) -> None:
         return None
 
@@ -309,15 +317,21 @@ def test_a_lease_running_out_mid_batch_never_doubles_a_message(
     import asyncio
     import datetime as dt
 
-    monkeypatch.setattr(delivery, "LEASE", dt.timedelta(seconds=0.2))
+    monkeypatch.setattr(sender, "LEASE", dt.timedelta(seconds=0.2))
     cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=2))
     store = _store(cfg)
     addresses = _subscribe(store, 40)
-    prepared = prepare_issue(cfg, seeds_archive, WEEK, publish=False)
-    issue = store.ensure_issue("2024-W05", prepared.subject, status="sending")
-    store.fan_out(issue.id)
+    row = issues.start(store, issues.approve(store, cfg, prepare(cfg, seeds_archive, WEEK)))
     sent: list[str] = []
-    sender = delivery.Sender(cfg, store, prepared.templates, KEY, lambda: _SlowTransport(sent))
-    asyncio.run(sender.run(issue.id))
+    issue_sender = sender.IssueSender(
+        cfg,
+        store,
+        row,
+        issues.frozen(store, cfg, row),
+        KEY,
+        lambda: _SlowTransport(sent),
+        stop=asyncio.Event(),
+    )
+    asyncio.run(issue_sender.run())
     assert sorted(sent) == addresses  # batches of 10 take 0.5 s, leases last 0.2 s
-    assert store.counts(issue.id)["sent"] == 40
+    assert store.counts(row.id)["sent"] == 40

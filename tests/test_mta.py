@@ -13,7 +13,7 @@ from pathlib import Path
 import dkim
 
 from newsletter.config import Config
-from newsletter.delivery import prepare_issue, send_issue
+from newsletter.delivery import send_week
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
 from newsletter.store import open_store
@@ -64,9 +64,7 @@ def test_issue_through_postfix_keeps_headers_korean_and_dkim(
     )
     store = open_store(cfg.database_url, cfg.base_dir)
     store.add_subscriber(RECIPIENT, "김독자", "ko")
-    report = send_issue(
-        cfg, store, prepare_issue(cfg, seeds_archive, IsoWeek(2024, 31)), b"mta-test-key"
-    )
+    report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 31), b"mta-test-key")
     assert report.counts["sent"] == 1
     issue = store.get_issue("2024-W31")
     with store.engine.connect() as conn:

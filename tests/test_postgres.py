@@ -7,6 +7,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from conftest import SEEDS, FaultySmtpHandler, run_newsletter
 
+from newsletter import issues
+from newsletter.config import load_config
+from newsletter.issues import prepare
+from newsletter.select import IsoWeek
+from newsletter.sources import load_local_archive
 from newsletter.store import deliveries, head_revision, open_store
 
 
@@ -50,12 +55,17 @@ def test_three_workers_and_a_send_share_the_list_without_doubles(
     addresses = [f"reader{i:03d}@example.org" for i in range(300)]
     for address in addresses:
         store.add_subscriber(address)
-    # The issue exists and is being sent before the workers look for work.
-    issue = store.ensure_issue("2024-W05", "[주간 HF 논문] 2024년 5주차", status="sending")
-    store.fan_out(issue.id)
+    # The issue is approved and being sent before the workers look for work.
+    cfg = load_config(config)
+    archive = load_local_archive(cfg)
+    issue = issues.start(store, issues.approve(store, cfg, prepare(cfg, archive, IsoWeek(2024, 5))))
+    assert issue.status == "sending"
 
-    procs = [run_newsletter(config, "worker", "--once", "--poll", "0.2") for _ in range(3)]
-    procs.append(run_newsletter(config, "send", "--week", "2024-W05"))
+    insecure = "--allow-insecure-links"  # http base_url, on loopback
+    procs = [
+        run_newsletter(config, "worker", "--once", "--poll", "0.2", insecure) for _ in range(3)
+    ]
+    procs.append(run_newsletter(config, "send", "--week", "2024-W05", insecure))
     for proc in procs:
         _out, err = proc.communicate(timeout=300)
         assert proc.returncode == 0, err

@@ -26,7 +26,6 @@ from newsletter.config import Config, load_config
 from newsletter.scheduler import (
     DAILY,
     WEEKLY,
-    AlreadyRunning,
     JobContext,
     daily_date,
     daily_trigger,
@@ -34,10 +33,13 @@ from newsletter.scheduler import (
     ensure_jobs,
     new_scheduler,
     run_job,
+    weekly_trigger,
+)
+from newsletter.service import (
+    AlreadyRunning,
     scheduler_lock,
     serve,
     tick,
-    weekly_trigger,
 )
 from newsletter.store import Store, open_store
 
@@ -371,7 +373,14 @@ def test_draft_mode_sends_only_the_test_copy_until_approved(
 
     result = CliRunner().invoke(
         main,
-        ["send", "--week", "2024-W31", "--config", str(tmp_path / "config.toml")],
+        [
+            "send",
+            "--week",
+            "2024-W31",
+            "--config",
+            str(tmp_path / "config.toml"),
+            "--allow-insecure-links",
+        ],
         env={"NEWSLETTER_SECRET_KEY": "test-secret-key"},
     )
     assert result.exit_code == 0, result.output
@@ -395,7 +404,10 @@ def test_sigterm_during_a_send_leaves_no_duplicate_on_resume(
     store = open_store(f"sqlite:///{tmp_path / 'newsletter.db'}")
     readers = _subscribe(store, 40)
 
-    ticking = start_newsletter(tmp_path, "tick", "--now", MONDAY_0830.isoformat(), log="tick.log")
+    insecure = "--allow-insecure-links"  # http base_url, on loopback
+    ticking = start_newsletter(
+        tmp_path, "tick", "--now", MONDAY_0830.isoformat(), insecure, log="tick.log"
+    )
     deadline = time.monotonic() + 60
     while sum(handler.counts().values()) < 5 and time.monotonic() < deadline:
         assert ticking.poll() is None, (tmp_path / "tick.log").read_text(encoding="utf-8")
@@ -406,7 +418,7 @@ def test_sigterm_during_a_send_leaves_no_duplicate_on_resume(
     assert store.get_issue("2024-W31").status == "sending"
 
     # The next start resumes the send.
-    service = start_newsletter(tmp_path, "run", log="run.log")
+    service = start_newsletter(tmp_path, "run", insecure, log="run.log")
     try:
         deadline = time.monotonic() + 60
         while store.get_issue("2024-W31").status != "sent" and time.monotonic() < deadline:

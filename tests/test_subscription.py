@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import mailbox
 import re
+import time
 from collections.abc import Callable, Iterator
 from email import message_from_bytes, policy
 from typing import Any
@@ -12,6 +13,7 @@ import httpx
 import pytest
 
 from newsletter.config import Config
+from newsletter.service import SenderThread
 from newsletter.store import Store, open_store
 from newsletter.tokens import make_token
 from newsletter.web import create_app
@@ -25,12 +27,24 @@ def web(
 ) -> Iterator[tuple[Config, Store, httpx.Client]]:
     cfg = cfg.replace(secret_key=KEY.decode())
     store = open_store(cfg.database_url, cfg.base_dir)
-    with httpx.Client(base_url=live_server(create_app(cfg)), follow_redirects=False) as client:
-        yield cfg, store, client
-    store.close()
+    # The app queues its mails; the process's sender thread sends them, as in `serve`.
+    sender = SenderThread(cfg, store, KEY, issues=False).start()
+    app = create_app(cfg, wake_sender=sender.wake)
+    try:
+        with httpx.Client(base_url=live_server(app), follow_redirects=False) as client:
+            yield cfg, store, client
+    finally:
+        sender.stop()
+        store.close()
 
 
 def _outbox(cfg: Config) -> list[Any]:
+    """The outbox, once the sender has sent every queued mail."""
+    store = open_store(cfg.database_url, cfg.base_dir)
+    deadline = time.monotonic() + 20
+    while store.next_mail_at() is not None and time.monotonic() < deadline:
+        time.sleep(0.02)
+    store.close()
     box = mailbox.Maildir(str(cfg.outbox_path), create=True)
     return [message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
 

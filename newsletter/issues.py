@@ -1,0 +1,333 @@
+"""The weekly issue as a first-class object: its states, their transitions, and the one
+orchestration (prepare, freeze, deliver) that the CLI, the scheduler and the workers call.
+
+::
+
+    draft -> approved -> sending <-> paused -> sent
+      \\________\\___________\\__________\\______-> cancelled
+
+An issue's content is **frozen** when it leaves ``draft`` (approval, or the first send):
+the subject, HTML and text of each language and the settings its messages are built
+with are stored with a content hash, and every worker, resume and retry builds its
+messages from that, never from the archive or the settings of the moment. It may be
+frozen again only while no message of it has been handed to a server.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import datetime as dt
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+from .config import Config
+from .errors import NewsletterError
+from .message import MessageTemplate, message_domain, message_template
+from .models import Archive
+from .render import LANGS, RenderedIssue, build_issue, publish_issue, render_issue
+from .select import IsoWeek
+from .store import Store, utcnow
+
+log = logging.getLogger(__name__)
+
+DRAFT, APPROVED, SENDING, PAUSED, SENT, CANCELLED = (
+    "draft",
+    "approved",
+    "sending",
+    "paused",
+    "sent",
+    "cancelled",
+)
+TRANSITIONS: dict[str, frozenset[str]] = {
+    DRAFT: frozenset({APPROVED, CANCELLED}),
+    APPROVED: frozenset({SENDING, PAUSED, CANCELLED}),
+    SENDING: frozenset({PAUSED, SENT, CANCELLED}),
+    # Back to approved when it was paused before its first delivery was queued.
+    PAUSED: frozenset({SENDING, APPROVED, CANCELLED}),
+    # `newsletter send --retry-failed` sends a finished issue's failures once more.
+    SENT: frozenset({SENDING}),
+    CANCELLED: frozenset(),
+}
+# The settings that shape an issue's messages (headers and links), frozen with it. The
+# DKIM key and selector are not: a key rotation must apply to the rest of a send.
+FROZEN_EMAIL = ("name", "from_address", "from_name", "reply_to", "list_id", "unsubscribe_mailto")
+FROZEN_TOP = ("base_url", "default_lang")
+
+
+class IssueStateError(NewsletterError):
+    """A transition the issue's current state does not allow."""
+
+
+class NoRecipients(NewsletterError):
+    """Nobody to send to: the issue stays unsent."""
+
+
+def sources(target: str) -> tuple[str, ...]:
+    """The states from which ``target`` may be reached."""
+    return tuple(state for state, targets in TRANSITIONS.items() if target in targets)
+
+
+def move(store: Store, row: Any, target: str, **values: Any) -> Any:
+    """Make one transition of ``row`` (an issues row) and return the row as it is now.
+
+    :class:`IssueStateError` when the issue's state does not allow it (read fresh: another
+    process may have moved it since ``row`` was read)."""
+    if not store.transition(row.id, sources(target), target, **values):
+        current = store.get_issue_by_id(row.id)
+        state = current.status if current is not None else "missing"
+        raise IssueStateError(f"{row.week} is {state}: it cannot become {target}")
+    log.info("%s: %s -> %s", row.week, row.status, target)
+    return store.get_issue_by_id(row.id)
+
+
+def find(store: Store, week: str) -> Any:
+    row = store.get_issue(week)
+    if row is None:
+        raise IssueStateError(f"{week} has no issue yet (nothing was approved or sent)")
+    return row
+
+
+# --- rendering and freezing ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prepared:
+    """An issue's messages, ready to personalize: one template per language."""
+
+    week: IsoWeek
+    subject: str
+    templates: dict[str, MessageTemplate]
+
+    def template(self, lang: str, default: str) -> MessageTemplate:
+        return self.templates.get(lang) or self.templates[default]
+
+
+def prepare(
+    cfg: Config,
+    archive: Archive,
+    week: IsoWeek,
+    *,
+    publish: bool = True,
+    approve_url: str = "",
+) -> Prepared:
+    """Render the week's issue once per language (and publish its web copy). With
+    ``approve_url``, the editor's draft copy: a notice and that link at the top."""
+    issue = build_issue(cfg, archive, week)
+    if publish:
+        publish_issue(cfg, issue)
+    templates = {
+        lang: message_template(cfg, render_issue(cfg, issue, lang, approve_url=approve_url))
+        for lang in LANGS
+    }
+    return Prepared(week, templates[cfg.default_lang].rendered.subject, templates)
+
+
+def _frozen_settings(cfg: Config) -> dict[str, Any]:
+    return {
+        **{key: getattr(cfg, key) for key in FROZEN_TOP},
+        "email": {key: getattr(cfg.email, key) for key in FROZEN_EMAIL},
+    }
+
+
+def _contents(prepared: Prepared) -> list[dict[str, str]]:
+    rows = []
+    for lang, template in sorted(prepared.templates.items()):
+        r = template.rendered
+        rows.append(
+            {
+                "lang": lang,
+                "subject": r.subject,
+                "html": r.html,
+                "text": r.text,
+                "preheader": r.preheader,
+                "marker": r.marker,
+                "web_url": r.web_url,
+            }
+        )
+    return rows
+
+
+def content_hash(contents: list[dict[str, str]], settings: str) -> str:
+    digest = hashlib.sha256(settings.encode("utf-8"))
+    for row in contents:
+        digest.update(json.dumps(row, sort_keys=True, ensure_ascii=False).encode("utf-8"))
+    return digest.hexdigest()
+
+
+def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Any:
+    """Store the issue's content (once; again with ``refreeze`` while nothing was sent)."""
+    row = store.ensure_issue(str(prepared.week), prepared.subject, status=DRAFT)
+    if row.status == CANCELLED:
+        raise IssueStateError(f"{row.week} was cancelled")
+    if row.content_hash and not refreeze:
+        return row
+    contents = _contents(prepared)
+    settings = json.dumps(_frozen_settings(cfg), sort_keys=True, ensure_ascii=False)
+    digest = content_hash(contents, settings)
+    result = store.freeze_issue(row.id, contents, settings, digest, replace=refreeze)
+    if result == "refused":
+        raise IssueStateError(
+            f"{row.week}: messages were already sent, so its content can no longer change"
+        )
+    if result == "frozen":
+        log.info("%s: content frozen (%s)", row.week, digest[:12])
+    return store.get_issue_by_id(row.id)
+
+
+def frozen(store: Store, cfg: Config, row: Any) -> Prepared:
+    """The issue's messages as frozen: the stored content with the stored settings (and
+    today's DKIM key)."""
+    if not row.content_hash:
+        raise IssueStateError(f"{row.week} has no frozen content: approve it first")
+    settings = json.loads(row.frozen_settings)
+    built = dataclasses.replace(
+        cfg,
+        **{key: settings[key] for key in FROZEN_TOP if key in settings},
+        email=dataclasses.replace(cfg.email, **settings.get("email", {})),
+    )
+    week = IsoWeek.parse(row.week)
+    templates = {}
+    for content in store.frozen_contents(row.id):
+        rendered = RenderedIssue(
+            week=week,
+            lang=content.lang,
+            subject=content.subject,
+            html=content.html,
+            text=content.text,
+            preheader=content.preheader,
+            marker=content.marker,
+            web_url=content.web_url,
+        )
+        templates[content.lang] = message_template(built, rendered)
+    if not templates:
+        raise IssueStateError(f"{row.week}: its frozen content is missing")
+    default = built.default_lang if built.default_lang in templates else next(iter(templates))
+    return Prepared(week, templates[default].rendered.subject, templates)
+
+
+# --- the transitions an operator makes ---------------------------------------------------------
+
+
+def approve(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Any:
+    """Freeze the issue and make it ``approved`` (from ``draft``; a no-op later on)."""
+    row = freeze(store, cfg, prepared, refreeze=refreeze)
+    if row.status == DRAFT:
+        # Another process may approve it at the same moment: either one's move is enough.
+        store.transition(row.id, (DRAFT,), APPROVED, approved_at=utcnow())
+        row = store.get_issue_by_id(row.id)
+    return row
+
+
+def start(store: Store, row: Any, *, retry_failed: bool = False) -> Any:
+    """Queue a delivery for every active subscriber (idempotently) and make the issue
+    ``sending``. :class:`NoRecipients` when the issue would have no delivery at all."""
+    if row.status in (DRAFT, CANCELLED):
+        raise IssueStateError(f"{row.week} is {row.status}: it cannot be sent")
+    if retry_failed:
+        log.info("%s: %d failed deliveries queued again", row.week, store.retry_failed(row.id))
+    if row.status == PAUSED:
+        return row  # paused stays paused until `newsletter resume` or the server is back
+    if row.status == SENT and not retry_failed:
+        return row
+    added = store.fan_out(row.id)
+    log.info("%s: %d new deliveries queued", row.week, added)
+    if not any(store.counts(row.id).values()):
+        raise NoRecipients(f"{row.week}: there are no active subscribers: nothing was sent")
+    if row.status in (APPROVED, SENT):
+        store.transition(row.id, (APPROVED, SENT), SENDING)
+        row = store.get_issue_by_id(row.id)
+    return row
+
+
+def pause(store: Store, week: str, reason: str = "paused by the operator") -> Any:
+    row = find(store, week)
+    if row.status == PAUSED:
+        return row
+    # An operator's pause has no resume time: only `newsletter resume` ends it.
+    return move(store, row, PAUSED, paused_reason=reason, paused_at=utcnow(), resume_at=None)
+
+
+def pause_for_outage(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
+    """The server failed: pause until ``resume_at``, when the sender tries it again. False
+    when the issue is no longer sending (paused or cancelled meanwhile)."""
+    now = utcnow()
+    done = store.transition(
+        row.id, (SENDING,), PAUSED, paused_reason=reason, paused_at=now, resume_at=resume_at
+    )
+    if done:
+        log.warning("%s paused: %s (next try %s)", row.week, reason, resume_at.isoformat())
+    return done
+
+
+def retry_later(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
+    """Still failing: a new reason and resume time. False when the pause is no longer the
+    sender's own (an operator paused or cancelled the issue meanwhile)."""
+    return store.reschedule_outage(row.id, reason, resume_at)
+
+
+def end_outage(store: Store, row: Any) -> bool:
+    """The server answers again: back to ``sending``, unless an operator took over."""
+    done = store.end_outage(row.id)
+    if done:
+        log.info("%s: the server answers again, sending resumes", row.week)
+    return done
+
+
+def resume(store: Store, week: str) -> Any:
+    """An operator's resume of a paused issue (whatever paused it)."""
+    row = find(store, week)
+    if row.status != PAUSED:
+        raise IssueStateError(f"{week} is {row.status}, not paused")
+    target = SENDING if any(store.counts(row.id).values()) else APPROVED
+    return move(store, row, target, paused_reason=None, paused_at=None, resume_at=None)
+
+
+def cancel(store: Store, week: str) -> tuple[Any, int]:
+    """Cancel the issue: nothing more of it is sent. Returns the row and the deliveries
+    that will not be made."""
+    row = move(store, find(store, week), CANCELLED, cancelled_at=utcnow())
+    return row, store.skip_pending(row.id, "issue cancelled")
+
+
+def finish_if_done(store: Store, row: Any) -> bool:
+    """``sending`` becomes ``sent`` only when no delivery is queued, sending or waiting."""
+    if store.pending(row.id):
+        return False
+    return store.transition(row.id, (SENDING,), SENT, finished_at=utcnow())
+
+
+# --- checks before a real send ------------------------------------------------------------------
+
+
+class InsecureLinks(NewsletterError):
+    pass
+
+
+def check_links(cfg: Config, *, allow_insecure: bool) -> None:
+    """A real SMTP send needs https links (RFC 8058 one-click) and a real Message-ID domain;
+    the Maildir outbox is for trying things out and is exempt."""
+    if not cfg.smtp.host or allow_insecure:
+        return
+    if urlsplit(cfg.base_url).scheme != "https":
+        raise InsecureLinks(
+            f"base_url is {cfg.base_url}: one-click unsubscribe (RFC 8058) needs an https "
+            "address in a real send (--allow-insecure-links to send anyway, for testing)"
+        )
+    domain = message_domain(cfg)
+    if domain in ("localhost", "localhost.localdomain") or "." not in domain:
+        raise InsecureLinks(
+            f"Message-IDs would end in @{domain}: set email.from_address (or "
+            "email.dkim_domain) to your domain (--allow-insecure-links to send anyway)"
+        )
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    waiting = counts.get("queued", 0) + counts.get("sending", 0)
+    return (
+        f"{counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped, {waiting} waiting"
+    )

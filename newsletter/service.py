@@ -1,0 +1,399 @@
+"""The processes: ``newsletter run`` (scheduler, web app and sender), ``serve`` (web app
+and the sender of single mails) and ``tick`` (everything due, once).
+
+In ``run`` and ``serve`` the sender has its own thread and event loop: sending (store
+calls, signing, Maildir writes) never holds up a web request, and a send in progress
+never delays a job. The web app and the scheduler only queue work and wake the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import datetime as dt
+import fcntl
+import json
+import logging
+import os
+import signal
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from . import delivery
+from .config import Config
+from .errors import NewsletterError
+from .scheduler import (
+    JobContext,
+    Outcome,
+    ensure_jobs,
+    installed,
+    new_scheduler,
+    refresh_site,
+    resume_sending,
+    run_due,
+    utcnow,
+)
+from .sender import send_mails, sleep_unless
+from .sources import FetchOptions, load_local_archive
+from .store import Store, open_store
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the one scheduler per database (migrations use 7245001).
+PG_LOCK_KEY = 7245002
+# How often the sender looks for work nobody woke it for (a `newsletter send` elsewhere,
+# a retry coming due).
+POLL_SECONDS = 5.0
+
+
+class AlreadyRunning(NewsletterError):
+    """Another ``newsletter run`` holds this database's scheduler lock."""
+
+
+class SenderThread:
+    """The sender of a long-lived process, in a thread with its own event loop: single mails
+    (confirmations, test copies) always, issues being sent when ``issues`` is true."""
+
+    def __init__(self, cfg: Config, store: Store, key: bytes, *, issues: bool = True) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.key = key
+        self.issues = issues
+        self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+
+    def start(self) -> SenderThread:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def wake(self) -> None:
+        """There is new work (from any thread)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        """Finish the messages in flight, record them, and end the thread."""
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("the sender stopped on an error")
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop, self._wake = asyncio.Event(), asyncio.Event()
+        self._ready.set()
+        loops = [self._mails()]
+        if self.issues:
+            loops.append(self._sending())
+        await asyncio.gather(*loops)
+
+    async def _idle(self, seconds: float) -> None:
+        assert self._stop is not None and self._wake is not None
+        wake = asyncio.create_task(self._wake.wait())
+        stop = asyncio.create_task(self._stop.wait())
+        try:
+            await asyncio.wait({wake, stop}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            wake.cancel()
+            stop.cancel()
+        self._wake.clear()
+
+    async def _mails(self) -> None:
+        assert self._stop is not None
+        sign = delivery.signer(self.cfg)
+        while not self._stop.is_set():
+            try:
+                await send_mails(self.cfg, self.store, sign, stop=self._stop)
+                due = await asyncio.to_thread(self.store.next_mail_at)
+            except Exception:
+                log.exception("sending single mails failed; trying again shortly")
+                due = None
+            wait = POLL_SECONDS
+            if due is not None:
+                wait = min(max((due - utcnow()).total_seconds(), 0.05), POLL_SECONDS)
+            await self._idle(wait)
+
+    async def _sending(self) -> None:
+        assert self._stop is not None
+        while not self._stop.is_set():
+            try:
+                await delivery.resume_sending(
+                    self.cfg, self.store, self.key, stop=self._stop, wait=True
+                )
+            except Exception:
+                log.exception("sending failed; trying again shortly")
+                await sleep_unless(self._stop, POLL_SECONDS)
+            await self._idle(POLL_SECONDS)
+
+
+@contextlib.contextmanager
+def scheduler_lock(store: Store) -> Generator[None, None, None]:
+    """Hold the database's scheduler lock: a PostgreSQL advisory lock, or an flock on a
+    file beside the SQLite file. :class:`AlreadyRunning` when another process has it."""
+    url = store.engine.url
+    if store.is_postgres:
+        conn = store.engine.connect()
+        try:
+            import sqlalchemy as sa
+
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+            held = bool(got.scalar())
+            conn.commit()  # a session lock outlives the transaction; don't idle in one
+            if not held:
+                raise AlreadyRunning(
+                    f"another `newsletter run` is already scheduling jobs on "
+                    f"{url.render_as_string()}: only one may run per database "
+                    "(start `newsletter worker` processes to help sending)"
+                )
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+                conn.commit()
+        finally:
+            conn.close()
+        return
+    database = url.database or ""
+    if store.dialect != "sqlite" or database in ("", ":memory:"):
+        yield  # a private database: nobody else can schedule on it
+        return
+    path = Path(database + ".scheduler.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            raise AlreadyRunning(
+                f"another `newsletter run` ({holder}) is already scheduling jobs on {database}: "
+                f"only one may run per database (lock: {path}); "
+                "start `newsletter worker` processes to help sending"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+# --- newsletter run and newsletter tick -----------------------------------------------------
+
+
+class LogfmtFormatter(logging.Formatter):
+    """``time=... level=info logger=... msg="..."``: one line per record, easy to grep and to
+    parse (journald, Loki)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
+        line = (
+            f"time={stamp} level={record.levelname.lower()} logger={record.name} "
+            f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}"
+        )
+        if record.exc_info:
+            line += f" exc={json.dumps(self.formatException(record.exc_info), ensure_ascii=False)}"
+        return line
+
+
+def configure_logging() -> None:
+    """Structured lines on stderr, at least at INFO (the service's log is its record)."""
+    root = logging.getLogger()
+    if root.level > logging.INFO or root.level == logging.NOTSET:
+        root.setLevel(logging.INFO)
+    if not root.handlers:
+        root.addHandler(logging.StreamHandler())
+    for handler in root.handlers:
+        handler.setFormatter(LogfmtFormatter())
+    # One line per scheduler decision is ours to log; APScheduler's own are noise at INFO.
+    logging.getLogger("apscheduler").setLevel(logging.WARNING)
+
+
+def _on_signals(stop: asyncio.Event) -> None:
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+def _listen(host: str, port: int) -> socket.socket:
+    """Bind before serving, so a taken port is a clear error of ours, not uvicorn's exit."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.listen(128)
+    sock.set_inheritable(True)
+    return sock
+
+
+async def serve(
+    cfg: Config,
+    *,
+    host: str,
+    port: int,
+    clock: Callable[[], dt.datetime] = utcnow,
+    web: bool = True,
+    stop: asyncio.Event | None = None,
+    signals: bool = True,
+) -> None:
+    """``newsletter run``: the scheduler and the web app in this event loop, and the sender
+    in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
+    first; a send stops after its in-flight messages."""
+    import uvicorn
+
+    from .tokens import secret_key
+    from .web import create_app
+
+    class Server(uvicorn.Server):
+        # The service owns SIGTERM/SIGINT: jobs stop first, then the server.
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        with scheduler_lock(store):
+            stop = stop or asyncio.Event()
+            if signals:
+                _on_signals(stop)
+            key = secret_key(cfg)
+            now = clock()
+            archive = await asyncio.to_thread(load_local_archive, cfg)
+            for problem in archive.problems:
+                log.warning("%s", problem)
+            await asyncio.to_thread(refresh_site, cfg, archive, now)
+            log.info(
+                "archive: %d digests (%s to %s), feeds in %s",
+                len(archive.digests),
+                archive.digests[0].date if archive.digests else "-",
+                archive.digests[-1].date if archive.digests else "-",
+                cfg.public_path,
+            )
+            sock = _listen(host, port) if web else None
+            sender = SenderThread(cfg, store, key).start()
+            ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
+            with installed(ctx):
+                scheduler = new_scheduler(store, cfg)
+                ctx.scheduler = scheduler
+                scheduler.start()
+                try:
+                    ensure_jobs(scheduler, cfg)
+                    for job in scheduler.get_jobs():
+                        when = job.next_run_time
+                        log.info(
+                            "next %s run: %s",
+                            job.id,
+                            when.astimezone(cfg.tz).isoformat() if when else "paused",
+                        )
+                    server = Server(
+                        uvicorn.Config(
+                            create_app(cfg, wake_sender=sender.wake),
+                            log_config=None,
+                            lifespan="off",
+                        )
+                    )
+                    server_task = None
+                    if sock is not None:
+                        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+                        log.info(
+                            "listening on http://%s:%d/ (public address, base_url: %s)",
+                            host,
+                            port,
+                            cfg.site_url,
+                        )
+
+                    startup = asyncio.create_task(run_due(ctx, clock()))
+                    ctx.running.add(startup)
+                    startup.add_done_callback(ctx.running.discard)
+                    stopping = asyncio.create_task(stop.wait())
+                    waiters: set[asyncio.Task[Any]] = {stopping}
+                    if server_task is not None:
+                        waiters.add(server_task)
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    stop.set()
+                    await stopping
+                    log.info("stopping: %d job(s) to finish first", len(ctx.running))
+                    while ctx.running:
+                        await asyncio.gather(*list(ctx.running), return_exceptions=True)
+                finally:
+                    await asyncio.to_thread(sender.stop)
+                    if scheduler.running:
+                        scheduler.shutdown(wait=False)
+                        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
+                if server_task is not None:
+                    server.should_exit = True
+                    await server_task
+                if sock is not None:
+                    sock.close()
+            log.info("stopped")
+    finally:
+        store.close()
+
+
+def serve_web(cfg: Config, host: str, port: int) -> None:
+    """``newsletter serve``: the web app, and a sender thread for the mails it queues."""
+    import uvicorn
+
+    from .tokens import secret_key
+    from .web import create_app
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
+    try:
+        uvicorn.run(create_app(cfg, wake_sender=sender.wake), host=host, port=port)
+    finally:
+        sender.stop()
+        store.close()
+
+
+def run_service(cfg: Config, host: str, port: int) -> None:
+    configure_logging()
+    asyncio.run(serve(cfg, host=host, port=port))
+
+
+async def tick(
+    cfg: Config, now: dt.datetime, *, fetch: FetchOptions | None = None
+) -> dict[str, Outcome | None]:
+    """``newsletter tick``: resume any send left unfinished, then run once each job due
+    at ``now`` that has not run yet, and return. Retries not yet due are left for the
+    next tick, so the command never lingers."""
+    from .tokens import secret_key
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        stop = asyncio.Event()
+        _on_signals(stop)
+        ctx = JobContext(
+            cfg,
+            store,
+            secret_key(cfg),
+            stop,
+            clock=lambda: now,
+            wait=False,
+            fetch=fetch or FetchOptions(),
+        )
+        started = time.monotonic()
+        await resume_sending(ctx)
+        await send_mails(cfg, store, delivery.signer(cfg), stop=stop)
+        outcomes = await run_due(ctx, now)
+        log.debug("tick took %.1fs", time.monotonic() - started)
+        return outcomes
+    finally:
+        store.close()
