@@ -100,15 +100,18 @@ def classify(stage: str, code: int, message: str) -> DeliveryError:
     permanent = code >= 500
     if code in (421, 454) or (stage == "MAIL" and not permanent):
         return ServerError(text, code=code, enhanced=enhanced)
-    if enhanced and enhanced[2:].startswith("7."):
+    detail = (enhanced or "")[2:]  # "7.1" of "5.7.1": the subject and its detail
+    if detail.startswith("7."):
         return PolicyError(text, permanent=permanent, code=code, enhanced=enhanced)
     if stage == "MAIL":
         return PolicyError(text, permanent=True, code=code, enhanced=enhanced)
-    if stage == "DATA" and (code in (552, 554) or (enhanced or "").startswith("5.6.")):
-        return MessageError(text, permanent=True, code=code, enhanced=enhanced)
-    if enhanced == "5.2.2" or (enhanced or "").startswith("4.2.2"):
-        # A full mailbox: soft, whatever the basic code says.
+    if detail == "2.2":
+        # A full mailbox (552 5.2.2 included): soft, whatever the basic code says.
         return RecipientError(text, permanent=False, code=code, enhanced=enhanced)
+    if stage == "DATA" and permanent and (
+        code in (552, 554) or detail.startswith(("6.", "3.4"))
+    ):
+        return MessageError(text, permanent=True, code=code, enhanced=enhanced)
     return RecipientError(text, permanent=permanent, code=code, enhanced=enhanced)
 
 

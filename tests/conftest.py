@@ -145,7 +145,7 @@ def live_server() -> Iterator[Callable[[Any], str]]:
 
 # --- a real SMTP server on loopback, with faults on demand ----------------------------------
 
-SMTP_FAULTS = ("temp", "perm", "drop", "slow")
+SMTP_FAULTS = ("temp", "perm", "drop", "slow", "policy", "content")
 
 
 class FaultySmtpHandler:
@@ -169,6 +169,8 @@ class FaultySmtpHandler:
         self.delay = 0.0
         self.per_connection = 0
         self.attempts: dict[str, int] = defaultdict(int)
+        # Replies to RCPT TO, per address (e.g. "550 5.1.1 No such user").
+        self.rcpt: dict[str, str] = {}
 
     def _action(self, address: str) -> str:
         with self.lock:
@@ -188,6 +190,15 @@ class FaultySmtpHandler:
         envelope.mail_from = address
         return "250 OK"
 
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, options: Any
+    ) -> str:
+        reply = self.rcpt.get(address.lower())
+        if reply:
+            return reply
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
         import asyncio
 
@@ -199,6 +210,10 @@ class FaultySmtpHandler:
             return "451 4.3.0 Try again later"
         if action == "perm":
             return "550 5.1.1 No such user"
+        if action == "policy":
+            return "554 5.7.1 Message rejected: sender reputation"
+        if action == "content":
+            return "554 Message content rejected"
         if action == "drop":
             server.transport.close()
             return "451 4.4.2 Connection dropped"

@@ -200,3 +200,96 @@ def test_confirmation_links_expire() -> None:
     forged = token.replace(".1000.", ".9999999999.")
     with pytest.raises(TokenError, match="bad signature"):
         read_token(KEY, "confirm", forged, now=1_001)
+
+
+def test_the_editors_copy_approves_the_draft_by_post_only(
+    cfg: Config, live_server: Callable[[Any], str]
+) -> None:
+    import asyncio
+    import dataclasses
+    import datetime as dt
+    from zoneinfo import ZoneInfo
+
+    from newsletter.service import tick
+
+    cfg = cfg.replace(
+        secret_key=KEY.decode(),
+        schedule=dataclasses.replace(cfg.schedule, weekly_mode="draft"),
+        email=dataclasses.replace(cfg.email, editor_email="editor@example.org"),
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    readers = [f"reader{i}@example.org" for i in range(3)]
+    for address in readers:
+        store.add_subscriber(address)
+    monday = dt.datetime(2024, 8, 5, 8, 30, tzinfo=ZoneInfo("Asia/Seoul"))
+    asyncio.run(tick(cfg, monday))
+    assert store.get_issue("2024-W31").status == "draft"
+    (copy,) = _outbox(cfg)
+    assert str(copy["To"]) == "editor@example.org"
+    text = copy.get_body(("plain",)).get_content()
+    assert "초안입니다" in text
+    link = re.search(r"https?://\S+/(approve/\S+)", text)
+    assert link is not None
+
+    sender = SenderThread(cfg, store, KEY).start()
+    try:
+        with httpx.Client(base_url=live_server(create_app(cfg, wake_sender=sender.wake))) as client:
+            page = client.get(f"/{link.group(1)}")
+            assert page.status_code == 200
+            assert "승인하고 발송하기" in page.text and "3명" in page.text
+            assert client.head(f"/{link.group(1)}").status_code in (200, 405)
+            assert store.get_issue("2024-W31").status == "draft"  # looking changes nothing
+            forged = client.post(f"/{link.group(1)[:-2]}xx")
+            assert forged.status_code == 400
+            assert store.get_issue("2024-W31").status == "draft"
+            approved = client.post(f"/{link.group(1)}")
+            assert approved.status_code == 200
+            assert store.get_issue("2024-W31").content_hash is not None
+            deadline = time.monotonic() + 30
+            while store.get_issue("2024-W31").status != "sent" and time.monotonic() < deadline:
+                time.sleep(0.05)
+            again = client.post(f"/{link.group(1)}")  # a second press sends nothing more
+            assert again.status_code == 200
+    finally:
+        sender.stop()
+    assert store.get_issue("2024-W31").status == "sent"
+    received = sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in _outbox(cfg))
+    assert received == sorted(["editor@example.org", *readers])
+    store.close()
+
+
+def test_the_form_queues_the_confirmation_and_never_sends_in_the_request(
+    cfg: Config, live_server: Callable[[Any], str]
+) -> None:
+    """With the SMTP server down, the visitor still gets the page at once; the mail waits
+    in the queue and goes out when the server is back."""
+    from aiosmtpd.controller import Controller
+    from conftest import FaultySmtpHandler, free_port, smtp_cfg
+
+    port = free_port()
+    cfg = smtp_cfg(cfg, port).replace(secret_key=KEY.decode())
+    store = open_store(cfg.database_url, cfg.base_dir)
+    sender = SenderThread(cfg, store, KEY, issues=False).start()
+    try:
+        with httpx.Client(base_url=live_server(create_app(cfg, wake_sender=sender.wake))) as client:
+            response = client.post("/subscribe", data={"email": "later@example.org"})
+            assert response.status_code == 200 and "확인 링크" in response.text
+        (mail,) = store.mails("confirm")
+        assert mail.recipient == "later@example.org" and mail.status in ("queued", "sending")
+        handler = FaultySmtpHandler()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            sender.wake()
+            deadline = time.monotonic() + 30
+            while not handler.counts() and time.monotonic() < deadline:
+                sender.wake()
+                time.sleep(0.1)
+        finally:
+            controller.stop()
+    finally:
+        sender.stop()
+    assert handler.counts() == {"later@example.org": 1}
+    (mail,) = store.mails("confirm")
+    assert mail.status == "sent"
+    store.close()

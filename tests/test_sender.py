@@ -1,0 +1,329 @@
+"""The sender against real servers: outages, the circuit breaker, frozen content, stops."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import mailbox
+import re
+import shutil
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from aiosmtpd.controller import Controller
+from conftest import SEEDS, FaultySmtpHandler, free_port, run_newsletter
+
+from newsletter.store import Store, open_store
+
+WEEK = "2024-W05"
+INSECURE = "--allow-insecure-links"  # the tests' base_url is http on loopback
+
+
+def _config(tmp_path: Path, port: int | None, source: Path = SEEDS, **smtp: object) -> Path:
+    lines = [f'source = "{source}"', 'database_url = "sqlite:///newsletter.db"']
+    if port is not None:
+        lines.append("[smtp]")
+        values: dict[str, object] = {
+            "host": "127.0.0.1",
+            "port": port,
+            "tls": "none",
+            "retry_base_seconds": 0.2,
+            "outage_retry_max": "1s",
+            "timeout_seconds": 5.0,
+            **smtp,
+        }
+        lines += [f"{k} = {v!r}".replace("'", '"') for k, v in values.items()]
+    path = tmp_path / "config.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def _subscribe(store: Store, count: int) -> list[str]:
+    addresses = [f"reader{i:04d}@example.org" for i in range(count)]
+    for i, address in enumerate(addresses):
+        store.add_subscriber(address, f"독자 {i}", "en" if i % 4 == 0 else "ko")
+    return addresses
+
+
+def _wait(predicate: object, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():  # type: ignore[operator]
+            return
+        time.sleep(0.05)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def test_an_outage_pauses_the_issue_and_every_recipient_gets_one_message(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    config = _config(tmp_path, port)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 60)
+    proc = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    try:
+        _wait(
+            lambda: (row := store.get_issue(WEEK)) is not None and row.status == "paused",
+            30,
+            "the issue to pause",
+        )
+        row = store.get_issue(WEEK)
+        assert "cannot connect to 127.0.0.1" in row.paused_reason
+        assert row.resume_at is not None
+        status = run_newsletter(config, "status")
+        out, _ = status.communicate(timeout=30)
+        assert "paused" in out and "cannot connect" in out
+        time.sleep(20)  # nothing listening for 20 s
+        assert proc.poll() is None, "send gave up during a short outage"
+        counts = store.counts(store.get_issue(WEEK).id)
+        assert counts["failed"] == 0 and counts["sent"] == 0
+        handler = FaultySmtpHandler()
+        controller = Controller(handler, hostname="127.0.0.1", port=port)
+        controller.start()
+        try:
+            out, err = proc.communicate(timeout=120)
+        finally:
+            controller.stop()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    row = store.get_issue(WEEK)
+    assert row.status == "sent"
+    counts = store.counts(row.id)
+    assert counts["sent"] == 60 and counts["failed"] == 0
+    # No recipient paid for the outage.
+    assert all(f.attempts == 1 for f in _attempts(store, row.id))
+    store.close()
+
+
+def _attempts(store: Store, issue_id: int) -> list[object]:
+    import sqlalchemy as sa
+
+    from newsletter.store import deliveries
+
+    with store.engine.connect() as conn:
+        return list(
+            conn.execute(sa.select(deliveries.c.attempts).where(deliveries.c.issue_id == issue_id))
+        )
+
+
+def test_send_gives_up_after_outage_max_and_leaves_the_issue_paused(tmp_path: Path) -> None:
+    config = _config(tmp_path, free_port(), outage_max="2s")
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 5)
+    proc = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "paused" in err and "smtp.outage_max" in err
+    row = store.get_issue(WEEK)
+    assert row.status == "paused" and row.resume_at is not None
+    assert store.counts(row.id)["queued"] == 5
+    store.close()
+
+
+def test_the_circuit_breaker_pauses_on_a_policy_block_and_resume_delivers(
+    tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    config = _config(tmp_path, port, breaker_window=10, concurrency=1)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 40)
+    for address in addresses:
+        handler.always[address] = "policy"
+    proc = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert "circuit breaker" in err
+    row = store.get_issue(WEEK)
+    assert row.status == "paused" and row.resume_at is None  # for a person, not a timer
+    assert "5.7.1" in row.paused_reason
+    counts = store.counts(row.id)
+    assert counts["failed"] == 0 and counts["sent"] == 0  # nobody marked failed
+    assert all(s.status == "active" for s in store.iter_subscribers())
+    tried = sum(handler.attempts.values())
+    assert tried == 10  # stopped at the window, not after the whole list
+
+    # The cause is fixed; the operator resumes.
+    handler.always.clear()
+    resumed = run_newsletter(config, "resume", "--week", WEEK)
+    out, err = resumed.communicate(timeout=30)
+    assert resumed.returncode == 0, err
+    assert "sending" in out
+    again = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = again.communicate(timeout=60)
+    assert again.returncode == 0, err
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    assert store.get_issue(WEEK).status == "sent"
+    store.close()
+
+
+def _bodies(messages: list[bytes]) -> set[tuple[str, str, str]]:
+    """(Subject, From, HTML without the recipient's own link) of each message."""
+    seen = set()
+    for raw in messages:
+        message = email.message_from_bytes(raw, policy=email.policy.default)
+        html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
+        html = re.sub(r"/unsubscribe/[^\"'<\s]+", "/unsubscribe/TOKEN", html)
+        seen.add((str(message["Subject"]), str(message["From"]), html))
+    return seen
+
+
+def test_a_resumed_send_sends_the_frozen_content_whatever_changed(
+    tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    handler.delay = 0.01
+    source = tmp_path / "digests"
+    shutil.copytree(SEEDS, source)
+    config = _config(tmp_path, port, source=source, concurrency=2)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 200)
+    proc = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _wait(lambda: sum(handler.counts().values()) >= 20, 60, "the first messages")
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate(timeout=30)
+    first = sum(handler.counts().values())
+    assert first < 200
+
+    # A corrected digest and a changed configuration after the issue was frozen.
+    for digest in source.iterdir():
+        text = digest.read_text(encoding="utf-8")
+        digest.write_text(text.replace("### [", "### [CHANGED "), encoding="utf-8")
+    with config.open("a") as fh:
+        fh.write('[email]\nfrom_name = "Changed Name"\nsubject_template = "CHANGED {week}"\n')
+
+    resumed = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = resumed.communicate(timeout=120)
+    assert resumed.returncode == 0, err
+    assert set(handler.counts()) == set(addresses)
+    everything = [m for messages in handler.received.values() for m in messages]
+    seen = _bodies(everything)
+    assert len(seen) == 2  # one Korean and one English edition, each always the same
+    for subject, sender, html in seen:
+        assert "CHANGED" not in subject + html and "Changed Name" not in sender
+
+    # Re-freezing is refused once messages went out.
+    refreeze = run_newsletter(config, "send", "--week", WEEK, "--refreeze", INSECURE)
+    _out, err = refreeze.communicate(timeout=60)
+    assert refreeze.returncode == 1
+    assert "can no longer change" in err
+    store.close()
+
+
+def test_sigint_in_maildir_mode_stops_after_the_messages_in_flight(tmp_path: Path) -> None:
+    config = _config(tmp_path, None)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 3000)
+    proc = run_newsletter(config, "send", "--week", WEEK)
+    new = tmp_path / "outbox" / "new"
+    _wait(lambda: new.is_dir() and len(list(new.iterdir())) >= 50, 60, "the first messages")
+    proc.send_signal(signal.SIGINT)
+    _out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    assert "stopped before the end" in err
+    written = len(list(new.iterdir()))
+    assert written < 3000
+    row = store.get_issue(WEEK)
+    assert store.counts(row.id)["sent"] == written  # every written message recorded
+    again = run_newsletter(config, "send", "--week", WEEK)
+    _out, err = again.communicate(timeout=300)
+    assert again.returncode == 0, err
+    box = mailbox.Maildir(str(tmp_path / "outbox"), create=False)
+    received = sorted(str(m["To"]).split("<")[-1].rstrip(">") for m in box)
+    assert received == addresses  # everyone once
+    store.close()
+
+
+def test_send_with_no_subscribers_says_so_and_leaves_the_issue_unsent(tmp_path: Path) -> None:
+    config = _config(tmp_path, None)
+    proc = run_newsletter(config, "send", "--week", WEEK)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1
+    assert "no active subscribers" in err and "sent" not in out
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    assert store.get_issue(WEEK).status == "approved"
+    store.close()
+
+
+def test_a_real_smtp_send_needs_https_links(
+    tmp_path: Path, smtp_server: tuple[FaultySmtpHandler, int]
+) -> None:
+    handler, port = smtp_server
+    config = _config(tmp_path, port)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 2)
+    proc = run_newsletter(config, "send", "--week", WEEK)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "needs an https address" in err
+    with config.open("a") as fh:
+        fh.write('[email]\nfrom_address = "weekly@localhost"\n')
+    text = config.read_text().replace(
+        'source = "', 'base_url = "https://news.example.org/"\nsource = "', 1
+    )
+    config.write_text(text)
+    proc = run_newsletter(config, "send", "--week", WEEK)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1 and "@localhost" in err
+    config.write_text(text.replace("weekly@localhost", "weekly@news.example.org"))
+    proc = run_newsletter(config, "send", "--week", WEEK)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 0, err
+    assert len(handler.counts()) == 2
+    store.close()
+
+
+def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
+    config = _config(tmp_path, None)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 3)
+
+    def cli(*args: str) -> tuple[int, str, str]:
+        proc = run_newsletter(config, *args)
+        out, err = proc.communicate(timeout=60)
+        return proc.returncode, out, err
+
+    assert cli("pause", "--week", WEEK)[0] == 1  # no issue yet
+    code, out, _ = cli("send", "--week", WEEK)
+    assert code == 0 and "3 sent" in out
+    code, _, err = cli("pause", "--week", WEEK)
+    assert code == 1 and "sent: it cannot become paused" in err
+    code, out, _ = cli("issues")
+    assert code == 0 and re.search(r"2024-W05\s+sent\s+3 sent", out)
+    code, out, _ = cli("status")  # the latest issue
+    assert code == 0 and out.startswith("2024-W05  sent")
+
+    from newsletter import issues
+    from newsletter.config import load_config
+    from newsletter.select import IsoWeek
+    from newsletter.sources import load_local_archive
+
+    cfg = load_config(config)
+    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 21))
+    issues.start(store, issues.approve(store, cfg, prepared))
+    code, out, _ = cli("pause", "--week", "2024-W21")
+    assert code == 0 and "paused" in out
+    code, out, _ = cli("send", "--week", "2024-W21")
+    assert code == 1  # paused stays paused
+    assert store.counts(store.get_issue("2024-W21").id)["sent"] == 0
+    code, out, _ = cli("cancel", "--week", "2024-W21")
+    assert code == 0 and "3 queued deliveries will not be made" in out
+    code, _, err = cli("resume", "--week", "2024-W21")
+    assert code == 1 and "cancelled" in err
+    assert store.get_issue("2024-W21").status == "cancelled"
+    store.close()
+
+
+@pytest.mark.parametrize("target", ["approved", "sending", "sent"])
+def test_no_transition_out_of_cancelled(tmp_path: Path, target: str) -> None:
+    from newsletter import issues
+
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    row = store.ensure_issue(WEEK, "s", status="cancelled")
+    with pytest.raises(issues.IssueStateError, match="cancelled"):
+        issues.move(store, row, target)
+    store.close()
