@@ -20,6 +20,8 @@ from conftest import (
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
@@ -99,6 +101,30 @@ def test_relaxed_header_follows_rfc_6376() -> None:
 )
 def test_relaxed_body_hash(body: bytes, canonical: bytes) -> None:
     assert body_hash(body) == hashlib.sha256(canonical).digest()
+
+
+def _reference_body(body: bytes) -> bytes:
+    """RFC 6376 section 3.4.4, line by line."""
+    if body and not body.endswith(b"\r\n"):
+        body += b"\r\n"
+    lines = [re.sub(rb"[ \t]+", b" ", line).rstrip(b" \t") for line in body.split(b"\r\n")[:-1]]
+    while lines and not lines[-1]:
+        lines.pop()
+    return b"".join(line + b"\r\n" for line in lines)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    pieces=st.lists(
+        st.sampled_from([b"a", b"QUJD", b" ", b"  ", b"\t", b"\r\n", b"\r", b"=?"]), max_size=40
+    ),
+    spaces=st.booleans(),
+)
+def test_relaxed_body_hash_equals_the_line_by_line_reference(
+    pieces: list[bytes], spaces: bool
+) -> None:
+    body = b"".join(pieces) + (b"x " * 300 if spaces else b"")  # both search strategies
+    assert body_hash(body) == hashlib.sha256(_reference_body(body)).digest()
 
 
 # -- the signature header ------------------------------------------------------------------
