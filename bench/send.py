@@ -7,6 +7,7 @@ Starts ``smtp-sink`` on a free loopback port, then:
   2024-W05 issue rendered from the seeds, sent by ``send_issue`` (fan-out, leases and
   every ledger write included) with ``smtp.concurrency`` N; subscriber creation is not
   timed;
+- the same send with DKIM on (a 2048-bit RSA key made here), and its ratio to DKIM off;
 - naive: ``smtplib.SMTP`` per message (connect, sendmail, quit) with the same bytes,
   built beforehand and not timed, on a sample whose rate is extrapolated;
 - ``smtp-source`` with as many sessions as the sender's concurrency and messages of the
@@ -92,8 +93,11 @@ def start_sink() -> tuple[subprocess.Popen[bytes], int]:
     raise SystemExit("smtp-sink did not start listening")
 
 
-def bench_config(folder: Path, port: int, concurrency: int) -> Config:
+def bench_config(
+    folder: Path, port: int, concurrency: int, dkim_key_file: Path | None = None
+) -> Config:
     cfg = load_config(ROOT / "config.toml", env={}, overrides={"source": str(ROOT / "seeds")})
+    dkim = {"dkim_selector": "bench", "dkim_key_file": str(dkim_key_file)} if dkim_key_file else {}
     return cfg.replace(
         base_url="https://news.example.org/",
         database_url=f"sqlite:///{folder / 'bench.db'}",
@@ -102,6 +106,7 @@ def bench_config(folder: Path, port: int, concurrency: int) -> Config:
             cfg.email,
             from_address=FROM,
             unsubscribe_mailto="unsubscribe@news.example.org",
+            **dkim,
         ),
         smtp=dataclasses.replace(
             cfg.smtp,
@@ -136,12 +141,17 @@ def add_subscribers(store: Store, count: int, chunk: int = 10_000) -> None:
 
 
 def send_to_subscribers(
-    folder: Path, port: int, concurrency: int, count: int, prepared_by: list[PreparedIssue]
+    folder: Path,
+    port: int,
+    concurrency: int,
+    count: int,
+    prepared_by: list[PreparedIssue],
+    dkim_key_file: Path | None = None,
 ) -> tuple[float, float, dict[str, int], int]:
     """A fresh database of ``count`` subscribers, then one timed ``send_issue``.
     Returns (setup seconds, send seconds, ledger counts, mean message bytes)."""
     folder.mkdir()
-    cfg = bench_config(folder, port, concurrency)
+    cfg = bench_config(folder, port, concurrency, dkim_key_file)
     started = time.perf_counter()
     store = open_store(cfg.database_url, cfg.base_dir)
     add_subscribers(store, count)
@@ -155,6 +165,18 @@ def send_to_subscribers(
     seconds = time.perf_counter() - started
     store.close()
     return setup, seconds, report.counts, size // max(messages, 1)
+
+
+def rsa_key_pem() -> bytes:
+    """A fresh 2048-bit RSA key, PEM (PKCS#1), as ``openssl genrsa`` writes it."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048).private_bytes(
+        serialization.Encoding.PEM,
+        serialization.PrivateFormat.TraditionalOpenSSL,
+        serialization.NoEncryption(),
+    )
 
 
 def naive_loop(port: int, messages: list[tuple[str, bytes]]) -> float:
@@ -247,6 +269,22 @@ def main() -> None:
                 f"({args.messages:,} in {seconds:.1f}s; setup {setup:.1f}s untimed)"
             )
         best = max(sender, key=lambda n: sender[n])
+        verdict = {True: "met", False: "MISSED"}
+
+        key_file = tmp / "dkim.pem"
+        key_file.write_bytes(rsa_key_pem())
+        setup, seconds, counts, _ = send_to_subscribers(
+            tmp / "dkim", port, best, args.messages, [], dkim_key_file=key_file
+        )
+        if counts["sent"] != args.messages:
+            raise SystemExit(f"DKIM on: ledger says {counts}")
+        signed = _rate(args.messages, seconds)
+        print(
+            f"this sender, concurrency {best}, DKIM on (RSA-2048): {signed:8,.0f} messages/s "
+            f"({args.messages:,} in {seconds:.1f}s; setup {setup:.1f}s untimed)"
+        )
+        ratio_dkim = signed / sender[best]
+        print(f"ratio DKIM on/off: {ratio_dkim:.2f} (target >= 0.80: {verdict[ratio_dkim >= 0.8]})")
 
         templates = prepared[0].templates
         sample = [
@@ -282,7 +320,6 @@ def main() -> None:
         print(f"message: {size:,} bytes (mean of the real messages, ko and en)")
         ratio_source = sender[best] / source[True]
         ratio_naive = sender[best] / naive
-        verdict = {True: "met", False: "MISSED"}
         print(
             f"ratio sender/smtp-source (-d): {ratio_source:.2f} "
             f"(target >= 0.50: {verdict[ratio_source >= 0.5]})"
