@@ -54,12 +54,18 @@ OVERSIGNED = (
     "List-Unsubscribe-Post",
     "List-Id",
 )
-# Added or rewritten by relays and verifiers, so signing them would break on the way.
+# Never signed: what RFC 6376 (section 5.4.1) says not to sign (Return-Path, Received,
+# Comments, Keywords), Bcc (removed on the way), and the trace and result headers that
+# relays and verifiers add, which would break the signature of any message they touch.
 UNSIGNED = frozenset(
     {
         "dkim-signature",
-        "received",
         "return-path",
+        "received",
+        "comments",
+        "keywords",
+        "bcc",
+        "resent-bcc",
         "delivered-to",
         "x-original-to",
         "authentication-results",
@@ -67,8 +73,6 @@ UNSIGNED = frozenset(
         "arc-seal",
         "arc-message-signature",
         "arc-authentication-results",
-        "comments",
-        "keywords",
     }
 )
 RSA_MIN_BITS = 1024  # RFC 8301: verifiers must reject shorter keys
