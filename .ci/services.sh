@@ -1,12 +1,18 @@
 #!/usr/bin/env bash
 # Installs and starts the real servers the tests talk to: Postfix on loopback delivering
-# to a local Maildir, and PostgreSQL with a test database. Idempotent; needs root.
+# to a local Maildir, and PostgreSQL with a test database; installs the DKIM test tools
+# (Perl's Mail::DKIM, and dnsmasq, which the tests start themselves on a high port).
+# Idempotent; needs root.
 set -euo pipefail
 
 packages=()
 command -v postconf >/dev/null || packages+=(postfix)
 [ -x /usr/sbin/smtp-sink ] || packages+=(postfix)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || packages+=(postgresql)
+perl -MMail::DKIM::Verifier -e1 2>/dev/null || packages+=(libmail-dkim-perl)
+# dnsmasq-base is the binary alone: the dnsmasq package would also start a system DNS
+# service on port 53, which nothing here needs.
+[ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq
     echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
@@ -43,4 +49,4 @@ su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='newsletter'\"
     su postgres -c "psql -qc \"create role newsletter login password 'newsletter'\""
 su postgres -c "psql -qAtc \"select 1 from pg_database where datname='newsletter_test'\"" | grep -q 1 ||
     su postgres -c "createdb -O newsletter newsletter_test"
-echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432"
+echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432; mail-dkim, dnsmasq installed"

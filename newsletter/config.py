@@ -81,6 +81,8 @@ class EmailConfig:
     dkim_selector: str = ""
     dkim_domain: str = ""
     dkim_key_file: str = ""
+    dkim_ed25519_selector: str = ""
+    dkim_ed25519_key_file: str = ""
 
 
 @dataclass(frozen=True)

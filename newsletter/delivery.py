@@ -52,7 +52,7 @@ APPROVE_DAYS = 14
 def signer(cfg: Config) -> Sign:
     """How every single mail is signed before it goes out (issue messages are signed as
     they are personalized)."""
-    from .message import sign_message
+    from .signing import sign_message
 
     return lambda data: sign_message(cfg, data)
 

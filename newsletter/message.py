@@ -5,7 +5,8 @@ email package. Both bodies are base64 (7-bit clean, and a third smaller than
 quoted-printable for Korean text), encoded once in pieces that end on 3-byte boundaries,
 so a recipient's unsubscribe URL is spliced in by encoding only the few bytes around it.
 :meth:`MessageTemplate.personalize` then writes four headers, joins pre-encoded bytes
-and, when a key is configured, DKIM-signs the result. Delivery sends exactly those bytes.
+and, when a key is configured, DKIM-signs the result (:mod:`newsletter.signing`, keys
+loaded once per template). Delivery sends exactly those bytes.
 
 :func:`build_message` is the plain reference: one full EmailMessage per recipient.
 """
@@ -24,14 +25,12 @@ import secrets
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from pathlib import Path
 from urllib.parse import quote
-
-import dkim
 
 from .config import Config
 from .errors import NewsletterError
 from .render import RenderedIssue
+from .signing import Signer, signing_domain
 
 log = logging.getLogger(__name__)
 
@@ -49,20 +48,6 @@ __all__ = [
 # 76-character lines for both quoted-printable and encoded words (RFC 2045, RFC 2047).
 POLICY = email.policy.SMTP.clone(max_line_length=76)
 CRLF = b"\r\n"
-# Headers covered by the DKIM signature; RFC 8058 requires both List-Unsubscribe headers.
-SIGNED_HEADERS = (
-    "From",
-    "To",
-    "Subject",
-    "Date",
-    "Message-ID",
-    "Reply-To",
-    "List-Id",
-    "List-Unsubscribe",
-    "List-Unsubscribe-Post",
-    "MIME-Version",
-    "Content-Type",
-)
 _B64_LINE = 57  # input bytes per 76-character base64 line
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS_RE = re.compile(
@@ -125,7 +110,7 @@ def _address(what: str, value: str) -> str:
 
 def message_domain(cfg: Config) -> str:
     """The domain of Message-IDs: ``email.dkim_domain``, else the sender's domain."""
-    return cfg.email.dkim_domain or cfg.email.from_address.rpartition("@")[2] or "localhost"
+    return signing_domain(cfg) or "localhost"
 
 
 def unsubscribe_url(cfg: Config, token: str) -> str:
@@ -328,9 +313,7 @@ class MessageTemplate:
         cfg: Config,
         rendered: RenderedIssue,
         *,
-        dkim_key: bytes | None = None,
-        dkim_selector: str = "",
-        dkim_domain: str = "",
+        signer: Signer | None = None,
     ) -> None:
         self.cfg = cfg
         self.rendered = rendered
@@ -338,9 +321,7 @@ class MessageTemplate:
         self._html = _SlottedBase64(_canonical(rendered.html), rendered.marker)
         self._text = _SlottedBase64(_canonical(rendered.text), rendered.marker)
         self._head, self._between, self._tail = self._skeleton()
-        self._dkim_key = dkim_key
-        self._dkim_selector = dkim_selector.encode("ascii")
-        self._dkim_domain = dkim_domain.encode("ascii")
+        self._signer = signer
         self._date_second = -1
         self._date = b""
 
@@ -427,40 +408,12 @@ class MessageTemplate:
                 self._tail,
             )
         )
-        if sign and self._dkim_key is not None:
-            data = self._sign(data)
+        if sign and self._signer is not None:
+            data = b"".join(self._signer.signatures(data)) + data
         # Wire-ready by construction: CRLF everywhere (the policy, the base64 slots and
-        # dkimpy's linesep) and no line can start with a dot (base64 has none, headers
-        # start with a name or folding white space, boundaries with "--").
+        # the signature's folding) and no line can start with a dot (base64 has none,
+        # headers start with a name or folding white space, boundaries with "--").
         return PreparedMessage(mid, data, wire_ready=True)
-
-    def _sign(self, data: bytes) -> bytes:
-        assert self._dkim_key is not None
-        signed = [
-            h.encode("ascii") for h in SIGNED_HEADERS if h != "Reply-To" or self.cfg.email.reply_to
-        ]
-        signature = dkim.sign(
-            data,
-            self._dkim_selector,
-            self._dkim_domain,
-            self._dkim_key,
-            canonicalize=(b"relaxed", b"relaxed"),
-            include_headers=signed,
-        )
-        return bytes(signature) + data
-
-
-def _dkim_key(cfg: Config) -> bytes | None:
-    path = cfg.email.dkim_key_file
-    if not path:
-        return None
-    resolved = cfg.resolve(Path(path))
-    try:
-        return resolved.read_bytes()
-    except OSError as exc:
-        raise NewsletterError(
-            f"email.dkim_key_file: cannot read {resolved}: {exc.strerror or exc}"
-        ) from None
 
 
 def message_template(
@@ -468,17 +421,12 @@ def message_template(
 ) -> MessageTemplate:
     """Build the shared part of an issue's messages once.
 
-    DKIM signing is on when ``dkim_key`` (PEM bytes) is given or ``email.dkim_key_file``
-    is configured; it then needs ``email.dkim_selector``.
+    DKIM signing is on when ``dkim_key`` (RSA, PEM bytes) is given or
+    ``email.dkim_key_file`` is configured (it then needs ``email.dkim_selector``), and
+    with ``email.dkim_ed25519_key_file`` a second, Ed25519 signature is added. The keys
+    are loaded here, once for all the template's messages.
     """
-    key = dkim_key if dkim_key is not None else _dkim_key(cfg)
-    selector = domain = ""
-    if key is not None:
-        selector = _one_line("email.dkim_selector", cfg.email.dkim_selector.strip())
-        if not selector:
-            raise NewsletterError("email.dkim_selector must be set to sign with DKIM")
-        domain = _one_line("email.dkim_domain", message_domain(cfg))
-    return MessageTemplate(cfg, rendered, dkim_key=key, dkim_selector=selector, dkim_domain=domain)
+    return MessageTemplate(cfg, rendered, signer=Signer.from_config(cfg, rsa_pem=dkim_key))
 
 
 # -- the subscription confirmation ---------------------------------------------------------
@@ -511,22 +459,5 @@ def confirmation_message(
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text.replace("\r\n", "\n"), cte="base64")
+    # Unsigned: the sender signs every queued mail as it goes out (newsletter.signing).
     return PreparedMessage(message_id, msg.as_bytes(policy=POLICY))
-
-
-def sign_message(cfg: Config, data: bytes) -> bytes:
-    """``data`` DKIM-signed with the configured key, or unchanged when there is none."""
-    key = _dkim_key(cfg)
-    if key is None:
-        return data
-    selector = _one_line("email.dkim_selector", cfg.email.dkim_selector.strip())
-    if not selector:
-        raise NewsletterError("email.dkim_selector must be set to sign with DKIM")
-    signature = dkim.sign(
-        data,
-        selector.encode("ascii"),
-        message_domain(cfg).encode("ascii"),
-        key,
-        canonicalize=(b"relaxed", b"relaxed"),
-    )
-    return bytes(signature) + data
