@@ -4,7 +4,7 @@ loop and Postfix's own C load generator smtp-source, measured side by side in on
 Starts ``smtp-sink`` on a free loopback port, then:
 
 - this sender: a temporary SQLite database with 10,000 active subscribers and the
-  2024-W05 issue rendered from the seeds, sent by ``send_issue`` (fan-out, leases and
+  2024-W05 issue rendered from the seeds, approved (frozen) untimed, then fanned out and sent by ``send_issue`` (leases and
   every ledger write included) with ``smtp.concurrency`` N; subscriber creation is not
   timed;
 - the same send with DKIM on (a 2048-bit RSA key made here) and off again, alternately
@@ -25,6 +25,7 @@ Needs Postfix (Debian package ``postfix``) for /usr/sbin/smtp-sink and smtp-sour
 from __future__ import annotations
 
 import argparse
+import asyncio
 import dataclasses
 import datetime as dt
 import json
@@ -43,14 +44,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from newsletter import issues  # noqa: E402
 from newsletter.config import Config, load_config  # noqa: E402
-from newsletter.delivery import (  # noqa: E402
-    UNSUBSCRIBE,
-    PreparedIssue,
-    dry_run,
-    prepare_issue,
-    send_issue,
-)
+from newsletter.delivery import UNSUBSCRIBE, Prepared, dry_run, prepare, send_issue  # noqa: E402
 from newsletter.digest import load_archive  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 from newsletter.store import Store, open_store, subscribers  # noqa: E402
@@ -147,23 +143,28 @@ def send_to_subscribers(
     port: int,
     concurrency: int,
     count: int,
-    prepared_by: list[PreparedIssue],
+    prepared_by: list[Prepared],
     dkim_key_file: Path | None = None,
 ) -> tuple[float, float, dict[str, int], int]:
-    """A fresh database of ``count`` subscribers, then one timed ``send_issue``.
-    Returns (setup seconds, send seconds, ledger counts, mean message bytes)."""
+    """A fresh database of ``count`` subscribers and the issue approved (frozen), then one
+    timed fan-out and send. Returns (setup seconds, send seconds, ledger counts, mean
+    message bytes)."""
     folder.mkdir()
     cfg = bench_config(folder, port, concurrency, dkim_key_file)
     started = time.perf_counter()
     store = open_store(cfg.database_url, cfg.base_dir)
     add_subscribers(store, count)
+    row = issues.approve(
+        store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
+    )
+    prepared = issues.frozen(store, cfg, row)
     if not prepared_by:
-        prepared_by.append(prepare_issue(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False))
-    prepared = prepared_by[0]
+        prepared_by.append(prepared)
     messages, size = dry_run(cfg, store, prepared, KEY)
     setup = time.perf_counter() - started
     started = time.perf_counter()
-    report = send_issue(cfg, store, prepared, KEY)
+    row = issues.start(store, row)
+    report = asyncio.run(send_issue(cfg, store, row, KEY))
     seconds = time.perf_counter() - started
     store.close()
     return setup, seconds, report.counts, size // max(messages, 1)
@@ -209,11 +210,13 @@ def rss_child(port: int, count: int, concurrency: int) -> None:
         started = time.perf_counter()
         store = open_store(cfg.database_url, cfg.base_dir)
         add_subscribers(store, count)
-        prepared = prepare_issue(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
+        row = issues.approve(
+            store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
+        )
         setup = time.perf_counter() - started
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()
-        report = send_issue(cfg, store, prepared, KEY)
+        report = asyncio.run(send_issue(cfg, store, issues.start(store, row), KEY))
         seconds = time.perf_counter() - started
         after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         store.close()
@@ -257,7 +260,7 @@ def main() -> None:
     sink, port = start_sink()
     tmp = Path(tempfile.mkdtemp(prefix="bench-send-"))
     try:
-        prepared: list[PreparedIssue] = []
+        prepared: list[Prepared] = []
         sender: dict[int, float] = {}
         size = 0
         for n in levels:

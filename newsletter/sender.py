@@ -31,7 +31,7 @@ from typing import Any
 
 from . import issues
 from .config import Config, span_seconds
-from .message import HeaderError
+from .message import HeaderError, MessageTemplate, PreparedMessage
 from .store import Store, utcnow
 from .tokens import make_token
 from .transport import (
@@ -182,8 +182,8 @@ class IssueSender:
 
     async def run(self, *, wait: bool = True) -> Counter[str]:
         issue_id = self.row.id
-        await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
-        self.total = await asyncio.to_thread(self.store.pending, issue_id)
+        self.store.release_dead_local_leases(pid_alive)
+        self.total = self.store.pending(issue_id)
         workers = [
             asyncio.create_task(self._worker(wait, f"{self.owner}:{i}"))
             for i in range(self.cfg.smtp.concurrency)
@@ -213,19 +213,19 @@ class IssueSender:
         try:
             while not self._halted():
                 if not batch:
-                    await asyncio.to_thread(self._record, accepted)
-                    batch = await asyncio.to_thread(self._claim, owner)
+                    self._record(accepted)
+                    batch = self._claim(owner)
                     if self._halted():
                         break
                     if not batch:
-                        if not wait or not await asyncio.to_thread(self.store.pending, self.row.id):
+                        if not wait or not self.store.pending(self.row.id):
                             return
                         await self._idle()
                         continue
                 await self._deliver(transport, batch.pop(0), accepted, owner)
         finally:
-            await asyncio.to_thread(self._record, accepted)
-            await asyncio.to_thread(self.store.release, [r.id for r in batch], owner)
+            self._record(accepted)
+            self.store.release([r.id for r in batch], owner)
             await transport.close()
 
     def _claim(self, owner: str) -> list[Any]:
@@ -241,7 +241,7 @@ class IssueSender:
 
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
-        due = await asyncio.to_thread(self.store.next_retry_at, self.row.id)
+        due = self.store.next_retry_at(self.row.id)
         delay = 1.0
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), 1.0)
@@ -252,29 +252,18 @@ class IssueSender:
     ) -> None:
         template = self.prepared.template(row.lang, self.cfg.default_lang)
         try:
-            message = template.personalize(
-                to_address=row.email,
-                to_name=row.name,
-                unsubscribe_token=make_token(self.key, UNSUBSCRIBE, row.subscriber_id),
-                # A re-send after a crash keeps its Message-ID, so receivers can spot it.
-                message_id=row.message_id,
-            )
+            message = self._personalize(template, row)
         except HeaderError as exc:
-            await asyncio.to_thread(self._record, accepted)
-            await asyncio.to_thread(
-                self.store.mark_failed,
-                row.id,
-                str(exc),
-                permanent=False,
-                bounce_threshold=0,
-                error_kind="message",
+            self._record(accepted)
+            self.store.mark_failed(
+                row.id, str(exc), permanent=False, bounce_threshold=0, error_kind="message"
             )
             self._count("failed")
             return
+        # The ledger is written from this loop's thread only: workers writing SQLite from
+        # several threads wait on its lock (and its busy handler sleeps).
         sent = accepted.pop() if accepted else None
-        state = await asyncio.to_thread(
-            self.store.mark_sending, row.id, owner, message.message_id, sent=sent, lease=LEASE
-        )
+        state = self.store.mark_sending(row.id, owner, message.message_id, sent=sent, lease=LEASE)
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
@@ -284,15 +273,24 @@ class IssueSender:
                 self.cfg.email.from_address, row.email, message.data, wire_ready=message.wire_ready
             )
         except ServerError as exc:
-            await asyncio.to_thread(self._outage, row, exc)
+            self._outage(row, exc)
             return
         except DeliveryError as exc:
-            await asyncio.to_thread(self._failed, row, exc)
+            self._failed(row, exc)
             return
         # Recorded with the next message's 'sending', or at once if there is none.
         accepted.append((row.id, message.message_id))
         self._count("sent")
         self.breaker.record(row.id, None)
+
+    def _personalize(self, template: MessageTemplate, row: Any) -> PreparedMessage:
+        return template.personalize(
+            to_address=row.email,
+            to_name=row.name,
+            unsubscribe_token=make_token(self.key, UNSUBSCRIBE, row.subscriber_id),
+            # A re-send after a crash keeps its Message-ID, so receivers can spot it.
+            message_id=row.message_id,
+        )
 
     def _outage(self, row: Any, exc: ServerError) -> None:
         """The server, not the recipient: the delivery goes back as if never tried, and

@@ -108,9 +108,7 @@ def classify(stage: str, code: int, message: str) -> DeliveryError:
     if detail == "2.2":
         # A full mailbox (552 5.2.2 included): soft, whatever the basic code says.
         return RecipientError(text, permanent=False, code=code, enhanced=enhanced)
-    if stage == "DATA" and permanent and (
-        code in (552, 554) or detail.startswith(("6.", "3.4"))
-    ):
+    if stage == "DATA" and permanent and (code in (552, 554) or detail.startswith(("6.", "3.4"))):
         return MessageError(text, permanent=True, code=code, enhanced=enhanced)
     return RecipientError(text, permanent=permanent, code=code, enhanced=enhanced)
 

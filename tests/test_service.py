@@ -8,6 +8,7 @@ import email.policy
 import mailbox
 import re
 import signal
+import time
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -45,6 +46,10 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
             answer = client.post("/subscribe", data={"email": READER, "name": "김독자"})
             assert answer.status_code == 200
 
+            # Queued by the request, sent by the service's sender thread a moment later.
+            deadline = time.monotonic() + 20
+            while not _messages(tmp_path / "outbox") and time.monotonic() < deadline:
+                time.sleep(0.05)
             (confirmation,) = _messages(tmp_path / "outbox")
             assert confirmation["To"].addresses[0].addr_spec == READER
             link = re.search(rf"{re.escape(base)}/confirm/\S+", _text(confirmation))
