@@ -325,11 +325,6 @@ class MessageTemplate:
         self._date_second = -1
         self._date = b""
 
-    @property
-    def signs(self) -> bool:
-        """Whether :meth:`personalize` DKIM-signs (the costly part of a message)."""
-        return self._signer is not None
-
     def _skeleton(self) -> tuple[bytes, bytes, bytes]:
         """The shared headers and MIME frame, from the email package, around two slots."""
         cfg, rendered = self.cfg, self.rendered
