@@ -288,7 +288,8 @@ async def run_job(ctx: JobContext, job: str, now: dt.datetime) -> Outcome | None
     fire = due_fire_time(ctx.cfg, job, now)
     if fire is None or ctx.stop.is_set():
         return None
-    if not ctx.store.claim_job_run(job, fire, ctx.owner, now, pid_alive):
+    # Database calls off this loop: in `newsletter run` it also serves the web app.
+    if not await asyncio.to_thread(ctx.store.claim_job_run, job, fire, ctx.owner, now, pid_alive):
         return None
     log.info("job %s started for %s", job, fire.astimezone(ctx.cfg.tz).isoformat())
     try:
@@ -303,7 +304,9 @@ async def run_job(ctx: JobContext, job: str, now: dt.datetime) -> Outcome | None
             outcome = Outcome(
                 "waiting", detail, min(now + retry_every, daily_deadline(ctx.cfg, fire))
             )
-    ctx.store.finish_job_run(job, fire, outcome.status, outcome.detail, outcome.retry_at)
+    await asyncio.to_thread(
+        ctx.store.finish_job_run, job, fire, outcome.status, outcome.detail, outcome.retry_at
+    )
     log.info(
         "job %s for %s: %s: %s%s",
         job,

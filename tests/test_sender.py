@@ -327,3 +327,42 @@ def test_no_transition_out_of_cancelled(tmp_path: Path, target: str) -> None:
     with pytest.raises(issues.IssueStateError, match="cancelled"):
         issues.move(store, row, target)
     store.close()
+
+
+def test_newsletter_run_keeps_retrying_the_server_and_resumes_by_itself(tmp_path: Path) -> None:
+    from conftest import start_newsletter, wait_for_http
+
+    from newsletter import issues
+    from newsletter.config import load_config
+    from newsletter.select import IsoWeek
+    from newsletter.sources import load_local_archive
+
+    smtp_port, web_port = free_port(), free_port()
+    config = _config(tmp_path, smtp_port, outage_max="1s")  # `send`'s limit; `run` has none
+    text = config.read_text().replace("[smtp]", f"[web]\nport = {web_port}\n[smtp]")
+    config.write_text(text)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 20)
+    cfg = load_config(config)
+    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 5))
+    issues.start(store, issues.approve(store, cfg, prepared))
+    service = start_newsletter(tmp_path, "run", INSECURE, log="run.log")
+    handler = FaultySmtpHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    try:
+        wait_for_http(f"http://127.0.0.1:{web_port}/feed.atom", service)
+        _wait(lambda: store.get_issue(WEEK).status == "paused", 30, "the issue to pause")
+        time.sleep(4)  # several times smtp.outage_max: `run` does not give up
+        assert service.poll() is None
+        assert store.get_issue(WEEK).status == "paused"
+        controller.start()
+        _wait(lambda: store.get_issue(WEEK).status == "sent", 60, "the issue to be sent")
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=60) == 0
+        controller.stop()
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    assert store.counts(store.get_issue(WEEK).id)["failed"] == 0
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "paused" in log and "sending resumes" in log
+    store.close()
