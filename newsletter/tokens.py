@@ -2,8 +2,9 @@
 
 A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
 so a link cannot be forged or pointed at someone else. The key comes only from
-``NEWSLETTER_SECRET_KEY``; with none set, a random key is kept in a private file
-beside the database so links keep working across restarts.
+``NEWSLETTER_SECRET_KEY`` (the current key, then any old ones still accepted); with none
+set, a random key is kept in a private file beside the config file, so links keep
+working across restarts.
 """
 
 from __future__ import annotations
@@ -13,11 +14,15 @@ import hashlib
 import hmac
 import logging
 import os
+import re
 import secrets
+import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 
 from .config import Config
+from .errors import NewsletterError
 
 log = logging.getLogger(__name__)
 
@@ -47,9 +52,12 @@ def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | N
     return f"{subject}.{_b64(_mac(key, purpose, subject))}"
 
 
-def read_token(key: bytes, purpose: str, token: str, *, now: float | None = None) -> int:
+def read_token(
+    key: bytes | Sequence[bytes], purpose: str, token: str, *, now: float | None = None
+) -> int:
     """The subscriber id in ``token``; :class:`TokenError` if it is forged, altered, made
-    for another purpose, or expired."""
+    for another purpose, or expired. ``key`` may be several keys (the current one and
+    those it replaced): a token made with any of them is good."""
     subject, _, signature = token.rpartition(".")
     parts = subject.split(".")
     if len(token) > 100 or not signature or not 1 <= len(parts) <= 2:
@@ -60,28 +68,100 @@ def read_token(key: bytes, purpose: str, token: str, *, now: float | None = None
         given = _unb64(signature)
     except (ValueError, TypeError):
         raise TokenError("malformed token") from None
-    if not hmac.compare_digest(given, _mac(key, purpose, subject)):
+    keys = [key] if isinstance(key, bytes) else list(key)
+    # Every key is tried, whichever matches: the time taken does not tell which one did.
+    matched = [hmac.compare_digest(given, _mac(k, purpose, subject)) for k in keys]
+    if not any(matched):
         raise TokenError("bad signature")
     if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
         raise TokenError("expired")
     return int(parts[0])
 
 
-def secret_key(cfg: Config) -> bytes:
-    """The signing key: the environment's, else one generated once and kept on disk."""
+# A shorter key can be guessed offline from any one link: 32 bytes is HMAC-SHA256's own size.
+MIN_KEY_BYTES = 32
+
+
+class SigningKeyError(NewsletterError):
+    """A signing key that must not be used."""
+
+
+def _split_keys(text: str) -> list[bytes]:
+    return [k.encode() for k in re.split(r"[\s,]+", text.strip()) if k]
+
+
+def _checked(keys: list[bytes], where: str) -> list[bytes]:
+    if not keys:
+        raise SigningKeyError(
+            f"{where} holds no key (links signed with it could be forged): delete it to "
+            "have a new one made, or set NEWSLETTER_SECRET_KEY"
+        )
+    for key in keys:
+        if len(key) < MIN_KEY_BYTES:
+            raise SigningKeyError(
+                f"{where}: a signing key must be at least {MIN_KEY_BYTES} bytes, one has "
+                f"{len(key)}; make one with: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
+    return keys
+
+
+def signing_keys(cfg: Config) -> list[bytes]:
+    """Every key links are checked with, the current one (which signs) first.
+
+    ``NEWSLETTER_SECRET_KEY`` may hold the current key followed by old ones (separated by
+    spaces or commas): links signed with an old key keep working after a rotation. With
+    none set, one key is generated once into a private file beside the config file."""
     if cfg.secret_key:
-        return cfg.secret_key.encode()
+        return _checked(_split_keys(cfg.secret_key), "NEWSLETTER_SECRET_KEY")
     path = cfg.resolve(Path(KEY_FILE))
     try:
-        return path.read_bytes().strip()
+        return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))
     except FileNotFoundError:
         pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"{path}: cannot read the signing key: {exc}") from None
+    return [_generate(path)]
+
+
+def secret_key(cfg: Config) -> bytes:
+    """The key that signs new links."""
+    return signing_keys(cfg)[0]
+
+
+def check_keys(cfg: Config) -> None:
+    """Stop early on a key that is too short: from the environment, or a key file that
+    exists (a missing one is made when first needed)."""
+    if cfg.secret_key or cfg.resolve(Path(KEY_FILE)).exists():
+        signing_keys(cfg)
+
+
+def _generate(path: Path) -> bytes:
+    """Write a new random key atomically (temporary file, fsync, rename), mode 0600: a
+    crash or a full disk can never leave an empty key behind."""
     key = secrets.token_urlsafe(32).encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".newsletter-key-")
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    except FileExistsError:  # another process made it first
-        return path.read_bytes().strip()
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(key)
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # link, not rename: of two processes starting at once, the first key wins.
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))[0]
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
     log.warning("NEWSLETTER_SECRET_KEY is not set; generated a signing key in %s", path)
     return key
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -265,7 +265,10 @@ def smtp_cfg(cfg: Config, port: int, **smtp: Any) -> Config:
         "timeout_seconds": 10.0,
         **smtp,
     }
-    return cfg.replace(smtp=dataclasses.replace(cfg.smtp, **values), secret_key="test-secret-key")
+    return cfg.replace(
+        smtp=dataclasses.replace(cfg.smtp, **values),
+        secret_key="test-secret-key-of-at-least-32-bytes",
+    )
 
 
 # --- services started by .ci/services.sh (Postfix, PostgreSQL) ------------------------------
@@ -516,7 +519,7 @@ def run_newsletter(config: Path, *args: str) -> Any:
 
     env = {
         **os.environ,
-        "NEWSLETTER_SECRET_KEY": "test-secret-key",
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes",
         "NEWSLETTER_CONFIG": str(config),
     }
     return subprocess.Popen(

@@ -25,7 +25,7 @@ from newsletter.sender import RateLimiter, backoff
 from newsletter.store import Store, deliveries, open_store
 
 WEEK = IsoWeek(2024, 5)
-KEY = b"test-secret-key"
+KEY = b"test-secret-key-of-at-least-32-bytes"
 
 
 def _store(cfg: Config) -> Store:

@@ -52,7 +52,7 @@ def test_issue_through_postfix_keeps_headers_korean_and_dkim(
     (tmp_path / "dkim.pem").write_bytes(pem)
     cfg = cfg.replace(
         base_url="https://news.example.org/",
-        secret_key="mta-test-key",
+        secret_key="mta-test-key-of-at-least-32-bytes-long",
         smtp=dataclasses.replace(cfg.smtp, host="127.0.0.1", port=port, tls="none"),
         email=dataclasses.replace(
             cfg.email,
@@ -64,7 +64,13 @@ def test_issue_through_postfix_keeps_headers_korean_and_dkim(
     )
     store = open_store(cfg.database_url, cfg.base_dir)
     store.add_subscriber(RECIPIENT, "김독자", "ko")
-    report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 31), b"mta-test-key")
+    report = send_week(
+        cfg,
+        store,
+        lambda: seeds_archive,
+        IsoWeek(2024, 31),
+        b"mta-test-key-of-at-least-32-bytes-long",
+    )
     assert report.counts["sent"] == 1
     issue = store.get_issue("2024-W31")
     with store.engine.connect() as conn:

@@ -430,12 +430,12 @@ def test_email_links_to_the_web_copy(issue_cfg: Config, seeds_archive: Archive) 
     )
 
 
-SAMPLE = make_token(b"preview-test-key", "unsubscribe", 0)
+SAMPLE = make_token(b"preview-test-key-of-at-least-32-bytes", "unsubscribe", 0)
 
 
 def _invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
     monkeypatch.chdir(tmp_path)
-    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "preview-test-key")
+    monkeypatch.setenv("NEWSLETTER_SECRET_KEY", "preview-test-key-of-at-least-32-bytes")
     (tmp_path / "config.toml").write_text(
         'base_url = "https://news.example.org/"\n', encoding="utf-8"
     )

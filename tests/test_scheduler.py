@@ -61,12 +61,14 @@ def _cfg(folder: Path, text: str = "") -> Config:
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / "config.toml"
     path.write_text(f'source = "{SEEDS}"\n{text}', encoding="utf-8")
-    return load_config(path, env={"NEWSLETTER_SECRET_KEY": "test-secret-key"})
+    return load_config(path, env={"NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes"})
 
 
 def _ctx(cfg: Config, store: Store, now: dt.datetime | None = None) -> JobContext:
     clock: Callable[[], dt.datetime] = (lambda: now) if now else (lambda: dt.datetime.now(dt.UTC))
-    return JobContext(cfg, store, b"test-secret-key", asyncio.Event(), clock=clock)
+    return JobContext(
+        cfg, store, b"test-secret-key-of-at-least-32-bytes", asyncio.Event(), clock=clock
+    )
 
 
 def _outbox(cfg: Config) -> list[str]:
@@ -381,7 +383,7 @@ def test_draft_mode_sends_only_the_test_copy_until_approved(
             str(tmp_path / "config.toml"),
             "--allow-insecure-links",
         ],
-        env={"NEWSLETTER_SECRET_KEY": "test-secret-key"},
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes"},
     )
     assert result.exit_code == 0, result.output
     assert handler.counts() == {"editor@example.org": 1, **dict.fromkeys(readers, 1)}
