@@ -7,6 +7,7 @@ import datetime as dt
 import functools
 import json
 import logging
+import os
 import sys
 import time
 from collections import Counter
@@ -18,8 +19,10 @@ import click
 
 from .config import Config, load_config
 from .errors import NewsletterError
+from .files import PRIVATE_UMASK
 from .models import Archive, Pick
 from .select import IsoWeek, top_daily, top_weekly
+from .tokens import check_keys
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -44,6 +47,7 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
             overrides = {"source": kwargs.pop("source")} if source else {}
             try:
                 cfg = load_config(config_path, overrides=overrides)
+                check_keys(cfg)
                 return func(cfg, **kwargs)
             except NewsletterError as exc:
                 raise _fail(str(exc), exc.exit_code) from None
@@ -119,6 +123,9 @@ def _clip(text: str, width: int) -> str:
 @click.version_option(package_name="newsletter")
 def main() -> None:
     """Hugging Face Daily Papers in Korean: an Atom feed and a weekly email."""
+    # The database, its WAL, the signing key, the outbox and the archive are private;
+    # the public folder's output sets its own modes (newsletter.files).
+    os.umask(PRIVATE_UMASK)
 
 
 @main.command()

@@ -36,6 +36,7 @@ from markupsafe import Markup
 
 from .config import Config
 from .digest import clean_text
+from .files import PUBLIC_FILE, public_folder
 from .models import Archive, Digest, Media, Paper, Pick, Section
 from .select import top_daily
 
@@ -372,7 +373,7 @@ def write_if_changed(path: Path, data: bytes) -> bool:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes 0600; the web server may run as another user
+        os.chmod(tmp, PUBLIC_FILE)  # mkstemp makes 0600; the web server may run as another user
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
@@ -387,7 +388,7 @@ def write_feeds(cfg: Config, archive: Archive, out_dir: Path | None = None) -> l
     """
     out = cfg.public_path if out_dir is None else out_dir
     items = feed_entries(archive.digests, cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    public_folder(out)
     written = []
     for name, data in (
         (ATOM_NAME, atom_bytes(items, cfg)),

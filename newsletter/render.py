@@ -29,6 +29,7 @@ from babel.support import Translations
 
 from .config import LANGS, Config
 from .errors import NewsletterError
+from .files import PUBLIC_FILE, public_folder
 from .models import Archive, Pick, Section
 from .select import IsoWeek, top_weekly
 
@@ -324,14 +325,14 @@ def render_issue(
 
 
 def _write_atomic(path: Path, data: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+    public_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
             fh.write(data)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        os.chmod(tmp, PUBLIC_FILE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
