@@ -99,6 +99,8 @@ class ScheduleConfig:
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
+    # Subscription form posts a client address may make per minute.
+    subscribe_per_minute: int = 10
 
 
 @dataclass(frozen=True)
@@ -332,6 +334,8 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         raise bad("smtp.tls", f"must be none, starttls or implicit, got {smtp.tls!r}")
     if not 0 < smtp.port < 65536:
         raise bad("smtp.port", f"must be a TCP port, got {smtp.port}")
+    if cfg.web.subscribe_per_minute < 1:
+        raise bad("web.subscribe_per_minute", "must be at least 1")
     for key in ("concurrency", "max_attempts", "bounce_threshold", "breaker_window"):
         if getattr(smtp, key) < 1:
             raise bad(f"smtp.{key}", "must be at least 1")

@@ -282,9 +282,12 @@ def _mailbox_header(name: str, address: str, prefix_len: int) -> bytes:
     name = name.strip()
     if not name:
         return address.encode("ascii")
-    if len(name) <= 40 and _ATOM_PHRASE_RE.fullmatch(name):
+    # A name that looks like an encoded word is itself encoded, never written as it is:
+    # a reader would decode it into whatever it says.
+    marked = "=?" in name or "?=" in name
+    if len(name) <= 40 and not marked and _ATOM_PHRASE_RE.fullmatch(name):
         phrase = [name]
-    elif len(name) <= 40 and name.isascii() and name.isprintable():
+    elif len(name) <= 40 and not marked and name.isascii() and name.isprintable():
         phrase = ['"' + name.replace("\\", "\\\\").replace('"', '\\"') + '"']
     else:
         phrase = _encoded_words(name)
@@ -448,9 +451,6 @@ def confirmation_message(
         _one_line("email.from_name", cfg.email.from_name),
         addr_spec=_address("email.from_address", cfg.email.from_address),
     )
-    msg["To"] = Address(
-        _one_line("recipient name", to_name), addr_spec=_address("recipient address", to_address)
-    )
     msg["Subject"] = _one_line(
         "subject", str(gettext("Confirm your subscription")) + f": {cfg.email.name}"
     )
@@ -459,5 +459,8 @@ def confirmation_message(
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
     msg.set_content(text.replace("\r\n", "\n"), cte="base64")
+    # To is built here, not by the email package, whose folding of a display name holding
+    # encoded words could write header lines of the name's choosing (CVE-2024-6923).
+    to = b"To: " + _mailbox_header(to_name, to_address, len("To: ")) + CRLF
     # Unsigned: the sender signs every queued mail as it goes out (newsletter.signing).
-    return PreparedMessage(message_id, msg.as_bytes(policy=POLICY))
+    return PreparedMessage(message_id, to + msg.as_bytes(policy=POLICY))

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import os
+import secrets
 import socket
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -136,6 +137,21 @@ outbound = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("sent_at", sa.DateTime(timezone=True)),
     sa.Index("ix_outbound_status_next_attempt_at", "status", "next_attempt_at"),
+)
+
+
+# A subscription request from the form (see newsletter.subscription): its link is signed
+# with the nonce and works once; the form's name and language apply only on confirming.
+confirmations = sa.Table(
+    "confirmations",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("nonce", sa.String(32), nullable=False),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("lang", sa.String(8), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_confirmations_subscriber", "subscriber_id"),
 )
 
 
@@ -408,6 +424,11 @@ class Store:
             result = conn.execute(
                 subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
             )
+            if status in ("unsubscribed", "bounced"):
+                # A link mailed before leaving must never bring the address back.
+                conn.execute(
+                    confirmations.delete().where(confirmations.c.subscriber_id == subscriber_id)
+                )
         return bool(result.rowcount)
 
     def remove_subscriber(self, email: str) -> bool:
@@ -443,6 +464,106 @@ class Store:
                 sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
             ).all()
         return {status: int(count) for status, count in rows}
+
+    # --- confirmation requests ---------------------------------------------------------
+
+    def request_confirmation(self, email: str, name: str, lang: str) -> tuple[int, str, str]:
+        """Record a request from the form: a new ``pending`` subscriber when the address is
+        unknown (a known one is left as it is), and a confirmation row replacing any older
+        one of that address. Returns (confirmation id, nonce, the stored address).
+
+        The same statements run whether or not the address is known, so the time taken
+        does not tell."""
+        now = utcnow()
+        key = email.lower()
+        nonce = secrets.token_hex(16)
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(subscribers)
+                .values(
+                    email=email,
+                    email_key=key,
+                    name="",
+                    lang=lang,
+                    status="pending",
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["email_key"])
+            )
+            sub = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.email).where(
+                    subscribers.c.email_key == key
+                )
+            ).one()
+            conn.execute(confirmations.delete().where(confirmations.c.subscriber_id == sub.id))
+            result = conn.execute(
+                confirmations.insert().values(
+                    subscriber_id=sub.id, nonce=nonce, name=name, lang=lang, created_at=now
+                )
+            )
+            pk = result.inserted_primary_key
+            assert pk is not None
+        return int(pk[0]), nonce, str(sub.email)
+
+    def get_confirmation(self, confirmation_id: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(confirmations, subscribers.c.email, subscribers.c.status)
+                .join(subscribers, subscribers.c.id == confirmations.c.subscriber_id)
+                .where(confirmations.c.id == confirmation_id)
+            ).first()
+
+    def confirm(self, confirmation_id: int, nonce: str) -> Subscriber | None:
+        """Use the request once: the subscriber becomes active with the request's name and
+        language. None when it was used, replaced or withdrawn meanwhile."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(confirmations).where(
+                    confirmations.c.id == confirmation_id, confirmations.c.nonce == nonce
+                )
+            ).first()
+            if row is None:
+                return None
+            gone = conn.execute(
+                confirmations.delete().where(
+                    confirmations.c.id == confirmation_id, confirmations.c.nonce == nonce
+                )
+            )
+            if not gone.rowcount:  # another request used it at the same moment
+                return None
+            values: dict[str, Any] = {
+                "status": "active",
+                "lang": row.lang,
+                "confirmed_at": now,
+                "updated_at": now,
+                "bounces": 0,
+            }
+            if row.name:
+                values["name"] = row.name
+            conn.execute(
+                subscribers.update().where(subscribers.c.id == row.subscriber_id).values(**values)
+            )
+            sub = conn.execute(
+                sa.select(subscribers).where(subscribers.c.id == row.subscriber_id)
+            ).one()
+        return _subscriber(sub)
+
+    def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
+        """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(outbound)
+                    .where(
+                        outbound.c.kind == kind,
+                        sa.func.lower(outbound.c.recipient) == recipient.lower(),
+                        outbound.c.created_at >= since,
+                    )
+                ).scalar_one()
+            )
 
     # --- issues ---------------------------------------------------------------------
 
@@ -1199,9 +1320,13 @@ def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool =
     if migrate:
         try:
             store.migrate()
-        except sa.exc.OperationalError as exc:
+        except sa.exc.DBAPIError as exc:
+            # Unreadable, not a database, corrupt, locked: one line naming the file.
+            where = store.engine.url.database or store.engine.url.render_as_string()
             store.close()
-            raise StoreError(f"database_url: cannot open the database: {exc.orig}") from None
+            raise StoreError(
+                f"database_url: cannot open the database {where}: {exc.orig}"
+            ) from None
         except BaseException:
             store.close()
             raise

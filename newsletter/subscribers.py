@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import logging
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,6 +27,15 @@ class AddressError(NewsletterError):
     pass
 
 
+class EncodedWordError(AddressError):
+    """A name holding RFC 2047 encoded-word markers (``=?`` or ``?=``)."""
+
+
+# Encoded words in a name could be decoded and folded into real header lines by mail
+# software (CPython's email package did, CVE-2024-6923): such names are refused outright.
+_ENCODED_WORD_MARK = re.compile(r"=\?|\?=")
+
+
 def normalize_address(text: str) -> str:
     """A syntactically valid address in normal form (no DNS lookups); else :class:`AddressError`."""
     raw = text.strip()
@@ -42,6 +52,8 @@ def check_name(name: str) -> str:
     name = name.strip()
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
         raise AddressError("name must be one line without control characters")
+    if _ENCODED_WORD_MARK.search(name):
+        raise EncodedWordError("name must not contain the character sequences =? or ?=")
     if len(name) > 200:
         raise AddressError("name is longer than 200 characters")
     return name

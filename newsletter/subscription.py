@@ -1,17 +1,26 @@
 """Subscribe, confirm and unsubscribe over the web (double opt-in, RFC 8058 one-click).
 
-The pages answer the same whether or not an address is known, so the form cannot be
-used to find out who subscribes. Tokens are HMAC-signed (:mod:`newsletter.tokens`).
+The form does the same work and answers the same, in the same time, whether or not an
+address is known, so it cannot be used to find out who subscribes; it queues the
+confirmation mail for the sender and never sends inside the request. Rate limits per
+address and per client keep it from being used to flood someone's mailbox, and every
+form POST must come from this site (Origin, else Referer). Links are HMAC-signed
+(:mod:`newsletter.tokens`); a confirmation link is bound to its request's nonce, works
+once, and changes nothing until its page's button is pressed: mail filters open links.
 """
 
 from __future__ import annotations
 
+import collections
+import datetime as dt
 import logging
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
-from urllib.parse import parse_qs
+from urllib.parse import parse_qs, urlsplit
 
+from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
@@ -21,10 +30,10 @@ from .config import LANGS, Config
 from .delivery import queue_mail
 from .errors import NewsletterError
 from .message import confirmation_message
-from .render import environment
-from .store import Store, open_store
-from .subscribers import AddressError, check_name, normalize_address
-from .tokens import TokenError, make_token, read_token, secret_key
+from .render import environment, translations_for
+from .store import Store, open_store, utcnow
+from .subscribers import AddressError, EncodedWordError, check_name, normalize_address
+from .tokens import TokenError, make_token, read_token, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -32,6 +41,9 @@ CONFIRM = "confirm"
 APPROVE = "approve"
 # How long a confirmation link works.
 CONFIRM_DAYS = 7
+# Confirmation mails to one address: one per ADDRESS_GAP, at most ADDRESS_DAILY a day.
+ADDRESS_GAP = dt.timedelta(minutes=10)
+ADDRESS_DAILY = 3
 UNSUBSCRIBE = "unsubscribe"
 # Pages must never be cached or carry cookies: they act on a token in the URL.
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
@@ -55,24 +67,83 @@ def confirm_url(cfg: Config, token: str) -> str:
     return f"{cfg.site_url}confirm/{token}"
 
 
+class RateLimited(NewsletterError):
+    """Too many requests: answered with 429."""
+
+
 def request_subscription(
     cfg: Config, store: Store, key: bytes, email: str, name: str, lang: str
-) -> int | None:
-    """Record a pending subscriber (or find the known one) and queue the confirmation
-    email for the sender. Returns the queued mail's id, or None when the address is
-    already active and nothing needs sending."""
-    sub, _ = store.add_subscriber(email, name, lang, status="pending", merge=False)
-    if sub.status == "active":
-        return None
-    if sub.status != "pending":
-        # Unsubscribed or bounced, asking again: waits for the new link like anyone new.
-        store.set_status(sub.id, "pending")
+) -> int:
+    """Queue the confirmation mail of a request from the form; returns the mail's id.
+
+    Known or not, active or not, the address gets the same work: a confirmation row
+    bound to a fresh nonce (replacing older ones), the mail rendered and queued. The
+    subscriber changes only when the link's button is pressed. :class:`RateLimited` when
+    the address had a mail in the last ten minutes or three in a day."""
+    now = utcnow()
+    if store.recent_mails(email, "confirm", now - ADDRESS_GAP) or (
+        store.recent_mails(email, "confirm", now - dt.timedelta(days=1)) >= ADDRESS_DAILY
+    ):
+        raise RateLimited("a confirmation was mailed to this address a moment ago")
+    confirmation_id, nonce, address = store.request_confirmation(email, name, lang)
     expires = int(time.time()) + CONFIRM_DAYS * 86400
-    url = confirm_url(cfg, make_token(key, CONFIRM, sub.id, expires=expires))
-    message = confirmation_message(
-        cfg, lang=sub.lang, to_address=sub.email, to_name=sub.name, confirm_url=url
+    url = confirm_url(
+        cfg, make_token(key, _confirm_purpose(nonce), confirmation_id, expires=expires)
     )
-    return queue_mail(store, "confirm", sub.email, message)
+    message = confirmation_message(
+        cfg, lang=lang, to_address=address, to_name=name, confirm_url=url
+    )
+    return queue_mail(store, "confirm", address, message)
+
+
+def _confirm_purpose(nonce: str) -> str:
+    # The nonce is part of what is signed: a link works only for the request it was made for.
+    return f"{CONFIRM}:{nonce}"
+
+
+def mask_address(email: str) -> str:
+    """``kim@example.com`` -> ``k***@example.com``: enough for its owner to recognise."""
+    local, _, domain = email.rpartition("@")
+    return f"{local[:1]}***@{domain}" if local else email
+
+
+class ClientLimiter:
+    """At most ``per_minute`` form posts per client address (a sliding minute)."""
+
+    def __init__(self, per_minute: int) -> None:
+        self.per_minute = per_minute
+        self.seen: dict[str, collections.deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if len(self.seen) > 10_000:  # forget idle clients; keeps memory bounded
+                self.seen = {k: v for k, v in self.seen.items() if v and v[-1] > now - 60}
+            times = self.seen.setdefault(client, collections.deque())
+            while times and times[0] <= now - 60:
+                times.popleft()
+            if len(times) >= self.per_minute:
+                return False
+            times.append(now)
+            return True
+
+
+def same_origin(request: Request, site_url: str) -> bool:
+    """Whether a form POST comes from this site: its Origin (or, without one, its Referer)
+    names this site. Requests with neither come from no browser form (RFC 8058 one-click
+    unsubscribes are posted by mail providers' servers) and are let through."""
+    ours = {_origin(site_url), f"{request.url.scheme}://{request.headers.get('host', '')}"}
+    origin = request.headers.get("origin")
+    if origin is not None:
+        return origin in ours
+    referer = request.headers.get("referer")
+    return referer is None or _origin(referer) in ours
+
+
+def _origin(url: str) -> str:
+    parts = urlsplit(url)
+    return f"{parts.scheme}://{parts.netloc}"
 
 
 class SubscriptionPages:
@@ -81,20 +152,32 @@ class SubscriptionPages:
     def __init__(self, cfg: Config, wake_sender: Callable[[], None] | None = None) -> None:
         self.cfg = cfg
         self.wake_sender = wake_sender
+        self.limiter = ClientLimiter(cfg.web.subscribe_per_minute)
         self._store: Store | None = None
-        self._key: bytes | None = None
+        self._keys: list[bytes] | None = None
 
     def store(self) -> Store:
         if self._store is None:
             self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
         return self._store
 
-    def key(self) -> bytes:
-        if self._key is None:
-            self._key = secret_key(self.cfg)
-        return self._key
+    def keys(self) -> list[bytes]:
+        """The signing keys: the current one (signs) first, then old ones (still accepted)."""
+        if self._keys is None:
+            self._keys = signing_keys(self.cfg)
+        return self._keys
 
-    def _page(self, lang: str, page: str, status: int = 200, **context: Any) -> Response:
+    def key(self) -> bytes:
+        return self.keys()[0]
+
+    def _page(
+        self,
+        lang: str,
+        page: str,
+        status: int = 200,
+        headers: dict[str, str] | None = None,
+        **context: Any,
+    ) -> Response:
         html = (
             environment(lang)
             .get_template("web/page.html")
@@ -108,7 +191,7 @@ class SubscriptionPages:
                 **context,
             )
         )
-        return HTMLResponse(html, status_code=status, headers=_HEADERS)
+        return HTMLResponse(html, status_code=status, headers={**_HEADERS, **(headers or {})})
 
     def _lang(self, request: Request) -> str:
         asked = request.query_params.get("lang", "")
@@ -120,47 +203,88 @@ class SubscriptionPages:
     async def subscribe_form(self, request: Request) -> Response:
         return self._page(self._lang(request), "subscribe")
 
+    def _refused(self, request: Request, lang: str) -> Response | None:
+        """403 for a form posted from another site."""
+        if same_origin(request, self.cfg.site_url):
+            return None
+        log.warning("refused a form post from another site (%s)", request.headers.get("origin"))
+        return self._page(lang, "forbidden", 403)
+
     async def subscribe(self, request: Request) -> Response:
         form = await _form(request)
         lang = str(form.get("lang") or self._lang(request))
         lang = lang if lang in LANGS else self.cfg.default_lang
+        refused = self._refused(request, lang)
+        if refused is not None:
+            return refused
+        client = request.client.host if request.client else "-"
+        if not self.limiter.allow(client):
+            return self._page(lang, "too_many", 429, headers={"Retry-After": "60"})
         raw_email, raw_name = str(form.get("email") or ""), str(form.get("name") or "")
         try:
             email, name = normalize_address(raw_email), check_name(raw_name)
+        except EncodedWordError:
+            gettext = translations_for(lang).gettext
+            error = gettext("A name cannot contain the character sequences =? or ?=.")
+            return self._page(lang, "subscribe", 400, error=error, email=raw_email, sub_name="")
         except AddressError as exc:
             return self._page(
                 lang, "subscribe", 400, error=str(exc), email=raw_email, sub_name=raw_name
             )
         try:
-            queued = await run_in_threadpool(
+            await run_in_threadpool(
                 request_subscription, self.cfg, self.store(), self.key(), email, name, lang
             )
-            if queued is not None and self.wake_sender is not None:
-                self.wake_sender()
-        except NewsletterError as exc:
-            # Logged without the address; the visitor sees the same page either way.
+        except RateLimited:
+            return self._page(lang, "too_many", 429, headers={"Retry-After": "600"})
+        except (NewsletterError, OSError, sa_exc.OperationalError) as exc:
+            # Nothing was queued: the visitor is told so, not that a link is on its way.
             log.error("could not queue a confirmation email: %s", exc)
+            return self._page(lang, "unavailable", 503, headers={"Retry-After": "300"})
+        if self.wake_sender is not None:
+            self.wake_sender()
         return self._page(lang, "check_inbox")
 
-    async def confirm(self, request: Request) -> Response:
+    async def _request(self, request: Request) -> Any:
+        """The confirmation request a link names, if its signature and nonce hold."""
+        token = request.path_params["token"]
         try:
-            subscriber_id = read_token(self.key(), CONFIRM, request.path_params["token"])
+            unverified = int(token.split(".", 1)[0])
+        except ValueError:
+            return None
+        row = await run_in_threadpool(self.store().get_confirmation, unverified)
+        if row is None:
+            return None
+        try:
+            read_token(self.keys(), _confirm_purpose(row.nonce), token)
         except TokenError:
+            return None
+        return row
+
+    async def confirm_form(self, request: Request) -> Response:
+        """The link from the mail: a page with a button. Opening it changes nothing."""
+        row = await self._request(request)
+        if row is None:
             return self._page(self._lang(request), "invalid", 400)
-        store = self.store()
-        sub = await run_in_threadpool(store.get_subscriber, id=subscriber_id)
+        return self._page(row.lang, "confirm", email=mask_address(row.email))
+
+    async def confirm(self, request: Request) -> Response:
+        row = await self._request(request)
+        lang = row.lang if row is not None else self._lang(request)
+        refused = self._refused(request, lang)
+        if refused is not None:
+            return refused
+        if row is None:
+            return self._page(lang, "invalid", 400)
+        sub = await run_in_threadpool(self.store().confirm, row.id, row.nonce)
         if sub is None:
-            return self._page(self._lang(request), "invalid", 400)
-        if sub.status == "pending":
-            await run_in_threadpool(store.set_status, sub.id, "active")
-        elif sub.status != "active":
-            # Unsubscribed or bounced since this link was sent: it must not undo that.
-            return self._page(sub.lang, "invalid", 400)
+            return self._page(lang, "invalid", 400)
+        log.info("subscriber %d confirmed", sub.id)
         return self._page(sub.lang, "confirmed")
 
     async def _unsubscriber(self, request: Request) -> tuple[str, Any]:
         try:
-            subscriber_id = read_token(self.key(), UNSUBSCRIBE, request.path_params["token"])
+            subscriber_id = read_token(self.keys(), UNSUBSCRIBE, request.path_params["token"])
         except TokenError:
             return "invalid", None
         if subscriber_id == 0:
@@ -174,12 +298,15 @@ class SubscriptionPages:
             return self._page(self._lang(request), state, 400 if state == "invalid" else 200)
         if sub.status == "unsubscribed":
             return self._page(sub.lang, "unsubscribed")
-        return self._page(sub.lang, "unsubscribe", email=sub.email)
+        return self._page(sub.lang, "unsubscribe", email=mask_address(sub.email))
 
     async def unsubscribe(self, request: Request) -> Response:
         """RFC 8058 one-click (``List-Unsubscribe=One-Click``) and the page's own button:
         200 with a page, no redirect, no cookie."""
         state, sub = await self._unsubscriber(request)
+        refused = self._refused(request, sub.lang if sub is not None else self._lang(request))
+        if refused is not None:
+            return refused
         if sub is None:
             return self._page(self._lang(request), state, 400 if state == "invalid" else 200)
         if sub.status != "unsubscribed":
@@ -191,7 +318,7 @@ class SubscriptionPages:
 
     async def _draft(self, request: Request) -> Any:
         try:
-            issue_id = read_token(self.key(), APPROVE, request.path_params["token"])
+            issue_id = read_token(self.keys(), APPROVE, request.path_params["token"])
         except TokenError:
             return None
         return await run_in_threadpool(self.store().get_issue_by_id, issue_id)
@@ -211,6 +338,9 @@ class SubscriptionPages:
     async def approve(self, request: Request) -> Response:
         row = await self._draft(request)
         lang = self.cfg.default_lang
+        refused = self._refused(request, lang)
+        if refused is not None:
+            return refused
         if row is None:
             return self._page(lang, "invalid", 400)
         try:
@@ -241,7 +371,8 @@ def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[B
         Route("/approve/{token}", pages.approve, methods=["POST"]),
         Route("/subscribe", pages.subscribe_form, methods=["GET"]),
         Route("/subscribe", pages.subscribe, methods=["POST"]),
-        Route("/confirm/{token}", pages.confirm, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm_form, methods=["GET"]),
+        Route("/confirm/{token}", pages.confirm, methods=["POST"]),
         Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
         Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
     ]

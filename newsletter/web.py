@@ -8,22 +8,27 @@ unsubscribe) belong in :func:`routes`, before the public folder's catch-all rout
 
 from __future__ import annotations
 
+import errno
 import gzip
 import hashlib
 import logging
 import os
+import re
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
 
 import anyio.to_thread
 from markupsafe import Markup
+from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config
 from .feed import ATOM_NAME, ATOM_TYPE, JSON_NAME, JSON_TYPE
@@ -275,11 +280,137 @@ def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[B
     ]
 
 
+# Content-Security-Policy by kind of response. No page has a script; styles are inline
+# (the web copies are the email's HTML, styled by attributes).
+_CSP_FORM = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_CSP_PAGE = (
+    "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_CSP_OTHER = "default-src 'none'; frame-ancestors 'none'; sandbox"
+_FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/approve/")
+_COMMON = [
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+    (b"referrer-policy", b"no-referrer"),
+]
+
+
+def _csp(path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+    content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
+    if not content_type.startswith(b"text/html"):
+        return _CSP_OTHER.encode()
+    return (_CSP_FORM if path.startswith(_FORM_PAGES) else _CSP_PAGE).encode()
+
+
+class SecurityHeaders:
+    """Adds the security headers to every response (a plain ASGI middleware: cheap)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        path = str(scope.get("path", ""))
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                present = {k.lower() for k, _ in headers}
+                headers += [(k, v) for k, v in _COMMON if k not in present]
+                if b"content-security-policy" not in present:
+                    headers.append((b"content-security-policy", _csp(path, headers)))
+                message = {**message, "headers": headers}
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+_TOKEN_PATH = re.compile(r"(/(?:confirm|unsubscribe|approve|preferences)/)[^\s?\"]+")
+
+
+class RedactTokens(logging.Filter):
+    """Access log lines show ``/confirm/…`` and ``/unsubscribe/…``, never the token: a log
+    must not hand out links that act for a subscriber."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple):
+            record.args = tuple(
+                _TOKEN_PATH.sub(r"\1…", a) if isinstance(a, str) else a for a in record.args
+            )
+        elif isinstance(record.msg, str):
+            record.msg = _TOKEN_PATH.sub(r"\1…", record.msg)
+        return True
+
+
+def redact_access_log() -> None:
+    access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, RedactTokens) for f in access.filters):
+        access.addFilter(RedactTokens())
+
+
+def _storage_failure(exc: BaseException) -> bool:
+    """A full disk or a database that cannot be written: the visitor should retry later."""
+    from .store import StoreError
+
+    if isinstance(exc, StoreError):
+        return True
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+        return True
+    text = str(exc).lower()
+    return isinstance(exc, sa_exc.OperationalError) and any(
+        word in text for word in ("full", "readonly", "read-only", "disk i/o", "locked")
+    )
+
+
+def _unavailable(cfg: Config) -> Callable[[Request, Exception], Awaitable[Response]]:
+    async def handler(request: Request, exc: Exception) -> Response:
+        if not _storage_failure(exc):
+            raise exc
+        log.error("storage failure on %s: %s", request.url.path, exc)
+        from .render import environment
+
+        html = (
+            environment(cfg.default_lang)
+            .get_template("web/page.html")
+            .render(
+                page="unavailable",
+                name=cfg.email.name,
+                site_url=cfg.site_url,
+                email="",
+                sub_name="",
+                error="",
+            )
+        )
+        return HTMLResponse(
+            html, status_code=503, headers={"Retry-After": "300", "Cache-Control": "no-store"}
+        )
+
+    return handler
+
+
 def create_app(cfg: Config, wake_sender: Callable[[], None] | None = None) -> Starlette:
     """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own.
 
     Mails the pages queue (confirmations) are sent by the process's sender thread;
     ``wake_sender`` tells it there is one."""
-    app = Starlette(routes=routes(cfg, wake_sender))
+    from .store import StoreError
+
+    redact_access_log()
+    handler = _unavailable(cfg)
+    app = Starlette(
+        routes=routes(cfg, wake_sender),
+        middleware=[Middleware(SecurityHeaders)],
+        exception_handlers={
+            sa_exc.OperationalError: handler,
+            OSError: handler,
+            StoreError: handler,
+        },
+    )
     app.state.config = cfg
     return app

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -103,3 +104,25 @@ def test_config_from_environment_variable(tmp_path: Path, seeds_dir: Path) -> No
     code, out, _ = _run("top", "--date", "2024-01-02", env={"NEWSLETTER_CONFIG": str(path)})
     assert code == 0
     assert len(out.strip().splitlines()) == 1
+
+
+def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    (tmp_path / "newsletter.db").write_bytes(b"this is not a database" * 100)
+    (tmp_path / "config.toml").write_text("")
+    for command in (["status"], ["issues"], ["subscribers", "list"]):
+        proc = subprocess.run(
+            [sys.executable, "-m", "newsletter", *command],
+            cwd=tmp_path,
+            env={**os.environ, "NEWSLETTER_SECRET_KEY": "k" * 40},
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        lines = proc.stderr.strip().splitlines()
+        assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert str(tmp_path / "newsletter.db") in lines[0]

@@ -54,7 +54,9 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
             assert confirmation["To"].addresses[0].addr_spec == READER
             link = re.search(rf"{re.escape(base)}/confirm/\S+", _text(confirmation))
             assert link is not None
-            confirmed = client.get(link.group(0).removeprefix(base))
+            page = client.get(link.group(0).removeprefix(base))
+            assert page.status_code == 200 and "<form" in page.text  # a button, not an action
+            confirmed = client.post(link.group(0).removeprefix(base))
             assert confirmed.status_code == 200
 
             feed = client.get("/feed.atom")
@@ -82,3 +84,45 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
     assert again.wait(timeout=120) == 0
     assert "weekly: nothing due" in (tmp_path / "again.log").read_text(encoding="utf-8")
     assert len(_messages(tmp_path / "outbox")) == 2
+
+
+def test_run_keeps_its_files_private_and_its_log_free_of_tokens(tmp_path: Path) -> None:
+    import stat
+
+    from newsletter.tokens import make_token
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "config.toml").write_text(
+        f'source = "{SEEDS}"\nbase_url = "{base}/"\n[web]\nport = {port}\n', encoding="utf-8"
+    )
+    service = start_newsletter(tmp_path, "run", log="run.log")
+    try:
+        wait_for_http(f"{base}/subscribe", service)
+        key = (tmp_path / ".newsletter-secret-key").read_bytes().strip()
+        token = make_token(key, "unsubscribe", 1)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            client.get(f"/unsubscribe/{token}")
+            client.get(f"/confirm/{token}")
+            client.post("/subscribe", data={"email": READER})
+            deadline = time.monotonic() + 20
+            while not _messages(tmp_path / "outbox") and time.monotonic() < deadline:
+                time.sleep(0.05)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    log = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert "/unsubscribe/…" in log and "/confirm/…" in log
+    assert token not in log and token.split(".")[-1] not in log
+    private = [
+        tmp_path / "newsletter.db",
+        tmp_path / ".newsletter-secret-key",
+        tmp_path / "outbox",
+        *(tmp_path / "outbox" / "new").iterdir(),
+    ]
+    for path in private:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode & 0o077 == 0, f"{path.name} is readable by others: {oct(mode)}"
+    # The public folder is for everyone (a web server may run as another user).
+    for path in (tmp_path / "public", tmp_path / "public" / "feed.atom"):
+        assert stat.S_IMODE(path.stat().st_mode) & 0o004, path

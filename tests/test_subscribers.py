@@ -117,3 +117,27 @@ def test_names_with_control_characters_are_refused() -> None:
         with pytest.raises(AddressError):
             check_name(bad)
     assert check_name(" 김독자 ") == "김독자"
+
+
+def test_a_name_with_encoded_words_is_refused_from_the_command_line(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    config = tmp_path / "config.toml"
+    config.write_text("")
+    result = CliRunner().invoke(
+        main,
+        [
+            "subscribers",
+            "add",
+            "v@example.org",
+            "--name",
+            "=?utf-8?q?=0D=0ABcc:_x@evil.example?=",
+            "--config",
+            str(config),
+        ],
+        env={"NEWSLETTER_SECRET_KEY": "k" * 40},
+    )
+    assert result.exit_code == 1
+    assert "=? or ?=" in result.output

@@ -18,7 +18,7 @@ from newsletter.store import Store, open_store
 from newsletter.tokens import make_token
 from newsletter.web import create_app
 
-KEY = b"web-test-key"
+KEY = b"web-test-key-of-at-least-32-bytes-long"
 
 
 @pytest.fixture
@@ -61,14 +61,22 @@ def test_subscribe_then_confirm_activates(web: tuple[Config, Store, httpx.Client
     assert "set-cookie" not in response.headers
     sub = store.get_subscriber(email="new@example.org")
     assert sub is not None and sub.status == "pending"
+    assert sub.name == ""  # the form's name applies only once the address confirms
     (mail,) = _outbox(cfg)
     assert mail["To"] == "김독자 <New@example.org>"
     assert mail["Subject"].startswith("구독을 확인해 주세요")
     link = re.search(r"https?://\S+/confirm/(\S+)", mail.get_content())
     assert link is not None
-    confirmed = client.get(f"/confirm/{link.group(1)}")
+    page = client.get(f"/confirm/{link.group(1)}")
+    assert page.status_code == 200 and "구독 확인하기" in page.text
+    assert "N***@example.org" in page.text
+    assert client.head(f"/confirm/{link.group(1)}").status_code == 200
+    assert store.get_subscriber(email="new@example.org").status == "pending"  # a look only
+    confirmed = client.post(f"/confirm/{link.group(1)}")
     assert confirmed.status_code == 200 and "구독이 확인되었습니다" in confirmed.text
-    assert store.get_subscriber(email="new@example.org").status == "active"
+    sub = store.get_subscriber(email="new@example.org")
+    assert (sub.status, sub.name, sub.lang) == ("active", "김독자", "ko")
+    assert client.post(f"/confirm/{link.group(1)}").status_code == 400  # single use
 
 
 def test_subscribe_answers_the_same_for_known_and_unknown(
@@ -99,7 +107,8 @@ def test_one_click_unsubscribe_rfc8058(web: tuple[Config, Store, httpx.Client]) 
     token = make_token(KEY, "unsubscribe", sub.id)
     page = client.get(f"/unsubscribe/{token}")
     assert page.status_code == 200
-    assert "reader@example.org" in page.text and 'lang="en"' in page.text
+    assert "r***@example.org" in page.text and 'lang="en"' in page.text
+    assert "reader@example.org" not in page.text
     assert store.get_subscriber(id=sub.id).status == "active"  # GET changes nothing
     response = client.post(
         f"/unsubscribe/{token}",
@@ -166,27 +175,57 @@ def test_subscribing_a_known_address_changes_nothing_about_it(
 
 
 def _confirm_link(cfg: Config) -> str:
-    mail = _outbox(cfg)[-1]
-    link = re.search(r"https?://\S+(/confirm/\S+)", mail.get_content())
+    """The link of the newest confirmation mail (as sent: the outbox holds it too)."""
+    _outbox(cfg)
+    store = open_store(cfg.database_url, cfg.base_dir)
+    newest = store.mails("confirm")[-1]
+    store.close()
+    mail = message_from_bytes(newest.data, policy=policy.default)
+    link = re.search(r"https?://\S+(/confirm/\S+)", mail.get_content())  # type: ignore[attr-defined]
     assert link is not None
     return link.group(1)
 
 
-def test_an_old_confirmation_link_cannot_undo_an_unsubscribe(
-    web: tuple[Config, Store, httpx.Client],
+def _let_time_pass(store: Store) -> None:
+    """Age the queued mails by a day, so that the per-address limits allow another."""
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from newsletter.store import outbound
+
+    with store.engine.begin() as conn:
+        for row in conn.execute(sa.select(outbound.c.id, outbound.c.created_at)).all():
+            conn.execute(
+                outbound.update()
+                .where(outbound.c.id == row.id)
+                .values(created_at=row.created_at - dt.timedelta(days=1))
+            )
+
+
+@pytest.mark.parametrize("leaving", ["unsubscribed", "bounced"])
+def test_an_old_confirmation_link_cannot_undo_an_unsubscribe_or_a_bounce(
+    web: tuple[Config, Store, httpx.Client], leaving: str
 ) -> None:
     cfg, store, client = web
     client.post("/subscribe", data={"email": "r@example.org", "lang": "ko"})
-    old_link = _confirm_link(cfg)
-    assert client.get(old_link).status_code == 200
+    first = _confirm_link(cfg)
+    _let_time_pass(store)
+    client.post("/subscribe", data={"email": "r@example.org", "lang": "en"})
+    second = _confirm_link(cfg)
+    assert client.post(first).status_code == 400  # replaced by the newer request
+    assert client.post(second).status_code == 200
     sub = store.get_subscriber(email="r@example.org")
-    store.set_status(sub.id, "unsubscribed")
-    assert client.get(old_link).status_code == 400
-    assert store.get_subscriber(id=sub.id).status == "unsubscribed"
-    # Asking again is the way back: a new link, then active.
+    assert (sub.status, sub.lang) == ("active", "en")
+    store.set_status(sub.id, leaving)
+    assert client.post(second).status_code == 400
+    assert client.get(second).status_code == 400
+    # Someone submits the address again: it stays as it was until the new link is used.
+    _let_time_pass(store)
     client.post("/subscribe", data={"email": "r@example.org", "lang": "ko"})
-    assert store.get_subscriber(id=sub.id).status == "pending"
-    assert client.get(_confirm_link(cfg)).status_code == 200
+    assert store.get_subscriber(id=sub.id).status == leaving
+    assert client.post(second).status_code == 400
+    assert client.post(_confirm_link(cfg)).status_code == 200
     assert store.get_subscriber(id=sub.id).status == "active"
 
 
@@ -292,4 +331,159 @@ def test_the_form_queues_the_confirmation_and_never_sends_in_the_request(
     assert handler.counts() == {"later@example.org": 1}
     (mail,) = store.mails("confirm")
     assert mail.status == "sent"
+    store.close()
+
+
+# --- abuse: header injection, floods, cross-site posts, enumeration ------------------------------
+
+INJECTION = "=?utf-8?q?=0D=0AReply-To:_boss@evil.example=0D=0A=0D=0APhishing_text?="
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        INJECTION,
+        "=?UTF-8?Q?=0D=0AReply-To:_x@evil.example?=",  # mixed case
+        "=?utf-8?b?DQpSZXBseS1UbzogeEBldmlsLmV4YW1wbGU=?=",  # B encoding
+        "Kim =?utf-8?q?=0D=0ABcc:_all@evil.example?= Lee",  # inside a longer name
+        "=?utf-8?q?a?= =?utf-8?q?=0D=0AX:_y?=",  # two words, to be folded
+        "trailing ?= only",
+    ],
+)
+def test_encoded_words_in_a_name_are_refused_in_the_pages_language(
+    web: tuple[Config, Store, httpx.Client], name: str
+) -> None:
+    _cfg, store, client = web
+    response = client.post(
+        "/subscribe", data={"email": "victim@example.org", "name": name, "lang": "ko"}
+    )
+    assert response.status_code == 400
+    assert "이름에는 =? 또는 ?= 문자열을 쓸 수 없습니다" in response.text
+    assert store.count_subscribers() == {} and store.mails() == []
+
+
+def test_no_name_can_add_a_header_to_the_confirmation(cfg: Config) -> None:
+    """Below the form's check: the To header is built without the email package's folding,
+    and a name that looks like encoded words is itself encoded."""
+    from newsletter.message import confirmation_message
+
+    for name in (INJECTION, INJECTION.upper(), "=?x?=", "a\u00a0=?utf-8?b?QQ==?="):
+        data = confirmation_message(
+            cfg, lang="ko", to_address="v@example.org", to_name=name, confirm_url="https://x/c"
+        ).data
+        head = data.split(b"\r\n\r\n", 1)[0]
+        assert b"Reply-To" not in head and b"Bcc" not in head
+        mail = message_from_bytes(data, policy=policy.default)
+        # Read back as typed (CPython's parser puts a space between adjacent encoded words).
+        assert mail["To"].addresses[0].display_name.replace(" ", "") == name.replace(" ", "")
+        assert mail["To"].addresses[0].addr_spec == "v@example.org"
+        assert len(mail.get_all("Subject")) == 1
+
+
+def test_one_confirmation_mail_per_address_per_ten_minutes_and_three_a_day(
+    web: tuple[Config, Store, httpx.Client],
+) -> None:
+    _cfg, store, client = web
+    assert client.post("/subscribe", data={"email": "x@example.org"}).status_code == 200
+    again = client.post("/subscribe", data={"email": "X@example.org", "lang": "ko"})
+    assert again.status_code == 429 and "요청이 너무 많습니다" in again.text
+    assert again.headers["retry-after"] == "600"
+    english = client.post("/subscribe", data={"email": "x@example.org", "lang": "en"})
+    assert english.status_code == 429 and "Too many requests" in english.text
+    assert len(store.mails("confirm")) == 1
+    for _ in range(2):
+        _let_time_pass_minutes(store, 11)
+        assert client.post("/subscribe", data={"email": "x@example.org"}).status_code == 200
+    _let_time_pass_minutes(store, 11)
+    assert client.post("/subscribe", data={"email": "x@example.org"}).status_code == 429
+    assert len(store.mails("confirm")) == 3  # three within a day, no more
+
+
+def _let_time_pass_minutes(store: Store, minutes: int) -> None:
+    import datetime as dt
+
+    import sqlalchemy as sa
+
+    from newsletter.store import outbound
+
+    with store.engine.begin() as conn:
+        for row in conn.execute(sa.select(outbound.c.id, outbound.c.created_at)).all():
+            conn.execute(
+                outbound.update()
+                .where(outbound.c.id == row.id)
+                .values(created_at=row.created_at - dt.timedelta(minutes=minutes))
+            )
+
+
+def test_a_client_may_post_the_form_only_so_often(
+    cfg: Config, live_server: Callable[[Any], str]
+) -> None:
+    import dataclasses
+
+    cfg = cfg.replace(
+        secret_key=KEY.decode(), web=dataclasses.replace(cfg.web, subscribe_per_minute=5)
+    )
+    with httpx.Client(base_url=live_server(create_app(cfg))) as client:
+        codes = [
+            client.post("/subscribe", data={"email": f"a{i}@example.org"}).status_code
+            for i in range(8)
+        ]
+    assert codes == [200] * 5 + [429] * 3
+
+
+@pytest.mark.parametrize(
+    ("headers", "allowed"),
+    [
+        ({"Origin": "https://evil.example"}, False),
+        ({"Origin": "null"}, False),
+        ({"Referer": "https://evil.example/page"}, False),
+        ({"Origin": "http://127.0.0.1:8000"}, True),  # base_url's origin
+        ({}, True),  # no browser: nothing to forge
+    ],
+)
+def test_form_posts_from_another_site_are_refused(
+    web: tuple[Config, Store, httpx.Client], headers: dict[str, str], allowed: bool
+) -> None:
+    _cfg, store, client = web
+    sub, _ = store.add_subscriber("reader@example.org")
+    response = client.post("/subscribe", data={"email": "new@example.org"}, headers=headers)
+    unsubscribe = client.post(
+        f"/unsubscribe/{make_token(KEY, 'unsubscribe', sub.id)}", headers=headers
+    )
+    if allowed:
+        assert response.status_code == unsubscribe.status_code == 200
+        assert store.get_subscriber(id=sub.id).status == "unsubscribed"
+    else:
+        assert response.status_code == unsubscribe.status_code == 403
+        assert store.mails() == [] and store.get_subscriber(id=sub.id).status == "active"
+
+
+def test_the_form_does_the_same_work_for_known_and_unknown_addresses(cfg: Config) -> None:
+    """The same SQL statements, in the same order, whether the address is active, pending,
+    unsubscribed or unknown: the response time cannot tell them apart."""
+    import sqlalchemy as sa
+
+    from newsletter.subscription import request_subscription
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    store.add_subscriber("active@example.org")
+    store.add_subscriber("left@example.org", status="unsubscribed")
+    store.add_subscriber("waiting@example.org", status="pending")
+    seen: list[str] = []
+
+    def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        seen.append(re.sub(r"\s+", " ", statement))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    shapes = []
+    try:
+        for address in ("active@", "left@", "waiting@", "nobody@"):
+            seen.clear()
+            request_subscription(cfg, store, KEY, address + "example.org", "이름", "ko")
+            shapes.append(list(seen))
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    assert len(shapes[0]) >= 5
+    assert shapes[0] == shapes[1] == shapes[2] == shapes[3]
+    assert len(store.mails("confirm")) == 4
     store.close()

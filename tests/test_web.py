@@ -50,7 +50,7 @@ def built(site: Site, seeds_archive: Archive) -> Site:
 def test_feed_not_built_yet_is_a_clear_503(site: Site) -> None:
     for name in (ATOM_NAME, JSON_NAME):
         response = site.get("/" + name)
-        assert response.status_code == 503
+        assert response.status_code == 503, response.text[-600:]
         assert response.headers["content-type"] == "text/html; charset=utf-8"
         assert "newsletter feed" in response.text
         assert response.headers["retry-after"] == "300"
@@ -231,3 +231,94 @@ def test_serve_command_runs_the_app(tmp_path: Path, seeds_archive: Archive) -> N
         process.wait(timeout=10)
         if process.stderr:
             process.stderr.close()
+
+
+# --- security ---------------------------------------------------------------------------------
+
+
+def test_every_response_carries_the_security_headers(built: Site) -> None:
+    from newsletter.render import build_issue, publish_issue
+    from newsletter.select import IsoWeek
+    from newsletter.sources import load_local_archive
+
+    archive = load_local_archive(built.cfg)
+    publish_issue(built.cfg, build_issue(built.cfg, archive, IsoWeek(2024, 31)))
+    pages = {
+        "/feed.atom": "other",
+        "/feed.json": "other",
+        "/": "page",
+        "/issues/2024-W31.html": "page",
+        "/subscribe": "form",
+        "/unsubscribe/1.bad": "form",
+        "/no/such/page": "page",
+    }
+    for path, kind in pages.items():
+        response = built.get(path)
+        headers = response.headers
+        assert headers["x-content-type-options"] == "nosniff", path
+        assert headers["referrer-policy"] == "no-referrer", path
+        assert headers["x-frame-options"] == "DENY", path
+        csp = headers["content-security-policy"]
+        assert "frame-ancestors 'none'" in csp and "default-src 'none'" in csp, path
+        assert "script" not in csp, path  # no script may run anywhere
+        if kind == "other":
+            assert "sandbox" in csp, path
+        else:
+            assert "form-action 'self'" in csp, path
+        if kind == "form":
+            assert "img-src 'self' data:" in csp, path  # no third-party images on forms
+        assert "<script" not in response.text.lower(), path
+
+
+def test_the_listening_socket_of_run_answers_keep_alive_without_delay() -> None:
+    """Nagle's algorithm held every answer after the first on a keep-alive connection for
+    ~40 ms: accepted sockets must inherit TCP_NODELAY from the listening one."""
+    from newsletter.service import _listen
+
+    listener = _listen("127.0.0.1", 0)
+    try:
+        assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+        with socket.create_connection(listener.getsockname()):
+            accepted, _ = listener.accept()
+            with accepted:
+                assert accepted.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
+    finally:
+        listener.close()
+
+
+def test_a_full_disk_answers_a_friendly_503(
+    cfg: Config, live_server: Callable[[Any], str], tmp_path: Path
+) -> None:
+    from conftest import need_service
+
+    from newsletter.store import open_store
+
+    disk = tmp_path / "small-disk"
+    disk.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(disk)], capture_output=True
+    )
+    if mounted.returncode != 0:
+        need_service("a tmpfs mount", mounted.stderr.decode(errors="replace").strip())
+    try:
+        cfg = cfg.replace(database_url=f"sqlite:///{disk / 'newsletter.db'}", secret_key="k" * 40)
+        open_store(cfg.database_url, cfg.base_dir).close()
+        with (disk / "filler").open("wb") as fh:  # fill what is left
+            try:
+                while True:
+                    fh.write(b"\0" * 65536)
+                    fh.flush()
+            except OSError:
+                pass
+        with httpx.Client(base_url=live_server(create_app(cfg))) as client:
+            response = (
+                client.post("/subscribe", data={"email": f"x{i}@example.org"})
+                if (i := 0) == 0
+                else None
+            )
+        assert response is not None
+        assert response.status_code == 503, response.text[-600:]
+        assert response.headers["retry-after"] == "300"
+        assert "잃어버린 것은 없으니" in response.text
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
