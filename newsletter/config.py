@@ -114,6 +114,7 @@ class Config:
     top_n_daily: int = 10
     top_n_weekly: int = 10
     public_dir: Path = Path("public")
+    cache_dir: Path = Path("cache")
     feed_days: int = 30
     feed_time: str = "09:00"
     database_url: str = "sqlite:///newsletter.db"
@@ -147,6 +148,11 @@ class Config:
     @property
     def public_path(self) -> Path:
         return self.resolve(self.public_dir)
+
+    @property
+    def cache_path(self) -> Path:
+        """Parsed digests and the record of rendered pages; safe to delete at any time."""
+        return self.resolve(self.cache_dir)
 
     @property
     def outbox_path(self) -> Path:
