@@ -36,12 +36,23 @@ from typing import Any
 
 import orjson
 
+from .config import Config
 from .digest import DigestError, digest_files, merge_digests, parse_bytes
 from .models import Archive, Digest, Media, Paper, Problem, Section
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FORMAT", "Catalog", "FileEntry", "read_checked", "scan_folder", "write_checked"]
+__all__ = [
+    "FORMAT",
+    "Catalog",
+    "FileEntry",
+    "archive_folders",
+    "catalog",
+    "local_catalog",
+    "read_checked",
+    "scan_folder",
+    "write_checked",
+]
 
 # Bump when the parser's output or this layout changes: older cache files are then rebuilt.
 FORMAT = 1
@@ -385,8 +396,14 @@ class Catalog:
         ]
         return Archive(tuple(merge_digests(digests)), self.problems)
 
-    def _parsed(self, entry: FileEntry) -> list[Digest]:
-        store = _Store(self.cache_dir)
+    @property
+    def store(self) -> _Store:
+        return _Store(self.cache_dir)
+
+    def parsed(self, entry: FileEntry) -> list[Digest]:
+        """What the parser made of ``entry``'s file, from the cache (parsed again when the
+        cached copy is gone or damaged)."""
+        store = self.store
         digests = store.load_parsed(entry)
         if digests is None:
             # The parsed copy is gone or damaged: parse the file again (and keep it).
@@ -409,7 +426,7 @@ class Catalog:
         entries = self.entries if days is None else self.files_for(days)
         for entry in entries:
             if entry.days:
-                yield self._parsed(entry)
+                yield self.parsed(entry)
 
     def load(self, days: Iterable[dt.date] | None = None) -> Archive:
         """The full digests of ``days`` (every day when None), merged by date."""
@@ -454,3 +471,22 @@ def catalog(cache_dir: Path, folders: Iterable[Path]) -> Catalog:
         parsed += stats.parsed
         removed += stats.removed
     return Catalog(cache_dir, entries, ScanStats(files, hashed, parsed, removed))
+
+
+def archive_folders(cfg: Config) -> list[Path]:
+    """The folders digests are read from: the source folder (unless the source is a URL)
+    and the stored archive."""
+    folders: list[Path] = []
+    if not cfg.source_is_url:
+        folders.append(cfg.source_path)
+    archive_dir = cfg.archive_path
+    if archive_dir.is_dir() and (
+        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
+    ):
+        folders.append(archive_dir)
+    return folders
+
+
+def local_catalog(cfg: Config) -> Catalog:
+    """What the parse cache knows of every digest we hold, new and changed files parsed."""
+    return catalog(cfg.cache_path, archive_folders(cfg))

@@ -24,7 +24,7 @@ from typing import Literal
 
 import httpx
 
-from .cache import Catalog, catalog
+from .cache import Catalog, archive_folders, local_catalog
 from .config import Config
 from .digest import DigestError, parse_bytes
 from .feed import write_if_changed
@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FetchOptions",
     "IngestResult",
+    "archive_folders",
     "digest_url",
     "fetch_digest",
     "ingest_day",
@@ -81,25 +82,6 @@ def digest_url(template: str, day: dt.date) -> str:
 def rejected_path(cfg: Config) -> Path:
     """Unreadable bodies go here, beside (never inside) the archive folder."""
     return cfg.archive_path.parent / "rejected"
-
-
-def archive_folders(cfg: Config) -> list[Path]:
-    """The folders digests are read from: the source folder (unless the source is a URL)
-    and the stored archive."""
-    folders: list[Path] = []
-    if not cfg.source_is_url:
-        folders.append(cfg.source_path)
-    archive_dir = cfg.archive_path
-    if archive_dir.is_dir() and (
-        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
-    ):
-        folders.append(archive_dir)
-    return folders
-
-
-def local_catalog(cfg: Config) -> Catalog:
-    """What the parse cache knows of every digest we hold, new and changed files parsed."""
-    return catalog(cfg.cache_path, archive_folders(cfg))
 
 
 def load_local_archive(cfg: Config) -> Archive:
