@@ -9,7 +9,7 @@ of the rest: a file that fails the check (truncated, edited, written by another 
 ignored and rebuilt, never trusted.
 
 A file whose stat matches its entry is taken as unchanged without reading it, unless its
-mtime or ctime falls within :data:`RACY_NS` of the scan that recorded it: a file rewritten in
+mtime falls within :data:`RACY_NS` of the scan that recorded it: a file rewritten in
 the same timestamp tick as that scan could show the same stat with other content, so such
 a file is hashed again (as git does with its index). Any other write changes the ctime,
 which no program can set, so a file replaced with the same size and mtime is hashed again
@@ -269,6 +269,7 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
             log.warning("cache index %s does not match this version: rebuilding it", index_path)
             known = {}
     started_ns = time.time_ns()
+    by_sha = {e.sha256: e for e in known.values()}
     entries: list[FileEntry] = []
     hashed = parsed = 0
     changed = False
@@ -287,7 +288,7 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
                 continue
             old = known.get(name)
             key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            racy = old is not None and max(old.mtime_ns, old.ctime_ns) >= scanned_ns - RACY_NS
+            racy = old is not None and old.mtime_ns >= scanned_ns - RACY_NS
             if old is not None and old.stat_key() == key and not racy:
                 entries.append(old)
                 continue
@@ -299,8 +300,10 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
                 continue
             hashed += 1
             sha = hashlib.sha256(data).hexdigest()
-            if old is not None and old.sha256 == sha and store.parsed_path(sha).exists():
-                # Same content: only the stat moved (a touch, a copy, a same-tick rewrite).
+            same = old if old is not None and old.sha256 == sha else by_sha.get(sha)
+            if same is not None and store.parsed_path(sha).exists():
+                # Same content: only the stat moved (a touch, a copy, a same-tick rewrite),
+                # or the file was renamed.
                 entry = FileEntry(
                     name,
                     st.st_size,
@@ -308,8 +311,8 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
                     st.st_ctime_ns,
                     st.st_ino,
                     sha,
-                    old.problems,
-                    old.days,
+                    tuple(Problem(name, p.line, p.message) for p in same.problems),
+                    same.days,
                 )
             else:
                 parsed += 1
