@@ -30,7 +30,7 @@ import os
 import tempfile
 import time
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -368,6 +368,7 @@ class Catalog:
     cache_dir: Path
     entries: list[FileEntry]
     stats: ScanStats
+    _by_date: dict[dt.date, list[int]] | None = field(default=None, repr=False)
 
     @property
     def problems(self) -> tuple[Problem, ...]:
@@ -386,8 +387,15 @@ class Catalog:
         return len(ids)
 
     def files_for(self, days: Iterable[dt.date]) -> list[FileEntry]:
-        wanted = set(days)
-        return [e for e in self.entries if any(day in wanted for day, _ in e.days)]
+        """The files holding any of ``days``, in scan order."""
+        by_date = self._by_date
+        if by_date is None:
+            by_date = self._by_date = {}
+            for index, entry in enumerate(self.entries):
+                for day, _ in entry.days:
+                    by_date.setdefault(day, []).append(index)
+        found = sorted({i for day in set(days) for i in by_date.get(day, ())})
+        return [self.entries[i] for i in found]
 
     def outline(self) -> Archive:
         """The archive with each paper reduced to its id and votes: enough to rank and to

@@ -17,6 +17,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import Protocol
 
 from .cache import Catalog, read_checked, write_checked
 from .config import Config
@@ -170,10 +171,15 @@ def _week_days(week: IsoWeek) -> list[dt.date]:
 
 
 def publish_weeks(
-    cfg: Config, catalog: Catalog, today: dt.date, manifest: Manifest | None = None
+    cfg: Config,
+    catalog: Catalog,
+    today: dt.date,
+    manifest: Manifest | None = None,
+    stop: Stop | None = None,
 ) -> list[Path]:
     """The web copy of every finished week whose inputs changed (or whose page is gone),
-    and ``index.html`` when the list of pages or its inputs changed."""
+    and ``index.html`` when the list of pages or its inputs changed. A set ``stop`` ends
+    a long build between two weeks; what is done stays recorded."""
     own = manifest is None
     manifest = manifest or Manifest.load(cfg)
     common = page_inputs(cfg)
@@ -181,6 +187,9 @@ def publish_weeks(
     rendered: list[Path] = []
     published: list[str] = []
     for week in weeks:
+        if stop is not None and stop.is_set():
+            log.info("stopped writing web copies; the next start carries on")
+            break
         if week.sunday >= today:
             continue
         days = _week_days(week)
@@ -208,6 +217,10 @@ def publish_weeks(
     if rendered:
         log.info("rendered %d web copies of %d weeks", len(rendered), len(published))
     return rendered
+
+
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
 
 
 def refresh_site(cfg: Config, catalog: Catalog, today: dt.date) -> None:

@@ -443,7 +443,12 @@ async def start_up(ctx: JobContext, catalog: Catalog) -> None:
     now = ctx.clock()
     try:
         await asyncio.to_thread(
-            outputs.publish_weeks, ctx.cfg, catalog, now.astimezone(ctx.cfg.tz).date()
+            outputs.publish_weeks,
+            ctx.cfg,
+            catalog,
+            now.astimezone(ctx.cfg.tz).date(),
+            None,
+            ctx.stop,
         )
     except Exception:
         log.exception("writing the web copies failed; the daily job tries again")
