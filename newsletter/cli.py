@@ -20,7 +20,7 @@ import click
 from .config import Config, load_config
 from .errors import NewsletterError
 from .files import PRIVATE_UMASK
-from .models import Archive, Pick
+from .models import Archive, Pick, Problem
 from .select import IsoWeek, top_daily, top_weekly
 from .tokens import check_keys
 
@@ -94,11 +94,15 @@ def _archive(cfg: Config, strict: bool) -> Archive:
 
     # The source folder and the digests stored from a URL source (archive_dir).
     archive = load_local_archive(cfg)
-    for problem in archive.problems:
-        click.echo(f"error: {problem}", err=True)
-    if strict and archive.problems:
-        raise _Fail(f"{len(archive.problems)} problem(s) in the archive (--strict)")
+    _report(archive.problems, strict)
     return archive
+
+
+def _report(problems: tuple[Problem, ...], strict: bool) -> None:
+    for problem in problems:
+        click.echo(f"error: {problem}", err=True)
+    if strict and problems:
+        raise _Fail(f"{len(problems)} problem(s) in the archive (--strict)")
 
 
 _strict = click.option(
@@ -139,10 +143,16 @@ def digests(cfg: Config, strict: bool, as_json: bool) -> None:
     Example:
       newsletter digests --source seeds/ --json > archive.json
     """
-    archive = _archive(cfg, strict)
     if as_json:
-        _dump(archive.to_json())
+        # Not through .sources: its HTTP client and the feed writer are slow imports.
+        from .cache import local_catalog
+        from .export import write_archive_json
+
+        catalog = local_catalog(cfg)
+        _report(catalog.problems, strict)
+        write_archive_json(catalog, sys.stdout.buffer)
         return
+    archive = _archive(cfg, strict)
     for digest in archive.digests:
         best = top_daily(digest, 1)
         top = f"{_votes(best[0].votes):>4}  {_clip(best[0].paper.title, 60)}" if best else ""

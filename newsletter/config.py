@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import logging
 import os
 import re
 import tomllib
@@ -23,7 +24,9 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
 
-__all__ = ["Config", "ConfigError", "load_config"]
+log = logging.getLogger(__name__)
+
+__all__ = ["RENAMED", "Config", "ConfigError", "load_config"]
 
 ENV_PREFIX = "NEWSLETTER_"
 CONFIG_ENV = "NEWSLETTER_CONFIG"
@@ -116,6 +119,7 @@ class Config:
     top_n_daily: int = 10
     top_n_weekly: int = 10
     public_dir: Path = Path("public")
+    cache_dir: Path = Path("cache")
     feed_days: int = 30
     feed_time: str = "09:00"
     database_url: str = "sqlite:///newsletter.db"
@@ -151,6 +155,11 @@ class Config:
         return self.resolve(self.public_dir)
 
     @property
+    def cache_path(self) -> Path:
+        """Parsed digests and the record of rendered pages; safe to delete at any time."""
+        return self.resolve(self.cache_dir)
+
+    @property
     def outbox_path(self) -> Path:
         return self.resolve(self.outbox_dir)
 
@@ -173,6 +182,36 @@ class Config:
 
     def replace(self, **changes: Any) -> Config:
         return dataclasses.replace(self, **changes)
+
+
+# Settings that changed name: old dotted key -> new dotted key. An old config.toml (or
+# environment variable, or flag) keeps working, with a warning naming the new key; giving
+# both is an error, as the file would say two things. Entries stay for at least a release.
+RENAMED: dict[str, str] = {}
+
+
+def _renamed(data: Mapping[str, Any], where: str, renames: Mapping[str, str]) -> dict[str, Any]:
+    """``data`` with every old key moved to its new name (tables included)."""
+    if not renames:
+        return dict(data)
+    out: dict[str, Any] = {
+        k: dict(v) if k in _SECTIONS and isinstance(v, Mapping) else v for k, v in data.items()
+    }
+    for old, new in renames.items():
+        old_section, _, old_key = old.rpartition(".")
+        source = out.get(old_section) if old_section else out
+        if not isinstance(source, dict) or old_key not in source:
+            continue
+        value = source.pop(old_key)
+        new_section, _, new_key = new.rpartition(".")
+        target = out.setdefault(new_section, {}) if new_section else out
+        if not isinstance(target, dict):
+            raise ConfigError(f"{where}: [{new_section}] must be a table")
+        if new_key in target:
+            raise ConfigError(f"{where}: {old} is the old name of {new}; give only {new}")
+        log.warning("%s: %s is now called %s; please rename it", where, old, new)
+        target[new_key] = value
+    return out
 
 
 _SECTIONS: dict[str, type] = {
@@ -242,9 +281,10 @@ def _apply(
     where: str,
     from_env: bool,
     origins: dict[str, str],
+    renames: Mapping[str, str] = RENAMED,
 ) -> None:
     top_hints = _hints(Config)
-    for key, value in data.items():
+    for key, value in _renamed(data, where, renames).items():
         if key in SECRET_KEYS:
             raise ConfigError(
                 f"{where}: {key} is a secret and is read only from the environment "
@@ -278,7 +318,9 @@ def _apply(
             raise ConfigError(f"{where}: {exc}") from None
 
 
-def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
+def _env_overrides(
+    env: Mapping[str, str], renames: Mapping[str, str] = RENAMED
+) -> list[tuple[str, dict[str, Any]]]:
     found: list[tuple[str, dict[str, Any]]] = []
     top_hints = _hints(Config)
     for name in sorted(env):
@@ -296,7 +338,7 @@ def _env_overrides(env: Mapping[str, str]) -> list[tuple[str, dict[str, Any]]]:
             elif section in top_hints:
                 raise ConfigError(f"{name}: {section} is not a table")
             # Other NEWSLETTER_* variables belong to other tools (tests, CI); leave them.
-        elif rest in top_hints and rest not in _NOT_KEYS and rest not in _SECTIONS:
+        elif (rest in top_hints or rest in renames) and rest not in _NOT_KEYS | _SECTIONS.keys():
             found.append((name, {rest: env[name]}))
     return found
 
@@ -399,10 +441,12 @@ def load_config(
     *,
     env: Mapping[str, str] | None = None,
     overrides: Mapping[str, Any] | None = None,
+    renames: Mapping[str, str] = RENAMED,
 ) -> Config:
     """Build the settings object: defaults, then ``path`` (or ``$NEWSLETTER_CONFIG``, or
     ``./config.toml`` when present), then environment variables, then ``overrides``
-    (dotted keys such as ``"smtp.host"``, from command-line flags)."""
+    (dotted keys such as ``"smtp.host"``, from command-line flags). Old names in
+    ``renames`` (:data:`RENAMED`) are accepted with a warning."""
     env = os.environ if env is None else env
     explicit = path is not None or bool(env.get(CONFIG_ENV))
     if path is None:
@@ -423,10 +467,10 @@ def load_config(
             raise ConfigError(f"{path}: not UTF-8; save the settings file as UTF-8") from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError(f"{path}: not valid TOML: {exc}") from None
-        _apply(values, data, where, False, origins)
+        _apply(values, data, where, False, origins, renames)
         base_dir = path.resolve().parent
-    for name, data in _env_overrides(env):
-        _apply(values, data, name, True, origins)
+    for name, data in _env_overrides(env, renames):
+        _apply(values, data, name, True, origins, renames)
     if overrides:
         nested: dict[str, Any] = {}
         for key, value in overrides.items():
@@ -437,7 +481,7 @@ def load_config(
                 nested.setdefault(section, {})[sub] = value
             else:
                 nested[sub] = value
-        _apply(values, nested, "command line", True, origins)
+        _apply(values, nested, "command line", True, origins, renames)
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
     smtp_password = env.get(SMTP_PASSWORD_ENV, "")
     if smtp_password:

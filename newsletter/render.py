@@ -12,9 +12,7 @@ import datetime as dt
 import functools
 import html
 import logging
-import os
 import secrets
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from gettext import NullTranslations
@@ -29,7 +27,8 @@ from babel.support import Translations
 
 from .config import LANGS, Config
 from .errors import NewsletterError
-from .files import PUBLIC_FILE, public_folder
+from .feed import write_if_changed
+from .files import public_folder
 from .models import Archive, Pick, Section
 from .select import IsoWeek, top_weekly
 
@@ -324,32 +323,28 @@ def render_issue(
 # -- the web copy ---------------------------------------------------------------------------
 
 
-def _write_atomic(path: Path, data: str) -> None:
+def _write_atomic(path: Path, data: str) -> bool:
+    """Write ``path`` unless it already holds ``data``: an unchanged page keeps its mtime,
+    so its ETag and Last-Modified hold."""
     public_folder(path.parent)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, PUBLIC_FILE)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    return write_if_changed(path, data.encode("utf-8"))
 
 
-def publish_issue(cfg: Config, issue: Issue, langs: Iterable[str] = LANGS) -> list[Path]:
-    """Write the issue's web copies (no personal data) under ``public/issues/`` and
-    refresh ``public/index.html``. Returns the paths written, the index last."""
+def publish_issue(
+    cfg: Config, issue: Issue, langs: Iterable[str] = LANGS, *, index: bool = True
+) -> list[Path]:
+    """Write the issue's web copies (no personal data) under ``public/issues/`` and, unless
+    ``index`` is false, refresh ``public/index.html``. Returns the paths, the index last;
+    a page whose bytes would not change is left untouched."""
     written = []
     for lang in langs:
         rendered = render_issue(cfg, issue, lang, web=True)
         path = cfg.public_path / "issues" / web_copy_name(issue.week, lang, cfg.default_lang)
-        _write_atomic(path, rendered.html)
-        log.info("wrote %s", path)
+        if _write_atomic(path, rendered.html):
+            log.info("wrote %s", path)
         written.append(path)
-    written.append(write_index(cfg))
+    if index:
+        written.append(write_index(cfg))
     return written
 
 

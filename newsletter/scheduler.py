@@ -17,18 +17,21 @@ fire time is never run twice, whichever process gets there first.
 
 APScheduler 3.11 is the timer in ``newsletter run``; its traps are avoided on purpose:
 day names rather than numbers, an explicit time zone on every trigger, hours of
-``misfire_grace_time`` with ``coalesce`` and ``max_instances=1``, jobs persisted in the
-same database and added only when missing (``replace_existing`` at start-up would drop a
-run missed during downtime), and one scheduler per database, held by a lock.
+``misfire_grace_time`` with ``coalesce`` and ``max_instances=1``, and one scheduler per
+database, held by a lock. Its jobs live in memory only: ``job_runs`` is the one record of
+what ran. A run missed while the service was down is computed at start from the triggers
+and ``job_runs`` (:func:`run_due`), and a daily retry from the run's ``waiting`` row and
+its ``next_try_at`` (:func:`restore_retries`). A persistent job store would be a second,
+pickled record of the same thing, outside the migrations, that two processes could read
+differently.
 
-Stored jobs name module-level coroutines (``newsletter.scheduler:daily_job``) and carry
-no arguments. What a job needs (the settings with their environment and command-line
+Jobs name module-level coroutines (``newsletter.scheduler:daily_job``) and carry no
+arguments. What a job needs (the settings with their environment and command-line
 overrides, the open store, the stop event set by SIGTERM, the scheduler for retries)
-exists only in the running process and mostly cannot be pickled, so ``newsletter run``
-installs one :class:`JobContext` for the process before the scheduler starts. Storing a
-config path instead would freeze a path into the database, lose the overrides, and still
-not carry the stop event; :func:`run_job` itself takes the context as an argument, so
-``tick`` and the tests never touch the process-wide one.
+exists only in the running process, so ``newsletter run`` installs one
+:class:`JobContext` for the process before the scheduler starts; :func:`run_job` itself
+takes the context as an argument, so ``tick`` and the tests never touch the process-wide
+one.
 """
 
 from __future__ import annotations
@@ -39,22 +42,20 @@ import datetime as dt
 import logging
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
-from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from . import delivery, issues
+from . import delivery, issues, outputs
+from .cache import Catalog
 from .config import Config, duration_seconds
-from .feed import write_feeds
 from .models import Archive
-from .render import NoIssueError, build_issue, issue_weeks, publish_issue, web_copy_name
+from .render import NoIssueError
 from .select import IsoWeek
 from .sender import pid_alive, worker_id
-from .sources import FetchOptions, ingest_day, load_local_archive
+from .sources import FetchOptions, ingest_day, local_catalog
 from .store import Store
 
 log = logging.getLogger(__name__)
@@ -177,32 +178,17 @@ class Outcome:
     retry_at: dt.datetime | None = None
 
 
-def publish_finished_weeks(cfg: Config, archive: Archive, today: dt.date) -> list[Path]:
-    """Write the web copy of every finished week that has none yet (a restart is cheap;
-    the weekly job rewrites its own week's copy when it sends)."""
-    written: list[Path] = []
-    for week in issue_weeks(archive):
-        if week.sunday >= today:
-            continue
-        page = cfg.public_path / "issues" / web_copy_name(week, cfg.default_lang, cfg.default_lang)
-        if not page.exists():
-            written.extend(publish_issue(cfg, build_issue(cfg, archive, week)))
-    return written
-
-
-def refresh_site(cfg: Config, archive: Archive, now: dt.datetime) -> None:
-    """The feeds and the finished weeks' web copies, from the archive as it stands."""
-    if archive.digests:
-        write_feeds(cfg, archive)
-    publish_finished_weeks(cfg, archive, now.astimezone(cfg.tz).date())
+def refresh_site(cfg: Config, catalog: Catalog, now: dt.datetime) -> None:
+    """The feeds and the finished weeks' web copies, each only when its inputs changed."""
+    outputs.refresh_site(cfg, catalog, now.astimezone(cfg.tz).date())
 
 
 async def _daily(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcome:
     cfg = ctx.cfg
     day = daily_date(cfg, fire)
-    result, archive = await ingest_day(cfg, day, options=ctx.fetch, stop=ctx.stop)
+    result, catalog = await ingest_day(cfg, day, options=ctx.fetch, stop=ctx.stop)
     if result.found:
-        await asyncio.to_thread(refresh_site, cfg, archive, now)
+        await asyncio.to_thread(refresh_site, cfg, catalog, now)
         return Outcome("done", result.detail)
     deadline = daily_deadline(cfg, fire)
     if now < deadline:
@@ -242,7 +228,8 @@ def _weekly_issue(ctx: JobContext, week: IsoWeek) -> tuple[Outcome | None, Any]:
     row = store.get_issue(str(week))
     if row is not None and row.status in (issues.SENT, issues.CANCELLED):
         return Outcome("done", f"{week} is {row.status}"), None
-    archive = load_local_archive(cfg)
+    # The week's days only: an issue never shows another week's papers.
+    archive = local_catalog(cfg).load(week.monday + dt.timedelta(days=i) for i in range(7))
     try:
         if cfg.schedule.weekly_mode == "draft" and (row is None or row.status == issues.DRAFT):
             return Outcome("done", _draft(ctx, archive, week, row)), None
@@ -381,48 +368,61 @@ async def weekly_job() -> None:
     await _scheduled(WEEKLY)
 
 
-def new_scheduler(store: Store, cfg: Config) -> AsyncIOScheduler:
+def new_scheduler(cfg: Config) -> AsyncIOScheduler:
+    """APScheduler as a timer only, its jobs in memory: what ran is recorded in
+    ``job_runs`` alone, and a restart works out from there what is due."""
     return AsyncIOScheduler(
-        jobstores={"default": SQLAlchemyJobStore(engine=store.engine)},
         job_defaults={"coalesce": True, "max_instances": 1},
         timezone=cfg.tz,
     )
 
 
 def ensure_jobs(scheduler: AsyncIOScheduler, cfg: Config) -> None:
-    """Add each job only when it is missing from the job store, so a run missed while
-    the service was down is still due. A job whose schedule changed in the settings is
-    rescheduled (a run missed under the old schedule is caught up by :func:`run_due`)."""
+    """Add each job on its trigger. Nothing is stored: a run missed while the service was
+    down is found in ``job_runs`` and run by :func:`run_due` at start."""
     for job in JOBS:
-        trig = trigger(cfg, job)
-        seconds = int(grace(cfg, job).total_seconds())
-        existing = scheduler.get_job(job)
-        if existing is None:
-            scheduler.add_job(
-                JOB_FUNCS[job],
-                trig,
-                id=job,
-                name=job,
-                misfire_grace_time=seconds,
-                coalesce=True,
-                max_instances=1,
-            )
+        scheduler.add_job(
+            JOB_FUNCS[job],
+            trigger(cfg, job),
+            id=job,
+            name=job,
+            misfire_grace_time=int(grace(cfg, job).total_seconds()),
+            coalesce=True,
+            max_instances=1,
+            replace_existing=True,
+        )
+
+
+def restore_retries(
+    scheduler: AsyncIOScheduler, cfg: Config, store: Store, now: dt.datetime
+) -> list[dt.datetime]:
+    """Schedule again the daily retries recorded in ``job_runs`` (``waiting`` with a
+    ``next_try_at`` still ahead and before the day's deadline); one already due is run by
+    :func:`run_due` at start. Returns the retry times scheduled."""
+    scheduled: list[dt.datetime] = []
+    for row in store.list_job_runs(DAILY):
+        if row.status != "waiting" or row.next_try_at is None:
             continue
-        if (str(existing.trigger), str(getattr(existing.trigger, "timezone", ""))) != (
-            str(trig),
-            str(trig.timezone),
-        ) or existing.misfire_grace_time != seconds:
-            log.info("schedule of %s changed to %s", job, trig)
-            scheduler.modify_job(
-                job, func=JOB_FUNCS[job], misfire_grace_time=seconds, coalesce=True, max_instances=1
-            )
-            scheduler.reschedule_job(job, trigger=trig)
+        fire = (
+            row.fire_time.replace(tzinfo=dt.UTC) if row.fire_time.tzinfo is None else row.fire_time
+        )
+        at = (
+            row.next_try_at.replace(tzinfo=dt.UTC)
+            if row.next_try_at.tzinfo is None
+            else row.next_try_at
+        )
+        deadline = daily_deadline(cfg, fire)
+        if now < at < deadline and due_fire_time(cfg, DAILY, at) == fire:
+            schedule_retry(scheduler, cfg, at, deadline)
+            scheduled.append(at)
+    return scheduled
 
 
 def schedule_retry(
     scheduler: AsyncIOScheduler, cfg: Config, at: dt.datetime, deadline: dt.datetime
 ) -> None:
-    """One more try of the daily job at ``at``; persisted, so a restart keeps it."""
+    """One more try of the daily job at ``at``. Held in memory only: ``job_runs`` keeps the
+    waiting run with its ``next_try_at``, from which a restart schedules it again."""
     scheduler.add_job(
         JOB_FUNCS[DAILY],
         DateTrigger(run_date=at, timezone=cfg.tz),
@@ -431,6 +431,25 @@ def schedule_retry(
         misfire_grace_time=max(int((deadline - at).total_seconds()), 60),
         coalesce=True,
         max_instances=1,
-        # Not start-up: a newer retry replaces the one that just fired.
+        # A newer retry replaces the one that just fired.
         replace_existing=True,
     )
+
+
+async def start_up(ctx: JobContext, catalog: Catalog) -> None:
+    """What follows a start once the feeds answer: the finished weeks' web copies (a first
+    build of years of pages takes a while, and the feeds need not wait for it), then every
+    job missed while the service was down."""
+    now = ctx.clock()
+    try:
+        await asyncio.to_thread(
+            outputs.publish_weeks,
+            ctx.cfg,
+            catalog,
+            now.astimezone(ctx.cfg.tz).date(),
+            None,
+            ctx.stop,
+        )
+    except Exception:
+        log.exception("writing the web copies failed; the daily job tries again")
+    await run_due(ctx, ctx.clock())

@@ -26,19 +26,21 @@ from typing import Any
 from . import delivery
 from .config import Config
 from .errors import NewsletterError
+from .outputs import refresh_feeds
 from .scheduler import (
     JobContext,
     Outcome,
     ensure_jobs,
     installed,
     new_scheduler,
-    refresh_site,
+    restore_retries,
     resume_sending,
     run_due,
+    start_up,
     utcnow,
 )
 from .sender import send_mails, sleep_unless
-from .sources import FetchOptions, load_local_archive
+from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
 
 log = logging.getLogger(__name__)
@@ -278,26 +280,30 @@ async def serve(
                 _on_signals(stop)
             key = secret_key(cfg)
             now = clock()
-            archive = await asyncio.to_thread(load_local_archive, cfg)
-            for problem in archive.problems:
+            # From the parse cache; the weeks' web copies follow in start_up, after listening.
+            catalog = await asyncio.to_thread(local_catalog, cfg)
+            for problem in catalog.problems:
                 log.warning("%s", problem)
-            await asyncio.to_thread(refresh_site, cfg, archive, now)
+            await asyncio.to_thread(refresh_feeds, cfg, catalog)
+            dates = catalog.dates()
             log.info(
-                "archive: %d digests (%s to %s), feeds in %s",
-                len(archive.digests),
-                archive.digests[0].date if archive.digests else "-",
-                archive.digests[-1].date if archive.digests else "-",
+                "archive: %d digests (%s to %s; %d files parsed), feeds in %s",
+                len(dates),
+                dates[0] if dates else "-",
+                dates[-1] if dates else "-",
+                catalog.stats.parsed,
                 cfg.public_path,
             )
             sock = _listen(host, port) if web else None
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
             with installed(ctx):
-                scheduler = new_scheduler(store, cfg)
+                scheduler = new_scheduler(cfg)
                 ctx.scheduler = scheduler
                 scheduler.start()
                 try:
                     ensure_jobs(scheduler, cfg)
+                    await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
                     for job in scheduler.get_jobs():
                         when = job.next_run_time
                         log.info(
@@ -322,7 +328,7 @@ async def serve(
                             cfg.site_url,
                         )
 
-                    startup = asyncio.create_task(run_due(ctx, clock()))
+                    startup = asyncio.create_task(start_up(ctx, catalog))
                     ctx.running.add(startup)
                     startup.add_done_callback(ctx.running.discard)
                     stopping = asyncio.create_task(stop.wait())

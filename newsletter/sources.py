@@ -24,8 +24,9 @@ from typing import Literal
 
 import httpx
 
+from .cache import Catalog, archive_folders, local_catalog
 from .config import Config
-from .digest import DigestError, load_archive, merge_digests, parse_bytes
+from .digest import DigestError, parse_bytes
 from .feed import write_if_changed
 from .models import Archive
 
@@ -34,10 +35,12 @@ log = logging.getLogger(__name__)
 __all__ = [
     "FetchOptions",
     "IngestResult",
+    "archive_folders",
     "digest_url",
     "fetch_digest",
     "ingest_day",
     "load_local_archive",
+    "local_catalog",
     "rejected_path",
 ]
 
@@ -84,20 +87,7 @@ def rejected_path(cfg: Config) -> Path:
 def load_local_archive(cfg: Config) -> Archive:
     """Every digest we hold: the source folder (unless the source is a URL) and the
     stored archive, merged by date."""
-    parts: list[Archive] = []
-    if not cfg.source_is_url:
-        parts.append(load_archive(cfg.source_path))
-    archive_dir = cfg.archive_path
-    if archive_dir.is_dir() and (
-        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
-    ):
-        parts.append(load_archive(archive_dir))
-    if len(parts) == 1:
-        return parts[0]
-    return Archive(
-        tuple(merge_digests(d for part in parts for d in part.digests)),
-        tuple(p for part in parts for p in part.problems),
-    )
+    return local_catalog(cfg).load()
 
 
 def _keep(cfg: Config, day: dt.date, url: str, data: bytes) -> IngestResult:
@@ -184,16 +174,17 @@ async def ingest_day(
     *,
     options: FetchOptions = FetchOptions(),
     stop: asyncio.Event | None = None,
-) -> tuple[IngestResult, Archive]:
+) -> tuple[IngestResult, Catalog]:
     """Make sure ``day``'s digest is in the archive: already there, or fetched from a URL
-    source. Returns what happened and the archive as it now stands."""
-    archive = await asyncio.to_thread(load_local_archive, cfg)
-    held = archive.by_date(day)
-    if held is not None and held.papers:
-        return IngestResult(day, "present", f"{day}: {len(held.papers)} papers"), archive
+    source. Returns what happened and the archive as it now stands (from the parse cache:
+    only new or changed files are parsed)."""
+    held = await asyncio.to_thread(local_catalog, cfg)
+    papers = held.papers_on(day)
+    if papers:
+        return IngestResult(day, "present", f"{day}: {papers} papers"), held
     if not cfg.source_is_url:
-        return IngestResult(day, "missing", f"no digest for {day} in {cfg.source_path}"), archive
+        return IngestResult(day, "missing", f"no digest for {day} in {cfg.source_path}"), held
     result = await fetch_digest(cfg, day, options=options, stop=stop)
     if result.outcome == "stored":
-        archive = await asyncio.to_thread(load_local_archive, cfg)
-    return result, archive
+        held = await asyncio.to_thread(local_catalog, cfg)
+    return result, held

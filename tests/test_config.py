@@ -124,3 +124,41 @@ def test_a_settings_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) ->
     path.write_bytes("site_title = '주간'\n".encode("cp949"))
     with pytest.raises(ConfigError, match="not UTF-8"):
         load_config(path, env={})
+
+
+# A rename table as a release would ship it: one top-level key and one in a table.
+RENAMES = {"feed_window_days": "feed_days", "schedule.retry_interval": "schedule.retry_every"}
+
+
+def test_an_old_key_is_accepted_with_a_warning_naming_the_new_one(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = _write(tmp_path, 'feed_window_days = 7\n[schedule]\nretry_interval = "10m"\n')
+    with caplog.at_level("WARNING", logger="newsletter.config"):
+        cfg = load_config(path, env={}, renames=RENAMES)
+    assert cfg.feed_days == 7
+    assert cfg.schedule.retry_every == "10m"
+    warnings = [r.getMessage() for r in caplog.records]
+    assert f"{path}: feed_window_days is now called feed_days; please rename it" in warnings
+    assert any("schedule.retry_interval is now called schedule.retry_every" in w for w in warnings)
+
+
+def test_an_old_key_from_the_environment_and_the_command_line(tmp_path: Path) -> None:
+    env = {"NEWSLETTER_FEED_WINDOW_DAYS": "9", "NEWSLETTER_SCHEDULE__RETRY_INTERVAL": "5m"}
+    cfg = load_config(_write(tmp_path, ""), env=env, renames=RENAMES)
+    assert (cfg.feed_days, cfg.schedule.retry_every) == (9, "5m")
+    cfg = load_config(
+        _write(tmp_path, ""), env={}, overrides={"feed_window_days": 3}, renames=RENAMES
+    )
+    assert cfg.feed_days == 3
+
+
+def test_an_old_key_beside_its_new_name_is_an_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, "feed_window_days = 7\nfeed_days = 8\n")
+    with pytest.raises(ConfigError, match="feed_window_days is the old name of feed_days"):
+        load_config(path, env={}, renames=RENAMES)
+
+
+def test_without_a_rename_an_unknown_key_still_fails(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="unknown key 'feed_window_days'"):
+        load_config(_write(tmp_path, "feed_window_days = 7\n"), env={})

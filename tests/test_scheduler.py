@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from click.testing import CliRunner
 from conftest import SEEDS, FaultySmtpHandler, free_port, start_newsletter, wait_for_http
 
@@ -32,6 +33,7 @@ from newsletter.scheduler import (
     due_fire_time,
     ensure_jobs,
     new_scheduler,
+    restore_retries,
     run_job,
     weekly_trigger,
 )
@@ -200,8 +202,8 @@ def _service(cfg: Config, now: dt.datetime, until: Callable[[], bool], timeout: 
 def test_a_monday_send_missed_during_downtime_runs_exactly_once_after_restart(
     tmp_path: Path,
 ) -> None:
-    from apscheduler.jobstores.sqlalchemy import SQLAlchemyJobStore
-
+    """No job store survives a stop: the missed run is found from the triggers and
+    ``job_runs`` alone, and runs once however often the service starts again."""
     cfg = _cfg(tmp_path)
     store = open_store(cfg.database_url, cfg.base_dir)
     readers = _subscribe(store, 3)
@@ -210,26 +212,18 @@ def test_a_monday_send_missed_during_downtime_runs_exactly_once_after_restart(
         row = store.get_issue("2024-W31")
         return None if row is None else str(row.status)
 
-    # Sunday evening: the service runs, the jobs are stored, nothing is due.
+    # Sunday evening: the service runs, nothing is due.
     sunday = dt.datetime(2024, 8, 4, 20, 0, tzinfo=SEOUL)
     started = time.monotonic()
     _service(cfg, sunday, lambda: time.monotonic() - started > 0.5)
     assert _outbox(cfg) == []
+    assert not sa.inspect(store.engine).has_table("apscheduler_jobs")
 
-    # Down across Monday 08:00: the stored weekly job's run time passes unexecuted.
-    jobs = SQLAlchemyJobStore(engine=store.engine)
-    job = jobs.lookup_job(WEEKLY)
-    assert job is not None and job.next_run_time > dt.datetime.now(dt.UTC)
-    job.next_run_time = dt.datetime.now(dt.UTC) - dt.timedelta(hours=1)
-    jobs.update_job(job)
-
-    # Back on Monday at 09:00: the missed send runs once.
+    # Down across Monday 08:00; back on Monday at 09:00: the missed send runs once.
     monday = dt.datetime(2024, 8, 5, 9, 0, tzinfo=SEOUL)
     _service(cfg, monday, lambda: issue_status() == "sent")
     assert issue_status() == "sent"
     assert _outbox(cfg) == readers
-    moved = jobs.lookup_job(WEEKLY)
-    assert moved is not None and moved.next_run_time > dt.datetime.now(dt.UTC)
 
     # Another restart on the same morning, and a tick: nothing more.
     again = time.monotonic()
@@ -240,39 +234,64 @@ def test_a_monday_send_missed_during_downtime_runs_exactly_once_after_restart(
     store.close()
 
 
-def test_jobs_are_added_only_when_missing(tmp_path: Path) -> None:
-    """A restart keeps the stored next run time (``replace_existing`` would reset it and
-    drop a run missed during downtime); a changed schedule is applied."""
-    cfg = _cfg(tmp_path)
+def test_a_daily_retry_comes_back_from_job_runs_after_a_restart(tmp_path: Path) -> None:
+    """The retry of a missing digest is not a stored job: a restart schedules it again
+    from the ``waiting`` run's ``next_try_at``, and runs it at once when it is due."""
+    empty = tmp_path / "digests"
+    empty.mkdir()
+    cfg = _cfg(tmp_path).replace(source=str(empty))
     store = open_store(cfg.database_url, cfg.base_dir)
-    past = dt.datetime(2024, 8, 4, 23, 0, tzinfo=dt.UTC)
+    morning = dt.datetime(2024, 8, 6, 9, 0, tzinfo=SEOUL)
+    outcome = asyncio.run(run_job(_ctx(cfg, store, morning), DAILY, morning))
+    assert outcome is not None and outcome.status == "waiting"
+    assert outcome.retry_at == morning + dt.timedelta(minutes=30)
 
-    async def first() -> None:
-        scheduler = new_scheduler(store, cfg)
+    async def restored(now: dt.datetime) -> list[dt.datetime]:
+        scheduler = new_scheduler(cfg)
         scheduler.start(paused=True)
         ensure_jobs(scheduler, cfg)
-        scheduler.modify_job(WEEKLY, next_run_time=past)
+        times = restore_retries(scheduler, cfg, store, now)
+        job = scheduler.get_job("daily-retry")
+        assert (job is None) == (not times)
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
+        return times
 
-    async def second(c: Config) -> tuple[dt.datetime, str]:
-        scheduler = new_scheduler(store, c)
+    # Restarted before the retry time: the retry is scheduled for it.
+    assert asyncio.run(restored(morning + dt.timedelta(minutes=10))) == [outcome.retry_at]
+    # Restarted after it: nothing to schedule; the start-up catch-up claims it now.
+    later = morning + dt.timedelta(minutes=45)
+    assert asyncio.run(restored(later)) == []
+    (empty / "2024-08-06.md").write_text(
+        (SEEDS / sorted(p.name for p in SEEDS.iterdir())[-1]).read_text(encoding="utf-8"),
+        encoding="utf-8",
+    )
+    again = asyncio.run(run_job(_ctx(cfg, store, later), DAILY, later))
+    assert again is not None and again.status in ("done", "waiting")
+    (row,) = store.list_job_runs(DAILY)
+    assert row.attempts == 2
+    # ...and once only.
+    assert asyncio.run(run_job(_ctx(cfg, store, later), DAILY, later)) is None
+    store.close()
+
+
+def test_the_jobs_follow_the_settings_at_each_start(tmp_path: Path) -> None:
+    """Jobs are not stored: each start schedules them from the settings as they are."""
+    cfg = _cfg(tmp_path)
+
+    async def trigger_of(c: Config) -> str:
+        scheduler = new_scheduler(c)
         scheduler.start(paused=True)
         ensure_jobs(scheduler, c)
-        job = scheduler.get_job(WEEKLY)
-        result = (job.next_run_time, str(job.trigger))
+        result = str(scheduler.get_job(WEEKLY).trigger)
         scheduler.shutdown(wait=False)
         await asyncio.sleep(0)
         return result
 
-    asyncio.run(first())
-    kept, trigger = asyncio.run(second(cfg))
-    assert kept == past
-    assert "day_of_week='mon'" in trigger
+    assert "day_of_week='mon'" in asyncio.run(trigger_of(cfg))
     changed = _cfg(tmp_path, '[schedule]\nweekly_at = "tue 07:30"\n')
-    _, trigger = asyncio.run(second(changed))
+    trigger = asyncio.run(trigger_of(changed))
     assert "day_of_week='tue'" in trigger and "hour='7'" in trigger
-    store.close()
 
 
 # --- one scheduler per database ---------------------------------------------------------------

@@ -1,0 +1,167 @@
+"""The parse cache: a file is parsed again exactly when its content changed, and a
+damaged cache file is rebuilt, never trusted."""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+from conftest import SEEDS
+
+from newsletter.cache import RACY_NS, catalog
+from newsletter.digest import load_archive
+
+DAY = """## Daily Papers (2024-06-03)
+
+### [A paper](https://arxiv.org/abs/2406.00001)
+Vote: {votes}
+- First point.
+"""
+
+
+@pytest.fixture
+def folder(tmp_path: Path) -> Path:
+    target = tmp_path / "digests"
+    shutil.copytree(SEEDS, target)
+    return target
+
+
+def _age(path: Path, seconds: float = 60) -> None:
+    """Make ``path`` look written well before any scan (out of the racy window)."""
+    st = path.stat()
+    os.utime(path, ns=(st.st_atime_ns, st.st_mtime_ns - int(seconds * 1e9)))
+
+
+def _age_all(folder: Path) -> None:
+    for path in folder.iterdir():
+        _age(path)
+
+
+def test_a_warm_scan_parses_nothing_and_loads_what_the_parser_gives(
+    tmp_path: Path, folder: Path
+) -> None:
+    _age_all(folder)
+    cache = tmp_path / "cache"
+    cold = catalog(cache, [folder])
+    assert cold.stats.parsed == len(list(folder.iterdir()))
+    warm = catalog(cache, [folder])
+    assert (warm.stats.parsed, warm.stats.hashed) == (0, 0)
+    assert warm.load() == load_archive(folder)
+
+
+def test_changed_removed_and_renamed_files(tmp_path: Path, folder: Path) -> None:
+    cache = tmp_path / "cache"
+    (folder / "extra.md").write_text(DAY.format(votes=3), encoding="utf-8")
+    _age_all(folder)
+    catalog(cache, [folder])
+
+    # Changed in place (another size).
+    (folder / "extra.md").write_text(DAY.format(votes=12345), encoding="utf-8")
+    changed = catalog(cache, [folder])
+    assert changed.stats.parsed == 1
+    assert changed.load().by_date(__import__("datetime").date(2024, 6, 3)).papers[0].votes == 12345
+
+    # Renamed: the same content under another name is not parsed again.
+    (folder / "extra.md").rename(folder / "renamed.md")
+    renamed = catalog(cache, [folder])
+    assert (renamed.stats.parsed, renamed.stats.removed) == (0, 1)
+    assert renamed.load() == load_archive(folder)
+    assert any(s.endswith("renamed.md") for d in renamed.load().digests for s in d.sources)
+
+    # Removed.
+    (folder / "renamed.md").unlink()
+    removed = catalog(cache, [folder])
+    assert removed.stats.removed == 1
+    assert removed.load() == load_archive(folder)
+
+
+def test_a_file_replaced_with_the_same_size_and_mtime_is_parsed_again(
+    tmp_path: Path, folder: Path
+) -> None:
+    cache = tmp_path / "cache"
+    path = folder / "extra.md"
+    path.write_text(DAY.format(votes=111), encoding="utf-8")
+    _age_all(folder)
+    before = path.stat()
+    first = catalog(cache, [folder])
+    assert first.stats.parsed == len(list(folder.iterdir()))
+
+    replacement = folder / ".tmp"
+    replacement.write_text(DAY.format(votes=999), encoding="utf-8")
+    os.utime(replacement, ns=(before.st_atime_ns, before.st_mtime_ns))
+    os.replace(replacement, path)
+    after = path.stat()
+    assert (after.st_size, after.st_mtime_ns) == (before.st_size, before.st_mtime_ns)
+    again = catalog(cache, [folder])
+    assert again.stats.parsed == 1
+    assert again.load() == load_archive(folder)
+
+
+def test_a_file_touched_without_change_is_hashed_not_parsed(tmp_path: Path, folder: Path) -> None:
+    cache = tmp_path / "cache"
+    _age_all(folder)
+    catalog(cache, [folder])
+    path = next(folder.iterdir())
+    os.utime(path)
+    _age(path)
+    touched = catalog(cache, [folder])
+    assert (touched.stats.hashed, touched.stats.parsed) == (1, 0)
+
+
+def test_a_file_written_just_before_a_scan_is_hashed_again(tmp_path: Path, folder: Path) -> None:
+    """Same-tick rewrites could keep the whole stat: files as new as the scan are
+    checked by content on the next one."""
+    cache = tmp_path / "cache"
+    path = folder / "extra.md"
+    path.write_text(DAY.format(votes=1), encoding="utf-8")
+    first = catalog(cache, [folder])
+    assert first.stats.parsed >= 1
+    again = catalog(cache, [folder])
+    assert again.stats.hashed >= 1 and again.stats.parsed == 0
+    assert RACY_NS >= 1_000_000_000
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        lambda data: data[: len(data) // 2],
+        lambda data: data.replace(b'"format":1', b'"format":0', 1),
+        lambda data: data[:-10] + b"0123456789",
+        lambda data: b"",
+        lambda data: b"\x80\x81 not json at all",
+    ],
+    ids=["truncated", "other-version", "edited", "empty", "garbage"],
+)
+def test_a_damaged_cache_file_is_rebuilt(tmp_path: Path, folder: Path, damage: object) -> None:
+    cache = tmp_path / "cache"
+    _age_all(folder)
+    catalog(cache, [folder])
+    files = [*cache.glob("index-*.json"), *(cache / "parsed").glob("*.json")]
+    assert len(files) > 1
+    for path in files:
+        path.write_bytes(damage(path.read_bytes()))  # type: ignore[operator]
+    rebuilt = catalog(cache, [folder])
+    assert rebuilt.stats.parsed == len(list(folder.iterdir()))
+    assert rebuilt.load() == load_archive(folder)
+    assert catalog(cache, [folder]).stats.parsed == 0
+
+
+def test_a_damaged_parsed_copy_alone_is_parsed_again_on_load(tmp_path: Path, folder: Path) -> None:
+    cache = tmp_path / "cache"
+    _age_all(folder)
+    catalog(cache, [folder])
+    for path in (cache / "parsed").glob("*.json"):
+        path.write_bytes(b'{"format":1,"sha256":"0"}\n[]')
+    assert catalog(cache, [folder]).load() == load_archive(folder)
+
+
+def test_problems_are_kept_with_the_files(tmp_path: Path, folder: Path) -> None:
+    cache = tmp_path / "cache"
+    (folder / "bad.md").write_bytes(b"## Daily Papers (2024-06-03)\n\xc7\xd1\n")
+    _age_all(folder)
+    cold = catalog(cache, [folder])
+    warm = catalog(cache, [folder])
+    assert cold.problems == warm.problems == load_archive(folder).problems
+    assert len(warm.problems) == 1

@@ -1,0 +1,136 @@
+"""Incremental outputs: nothing is rendered or rewritten while its inputs stay the same;
+a template or a setting change renders again exactly what it touches."""
+
+from __future__ import annotations
+
+import datetime as dt
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import SEEDS
+
+from newsletter import outputs, render
+from newsletter.config import Config, load_config
+from newsletter.sources import local_catalog
+
+TODAY = dt.date(2024, 8, 5)  # after the seeds' last week
+
+
+def _cfg(tmp_path: Path, text: str = "") -> Config:
+    path = tmp_path / "config.toml"
+    path.write_text(f'source = "{SEEDS}"\n{text}', encoding="utf-8")
+    return load_config(path, env={})
+
+
+def _refresh(cfg: Config) -> None:
+    outputs.refresh_site(cfg, local_catalog(cfg), TODAY)
+
+
+def _state(cfg: Config) -> dict[str, tuple[bytes, int]]:
+    return {
+        str(p.relative_to(cfg.public_path)): (p.read_bytes(), p.stat().st_mtime_ns)
+        for p in sorted(cfg.public_path.rglob("*"))
+        if p.is_file()
+    }
+
+
+@pytest.fixture
+def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    """A copy of the templates that a test may edit."""
+    folder = tmp_path / "templates"
+    shutil.copytree(render.templates_dir(), folder)
+    monkeypatch.setattr(render, "templates_dir", lambda: folder)
+    monkeypatch.setattr(outputs, "templates_dir", lambda: folder)
+    render.environment.cache_clear()
+    yield folder
+    render.environment.cache_clear()
+
+
+def test_nothing_is_rewritten_when_nothing_changed(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    before = _state(cfg)
+    assert {"feed.atom", "feed.json", "index.html", "issues/2024-W31.html"} <= set(before)
+    assert "issues/2024-W31.en.html" in before
+
+    rendered: list[object] = []
+    original = render.render_issue
+    monkeypatch.setattr(
+        render, "render_issue", lambda *a, **k: rendered.append(a) or original(*a, **k)
+    )
+    _refresh(cfg)
+    assert _state(cfg) == before
+    assert rendered == []
+
+
+def test_a_deleted_page_is_written_again(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    before = _state(cfg)
+    (cfg.public_path / "issues" / "2024-W31.html").unlink()
+    _refresh(cfg)
+    after = _state(cfg)
+    assert after.keys() == before.keys()
+    assert after["issues/2024-W31.html"][0] == before["issues/2024-W31.html"][0]
+    others = [n for n in before if n.startswith("issues/2024-W0")]
+    assert others and all(after[n] == before[n] for n in others)
+
+
+def test_a_template_change_renders_the_pages_again(tmp_path: Path, templates: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    before = _state(cfg)
+    issue = templates / "email" / "issue.html"
+    issue.write_text(
+        issue.read_text(encoding="utf-8").replace("</body>", "<p>changed</p></body>"),
+        encoding="utf-8",
+    )
+    _refresh(cfg)
+    after = _state(cfg)
+    for name in before:
+        if name.startswith("issues/"):
+            assert after[name] != before[name] and b"changed" in after[name][0], name
+    # The feeds use no template: untouched.
+    assert after["feed.atom"] == before["feed.atom"]
+    assert after["feed.json"] == before["feed.json"]
+
+
+def test_a_setting_change_renders_only_what_uses_it(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    before = _state(cfg)
+
+    intro = _cfg(tmp_path, '[email]\nintro = "새로운 소개 문구"\n')
+    _refresh(intro)
+    after = _state(intro)
+    assert after["feed.atom"] == before["feed.atom"]
+    assert all("새로운 소개 문구" in after[n][0].decode() for n in after if n.startswith("issues/"))
+
+    retitled = _cfg(tmp_path, 'site_title = "새 제목"\n[email]\nintro = "새로운 소개 문구"\n')
+    _refresh(retitled)
+    last = _state(retitled)
+    assert "새 제목" in last["feed.atom"][0].decode()
+    assert {n for n in last if last[n] != after[n]} == {"feed.atom", "feed.json"}
+
+
+def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
+    folder = tmp_path / "digests"
+    shutil.copytree(SEEDS, folder)
+    cfg = load_config(_cfg(tmp_path).base_dir / "config.toml", env={}).replace(source=str(folder))
+    _refresh(cfg)
+    before = _state(cfg)
+    # Every file of the seeds holds one week; change a vote in the last one.
+    last = sorted(folder.iterdir())[-1]
+    text = last.read_text(encoding="utf-8")
+    votes = text.index("Vote: ") + len("Vote: ")
+    end = text.index("\n", votes)
+    last.write_text(text[:votes] + "99999" + text[end:], encoding="utf-8")
+    _refresh(cfg)
+    after = _state(cfg)
+    changed = {n for n in after if after[n] != before[n]}
+    assert changed and all(n.startswith(("issues/", "feed.", "index")) for n in changed)
+    assert "issues/2024-W21.html" in before and "issues/2024-W21.html" not in changed
