@@ -99,7 +99,7 @@ def test_a_release_0_1_database_upgrades_with_its_data(release_db: str, tmp_path
     old.close()
 
     store = open_store(release_db, tmp_path)
-    assert store.schema_version() == head_revision() == "0002"
+    assert store.schema_version() == head_revision() == "0003"
     assert old_rows(store.engine) == before
     assert schema_diff(store) == []
     with store.engine.connect() as conn:
@@ -195,7 +195,7 @@ def test_a_fresh_database_matches_the_live_tables(empty_db: str, tmp_path: Path)
     """The test that fails when a table definition changes without a revision."""
     fresh = open_store(empty_db, tmp_path, migrate=False)
     assert fresh.schema_version() is None
-    assert fresh.migrate() == ["0001", "0002"]
+    assert fresh.migrate() == ["0001", "0002", "0003"]
     assert fresh.schema_version() == head_revision()
     assert schema_diff(fresh) == []
     issue = fresh.ensure_issue("2024-W31", "subject")
@@ -218,7 +218,7 @@ def test_migrating_again_does_nothing(release_db: str, tmp_path: Path) -> None:
     assert again.migrate() == []
     again.close()
     with store.engine.connect() as conn:
-        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0002",)]
+        assert conn.execute(sa.text("SELECT version_num FROM alembic_version")).all() == [("0003",)]
     store.close()
 
 
@@ -243,7 +243,7 @@ def test_two_processes_starting_at_once_migrate_once(empty_db: str, tmp_path: Pa
     for thread in threads:
         thread.join(timeout=60)
     assert errors == []
-    assert sorted(applied) == [[], ["0001", "0002"]]
+    assert sorted(applied) == [[], ["0001", "0002", "0003"]]
     store = open_store(empty_db, tmp_path)
     assert store.schema_version() == head_revision()
     store.close()
@@ -268,5 +268,5 @@ def test_the_migrate_command_reports_revisions(tmp_path: Path) -> None:
         assert result.exit_code == 0, result.output
         return result.stdout
 
-    assert migrate() == "applied 0002\ndatabase is at 0002 (head)\n"
-    assert migrate() == "database is at 0002 (head)\n"
+    assert migrate() == "applied 0002, 0003\ndatabase is at 0003 (head)\n"
+    assert migrate() == "database is at 0003 (head)\n"

@@ -21,7 +21,7 @@ def store(tmp_path: Path) -> Store:
 def test_schema_is_created_on_first_use_and_migrations_are_recorded(tmp_path: Path) -> None:
     fresh = open_store("sqlite:///fresh.db", tmp_path, migrate=False)
     assert fresh.schema_version() is None
-    assert fresh.migrate() == ["0001", "0002"]
+    assert fresh.migrate() == ["0001", "0002", "0003"]
     assert fresh.migrate() == []
     assert (tmp_path / "fresh.db").is_file()  # relative URLs resolve against the config folder
     assert open_store("sqlite:///fresh.db", tmp_path).schema_version() == head_revision()
