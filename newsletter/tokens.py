@@ -1,4 +1,4 @@
-"""HMAC-signed tokens for unsubscribe and confirmation links.
+"""HMAC-signed tokens for unsubscribe and confirmation links, and for deliveries.
 
 A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
 so a link cannot be forged or pointed at someone else. The key comes only from
@@ -65,6 +65,42 @@ def read_token(key: bytes, purpose: str, token: str, *, now: float | None = None
     if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
         raise TokenError("expired")
     return int(parts[0])
+
+
+DELIVERY = "delivery"
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if not number:
+            return digits
+
+
+def make_delivery_token(key: bytes, delivery_id: int) -> str:
+    """``ID-SIG``: the delivery id in base 36 and 64 bits of HMAC in base 32, lower case
+    letters and digits only, because it travels in an address's local part (VERP), which
+    some MTAs fold to lower case."""
+    subject = _base36(delivery_id)
+    signature = base64.b32encode(_mac(key, DELIVERY, subject)[:8]).decode("ascii")
+    return f"{subject}-{signature.rstrip('=').lower()}"
+
+
+def read_delivery_token(key: bytes, token: str) -> int:
+    """The delivery id in a token from :func:`make_delivery_token` (any case);
+    :class:`TokenError` if it is malformed or not signed with ``key``."""
+    subject, _, signature = token.strip().lower().partition("-")
+    if not subject or len(subject) > 13 or len(signature) != 13:
+        raise TokenError("malformed delivery token")
+    if not all(c in _BASE36 for c in subject) or not signature.isalnum():
+        raise TokenError("malformed delivery token")
+    expected = base64.b32encode(_mac(key, DELIVERY, subject)[:8]).decode("ascii")
+    if not hmac.compare_digest(signature, expected.rstrip("=").lower()):
+        raise TokenError("bad signature")
+    return int(subject, 36)
 
 
 def secret_key(cfg: Config) -> bytes:
