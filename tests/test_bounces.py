@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import os
 import shutil
@@ -331,9 +332,7 @@ def test_unconfirmed_subscriptions_are_deleted_after_seven_days(bounce_cfg: Conf
     store.close()
 
 
-def test_the_bounces_command_prints_counts_and_actions(
-    bounce_cfg: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_the_bounces_command_prints_counts_and_actions(bounce_cfg: Config, tmp_path: Path) -> None:
     config = tmp_path / "config.toml"
     config.write_text(
         '[email]\nunsubscribe_mailto = "unsubscribe@news.example.org"\n', encoding="utf-8"
@@ -370,3 +369,360 @@ def test_the_bounces_command_prints_counts_and_actions(
         main, ["bounces", "--config", str(config), "--maildir", str(tmp_path / "nope")]
     )
     assert nothing.exit_code == 1 and "is not a Maildir" in nothing.stderr
+
+
+# --- end to end: Postfix bounces an issue by mail -----------------------------------------------
+
+BOUNCE_MAILDIR = Path(
+    os.environ.get("NEWSLETTER_TEST_BOUNCE_MAILDIR", "/home/newsletter-bounces/Maildir")
+)
+
+
+def _dsn_for(token: str, timeout: float = 60.0) -> Path:
+    """The DSN Postfix delivered to newsletter-bounces+TOKEN@localhost (asynchronously)."""
+    deadline = time.monotonic() + timeout
+    needle = f"newsletter-bounces+{token}@localhost".encode()
+    while time.monotonic() < deadline:
+        for sub in ("new", "cur"):
+            folder = BOUNCE_MAILDIR / sub
+            for path in folder.iterdir() if folder.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    if needle in path.read_bytes()[:4096]:
+                        return path
+        time.sleep(0.2)
+    raise AssertionError(f"no DSN for {token} in {BOUNCE_MAILDIR} within {timeout}s")
+
+
+def test_postfix_bounces_an_issue_and_exactly_that_subscriber_is_marked(
+    cfg: Config, seeds_archive: Any, mta: tuple[int, Path], tmp_path: Path
+) -> None:
+    from newsletter.delivery import send_week
+    from newsletter.select import IsoWeek
+
+    port, _ = mta
+    if not BOUNCE_MAILDIR.parent.is_dir():
+        from conftest import need_service
+
+        need_service("the bounce mailbox", f"no {BOUNCE_MAILDIR.parent}")
+    cfg = cfg.replace(
+        base_url="https://news.example.org/",
+        secret_key=KEY.decode(),
+        smtp=dataclasses.replace(cfg.smtp, host="127.0.0.1", port=port, tls="none"),
+        email=dataclasses.replace(cfg.email, from_address="weekly@news.example.org"),
+        bounces=dataclasses.replace(cfg.bounces, return_path="newsletter-bounces@localhost"),
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    store.add_subscriber("newsletter-test@localhost")
+    store.add_subscriber("nosuchuser@localhost")
+    report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 31), KEY)
+    # Postfix took both with 250: the failure comes later, by mail.
+    assert report.counts["sent"] == 2
+    with store.engine.connect() as conn:
+        rows = dict(
+            conn.exec_driver_sql(
+                "select s.email, d.id from deliveries d join subscribers s on s.id = d.subscriber_id"
+            ).all()
+        )
+    token = make_delivery_token(KEY, rows["nosuchuser@localhost"])
+    dsn = _dsn_for(token)
+    box = maildir(tmp_path / "bounces")
+    shutil.move(dsn, box / "new" / dsn.name.split(":")[0])
+
+    config = tmp_path / "config.toml"
+    config.write_text('database_url = "sqlite:///newsletter.db"\n', encoding="utf-8")
+    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
+    result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "hard: nosuchuser@localhost: bounced (5.1.1)"
+    assert status(store, "nosuchuser@localhost")[:2] == ("bounced", "hard_bounce")
+    assert status(store, "newsletter-test@localhost") == ("active", "", "")
+    assert len(os.listdir(box / ".Processed" / "cur")) == 1
+    store.close()
+
+
+# --- IMAP: a real Dovecot on a free loopback port ---------------------------------------------
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Any:
+    """Dovecot's IMAP server over TLS (a self-signed certificate) on a free port, one user
+    ``bounces`` with the password ``secret``: (port, CA file, IMAP client factory)."""
+    import imaplib
+    import ssl
+    import subprocess
+    import tempfile
+
+    from conftest import free_port, need_service
+
+    binary = shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin")
+    if binary is None:
+        need_service("Dovecot", "Debian package dovecot-imapd")
+    if os.geteuid() != 0:
+        need_service("Dovecot", "the test starts it as root")
+    # Outside pytest's private temporary folder: the mail processes run as nobody.
+    root = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+    root.chmod(0o755)
+    (root / "mail").mkdir()
+    shutil.chown(root / "mail", "nobody", "nogroup")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"),
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (root / "passwd").write_text("bounces:{PLAIN}secret::::::\n", encoding="utf-8")
+    port = free_port()
+    (root / "dovecot.conf").write_text(
+        f"""
+base_dir = {root}/run
+state_dir = {root}/run
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
+mail_location = maildir:{root}/mail
+passdb {{
+  driver = passwd-file
+  args = {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={root}/mail
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""",
+        encoding="utf-8",
+    )
+    server = subprocess.Popen(
+        [binary, "-F", "-c", str(root / "dovecot.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    context = ssl.create_default_context(cafile=str(root / "cert.pem"))
+
+    def client() -> imaplib.IMAP4_SSL:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=10)
+        imap.login("bounces", "secret")
+        return imap
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client().logout()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                log = root / "dovecot.log"
+                raise RuntimeError(
+                    f"dovecot did not start: {log.read_text() if log.exists() else ''}"
+                ) from None
+            time.sleep(0.1)
+    try:
+        yield port, root / "cert.pem", client
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_imap_mailbox_is_read_over_tls_and_handled_reports_moved(
+    bounce_cfg: Config, dovecot: Any
+) -> None:
+    port, ca_file, client = dovecot
+    cfg = bounce_cfg.replace(
+        bounces=dataclasses.replace(
+            bounce_cfg.bounces,
+            imap_url=f"imaps://bounces@127.0.0.1:{port}/INBOX",
+            imap_ca_file=str(ca_file),
+            password="secret",
+        )
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    for address in READERS:
+        store.add_subscriber(address)
+    deliver(store, "2024-W31")
+    imap = client()
+    for name in ("dsn-hard.eml", "arf-complaint.eml", "auto-reply.eml", "garbage.eml"):
+        imap.append("INBOX", None, None, (REPORTS / name).read_bytes())
+    imap.logout()
+
+    result = bounces.process(cfg, store, KEY)
+    assert result.counts["hard"] == result.counts["complaint"] == 1
+    assert "hard: gone@example.net: bounced (5.1.1)" in result.lines
+    assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    imap = client()
+    imap.select("INBOX")
+    _, left = imap.uid("SEARCH", "ALL")
+    _, flagged = imap.uid("SEARCH", "FLAGGED")
+    assert len(left[0].split()) == 1 and left == flagged  # the garbage, kept for a person
+    imap.select("Processed")
+    _, moved = imap.uid("SEARCH", "ALL")
+    assert len(moved[0].split()) == 3
+    imap.logout()
+    # Again: the garbage is flagged, the rest gone from the inbox: nothing to do.
+    again = bounces.process(cfg, store, KEY)
+    assert sum(again.counts.values()) == 0
+
+    # A wrong password and an untrusted certificate are one-line errors.
+    wrong = cfg.replace(bounces=dataclasses.replace(cfg.bounces, password="nope"))
+    with pytest.raises(bounces.BounceError, match=r"refused the login of bounces"):
+        bounces.process(wrong, store, KEY)
+    untrusted = cfg.replace(bounces=dataclasses.replace(cfg.bounces, imap_ca_file=""))
+    with pytest.raises(
+        bounces.BounceError, match=r"cannot connect to 127.0.0.1:\d+: .*CERTIFICATE"
+    ):
+        bounces.process(untrusted, store, KEY)
+    store.close()
+
+
+# --- the webhook -------------------------------------------------------------------------------
+
+
+def test_the_webhook_acts_like_the_mailbox_behind_a_bearer_token(
+    bounce_cfg: Config, live_server: Any
+) -> None:
+    import httpx
+
+    from newsletter.web import create_app
+
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    for address in ("gone@example.net", "complainer@example.com", "full@example.com"):
+        store.add_subscriber(address)
+    ids = deliver(store, "2024-W31", ("gone@example.net", "complainer@example.com"))
+
+    off = live_server(create_app(bounce_cfg))
+    assert httpx.post(f"{off}/webhooks/bounce", json={}).status_code == 404
+
+    cfg = bounce_cfg.replace(
+        bounces=dataclasses.replace(bounce_cfg.bounces, webhook_token="hook-token")
+    )
+    base = live_server(create_app(cfg))
+    url = f"{base}/webhooks/bounce"
+    auth = {"Authorization": "Bearer hook-token"}
+    hard = {"email": "gone@example.net", "kind": "hard", "status": "5.1.1", "diagnostic": "550"}
+    assert httpx.post(url, json=hard).status_code == 401
+    wrong = httpx.post(url, json=hard, headers={"Authorization": "Bearer hook-tokeX"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+    bad = httpx.post(url, json={"email": "gone@example.net", "kind": "gone"}, headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["error"].startswith("events[0].kind: must be one of hard, soft")
+    assert httpx.post(url, content=b"{", headers=auth).status_code == 400
+
+    token = make_delivery_token(KEY, ids["complainer@example.com"])
+    events = [hard, {"delivery": token, "kind": "complaint", "id": "fbl-1"}]
+    answer = httpx.post(url, json={"events": events}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert [r["actions"] for r in answer.json()["results"]] == [
+        [{"email": "gone@example.net", "action": "bounced (5.1.1)"}],
+        [{"email": "complainer@example.com", "action": "unsubscribed (complaint)"}],
+    ]
+    assert status(store, "gone@example.net") == ("bounced", "hard_bounce", "5.1.1")
+    assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    # A relay posting the same events again changes nothing.
+    again = httpx.post(url, json=events, headers=auth).json()["results"]
+    assert [r["actions"][0]["action"] for r in again] == ["already recorded"] * 2
+    nobody = httpx.post(url, json={"email": "x@example.org", "kind": "soft"}, headers=auth)
+    assert nobody.json()["results"] == [{"index": 0, "matched": False, "actions": []}]
+    store.close()
+
+
+def test_the_correlation_header_is_in_the_message_and_signed(
+    issue_cfg: Config, seeds_archive: Any, dkim_key: tuple[bytes, bytes]
+) -> None:
+    import dkim
+
+    from newsletter.message import message_template
+    from newsletter.render import build_issue, render_issue
+    from newsletter.select import IsoWeek
+
+    pem, record = dkim_key
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(
+            issue_cfg.email, dkim_domain="news.example.org", dkim_selector="weekly"
+        )
+    )
+    rendered = render_issue(cfg, build_issue(cfg, seeds_archive, IsoWeek(2024, 31)), "ko")
+    token = make_delivery_token(KEY, 42)
+    message = message_template(cfg, rendered, dkim_key=pem).personalize(
+        to_address="reader@example.org",
+        to_name="",
+        unsubscribe_token="1.x",
+        delivery_token=token,
+    )
+    assert f"\r\nX-Newsletter-Delivery: {token}\r\n".encode() in message.data
+    signature = message.data.split(b"\r\n\r\n", 1)[0].split(b"DKIM-Signature:")[1]
+    assert b"x-newsletter-delivery" in signature.replace(b"\r\n", b"").replace(b" ", b"").lower()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"weekly._domainkey.news.example.org." else None
+
+    assert dkim.verify(message.data, dnsfunc=dns)
+    tampered = message.data.replace(token.encode(), make_delivery_token(KEY, 43).encode())
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_the_envelope_sender_is_verp_only_with_a_return_path(bounce_cfg: Config) -> None:
+    from newsletter.sender import envelope_sender
+    from newsletter.tokens import read_delivery_token
+
+    sender = envelope_sender(bounce_cfg, KEY, 1234)
+    local, _, domain = sender.partition("@")
+    assert domain == "news.example.org" and local.startswith("bounces+")
+    assert read_delivery_token(KEY, local.split("+", 1)[1].upper()) == 1234
+    assert len(sender) < 64
+    plain = bounce_cfg.replace(bounces=dataclasses.replace(bounce_cfg.bounces, return_path=""))
+    assert envelope_sender(plain, KEY, 1234) == plain.email.from_address
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[bounces]\npassword = "x"\n',
+            "bounces.password is a secret .*NEWSLETTER_BOUNCES_PASSWORD",
+        ),
+        (
+            '[bounces]\nwebhook_token = "x"\n',
+            "bounces.webhook_token is a secret .*NEWSLETTER_WEBHOOK",
+        ),
+        ('[bounces]\nimap_url = "imap://b@h/INBOX"\n', "bounces.imap_url must be imaps://"),
+        ('[bounces]\nimap_url = "imaps://b:pw@h/INBOX"\n', "must not contain a password"),
+        ('[bounces]\nreturn_path = "a+b@example.org"\n', "bounces.return_path must be a plain"),
+        ('[bounces]\npoll_every = "soon"\n', "bounces.poll_every must be seconds or a duration"),
+    ],
+)
+def test_bounce_settings_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    from newsletter.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})
+
+
+def test_bounce_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    from newsletter.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[bounces]\nimap_url = "imaps://b@mail.example.org/INBOX"\n', encoding="utf-8")
+    env = {"NEWSLETTER_BOUNCES_PASSWORD": "pw", "NEWSLETTER_WEBHOOK_TOKEN": "tok"}
+    cfg = load_config(path, env=env)
+    assert (cfg.bounces.password, cfg.bounces.webhook_token) == ("pw", "tok")
+    assert "pw" not in repr(cfg) and "tok" not in repr(cfg)
