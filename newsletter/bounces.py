@@ -299,6 +299,8 @@ def _arf(msg: email.message.Message, part: email.message.Message) -> Report:
     report.addresses += [
         a for a in (_typed_address(v) for v in block.get_all("Original-Rcpt-To") or []) if a
     ]
+    # The envelope sender the provider saw: our VERP address, when it kept it.
+    report.tokens += [t.lower() for t in _VERP_RE.findall(str(block.get("Original-Mail-From", "")))]
     return report
 
 

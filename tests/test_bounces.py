@@ -726,3 +726,20 @@ def test_bounce_secrets_come_from_the_environment(tmp_path: Path) -> None:
     cfg = load_config(path, env=env)
     assert (cfg.bounces.password, cfg.bounces.webhook_token) == ("pw", "tok")
     assert "pw" not in repr(cfg) and "tok" not in repr(cfg)
+
+
+def test_a_complaint_is_matched_by_the_verp_sender_it_reports(bounce_cfg: Config) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    store.add_subscriber("complainer@example.com")
+    store.add_subscriber("someone@example.org")
+    ids = deliver(store, "2024-W31", ("complainer@example.com", "someone@example.org"))
+    token = make_delivery_token(KEY, ids["someone@example.org"]).encode()
+    raw = (REPORTS / "arf-complaint.eml").read_bytes()
+    raw = raw.replace(b"bounces+redacted@", b"bounces+" + token + b"@")
+    report = read_report(bounce_cfg, KEY, raw)
+    actions = bounces.act(bounce_cfg, store, KEY, report, report_id(raw), "mailbox")
+    assert [(a.email, a.what) for a in actions] == [
+        ("someone@example.org", "unsubscribed (complaint)")
+    ]
+    assert status(store, "complainer@example.com")[0] == "active"
+    store.close()
