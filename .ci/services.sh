@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs and starts the real servers the tests talk to: Postfix on loopback delivering
-# to a local Maildir, and PostgreSQL with a test database; installs the DKIM test tools
-# (Perl's Mail::DKIM, and dnsmasq, which the tests start themselves on a high port).
+# to a local Maildir (and bouncing mail for unknown local users by mail, as a relay does),
+# and PostgreSQL with a test database; installs the DKIM test tools (Perl's Mail::DKIM, and
+# dnsmasq, which the tests start themselves on a high port) and Dovecot's IMAP server,
+# which the bounce tests start themselves on a high port.
 # Idempotent; needs root.
 set -euo pipefail
 
@@ -13,6 +15,7 @@ perl -MMail::DKIM::Verifier -e1 2>/dev/null || packages+=(libmail-dkim-perl)
 # dnsmasq-base is the binary alone: the dnsmasq package would also start a system DNS
 # service on port 53, which nothing here needs.
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
+[ -x /usr/sbin/dovecot ] || packages+=(dovecot-imapd)
 if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq
     echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
@@ -21,8 +24,15 @@ if [ ${#packages[@]} -gt 0 ]; then
 fi
 
 # Postfix: accept mail on 127.0.0.1:25 for local users and deliver into ~/Maildir/.
+# newsletter-bounces is the bounce mailbox: with recipient_delimiter, the VERP addresses
+# newsletter-bounces+TOKEN@localhost land in its Maildir. An empty local_recipient_maps
+# accepts any local address and bounces the unknown ones afterwards, by mail (a DSN), as
+# relays do: the bounce tests depend on it.
 id newsletter-test >/dev/null 2>&1 || useradd --create-home --shell /usr/sbin/nologin newsletter-test
+id newsletter-bounces >/dev/null 2>&1 || useradd --create-home --shell /usr/sbin/nologin newsletter-bounces
 postconf -e \
+    "recipient_delimiter = +" \
+    "local_recipient_maps =" \
     "inet_interfaces = loopback-only" \
     "inet_protocols = ipv4" \
     "myhostname = localhost" \
@@ -34,6 +44,8 @@ postconf -e \
     "compatibility_level = 3.6"
 newaliases
 if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1; else postfix start >/dev/null 2>&1; fi
+# The packaged Dovecot service is not wanted (the tests start their own on a free port).
+if command -v doveadm >/dev/null && doveadm service status >/dev/null 2>&1; then doveadm stop >/dev/null 2>&1 || true; fi
 
 # PostgreSQL: a cluster on 127.0.0.1:5432 with a role and database for the tests.
 version=$(ls /usr/lib/postgresql | sort -n | tail -1)
@@ -49,4 +61,4 @@ su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='newsletter'\"
     su postgres -c "psql -qc \"create role newsletter login password 'newsletter'\""
 su postgres -c "psql -qAtc \"select 1 from pg_database where datname='newsletter_test'\"" | grep -q 1 ||
     su postgres -c "createdb -O newsletter newsletter_test"
-echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432; mail-dkim, dnsmasq installed"
+echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432; mail-dkim, dnsmasq, dovecot installed"

@@ -479,7 +479,8 @@ def subscribers_remove(cfg: Config, email: str) -> None:
 @_configured()
 @click.option("--status", type=click.Choice(["pending", "active", "unsubscribed", "bounced"]))
 def subscribers_list(cfg: Config, status: str | None) -> None:
-    """List subscribers (email, name, language, status), tab-separated.
+    """List subscribers (email, name, language, status, and why: the bounce or complaint
+    that changed the status, with its code, time and diagnostic), tab-separated.
 
     \b
     Example:
@@ -720,6 +721,72 @@ def status(cfg: Config, week: str | None) -> None:
         click.echo(
             f"  failed: {failure.email} after {failure.attempts} attempt(s): {failure.last_error}"
         )
+    _bounce_lines(store.bounce_counts(row.id), counts)
+
+
+# Above these shares of the messages handed over, mailbox providers throttle or block.
+COMPLAINT_RATE_LIMIT = 0.001
+BOUNCE_RATE_LIMIT = 0.02
+
+
+def _bounce_lines(found: dict[str, int], counts: dict[str, int]) -> None:
+    """An issue's bounces and complaints, and a warning when either rate is too high."""
+    handed = counts.get("sent", 0) + counts.get("failed", 0)
+    bounced = found.get("hard", 0) + found.get("soft", 0) + found.get("refused", 0)
+    complaints = found.get("complaint", 0)
+    click.echo(
+        f"  bounces: hard {found.get('hard', 0)}, soft {found.get('soft', 0)}, "
+        f"refused {found.get('refused', 0)}, blocked {found.get('blocked', 0)}; "
+        f"complaints {complaints}; mailed unsubscribes {found.get('unsubscribe', 0)}"
+    )
+    if not handed:
+        return
+    bounce_rate, complaint_rate = bounced / handed, complaints / handed
+    click.echo(f"  bounce rate {bounce_rate:.2%}, complaint rate {complaint_rate:.2%}")
+    if complaint_rate > COMPLAINT_RATE_LIMIT:
+        click.echo(
+            f"warning: complaint rate {complaint_rate:.2%} is above "
+            f"{COMPLAINT_RATE_LIMIT:.1%}: mailbox providers throttle or block senders "
+            "with many complaints; check how addresses were collected",
+            err=True,
+        )
+    if bounce_rate > BOUNCE_RATE_LIMIT:
+        click.echo(
+            f"warning: bounce rate {bounce_rate:.2%} is above {BOUNCE_RATE_LIMIT:.0%}: "
+            "the list holds dead addresses; check where they came from",
+            err=True,
+        )
+
+
+@main.command()
+@_configured()
+@click.option(
+    "--maildir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Read this Maildir instead of [bounces] maildir or imap_url.",
+)
+def bounces(cfg: Config, maildir: Path | None) -> None:
+    """Process the bounce mailbox once: bounces, complaints and mailed unsubscribes act on
+    the list; prints the counts per kind and one line per action. Handled messages move
+    to the processed folder; the rest are flagged and kept for a person. Also deletes
+    subscriptions never confirmed within seven days.
+
+    \b
+    Examples:
+      newsletter bounces
+      newsletter bounces --maildir /home/bounces/Maildir
+    """
+    from .bounces import process
+    from .tokens import secret_key
+
+    store = _store(cfg)
+    try:
+        result = process(cfg, store, secret_key(cfg), maildir=maildir)
+    finally:
+        store.close()
+    for line in result.lines:
+        click.echo(line)
+    click.echo(result.summary())
 
 
 @main.command("issues")

@@ -2,8 +2,9 @@
 
 Precedence: embedded defaults < config.toml < environment < command-line flags.
 ``NEWSLETTER_<KEY>`` overrides a top-level key, ``NEWSLETTER_<SECTION>__<KEY>`` a key in
-a table. Secrets (``NEWSLETTER_SECRET_KEY``, ``NEWSLETTER_SMTP_PASSWORD``) come only
-from the environment.
+a table. Secrets (``NEWSLETTER_SECRET_KEY``, ``NEWSLETTER_SMTP_PASSWORD``,
+``NEWSLETTER_BOUNCES_PASSWORD``, ``NEWSLETTER_WEBHOOK_TOKEN``) come only from the
+environment.
 """
 
 from __future__ import annotations
@@ -32,7 +33,17 @@ ENV_PREFIX = "NEWSLETTER_"
 CONFIG_ENV = "NEWSLETTER_CONFIG"
 SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
-SECRET_KEYS = {"secret_key", "smtp.password", "password"}
+BOUNCES_PASSWORD_ENV = "NEWSLETTER_BOUNCES_PASSWORD"
+WEBHOOK_TOKEN_ENV = "NEWSLETTER_WEBHOOK_TOKEN"
+SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
+# Where each secret comes from, for the error that says so.
+_SECRET_ENV = {
+    "secret_key": SECRET_KEY_ENV,
+    "smtp.password": SMTP_PASSWORD_ENV,
+    "bounces.password": BOUNCES_PASSWORD_ENV,
+    "bounces.webhook_token": WEBHOOK_TOKEN_ENV,
+    "webhook_token": WEBHOOK_TOKEN_ENV,
+}
 LANGS = ("ko", "en")
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
@@ -99,6 +110,25 @@ class ScheduleConfig:
 
 
 @dataclass(frozen=True)
+class BouncesConfig:
+    # The envelope sender's address; each delivery goes out from LOCAL+TOKEN@DOMAIN (VERP).
+    # Empty: the envelope sender stays email.from_address and reports are matched by the
+    # X-Newsletter-Delivery header and the Message-ID only.
+    return_path: str = ""
+    # Where the reports arrive: a Maildir, or an IMAP mailbox over TLS
+    # (imaps://user@host[:port]/MAILBOX, the password from NEWSLETTER_BOUNCES_PASSWORD).
+    maildir: str = ""
+    imap_url: str = ""
+    # A PEM file of certificates to trust for the IMAP server instead of the system's.
+    imap_ca_file: str = ""
+    # Handled reports are moved to this folder (a Maildir++ subfolder, or an IMAP folder).
+    processed_folder: str = "Processed"
+    poll_every: Span = Span("10m")
+    password: str = field(default="", repr=False)
+    webhook_token: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -129,6 +159,7 @@ class Config:
     email: EmailConfig = field(default_factory=EmailConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    bounces: BouncesConfig = field(default_factory=BouncesConfig)
     # Not a key: where relative paths resolve (the config file's folder, else the cwd).
     base_dir: Path = field(default=Path("."), compare=False)
     secret_key: str = field(default="", repr=False)
@@ -219,6 +250,7 @@ _SECTIONS: dict[str, type] = {
     "email": EmailConfig,
     "schedule": ScheduleConfig,
     "web": WebConfig,
+    "bounces": BouncesConfig,
 }
 _NOT_KEYS = {"base_dir", "secret_key"}
 
@@ -288,7 +320,7 @@ def _apply(
         if key in SECRET_KEYS:
             raise ConfigError(
                 f"{where}: {key} is a secret and is read only from the environment "
-                f"({SECRET_KEY_ENV if key == 'secret_key' else SMTP_PASSWORD_ENV})"
+                f"({_SECRET_ENV.get(key, SMTP_PASSWORD_ENV)})"
             )
         if key in _SECTIONS:
             if not isinstance(value, Mapping):
@@ -296,10 +328,10 @@ def _apply(
             hints = _hints(_SECTIONS[key])
             for sub, subvalue in value.items():
                 name = f"{key}.{sub}"
-                if name in SECRET_KEYS or sub == "password":
+                if name in SECRET_KEYS or sub in ("password", "webhook_token"):
                     raise ConfigError(
                         f"{where}: {name} is a secret and is read only from the environment "
-                        f"({SMTP_PASSWORD_ENV})"
+                        f"({_SECRET_ENV.get(name, SMTP_PASSWORD_ENV)})"
                     )
                 if sub not in hints:
                     raise ConfigError(f"{where}: unknown key {name!r}")
@@ -328,6 +360,8 @@ def _env_overrides(
             CONFIG_ENV,
             SECRET_KEY_ENV,
             SMTP_PASSWORD_ENV,
+            BOUNCES_PASSWORD_ENV,
+            WEBHOOK_TOKEN_ENV,
         ):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
@@ -405,6 +439,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         )
     if sched.weekly_mode not in ("send", "draft"):
         raise bad("schedule.weekly_mode", f"must be send or draft, got {sched.weekly_mode!r}")
+    _validate_bounces(cfg, bad)
     if not 0 < cfg.web.port < 65536:
         raise bad("web.port", f"must be a TCP port, got {cfg.web.port}")
     try:
@@ -417,6 +452,37 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     for name in ("name", "from_address", "from_name", "subject_template", "list_id", "reply_to"):
         if any(c in getattr(cfg.email, name) for c in "\r\n"):
             raise bad(f"email.{name}", "must be one line (it goes into a mail header)")
+
+
+def _validate_bounces(cfg: Config, bad: typing.Callable[[str, str], ConfigError]) -> None:
+    bounces = cfg.bounces
+    if bounces.return_path and not re.fullmatch(
+        r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+", bounces.return_path
+    ):
+        raise bad(
+            "bounces.return_path",
+            f"must be a plain address such as bounces@example.org (no '+'), "
+            f"got {bounces.return_path!r}",
+        )
+    if bounces.imap_url:
+        parts = urlsplit(bounces.imap_url)
+        if parts.scheme != "imaps" or not parts.hostname or not parts.username:
+            raise bad(
+                "bounces.imap_url",
+                "must be imaps://USER@HOST[:PORT]/MAILBOX (IMAP over TLS), "
+                f"got {bounces.imap_url!r}",
+            )
+        if parts.password:
+            raise bad(
+                "bounces.imap_url",
+                f"must not contain a password: it is read only from {BOUNCES_PASSWORD_ENV}",
+            )
+    if bounces.maildir and bounces.imap_url:
+        raise bad("bounces.maildir", "and bounces.imap_url are both set: choose one")
+    if not bounces.processed_folder or any(c in bounces.processed_folder for c in "/\\\r\n"):
+        raise bad("bounces.processed_folder", "must be a folder name without slashes")
+    if span_seconds(bounces.poll_every) < 1:
+        raise bad("bounces.poll_every", "must be at least 1 second")
 
 
 def span_seconds(text: str) -> float:
@@ -486,6 +552,16 @@ def load_config(
     smtp_password = env.get(SMTP_PASSWORD_ENV, "")
     if smtp_password:
         sections["smtp"] = dataclasses.replace(sections["smtp"], password=smtp_password)
+    bounces_secrets = {
+        name: env[variable]
+        for name, variable in (
+            ("password", BOUNCES_PASSWORD_ENV),
+            ("webhook_token", WEBHOOK_TOKEN_ENV),
+        )
+        if env.get(variable)
+    }
+    if bounces_secrets:
+        sections["bounces"] = dataclasses.replace(sections["bounces"], **bounces_secrets)
     cfg = Config(
         **values[""],
         **sections,

@@ -378,10 +378,14 @@ class MessageTemplate:
         to_name: str,
         unsubscribe_token: str,
         message_id: str | None = None,
+        delivery_token: str | None = None,
         sign: bool = True,
     ) -> PreparedMessage:
         """The message for one recipient: CRLF line endings, DKIM-signed when configured
         (unless ``sign`` is false: a queued single mail is signed when it goes out).
+
+        ``delivery_token`` goes into ``X-Newsletter-Delivery``, so that a report that lost
+        the envelope (a complaint carries the original headers) still names its delivery.
 
         Raises :class:`HeaderError` for a name, address, token or Message-ID that would
         break the headers.
@@ -389,6 +393,12 @@ class MessageTemplate:
         url = unsubscribe_url(self.cfg, unsubscribe_token)
         mid = _message_id(self.cfg, self.rendered, message_id)
         to = _mailbox_header(to_name, to_address, len("To: "))
+        correlation = b""
+        if delivery_token is not None:
+            token = _one_line("delivery token", delivery_token)
+            if not token.isascii() or not token.replace("-", "").isalnum():
+                raise HeaderError(f"delivery token must be letters, digits and '-': {token!r}")
+            correlation = b"\r\nX-Newsletter-Delivery: " + token.encode("ascii")
         items = [f"<{url}>"]
         if self._mailto:
             mailto = _mailto(self.cfg, unsubscribe_token)
@@ -401,6 +411,7 @@ class MessageTemplate:
                 self._now(),
                 b"\r\nMessage-ID: ",
                 mid.encode("ascii"),
+                correlation,
                 b"\r\nList-Unsubscribe: ",
                 _fold_list(len("List-Unsubscribe: "), items),
                 CRLF,

@@ -33,7 +33,7 @@ from . import issues
 from .config import Config, span_seconds
 from .message import HeaderError, MessageTemplate, PreparedMessage
 from .store import Store, utcnow
-from .tokens import make_token
+from .tokens import make_delivery_token, make_token
 from .transport import (
     DeliveryError,
     MessageError,
@@ -72,6 +72,16 @@ class RateLimiter:
         self.next_at = at + self.interval
         if at > now:
             await asyncio.sleep(at - now)
+
+
+def envelope_sender(cfg: Config, key: bytes, delivery_id: int) -> str:
+    """The envelope sender of a delivery: ``LOCAL+TOKEN@DOMAIN`` from ``bounces.return_path``
+    (VERP: a bounce comes back to an address that names its delivery), else the sender."""
+    return_path = cfg.bounces.return_path
+    if not return_path:
+        return cfg.email.from_address
+    local, _, domain = return_path.rpartition("@")
+    return f"{local}+{make_delivery_token(key, delivery_id)}@{domain}"
 
 
 def backoff(attempts: int, base: float, cap: float = MAX_BACKOFF) -> float:
@@ -270,7 +280,10 @@ class IssueSender:
         await self.limiter.wait()
         try:
             await transport.send(
-                self.cfg.email.from_address, row.email, message.data, wire_ready=message.wire_ready
+                envelope_sender(self.cfg, self.key, row.id),
+                row.email,
+                message.data,
+                wire_ready=message.wire_ready,
             )
         except ServerError as exc:
             self._outage(row, exc)
@@ -290,6 +303,7 @@ class IssueSender:
             unsubscribe_token=make_token(self.key, UNSUBSCRIBE, row.subscriber_id),
             # A re-send after a crash keeps its Message-ID, so receivers can spot it.
             message_id=row.message_id,
+            delivery_token=make_delivery_token(self.key, row.id),
         )
 
     def _outage(self, row: Any, exc: ServerError) -> None:

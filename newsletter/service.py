@@ -23,8 +23,8 @@ from collections.abc import Callable, Generator
 from pathlib import Path
 from typing import Any
 
-from . import delivery
-from .config import Config
+from . import bounces, delivery
+from .config import Config, span_seconds
 from .errors import NewsletterError
 from .outputs import refresh_feeds
 from .scheduler import (
@@ -222,6 +222,25 @@ def configure_logging() -> None:
         handler.setFormatter(LogfmtFormatter())
     # One line per scheduler decision is ours to log; APScheduler's own are noise at INFO.
     logging.getLogger("apscheduler").setLevel(logging.WARNING)
+    # flufl.bounce logs every detector it tries on every message at INFO.
+    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
+
+
+async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Event) -> None:
+    """Every ``bounces.poll_every``: the bounce mailbox (when one is configured) and the
+    subscriptions never confirmed. In a thread: IMAP, Maildir and the database would
+    otherwise hold up the web app on this loop."""
+    every = span_seconds(cfg.bounces.poll_every)
+    while not stop.is_set():
+        try:
+            result = await asyncio.to_thread(bounces.poll, cfg, store, key)
+            if bounces.configured(cfg):
+                log.info("bounce mailbox: %s", result.summary())
+        except NewsletterError as exc:
+            log.error("bounce mailbox: %s", exc)
+        except Exception:
+            log.exception("reading the bounce mailbox failed; trying again later")
+        await sleep_unless(stop, every)
 
 
 def _on_signals(stop: asyncio.Event) -> None:
@@ -331,6 +350,9 @@ async def serve(
                     startup = asyncio.create_task(start_up(ctx, catalog))
                     ctx.running.add(startup)
                     startup.add_done_callback(ctx.running.discard)
+                    poller = asyncio.create_task(poll_bounces(cfg, store, key, stop))
+                    ctx.running.add(poller)
+                    poller.add_done_callback(ctx.running.discard)
                     stopping = asyncio.create_task(stop.wait())
                     waiters: set[asyncio.Task[Any]] = {stopping}
                     if server_task is not None:
@@ -402,6 +424,10 @@ async def tick(
         await resume_sending(ctx)
         await send_mails(cfg, store, delivery.signer(cfg), stop=stop)
         outcomes = await run_due(ctx, now)
+        try:
+            await asyncio.to_thread(bounces.poll, cfg, store, ctx.key)
+        except NewsletterError as exc:
+            log.error("bounce mailbox: %s", exc)
         log.debug("tick took %.1fs", time.monotonic() - started)
         return outcomes
     finally:

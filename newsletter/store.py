@@ -49,6 +49,14 @@ subscribers = sa.Table(
     sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
     sa.Column("confirmed_at", sa.DateTime(timezone=True)),
     sa.Column("unsubscribed_at", sa.DateTime(timezone=True)),
+    # Why the status last changed away from active (hard_bounce, soft_bounces, complaint,
+    # unsubscribe_mail, ...), with the report's status code and diagnostic, and when.
+    sa.Column("status_reason", sa.String(32)),
+    sa.Column("status_code", sa.String(16)),
+    sa.Column("status_detail", sa.Text),
+    sa.Column("status_at", sa.DateTime(timezone=True)),
+    # Consecutive issues whose delivery soft-bounced (a full mailbox, a 4.x.x).
+    sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_subscribers_status", "status"),
 )
 
@@ -111,8 +119,36 @@ deliveries = sa.Table(
     sa.Column("error_kind", sa.String(16)),
     sa.Column("smtp_code", sa.Integer),
     sa.Column("enhanced_code", sa.String(16)),
+    # What came back later, by mail or webhook: hard, soft, complaint, unsubscribe, blocked.
+    sa.Column("bounce_kind", sa.String(16)),
+    sa.Column("bounce_status", sa.String(16)),
+    sa.Column("bounce_detail", sa.Text),
+    sa.Column("bounced_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
+)
+
+# Every report acted on (a bounce, a complaint, a mailed unsubscribe, a webhook event), once:
+# the same report (its Message-ID, or a hash of it) for the same subscriber is recorded
+# only the first time, which makes processing a mailbox again change nothing.
+bounce_events = sa.Table(
+    "bounce_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("report_id", sa.String(300), nullable=False),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("delivery_id", sa.Integer, sa.ForeignKey("deliveries.id")),
+    # hard, soft, complaint, unsubscribe, blocked
+    sa.Column("kind", sa.String(16), nullable=False),
+    sa.Column("status_code", sa.String(16)),
+    sa.Column("diagnostic", sa.Text),
+    # mailbox or webhook
+    sa.Column("source", sa.String(16), nullable=False),
+    # What it did to the subscriber, in words.
+    sa.Column("action", sa.String(100), nullable=False, server_default=""),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("report_id", "subscriber_id", name="uq_bounce_events_report_subscriber"),
+    sa.Index("ix_bounce_events_delivery_id", "delivery_id"),
 )
 
 # Single mails outside any issue (confirmations, editor test copies), as built, unsigned
@@ -227,6 +263,29 @@ class Subscriber:
     lang: str
     status: str
     bounces: int = 0
+    status_reason: str = ""
+    status_code: str = ""
+    status_detail: str = ""
+    status_at: dt.datetime | None = None
+    soft_bounces: int = 0
+
+    @property
+    def why(self) -> str:
+        """Why the status changed, in one line: reason, code, time and diagnostic."""
+        if not self.status_reason:
+            return ""
+        parts = [self.status_reason]
+        if self.status_code:
+            parts.append(self.status_code)
+        if self.status_at is not None:
+            parts.append(self.status_at.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"))
+        text = " ".join(parts)
+        detail = " ".join((self.status_detail or "").split())
+        return f"{text}: {detail[:200]}" if detail else text
+
+
+# Subscriber kinds of report, and the reason each writes on the subscriber.
+REPORT_KINDS = ("hard", "soft", "complaint", "unsubscribe", "blocked")
 
 
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
@@ -237,7 +296,19 @@ def _aware(value: dt.datetime | None) -> dt.datetime | None:
 
 
 def _subscriber(row: Any) -> Subscriber:
-    return Subscriber(row.id, row.email, row.name, row.lang, row.status, row.bounces)
+    return Subscriber(
+        row.id,
+        row.email,
+        row.name,
+        row.lang,
+        row.status,
+        row.bounces,
+        row.status_reason or "",
+        row.status_code or "",
+        row.status_detail or "",
+        _aware(row.status_at),
+        row.soft_bounces,
+    )
 
 
 def _engine(url: str, base_dir: Path) -> Engine:
@@ -409,17 +480,20 @@ class Store:
             row = conn.execute(query).first()
         return _subscriber(row) if row else None
 
-    def set_status(self, subscriber_id: int, status: str) -> bool:
+    def set_status(self, subscriber_id: int, status: str, *, reason: str | None = None) -> bool:
+        """Change a subscriber's status; ``reason`` (e.g. ``unsubscribe``) is recorded with
+        it. Becoming active clears the last reason; pending keeps it (a complaint stays on
+        record until the address confirms anew)."""
         if status not in SUBSCRIBER_STATUSES:
             raise ValueError(status)
         now = utcnow()
         values: dict[str, Any] = {"status": status, "updated_at": now}
         if status == "unsubscribed":
             values["unsubscribed_at"] = now
+        if reason is not None:
+            values.update(status_reason=reason, status_code=None, status_detail=None, status_at=now)
         if status == "active":
-            # A confirmed address is deliverable again: past bounces no longer count.
-            values["confirmed_at"] = now
-            values["bounces"] = 0
+            values.update(_activated(now))
         with self.engine.begin() as conn:
             result = conn.execute(
                 subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
@@ -514,6 +588,15 @@ class Store:
                 .where(confirmations.c.id == confirmation_id)
             ).first()
 
+    def open_confirmations(self, subscriber_id: int) -> list[Any]:
+        """The requests of a subscriber whose links still work (at most one)."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(confirmations).where(confirmations.c.subscriber_id == subscriber_id)
+                )
+            )
+
     def confirm(self, confirmation_id: int, nonce: str) -> Subscriber | None:
         """Use the request once: the subscriber becomes active with the request's name and
         language. None when it was used, replaced or withdrawn meanwhile."""
@@ -533,13 +616,7 @@ class Store:
             )
             if not gone.rowcount:  # another request used it at the same moment
                 return None
-            values: dict[str, Any] = {
-                "status": "active",
-                "lang": row.lang,
-                "confirmed_at": now,
-                "updated_at": now,
-                "bounces": 0,
-            }
+            values: dict[str, Any] = {"lang": row.lang, "updated_at": now, **_activated(now)}
             if row.name:
                 values["name"] = row.name
             conn.execute(
@@ -988,7 +1065,14 @@ class Store:
                     subscribers.c.bounces >= bounce_threshold,
                     subscribers.c.status == "active",
                 )
-                .values(status="bounced", updated_at=now)
+                .values(
+                    status="bounced",
+                    updated_at=now,
+                    status_reason="refused",
+                    status_code=detail.get("enhanced_code") or str(detail.get("smtp_code") or ""),
+                    status_detail=error[:1000],
+                    status_at=now,
+                )
             )
             return bool(result.rowcount)
 
@@ -1079,6 +1163,242 @@ class Store:
                     .limit(limit)
                 )
             )
+
+    # --- reports: bounces, complaints, mailed unsubscribes ------------------------------
+
+    def delivery_target(self, delivery_id: int) -> tuple[int, int] | None:
+        """(delivery id, subscriber id) of a delivery that exists."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.subscriber_id).where(
+                    deliveries.c.id == delivery_id
+                )
+            ).first()
+        return (row.id, row.subscriber_id) if row else None
+
+    def delivery_by_message_id(self, message_id: str) -> tuple[int, int] | None:
+        """(delivery id, subscriber id) of the delivery sent with ``message_id`` (``<>``
+        included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.subscriber_id)
+                .where(deliveries.c.message_id == message_id)
+                .limit(1)
+            ).first()
+        return (row.id, row.subscriber_id) if row else None
+
+    def latest_delivery(self, subscriber_id: int) -> int | None:
+        """The subscriber's most recent delivery handed to a server."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(deliveries.c.id)).where(
+                    deliveries.c.subscriber_id == subscriber_id,
+                    deliveries.c.status.in_(("sent", "failed")),
+                )
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def record_report(
+        self,
+        *,
+        report_id: str,
+        source: str,
+        kind: str,
+        subscriber_id: int,
+        delivery_id: int | None,
+        status_code: str = "",
+        diagnostic: str = "",
+        bounce_threshold: int = 3,
+    ) -> str | None:
+        """Act on one report for one subscriber, in one transaction with its record.
+
+        ``hard``: the subscriber becomes ``bounced``. ``soft``: counted over consecutive
+        issues (a delivery in between that did not bounce starts the count again), bounced
+        at ``bounce_threshold``. ``complaint``: ``unsubscribed`` (reason ``complaint``),
+        whatever the status was. ``unsubscribe``: ``unsubscribed``. ``blocked`` (a policy
+        or content refusal) says nothing about the address: only recorded.
+
+        Returns what was done, or None when this report was recorded before: processing
+        the same report again changes nothing.
+        """
+        if kind not in REPORT_KINDS:
+            raise ValueError(kind)
+        now = utcnow()
+        code = (status_code or "")[:16] or None
+        detail = (diagnostic or "")[:2000] or None
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                # Two reports for one subscriber at once: one after the other.
+                conn.execute(
+                    sa.select(subscribers.c.id)
+                    .where(subscribers.c.id == subscriber_id)
+                    .with_for_update()
+                )
+            inserted = conn.execute(
+                self._insert(bounce_events)
+                .values(
+                    report_id=report_id[:300],
+                    subscriber_id=subscriber_id,
+                    delivery_id=delivery_id,
+                    kind=kind,
+                    status_code=code,
+                    diagnostic=detail,
+                    source=source,
+                    action="",
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["report_id", "subscriber_id"])
+            )
+            if not inserted.rowcount:
+                return None
+            if delivery_id is not None:
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id == delivery_id)
+                    .values(
+                        bounce_kind=kind,
+                        bounce_status=code,
+                        bounce_detail=detail,
+                        bounced_at=now,
+                        updated_at=now,
+                    )
+                )
+            sub = conn.execute(
+                sa.select(subscribers).where(subscribers.c.id == subscriber_id)
+            ).one()
+            why = {
+                "status_code": code,
+                "status_detail": detail,
+                "status_at": now,
+                "updated_at": now,
+            }
+            action = f"recorded ({sub.status})"
+            if kind == "hard" and sub.status in ("active", "pending"):
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status="bounced", status_reason="hard_bounce", **why)
+                )
+                action = "bounced"
+            elif kind == "soft":
+                streak = self._soft_streak(conn, subscriber_id, bounce_threshold)
+                values: dict[str, Any] = {"soft_bounces": streak, "updated_at": now}
+                action = f"soft bounce {streak} of {bounce_threshold}"
+                if streak >= bounce_threshold and sub.status == "active":
+                    values.update(status="bounced", status_reason="soft_bounces", **why)
+                    action += ": bounced"
+                conn.execute(
+                    subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
+                )
+            elif kind == "complaint":
+                # Whatever the status: a complaint must never be mailed again, and the
+                # reason stays on record until the address confirms anew.
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(
+                        status="unsubscribed",
+                        status_reason="complaint",
+                        unsubscribed_at=sub.unsubscribed_at or now,
+                        **why,
+                    )
+                )
+                action = "unsubscribed (complaint)"
+            elif kind == "unsubscribe" and sub.status in ("active", "pending"):
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(
+                        status="unsubscribed",
+                        status_reason="unsubscribe_mail",
+                        unsubscribed_at=now,
+                        **why,
+                    )
+                )
+                action = "unsubscribed"
+            conn.execute(
+                bounce_events.update()
+                .where(
+                    bounce_events.c.report_id == report_id[:300],
+                    bounce_events.c.subscriber_id == subscriber_id,
+                )
+                .values(action=action)
+            )
+        return action
+
+    @staticmethod
+    def _soft_streak(conn: Connection, subscriber_id: int, limit: int) -> int:
+        """How many of the subscriber's latest deliveries soft-bounced, one after another."""
+        kinds = conn.execute(
+            sa.select(deliveries.c.bounce_kind)
+            .where(
+                deliveries.c.subscriber_id == subscriber_id,
+                deliveries.c.status.in_(("sent", "failed")),
+            )
+            .order_by(deliveries.c.issue_id.desc())
+            .limit(max(limit, 1))
+        ).scalars()
+        streak = 0
+        for kind in kinds:
+            if kind != "soft":
+                break
+            streak += 1
+        return max(streak, 1)
+
+    def bounce_counts(self, issue_id: int) -> dict[str, int]:
+        """An issue's deliveries by what came back: hard, soft, complaint, unsubscribe,
+        blocked, and ``refused`` for addresses refused during the SMTP dialogue."""
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(d.bounce_kind, sa.func.count())
+                .where(d.issue_id == issue_id, d.bounce_kind.is_not(None))
+                .group_by(d.bounce_kind)
+            ).all()
+            refused = conn.execute(
+                sa.select(sa.func.count()).where(
+                    d.issue_id == issue_id,
+                    d.status == "failed",
+                    d.error_kind == "recipient",
+                    d.bounce_kind.is_(None),
+                )
+            ).scalar_one()
+        found = {kind: int(count) for kind, count in rows}
+        found["refused"] = int(refused)
+        return found
+
+    def reports(self, subscriber_id: int | None = None) -> list[Any]:
+        """Recorded reports, oldest first."""
+        query = sa.select(bounce_events).order_by(bounce_events.c.id)
+        if subscriber_id is not None:
+            query = query.where(bounce_events.c.subscriber_id == subscriber_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def delete_unconfirmed(self, before: dt.datetime) -> tuple[int, int]:
+        """Pending subscriptions last asked for before ``before`` and never confirmed: rows
+        with no history are deleted; a former subscriber who asked again and never
+        confirmed goes back to ``unsubscribed``, keeping the reason on record (a
+        complaint stays one). Returns (deleted, set back)."""
+        s = subscribers.c
+        history = sa.or_(
+            sa.select(deliveries.c.id).where(deliveries.c.subscriber_id == s.id).exists(),
+            sa.select(bounce_events.c.id).where(bounce_events.c.subscriber_id == s.id).exists(),
+        )
+        # A request still open (its link has not expired) keeps its subscriber row.
+        open_request = (
+            sa.select(confirmations.c.id).where(confirmations.c.subscriber_id == s.id).exists()
+        )
+        stale = (s.status == "pending", s.updated_at < before, ~open_request)
+        with self.engine.begin() as conn:
+            conn.execute(confirmations.delete().where(confirmations.c.created_at < before))
+            deleted = conn.execute(subscribers.delete().where(*stale, ~history)).rowcount
+            restored = conn.execute(
+                subscribers.update()
+                .where(*stale, history)
+                .values(status="unsubscribed", updated_at=utcnow())
+            ).rowcount
+        return int(deleted or 0), int(restored or 0)
 
     # --- single mails ------------------------------------------------------------------
 
@@ -1256,6 +1576,20 @@ class Store:
 
     def close(self) -> None:
         self.engine.dispose()
+
+
+def _activated(now: dt.datetime) -> dict[str, Any]:
+    """A confirmed address is deliverable again: past bounces and reasons no longer count."""
+    return {
+        "status": "active",
+        "confirmed_at": now,
+        "bounces": 0,
+        "soft_bounces": 0,
+        "status_reason": None,
+        "status_code": None,
+        "status_detail": None,
+        "status_at": now,
+    }
 
 
 def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:

@@ -126,5 +126,8 @@ def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
 
 
 def rows(store: Store, status: str | None = None) -> Iterator[str]:
+    """One tab-separated line per subscriber; a fifth column says why the status changed
+    (a bounce, a complaint: reason, status code, time and diagnostic) when it is known."""
     for sub in store.iter_subscribers(status):
-        yield f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
+        line = f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
+        yield f"{line}\t{sub.why}" if sub.why else line

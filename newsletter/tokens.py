@@ -1,4 +1,4 @@
-"""HMAC-signed tokens for unsubscribe and confirmation links.
+"""HMAC-signed tokens for unsubscribe and confirmation links, and for deliveries.
 
 A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
 so a link cannot be forged or pointed at someone else. The key comes only from
@@ -76,6 +76,46 @@ def read_token(
     if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
         raise TokenError("expired")
     return int(parts[0])
+
+
+DELIVERY = "delivery"
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if not number:
+            return digits
+
+
+def make_delivery_token(key: bytes, delivery_id: int) -> str:
+    """``ID-SIG``: the delivery id in base 36 and 64 bits of HMAC in base 32, lower case
+    letters and digits only, because it travels in an address's local part (VERP), which
+    some MTAs fold to lower case."""
+    subject = _base36(delivery_id)
+    signature = base64.b32encode(_mac(key, DELIVERY, subject)[:8]).decode("ascii")
+    return f"{subject}-{signature.rstrip('=').lower()}"
+
+
+def read_delivery_token(key: bytes | Sequence[bytes], token: str) -> int:
+    """The delivery id in a token from :func:`make_delivery_token` (any case);
+    :class:`TokenError` if it is malformed or not signed with ``key`` (or any of the keys)."""
+    subject, _, signature = token.strip().lower().partition("-")
+    if not subject or len(subject) > 13 or len(signature) != 13:
+        raise TokenError("malformed delivery token")
+    if not all(c in _BASE36 for c in subject) or not signature.isalnum():
+        raise TokenError("malformed delivery token")
+    keys = [key] if isinstance(key, bytes) else list(key)
+    expected = [
+        base64.b32encode(_mac(k, DELIVERY, subject)[:8]).decode("ascii").rstrip("=").lower()
+        for k in keys
+    ]
+    if not any([hmac.compare_digest(signature, e) for e in expected]):
+        raise TokenError("bad signature")
+    return int(subject, 36)
 
 
 # A shorter key can be guessed offline from any one link: 32 bytes is HMAC-SHA256's own size.

@@ -271,10 +271,12 @@ class PublicFolder:
 def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
     """Every route of the site, in matching order; the public folder's catch-all is last."""
     from .subscription import routes as subscription_routes
+    from .webhooks import routes as webhook_routes
 
     public = PublicFolder(cfg.public_path)
     return [
         *subscription_routes(cfg, wake_sender),
+        *webhook_routes(cfg),
         Route("/", public.index, methods=["GET"]),
         Route("/{path:path}", public.file, methods=["GET"]),
     ]

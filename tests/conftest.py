@@ -29,6 +29,15 @@ def seeds_archive() -> Archive:
     return load_archive(SEEDS)
 
 
+@pytest.fixture(autouse=True)
+def _umask() -> Iterator[None]:
+    """Each test starts with the usual umask: the CLI sets 077 for its process, and a test
+    that runs it in-process must not make the next test's files private."""
+    previous = os.umask(0o022)
+    yield
+    os.umask(previous)
+
+
 @pytest.fixture
 def cfg(tmp_path: Path) -> Config:
     """Embedded defaults, with every relative path under a temporary folder."""

@@ -1,6 +1,6 @@
 """Confirmation requests: single-use, bound to a nonce, carrying the form's name and language.
 
-Revision 0004. Written out in full: a revision never imports newsletter.store, whose
+Revision 0004, after 0003. Written out in full: a revision never imports newsletter.store, whose
 tables describe only the newest schema.
 
 - confirmations: one row per subscription request sent from the form. Its link names the
@@ -15,7 +15,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004"
-down_revision = "0002"
+down_revision = "0003"
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,753 @@
+"""Bounces, complaints and mailed unsubscribes: read from a Maildir or IMAP, acted on once."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+from conftest import FIXTURES
+
+from newsletter import bounces
+from newsletter.bounces import read_report, report_id
+from newsletter.cli import main
+from newsletter.config import Config
+from newsletter.store import Store, open_store
+from newsletter.subscription import request_subscription
+from newsletter.tokens import make_delivery_token, make_token
+
+REPORTS = FIXTURES / "bounces"
+KEY = b"test-secret-key-of-at-least-32-bytes"
+# The subscriber each fixture is about (the test gives each a delivered issue).
+READERS = (
+    "gone@example.net",
+    "full@example.com",
+    "complainer@example.com",
+    "olduser@gmail.example",
+    "exuser@corp.example.org",
+    "reader@example.org",
+    "leaving@example.org",
+    "Plain.Reader@example.org",
+    "slow@example.net",
+    "bystander@example.org",
+)
+
+
+@pytest.fixture
+def bounce_cfg(cfg: Config) -> Config:
+    return cfg.replace(
+        secret_key=KEY.decode(),
+        email=dataclasses.replace(cfg.email, unsubscribe_mailto="unsubscribe@news.example.org"),
+        bounces=dataclasses.replace(cfg.bounces, return_path="bounces@news.example.org"),
+    )
+
+
+def deliver(store: Store, week: str, emails: tuple[str, ...] = READERS) -> dict[str, int]:
+    """An issue of ``week`` handed to the server for each address (which must subscribe);
+    its Message-IDs are ``<WEEK.ko.LOCAL@news.example.org>``. Returns email -> delivery id."""
+    issue = store.ensure_issue(week, "weekly", status="sent")
+    store.fan_out(issue.id)
+    ids = {}
+    with store.engine.begin() as conn:
+        rows = conn.exec_driver_sql(
+            "select d.id, s.email from deliveries d join subscribers s on s.id = d.subscriber_id "
+            "where d.issue_id = ?",
+            (issue.id,),
+        ).all()
+        for delivery_id, address in rows:
+            local = address.split("@")[0].lower()
+            conn.exec_driver_sql(
+                "update deliveries set status = 'sent', message_id = ? where id = ?",
+                (f"<{week}.ko.{local}@news.example.org>", delivery_id),
+            )
+            ids[address] = delivery_id
+    return ids
+
+
+def maildir(path: Path) -> Path:
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def drop(box: Path, name: str, data: bytes) -> None:
+    (box / "new" / f"{time.time_ns()}.{name}.test").write_bytes(data)
+
+
+def fixtures(store: Store) -> dict[str, bytes]:
+    leaving = store.get_subscriber(email="leaving@example.org")
+    assert leaving is not None
+    token = make_token(KEY, "unsubscribe", leaving.id).encode()
+    return {
+        path.name: path.read_bytes().replace(b"{unsubscribe_token}", token)
+        for path in sorted(REPORTS.glob("*.eml"))
+    }
+
+
+def status(store: Store, address: str) -> tuple[str, str, str]:
+    sub = store.get_subscriber(email=address)
+    assert sub is not None
+    return sub.status, sub.status_reason, sub.status_code
+
+
+def test_each_report_format_is_classified(bounce_cfg: Config) -> None:
+    data = {path.name: path.read_bytes() for path in REPORTS.glob("*.eml")}
+    kinds = {name: read_report(bounce_cfg, KEY, raw) for name, raw in data.items()}
+    assert {name: report.kind for name, report in kinds.items()} == {
+        "arf-complaint.eml": "complaint",
+        "auto-reply.eml": "auto_reply",
+        "dsn-delayed.eml": "notice",
+        "dsn-hard.eml": "hard",
+        "dsn-soft.eml": "soft",
+        "exchange-bounce.eml": "hard",
+        "garbage.eml": "unknown",
+        "gmail-bounce.eml": "hard",
+        # Without a real token, the subject names nobody: the sender's address does.
+        "unsubscribe-address.eml": "unsubscribe",
+        "unsubscribe-token.eml": "unsubscribe",
+    }
+    assert kinds["dsn-hard.eml"].status == "5.1.1"
+    assert "User unknown" in kinds["dsn-hard.eml"].diagnostic
+    assert kinds["dsn-soft.eml"].status == "5.2.2"
+    assert kinds["gmail-bounce.eml"].status == "5.1.1"
+    assert kinds["gmail-bounce.eml"].addresses == ["olduser@gmail.example"]
+    assert "not recognized" in kinds["exchange-bounce.eml"].diagnostic
+    assert kinds["arf-complaint.eml"].message_ids == ["<2024-W31.ko.complainer@news.example.org>"]
+    assert report_id(data["garbage.eml"]).startswith("sha256:")
+
+
+@pytest.mark.parametrize(
+    ("status", "kind"),
+    [
+        ("5.1.1", "hard"),
+        ("5.1.10", "hard"),
+        ("5.0.0", "hard"),
+        ("5.4.4", "hard"),
+        ("5.2.1", "hard"),
+        ("5.2.2", "soft"),
+        ("4.2.2", "soft"),
+        ("4.4.1", "soft"),
+        ("5.7.1", "blocked"),
+        ("5.3.4", "blocked"),
+        ("5.6.0", "blocked"),
+    ],
+)
+def test_status_codes(status: str, kind: str) -> None:
+    assert bounces.bounce_kind(status) == kind
+
+
+def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
+    bounce_cfg: Config, tmp_path: Path
+) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    for address in READERS:
+        store.add_subscriber(address)
+    deliveries = deliver(store, "2024-W31")
+    box = maildir(tmp_path / "Maildir")
+    for name, data in fixtures(store).items():
+        drop(box, name, data)
+    (box / "new" / "1.unreadable.test").mkdir()  # a name that cannot be read as a file
+
+    result = bounces.process(bounce_cfg, store, KEY, maildir=box)
+    assert status(store, "gone@example.net") == ("bounced", "hard_bounce", "5.1.1")
+    assert status(store, "olduser@gmail.example") == ("bounced", "hard_bounce", "5.1.1")
+    assert status(store, "exuser@corp.example.org")[:2] == ("bounced", "hard_bounce")
+    assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    assert status(store, "leaving@example.org")[:2] == ("unsubscribed", "unsubscribe_mail")
+    assert status(store, "Plain.Reader@example.org")[:2] == ("unsubscribed", "unsubscribe_mail")
+    for address in ("full@example.com", "reader@example.org", "slow@example.net"):
+        assert status(store, address)[0] == "active", address
+    assert status(store, "bystander@example.org") == ("active", "", "")
+    full = store.get_subscriber(email="full@example.com")
+    assert full is not None and full.soft_bounces == 1
+    assert dict(result.counts) == {
+        "hard": 3,
+        "soft": 1,
+        "complaint": 1,
+        "unsubscribe": 2,
+        "auto_reply": 1,
+        "notice": 1,
+        "unknown": 1,
+        "unreadable": 1,
+    }
+    assert "hard: gone@example.net: bounced (5.1.1)" in result.lines
+    assert "complaint: complainer@example.com: unsubscribed (complaint)" in result.lines
+    assert "soft: full@example.com: soft bounce 1 of 3 (5.2.2)" in result.lines
+    assert any(
+        line.startswith(f"unknown: {box}/new/") and "garbage" in line and "kept" in line
+        for line in result.lines
+    )
+    assert any(line.startswith("unreadable: ") for line in result.lines)
+    # Recorded on the delivery too, with the diagnostic.
+    with store.engine.connect() as conn:
+        kind, code, detail = conn.exec_driver_sql(
+            "select bounce_kind, bounce_status, bounce_detail from deliveries where id = ?",
+            (deliveries["gone@example.net"],),
+        ).one()
+    assert (kind, code) == ("hard", "5.1.1") and "User unknown" in detail
+
+    # Handled messages moved aside; the garbage and the unreadable entry flagged and kept.
+    assert len(os.listdir(box / ".Processed" / "cur")) == 9
+    assert all(name.endswith(":2,S") for name in os.listdir(box / ".Processed" / "cur"))
+    assert os.listdir(box / "new") == []
+    kept = sorted(os.listdir(box / "cur"))
+    assert len(kept) == 2 and all(name.endswith(":2,F") for name in kept)
+
+    # The same reports again (a second copy, or a crash before the move): nothing changes.
+    events = len(store.reports())
+    subscribers_before = list(store.iter_subscribers())
+    for name, data in fixtures(store).items():
+        drop(box, name, data)
+    again = bounces.process(bounce_cfg, store, KEY, maildir=box)
+    assert len(store.reports()) == events
+    assert list(store.iter_subscribers()) == subscribers_before
+    assert "hard: gone@example.net: already recorded" in again.lines
+    # A second run over the same mailbox reads nothing more (the flagged ones are skipped).
+    third = bounces.process(bounce_cfg, store, KEY, maildir=box)
+    assert sum(third.counts.values()) == 0
+    store.close()
+
+
+def test_verp_token_names_the_delivery_before_anything_else(bounce_cfg: Config) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    for address in ("gone@example.net", "other@example.net"):
+        store.add_subscriber(address)
+    ids = deliver(store, "2024-W31", ("gone@example.net", "other@example.net"))
+    raw = (REPORTS / "dsn-hard.eml").read_bytes()
+    # The VERP address names other@'s delivery: it wins over the address and Message-ID.
+    token = make_delivery_token(KEY, ids["other@example.net"]).encode()
+    raw = raw.replace(
+        b"Delivered-To: bounces@news.example.org",
+        b"Delivered-To: bounces+" + token + b"@news.example.org",
+    )
+    report = read_report(bounce_cfg, KEY, raw)
+    actions = bounces.act(bounce_cfg, store, KEY, report, report_id(raw), "mailbox")
+    assert [a.email for a in actions] == ["other@example.net"]
+    assert status(store, "gone@example.net")[0] == "active"
+    # A token signed with another key names nobody: the Message-ID decides.
+    forged = raw.replace(
+        token, make_delivery_token(b"other key", ids["other@example.net"]).encode()
+    )
+    report = read_report(
+        bounce_cfg, KEY, forged.replace(b"Message-Id: <2024", b"Message-Id: <x2024")
+    )
+    actions = bounces.act(bounce_cfg, store, KEY, report, "another report", "mailbox")
+    assert [a.email for a in actions] == ["gone@example.net"]
+    store.close()
+
+
+def _soft(store: Store, cfg: Config, address: str, week: str, delivery: int) -> str | None:
+    sub = store.get_subscriber(email=address)
+    assert sub is not None
+    return store.record_report(
+        report_id=f"soft-{week}",
+        source="mailbox",
+        kind="soft",
+        subscriber_id=sub.id,
+        delivery_id=delivery,
+        status_code="4.2.2",
+        diagnostic="mailbox full",
+        bounce_threshold=cfg.smtp.bounce_threshold,
+    )
+
+
+def test_soft_bounces_count_over_consecutive_issues_only(bounce_cfg: Config) -> None:
+    cfg = bounce_cfg.replace(smtp=dataclasses.replace(bounce_cfg.smtp, bounce_threshold=2))
+    store = open_store(cfg.database_url, cfg.base_dir)
+    store.add_subscriber("full@example.com")
+    first = deliver(store, "2024-W30", ("full@example.com",))
+    deliver(store, "2024-W31", ("full@example.com",))  # delivered, nothing came back
+    third = deliver(store, "2024-W32", ("full@example.com",))
+    assert _soft(store, cfg, "full@example.com", "2024-W30", first["full@example.com"]) == (
+        "soft bounce 1 of 2"
+    )
+    # W31 did not bounce: the count starts again at W32.
+    assert _soft(store, cfg, "full@example.com", "2024-W32", third["full@example.com"]) == (
+        "soft bounce 1 of 2"
+    )
+    assert status(store, "full@example.com")[0] == "active"
+    fourth = deliver(store, "2024-W33", ("full@example.com",))
+    assert _soft(store, cfg, "full@example.com", "2024-W33", fourth["full@example.com"]) == (
+        "soft bounce 2 of 2: bounced"
+    )
+    assert status(store, "full@example.com") == ("bounced", "soft_bounces", "4.2.2")
+    # The same report again changes nothing.
+    assert _soft(store, cfg, "full@example.com", "2024-W33", fourth["full@example.com"]) is None
+    store.close()
+
+
+def test_a_complaint_is_never_mailed_again_until_it_confirms_anew(
+    bounce_cfg: Config,
+) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    store.add_subscriber("complainer@example.com")
+    deliver(store, "2024-W31", ("complainer@example.com",))
+    raw = (REPORTS / "arf-complaint.eml").read_bytes()
+    report = read_report(bounce_cfg, KEY, raw)
+    bounces.act(bounce_cfg, store, KEY, report, report_id(raw), "mailbox")
+    sub = store.get_subscriber(email="complainer@example.com")
+    assert sub is not None and (sub.status, sub.status_reason) == ("unsubscribed", "complaint")
+
+    # The form again: only a confirmation goes out; the issue does not.
+    assert request_subscription(bounce_cfg, store, KEY, sub.email, "", "ko") is not None
+    sub = store.get_subscriber(email="complainer@example.com")
+    assert sub is not None and (sub.status, sub.status_reason) == ("unsubscribed", "complaint")
+    issue = store.ensure_issue("2024-W32", "weekly", status="sending")
+    assert store.fan_out(issue.id) == 0
+
+    # Never confirmed: after the link's seven days the request is gone, the complaint stays.
+    later = bounces.utcnow() + dt_days(8)
+    assert bounces.expire_unconfirmed(store, later) == (0, 0)
+    sub = store.get_subscriber(email="complainer@example.com")
+    assert sub is not None and (sub.status, sub.status_reason) == ("unsubscribed", "complaint")
+    assert store.open_confirmations(sub.id) == []  # its link no longer works
+
+    # Confirming anew (the form, then the link's button) makes it active, the complaint cleared.
+    import sqlalchemy as sa
+
+    from newsletter.store import outbound
+
+    with store.engine.begin() as conn:  # a day later: the per-address limit allows another
+        conn.execute(sa.delete(outbound))
+    request_subscription(bounce_cfg, store, KEY, sub.email, "", "ko")
+    (request,) = store.open_confirmations(sub.id)
+    assert store.confirm(request.id, request.nonce) is not None
+    sub = store.get_subscriber(email="complainer@example.com")
+    assert sub is not None and (sub.status, sub.status_reason) == ("active", "")
+    store.close()
+
+
+def dt_days(days: int) -> Any:
+    import datetime as dt
+
+    return dt.timedelta(days=days)
+
+
+def test_unconfirmed_subscriptions_are_deleted_after_seven_days(bounce_cfg: Config) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    request_subscription(bounce_cfg, store, KEY, "new@example.org", "", "ko")
+    store.add_subscriber("active@example.org")
+    assert bounces.expire_unconfirmed(store, bounces.utcnow() + dt_days(6)) == (0, 0)
+    assert bounces.expire_unconfirmed(store, bounces.utcnow() + dt_days(8)) == (1, 0)
+    assert store.get_subscriber(email="new@example.org") is None
+    assert store.get_subscriber(email="active@example.org") is not None
+    store.close()
+
+
+def test_the_bounces_command_prints_counts_and_actions(bounce_cfg: Config, tmp_path: Path) -> None:
+    config = tmp_path / "config.toml"
+    config.write_text(
+        '[email]\nunsubscribe_mailto = "unsubscribe@news.example.org"\n', encoding="utf-8"
+    )
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    store.add_subscriber("gone@example.net")
+    deliver(store, "2024-W31", ("gone@example.net",))
+    store.close()
+    box = maildir(tmp_path / "box")
+    shutil.copy(REPORTS / "dsn-hard.eml", box / "new" / "1.dsn.test")
+    shutil.copy(REPORTS / "garbage.eml", box / "new" / "2.garbage.test")
+    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
+    result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
+    assert result.exit_code == 0, result.output
+    lines = result.stdout.splitlines()
+    assert lines[0] == "hard: gone@example.net: bounced (5.1.1)"
+    assert lines[1] == (f"unknown: {box}/new/2.garbage.test: no mail headers; kept for a person")
+    assert lines[2].startswith("hard 1, soft 0, blocked 0, complaint 0, unsubscribe 0,")
+    listed = runner.invoke(
+        main, ["subscribers", "list", "--status", "bounced", "--config", str(config)]
+    )
+    (line,) = listed.stdout.splitlines()
+    assert line.startswith("gone@example.net\t\tko\tbounced\thard_bounce 5.1.1 ")
+    assert "User unknown" in line
+    status_out = runner.invoke(main, ["status", "--week", "2024-W31", "--config", str(config)])
+    assert "bounces: hard 1, soft 0" in status_out.stdout
+    assert "bounce rate 100.00%" in status_out.stdout
+    assert "warning: bounce rate 100.00% is above 2%" in status_out.stderr
+    # Without a mailbox configured or given: a one-line error.
+    missing = runner.invoke(main, ["bounces", "--config", str(config)])
+    assert missing.exit_code == 1
+    assert missing.stderr.startswith("error: no bounce mailbox: set [bounces] maildir")
+    nothing = runner.invoke(
+        main, ["bounces", "--config", str(config), "--maildir", str(tmp_path / "nope")]
+    )
+    assert nothing.exit_code == 1 and "is not a Maildir" in nothing.stderr
+
+
+# --- end to end: Postfix bounces an issue by mail -----------------------------------------------
+
+BOUNCE_MAILDIR = Path(
+    os.environ.get("NEWSLETTER_TEST_BOUNCE_MAILDIR", "/home/newsletter-bounces/Maildir")
+)
+
+
+def _dsn_for(token: str, timeout: float = 60.0) -> Path:
+    """The DSN Postfix delivered to newsletter-bounces+TOKEN@localhost (asynchronously)."""
+    deadline = time.monotonic() + timeout
+    needle = f"newsletter-bounces+{token}@localhost".encode()
+    while time.monotonic() < deadline:
+        for sub in ("new", "cur"):
+            folder = BOUNCE_MAILDIR / sub
+            for path in folder.iterdir() if folder.is_dir() else []:
+                with contextlib.suppress(OSError):
+                    if needle in path.read_bytes()[:4096]:
+                        return path
+        time.sleep(0.2)
+    raise AssertionError(f"no DSN for {token} in {BOUNCE_MAILDIR} within {timeout}s")
+
+
+def test_postfix_bounces_an_issue_and_exactly_that_subscriber_is_marked(
+    cfg: Config, seeds_archive: Any, mta: tuple[int, Path], tmp_path: Path
+) -> None:
+    from newsletter.delivery import send_week
+    from newsletter.select import IsoWeek
+
+    port, _ = mta
+    if not BOUNCE_MAILDIR.parent.is_dir():
+        from conftest import need_service
+
+        need_service("the bounce mailbox", f"no {BOUNCE_MAILDIR.parent}")
+    cfg = cfg.replace(
+        base_url="https://news.example.org/",
+        secret_key=KEY.decode(),
+        smtp=dataclasses.replace(cfg.smtp, host="127.0.0.1", port=port, tls="none"),
+        email=dataclasses.replace(cfg.email, from_address="weekly@news.example.org"),
+        bounces=dataclasses.replace(cfg.bounces, return_path="newsletter-bounces@localhost"),
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    store.add_subscriber("newsletter-test@localhost")
+    store.add_subscriber("nosuchuser@localhost")
+    report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 31), KEY)
+    # Postfix took both with 250: the failure comes later, by mail.
+    assert report.counts["sent"] == 2
+    with store.engine.connect() as conn:
+        rows = dict(
+            conn.exec_driver_sql(
+                "select s.email, d.id from deliveries d join subscribers s on s.id = d.subscriber_id"
+            ).all()
+        )
+    token = make_delivery_token(KEY, rows["nosuchuser@localhost"])
+    dsn = _dsn_for(token)
+    box = maildir(tmp_path / "bounces")
+    shutil.move(dsn, box / "new" / dsn.name.split(":")[0])
+
+    config = tmp_path / "config.toml"
+    config.write_text('database_url = "sqlite:///newsletter.db"\n', encoding="utf-8")
+    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
+    result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
+    assert result.exit_code == 0, result.output
+    assert result.stdout.splitlines()[0] == "hard: nosuchuser@localhost: bounced (5.1.1)"
+    assert status(store, "nosuchuser@localhost")[:2] == ("bounced", "hard_bounce")
+    assert status(store, "newsletter-test@localhost") == ("active", "", "")
+    assert len(os.listdir(box / ".Processed" / "cur")) == 1
+    store.close()
+
+
+# --- IMAP: a real Dovecot on a free loopback port ---------------------------------------------
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Any:
+    """Dovecot's IMAP server over TLS (a self-signed certificate) on a free port, one user
+    ``bounces`` with the password ``secret``: (port, CA file, IMAP client factory)."""
+    import imaplib
+    import ssl
+    import subprocess
+    import tempfile
+
+    from conftest import free_port, need_service
+
+    binary = shutil.which("dovecot", path="/usr/sbin:/usr/bin:/sbin")
+    if binary is None:
+        need_service("Dovecot", "Debian package dovecot-imapd")
+    if os.geteuid() != 0:
+        need_service("Dovecot", "the test starts it as root")
+    # Outside pytest's private temporary folder: the mail processes run as nobody.
+    root = Path(tempfile.mkdtemp(prefix="newsletter-dovecot-"))
+    root.chmod(0o755)
+    (root / "mail").mkdir()
+    shutil.chown(root / "mail", "nobody", "nogroup")
+    subprocess.run(
+        [
+            "openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-days", "2",
+            "-keyout", str(root / "key.pem"), "-out", str(root / "cert.pem"),
+            "-subj", "/CN=localhost", "-addext", "subjectAltName=DNS:localhost,IP:127.0.0.1",
+        ],
+        check=True,
+        capture_output=True,
+    )  # fmt: skip
+    (root / "passwd").write_text("bounces:{PLAIN}secret::::::\n", encoding="utf-8")
+    port = free_port()
+    (root / "dovecot.conf").write_text(
+        f"""
+base_dir = {root}/run
+state_dir = {root}/run
+log_path = {root}/dovecot.log
+protocols = imap
+listen = 127.0.0.1
+ssl = required
+ssl_cert = <{root}/cert.pem
+ssl_key = <{root}/key.pem
+mail_location = maildir:{root}/mail
+passdb {{
+  driver = passwd-file
+  args = {root}/passwd
+}}
+userdb {{
+  driver = static
+  args = uid=nobody gid=nogroup home={root}/mail
+}}
+service imap-login {{
+  chroot =
+  inet_listener imap {{
+    port = 0
+  }}
+  inet_listener imaps {{
+    port = {port}
+    ssl = yes
+  }}
+}}
+service anvil {{
+  chroot =
+}}
+""",
+        encoding="utf-8",
+    )
+    server = subprocess.Popen(
+        [binary, "-F", "-c", str(root / "dovecot.conf")],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.STDOUT,
+    )
+    context = ssl.create_default_context(cafile=str(root / "cert.pem"))
+
+    def client() -> imaplib.IMAP4_SSL:
+        imap = imaplib.IMAP4_SSL("127.0.0.1", port, ssl_context=context, timeout=10)
+        imap.login("bounces", "secret")
+        return imap
+
+    deadline = time.monotonic() + 20
+    while True:
+        try:
+            client().logout()
+            break
+        except OSError:
+            if server.poll() is not None or time.monotonic() > deadline:
+                log = root / "dovecot.log"
+                raise RuntimeError(
+                    f"dovecot did not start: {log.read_text() if log.exists() else ''}"
+                ) from None
+            time.sleep(0.1)
+    try:
+        yield port, root / "cert.pem", client
+    finally:
+        server.terminate()
+        server.wait(timeout=10)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_an_imap_mailbox_is_read_over_tls_and_handled_reports_moved(
+    bounce_cfg: Config, dovecot: Any
+) -> None:
+    port, ca_file, client = dovecot
+    cfg = bounce_cfg.replace(
+        bounces=dataclasses.replace(
+            bounce_cfg.bounces,
+            imap_url=f"imaps://bounces@127.0.0.1:{port}/INBOX",
+            imap_ca_file=str(ca_file),
+            password="secret",
+        )
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    for address in READERS:
+        store.add_subscriber(address)
+    deliver(store, "2024-W31")
+    imap = client()
+    for name in ("dsn-hard.eml", "arf-complaint.eml", "auto-reply.eml", "garbage.eml"):
+        imap.append("INBOX", None, None, (REPORTS / name).read_bytes())
+    imap.logout()
+
+    result = bounces.process(cfg, store, KEY)
+    assert result.counts["hard"] == result.counts["complaint"] == 1
+    assert "hard: gone@example.net: bounced (5.1.1)" in result.lines
+    assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    imap = client()
+    imap.select("INBOX")
+    _, left = imap.uid("SEARCH", "ALL")
+    _, flagged = imap.uid("SEARCH", "FLAGGED")
+    assert len(left[0].split()) == 1 and left == flagged  # the garbage, kept for a person
+    imap.select("Processed")
+    _, moved = imap.uid("SEARCH", "ALL")
+    assert len(moved[0].split()) == 3
+    imap.logout()
+    # Again: the garbage is flagged, the rest gone from the inbox: nothing to do.
+    again = bounces.process(cfg, store, KEY)
+    assert sum(again.counts.values()) == 0
+
+    # A wrong password and an untrusted certificate are one-line errors.
+    wrong = cfg.replace(bounces=dataclasses.replace(cfg.bounces, password="nope"))
+    with pytest.raises(bounces.BounceError, match=r"refused the login of bounces"):
+        bounces.process(wrong, store, KEY)
+    untrusted = cfg.replace(bounces=dataclasses.replace(cfg.bounces, imap_ca_file=""))
+    with pytest.raises(
+        bounces.BounceError, match=r"cannot connect to 127.0.0.1:\d+: .*CERTIFICATE"
+    ):
+        bounces.process(untrusted, store, KEY)
+    store.close()
+
+
+# --- the webhook -------------------------------------------------------------------------------
+
+
+def test_the_webhook_acts_like_the_mailbox_behind_a_bearer_token(
+    bounce_cfg: Config, live_server: Any
+) -> None:
+    import httpx
+
+    from newsletter.web import create_app
+
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    for address in ("gone@example.net", "complainer@example.com", "full@example.com"):
+        store.add_subscriber(address)
+    ids = deliver(store, "2024-W31", ("gone@example.net", "complainer@example.com"))
+
+    off = live_server(create_app(bounce_cfg))
+    assert httpx.post(f"{off}/webhooks/bounce", json={}).status_code == 404
+
+    cfg = bounce_cfg.replace(
+        bounces=dataclasses.replace(bounce_cfg.bounces, webhook_token="hook-token")
+    )
+    base = live_server(create_app(cfg))
+    url = f"{base}/webhooks/bounce"
+    auth = {"Authorization": "Bearer hook-token"}
+    hard = {"email": "gone@example.net", "kind": "hard", "status": "5.1.1", "diagnostic": "550"}
+    assert httpx.post(url, json=hard).status_code == 401
+    wrong = httpx.post(url, json=hard, headers={"Authorization": "Bearer hook-tokeX"})
+    assert wrong.status_code == 401 and wrong.headers["www-authenticate"].startswith("Bearer")
+    bad = httpx.post(url, json={"email": "gone@example.net", "kind": "gone"}, headers=auth)
+    assert bad.status_code == 400
+    assert bad.json()["error"].startswith("events[0].kind: must be one of hard, soft")
+    assert httpx.post(url, content=b"{", headers=auth).status_code == 400
+
+    token = make_delivery_token(KEY, ids["complainer@example.com"])
+    events = [hard, {"delivery": token, "kind": "complaint", "id": "fbl-1"}]
+    answer = httpx.post(url, json={"events": events}, headers=auth)
+    assert answer.status_code == 200, answer.text
+    assert [r["actions"] for r in answer.json()["results"]] == [
+        [{"email": "gone@example.net", "action": "bounced (5.1.1)"}],
+        [{"email": "complainer@example.com", "action": "unsubscribed (complaint)"}],
+    ]
+    assert status(store, "gone@example.net") == ("bounced", "hard_bounce", "5.1.1")
+    assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    # A relay posting the same events again changes nothing.
+    again = httpx.post(url, json=events, headers=auth).json()["results"]
+    assert [r["actions"][0]["action"] for r in again] == ["already recorded"] * 2
+    nobody = httpx.post(url, json={"email": "x@example.org", "kind": "soft"}, headers=auth)
+    assert nobody.json()["results"] == [{"index": 0, "matched": False, "actions": []}]
+    store.close()
+
+
+def test_the_correlation_header_is_in_the_message_and_signed(
+    issue_cfg: Config, seeds_archive: Any, dkim_key: tuple[bytes, bytes]
+) -> None:
+    import dkim
+
+    from newsletter.message import message_template
+    from newsletter.render import build_issue, render_issue
+    from newsletter.select import IsoWeek
+
+    pem, record = dkim_key
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(
+            issue_cfg.email, dkim_domain="news.example.org", dkim_selector="weekly"
+        )
+    )
+    rendered = render_issue(cfg, build_issue(cfg, seeds_archive, IsoWeek(2024, 31)), "ko")
+    token = make_delivery_token(KEY, 42)
+    message = message_template(cfg, rendered, dkim_key=pem).personalize(
+        to_address="reader@example.org",
+        to_name="",
+        unsubscribe_token="1.x",
+        delivery_token=token,
+    )
+    assert f"\r\nX-Newsletter-Delivery: {token}\r\n".encode() in message.data
+    signature = message.data.split(b"\r\n\r\n", 1)[0].split(b"DKIM-Signature:")[1]
+    assert b"x-newsletter-delivery" in signature.replace(b"\r\n", b"").replace(b" ", b"").lower()
+
+    def dns(name: bytes, timeout: int = 5) -> bytes | None:
+        return record if name == b"weekly._domainkey.news.example.org." else None
+
+    assert dkim.verify(message.data, dnsfunc=dns)
+    tampered = message.data.replace(token.encode(), make_delivery_token(KEY, 43).encode())
+    assert not dkim.verify(tampered, dnsfunc=dns)
+
+
+def test_the_envelope_sender_is_verp_only_with_a_return_path(bounce_cfg: Config) -> None:
+    from newsletter.sender import envelope_sender
+    from newsletter.tokens import read_delivery_token
+
+    sender = envelope_sender(bounce_cfg, KEY, 1234)
+    local, _, domain = sender.partition("@")
+    assert domain == "news.example.org" and local.startswith("bounces+")
+    assert read_delivery_token(KEY, local.split("+", 1)[1].upper()) == 1234
+    assert len(sender) < 64
+    plain = bounce_cfg.replace(bounces=dataclasses.replace(bounce_cfg.bounces, return_path=""))
+    assert envelope_sender(plain, KEY, 1234) == plain.email.from_address
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[bounces]\npassword = "x"\n',
+            "bounces.password is a secret .*NEWSLETTER_BOUNCES_PASSWORD",
+        ),
+        (
+            '[bounces]\nwebhook_token = "x"\n',
+            "bounces.webhook_token is a secret .*NEWSLETTER_WEBHOOK",
+        ),
+        ('[bounces]\nimap_url = "imap://b@h/INBOX"\n', "bounces.imap_url must be imaps://"),
+        ('[bounces]\nimap_url = "imaps://b:pw@h/INBOX"\n', "must not contain a password"),
+        ('[bounces]\nreturn_path = "a+b@example.org"\n', "bounces.return_path must be a plain"),
+        ('[bounces]\npoll_every = "soon"\n', "bounces.poll_every must be seconds or a duration"),
+    ],
+)
+def test_bounce_settings_are_checked(tmp_path: Path, text: str, message: str) -> None:
+    from newsletter.config import ConfigError, load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text(text, encoding="utf-8")
+    with pytest.raises(ConfigError, match=message):
+        load_config(path, env={})
+
+
+def test_bounce_secrets_come_from_the_environment(tmp_path: Path) -> None:
+    from newsletter.config import load_config
+
+    path = tmp_path / "config.toml"
+    path.write_text('[bounces]\nimap_url = "imaps://b@mail.example.org/INBOX"\n', encoding="utf-8")
+    env = {"NEWSLETTER_BOUNCES_PASSWORD": "pw", "NEWSLETTER_WEBHOOK_TOKEN": "tok"}
+    cfg = load_config(path, env=env)
+    assert (cfg.bounces.password, cfg.bounces.webhook_token) == ("pw", "tok")
+    assert "pw" not in repr(cfg) and "tok" not in repr(cfg)
+
+
+def test_a_complaint_is_matched_by_the_verp_sender_it_reports(bounce_cfg: Config) -> None:
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    store.add_subscriber("complainer@example.com")
+    store.add_subscriber("someone@example.org")
+    ids = deliver(store, "2024-W31", ("complainer@example.com", "someone@example.org"))
+    token = make_delivery_token(KEY, ids["someone@example.org"]).encode()
+    raw = (REPORTS / "arf-complaint.eml").read_bytes()
+    raw = raw.replace(b"bounces+redacted@", b"bounces+" + token + b"@")
+    report = read_report(bounce_cfg, KEY, raw)
+    actions = bounces.act(bounce_cfg, store, KEY, report, report_id(raw), "mailbox")
+    assert [(a.email, a.what) for a in actions] == [
+        ("someone@example.org", "unsubscribed (complaint)")
+    ]
+    assert status(store, "complainer@example.com")[0] == "active"
+    store.close()
