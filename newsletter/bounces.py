@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlsplit
 from .config import BOUNCES_PASSWORD_ENV, Config
 from .errors import NewsletterError
 from .store import Store, utcnow
-from .tokens import TokenError, read_delivery_token, read_token
+from .tokens import Keys, TokenError, read_delivery_token, read_token
 
 log = logging.getLogger(__name__)
 
@@ -304,7 +304,7 @@ def _arf(msg: email.message.Message, part: email.message.Message) -> Report:
     return report
 
 
-def _subscriber_tokens(key: bytes, subject: str) -> list[int]:
+def _subscriber_tokens(key: Keys, subject: str) -> list[int]:
     ids = []
     for token in _UNSUBSCRIBE_RE.findall(subject):
         with contextlib.suppress(TokenError):
@@ -371,7 +371,7 @@ def _flufl(msg: email.message.Message) -> Report | None:
     return report
 
 
-def read_report(cfg: Config, key: bytes, data: bytes) -> Report:
+def read_report(cfg: Config, key: Keys, data: bytes) -> Report:
     """Classify one message (its raw bytes); never raises for what the message contains."""
     msg = email.message_from_bytes(data)
     if not msg.keys():
@@ -423,7 +423,7 @@ class Action:
         return f"{self.kind}: {self.email}: {self.what}"
 
 
-def _targets(store: Store, key: bytes, report: Report) -> list[tuple[int, int | None]]:
+def _targets(store: Store, key: Keys, report: Report) -> list[tuple[int, int | None]]:
     """(subscriber id, delivery id or None) of each subscriber the report is about:
     by signed delivery token, by Message-ID, by unsubscribe token, by address."""
     for token in report.tokens:
@@ -450,7 +450,7 @@ def _targets(store: Store, key: bytes, report: Report) -> list[tuple[int, int | 
 
 
 def act(
-    cfg: Config, store: Store, key: bytes, report: Report, rid: str, source: str
+    cfg: Config, store: Store, key: Keys, report: Report, rid: str, source: str
 ) -> list[Action]:
     """Apply a report to every subscriber it names (nothing when it names none)."""
     actions = []
@@ -679,7 +679,7 @@ class MailboxReport:
         return text + f"; unconfirmed subscriptions removed {self.expired + self.restored}"
 
 
-def process_mailbox(cfg: Config, store: Store, key: bytes, source: Source) -> MailboxReport:
+def process_mailbox(cfg: Config, store: Store, key: Keys, source: Source) -> MailboxReport:
     """Read every message once: act, then move it aside; flag and keep what needs a person."""
     result = MailboxReport()
     for item in source.messages():
@@ -732,7 +732,7 @@ def expire_unconfirmed(store: Store, now: dt.datetime | None = None) -> tuple[in
     return deleted, restored
 
 
-def process(cfg: Config, store: Store, key: bytes, *, maildir: Path | None = None) -> MailboxReport:
+def process(cfg: Config, store: Store, key: Keys, *, maildir: Path | None = None) -> MailboxReport:
     """``newsletter bounces``: the mailbox once, then the unconfirmed subscriptions."""
     source = open_source(cfg, maildir)
     try:
@@ -743,7 +743,7 @@ def process(cfg: Config, store: Store, key: bytes, *, maildir: Path | None = Non
     return result
 
 
-def poll(cfg: Config, store: Store, key: bytes) -> MailboxReport:
+def poll(cfg: Config, store: Store, key: Keys) -> MailboxReport:
     """One round of `newsletter run`'s poller: the mailbox when one is configured, and
     the unconfirmed subscriptions always."""
     if configured(cfg):

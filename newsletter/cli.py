@@ -777,11 +777,11 @@ def bounces(cfg: Config, maildir: Path | None) -> None:
       newsletter bounces --maildir /home/bounces/Maildir
     """
     from .bounces import process
-    from .tokens import secret_key
+    from .tokens import signing_keys
 
     store = _store(cfg)
     try:
-        result = process(cfg, store, secret_key(cfg), maildir=maildir)
+        result = process(cfg, store, signing_keys(cfg), maildir=maildir)
     finally:
         store.close()
     for line in result.lines:

@@ -42,6 +42,7 @@ from .scheduler import (
 from .sender import send_mails, sleep_unless
 from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
+from .tokens import signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -233,7 +234,7 @@ async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Even
     every = span_seconds(cfg.bounces.poll_every)
     while not stop.is_set():
         try:
-            result = await asyncio.to_thread(bounces.poll, cfg, store, key)
+            result = await asyncio.to_thread(bounces.poll, cfg, store, signing_keys(cfg))
             if bounces.configured(cfg):
                 log.info("bounce mailbox: %s", result.summary())
         except NewsletterError as exc:
@@ -425,7 +426,7 @@ async def tick(
         await send_mails(cfg, store, delivery.signer(cfg), stop=stop)
         outcomes = await run_due(ctx, now)
         try:
-            await asyncio.to_thread(bounces.poll, cfg, store, ctx.key)
+            await asyncio.to_thread(bounces.poll, cfg, store, signing_keys(cfg))
         except NewsletterError as exc:
             log.error("bounce mailbox: %s", exc)
         log.debug("tick took %.1fs", time.monotonic() - started)

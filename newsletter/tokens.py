@@ -29,6 +29,10 @@ log = logging.getLogger(__name__)
 KEY_FILE = ".newsletter-secret-key"
 
 
+# One key, or the keys links are checked with (the current one first; see signing_keys).
+Keys = bytes | Sequence[bytes]
+
+
 class TokenError(ValueError):
     """A token that was not made with our key, or not for this purpose."""
 
@@ -52,9 +56,7 @@ def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | N
     return f"{subject}.{_b64(_mac(key, purpose, subject))}"
 
 
-def read_token(
-    key: bytes | Sequence[bytes], purpose: str, token: str, *, now: float | None = None
-) -> int:
+def read_token(key: Keys, purpose: str, token: str, *, now: float | None = None) -> int:
     """The subscriber id in ``token``; :class:`TokenError` if it is forged, altered, made
     for another purpose, or expired. ``key`` may be several keys (the current one and
     those it replaced): a token made with any of them is good."""
@@ -100,7 +102,7 @@ def make_delivery_token(key: bytes, delivery_id: int) -> str:
     return f"{subject}-{signature.rstrip('=').lower()}"
 
 
-def read_delivery_token(key: bytes | Sequence[bytes], token: str) -> int:
+def read_delivery_token(key: Keys, token: str) -> int:
     """The delivery id in a token from :func:`make_delivery_token` (any case);
     :class:`TokenError` if it is malformed or not signed with ``key`` (or any of the keys)."""
     subject, _, signature = token.strip().lower().partition("-")

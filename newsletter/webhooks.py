@@ -32,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 from .bounces import Report, act
 from .config import Config
 from .store import REPORT_KINDS, Store, open_store
-from .tokens import secret_key
+from .tokens import Keys, signing_keys
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def event_id(event: dict[str, str]) -> str:
 
 
 def apply_events(
-    cfg: Config, store: Store, key: bytes, events: list[dict[str, str]]
+    cfg: Config, store: Store, key: Keys, events: list[dict[str, str]]
 ) -> list[dict[str, Any]]:
     """Act on each event; what was done to whom, per event."""
     results = []
@@ -114,13 +114,13 @@ class BounceWebhook:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self._store: Store | None = None
-        self._key: bytes | None = None
+        self._key: list[bytes] | None = None
 
-    def _open(self) -> tuple[Store, bytes]:
+    def _open(self) -> tuple[Store, list[bytes]]:
         if self._store is None:
             self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
         if self._key is None:
-            self._key = secret_key(self.cfg)
+            self._key = signing_keys(self.cfg)
         return self._store, self._key
 
     def _authorized(self, request: Request, token: str) -> bool:

@@ -751,3 +751,23 @@ def test_a_complaint_is_matched_by_the_verp_sender_it_reports(bounce_cfg: Config
     ]
     assert status(store, "complainer@example.com")[0] == "active"
     store.close()
+
+
+def test_a_bounce_for_mail_sent_before_a_key_rotation_is_still_attributed(
+    bounce_cfg: Config,
+) -> None:
+    """VERP tokens in mail sent with the old key still name their delivery afterwards."""
+    from newsletter.tokens import TokenError, read_delivery_token, signing_keys
+
+    old = KEY
+    store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
+    store.add_subscriber("gone@example.com")
+    ids = deliver(store, "2024-W31", ("gone@example.com",))
+    token = make_delivery_token(old, ids["gone@example.com"])
+    rotated = bounce_cfg.replace(secret_key="a-new-key-after-rotation-0123456789 " + old.decode())
+    keys = signing_keys(rotated)
+    assert keys[0] != old
+    with pytest.raises(TokenError):
+        read_delivery_token(keys[0], token)
+    assert read_delivery_token(keys, token) == ids["gone@example.com"]
+    store.close()
