@@ -553,3 +553,38 @@ def test_a_fenced_answer_is_read() -> None:
     body = json.dumps(answer_for("T"), ensure_ascii=False)
     parsed = parse_summary(f"```json\n{body}\n```")
     assert isinstance(parsed, dict) and parsed["Performance Highlights"] == "T의 성능입니다."
+
+
+def test_a_paper_left_without_a_summary_makes_the_daily_job_try_again(
+    api: tuple[Api, str], tmp_path: Path
+) -> None:
+    state, base = api
+    cfg = writer_cfg(tmp_path, base, "enabled = true\nmax_attempts = 1\n")
+    state.failing_titles = {"A Third Paper"}
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        ctx = JobContext(cfg, store, b"key", asyncio.Event())
+        now = dt.datetime(DAY.year, DAY.month, DAY.day, 9, 0, tzinfo=SEOUL)
+        first = asyncio.run(run_job(ctx, "daily", now))
+        assert first is not None and first.status == "waiting", first
+        assert "1 without a summary" in first.detail
+        assert first.retry_at == now + dt.timedelta(minutes=30)
+        state.failing_titles = set()
+        second = asyncio.run(run_job(ctx, "daily", first.retry_at))
+    finally:
+        store.close()
+    assert second is not None and second.status == "done", second
+    assert all(p.sections for p in read_back(cfg))
+
+
+def test_a_day_another_source_has_is_left_alone(api: tuple[Api, str], tmp_path: Path) -> None:
+    state, base = api
+    cfg = writer_cfg(tmp_path, base)
+    theirs = cfg.source_path / "theirs.md"
+    theirs.write_text(
+        f"## Daily Papers ({DAY})\n\n### [T](https://arxiv.org/abs/2505.00001)\n\n- 요약\n",
+        encoding="utf-8",
+    )
+    result = write(cfg)
+    assert result.status == "present" and str(theirs) in result.detail
+    assert state.chat_calls == [] and not (cfg.archive_path / f"{DAY}.md").exists()
