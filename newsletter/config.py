@@ -149,10 +149,10 @@ class WriterConfig:
     max_attempts: int = 4
     timeout_seconds: float = 120.0
     # false: summarize the abstract; true: the paper's text from arXiv (full_text_url, {id}
-    # for the arXiv id), cut to about full_text_tokens tokens.
+    # for the arXiv id), cut to about full_text_budget tokens.
     full_text: bool = False
     full_text_url: str = "https://arxiv.org/html/{id}"
-    full_text_tokens: int = 12000
+    full_text_budget: int = 12000
     # The prompt; empty: the shipped templates/writer/prompt.txt.
     prompt_file: str = ""
     api_key: str = field(default="", repr=False)
@@ -541,7 +541,7 @@ def _validate_writer(cfg: Config, bad: typing.Callable[[str, str], ConfigError])
         )
     if not writer.model.strip():
         raise bad("writer.model", "must not be empty")
-    for key in ("max_papers", "concurrency", "max_attempts", "full_text_tokens"):
+    for key in ("max_papers", "concurrency", "max_attempts", "full_text_budget"):
         if getattr(writer, key) < 1:
             raise bad(f"writer.{key}", "must be at least 1")
     if writer.requests_per_minute < 0:

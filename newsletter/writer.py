@@ -144,7 +144,7 @@ def load_prompt(cfg: Config) -> Prompt:
 def prompt_hash(cfg: Config, prompt: Prompt) -> str:
     """What a cached summary answered: the template, the model, and the text it was given."""
     writer = cfg.writer
-    source = f"full_text:{writer.full_text_tokens}" if writer.full_text else "abstract"
+    source = f"full_text:{writer.full_text_budget}" if writer.full_text else "abstract"
     key = json.dumps([prompt.system, prompt.user, writer.model, source], ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()
 
@@ -511,7 +511,7 @@ async def _summarize(
                 client,
                 writer.full_text_url,
                 paper.arxiv_id,
-                writer.full_text_tokens,
+                writer.full_text_budget,
                 policy=policy,
                 stopping=stopping,
             )

@@ -383,7 +383,7 @@ def test_a_refused_key_writes_nothing(api: tuple[Api, str], tmp_path: Path) -> N
 
 def test_full_text_is_fetched_and_capped(api: tuple[Api, str], tmp_path: Path) -> None:
     state, base = api
-    cfg = writer_cfg(tmp_path, base, "full_text = true\nfull_text_tokens = 10\nmax_papers = 2\n")
+    cfg = writer_cfg(tmp_path, base, "full_text = true\nfull_text_budget = 10\nmax_papers = 2\n")
     state.html["2505.00002"] = (
         "<html><head><script>x()</script></head><body><p>Full text of the paper. "
         + "More words. " * 50
