@@ -432,6 +432,20 @@ def _store(cfg: Config) -> Any:
     return open_store(cfg.database_url, cfg.base_dir)
 
 
+def _existing_store(cfg: Config) -> Any:
+    from sqlalchemy.engine import make_url
+
+    try:
+        url = make_url(cfg.database_url)
+    except Exception:
+        return _store(cfg)  # which says what is wrong with database_url
+    if url.get_backend_name() == "sqlite":
+        database = url.database or ""
+        if database in ("", ":memory:") or not cfg.resolve(Path(database)).exists():
+            return None
+    return _store(cfg)
+
+
 @main.group("subscribers")
 def subscribers_group() -> None:
     """Manage the subscriber list (add, remove, list, import, export)."""
@@ -708,6 +722,7 @@ def status(cfg: Config, week: str | None) -> None:
     store = _store(cfg)
     row = store.get_issue(str(_parse_week(cfg, week))) if week else store.latest_issue()
     if row is None:
+        _writer_lines(store)
         counts = store.count_subscribers()
         click.echo(
             f"{week or 'no issue'}: not sent yet; subscribers: "
@@ -722,6 +737,18 @@ def status(cfg: Config, week: str | None) -> None:
             f"  failed: {failure.email} after {failure.attempts} attempt(s): {failure.last_error}"
         )
     _bounce_lines(store.bounce_counts(row.id), counts)
+    _writer_lines(store)
+
+
+def _writer_lines(store: Any) -> None:
+    """The model's usage by `newsletter write`, per day, when it has written anything."""
+    from .writer import usage_lines
+
+    rows = store.writer_days()
+    if rows:
+        click.echo("writer (tokens per day, newest first):")
+        for line in usage_lines(rows):
+            click.echo(line)
 
 
 # Above these shares of the messages handed over, mailbox providers throttle or block.
@@ -887,6 +914,51 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
         delivery.run_worker(
             cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=progress
         )
+
+
+# --- writing the day's digest ---------------------------------------------------------------
+
+
+@main.command()
+@_configured()
+@click.option(
+    "--date",
+    "day",
+    type=click.DateTime(["%Y-%m-%d"]),
+    help="The day (default: today, in timezone).",
+)
+@click.option(
+    "--dry-run",
+    is_flag=True,
+    help="Fetch the list and show the plan; call no model, write nothing.",
+)
+def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
+    """Write the day's digest into archive_dir from Hugging Face Daily Papers, each paper
+    summarized in Korean by the [writer] model (key: NEWSLETTER_WRITER_API_KEY).
+
+    Summaries are cached: running it again later in the day updates the votes and adds
+    late papers without paying twice.
+
+    \b
+    Examples:
+      newsletter write --date 2025-05-12 --dry-run
+      newsletter write
+    """
+    import asyncio
+
+    from .writer import write_day
+
+    date = day.date() if day else dt.datetime.now(cfg.tz).date()
+    # A dry run reads the summary cache when there is a database, and never creates one.
+    store = _existing_store(cfg) if dry_run else _store(cfg)
+    try:
+        result = asyncio.run(write_day(cfg, store, date, dry_run=dry_run))
+    finally:
+        if store is not None:
+            store.close()
+    for line in result.plan:
+        click.echo(line)
+    click.echo(result.summary() + (" (--dry-run: nothing written)" if dry_run else ""))
 
 
 # --- the service -------------------------------------------------------------------------

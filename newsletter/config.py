@@ -3,8 +3,8 @@
 Precedence: embedded defaults < config.toml < environment < command-line flags.
 ``NEWSLETTER_<KEY>`` overrides a top-level key, ``NEWSLETTER_<SECTION>__<KEY>`` a key in
 a table. Secrets (``NEWSLETTER_SECRET_KEY``, ``NEWSLETTER_SMTP_PASSWORD``,
-``NEWSLETTER_BOUNCES_PASSWORD``, ``NEWSLETTER_WEBHOOK_TOKEN``) come only from the
-environment.
+``NEWSLETTER_BOUNCES_PASSWORD``, ``NEWSLETTER_WEBHOOK_TOKEN``,
+``NEWSLETTER_WRITER_API_KEY``) come only from the environment.
 """
 
 from __future__ import annotations
@@ -35,6 +35,7 @@ SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
 SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 BOUNCES_PASSWORD_ENV = "NEWSLETTER_BOUNCES_PASSWORD"
 WEBHOOK_TOKEN_ENV = "NEWSLETTER_WEBHOOK_TOKEN"
+WRITER_API_KEY_ENV = "NEWSLETTER_WRITER_API_KEY"
 SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
 # Where each secret comes from, for the error that says so.
 _SECRET_ENV = {
@@ -43,6 +44,7 @@ _SECRET_ENV = {
     "bounces.password": BOUNCES_PASSWORD_ENV,
     "bounces.webhook_token": WEBHOOK_TOKEN_ENV,
     "webhook_token": WEBHOOK_TOKEN_ENV,
+    "writer.api_key": WRITER_API_KEY_ENV,
 }
 LANGS = ("ko", "en")
 
@@ -129,6 +131,34 @@ class BouncesConfig:
 
 
 @dataclass(frozen=True)
+class WriterConfig:
+    """``newsletter write``: the day's digest from Hugging Face Daily Papers, summarized by
+    an OpenAI-compatible chat-completions endpoint (see newsletter.writer)."""
+
+    # `newsletter run` writes the day's digest before its daily job.
+    enabled: bool = False
+    papers_url: str = "https://huggingface.co/api/daily_papers"
+    # The client appends /chat/completions.
+    base_url: str = "https://api.openai.com/v1"
+    model: str = "gpt-4o-mini"
+    # Papers summarized per day, the most upvoted first; the rest are left out.
+    max_papers: int = 30
+    concurrency: int = 4
+    # 0: no limit.
+    requests_per_minute: int = 60
+    max_attempts: int = 4
+    timeout_seconds: float = 120.0
+    # false: summarize the abstract; true: the paper's text from arXiv (full_text_url, {id}
+    # for the arXiv id), cut to about full_text_budget tokens.
+    full_text: bool = False
+    full_text_url: str = "https://arxiv.org/html/{id}"
+    full_text_budget: int = 12000
+    # The prompt; empty: the shipped templates/writer/prompt.txt.
+    prompt_file: str = ""
+    api_key: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -160,6 +190,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     web: WebConfig = field(default_factory=WebConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
+    writer: WriterConfig = field(default_factory=WriterConfig)
     # Not a key: where relative paths resolve (the config file's folder, else the cwd).
     base_dir: Path = field(default=Path("."), compare=False)
     secret_key: str = field(default="", repr=False)
@@ -251,6 +282,7 @@ _SECTIONS: dict[str, type] = {
     "schedule": ScheduleConfig,
     "web": WebConfig,
     "bounces": BouncesConfig,
+    "writer": WriterConfig,
 }
 _NOT_KEYS = {"base_dir", "secret_key"}
 
@@ -328,7 +360,7 @@ def _apply(
             hints = _hints(_SECTIONS[key])
             for sub, subvalue in value.items():
                 name = f"{key}.{sub}"
-                if name in SECRET_KEYS or sub in ("password", "webhook_token"):
+                if name in SECRET_KEYS or sub in ("password", "webhook_token", "api_key"):
                     raise ConfigError(
                         f"{where}: {name} is a secret and is read only from the environment "
                         f"({_SECRET_ENV.get(name, SMTP_PASSWORD_ENV)})"
@@ -362,6 +394,7 @@ def _env_overrides(
             SMTP_PASSWORD_ENV,
             BOUNCES_PASSWORD_ENV,
             WEBHOOK_TOKEN_ENV,
+            WRITER_API_KEY_ENV,
         ):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
@@ -440,6 +473,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     if sched.weekly_mode not in ("send", "draft"):
         raise bad("schedule.weekly_mode", f"must be send or draft, got {sched.weekly_mode!r}")
     _validate_bounces(cfg, bad)
+    _validate_writer(cfg, bad)
     if not 0 < cfg.web.port < 65536:
         raise bad("web.port", f"must be a TCP port, got {cfg.web.port}")
     try:
@@ -483,6 +517,37 @@ def _validate_bounces(cfg: Config, bad: typing.Callable[[str, str], ConfigError]
         raise bad("bounces.processed_folder", "must be a folder name without slashes")
     if span_seconds(bounces.poll_every) < 1:
         raise bad("bounces.poll_every", "must be at least 1 second")
+
+
+def _validate_writer(cfg: Config, bad: typing.Callable[[str, str], ConfigError]) -> None:
+    writer = cfg.writer
+    for key in ("papers_url", "base_url"):
+        parts = urlsplit(getattr(writer, key))
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise bad(
+                f"writer.{key}", f"must be an absolute http(s) URL, got {getattr(writer, key)!r}"
+            )
+        if parts.username or parts.password:
+            raise bad(
+                f"writer.{key}",
+                f"must not contain credentials: the API key is read only from {WRITER_API_KEY_ENV}",
+            )
+    if "{id}" not in writer.full_text_url or not writer.full_text_url.startswith(
+        ("http://", "https://")
+    ):
+        raise bad(
+            "writer.full_text_url",
+            f"must be an http(s) URL with {{id}} for the arXiv id, got {writer.full_text_url!r}",
+        )
+    if not writer.model.strip():
+        raise bad("writer.model", "must not be empty")
+    for key in ("max_papers", "concurrency", "max_attempts", "full_text_budget"):
+        if getattr(writer, key) < 1:
+            raise bad(f"writer.{key}", "must be at least 1")
+    if writer.requests_per_minute < 0:
+        raise bad("writer.requests_per_minute", "must not be negative (0: no limit)")
+    if writer.timeout_seconds <= 0:
+        raise bad("writer.timeout_seconds", "must be positive")
 
 
 def span_seconds(text: str) -> float:
@@ -562,6 +627,10 @@ def load_config(
     }
     if bounces_secrets:
         sections["bounces"] = dataclasses.replace(sections["bounces"], **bounces_secrets)
+    if env.get(WRITER_API_KEY_ENV):
+        sections["writer"] = dataclasses.replace(
+            sections["writer"], api_key=env[WRITER_API_KEY_ENV].strip()
+        )
     cfg = Config(
         **values[""],
         **sections,

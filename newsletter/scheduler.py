@@ -51,6 +51,7 @@ from apscheduler.triggers.date import DateTrigger
 from . import delivery, issues, outputs
 from .cache import Catalog
 from .config import Config, duration_seconds
+from .errors import NewsletterError
 from .models import Archive
 from .render import NoIssueError
 from .select import IsoWeek
@@ -183,14 +184,50 @@ def refresh_site(cfg: Config, catalog: Catalog, now: dt.datetime) -> None:
     outputs.refresh_site(cfg, catalog, now.astimezone(cfg.tz).date())
 
 
+# --- the writer: the day's digest written before the daily job looks for it (issue 16) ---
+
+
+async def write_digest(ctx: JobContext, day: dt.date) -> int:
+    """With ``[writer] enabled``, write ``day``'s digest into the archive (newsletter.writer).
+    Returns how many of its papers are still without a summary. Its own event loop in a
+    thread: model calls take minutes and must not share the web app's loop. A failure is
+    logged: the daily job then finds no digest and tries again at its next retry."""
+    if not ctx.cfg.writer.enabled:
+        return 0
+    from .writer import write_day
+
+    try:
+        result = await asyncio.to_thread(
+            asyncio.run, write_day(ctx.cfg, ctx.store, day, stopping=ctx.stop.is_set)
+        )
+    except NewsletterError as exc:
+        log.error("writer: %s: %s", day, exc)
+        return 0
+    except Exception:
+        log.exception("writer: %s failed", day)
+        return 0
+    log.info("writer: %s", result.summary())
+    return result.pending
+
+
+# --- end of the writer ---------------------------------------------------------------------
+
+
 async def _daily(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcome:
     cfg = ctx.cfg
     day = daily_date(cfg, fire)
+    pending = await write_digest(ctx, day)
     result, catalog = await ingest_day(cfg, day, options=ctx.fetch, stop=ctx.stop)
+    deadline = daily_deadline(cfg, fire)
     if result.found:
         await asyncio.to_thread(refresh_site, cfg, catalog, now)
+        if pending and now < deadline:
+            # Papers written without a summary: the retry runs the writer again for them.
+            retry = min(
+                now + dt.timedelta(seconds=duration_seconds(cfg.schedule.retry_every)), deadline
+            )
+            return Outcome("waiting", f"{result.detail}; {pending} without a summary", retry)
         return Outcome("done", result.detail)
-    deadline = daily_deadline(cfg, fire)
     if now < deadline:
         retry = min(
             now + dt.timedelta(seconds=duration_seconds(cfg.schedule.retry_every)), deadline
