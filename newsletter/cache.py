@@ -513,13 +513,15 @@ class Catalog:
         found = sorted({i for day in set(days) for i in by_date.get(day, ())})
         return [self.entries[i] for i in found]
 
-    def outline(self) -> Archive:
-        """The archive with each paper reduced to its id and votes: enough to rank and to
-        tell days apart, not to render."""
+    def outline(self, days: Iterable[dt.date] | None = None) -> Archive:
+        """The archive (or its ``days``) with each paper reduced to its id and votes:
+        enough to rank and to tell days apart, not to render."""
+        wanted = None if days is None else set(days)
         digests = [
             Digest(day, tuple([Paper(a, "", votes=v) for a, v in papers]), (e.path,))
             for e in self.entries
             for day, papers in e.days
+            if wanted is None or day in wanted
         ]
         return Archive(tuple(merge_digests(digests)), self.problems)
 
