@@ -61,10 +61,11 @@ def peak_rss_mb(pid: int) -> float:
 def children_peak_mb(pid: int, peak: float) -> float:
     """The larger of ``peak`` and the peak RSS of each live child of ``pid`` (the worker
     processes of a cold scan)."""
-    try:
-        kids = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
-    except OSError:
-        return peak
+    kids: list[str] = []
+    # A child belongs to the thread that started it (the scan runs in a worker thread).
+    for task in Path(f"/proc/{pid}/task").glob("*/children"):
+        with contextlib.suppress(OSError):
+            kids.extend(task.read_text().split())
     for kid in kids:
         with contextlib.suppress(OSError):  # ended meanwhile
             peak = max(peak, peak_rss_mb(int(kid)))
