@@ -76,13 +76,13 @@ def _variant(block: str, kind: int) -> str:
     return "\n".join(lines)
 
 
-def build(days: int = 365, per_day: int = PAPERS_PER_DAY) -> dict[str, str]:
-    """File name -> digest text for ``days`` consecutive days."""
+def build(days: int = 365, per_day: int = PAPERS_PER_DAY, start: dt.date = START) -> dict[str, str]:
+    """File name -> digest text for ``days`` consecutive days from ``start``."""
     blocks = seed_blocks()
     files: dict[str, str] = {}
     serial = 0
     for d in range(days):
-        date = START + dt.timedelta(days=d)
+        date = start + dt.timedelta(days=d)
         ids: list[str] = []
         body: list[str] = []
         for k in range(per_day):

@@ -2,4 +2,6 @@
 
 from .cli import main
 
-main()
+# Guarded: a worker process of a cold scan imports this module again under another name.
+if __name__ == "__main__":
+    main()

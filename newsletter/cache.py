@@ -22,6 +22,7 @@ loaded in full (:meth:`Catalog.load`).
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import gc
 import hashlib
@@ -29,7 +30,8 @@ import logging
 import os
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -37,7 +39,7 @@ from typing import Any
 import orjson
 
 from .config import Config
-from .digest import DigestError, digest_files, merge_digests, parse_bytes
+from .digest import DigestError, merge_digests, parse_bytes
 from .models import Archive, Digest, Media, Paper, Problem, Section
 
 log = logging.getLogger(__name__)
@@ -59,8 +61,9 @@ FORMAT = 1
 # Coarser than any filesystem timestamp we expect (FAT has 2 s; ext4 ticks with the kernel clock).
 RACY_NS = 2_000_000_000
 
-# (arxiv_id, votes) of each paper of a day, in file order.
-DaySummary = tuple[dt.date, tuple[tuple[str, int | None], ...]]
+# [arxiv_id, votes] of each paper of a day, in file order (kept as the index decodes them:
+# turning 60,000 pairs into tuples on every start would cost more than the rest of it).
+DaySummary = tuple[dt.date, Sequence[Sequence[Any]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,9 +201,7 @@ def _entry_from_json(path: str, row: Any) -> FileEntry:
         ino,
         sha,
         tuple(Problem(path, line, message) for line, message in problems),
-        tuple(
-            (dt.date.fromisoformat(day), tuple((a, v) for a, v in papers)) for day, papers in days
-        ),
+        tuple([(dt.date.fromisoformat(day), papers) for day, papers in days]),
     )
 
 
@@ -217,7 +218,7 @@ def _entry_json(entry: FileEntry) -> list[Any]:
 
 
 def _summary(digests: Iterable[Digest]) -> tuple[DaySummary, ...]:
-    return tuple((d.date, tuple((p.arxiv_id, p.votes) for p in d.papers)) for d in digests)
+    return tuple((d.date, [[p.arxiv_id, p.votes] for p in d.papers]) for d in digests)
 
 
 def _parse(store: _Store, path: Path, st: os.stat_result, data: bytes, sha: str) -> FileEntry:
@@ -243,6 +244,79 @@ def _parse(store: _Store, path: Path, st: os.stat_result, data: bytes, sha: str)
     )
 
 
+def _parse_path(cache_dir: Path, name: str) -> FileEntry:
+    """Stat, read, hash and parse one file, keeping what the parser made of it (the work
+    of a cold scan's worker processes; the stat is taken before the read, so a file
+    changed meanwhile shows another stat on the next scan)."""
+    path = Path(name)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        return _unreadable(name, exc)
+    return _parse(_Store(cache_dir), path, st, data, hashlib.sha256(data).hexdigest())
+
+
+# Below this many files to parse, worker processes cost more to start than they save.
+PARALLEL_MIN = 200
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _parse_all(cache_dir: Path, names: list[str]) -> list[FileEntry]:
+    """:func:`_parse_path` of each of ``names``, in order: in worker processes when there
+    are many (a first scan of years of digests), here otherwise."""
+    workers = min(_workers(), 4)
+    if len(names) < PARALLEL_MIN or workers < 2:
+        return [_parse_path(cache_dir, name) for name in names]
+    import multiprocessing
+
+    # spawn, not fork: the caller may run threads (the service's event loop, a sender).
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=gc.disable
+    ) as pool:
+        return list(
+            pool.map(
+                _parse_path,
+                [cache_dir] * len(names),
+                names,
+                chunksize=max(1, min(64, len(names) // (workers * 8))),
+            )
+        )
+
+
+def _walk(folder: Path) -> list[tuple[str, str]]:
+    """(path relative to ``folder``, path) of each file of
+    :func:`~newsletter.digest.digest_files`, in its order, with no Path object per file."""
+    if folder.is_file():
+        return [(".", str(folder))]
+    found: list[tuple[tuple[str, ...], str]] = []
+
+    def visit(directory: str, parts: tuple[str, ...]) -> None:
+        try:
+            with os.scandir(directory) as it:
+                children = list(it)
+        except OSError:
+            return
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            # As Path.rglob: into real folders only, never through a link to one.
+            if child.is_dir(follow_symlinks=False):
+                visit(child.path, (*parts, child.name))
+            elif child.is_file():
+                found.append(((*parts, child.name), child.path))
+
+    visit(str(folder), ())
+    found.sort(key=lambda item: item[0])
+    return [("/".join(parts), path) for parts, path in found]
+
+
 @dataclass(frozen=True)
 class ScanStats:
     files: int = 0
@@ -256,91 +330,133 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
     store = _Store(cache_dir)
     index_path = store.index_path(folder)
     body = read_checked(index_path)
-    known: dict[str, FileEntry] = {}
+    root = str(folder)
+    rows: dict[str, Any] = {}
     scanned_ns = 0
     if isinstance(body, dict) and body.get("folder") == str(folder.resolve()):
         scanned_ns = int(body.get("scanned_ns", 0))
-        try:
-            known = {
-                str(folder / rel): _entry_from_json(str(folder / rel), row)
-                for rel, row in body["files"].items()
-            }
-        except (KeyError, TypeError, ValueError):
-            log.warning("cache index %s does not match this version: rebuilding it", index_path)
-            known = {}
+        files = body.get("files")
+        rows = files if isinstance(files, dict) else {}
     started_ns = time.time_ns()
-    by_sha = {e.sha256: e for e in known.values()}
+    known: dict[str, FileEntry] = {}
+    by_sha: dict[str, FileEntry] | None = None
     entries: list[FileEntry] = []
-    hashed = parsed = 0
+    # Index of an entry in ``entries`` -> its file, to parse once the walk is done.
+    pending: dict[int, str] = {}
+    hashed = outright = 0
     changed = False
     # The parser allocates many small objects and frees them with each file; a collection
     # in the middle of a cold scan only walks them in vain.
     was_enabled = gc.isenabled()
     gc.disable()
     try:
-        for path in digest_files(folder):
-            name = str(path)
+        walked = _walk(folder)
+        seen = {rel for rel, _ in walked}
+        for rel, name in walked:
             try:
-                st = path.stat()
+                st = os.stat(name)
             except OSError as exc:
                 entries.append(_unreadable(name, exc))
                 changed = True
                 continue
-            old = known.get(name)
+            row = rows.get(rel)
+            old: FileEntry | None = None
+            if row is not None:
+                try:
+                    old = known[name] = _entry_from_json(name, row)
+                except (TypeError, ValueError):
+                    log.warning(
+                        "cache index %s does not match this version: rebuilding it", index_path
+                    )
+                    rows, known, old = {}, {}, None
             key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
             racy = old is not None and old.mtime_ns >= scanned_ns - RACY_NS
             if old is not None and old.stat_key() == key and not racy:
                 entries.append(old)
                 continue
+            changed = True
+            if not rows:
+                # Nothing known here (a first scan): no content to reuse, parse outright.
+                pending[len(entries)] = name
+                entries.append(_unreadable(name, OSError("not parsed")))
+                outright += 1
+                continue
+            path = Path(name)
             try:
                 data = path.read_bytes()
             except OSError as exc:
                 entries.append(_unreadable(name, exc))
-                changed = True
                 continue
             hashed += 1
             sha = hashlib.sha256(data).hexdigest()
-            same = old if old is not None and old.sha256 == sha else by_sha.get(sha)
+            same = old if old is not None and old.sha256 == sha else None
+            if same is None:
+                if by_sha is None:
+                    # Renamed files: every entry that is gone from its place, by content.
+                    by_sha = {}
+                    for gone, gone_row in rows.items():
+                        if gone not in seen:
+                            with contextlib.suppress(TypeError, ValueError):
+                                entry = _entry_from_json(_name(root, gone), gone_row)
+                                by_sha[entry.sha256] = entry
+                same = by_sha.get(sha)
             if same is not None and store.parsed_path(sha).exists():
                 # Same content: only the stat moved (a touch, a copy, a same-tick rewrite),
                 # or the file was renamed.
-                entry = FileEntry(
-                    name,
-                    st.st_size,
-                    st.st_mtime_ns,
-                    st.st_ctime_ns,
-                    st.st_ino,
-                    sha,
-                    tuple(Problem(name, p.line, p.message) for p in same.problems),
-                    same.days,
+                entries.append(
+                    FileEntry(
+                        name,
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                        sha,
+                        tuple(Problem(name, p.line, p.message) for p in same.problems),
+                        same.days,
+                    )
                 )
             else:
-                parsed += 1
-                entry = _parse(store, path, st, data, sha)
-            entries.append(entry)
-            changed = True
+                pending[len(entries)] = name
+                entries.append(_unreadable(name, OSError("not parsed")))
+        if pending:
+            parsed = _parse_all(cache_dir, list(pending.values()))
+            for index, entry in zip(pending, parsed, strict=True):
+                entries[index] = entry
+            hashed += outright
     finally:
         if was_enabled:
             gc.enable()
-    names = {e.path for e in entries}
-    removed = [e for name, e in known.items() if name not in names]
-    if changed or removed or (not known and entries):
+    removed: list[FileEntry] = []
+    for rel, row in rows.items():
+        if rel not in seen:
+            with contextlib.suppress(TypeError, ValueError):
+                removed.append(_entry_from_json(_name(root, rel), row))
+    if changed or removed or (not rows and entries):
         _forget(store, removed, entries)
+        rels = {name: rel for rel, name in walked}
         write_checked(
             index_path,
             {
                 "folder": str(folder.resolve()),
                 "scanned_ns": started_ns,
                 "files": {
-                    str(Path(e.path).relative_to(folder)): _entry_json(e)
+                    rels[e.path]: (
+                        rows[rels[e.path]]
+                        if e is known.get(e.path) and rels[e.path] in rows
+                        else _entry_json(e)
+                    )
                     for e in entries
                     if not e.sha256.startswith("!")
                 },
             },
         )
-    stats = ScanStats(len(entries), hashed, parsed, len(removed))
+    stats = ScanStats(len(entries), hashed, len(pending), len(removed))
     log.debug("scanned %s: %s", folder, stats)
     return entries, stats
+
+
+def _name(root: str, rel: str) -> str:
+    return root if rel == "." else f"{root}/{rel}"
 
 
 def _unreadable(name: str, exc: OSError) -> FileEntry:
@@ -397,13 +513,15 @@ class Catalog:
         found = sorted({i for day in set(days) for i in by_date.get(day, ())})
         return [self.entries[i] for i in found]
 
-    def outline(self) -> Archive:
-        """The archive with each paper reduced to its id and votes: enough to rank and to
-        tell days apart, not to render."""
+    def outline(self, days: Iterable[dt.date] | None = None) -> Archive:
+        """The archive (or its ``days``) with each paper reduced to its id and votes:
+        enough to rank and to tell days apart, not to render."""
+        wanted = None if days is None else set(days)
         digests = [
             Digest(day, tuple([Paper(a, "", votes=v) for a, v in papers]), (e.path,))
             for e in self.entries
             for day, papers in e.days
+            if wanted is None or day in wanted
         ]
         return Archive(tuple(merge_digests(digests)), self.problems)
 

@@ -16,6 +16,7 @@ feedgen builds the Atom document, with three of its 1.0.0 traps worked around:
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import json
 import logging
 import os
@@ -28,10 +29,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from feedgen.ext.base import BaseEntryExtension, BaseExtension
-from feedgen.feed import FeedGenerator
-from feedgen.util import xml_elem
-from lxml.etree import CDATA
 from markupsafe import Markup
 
 from .config import Config
@@ -238,41 +235,52 @@ def _categories(item: FeedItem, cfg: Config) -> list[str]:
     return [item.pick.date.isoformat(), f"top-{cfg.top_n_daily}"]
 
 
-class _AtomExtras(BaseExtension):  # type: ignore[misc]
-    """Declares the Media RSS namespace on the feed element."""
+@functools.cache
+def _extensions() -> tuple[type, type]:
+    """The feedgen extensions, made on first use: feedgen and lxml are imported only by a
+    process that writes a feed (a service start with its feeds current does not)."""
+    from feedgen.ext.base import BaseEntryExtension, BaseExtension
+    from feedgen.util import xml_elem
+    from lxml.etree import CDATA
 
-    def extend_ns(self) -> dict[str, str]:
-        return {"media": MEDIA_NS}
+    class _AtomExtras(BaseExtension):  # type: ignore[misc]
+        """Declares the Media RSS namespace on the feed element."""
 
+        def extend_ns(self) -> dict[str, str]:
+            return {"media": MEDIA_NS}
 
-class _AtomEntryExtras(BaseEntryExtension):  # type: ignore[misc]
-    """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly, and
-    puts the HTML content in a CDATA section."""
+    class _AtomEntryExtras(BaseEntryExtension):  # type: ignore[misc]
+        """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly, and
+        puts the HTML content in a CDATA section."""
 
-    def __init__(self) -> None:
-        self.links: list[dict[str, str]] = []
-        self.thumbnail: str | None = None
+        def __init__(self) -> None:
+            self.links: list[dict[str, str]] = []
+            self.thumbnail: str | None = None
 
-    def extend_atom(self, entry: Any) -> Any:
-        content = entry.find("content")
-        # The HTML escapes every ">" of digest text, so "]]>" cannot occur in it: a CDATA
-        # section holds it with no second layer of escaping.
-        if content is not None and content.text and "]]>" not in content.text:
-            content.text = CDATA(content.text)
-        # feedgen writes the Atom namespace as a plain xmlns attribute on <feed>, so its
-        # elements (and these) are unqualified in the tree and Atom once serialized.
-        for link in self.links:
-            xml_elem("link", entry, **link)
-        if self.thumbnail is not None:
-            xml_elem(f"{{{MEDIA_NS}}}thumbnail", entry, url=self.thumbnail)
-        return entry
+        def extend_atom(self, entry: Any) -> Any:
+            content = entry.find("content")
+            # The HTML escapes every ">" of digest text, so "]]>" cannot occur in it: a CDATA
+            # section holds it with no second layer of escaping.
+            if content is not None and content.text and "]]>" not in content.text:
+                content.text = CDATA(content.text)
+            # feedgen writes the Atom namespace as a plain xmlns attribute on <feed>, so its
+            # elements (and these) are unqualified in the tree and Atom once serialized.
+            for link in self.links:
+                xml_elem("link", entry, **link)
+            if self.thumbnail is not None:
+                xml_elem(f"{{{MEDIA_NS}}}thumbnail", entry, url=self.thumbnail)
+            return entry
+
+    return _AtomExtras, _AtomEntryExtras
 
 
 def atom_bytes(items: Sequence[FeedItem], cfg: Config) -> bytes:
     """The Atom 1.0 document (UTF-8, ``xml:lang="ko"``) for ``items``."""
     site = cfg.site_url
+    from feedgen.feed import FeedGenerator
+
     fg = FeedGenerator()
-    fg.register_extension("extras", _AtomExtras, _AtomEntryExtras, atom=True, rss=False)
+    fg.register_extension("extras", *_extensions(), atom=True, rss=False)
     fg.id(site)
     fg.title(_text(cfg.site_title))
     fg.subtitle(_text(cfg.site_subtitle))

@@ -146,8 +146,17 @@ def _feed_archive(cfg: Config, catalog: Catalog) -> Archive:
     if not dates:
         return Archive((), catalog.problems)
     start = dates[-1] - dt.timedelta(days=cfg.feed_days - 1)
-    earlier = [d for d in catalog.outline().digests if d.date < start]
     window = catalog.load([d for d in dates if d >= start]).digests
+    # Of the earlier days, only those showing a paper of the window can change an entry
+    # (its id year, or an earlier selection); the others need not even be outlined.
+    shown = {p.arxiv_id for d in window for p in d.papers}
+    days = {
+        day
+        for entry in catalog.entries
+        for day, papers in entry.days
+        if day < start and any(arxiv_id in shown for arxiv_id, _ in papers)
+    }
+    earlier = catalog.outline(days).digests if days else ()
     return Archive((*earlier, *window), catalog.problems)
 
 

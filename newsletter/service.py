@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Any
 
 from . import bounces, delivery
+from .cache import Catalog
 from .config import Config, span_seconds
 from .errors import NewsletterError
+from .feed import ATOM_NAME, JSON_NAME
 from .outputs import refresh_feeds
 from .scheduler import (
     JobContext,
@@ -300,20 +302,12 @@ async def serve(
                 _on_signals(stop)
             key = secret_key(cfg)
             now = clock()
-            # From the parse cache; the weeks' web copies follow in start_up, after listening.
-            catalog = await asyncio.to_thread(local_catalog, cfg)
-            for problem in catalog.problems:
-                log.warning("%s", problem)
-            await asyncio.to_thread(refresh_feeds, cfg, catalog)
-            dates = catalog.dates()
-            log.info(
-                "archive: %d digests (%s to %s; %d files parsed), feeds in %s",
-                len(dates),
-                dates[0] if dates else "-",
-                dates[-1] if dates else "-",
-                catalog.stats.parsed,
-                cfg.public_path,
-            )
+            # Feeds written by an earlier life answer at once and are brought up to date
+            # right after; a first start writes them before listening. The weeks' web
+            # copies follow in start_up, after listening.
+            catalog = None
+            if not all((cfg.public_path / name).is_file() for name in (ATOM_NAME, JSON_NAME)):
+                catalog = await _refresh_feeds(cfg)
             sock = _listen(host, port) if web else None
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
@@ -348,7 +342,7 @@ async def serve(
                             cfg.site_url,
                         )
 
-                    startup = asyncio.create_task(start_up(ctx, catalog))
+                    startup = asyncio.create_task(_start_up(ctx, catalog))
                     ctx.running.add(startup)
                     startup.add_done_callback(ctx.running.discard)
                     poller = asyncio.create_task(poll_bounces(cfg, store, key, stop))
@@ -377,6 +371,36 @@ async def serve(
             log.info("stopped")
     finally:
         store.close()
+
+
+async def _refresh_feeds(cfg: Config) -> Catalog:
+    """The archive from the parse cache (new and changed files parsed), and the feeds
+    brought up to date with it."""
+    catalog = await asyncio.to_thread(local_catalog, cfg)
+    for problem in catalog.problems:
+        log.warning("%s", problem)
+    await asyncio.to_thread(refresh_feeds, cfg, catalog)
+    dates = catalog.dates()
+    log.info(
+        "archive: %d digests (%s to %s; %d files parsed), feeds in %s",
+        len(dates),
+        dates[0] if dates else "-",
+        dates[-1] if dates else "-",
+        catalog.stats.parsed,
+        cfg.public_path,
+    )
+    return catalog
+
+
+async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
+    if catalog is None:
+        try:
+            catalog = await _refresh_feeds(ctx.cfg)
+        except Exception:
+            log.exception("bringing the feeds up to date failed; the daily job tries again")
+            await run_due(ctx, ctx.clock())
+            return
+    await start_up(ctx, catalog)
 
 
 def serve_web(cfg: Config, host: str, port: int) -> None:

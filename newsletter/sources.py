@@ -22,8 +22,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-import httpx
-
 from .cache import Catalog, archive_folders, local_catalog
 from .config import Config
 from .digest import DigestError, parse_bytes
@@ -137,6 +135,8 @@ async def fetch_digest(
     stop: asyncio.Event | None = None,
 ) -> IngestResult:
     """Fetch ``day``'s digest from the URL source and store it (see the module docstring)."""
+    import httpx  # only a URL source fetches: a start need not import it
+
     url = digest_url(cfg.source, day)
     timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
     headers = {"User-Agent": f"newsletter (+{cfg.site_url})"}

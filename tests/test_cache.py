@@ -165,3 +165,39 @@ def test_problems_are_kept_with_the_files(tmp_path: Path, folder: Path) -> None:
     warm = catalog(cache, [folder])
     assert cold.problems == warm.problems == load_archive(folder).problems
     assert len(warm.problems) == 1
+
+
+def test_a_cold_scan_in_worker_processes_gives_what_a_serial_one_gives(
+    tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import newsletter.cache as cache_module
+
+    (folder / "broken.md").write_bytes(b"\xff\xfe not a digest")
+    _age_all(folder)
+    serial = catalog(tmp_path / "serial", [folder])
+    monkeypatch.setattr(cache_module, "PARALLEL_MIN", 2)
+    monkeypatch.setattr(cache_module, "_workers", lambda: 2)
+    parallel = catalog(tmp_path / "parallel", [folder])
+    assert parallel.entries == serial.entries
+    assert parallel.stats == serial.stats
+    assert parallel.load() == load_archive(folder)
+    warm = catalog(tmp_path / "parallel", [folder])
+    assert (warm.stats.parsed, warm.stats.hashed) == (0, 0)
+    assert warm.entries == serial.entries
+
+
+def test_the_scan_walks_the_files_the_parser_would_read_in_its_order(tmp_path: Path) -> None:
+    from newsletter.cache import _walk
+    from newsletter.digest import digest_files
+
+    root = tmp_path / "digests"
+    for rel in ("b.md", "a-b.md", "a/b.md", "a/c/d.md", ".hidden.md", ".git/x.md", "a/.h/y.md"):
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_text(DAY.format(votes=1), encoding="utf-8")
+    (root / "linked").symlink_to(root / "a", target_is_directory=True)
+    (root / "link.md").symlink_to(root / "b.md")
+    walked = _walk(root)
+    assert [path for _, path in walked] == [str(p) for p in digest_files(root)]
+    assert [rel for rel, _ in walked] == [str(p.relative_to(root)) for p in digest_files(root)]
+    single = root / "b.md"
+    assert [path for _, path in _walk(single)] == [str(p) for p in digest_files(single)]

@@ -134,3 +134,39 @@ def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
     changed = {n for n in after if after[n] != before[n]}
     assert changed and all(n.startswith(("issues/", "feed.", "index")) for n in changed)
     assert "issues/2024-W21.html" in before and "issues/2024-W21.html" not in changed
+
+
+def test_the_feeds_from_the_cache_are_the_feeds_of_the_whole_archive(tmp_path: Path) -> None:
+    """Only the earlier days sharing a paper with the window are read for the feeds: the
+    bytes are those of the feeds built from every digest in full."""
+    from newsletter.digest import load_archive
+    from newsletter.feed import write_feeds
+
+    folder = tmp_path / "digests"
+    folder.mkdir()
+    day = """## Daily Papers ({date})
+
+### [{title}](https://arxiv.org/abs/{arxiv_id})
+Vote: {votes}
+- A point.
+"""
+    start = dt.date(2024, 1, 1)
+    for n in range(90):
+        date = start + dt.timedelta(days=n)
+        text = day.format(date=date, title=f"Paper {n}", arxiv_id=f"2401.{n:05d}", votes=n)
+        if n in (70, 85):
+            # A paper of January 2024 again, and one first seen (but never on top) earlier.
+            text += day.format(date=date, title="Old", arxiv_id="2401.00003", votes=500)[27:]
+            text += day.format(date=date, title="Low", arxiv_id="2401.99999", votes=900)[27:]
+        if n == 5:
+            text += day.format(date=date, title="Low", arxiv_id="2401.99999", votes=0)[27:]
+        (folder / f"{date}.md").write_text(text, encoding="utf-8")
+    _cfg(tmp_path, "feed_days = 30\ntop_n_daily = 1\n")
+    cfg = load_config(tmp_path / "config.toml", env={}, overrides={"source": str(folder)})
+    outputs.refresh_feeds(cfg, local_catalog(cfg))
+    built = {n: (cfg.public_path / n).read_bytes() for n in ("feed.atom", "feed.json")}
+    whole = tmp_path / "whole"
+    whole.mkdir()
+    write_feeds(cfg, load_archive(folder), whole)
+    assert built == {n: (whole / n).read_bytes() for n in built}
+    assert b"2401.99999" in built["feed.atom"] and b"2401.00003" not in built["feed.atom"]

@@ -467,3 +467,134 @@ def test_tick_at_the_same_moment_twice_does_nothing(tmp_path: Path) -> None:
     assert asyncio.run(tick(late, MONDAY_0830 + dt.timedelta(hours=13)))[WEEKLY] is None
     assert os.environ["TZ"] == "UTC"
     store.close()
+
+
+def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A first start answers the feed as soon as it is written; the weeks' web copies
+    are written after, in the background, every finished week in both languages."""
+    import threading
+
+    import httpx
+
+    from newsletter import outputs
+    from newsletter.render import LANGS, web_copy_name
+    from newsletter.select import IsoWeek
+    from newsletter.sources import local_catalog
+
+    cfg = _cfg(tmp_path)
+    release = threading.Event()
+    real = outputs.publish_weeks
+
+    def held(*args: object, **kwargs: object) -> object:
+        release.wait(30)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(outputs, "publish_weeks", held)
+    port = free_port()
+    sunday = dt.datetime(2024, 8, 4, 20, 0, tzinfo=SEOUL)
+    issues = cfg.public_path / "issues"
+    weeks = sorted({IsoWeek.of(d) for d in local_catalog(cfg).dates()})
+    expected = {
+        web_copy_name(week, lang, cfg.default_lang)
+        for week in weeks
+        if week.sunday < sunday.date()
+        for lang in LANGS
+    }
+    assert len(expected) >= 4
+
+    async def life() -> tuple[int, list[str], set[str]]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            serve(cfg, host="127.0.0.1", port=port, clock=lambda: sunday, stop=stop, signals=False)
+        )
+        status = 0
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 30
+            while not status and time.monotonic() < deadline and not task.done():
+                try:
+                    status = (await client.get(f"http://127.0.0.1:{port}/feed.atom")).status_code
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+        before = sorted(p.name for p in issues.glob("*.html")) if issues.is_dir() else []
+        release.set()
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not (cfg.public_path / "index.html").exists():
+            await asyncio.sleep(0.05)
+        after = {p.name for p in issues.glob("*.html")}
+        stop.set()
+        await task
+        return status, before, after
+
+    status, before, after = asyncio.run(life())
+    assert status == 200
+    assert before == []
+    assert after == expected
+
+
+def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Feeds written by an earlier life answer before the archive is scanned; a digest
+    added meanwhile reaches them right after."""
+    import shutil
+    import threading
+
+    import httpx
+
+    from newsletter import outputs, service
+    from newsletter.sources import local_catalog
+
+    source = tmp_path / "digests"
+    shutil.copytree(SEEDS, source)
+    _cfg(tmp_path)
+    cfg = load_config(
+        tmp_path / "config.toml",
+        env={"NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes"},
+        overrides={"source": str(source)},
+    )
+    sunday = dt.datetime(2024, 8, 4, 20, 0, tzinfo=SEOUL)
+    outputs.refresh_feeds(cfg, local_catalog(cfg))
+    (source / "2024-08-04.md").write_text(
+        "## Daily Papers (2024-08-04)\n\n"
+        "### [A new paper](https://arxiv.org/abs/2408.99999)\nVote: 7\n- A point.\n",
+        encoding="utf-8",
+    )
+    release = threading.Event()
+    real = service.local_catalog
+
+    def held(*args: object, **kwargs: object) -> object:
+        release.wait(30)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(service, "local_catalog", held)
+    port = free_port()
+    feed = cfg.public_path / "feed.atom"
+
+    async def life() -> tuple[bytes, bytes]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            serve(cfg, host="127.0.0.1", port=port, clock=lambda: sunday, stop=stop, signals=False)
+        )
+        first = b""
+        async with httpx.AsyncClient() as client:
+            deadline = time.monotonic() + 30
+            while not first and time.monotonic() < deadline and not task.done():
+                try:
+                    answer = await client.get(f"http://127.0.0.1:{port}/feed.atom")
+                    first = answer.content if answer.status_code == 200 else b""
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+            release.set()
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and b"2408.99999" not in feed.read_bytes():
+                await asyncio.sleep(0.05)
+            later = (await client.get(f"http://127.0.0.1:{port}/feed.atom")).content
+        stop.set()
+        await task
+        return first, later
+
+    first, later = asyncio.run(life())
+    assert first and b"2408.99999" not in first
+    assert b"2408.99999" in later
