@@ -130,7 +130,12 @@ class MaildirTransport:
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self.box = mailbox.Maildir(str(path), factory=None, create=True)
+        # Made here, each folder tolerating another process making it at the same moment
+        # (mailbox creates tmp/, new/ and cur/ only if the top folder is new, and fails
+        # when it loses that race).
+        for folder in (path, path / "tmp", path / "new", path / "cur"):
+            folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.box = mailbox.Maildir(str(path), factory=None, create=False)
 
     def _add(self, data: bytes) -> None:
         # Maildir files use the local line ending; the message itself is unchanged.
