@@ -1,0 +1,100 @@
+"""The database: subscribers, issues and the delivery ledger (SQLAlchemy Core).
+
+SQLite by default, PostgreSQL by URL. :class:`Store` gathers the queries, one module per
+concept (subscribers, issues, the ledger, reports, single mails, job runs, the writer's
+usage); :mod:`.tables` is the newest schema, which the Alembic revisions in
+``newsletter/migrations/versions`` build step by step, and :func:`open_store` applies the
+pending ones on first use.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import sqlalchemy as sa
+
+from .base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
+from .issues import IssueQueries
+from .jobs import JobQueries
+from .ledger import LedgerQueries
+from .mails import MailQueries
+from .reports import ReportQueries
+from .schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
+from .subscribers import SubscriberQueries
+from .tables import (
+    DELIVERY_STATUSES,
+    ISSUE_STATUSES,
+    MAIL_STATUSES,
+    SUBSCRIBER_STATUSES,
+    bounce_events,
+    confirmations,
+    deliveries,
+    issue_contents,
+    issues,
+    job_runs,
+    metadata,
+    outbound,
+    subscribers,
+    summaries,
+    writer_days,
+)
+from .writer import WriterQueries
+
+__all__ = [
+    "DELIVERY_STATUSES",
+    "ISSUE_STATUSES",
+    "MAIL_STATUSES",
+    "MIGRATIONS_DIR",
+    "REPORT_KINDS",
+    "SUBSCRIBER_STATUSES",
+    "Store",
+    "StoreError",
+    "Subscriber",
+    "_alembic_config",
+    "bounce_events",
+    "confirmations",
+    "deliveries",
+    "head_revision",
+    "issue_contents",
+    "issues",
+    "job_runs",
+    "metadata",
+    "open_store",
+    "outbound",
+    "subscribers",
+    "summaries",
+    "utcnow",
+    "writer_days",
+]
+
+
+class Store(
+    SchemaQueries,
+    SubscriberQueries,
+    IssueQueries,
+    LedgerQueries,
+    ReportQueries,
+    MailQueries,
+    JobQueries,
+    WriterQueries,
+):
+    """Queries over one database. Every method is one short transaction."""
+
+
+def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool = True) -> Store:
+    """Connect, and bring the schema up to date unless ``migrate`` is false."""
+    store = Store(_engine(database_url, base_dir))
+    if migrate:
+        try:
+            store.migrate()
+        except sa.exc.DBAPIError as exc:
+            # Unreadable, not a database, corrupt, locked: one line naming the file.
+            where = store.engine.url.database or store.engine.url.render_as_string()
+            store.close()
+            raise StoreError(
+                f"database_url: cannot open the database {where}: {exc.orig}"
+            ) from None
+        except BaseException:
+            store.close()
+            raise
+    return store

@@ -1,0 +1,197 @@
+"""Issues: their states as recorded, and their frozen content."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from collections.abc import Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, utcnow
+from .ledger import _count_in
+from .tables import (
+    DELIVERY_STATUSES,
+    ISSUE_STATUSES,
+    deliveries,
+    issue_contents,
+    issues,
+)
+
+log = logging.getLogger(__name__)
+
+
+class IssueQueries(StoreBase):
+    def get_issue(self, week: str) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).where(issues.c.week == week)).first()
+
+    def ensure_issue(self, week: str, subject: str, status: str = "draft") -> Any:
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(issues)
+                .values(week=week, subject=subject, status=status, created_at=now, updated_at=now)
+                .on_conflict_do_nothing(index_elements=["week"])
+            )
+            return conn.execute(sa.select(issues).where(issues.c.week == week)).one()
+
+    def set_issue_status(self, issue_id: int, status: str) -> None:
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == "sent":
+            values["finished_at"] = now
+        with self.engine.begin() as conn:
+            conn.execute(issues.update().where(issues.c.id == issue_id).values(**values))
+
+    def issues_in_status(self, *statuses: str) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(issues).where(issues.c.status.in_(statuses)).order_by(issues.c.week)
+                )
+            )
+
+    def get_issue_by_id(self, issue_id: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).where(issues.c.id == issue_id)).first()
+
+    def list_issues(self) -> list[Any]:
+        """Every issue, newest week first."""
+        with self.engine.connect() as conn:
+            return list(conn.execute(sa.select(issues).order_by(issues.c.week.desc())))
+
+    def latest_issue(self) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(sa.select(issues).order_by(issues.c.week.desc()).limit(1)).first()
+
+    def all_counts(self) -> dict[int, dict[str, int]]:
+        """Delivery counts of every issue, in one query."""
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.issue_id, deliveries.c.status, sa.func.count()).group_by(
+                    deliveries.c.issue_id, deliveries.c.status
+                )
+            ).all()
+        found: dict[int, dict[str, int]] = {}
+        for issue_id, status, count in rows:
+            found.setdefault(issue_id, dict.fromkeys(DELIVERY_STATUSES, 0))[status] = int(count)
+        return found
+
+    def transition(
+        self, issue_id: int, from_statuses: Iterable[str], to: str, **values: Any
+    ) -> bool:
+        """Move an issue to ``to`` only if it is in one of ``from_statuses`` now (a compare
+        and set: two processes cannot both make the same transition)."""
+        if to not in ISSUE_STATUSES:
+            raise ValueError(to)
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id, issues.c.status.in_(tuple(from_statuses)))
+                .values(status=to, updated_at=now, **values)
+            )
+        return bool(result.rowcount)
+
+    def reschedule_outage(self, issue_id: int, reason: str, resume_at: dt.datetime) -> bool:
+        """A new reason and time for a pause the sender made (one with a resume time)."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(
+                    issues.c.id == issue_id,
+                    issues.c.status == "paused",
+                    issues.c.resume_at.is_not(None),
+                )
+                .values(paused_reason=reason, resume_at=resume_at, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
+    def end_outage(self, issue_id: int) -> bool:
+        """Back to ``sending`` from a pause the sender made; an operator's pause stays."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                issues.update()
+                .where(
+                    issues.c.id == issue_id,
+                    issues.c.status == "paused",
+                    issues.c.resume_at.is_not(None),
+                )
+                .values(
+                    status="sending",
+                    paused_reason=None,
+                    paused_at=None,
+                    resume_at=None,
+                    updated_at=utcnow(),
+                )
+            )
+        return bool(result.rowcount)
+
+    def freeze_issue(
+        self,
+        issue_id: int,
+        contents: Iterable[dict[str, str]],
+        settings: str,
+        content_hash: str,
+        *,
+        replace: bool = False,
+    ) -> str:
+        """Store what every message of the issue will be built from: ``frozen``; ``kept``
+        when it is frozen already (another process got there first) and ``replace`` is
+        false; ``refused`` once any message of the issue was handed to a server."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                conn.execute(
+                    sa.select(issues.c.id).where(issues.c.id == issue_id).with_for_update()
+                )
+            current = conn.execute(
+                sa.select(issues.c.content_hash).where(issues.c.id == issue_id)
+            ).scalar()
+            if current is not None and not replace:
+                return "kept"
+            handed = conn.execute(_count_in(issue_id, ("sending", "sent"))).scalar_one()
+            if handed:
+                return "refused"
+            conn.execute(issue_contents.delete().where(issue_contents.c.issue_id == issue_id))
+            conn.execute(
+                issue_contents.insert(), [{"issue_id": issue_id, **row} for row in contents]
+            )
+            conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id)
+                .values(
+                    content_hash=content_hash,
+                    frozen_settings=settings,
+                    frozen_at=now,
+                    updated_at=now,
+                )
+            )
+        return "frozen"
+
+    def frozen_contents(self, issue_id: int) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(issue_contents)
+                    .where(issue_contents.c.issue_id == issue_id)
+                    .order_by(issue_contents.c.lang)
+                )
+            )
+
+    def skip_pending(self, issue_id: int, reason: str) -> int:
+        """Queued deliveries of a cancelled issue become ``skipped``; rows on the wire right
+        now finish as they are."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(
+                    deliveries.c.issue_id == issue_id,
+                    deliveries.c.status == "queued",
+                    deliveries.c.lease_owner.is_(None),
+                )
+                .values(status="skipped", last_error=reason, updated_at=utcnow())
+            )
+        return int(result.rowcount or 0)

@@ -1,0 +1,410 @@
+"""The delivery ledger: who gets an issue, who holds which delivery, what happened."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import socket
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, _aware, utcnow
+from .tables import (
+    DELIVERY_STATUSES,
+    deliveries,
+    issues,
+    subscribers,
+)
+
+log = logging.getLogger(__name__)
+
+_MARK_SENDING = (
+    deliveries.update()
+    .where(
+        deliveries.c.id == sa.bindparam("b_id"),
+        deliveries.c.lease_owner == sa.bindparam("b_owner"),
+        deliveries.c.status.in_(("queued", "sending")),
+        sa.select(subscribers.c.id)
+        .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
+        .exists(),
+    )
+    .values(
+        status="sending",
+        attempts=deliveries.c.attempts + 1,
+        message_id=sa.bindparam("b_message_id"),
+        # A fresh lease for the time the message is on the wire.
+        lease_until=sa.bindparam("b_until"),
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+_MARK_SENT = (
+    deliveries.update()
+    .where(deliveries.c.id == sa.bindparam("b_id"))
+    .values(
+        status="sent",
+        sent_at=sa.bindparam("b_now"),
+        message_id=sa.bindparam("b_message_id"),
+        last_error=None,
+        lease_owner=None,
+        lease_until=None,
+        updated_at=sa.bindparam("b_now"),
+    )
+)
+
+
+def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
+    """How many of an issue's deliveries are in ``statuses``."""
+    return (
+        sa.select(sa.func.count())
+        .select_from(deliveries)
+        .where(deliveries.c.issue_id == issue_id, deliveries.c.status.in_(statuses))
+    )
+
+
+class LedgerQueries(StoreBase):
+    def fan_out(self, issue_id: int) -> int:
+        """One queued delivery per active subscriber, idempotently; returns rows added."""
+        now = utcnow()
+        select = sa.select(
+            sa.literal(issue_id),
+            subscribers.c.id,
+            sa.literal("queued"),
+            sa.literal(0),
+            sa.literal(now, sa.DateTime(timezone=True)),
+            sa.literal(now, sa.DateTime(timezone=True)),
+        ).where(subscribers.c.status == "active")
+        stmt = (
+            self._insert(deliveries)
+            .from_select(
+                [
+                    "issue_id",
+                    "subscriber_id",
+                    "status",
+                    "attempts",
+                    "next_attempt_at",
+                    "updated_at",
+                ],
+                select,
+            )
+            .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
+        )
+        count = (
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.issue_id == issue_id)
+        )
+        with self.engine.begin() as conn:
+            # Counted before and after: drivers disagree on rowcount for INSERT ... SELECT.
+            before = conn.execute(count).scalar_one()
+            conn.execute(stmt)
+            total = conn.execute(count).scalar_one()
+            conn.execute(
+                issues.update()
+                .where(issues.c.id == issue_id)
+                .values(recipients=total, updated_at=now)
+            )
+        return int(total - before)
+
+    def claim(
+        self,
+        issue_id: int,
+        owner: str,
+        limit: int,
+        lease: dt.timedelta,
+        now: dt.datetime | None = None,
+    ) -> list[Any]:
+        """Lease up to ``limit`` deliveries that are due: queued ones whose retry time has
+        come, and ``sending`` ones whose holder's lease ran out (it died mid-send).
+
+        On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets any number of workers claim at
+        once without blocking or taking the same row.
+        """
+        now = now or utcnow()
+        d = deliveries
+        claimable = (
+            d.c.issue_id == issue_id,
+            # The same rows as (queued, due and free) or (sending and free), written so
+            # that the (issue_id, status) index finds them: with the OR of two statuses
+            # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
+            d.c.status.in_(("queued", "sending")),
+            sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now),
+            sa.or_(d.c.status == "sending", d.c.next_attempt_at <= now),
+        )
+        due = (
+            sa.select(d.c.id)
+            .where(*claimable)
+            .order_by(d.c.id)
+            .limit(limit)
+            .with_for_update(skip_locked=True)
+        )
+        with self.engine.begin() as conn:
+            ids = [row.id for row in conn.execute(due)]
+            if not ids:
+                return []
+            # SQLite has no row locks and reads before it writes: another process may
+            # have leased some of these rows since the SELECT. The UPDATE checks again,
+            # atomically, and only the rows it leased to ``owner`` are returned.
+            conn.execute(
+                d.update()
+                .where(d.c.id.in_(ids), *claimable)
+                .values(lease_owner=owner, lease_until=now + lease)
+            )
+            rows = conn.execute(
+                sa.select(
+                    d.c.id,
+                    d.c.subscriber_id,
+                    d.c.status,
+                    d.c.attempts,
+                    d.c.message_id,
+                    subscribers.c.email,
+                    subscribers.c.name,
+                    subscribers.c.lang,
+                )
+                .join(subscribers, subscribers.c.id == d.c.subscriber_id)
+                .where(d.c.id.in_(ids), d.c.lease_owner == owner)
+                .order_by(d.c.id)
+            ).all()
+        return list(rows)
+
+    def mark_sending(
+        self,
+        delivery_id: int,
+        owner: str,
+        message_id: str,
+        *,
+        sent: tuple[int, str] | None = None,
+        lease: dt.timedelta = dt.timedelta(minutes=5),
+    ) -> str:
+        """Just before DATA: ``sending`` if the row is still ours and the subscriber still
+        active; ``skipped`` when they left meanwhile; ``lost`` when the lease was lost.
+
+        ``sent`` (delivery id, Message-ID) records the worker's previous message as sent
+        in the same transaction: it is written in the instant between that message's 250
+        and this one's DATA, so it is no later than a commit of its own would be, and
+        each message costs one commit instead of two.
+        """
+        now = utcnow()
+        d = deliveries
+        with self.engine.begin() as conn:
+            if sent is not None:
+                conn.execute(_MARK_SENT, {"b_id": sent[0], "b_message_id": sent[1], "b_now": now})
+            result = conn.execute(
+                _MARK_SENDING,
+                {
+                    "b_id": delivery_id,
+                    "b_owner": owner,
+                    "b_message_id": message_id,
+                    "b_now": now,
+                    "b_until": now + lease,
+                },
+            )
+            if result.rowcount:
+                return "sending"
+            result = conn.execute(
+                d.update()
+                .where(
+                    d.c.id == delivery_id,
+                    d.c.lease_owner == owner,
+                    d.c.status.in_(("queued", "sending")),
+                )
+                .values(
+                    status="skipped",
+                    last_error="subscriber is no longer active",
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                )
+            )
+            return "skipped" if result.rowcount else "lost"
+
+    def mark_sent(self, delivery_id: int, message_id: str) -> None:
+        with self.engine.begin() as conn:
+            conn.execute(
+                _MARK_SENT, {"b_id": delivery_id, "b_message_id": message_id, "b_now": utcnow()}
+            )
+
+    def mark_retry(self, delivery_id: int, error: str, at: dt.datetime, **detail: Any) -> None:
+        """Back to the queue until ``at``; the attempt counts."""
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="queued",
+                    last_error=error[:1000],
+                    next_attempt_at=at,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=utcnow(),
+                    **detail,
+                )
+            )
+
+    def requeue(self, delivery_ids: Iterable[int], error: str, **detail: Any) -> int:
+        """Back to the queue as if never tried: the failure was not the recipient's (the
+        server was down, or a policy block paused the issue), so the attempt is given back."""
+        ids = list(delivery_ids)
+        if not ids:
+            return 0
+        now = utcnow()
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(("sending", "failed")))
+                .values(
+                    status="queued",
+                    attempts=sa.case(
+                        (deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0
+                    ),
+                    last_error=error[:1000],
+                    next_attempt_at=now,
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                    **detail,
+                )
+            )
+        return int(result.rowcount or 0)
+
+    def mark_failed(
+        self,
+        delivery_id: int,
+        error: str,
+        *,
+        permanent: bool,
+        bounce_threshold: int,
+        **detail: Any,
+    ) -> bool:
+        """Record a failure; a permanent one (a bad address) counts toward the
+        subscriber's bounces. Returns whether the subscriber became ``bounced``."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id == delivery_id)
+                .values(
+                    status="failed",
+                    last_error=error[:1000],
+                    lease_owner=None,
+                    lease_until=None,
+                    updated_at=now,
+                    **detail,
+                )
+            )
+            if not permanent:
+                return False
+            sub_id = conn.execute(
+                sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)
+            ).scalar_one()
+            conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == sub_id)
+                .values(bounces=subscribers.c.bounces + 1, updated_at=now)
+            )
+            result = conn.execute(
+                subscribers.update()
+                .where(
+                    subscribers.c.id == sub_id,
+                    subscribers.c.bounces >= bounce_threshold,
+                    subscribers.c.status == "active",
+                )
+                .values(
+                    status="bounced",
+                    updated_at=now,
+                    status_reason="refused",
+                    status_code=detail.get("enhanced_code") or str(detail.get("smtp_code") or ""),
+                    status_detail=error[:1000],
+                    status_at=now,
+                )
+            )
+            return bool(result.rowcount)
+
+    def release(self, delivery_ids: Iterable[int], owner: str) -> None:
+        """Give back leased rows that were never handed to the server (a clean stop)."""
+        ids = list(delivery_ids)
+        if not ids:
+            return
+        with self.engine.begin() as conn:
+            conn.execute(
+                deliveries.update()
+                .where(deliveries.c.id.in_(ids), deliveries.c.lease_owner == owner)
+                .values(lease_owner=None, lease_until=None, updated_at=utcnow())
+            )
+
+    def release_dead_local_leases(self, alive: Callable[[int], bool]) -> int:
+        """Free rows leased by processes of this host that no longer exist, so a restart
+        after a kill resumes at once instead of waiting for the lease to run out."""
+        prefix = f"{socket.gethostname()}:"
+        with self.engine.connect() as conn:
+            owners = (
+                conn.execute(
+                    sa.select(deliveries.c.lease_owner)
+                    .distinct()
+                    .where(deliveries.c.lease_owner.like(prefix + "%"))
+                )
+                .scalars()
+                .all()
+            )
+        dead = []
+        for owner in owners:
+            try:
+                pid = int(owner[len(prefix) :].split(":", 1)[0])
+            except ValueError:
+                continue
+            if not alive(pid):
+                dead.append(owner)
+        if not dead:
+            return 0
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.lease_owner.in_(dead))
+                .values(lease_until=utcnow() - dt.timedelta(seconds=1))
+            )
+        return int(result.rowcount or 0)
+
+    def retry_failed(self, issue_id: int) -> int:
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                deliveries.update()
+                .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
+                .values(status="queued", attempts=0, next_attempt_at=utcnow(), updated_at=utcnow())
+            )
+        return int(result.rowcount or 0)
+
+    def counts(self, issue_id: int) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(deliveries.c.status, sa.func.count())
+                .where(deliveries.c.issue_id == issue_id)
+                .group_by(deliveries.c.status)
+            ).all()
+        found = {status: int(count) for status, count in rows}
+        return {status: found.get(status, 0) for status in DELIVERY_STATUSES}
+
+    def next_retry_at(self, issue_id: int) -> dt.datetime | None:
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.min(deliveries.c.next_attempt_at)).where(
+                    deliveries.c.issue_id == issue_id, deliveries.c.status == "queued"
+                )
+            ).scalar()
+        return _aware(value)
+
+    def pending(self, issue_id: int) -> int:
+        with self.engine.connect() as conn:
+            return int(conn.execute(_count_in(issue_id, ("queued", "sending"))).scalar_one())
+
+    def failures(self, issue_id: int, limit: int = 100) -> list[Any]:
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(subscribers.c.email, deliveries.c.attempts, deliveries.c.last_error)
+                    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                    .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
+                    .order_by(deliveries.c.id)
+                    .limit(limit)
+                )
+            )

@@ -1,0 +1,256 @@
+"""What comes back after the 250: bounces, complaints and mailed unsubscribes."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection
+
+from .base import REPORT_KINDS, StoreBase, utcnow
+from .tables import (
+    bounce_events,
+    confirmations,
+    deliveries,
+    subscribers,
+)
+
+log = logging.getLogger(__name__)
+
+
+class ReportQueries(StoreBase):
+    def delivery_target(self, delivery_id: int) -> tuple[int, int] | None:
+        """(delivery id, subscriber id) of a delivery that exists."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.subscriber_id).where(
+                    deliveries.c.id == delivery_id
+                )
+            ).first()
+        return (row.id, row.subscriber_id) if row else None
+
+    def delivery_by_message_id(self, message_id: str) -> tuple[int, int] | None:
+        """(delivery id, subscriber id) of the delivery sent with ``message_id`` (``<>``
+        included)."""
+        with self.engine.connect() as conn:
+            row = conn.execute(
+                sa.select(deliveries.c.id, deliveries.c.subscriber_id)
+                .where(deliveries.c.message_id == message_id)
+                .limit(1)
+            ).first()
+        return (row.id, row.subscriber_id) if row else None
+
+    def latest_delivery(self, subscriber_id: int) -> int | None:
+        """The subscriber's most recent delivery handed to a server."""
+        with self.engine.connect() as conn:
+            value = conn.execute(
+                sa.select(sa.func.max(deliveries.c.id)).where(
+                    deliveries.c.subscriber_id == subscriber_id,
+                    deliveries.c.status.in_(("sent", "failed")),
+                )
+            ).scalar()
+        return int(value) if value is not None else None
+
+    def record_report(
+        self,
+        *,
+        report_id: str,
+        source: str,
+        kind: str,
+        subscriber_id: int,
+        delivery_id: int | None,
+        status_code: str = "",
+        diagnostic: str = "",
+        bounce_threshold: int = 3,
+    ) -> str | None:
+        """Act on one report for one subscriber, in one transaction with its record.
+
+        ``hard``: the subscriber becomes ``bounced``. ``soft``: counted over consecutive
+        issues (a delivery in between that did not bounce starts the count again), bounced
+        at ``bounce_threshold``. ``complaint``: ``unsubscribed`` (reason ``complaint``),
+        whatever the status was. ``unsubscribe``: ``unsubscribed``. ``blocked`` (a policy
+        or content refusal) says nothing about the address: only recorded.
+
+        Returns what was done, or None when this report was recorded before: processing
+        the same report again changes nothing.
+        """
+        if kind not in REPORT_KINDS:
+            raise ValueError(kind)
+        now = utcnow()
+        code = (status_code or "")[:16] or None
+        detail = (diagnostic or "")[:2000] or None
+        with self.engine.begin() as conn:
+            if self.is_postgres:
+                # Two reports for one subscriber at once: one after the other.
+                conn.execute(
+                    sa.select(subscribers.c.id)
+                    .where(subscribers.c.id == subscriber_id)
+                    .with_for_update()
+                )
+            inserted = conn.execute(
+                self._insert(bounce_events)
+                .values(
+                    report_id=report_id[:300],
+                    subscriber_id=subscriber_id,
+                    delivery_id=delivery_id,
+                    kind=kind,
+                    status_code=code,
+                    diagnostic=detail,
+                    source=source,
+                    action="",
+                    created_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["report_id", "subscriber_id"])
+            )
+            if not inserted.rowcount:
+                return None
+            if delivery_id is not None:
+                conn.execute(
+                    deliveries.update()
+                    .where(deliveries.c.id == delivery_id)
+                    .values(
+                        bounce_kind=kind,
+                        bounce_status=code,
+                        bounce_detail=detail,
+                        bounced_at=now,
+                        updated_at=now,
+                    )
+                )
+            sub = conn.execute(
+                sa.select(subscribers).where(subscribers.c.id == subscriber_id)
+            ).one()
+            why = {
+                "status_code": code,
+                "status_detail": detail,
+                "status_at": now,
+                "updated_at": now,
+            }
+            action = f"recorded ({sub.status})"
+            if kind == "hard" and sub.status in ("active", "pending"):
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(status="bounced", status_reason="hard_bounce", **why)
+                )
+                action = "bounced"
+            elif kind == "soft":
+                streak = self._soft_streak(conn, subscriber_id, bounce_threshold)
+                values: dict[str, Any] = {"soft_bounces": streak, "updated_at": now}
+                action = f"soft bounce {streak} of {bounce_threshold}"
+                if streak >= bounce_threshold and sub.status == "active":
+                    values.update(status="bounced", status_reason="soft_bounces", **why)
+                    action += ": bounced"
+                conn.execute(
+                    subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
+                )
+            elif kind == "complaint":
+                # Whatever the status: a complaint must never be mailed again, and the
+                # reason stays on record until the address confirms anew.
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(
+                        status="unsubscribed",
+                        status_reason="complaint",
+                        unsubscribed_at=sub.unsubscribed_at or now,
+                        **why,
+                    )
+                )
+                action = "unsubscribed (complaint)"
+            elif kind == "unsubscribe" and sub.status in ("active", "pending"):
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == subscriber_id)
+                    .values(
+                        status="unsubscribed",
+                        status_reason="unsubscribe_mail",
+                        unsubscribed_at=now,
+                        **why,
+                    )
+                )
+                action = "unsubscribed"
+            conn.execute(
+                bounce_events.update()
+                .where(
+                    bounce_events.c.report_id == report_id[:300],
+                    bounce_events.c.subscriber_id == subscriber_id,
+                )
+                .values(action=action)
+            )
+        return action
+
+    @staticmethod
+    def _soft_streak(conn: Connection, subscriber_id: int, limit: int) -> int:
+        """How many of the subscriber's latest deliveries soft-bounced, one after another."""
+        kinds = conn.execute(
+            sa.select(deliveries.c.bounce_kind)
+            .where(
+                deliveries.c.subscriber_id == subscriber_id,
+                deliveries.c.status.in_(("sent", "failed")),
+            )
+            .order_by(deliveries.c.issue_id.desc())
+            .limit(max(limit, 1))
+        ).scalars()
+        streak = 0
+        for kind in kinds:
+            if kind != "soft":
+                break
+            streak += 1
+        return max(streak, 1)
+
+    def bounce_counts(self, issue_id: int) -> dict[str, int]:
+        """An issue's deliveries by what came back: hard, soft, complaint, unsubscribe,
+        blocked, and ``refused`` for addresses refused during the SMTP dialogue."""
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(d.bounce_kind, sa.func.count())
+                .where(d.issue_id == issue_id, d.bounce_kind.is_not(None))
+                .group_by(d.bounce_kind)
+            ).all()
+            refused = conn.execute(
+                sa.select(sa.func.count()).where(
+                    d.issue_id == issue_id,
+                    d.status == "failed",
+                    d.error_kind == "recipient",
+                    d.bounce_kind.is_(None),
+                )
+            ).scalar_one()
+        found = {kind: int(count) for kind, count in rows}
+        found["refused"] = int(refused)
+        return found
+
+    def reports(self, subscriber_id: int | None = None) -> list[Any]:
+        """Recorded reports, oldest first."""
+        query = sa.select(bounce_events).order_by(bounce_events.c.id)
+        if subscriber_id is not None:
+            query = query.where(bounce_events.c.subscriber_id == subscriber_id)
+        with self.engine.connect() as conn:
+            return list(conn.execute(query))
+
+    def delete_unconfirmed(self, before: dt.datetime) -> tuple[int, int]:
+        """Pending subscriptions last asked for before ``before`` and never confirmed: rows
+        with no history are deleted; a former subscriber who asked again and never
+        confirmed goes back to ``unsubscribed``, keeping the reason on record (a
+        complaint stays one). Returns (deleted, set back)."""
+        s = subscribers.c
+        history = sa.or_(
+            sa.select(deliveries.c.id).where(deliveries.c.subscriber_id == s.id).exists(),
+            sa.select(bounce_events.c.id).where(bounce_events.c.subscriber_id == s.id).exists(),
+        )
+        # A request still open (its link has not expired) keeps its subscriber row.
+        open_request = (
+            sa.select(confirmations.c.id).where(confirmations.c.subscriber_id == s.id).exists()
+        )
+        stale = (s.status == "pending", s.updated_at < before, ~open_request)
+        with self.engine.begin() as conn:
+            conn.execute(confirmations.delete().where(confirmations.c.created_at < before))
+            deleted = conn.execute(subscribers.delete().where(*stale, ~history)).rowcount
+            restored = conn.execute(
+                subscribers.update()
+                .where(*stale, history)
+                .values(status="unsubscribed", updated_at=utcnow())
+            ).rowcount
+        return int(deleted or 0), int(restored or 0)

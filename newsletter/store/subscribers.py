@@ -1,0 +1,272 @@
+"""Subscribers, and the subscription requests of the form."""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import secrets
+from collections.abc import Iterator
+from typing import Any
+
+import sqlalchemy as sa
+
+from .base import StoreBase, Subscriber, _subscriber, utcnow
+from .tables import (
+    SUBSCRIBER_STATUSES,
+    confirmations,
+    outbound,
+    subscribers,
+)
+
+log = logging.getLogger(__name__)
+
+
+def _activated(now: dt.datetime) -> dict[str, Any]:
+    """A confirmed address is deliverable again: past bounces and reasons no longer count."""
+    return {
+        "status": "active",
+        "confirmed_at": now,
+        "bounces": 0,
+        "soft_bounces": 0,
+        "status_reason": None,
+        "status_code": None,
+        "status_detail": None,
+        "status_at": now,
+    }
+
+
+class SubscriberQueries(StoreBase):
+    def add_subscriber(
+        self,
+        email: str,
+        name: str = "",
+        lang: str = "ko",
+        status: str = "active",
+        *,
+        merge: bool = True,
+    ) -> tuple[Subscriber, bool]:
+        """Insert, or merge into the existing row for the same address (any case).
+
+        Returns the subscriber and whether it was new. A merge updates a name or
+        language that was given, and never reactivates someone who unsubscribed;
+        ``merge=False`` leaves an existing row untouched (a request from the web, where
+        anyone can type anyone's address).
+        """
+        now = utcnow()
+        key = email.lower()
+        with self.engine.begin() as conn:
+            row = conn.execute(sa.select(subscribers).where(subscribers.c.email_key == key)).first()
+            if row is None:
+                stmt = (
+                    self._insert(subscribers)
+                    .values(
+                        email=email,
+                        email_key=key,
+                        name=name,
+                        lang=lang,
+                        status=status,
+                        created_at=now,
+                        updated_at=now,
+                        confirmed_at=now if status == "active" else None,
+                    )
+                    .on_conflict_do_nothing(index_elements=["email_key"])
+                )
+                if conn.execute(stmt).rowcount:
+                    created = conn.execute(
+                        sa.select(subscribers).where(subscribers.c.email_key == key)
+                    ).one()
+                    return _subscriber(created), True
+                row = conn.execute(
+                    sa.select(subscribers).where(subscribers.c.email_key == key)
+                ).one()
+            changes: dict[str, Any] = {}
+            if not merge:
+                return _subscriber(row), False
+            if name and name != row.name:
+                changes["name"] = name
+            if lang and lang != row.lang:
+                changes["lang"] = lang
+            if changes:
+                conn.execute(
+                    subscribers.update()
+                    .where(subscribers.c.id == row.id)
+                    .values(**changes, updated_at=now)
+                )
+                row = conn.execute(sa.select(subscribers).where(subscribers.c.id == row.id)).one()
+            return _subscriber(row), False
+
+    def get_subscriber(
+        self, *, id: int | None = None, email: str | None = None
+    ) -> Subscriber | None:
+        query = sa.select(subscribers)
+        if id is not None:
+            query = query.where(subscribers.c.id == id)
+        elif email is not None:
+            query = query.where(subscribers.c.email_key == email.lower())
+        else:
+            raise ValueError("give id or email")
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return _subscriber(row) if row else None
+
+    def set_status(self, subscriber_id: int, status: str, *, reason: str | None = None) -> bool:
+        """Change a subscriber's status; ``reason`` (e.g. ``unsubscribe``) is recorded with
+        it. Becoming active clears the last reason; pending keeps it (a complaint stays on
+        record until the address confirms anew)."""
+        if status not in SUBSCRIBER_STATUSES:
+            raise ValueError(status)
+        now = utcnow()
+        values: dict[str, Any] = {"status": status, "updated_at": now}
+        if status == "unsubscribed":
+            values["unsubscribed_at"] = now
+        if reason is not None:
+            values.update(status_reason=reason, status_code=None, status_detail=None, status_at=now)
+        if status == "active":
+            values.update(_activated(now))
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
+            )
+            if status in ("unsubscribed", "bounced"):
+                # A link mailed before leaving must never bring the address back.
+                conn.execute(
+                    confirmations.delete().where(confirmations.c.subscriber_id == subscriber_id)
+                )
+        return bool(result.rowcount)
+
+    def remove_subscriber(self, email: str) -> bool:
+        """Mark unsubscribed (the row stays, so the ledger keeps its history)."""
+        found = self.get_subscriber(email=email)
+        return bool(found) and self.set_status(found.id, "unsubscribed")  # type: ignore[union-attr]
+
+    def iter_subscribers(
+        self, status: str | None = None, batch: int = 1000
+    ) -> Iterator[Subscriber]:
+        """Stream subscribers in id order, a page at a time (flat memory on long lists)."""
+        last = 0
+        while True:
+            query = (
+                sa.select(subscribers)
+                .where(subscribers.c.id > last)
+                .order_by(subscribers.c.id)
+                .limit(batch)
+            )
+            if status:
+                query = query.where(subscribers.c.status == status)
+            with self.engine.connect() as conn:
+                rows = conn.execute(query).all()
+            if not rows:
+                return
+            for row in rows:
+                yield _subscriber(row)
+            last = rows[-1].id
+
+    def count_subscribers(self) -> dict[str, int]:
+        with self.engine.connect() as conn:
+            rows = conn.execute(
+                sa.select(subscribers.c.status, sa.func.count()).group_by(subscribers.c.status)
+            ).all()
+        return {status: int(count) for status, count in rows}
+
+    # --- confirmation requests ---------------------------------------------------------
+
+    def request_confirmation(self, email: str, name: str, lang: str) -> tuple[int, str, str]:
+        """Record a request from the form: a new ``pending`` subscriber when the address is
+        unknown (a known one is left as it is), and a confirmation row replacing any older
+        one of that address. Returns (confirmation id, nonce, the stored address).
+
+        The same statements run whether or not the address is known, so the time taken
+        does not tell."""
+        now = utcnow()
+        key = email.lower()
+        nonce = secrets.token_hex(16)
+        with self.engine.begin() as conn:
+            conn.execute(
+                self._insert(subscribers)
+                .values(
+                    email=email,
+                    email_key=key,
+                    name="",
+                    lang=lang,
+                    status="pending",
+                    created_at=now,
+                    updated_at=now,
+                )
+                .on_conflict_do_nothing(index_elements=["email_key"])
+            )
+            sub = conn.execute(
+                sa.select(subscribers.c.id, subscribers.c.email).where(
+                    subscribers.c.email_key == key
+                )
+            ).one()
+            conn.execute(confirmations.delete().where(confirmations.c.subscriber_id == sub.id))
+            result = conn.execute(
+                confirmations.insert().values(
+                    subscriber_id=sub.id, nonce=nonce, name=name, lang=lang, created_at=now
+                )
+            )
+            pk = result.inserted_primary_key
+            assert pk is not None
+        return int(pk[0]), nonce, str(sub.email)
+
+    def get_confirmation(self, confirmation_id: int) -> Any:
+        with self.engine.connect() as conn:
+            return conn.execute(
+                sa.select(confirmations, subscribers.c.email, subscribers.c.status)
+                .join(subscribers, subscribers.c.id == confirmations.c.subscriber_id)
+                .where(confirmations.c.id == confirmation_id)
+            ).first()
+
+    def open_confirmations(self, subscriber_id: int) -> list[Any]:
+        """The requests of a subscriber whose links still work (at most one)."""
+        with self.engine.connect() as conn:
+            return list(
+                conn.execute(
+                    sa.select(confirmations).where(confirmations.c.subscriber_id == subscriber_id)
+                )
+            )
+
+    def confirm(self, confirmation_id: int, nonce: str) -> Subscriber | None:
+        """Use the request once: the subscriber becomes active with the request's name and
+        language. None when it was used, replaced or withdrawn meanwhile."""
+        now = utcnow()
+        with self.engine.begin() as conn:
+            row = conn.execute(
+                sa.select(confirmations).where(
+                    confirmations.c.id == confirmation_id, confirmations.c.nonce == nonce
+                )
+            ).first()
+            if row is None:
+                return None
+            gone = conn.execute(
+                confirmations.delete().where(
+                    confirmations.c.id == confirmation_id, confirmations.c.nonce == nonce
+                )
+            )
+            if not gone.rowcount:  # another request used it at the same moment
+                return None
+            values: dict[str, Any] = {"lang": row.lang, "updated_at": now, **_activated(now)}
+            if row.name:
+                values["name"] = row.name
+            conn.execute(
+                subscribers.update().where(subscribers.c.id == row.subscriber_id).values(**values)
+            )
+            sub = conn.execute(
+                sa.select(subscribers).where(subscribers.c.id == row.subscriber_id)
+            ).one()
+        return _subscriber(sub)
+
+    def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
+        """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(outbound)
+                    .where(
+                        outbound.c.kind == kind,
+                        sa.func.lower(outbound.c.recipient) == recipient.lower(),
+                        outbound.c.created_at >= since,
+                    )
+                ).scalar_one()
+            )
