@@ -97,20 +97,17 @@ class IssueQueries(StoreBase):
 
     def reschedule_outage(self, issue_id: int, reason: str, resume_at: dt.datetime) -> bool:
         """A new reason and time for a pause the sender made (one with a resume time)."""
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                issues.update()
-                .where(
-                    issues.c.id == issue_id,
-                    issues.c.status == "paused",
-                    issues.c.resume_at.is_not(None),
-                )
-                .values(paused_reason=reason, resume_at=resume_at, updated_at=utcnow())
-            )
-        return bool(result.rowcount)
+        return self._sender_pause(issue_id, paused_reason=reason, resume_at=resume_at)
 
     def end_outage(self, issue_id: int) -> bool:
         """Back to ``sending`` from a pause the sender made; an operator's pause stays."""
+        return self._sender_pause(
+            issue_id, status="sending", paused_reason=None, paused_at=None, resume_at=None
+        )
+
+    def _sender_pause(self, issue_id: int, **values: Any) -> bool:
+        """Change an issue only while it is paused by the sender: an operator's pause has no
+        resume time, and is theirs to end."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 issues.update()
@@ -119,13 +116,7 @@ class IssueQueries(StoreBase):
                     issues.c.status == "paused",
                     issues.c.resume_at.is_not(None),
                 )
-                .values(
-                    status="sending",
-                    paused_reason=None,
-                    paused_at=None,
-                    resume_at=None,
-                    updated_at=utcnow(),
-                )
+                .values(updated_at=utcnow(), **values)
             )
         return bool(result.rowcount)
 
