@@ -50,7 +50,7 @@ from urllib.parse import unquote, urlsplit
 from .config import BOUNCES_PASSWORD_ENV, Config
 from .errors import NewsletterError
 from .store import Store, utcnow
-from .tokens import Keys, TokenError, read_delivery_token, read_token
+from .tokens import UNSUBSCRIBE, Keys, TokenError, read_delivery_token, read_token
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +71,6 @@ ACTING = ("hard", "soft", "blocked", "complaint", "unsubscribe")
 # The kinds that need nothing done: moved aside as handled.
 IGNORED = ("auto_reply", "notice")
 
-UNSUBSCRIBE = "unsubscribe"
 HEADER = "X-Newsletter-Delivery"
 
 _TOKEN = r"[0-9a-z]{1,13}-[a-z2-7]{13}"

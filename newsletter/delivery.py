@@ -23,7 +23,7 @@ from .models import Archive
 from .select import IsoWeek
 from .sender import Progress, SendReport, Sign, deliver, send_mails, sleep_unless
 from .store import Store
-from .tokens import make_token
+from .tokens import APPROVE, UNSUBSCRIBE, make_token
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +43,6 @@ __all__ = [
     "signer",
 ]
 
-UNSUBSCRIBE = "unsubscribe"
-APPROVE = "approve"
 # How long the approve link in an editor's test copy works.
 APPROVE_DAYS = 14
 

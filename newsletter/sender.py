@@ -33,7 +33,7 @@ from . import issues
 from .config import Config, span_seconds
 from .message import HeaderError, MessageTemplate, PreparedMessage
 from .store import Store, utcnow
-from .tokens import make_delivery_token, make_token
+from .tokens import UNSUBSCRIBE, make_delivery_token, make_token
 from .transport import (
     DeliveryError,
     MessageError,
@@ -47,7 +47,6 @@ from .transport import (
 
 log = logging.getLogger(__name__)
 
-UNSUBSCRIBE = "unsubscribe"
 LEASE = dt.timedelta(minutes=5)
 MAX_BACKOFF = 3600.0
 

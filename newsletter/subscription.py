@@ -33,18 +33,15 @@ from .message import confirmation_message
 from .render import environment, translations_for
 from .store import Store, open_store, utcnow
 from .subscribers import AddressError, EncodedWordError, check_name, normalize_address
-from .tokens import TokenError, make_token, read_token, signing_keys
+from .tokens import APPROVE, CONFIRM, UNSUBSCRIBE, TokenError, make_token, read_token, signing_keys
 
 log = logging.getLogger(__name__)
 
-CONFIRM = "confirm"
-APPROVE = "approve"
 # How long a confirmation link works.
 CONFIRM_DAYS = 7
 # Confirmation mails to one address: one per ADDRESS_GAP, at most ADDRESS_DAILY a day.
 ADDRESS_GAP = dt.timedelta(minutes=10)
 ADDRESS_DAILY = 3
-UNSUBSCRIBE = "unsubscribe"
 # Pages must never be cached or carry cookies: they act on a token in the URL.
 _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
 

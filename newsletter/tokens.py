@@ -27,6 +27,10 @@ from .errors import NewsletterError
 log = logging.getLogger(__name__)
 
 KEY_FILE = ".newsletter-secret-key"
+# What a token is for: a token made for one purpose is refused for any other.
+UNSUBSCRIBE = "unsubscribe"
+CONFIRM = "confirm"
+APPROVE = "approve"
 
 
 # One key, or the keys links are checked with (the current one first; see signing_keys).
