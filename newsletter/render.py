@@ -25,6 +25,7 @@ from babel.dates import format_date, format_interval
 from babel.numbers import format_decimal
 from babel.support import Translations
 
+from . import inline
 from .config import LANGS, Config
 from .errors import NewsletterError
 from .feed import write_if_changed
@@ -125,6 +126,9 @@ def environment(lang: str) -> jinja2.Environment:
     # Section labels come from the digests: plain gettext, so the result is still escaped
     # (the newstyle ``_()`` marks its result safe and %-formats it).
     env.filters["label"] = translations.gettext
+    # A summary's own inline Markdown (links, bold, emphasis, code), escaped otherwise.
+    env.filters["inline"] = inline.to_html
+    env.filters["inline_text"] = inline.to_text
     env.filters["format_date"] = functools.partial(_date, locale=locale)
     env.filters["format_number"] = functools.partial(_number, locale=locale)
     env.globals["date_range"] = functools.partial(_interval, locale=locale)

@@ -22,5 +22,5 @@ compile() {
         --custom-compile-command "bash scripts/lock.sh" "$@"
 }
 compile --extra postgres -o requirements/run.txt "$@"
-compile --extra test --extra bench --extra postgres -o requirements/test.txt "$@"
+compile --extra test --extra postgres -o requirements/test.txt "$@"
 echo "locked: requirements/run.txt, requirements/test.txt"

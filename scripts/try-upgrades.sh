@@ -15,7 +15,7 @@ git ls-files -z --cached --others --exclude-standard | xargs -0 cp --parents -t 
 cd "$scratch"
 python3 -m venv .venv
 if [ $# -eq 0 ]; then
-    .venv/bin/pip install -q --upgrade -e '.[test,bench]' || exit 2
+    .venv/bin/pip install -q --upgrade -e '.[test]' || exit 2
 else
     .venv/bin/pip install -q --require-hashes -r requirements/test.txt || exit 2
     .venv/bin/pip install -q --upgrade "$@" || exit 2

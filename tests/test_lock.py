@@ -31,7 +31,7 @@ def _declared(*extras: str) -> list[Requirement]:
 
 @pytest.mark.parametrize(
     ("lock", "extras"),
-    [("run.txt", ("postgres",)), ("test.txt", ("test", "bench", "postgres"))],
+    [("run.txt", ("postgres",)), ("test.txt", ("test", "postgres"))],
 )
 def test_lock_pins_every_declared_dependency_within_its_range(
     lock: str, extras: tuple[str, ...]
