@@ -3,7 +3,8 @@
 # to a local Maildir (and bouncing mail for unknown local users by mail, as a relay does),
 # and PostgreSQL with a test database; installs the DKIM test tools (Perl's Mail::DKIM, and
 # dnsmasq, which the tests start themselves on a high port) and Dovecot's IMAP server,
-# which the bounce tests start themselves on a high port.
+# which the bounce tests start themselves on a high port; installs SpamAssassin and starts
+# rspamd, which score a rendered issue.
 # Idempotent; needs root.
 set -euo pipefail
 
@@ -16,6 +17,10 @@ perl -MMail::DKIM::Verifier -e1 2>/dev/null || packages+=(libmail-dkim-perl)
 # service on port 53, which nothing here needs.
 [ -x /usr/sbin/dnsmasq ] || packages+=(dnsmasq-base)
 [ -x /usr/sbin/dovecot ] || packages+=(dovecot-imapd)
+# The spam filters an issue is scored by: SpamAssassin 4 (its default rules, local tests
+# only) and rspamd.
+command -v spamassassin >/dev/null || packages+=(spamassassin)
+command -v rspamd >/dev/null || packages+=(rspamd)
 if [ ${#packages[@]} -gt 0 ]; then
     apt-get update -qq
     echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
@@ -47,6 +52,22 @@ if postfix status >/dev/null 2>&1; then postfix reload >/dev/null 2>&1; else pos
 # The packaged Dovecot service is not wanted (the tests start their own on a free port).
 if command -v doveadm >/dev/null && doveadm service status >/dev/null 2>&1; then doveadm stop >/dev/null 2>&1 || true; fi
 
+# SpamAssassin: an sa-update that failed (no network) leaves an empty rules folder, which
+# SpamAssassin would prefer to its default rules, and then find no rule at all.
+for dir in /var/lib/spamassassin/*/updates_spamassassin_org; do
+    [ -d "$dir" ] && [ -z "$(ls -A "$dir")" ] && rm -rf "$(dirname "$dir")"
+done
+# rspamd: its normal worker on 127.0.0.1:11333, with the packaged configuration.
+mkdir -p /run/rspamd && chown _rspamd:_rspamd /run/rspamd
+if ! pgrep -x rspamd >/dev/null; then
+    rspamd -u _rspamd -g _rspamd >/dev/null
+fi
+for _ in $(seq 1 60); do
+    rspamc -h 127.0.0.1:11333 stat >/dev/null 2>&1 && break
+    (exec 3<>/dev/tcp/127.0.0.1/11333) 2>/dev/null && break
+    sleep 1
+done
+
 # PostgreSQL: a cluster on 127.0.0.1:5432 with a role and database for the tests.
 version=$(ls /usr/lib/postgresql | sort -n | tail -1)
 if ! pg_lsclusters -h | grep -q " main "; then
@@ -61,4 +82,4 @@ su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='newsletter'\"
     su postgres -c "psql -qc \"create role newsletter login password 'newsletter'\""
 su postgres -c "psql -qAtc \"select 1 from pg_database where datname='newsletter_test'\"" | grep -q 1 ||
     su postgres -c "createdb -O newsletter newsletter_test"
-echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432; mail-dkim, dnsmasq, dovecot installed"
+echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432, rspamd on 127.0.0.1:11333; mail-dkim, dnsmasq, dovecot, spamassassin installed"

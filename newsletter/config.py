@@ -82,6 +82,44 @@ class SmtpConfig:
     password: str = field(default="", repr=False)
 
 
+# The placeholders of email.subject_template, with sample values that validate it.
+SUBJECT_PLACEHOLDERS = {
+    "year": 2024,
+    "week": 5,
+    "week_id": "2024-W05",
+    "name": "x",
+    "lead": "x",
+    "title": "x",
+    "count": 10,
+}
+
+
+@dataclass(frozen=True)
+class EmailEdition:
+    """What the edition in one language calls itself and says; an empty value: the
+    ``[email]`` one. ``{address}`` in ``contact`` is the reply-to (else the from) address."""
+
+    name: str = ""
+    from_name: str = ""
+    intro: str = ""
+    contact: str = ""
+    subject_template: str = ""
+    list_id: str = ""
+
+
+# The English edition's defaults: an English reader meets no Korean interface text.
+ENGLISH_EDITION = EmailEdition(
+    name="HF Papers weekly",
+    from_name="HF Papers weekly",
+    intro=(
+        "Last week's most upvoted papers on Hugging Face Daily Papers, "
+        "each with its summary in Korean."
+    ),
+    contact="Contact: {address}",
+    subject_template="{name}, {week_id}: {lead}",
+)
+
+
 @dataclass(frozen=True)
 class EmailConfig:
     name: str = "주간 HF 논문"
@@ -89,9 +127,13 @@ class EmailConfig:
     from_address: str = "newsletter@localhost"
     from_name: str = "주간 HF 논문"
     reply_to: str = ""
-    contact: str = "문의: newsletter@localhost"
-    subject_template: str = "[주간 HF 논문] {year}년 {week}주차"
+    contact: str = "문의: {address}"
+    subject_template: str = "[{name}] {year}년 {week}주차: {lead}"
     list_id: str = ""
+    # A postal address for the footer (some laws ask for one in bulk mail).
+    postal_address: str = ""
+    # false: issues carry no paper thumbnails (mail clients that block images show none).
+    thumbnails: bool = True
     unsubscribe_mailto: str = ""
     editor_email: str = ""
     dkim_selector: str = ""
@@ -99,6 +141,21 @@ class EmailConfig:
     dkim_key_file: str = ""
     dkim_ed25519_selector: str = ""
     dkim_ed25519_key_file: str = ""
+    # [email.ko] and [email.en]: each edition's own name, sender, intro, contact, subject.
+    ko: EmailEdition = field(default_factory=EmailEdition)
+    en: EmailEdition = field(default_factory=lambda: ENGLISH_EDITION)
+
+    def edition(self, lang: str) -> EmailEdition:
+        """The edition in ``lang``: its own values over the ``[email]`` ones."""
+        own = getattr(self, lang, None) if lang in LANGS else None
+        values = {
+            f.name: (getattr(own, f.name) if own else "") or getattr(self, f.name)
+            for f in dataclasses.fields(EmailEdition)
+        }
+        values["contact"] = values["contact"].replace(
+            "{address}", self.reply_to or self.from_address
+        )
+        return EmailEdition(**values)
 
 
 @dataclass(frozen=True)
@@ -365,6 +422,9 @@ def _apply(
                         f"{where}: {name} is a secret and is read only from the environment "
                         f"({_SECRET_ENV.get(name, SMTP_PASSWORD_ENV)})"
                     )
+                if key == "email" and sub in LANGS:
+                    _apply_edition(values, sub, subvalue, where, from_env, origins)
+                    continue
                 if sub not in hints:
                     raise ConfigError(f"{where}: unknown key {name!r}")
                 try:
@@ -380,6 +440,29 @@ def _apply(
             origins[key] = where
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
+
+
+def _apply_edition(
+    values: dict[str, dict[str, Any]],
+    lang: str,
+    data: Any,
+    where: str,
+    from_env: bool,
+    origins: dict[str, str],
+) -> None:
+    """``[email.ko]`` / ``[email.en]``: an edition's own values."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{where}: [email.{lang}] must be a table")
+    hints = _hints(EmailEdition)
+    for key, value in data.items():
+        name = f"email.{lang}.{key}"
+        if key not in hints:
+            raise ConfigError(f"{where}: unknown key {name!r}; an edition sets {', '.join(hints)}")
+        try:
+            values[f"email.{lang}"][key] = _coerce(name, value, hints[key], from_env)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
+        origins[name] = where
 
 
 def _env_overrides(
@@ -400,7 +483,10 @@ def _env_overrides(
         rest = name[len(ENV_PREFIX) :].lower()
         if "__" in rest:
             section, key = rest.split("__", 1)
-            if section in _SECTIONS:
+            if section == "email" and key.split("__")[0] in LANGS and "__" in key:
+                lang, key = key.split("__", 1)
+                found.append((name, {section: {lang: {key: env[name]}}}))
+            elif section in _SECTIONS:
                 found.append((name, {section: {key: env[name]}}))
             elif section in top_hints:
                 raise ConfigError(f"{name}: {section} is not a table")
@@ -476,16 +562,28 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     _validate_writer(cfg, bad)
     if not 0 < cfg.web.port < 65536:
         raise bad("web.port", f"must be a TCP port, got {cfg.web.port}")
-    try:
-        cfg.email.subject_template.format(year=2024, week=5, week_id="2024-W05", name="x")
-    except (KeyError, IndexError, ValueError) as exc:
-        raise bad("email.subject_template", f"has an unknown placeholder: {exc}") from None
+    for lang, key in [("", "email.subject_template")] + [
+        (lang, f"email.{lang}.subject_template") for lang in LANGS
+    ]:
+        template = cfg.email.edition(lang).subject_template if lang else cfg.email.subject_template
+        try:
+            template.format(**SUBJECT_PLACEHOLDERS)
+        except (KeyError, IndexError, ValueError) as exc:
+            raise bad(
+                key,
+                f"has an unknown placeholder: {exc}; "
+                f"it may use {', '.join('{' + p + '}' for p in SUBJECT_PLACEHOLDERS)}",
+            ) from None
     for key in ("site_title", "site_subtitle", "author_name"):
         if any(c in getattr(cfg, key) for c in "\r\n"):
             raise bad(key, "must be one line")
     for name in ("name", "from_address", "from_name", "subject_template", "list_id", "reply_to"):
         if any(c in getattr(cfg.email, name) for c in "\r\n"):
             raise bad(f"email.{name}", "must be one line (it goes into a mail header)")
+    for lang in LANGS:
+        for name in ("name", "from_name", "subject_template", "list_id"):
+            if any(c in getattr(getattr(cfg.email, lang), name) for c in "\r\n"):
+                raise bad(f"email.{lang}.{name}", "must be one line (it goes into a mail header)")
 
 
 def _validate_bounces(cfg: Config, bad: typing.Callable[[str, str], ConfigError]) -> None:
@@ -582,7 +680,11 @@ def load_config(
     explicit = path is not None or bool(env.get(CONFIG_ENV))
     if path is None:
         path = Path(env[CONFIG_ENV]) if env.get(CONFIG_ENV) else Path("config.toml")
-    values: dict[str, dict[str, Any]] = {"": {}, **{s: {} for s in _SECTIONS}}
+    values: dict[str, dict[str, Any]] = {
+        "": {},
+        **{s: {} for s in _SECTIONS},
+        **{f"email.{lang}": {} for lang in LANGS},
+    }
     origins: dict[str, str] = {}
     base_dir = Path.cwd()
     where = str(path)
@@ -614,6 +716,13 @@ def load_config(
                 nested[sub] = value
         _apply(values, nested, "command line", True, origins, renames)
     sections = {name: cls(**values[name]) for name, cls in _SECTIONS.items()}
+    sections["email"] = dataclasses.replace(
+        sections["email"],
+        **{
+            lang: dataclasses.replace(getattr(sections["email"], lang), **values[f"email.{lang}"])
+            for lang in LANGS
+        },
+    )
     smtp_password = env.get(SMTP_PASSWORD_ENV, "")
     if smtp_password:
         sections["smtp"] = dataclasses.replace(sections["smtp"], password=smtp_password)

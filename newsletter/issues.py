@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from .config import Config
+from .config import Config, EmailConfig, EmailEdition
 from .errors import NewsletterError
 from .message import MessageTemplate, message_domain, message_template
 from .models import Archive
@@ -55,6 +55,8 @@ TRANSITIONS: dict[str, frozenset[str]] = {
 # The settings that shape an issue's messages (headers and links), frozen with it. The
 # DKIM key and selector are not: a key rotation must apply to the rest of a send.
 FROZEN_EMAIL = ("name", "from_address", "from_name", "reply_to", "list_id", "unsubscribe_mailto")
+# Each language's edition (its sender name and List-Id), frozen the same way.
+FROZEN_EDITIONS = LANGS
 FROZEN_TOP = ("base_url", "default_lang")
 
 
@@ -129,7 +131,10 @@ def prepare(
 def _frozen_settings(cfg: Config) -> dict[str, Any]:
     return {
         **{key: getattr(cfg, key) for key in FROZEN_TOP},
-        "email": {key: getattr(cfg.email, key) for key in FROZEN_EMAIL},
+        "email": {
+            **{key: getattr(cfg.email, key) for key in FROZEN_EMAIL},
+            **{lang: dataclasses.asdict(getattr(cfg.email, lang)) for lang in FROZEN_EDITIONS},
+        },
     }
 
 
@@ -178,6 +183,15 @@ def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = Fa
     return store.get_issue_by_id(row.id)
 
 
+def _frozen_email(email: EmailConfig, stored: dict[str, Any]) -> EmailConfig:
+    # Issues frozen before editions existed have none stored: today's apply.
+    values = {key: value for key, value in stored.items() if key not in FROZEN_EDITIONS}
+    for lang in FROZEN_EDITIONS:
+        if isinstance(stored.get(lang), dict):
+            values[lang] = EmailEdition(**stored[lang])
+    return dataclasses.replace(email, **values)
+
+
 def frozen(store: Store, cfg: Config, row: Any) -> Prepared:
     """The issue's messages as frozen: the stored content with the stored settings (and
     today's DKIM key)."""
@@ -187,7 +201,7 @@ def frozen(store: Store, cfg: Config, row: Any) -> Prepared:
     built = dataclasses.replace(
         cfg,
         **{key: settings[key] for key in FROZEN_TOP if key in settings},
-        email=dataclasses.replace(cfg.email, **settings.get("email", {})),
+        email=_frozen_email(cfg.email, settings.get("email", {})),
     )
     week = IsoWeek.parse(row.week)
     templates = {}

@@ -121,11 +121,28 @@ def unsubscribe_url(cfg: Config, token: str) -> str:
     return f"{cfg.site_url}unsubscribe/{quote(token, safe='')}"
 
 
-def _list_id(cfg: Config) -> str:
-    configured = _one_line("email.list_id", cfg.email.list_id.strip())
-    if configured:
-        return configured if "<" in configured else f"<{configured}>"
-    return f"{cfg.email.name} <newsletter.{message_domain(cfg)}>"
+def _list_id(cfg: Config, lang: str) -> str:
+    """Each language's edition is a list of its own, so readers can filter them apart:
+    ``[email.LANG] list_id``, else ``[email] list_id`` (or ``newsletter.DOMAIN``) as it is
+    for the default language and under ``LANG.`` for another."""
+    own = _one_line(f"email.{lang}.list_id", getattr(cfg.email, lang).list_id.strip())
+    if own:
+        return own if "<" in own else f"<{own}>"
+    shared = _one_line("email.list_id", cfg.email.list_id.strip())
+    name = cfg.email.edition(lang).name
+    if shared and "<" in shared:
+        name, _, shared = shared.partition("<")
+        name, shared = name.strip(), shared.rstrip(">").strip()
+    ident = shared or f"newsletter.{message_domain(cfg)}"
+    prefix = "" if lang == cfg.default_lang else f"{lang}."
+    return f"{name} <{prefix}{ident}>".lstrip()
+
+
+def _from(cfg: Config, lang: str) -> Address:
+    return Address(
+        _one_line("email.from_name", cfg.email.edition(lang).from_name),
+        addr_spec=_address("email.from_address", cfg.email.from_address),
+    )
 
 
 def _mailto(cfg: Config, token: str) -> str | None:
@@ -171,17 +188,14 @@ def build_message(
     _one_line("recipient name", to_name)
     url = unsubscribe_url(cfg, unsubscribe_token)
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = Address(
-        _one_line("email.from_name", cfg.email.from_name),
-        addr_spec=_address("email.from_address", cfg.email.from_address),
-    )
+    msg["From"] = _from(cfg, rendered.lang)
     msg["To"] = Address(to_name, addr_spec=to_address)
     msg["Subject"] = _one_line("subject", rendered.subject)
     msg["Date"] = date or dt.datetime.now(dt.UTC)
     msg["Message-ID"] = _message_id(cfg, rendered, message_id)
     if cfg.email.reply_to:
         msg["Reply-To"] = _address("email.reply_to", cfg.email.reply_to)
-    msg["List-Id"] = _list_id(cfg)
+    msg["List-Id"] = _list_id(cfg, rendered.lang)
     msg["List-Unsubscribe"] = _list_unsubscribe(cfg, unsubscribe_token)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     msg.set_content(rendered.text_for(url), subtype="plain", charset="utf-8", cte="base64")
@@ -260,19 +274,42 @@ class _SlottedBase64:
         return b"".join(out)
 
 
-def _encoded_words(text: str) -> list[str]:
-    """RFC 2047 base64 encoded words of at most 72 characters, split between characters."""
+def _encoded_words(text: str, max_bytes: int = 45) -> list[str]:
+    """RFC 2047 base64 encoded words of at most 72 characters (``max_bytes`` of UTF-8 each),
+    split between characters."""
     chunks: list[bytes] = []
     chunk = b""
     for char in text:
         encoded = char.encode("utf-8")
-        if len(chunk) + len(encoded) > 45:
+        if len(chunk) + len(encoded) > max_bytes:
             chunks.append(chunk)
             chunk = b""
         chunk += encoded
     if chunk:
         chunks.append(chunk)
     return [f"=?utf-8?b?{base64.b64encode(c).decode('ascii')}?=" for c in chunks]
+
+
+def _subject_header(subject: str) -> bytes:
+    """The Subject's value, folded to 76 columns.
+
+    Written here rather than by the email package, which folds text mixing ASCII words and
+    encoded words with a space on both sides of the line break: readers then show two spaces
+    (``with  Large…``). ASCII is folded at its own spaces; anything else is all encoded
+    words, the whitespace between which readers drop."""
+    _one_line("subject", subject)
+    if not subject.isascii():
+        # 39 bytes make words of 64 characters, which fit after "Subject: ".
+        return "\r\n ".join(_encoded_words(subject, 39)).encode("ascii")
+    lines = [""]
+    width = 76 - len("Subject: ")
+    for index, word in enumerate(subject.split(" ")):
+        if index and len(lines[-1]) + 1 + len(word) > width and lines[-1].strip():
+            lines.append(" " + word)  # the break goes before the space, which stays
+            width = 76
+        else:
+            lines[-1] += (" " if index else "") + word
+    return "\r\n".join(lines).encode("ascii")
 
 
 def _mailbox_header(name: str, address: str, prefix_len: int) -> bytes:
@@ -332,14 +369,10 @@ class MessageTemplate:
         """The shared headers and MIME frame, from the email package, around two slots."""
         cfg, rendered = self.cfg, self.rendered
         root = EmailMessage(policy=POLICY)
-        root["From"] = Address(
-            _one_line("email.from_name", cfg.email.from_name),
-            addr_spec=_address("email.from_address", cfg.email.from_address),
-        )
-        root["Subject"] = _one_line("subject", rendered.subject)
+        root["From"] = _from(cfg, rendered.lang)
         if cfg.email.reply_to:
             root["Reply-To"] = _address("email.reply_to", cfg.email.reply_to)
-        root["List-Id"] = _list_id(cfg)
+        root["List-Id"] = _list_id(cfg, rendered.lang)
         root["List-Archive"] = f"<{cfg.site_url}>"
         root["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
         # Bulk mail: no vacation or out-of-office replies to the sender (Exchange reads the
@@ -358,7 +391,9 @@ class MessageTemplate:
             part.set_payload(slot + "\r\n")
             slots.append(slot.encode("ascii") + CRLF)
             root.attach(part)
-        data = root.as_bytes(policy=POLICY)
+        data = (
+            b"Subject: " + _subject_header(rendered.subject) + CRLF + root.as_bytes(policy=POLICY)
+        )
         head, between = data.split(slots[0])
         between, tail = between.split(slots[1])
         return head, between, tail
@@ -453,17 +488,15 @@ def confirmation_message(
     from .render import environment, translations_for
 
     env = environment(lang)
+    edition = cfg.email.edition(lang)
     text = env.get_template("email/confirm.txt").render(
-        name=cfg.email.name, confirm_url=confirm_url, contact=cfg.email.contact
+        name=edition.name, confirm_url=confirm_url, contact=edition.contact
     )
     gettext = translations_for(lang).gettext
     msg = EmailMessage(policy=POLICY)
-    msg["From"] = Address(
-        _one_line("email.from_name", cfg.email.from_name),
-        addr_spec=_address("email.from_address", cfg.email.from_address),
-    )
+    msg["From"] = _from(cfg, lang)
     msg["Subject"] = _one_line(
-        "subject", str(gettext("Confirm your subscription")) + f": {cfg.email.name}"
+        "subject", str(gettext("Confirm your subscription")) + f": {edition.name}"
     )
     msg["Date"] = dt.datetime.now(dt.UTC)
     message_id = f"<confirm.{secrets.token_hex(12)}@{message_domain(cfg)}>"

@@ -24,6 +24,7 @@ import jinja2
 from babel.dates import format_date, format_interval
 from babel.numbers import format_decimal
 from babel.support import Translations
+from markupsafe import Markup
 
 from . import inline
 from .config import LANGS, Config
@@ -56,6 +57,8 @@ LOCALES_DIR = Path(__file__).resolve().parent / "locales"
 DOMAIN = "messages"
 # How many authors are named before "외 N명" / "and N more".
 AUTHORS_SHOWN = 3
+# The longest lead paper name a subject carries before it is cut.
+LEAD_CHARS = 40
 
 
 def N_(message: str) -> str:
@@ -245,9 +248,44 @@ def _paper_view(pick: Pick) -> _PaperView:
     )
 
 
-def subject_for(cfg: Config, week: IsoWeek) -> str:
-    return cfg.email.subject_template.format(
-        year=week.year, week=week.week, week_id=str(week), name=cfg.email.name
+def short_title(title: str, limit: int = LEAD_CHARS) -> str:
+    """The lead paper as a subject names it: ``Meltemi`` for ``Meltemi: The first open Large
+    Language Model for Greek``; a title without such a name, cut at a word.
+
+    A name in capitals only (``INDUS``) says little and makes a subject whose only Latin
+    letters are capitals, which spam filters score as shouting: the title is used then."""
+    name, colon, _ = title.partition(":")
+    name = name.strip()
+    if colon and name and len(name) <= limit and any(c.islower() for c in name):
+        return name
+    if len(title) <= limit:
+        return title
+    cut = title[:limit].rsplit(" ", 1)[0].rstrip(" ,;:-–—")
+    return f"{cut or title[:limit]}…"
+
+
+def subject_for(cfg: Config, issue: Issue, lang: str) -> str:
+    """The issue's subject in ``lang``, e.g. ``[주간 HF 논문] 2024년 31주차: Meltemi 외 9편``."""
+    edition = cfg.email.edition(lang)
+    title = short_title(issue.picks[0].paper.title)
+    more = len(issue.picks) - 1
+    lead = (
+        translations_for(lang).ngettext(
+            "%(title)s and %(num)d more", "%(title)s and %(num)d more", more
+        )
+        % {"title": title, "num": more}
+        if more
+        else title
+    )
+    week = issue.week
+    return edition.subject_template.format(
+        year=week.year,
+        week=week.week,
+        week_id=str(week),
+        name=edition.name,
+        lead=lead,
+        title=title,
+        count=len(issue.picks),
     )
 
 
@@ -292,11 +330,20 @@ def render_issue(
         ) % {"title": top, "num": more}
     else:
         preheader = translations.gettext("This week's most voted: %(title)s") % {"title": top}
+    edition = cfg.email.edition(lang)
     context: dict[str, Any] = {
         "cfg": cfg,
-        "name": cfg.email.name,
-        "intro": cfg.email.intro,
-        "contact": cfg.email.contact,
+        "name": edition.name,
+        "intro": edition.intro,
+        "contact": edition.contact,
+        "postal_address": cfg.email.postal_address,
+        "thumbnails": cfg.email.thumbnails,
+        "subscribe_url": f"{cfg.site_url}subscribe",
+        "preferences_url": "",
+        # The papers' titles are English and their summaries Korean, whatever the page's
+        # language: screen readers pick their voice by these.
+        "title_lang": Markup(' lang="en"') if lang != "en" else "",
+        "summary_lang": Markup(' lang="ko"') if lang != "ko" else "",
         "issue": issue,
         "week": issue.week,
         "papers": papers,
@@ -315,7 +362,7 @@ def render_issue(
     return RenderedIssue(
         week=issue.week,
         lang=lang,
-        subject=subject_for(cfg, issue.week),
+        subject=subject_for(cfg, issue, lang),
         html=inlined,
         text=text,
         preheader=preheader,
@@ -379,7 +426,13 @@ def write_index(cfg: Config) -> Path:
     page = (
         environment(lang)
         .get_template("issues_index.html")
-        .render({"name": cfg.email.name, "intro": cfg.email.intro, "entries": entries})
+        .render(
+            {
+                "name": cfg.email.edition(lang).name,
+                "intro": cfg.email.edition(lang).intro,
+                "entries": entries,
+            }
+        )
     )
     path = cfg.public_path / "index.html"
     _write_atomic(path, page)

@@ -46,7 +46,9 @@ FRAME = """<!DOCTYPE html><html><body style="margin:0">
 document.getElementById('f').addEventListener('load', function () {{
   var w = this.contentWindow, d = this.contentDocument.documentElement;
   var p = document.createElement('div');
-  p.textContent = 'MEASURE ' + d.scrollWidth + ' ' + w.innerWidth;
+  var imgs = Array.prototype.slice.call(this.contentDocument.images);
+  var tallest = imgs.reduce(function (m, i) {{ return Math.max(m, i.getBoundingClientRect().height); }}, 0);
+  p.textContent = 'MEASURE ' + d.scrollWidth + ' ' + w.innerWidth + ' ' + imgs.length + ' ' + Math.round(tallest);
   document.body.appendChild(p);
 }});
 </script></body></html>"""
@@ -78,11 +80,14 @@ def _framed(html: str, width: int, path: Path) -> Path:
     return path
 
 
-def _measure(browser: str, page: Path, profile: Path) -> tuple[int, int]:
+def _measure(browser: str, page: Path, profile: Path) -> tuple[int, int, int, int]:
+    """The page's scroll width, the frame's width, how many images it has and the height
+    of the tallest (as laid out with images blocked)."""
     dom = _run(browser, profile, "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
-    match = re.search(r"MEASURE (\d+) (\d+)", dom)
+    match = re.search(r"MEASURE (\d+) (\d+) (\d+) (\d+)", dom)
     assert match is not None, dom[-2000:]
-    return int(match.group(1)), int(match.group(2))
+    scroll, viewport, images, tallest = (int(g) for g in match.groups())
+    return scroll, viewport, images, tallest
 
 
 def _html(cfg: Config, archive: Archive, week: IsoWeek, lang: str) -> str:
@@ -91,7 +96,7 @@ def _html(cfg: Config, archive: Archive, week: IsoWeek, lang: str) -> str:
 
 
 @pytest.mark.parametrize("width", [375, 640])
-def test_preview_has_no_horizontal_scroll(
+def test_preview_has_no_horizontal_scroll_and_no_empty_boxes(
     issue_cfg: Config, seeds_archive: Archive, tmp_path: Path, width: int
 ) -> None:
     browser = _chromium()
@@ -104,9 +109,14 @@ def test_preview_has_no_horizontal_scroll(
     }
     for name, html in pages.items():
         page = _framed(html, width, tmp_path / f"{name}.{width}.html")
-        scroll, viewport = _measure(browser, page, tmp_path / "profile")
+        scroll, viewport, images, tallest = _measure(browser, page, tmp_path / "profile")
         assert viewport == width, f"{name}: the frame is {viewport}px wide, not {width}px"
         assert scroll <= viewport, f"{name} at {width}px scrolls sideways ({scroll}px)"
+        # Images off (as many work mail clients start): a blocked thumbnail leaves its short
+        # alt text on one line, not a 289px empty box.
+        if name != "long.ko":
+            assert images > 0, name
+        assert tallest <= 48, f"{name} at {width}px: a blocked image is {tallest}px tall"
         shot = ARTIFACTS / f"preview-{name}-{width}.png"
         _run(browser, tmp_path / "profile", f"--screenshot={shot}", page.as_uri())
         assert shot.stat().st_size > 10_000

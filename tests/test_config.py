@@ -162,3 +162,45 @@ def test_an_old_key_beside_its_new_name_is_an_error(tmp_path: Path) -> None:
 def test_without_a_rename_an_unknown_key_still_fails(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="unknown key 'feed_window_days'"):
         load_config(_write(tmp_path, "feed_window_days = 7\n"), env={})
+
+
+def test_editions_override_email_per_language(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        '[email]\nname = "주간 논문"\nfrom_address = "w@papers.example"\n'
+        '[email.en]\nname = "Papers weekly"\n'
+        '[email.ko]\nsubject_template = "{name} {week_id}"\n',
+    )
+    cfg = load_config(path, env={"NEWSLETTER_EMAIL__EN__FROM_NAME": "Papers"})
+    en, ko = cfg.email.edition("en"), cfg.email.edition("ko")
+    assert (en.name, en.from_name) == ("Papers weekly", "Papers")
+    # What [email.en] leaves out: the shipped English default, not the Korean [email] value.
+    assert en.subject_template == "{name}, {week_id}: {lead}"
+    assert en.contact == "Contact: w@papers.example"
+    assert (ko.name, ko.subject_template) == ("주간 논문", "{name} {week_id}")
+    assert ko.contact == "문의: w@papers.example"
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            '[email.en]\nnmae = "x"\n',
+            "config.toml: unknown key 'email.en.nmae'; an edition sets name, from_name",
+        ),
+        ("[email]\nen = 3\n", "config.toml: [email.en] must be a table"),
+        (
+            '[email.en]\nsubject_template = "{nope}"\n',
+            "email.en.subject_template has an unknown placeholder: 'nope'; it may use {year}",
+        ),
+        (
+            '[email.ko]\nfrom_name = "a\\nb"\n',
+            "email.ko.from_name must be one line",
+        ),
+    ],
+)
+def test_bad_edition_settings_say_which_key(tmp_path: Path, text: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_config(_write(tmp_path, text), env={})
+    assert message in str(caught.value)
+    assert "\n" not in str(caught.value)

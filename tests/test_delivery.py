@@ -113,7 +113,7 @@ def test_message_on_the_wire_is_the_prepared_bytes(
     _send(cfg, store, seeds_archive)
     (raw,) = handler.received["one@example.org"]
     message = email.message_from_bytes(raw, policy=email.policy.default)
-    assert message["Subject"] == "[주간 HF 논문] 2024년 5주차"
+    assert message["Subject"] == "[주간 HF 논문] 2024년 5주차: OLMo 외 9편"
     assert message["To"] == "김독자 <one@example.org>"
     assert "/unsubscribe/" in message["List-Unsubscribe"]
     issue = store.get_issue("2024-W05")

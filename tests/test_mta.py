@@ -85,7 +85,7 @@ def test_issue_through_postfix_keeps_headers_korean_and_dkim(
     assert dkim.verify(data, dnsfunc=_dns(record))
 
     message = email.message_from_bytes(data, policy=email.policy.default)
-    assert message["Subject"] == "[주간 HF 논문] 2024년 31주차"
+    assert message["Subject"] == "[주간 HF 논문] 2024년 31주차: Meltemi 외 9편"
     assert str(make_header(decode_header(message["To"]))) == f"김독자 <{RECIPIENT}>"
     assert message["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert "https://news.example.org/unsubscribe/" in message["List-Unsubscribe"]

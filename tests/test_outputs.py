@@ -108,7 +108,11 @@ def test_a_setting_change_renders_only_what_uses_it(tmp_path: Path) -> None:
     _refresh(intro)
     after = _state(intro)
     assert after["feed.atom"] == before["feed.atom"]
-    assert all("새로운 소개 문구" in after[n][0].decode() for n in after if n.startswith("issues/"))
+    korean = [n for n in after if n.startswith("issues/") and not n.endswith(".en.html")]
+    assert korean and all("새로운 소개 문구" in after[n][0].decode() for n in korean)
+    # The English edition has an intro of its own ([email.en]): its pages stay as they were.
+    english = [n for n in after if n.endswith(".en.html")]
+    assert english and all(after[n] == before[n] for n in english)
 
     retitled = _cfg(tmp_path, 'site_title = "새 제목"\n[email]\nintro = "새로운 소개 문구"\n')
     _refresh(retitled)

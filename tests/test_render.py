@@ -63,6 +63,38 @@ def _tags(html: str) -> list[tuple[str, dict[str, str | None]]]:
     return parser.tags
 
 
+class _Outside(HTMLParser):
+    """The text of a page outside every element whose lang is ``lang``."""
+
+    VOID = frozenset({"img", "br", "meta", "link", "hr", "input"})
+
+    def __init__(self, lang: str) -> None:
+        super().__init__()
+        self.lang = lang
+        self.stack: list[bool] = []
+        self.text: list[str] = []
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self.VOID:
+            return
+        inside = bool(self.stack and self.stack[-1]) or dict(attrs).get("lang") == self.lang
+        self.stack.append(inside)
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag not in self.VOID and self.stack:
+            self.stack.pop()
+
+    def handle_data(self, data: str) -> None:
+        if not (self.stack and self.stack[-1]):
+            self.text.append(data)
+
+
+def _text_outside_lang(html: str, lang: str) -> str:
+    parser = _Outside(lang)
+    parser.feed("<body" + html.split("<body", 1)[1])
+    return "".join(parser.text)
+
+
 # -- content ----------------------------------------------------------------------------------
 
 
@@ -102,6 +134,110 @@ def test_header_english(issue_cfg: Config, seeds_archive: Archive) -> None:
     assert "Week 5, 2024" in html
     assert re.search(r"Jan 29\s*–\s*Feb 4, 2024", html)
     assert '<html lang="en"' in html
+
+
+def test_subject_carries_the_lead(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    assert issue.picks[0].paper.title.startswith("Meltemi: ")
+    assert render_issue(issue_cfg, issue, "ko").subject == (
+        "[주간 HF 논문] 2024년 31주차: Meltemi 외 9편"
+    )
+    assert render_issue(issue_cfg, issue, "en").subject == (
+        "HF Papers weekly, 2024-W31: Meltemi and 9 more"
+    )
+    one = build_issue(issue_cfg.replace(top_n_weekly=1), seeds_archive, issue.week)
+    assert render_issue(issue_cfg, one, "en").subject == "HF Papers weekly, 2024-W31: Meltemi"
+
+
+@pytest.mark.parametrize(
+    ("title", "short"),
+    [
+        ("Meltemi: The first open Large Language Model for Greek", "Meltemi"),
+        ("Grounded 3D-LLM with Referent Tokens", "Grounded 3D-LLM with Referent Tokens"),
+        # A name in capitals only says little (and a subject of capitals reads as shouting).
+        (
+            "INDUS: Effective and Efficient Language Models",
+            "INDUS: Effective and Efficient Language…",
+        ),
+        (
+            "Observational Scaling Laws and the Predictability of Language Model Performance",
+            "Observational Scaling Laws and the…",
+        ),
+        ("A" * 60, "A" * 40 + "…"),
+        (
+            "An Extremely Long Name Before The Colon Which Is Not A Name: Really",
+            "An Extremely Long Name Before The Colon…",
+        ),
+    ],
+)
+def test_short_title(title: str, short: str) -> None:
+    assert render.short_title(title) == short
+
+
+def test_english_edition_has_no_korean_interface_text(
+    issue_cfg: Config, seeds_archive: Archive
+) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    rendered = render_issue(issue_cfg, issue, "en")
+    hangul = re.compile("[\uac00-\ud7a3\u3131-\u318e]")
+    assert not hangul.search(rendered.subject)
+    # Every Korean character of the page is source text inside an element marked lang="ko".
+    outside = _text_outside_lang(rendered.html_for("https://x.example/u"), "ko")
+    assert not hangul.search(outside), hangul.findall(outside)[:20]
+    assert rendered.html.count(' lang="ko"') == len(issue.picks)
+    # The text part: only the summaries' own lines are Korean.
+    summaries = {render.inline.to_text(s.text) for p in issue.picks for s in p.paper.sections}
+    for line in rendered.text.splitlines():
+        text = line.strip().removeprefix("- ")
+        assert not hangul.search(text) or text in summaries, line
+
+
+def test_korean_edition_marks_the_english_titles(issue_cfg: Config, seeds_archive: Archive) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    html = render_issue(issue_cfg, issue, "ko").html
+    assert ' lang="ko"' not in html.split("<body", 1)[1]
+    titled = [a for t, a in _tags(html) if t == "h2"]
+    assert titled and all(a.get("lang") == "en" for a in titled)
+
+
+def test_edition_settings_override_per_language(issue_cfg: Config, seeds_archive: Archive) -> None:
+    import dataclasses
+
+    email = issue_cfg.email
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(
+            email,
+            reply_to="editor@news.example.org",
+            en=dataclasses.replace(
+                email.en, name="Papers", intro="Hello, readers.", subject_template="{title}!"
+            ),
+        )
+    )
+    issue = build_issue(cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    en = render_issue(cfg, issue, "en")
+    assert en.subject == "Meltemi!"
+    assert "Hello, readers." in en.html and "Papers" in en.html
+    assert "Contact: editor@news.example.org" in en.text
+    ko = render_issue(cfg, issue, "ko")
+    assert ko.subject.startswith("[주간 HF 논문]") and "문의: editor@news.example.org" in ko.text
+
+
+def test_footer_links_and_postal_address(issue_cfg: Config, seeds_archive: Archive) -> None:
+    import dataclasses
+
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(issue_cfg.email, postal_address="서울시 중구 세종대로 110")
+    )
+    issue = build_issue(cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    for lang in LANGS:
+        rendered = render_issue(cfg, issue, lang)
+        footer = rendered.html.rsplit('class="rank"', 1)[1]
+        assert f'href="{cfg.site_url}subscribe"' in footer
+        assert "서울시 중구 세종대로 110" in footer
+        assert f"{cfg.site_url}subscribe" in rendered.text
+        assert rendered.text.rstrip().endswith("서울시 중구 세종대로 110")
+    plain = render_issue(issue_cfg, issue, "ko").html
+    assert "세종대로" not in plain
 
 
 def test_paper_block(issue_cfg: Config, seeds_archive: Archive) -> None:
@@ -167,14 +303,57 @@ def test_video_paper_links_the_video(issue_cfg: Config, seeds_archive: Archive) 
     assert not any(a.get("src") == video.media.url for t, a in _tags(rendered.html) if t == "img")
 
 
-def test_images_are_absolute_sized_and_described(issue_cfg: Config, seeds_archive: Archive) -> None:
+def test_images_are_absolute_and_collapse_when_blocked(
+    issue_cfg: Config, seeds_archive: Archive
+) -> None:
     for week in SEED_WEEKS:
-        images = [a for t, a in _tags(_issue_html(issue_cfg, seeds_archive, week)) if t == "img"]
-        assert images
-        for attrs in images:
-            assert (attrs["src"] or "").startswith("https://")
-            assert attrs["alt"]
-            assert attrs["width"] == "550" and attrs["height"] == "289"
+        for lang, alt in (("ko", "[썸네일]"), ("en", "[Thumbnail]")):
+            html = _issue_html(issue_cfg, seeds_archive, week, lang)
+            images = [a for t, a in _tags(html) if t == "img"]
+            assert images
+            for attrs in images:
+                assert (attrs["src"] or "").startswith("https://")
+                # A short alt, not the title again; no fixed height, so a blocked image
+                # leaves that alt text rather than a tall grey box.
+                assert attrs["alt"] == alt
+                assert attrs["width"] == "550" and "height" not in attrs
+                assert "height:auto" in (attrs["style"] or "")
+                assert "background" not in (attrs["style"] or "")
+
+
+def test_thumbnails_can_be_left_out(issue_cfg: Config, seeds_archive: Archive) -> None:
+    import dataclasses
+
+    cfg = issue_cfg.replace(email=dataclasses.replace(issue_cfg.email, thumbnails=False))
+    html = _issue_html(cfg, seeds_archive, "2024-W31")
+    assert not [a for t, a in _tags(html) if t == "img"]
+
+
+def test_contents_list_and_view_in_browser_come_first(
+    issue_cfg: Config, seeds_archive: Archive
+) -> None:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
+    for lang, view in (("ko", "브라우저에서 보기"), ("en", "View in browser")):
+        rendered = render_issue(issue_cfg, issue, lang)
+        body = rendered.html.split("<body", 1)[1]
+        links = [a["href"] for t, a in _tags(body) if t == "a"]
+        assert links[0] == rendered.web_url
+        assert body.index(view) < body.index('class="rank"')
+        # Then the contents: one entry per paper, in rank order, each a jump to its paper.
+        ranks = len(issue.picks)
+        assert links[1 : 1 + ranks] == [f"#p{n}" for n in range(1, ranks + 1)]
+        ids = [a["id"] for _, a in _tags(body) if a.get("id")]
+        assert ids == [f"p{n}" for n in range(1, ranks + 1)]
+        first = issue.picks[0]
+        assert f"1. {first.paper.title}" in rendered.text.split("=" * 60)[0]
+        assert rendered.text.startswith(f"{view}: {rendered.web_url}\n")
+
+
+def test_labels_stand_apart_from_their_text(issue_cfg: Config, seeds_archive: Archive) -> None:
+    html = _issue_html(issue_cfg, seeds_archive, "2024-W31")
+    # A label running straight into its text (</strong>요약) is scored as obfuscation.
+    assert not re.search(r"</(strong|b|span)>[^\s<]", html)
+    assert re.search(r'<p class="lab"[^>]*>새로운 점</p>\s*<p class="sec', html)
 
 
 # -- email-safe HTML ------------------------------------------------------------------------
@@ -193,15 +372,19 @@ def test_css_is_inlined_and_at_rules_survive(issue_cfg: Config, seeds_archive: A
     assert all(a.get("style") for t, a in _tags(body) if t in ("p", "h1", "h2", "td", "li"))
 
 
-def test_preheader_is_hidden_and_first(issue_cfg: Config, seeds_archive: Archive) -> None:
+def test_preheader_is_visible_text_and_first(issue_cfg: Config, seeds_archive: Archive) -> None:
     issue = build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31"))
     rendered = render_issue(issue_cfg, issue, "ko")
     assert rendered.preheader == f"이번 주 추천 1위: {issue.picks[0].paper.title} 외 9편"
     body = rendered.html.split("<body", 1)[1]
-    first_div = re.search(r'<div class="pre" style="([^"]*)">([^<]*)', body)
-    assert first_div is not None
-    assert "display:none" in first_div.group(1)
-    assert first_div.group(2).startswith(rendered.preheader)
+    first = re.search(r'<p class="top mu" style="([^"]*)">([^<]*)', body)
+    assert first is not None
+    assert first.group(2).startswith(rendered.preheader)
+    # Nothing hidden: spam filters score invisible or low-contrast text.
+    for hidden in ("display:none", "transparent", "opacity:0", "max-height:0", "font-size:1px"):
+        assert hidden not in first.group(1)
+        assert hidden not in body
+    assert "&#8199;" not in body and "\u2007" not in body
 
 
 @pytest.mark.parametrize("week", SEED_WEEKS)
@@ -380,6 +563,26 @@ def test_issue_names_its_week_as_a_date_range(
         assert re.search(pattern, body), f"no 29 July to 4 August range in the {lang} issue"
 
 
+SUBJECTS = {
+    ("2024-W01", "ko"): "[주간 HF 논문] 2024년 1주차: Improving Text Embeddings with Large… 외 7편",
+    ("2024-W01", "en"): (
+        "HF Papers weekly, 2024-W01: Improving Text Embeddings with Large… and 7 more"
+    ),
+    ("2024-W05", "ko"): "[주간 HF 논문] 2024년 5주차: OLMo 외 9편",
+    ("2024-W05", "en"): "HF Papers weekly, 2024-W05: OLMo and 9 more",
+    (
+        "2024-W21",
+        "ko",
+    ): "[주간 HF 논문] 2024년 21주차: INDUS: Effective and Efficient Language… 외 4편",
+    (
+        "2024-W21",
+        "en",
+    ): "HF Papers weekly, 2024-W21: INDUS: Effective and Efficient Language… and 4 more",
+    ("2024-W31", "ko"): "[주간 HF 논문] 2024년 31주차: Meltemi 외 9편",
+    ("2024-W31", "en"): "HF Papers weekly, 2024-W31: Meltemi and 9 more",
+}
+
+
 @pytest.mark.parametrize("lang", LANGS)
 @pytest.mark.parametrize("week", SEED_WEEKS)
 def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang: str) -> None:
@@ -397,7 +600,7 @@ def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang
     )
     _check_golden(f"{week}.{lang}.eml", normalize_eml(message.data))
     parsed = email.message_from_bytes(message.data, policy=email.policy.default)
-    assert parsed["Subject"] == f"[주간 HF 논문] 2024년 {int(week[-2:])}주차"
+    assert parsed["Subject"] == SUBJECTS[week, lang]
 
 
 # -- web copy and CLI -----------------------------------------------------------------------------
@@ -473,7 +676,7 @@ def test_cli_preview_eml_and_web(tmp_path: Path, monkeypatch: pytest.MonkeyPatch
         (tmp_path / "x.eml").read_bytes(), policy=email.policy.default
     )
     assert parsed.get_content_type() == "multipart/alternative"
-    assert parsed["Subject"] == "[주간 HF 논문] 2024년 5주차"
+    assert parsed["Subject"] == "HF Papers weekly, 2024-W05: OLMo and 9 more"
     assert (tmp_path / "public" / "issues" / "2024-W05.en.html").is_file()
     assert (tmp_path / "public" / "index.html").is_file()
 

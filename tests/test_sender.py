@@ -196,6 +196,7 @@ def test_a_resumed_send_sends_the_frozen_content_whatever_changed(
         digest.write_text(text.replace("### [", "### [CHANGED "), encoding="utf-8")
     with config.open("a") as fh:
         fh.write('[email]\nfrom_name = "Changed Name"\nsubject_template = "CHANGED {week}"\n')
+        fh.write('[email.en]\nfrom_name = "Changed Name"\nsubject_template = "CHANGED"\n')
 
     resumed = run_newsletter(config, "send", "--week", WEEK, INSECURE)
     _out, err = resumed.communicate(timeout=120)
