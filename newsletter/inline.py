@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import functools
 import re
+import types
 from collections.abc import Sequence
 
 from markdown_it import MarkdownIt
+from markdown_it.common.utils import isMdAsciiPunct, isPunctChar, isWhiteSpace
+from markdown_it.parser_inline import ParserInline
 from markdown_it.rules_core import StateCore
 from markdown_it.rules_inline import StateInline
+from markdown_it.rules_inline.state_inline import Scanned
 from markdown_it.token import Token
+from markdown_it.utils import EnvType
 from markupsafe import Markup, escape
 
 __all__ = ["to_html", "to_text"]
@@ -123,11 +128,59 @@ def _text(content: str) -> Token:
     return token
 
 
+def _cjk(char: str) -> bool:
+    """Hangul, and the CJK ideographs and kana Korean text borrows."""
+    code = ord(char)
+    return (
+        0xAC00 <= code <= 0xD7A3  # Hangul syllables
+        or 0x1100 <= code <= 0x11FF  # Hangul jamo
+        or 0x3130 <= code <= 0x318F  # Hangul compatibility jamo
+        or 0x3040 <= code <= 0x30FF  # kana
+        or 0x4E00 <= code <= 0x9FFF  # CJK ideographs
+    )
+
+
+class _KoreanState(StateInline):
+    """CommonMark's flanking rules, with a Korean particle after a closing ``**`` (or a
+    syllable before an opening one) counted as punctuation.
+
+    Plain CommonMark leaves ``**"인용"**는`` and ``**모델(LLM)**은`` unrendered: a delimiter
+    between punctuation and a letter only opens or closes with whitespace on the letter's
+    side, and Korean writes particles with no space. (The CJK-friendly amendment to
+    CommonMark proposes the same.)"""
+
+    def scanDelims(self, start: int, canSplitWord: bool) -> Scanned:
+        pos, maximum, marker = start, self.posMax, self.src[start]
+        last = self.src[start - 1] if start > 0 else " "
+        while pos < maximum and self.src[pos] == marker:
+            pos += 1
+        following = self.src[pos] if pos < maximum else " "
+        last_punct = isMdAsciiPunct(ord(last)) or isPunctChar(last) or _cjk(last)
+        next_punct = isMdAsciiPunct(ord(following)) or isPunctChar(following) or _cjk(following)
+        last_space, next_space = isWhiteSpace(ord(last)), isWhiteSpace(ord(following))
+        left = not (next_space or (next_punct and not (last_space or last_punct)))
+        right = not (last_space or (last_punct and not (next_space or next_punct)))
+        can_open = left and (canSplitWord or not right or last_punct)
+        can_close = right and (canSplitWord or not left or next_punct)
+        return Scanned(can_open, can_close, pos - start)
+
+
+def _parse_korean(
+    self: ParserInline, src: str, md: MarkdownIt, env: EnvType, tokens: list[Token]
+) -> list[Token]:
+    state = _KoreanState(src, md, env, tokens)
+    self.tokenize(state)
+    for rule in self.ruler2.getRules(""):
+        rule(state)
+    return state.tokens
+
+
 @functools.cache
 def _parser() -> MarkdownIt:
     md = MarkdownIt("zero", {"html": False, "typographer": False})
     md.enable(["emphasis", "link", "backticks", "autolink"])
     md.validateLink = _allowed  # type: ignore[method-assign]
+    md.inline.parse = types.MethodType(_parse_korean, md.inline)  # type: ignore[method-assign]
     md.inline.ruler.before("emphasis", "literal_marks", _literal_marks)
     md.core.ruler.after("inline", "bare_urls", _bare_urls)
     return md

@@ -35,6 +35,13 @@ from newsletter.inline import to_html, to_text
             "<strong>굵게</strong>와 <em>기울임</em>이다, <code>x&lt;y&gt;</code>",
             "굵게와 기울임이다, x<y>",
         ),
+        # Korean particles follow a closing marker with no space, after punctuation too.
+        (
+            '**"인용"**는 **모델(LLM)**은 이것은**"강조"**다',
+            "<strong>&quot;인용&quot;</strong>는 <strong>모델(LLM)</strong>은 "
+            "이것은<strong>&quot;강조&quot;</strong>다",
+            '"인용"는 모델(LLM)은 이것은"강조"다',
+        ),
         ("[a [b] c](http://x.org)", '<a href="http://x.org">a [b] c</a>', "a [b] c (http://x.org)"),
         (
             "<https://auto.org/>",
