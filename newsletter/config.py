@@ -242,6 +242,8 @@ class Config:
     database_url: str = "sqlite:///newsletter.db"
     outbox_dir: Path = Path("outbox")
     default_lang: str = "ko"
+    # The feeds' language: their xml:lang and the words they add around the summaries.
+    language: str = "ko"
     smtp: SmtpConfig = field(default_factory=SmtpConfig)
     email: EmailConfig = field(default_factory=EmailConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
@@ -514,6 +516,8 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         raise bad("feed_time", f"must be HH:MM, got {cfg.feed_time!r}")
     if cfg.default_lang not in LANGS:
         raise bad("default_lang", f"must be one of {', '.join(LANGS)}")
+    if cfg.language not in LANGS:
+        raise bad("language", f"must be one of {', '.join(LANGS)}, got {cfg.language!r}")
     if not cfg.source:
         raise bad("source", "must not be empty")
     if cfg.source_is_url:

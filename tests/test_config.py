@@ -76,6 +76,8 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
         ("base_url = 'example.org'\n", {}, "base_url must be an absolute http(s) URL"),
         ('[email]\nname = "a\\r\\nBcc: x"\n', {}, "email.name must be one line"),
         ("top_n_daily =\n", {}, "config.toml: not valid TOML"),
+        ("language = 'jp'\n", {}, "config.toml: language must be one of ko, en, got 'jp'"),
+        ("", {"NEWSLETTER_LANGUAGE": "de"}, "NEWSLETTER_LANGUAGE: language must be one of ko, en"),
     ],
 )
 def test_bad_settings_are_one_line_errors_naming_the_key(
