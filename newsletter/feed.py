@@ -4,6 +4,20 @@ Pure functions of the archive and the settings: nothing here reads the clock, so
 same archive always gives the same bytes and a rebuild with no new digest leaves the
 files (and their ETags) unchanged.
 
+The feeds are in ``cfg.language``: their ``xml:lang``, the section labels (through the
+catalogs of :mod:`newsletter.render`) and the words around the summaries; the summaries
+stay as written, their own inline Markdown rendered by :mod:`newsletter.inline`.
+
+Every entry is warning-free in the W3C Feed Validation Service:
+
+- each entry of a day has its own time, a second apart from ``feed_time`` on, rank 1 the
+  newest, so a reader sorting by date keeps the ranking (:func:`entry_time`);
+- titles and summaries are ``type="html"`` holding escaped text, so ``<b>`` or ``&amp;``
+  in a title shows as written in every reader; author names, which have no type, get
+  no markup-like sequence at all (see :func:`plain`);
+- characters the validator or an HTML parser refuses (C1 controls, noncharacters,
+  U+FFFD) are dropped.
+
 feedgen builds the Atom document, with three of its 1.0.0 traps worked around:
 
 - it drops ``rel``/``type``/``title`` from entry links (upstream issue #135), so entry
@@ -17,13 +31,15 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import html
 import json
 import logging
 import os
 import re
 import tempfile
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from html.entities import name2codepoint
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -31,6 +47,7 @@ from urllib.parse import urlsplit
 
 from markupsafe import Markup
 
+from . import inline
 from .config import Config
 from .digest import clean_text
 from .files import PUBLIC_FILE, public_folder
@@ -42,31 +59,63 @@ log = logging.getLogger(__name__)
 __all__ = [
     "ATOM_NAME",
     "ATOM_TYPE",
+    "ISSUES_ATOM_NAME",
+    "ISSUES_JSON_NAME",
     "JSON_NAME",
     "JSON_TYPE",
+    "AtomEntry",
     "FeedItem",
+    "Words",
     "atom_bytes",
+    "atom_document",
+    "day_url",
     "entry_html",
     "feed_entries",
+    "json_document",
     "json_feed_bytes",
+    "json_html",
+    "json_text",
+    "plain",
+    "points_html",
     "tag_id",
+    "words",
     "write_feeds",
     "write_if_changed",
+    "write_public",
 ]
 
 ATOM_NAME = "feed.atom"
 JSON_NAME = "feed.json"
+# The weekly issues' feeds (newsletter.issue_feed).
+ISSUES_ATOM_NAME = "issues.atom"
+ISSUES_JSON_NAME = "issues.json"
 ATOM_TYPE = "application/atom+xml"
 JSON_TYPE = "application/feed+json"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 GENERATOR = "newsletter"
+# Author elements per entry. Papers with dozens or hundreds of authors are common; the
+# rest are named in the content, never as a made-up "and N more" author.
 MAX_AUTHORS = 5
+# Names in the content's author line before "and N more": a paper with hundreds of
+# authors would otherwise outweigh a whole day of others.
+AUTHORS_IN_CONTENT = 20
 # Feeds carry no clock; an empty feed still needs an `updated`, and this one never moves.
 EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
 _VIDEO_TYPES = {".mp4": "video/mp4", ".webm": "video/webm", ".mov": "video/quicktime"}
-# Characters XML 1.0 cannot carry; the parser already removed them from digest text.
-_XML_INVALID = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\ufffe\uffff]")
+# Characters XML 1.0 cannot carry, C1 controls (the validator's "BadCharacters"), U+FFFD
+# (likewise) and the noncharacters a strict HTML parser refuses. The parser already
+# replaced control characters in digest text; what else is here is dropped.
+_NONCHARACTERS = "".join(
+    chr(plane + 0xFFFE) + chr(plane + 0xFFFF) for plane in range(0, 0x110000, 0x10000)
+)
+_UNSAFE = re.compile(f"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufdd0-\ufdef\ufffd{_NONCHARACTERS}]")
+_SPACES = re.compile(r"\s{2,}")
+_DOUBLE_ENCODED = re.compile("[\xc2\xc3][\x80-\xbf]")
+# What the validator reads as markup in a plain-text element: an end tag, an e-mail
+# address in angle brackets, and character references (see plain()).
+_TAG_LIKE = re.compile(r"<(?=[/\w])")
+_ENTITY_LIKE = re.compile(r"&(?=(#?\w+))")
 # json.dumps leaves these as they are; escaped, the JSON can also sit inside an HTML page.
 _LINE_SEPARATORS = str.maketrans({"\u2028": "\\u2028", "\u2029": "\\u2029"})
 _JSON_ESCAPES = str.maketrans(
@@ -77,6 +126,123 @@ try:
     _VERSION = version("newsletter")
 except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
     _VERSION = ""
+
+
+# -- the words a feed adds, in its language ------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class Words:
+    """The words a feed puts around the summaries, in one language (from the catalogs)."""
+
+    lang: str
+    locale: str
+    gettext: Callable[[str], str]
+    ngettext: Callable[[str, str, int], str]
+    video: str
+    hf_page: str
+    day_rank: str
+    papers_of: str
+    authors: str
+    dates: dict[dt.date, str] = field(default_factory=dict)
+
+    def date(self, day: dt.date) -> str:
+        """``2024년 5월 20일`` / ``May 20, 2024``."""
+        text = self.dates.get(day)
+        if text is None:
+            from babel.dates import format_date
+
+            text = self.dates[day] = str(format_date(day, format="long", locale=self.locale))
+        return text
+
+    def votes(self, votes: int) -> str:
+        from babel.numbers import format_decimal
+
+        number = str(format_decimal(votes, locale=self.locale))
+        return self.ngettext("%(votes)s vote", "%(votes)s votes", votes) % {"votes": number}
+
+    def more(self, count: int) -> str:
+        return self.ngettext("and %(count)s more", "and %(count)s more", count) % {"count": count}
+
+
+@functools.cache
+def words(lang: str) -> Words:
+    """The feed words of ``lang``; section labels go through the same catalog entries as
+    the email's (render.KNOWN_LABELS), so both say ``새로운 점``."""
+    # Imported here: render imports this module (write_if_changed).
+    from .render import LOCALES, translations_for
+
+    t = translations_for(lang)
+    return Words(
+        lang=lang,
+        locale=LOCALES[lang],
+        gettext=t.gettext,
+        ngettext=t.ngettext,
+        video=t.gettext("Watch the video"),
+        hf_page=t.gettext("Hugging Face paper page"),
+        day_rank=t.gettext("No. %(rank)d of %(date)s"),
+        papers_of=t.gettext("Papers of %(date)s"),
+        authors=t.gettext("Authors: %(names)s"),
+    )
+
+
+# -- text ----------------------------------------------------------------------------------
+
+
+def _text(text: str) -> str:
+    """Text safe for XML and for the validator: feedgen raises on control characters."""
+    if text.isascii() and text.isprintable():
+        return text.strip()
+    if "\xc2" in text or "\xc3" in text:
+        # UTF-8 read as Latin-1 ("CafÃ©"): the validator flags it as bad characters, and
+        # every such pair is the two bytes of one Latin-1 letter.
+        text = _DOUBLE_ENCODED.sub(_decode_pair, text)
+    text = clean_text(text)
+    if _UNSAFE.search(text):
+        text = _SPACES.sub(" ", _UNSAFE.sub(" ", text)).strip()
+    return text
+
+
+def _decode_pair(match: re.Match[str]) -> str:
+    return match.group().encode("latin-1").decode("utf-8")
+
+
+def _clean_html(markup: str) -> str:
+    """HTML built from digest text, with what :func:`_text` drops dropped; the markup
+    itself is ASCII, so this works on the whole document."""
+    if "\xc2" in markup or "\xc3" in markup:
+        markup = _DOUBLE_ENCODED.sub(_decode_pair, markup)
+    return _UNSAFE.sub("", markup)
+
+
+def _html_text(text: str) -> str:
+    """Plain text as the HTML of a ``type="html"`` element: it displays as written."""
+    return html.escape(_text(text), quote=False)
+
+
+def _defuse_entity(match: re.Match[str]) -> str:
+    word = match.group(1)
+    if word in name2codepoint or word == "apos" or not word.isalpha():
+        return "& "
+    return "&"
+
+
+def plain(text: str) -> str:
+    """Text for an element with no ``type`` (author names): nothing in it reads as markup.
+
+    The validator warns when such text holds an end tag (``</b>``), an address in angle
+    brackets or a character reference (``&amp;``), since many readers render it as HTML.
+    A space after the ``<`` or ``&`` keeps every character and means nothing to a parser.
+    """
+    text = _text(text)
+    if "<" in text:
+        text = _TAG_LIKE.sub("< ", text)
+    if "&" in text:
+        text = _ENTITY_LIKE.sub(_defuse_entity, text)
+    return text
+
+
+# -- the daily entries ---------------------------------------------------------------------
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,6 +261,21 @@ class FeedItem:
 def tag_id(domain: str, year: int, arxiv_id: str) -> str:
     """The permanent entry id (RFC 4151): ``tag:example.org,2024:arxiv:2405.10725``."""
     return f"tag:{domain},{year}:arxiv:{arxiv_id}"
+
+
+def day_url(cfg: Config, day: dt.date) -> str:
+    """The web page of a day's papers: ``{site_url}days/2024-05-20.html``."""
+    return f"{cfg.site_url}days/{day.isoformat()}.html"
+
+
+def entry_time(pick: Pick, cfg: Config) -> dt.datetime:
+    """The day's ``feed_time`` plus one second per place below rank 1: with the top 10,
+    rank 1 at 09:00:09 and rank 10 at 09:00:00. Every entry of a day has its own time and
+    rank 1 is the newest, as readers sort newest first; the day's entries all stay after
+    ``feed_time``, so a reader in UTC, for which 09:00 in Seoul is midnight, still shows
+    them on their day."""
+    start = dt.datetime.combine(pick.date, cfg.feed_clock, tzinfo=cfg.tz)
+    return start + dt.timedelta(seconds=max(cfg.top_n_daily - pick.rank, 0))
 
 
 def feed_entries(digests: Iterable[Digest], cfg: Config) -> list[FeedItem]:
@@ -130,12 +311,12 @@ def feed_entries(digests: Iterable[Digest], cfg: Config) -> list[FeedItem]:
                 if pick.paper.arxiv_id in earlier:
                     del chosen[pick.paper.arxiv_id]
                     earlier.discard(pick.paper.arxiv_id)
-    tz, clock, domain = cfg.tz, cfg.feed_clock, cfg.tag_domain
+    domain = cfg.tag_domain
     items = [
         FeedItem(
             pick,
             tag_id(domain, first_seen[pick.paper.arxiv_id].year, pick.paper.arxiv_id),
-            dt.datetime.combine(pick.date, clock, tzinfo=tz),
+            entry_time(pick, cfg),
         )
         for pick in chosen.values()
     ]
@@ -157,13 +338,9 @@ def _media(paper: Paper) -> Media | None:
     return paper.media
 
 
-def _text(text: str) -> str:
-    """Plain text safe for XML: feedgen raises on control characters."""
-    return clean_text(text)
-
-
-def _points_html(sections: Sequence[Section]) -> Markup:
-    """The summary points as (nested) lists, labels in bold."""
+def points_html(sections: Sequence[Section], w: Words) -> Markup:
+    """The summary points as (nested) lists, labels translated and in bold, each point's
+    own inline Markdown rendered (links, bold, emphasis, code) and everything else escaped."""
     # Markup % escapes its arguments; it is several times faster than Markup.format.
     out: list[str] = []
     depth = -1
@@ -177,9 +354,9 @@ def _points_html(sections: Sequence[Section]) -> Markup:
             out.extend("</ul></li>" for _ in range(depth - level))
             depth = level
         if section.label:
-            out.append(_LABELLED % (section.label, section.text))
+            out.append(_LABELLED % (w.gettext(section.label), inline.to_html(section.text)))
         else:
-            out.append(_POINT % section.text)
+            out.append(_POINT % inline.to_html(section.text))
     if depth >= 0:
         out.append("</li>" + "</ul></li>" * depth + "</ul>")
     return Markup("".join(out))
@@ -188,51 +365,78 @@ def _points_html(sections: Sequence[Section]) -> Markup:
 _LABELLED = Markup("<li><strong>%s</strong>: %s")
 _POINT = Markup("<li>%s")
 _IMAGE = Markup('<p><img src="%s" alt="%s"></p>\n')
-_VIDEO = Markup('<p><a href="%s">동영상 보기</a></p>\n')
-_META = Markup("<p>%s 일간 %s위 · %s</p>\n")
-_LINK = Markup('\n<p><a href="%s">Hugging Face에서 보기</a></p>')
+_VIDEO = Markup('<p><a href="%s">%s</a></p>\n')
+_META = Markup("<p>%s</p>\n")
+_BYLINE = Markup("<p>%s</p>\n")
+_LINKS = Markup('\n<p><a href="%s">%s</a> · <a href="%s">%s</a></p>')
 
 
 def _authors(paper: Paper) -> list[str]:
-    """The first ``MAX_AUTHORS`` authors.
-
-    Papers with dozens or hundreds of authors are common; listing them all would make
-    such an entry larger than a whole day of others and the feed too large to poll. The
-    rest are not replaced by a made-up "and N more" author, which readers would show as
-    a person; the arXiv link has the full list.
-    """
+    """The first ``MAX_AUTHORS`` authors, for the author elements; the content names the
+    others (:func:`byline`)."""
     return list(paper.authors[:MAX_AUTHORS])
 
 
-def _votes_text(votes: int | None) -> str:
-    return "추천 수 없음" if votes is None else f"추천 {votes}"
+def byline(authors: Sequence[str], w: Words, limit: int = AUTHORS_IN_CONTENT) -> str:
+    """``Authors: A, B, C`` with at most ``limit`` names, then ``and N more``."""
+    names = ", ".join(authors[:limit])
+    if len(authors) > limit:
+        names = f"{names} {w.more(len(authors) - limit)}"
+    return w.authors % {"names": names}
 
 
-def _date_text(day: dt.date) -> str:
-    return f"{day.year}년 {day.month}월 {day.day}일"
+def entry_html(item: FeedItem, cfg: Config, w: Words | None = None) -> Markup:
+    """The entry's whole summary as HTML; every piece of digest text is escaped.
 
-
-def entry_html(item: FeedItem) -> Markup:
-    """The entry's whole Korean summary as HTML; every piece of digest text is escaped.
-
-    The title already links to arXiv in every reader; the Hugging Face page, which
-    readers rarely show from a ``related`` link, gets a link of its own.
+    The title already links to arXiv in every reader; the Hugging Face page and the day's
+    page, which readers rarely show from a ``related`` link, get links of their own. The
+    author line is there when the author elements leave some out.
     """
-    paper = item.paper
+    w = w or words(cfg.language)
+    paper, pick = item.paper, item.pick
     media = _media(paper)
-    html = Markup("")
+    out = Markup("")
     if media is not None and media.kind == "image":
-        html += _IMAGE % (media.url, paper.title)
+        out += _IMAGE % (media.url, paper.title)
     elif media is not None:
-        html += _VIDEO % media.url
-    html += _META % (_date_text(item.pick.date), item.pick.rank, _votes_text(item.pick.votes))
-    html += _points_html(paper.sections)
-    return html + _LINK % paper.hf_url
+        out += _VIDEO % (media.url, w.video)
+    date = w.date(pick.date)
+    meta = w.day_rank % {"rank": pick.rank, "date": date}
+    if pick.votes is not None:
+        meta = f"{meta} · {w.votes(pick.votes)}"
+    out += _META % meta
+    if len(paper.authors) > MAX_AUTHORS:
+        out += _BYLINE % byline(paper.authors, w)
+    out += points_html(paper.sections, w)
+    return out + _LINKS % (
+        paper.hf_url,
+        w.hf_page,
+        day_url(cfg, pick.date),
+        w.papers_of % {"date": date},
+    )
 
 
 def _categories(item: FeedItem, cfg: Config) -> list[str]:
     """Category terms: the digest date and the daily top-N the paper was selected from."""
     return [item.pick.date.isoformat(), f"top-{cfg.top_n_daily}"]
+
+
+# -- Atom ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class AtomEntry:
+    """One Atom entry, in plain values; :func:`atom_document` writes it."""
+
+    id: str
+    title: str  # plain text, written as escaped HTML
+    time: dt.datetime  # published and updated
+    content: str  # HTML
+    summary: str = ""  # HTML
+    links: tuple[dict[str, str], ...] = ()
+    authors: tuple[str, ...] = ()
+    categories: tuple[str, ...] = ()
+    thumbnail: str | None = None
 
 
 @functools.cache
@@ -244,20 +448,31 @@ def _extensions() -> tuple[type, type]:
     from lxml.etree import CDATA
 
     class _AtomExtras(BaseExtension):  # type: ignore[misc]
-        """Declares the Media RSS namespace on the feed element."""
+        """Declares the Media RSS namespace on the feed element; marks its title and
+        subtitle as HTML (feedgen has no parameter for it)."""
 
         def extend_ns(self) -> dict[str, str]:
             return {"media": MEDIA_NS}
 
+        def extend_atom(self, feed: Any) -> Any:
+            for name in ("title", "subtitle"):
+                element = feed.find(name)
+                if element is not None:
+                    element.set("type", "html")
+            return feed
+
     class _AtomEntryExtras(BaseEntryExtension):  # type: ignore[misc]
-        """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly, and
-        puts the HTML content in a CDATA section."""
+        """Writes the entry links and thumbnail that feedgen 1.0.0 would write wrongly,
+        marks the title as HTML, and puts the HTML content in a CDATA section."""
 
         def __init__(self) -> None:
-            self.links: list[dict[str, str]] = []
+            self.links: Sequence[dict[str, str]] = ()
             self.thumbnail: str | None = None
 
         def extend_atom(self, entry: Any) -> Any:
+            title = entry.find("title")
+            if title is not None:
+                title.set("type", "html")
             content = entry.find("content")
             # The HTML escapes every ">" of digest text, so "]]>" cannot occur in it: a CDATA
             # section holds it with no second layer of escaping.
@@ -274,60 +489,120 @@ def _extensions() -> tuple[type, type]:
     return _AtomExtras, _AtomEntryExtras
 
 
-def atom_bytes(items: Sequence[FeedItem], cfg: Config) -> bytes:
-    """The Atom 1.0 document (UTF-8, ``xml:lang="ko"``) for ``items``."""
-    site = cfg.site_url
+def atom_document(
+    cfg: Config,
+    *,
+    feed_id: str,
+    title: str,
+    subtitle: str,
+    self_url: str,
+    entries: Sequence[AtomEntry],
+) -> bytes:
+    """An Atom 1.0 document (UTF-8, ``xml:lang`` the feed language) of ``entries``, which
+    come newest first; its ``updated`` is the first entry's time."""
     from feedgen.feed import FeedGenerator
 
     fg = FeedGenerator()
     fg.register_extension("extras", *_extensions(), atom=True, rss=False)
-    fg.id(site)
-    fg.title(_text(cfg.site_title))
-    fg.subtitle(_text(cfg.site_subtitle))
-    fg.language("ko")
-    fg.author({"name": _text(cfg.author_name)})
-    fg.link(href=site + ATOM_NAME, rel="self", type=ATOM_TYPE)
-    fg.link(href=site, rel="alternate", type="text/html")
+    fg.id(feed_id)
+    fg.title(_html_text(title))
+    if subtitle:
+        fg.subtitle(_html_text(subtitle))
+    fg.language(cfg.language)
+    fg.author({"name": plain(cfg.author_name)})
+    fg.link(href=self_url, rel="self", type=ATOM_TYPE)
+    fg.link(href=cfg.site_url, rel="alternate", type="text/html")
     fg.generator(GENERATOR, version=_VERSION or None)
-    fg.updated(items[0].time if items else EPOCH)
-    for item in items:
-        paper = item.paper
+    fg.updated(entries[0].time if entries else EPOCH)
+    for entry in entries:
         fe = fg.add_entry(order="append")
-        fe.id(item.id)
-        fe.title(_text(paper.title))
-        fe.published(item.time)
-        fe.updated(item.time)
-        authors = _authors(paper)
-        if authors:
-            fe.author([{"name": _text(name)} for name in authors])
-        fe.category([{"term": term} for term in _categories(item, cfg)])
-        summary = _text(paper.first_point())
-        if summary:
-            fe.summary(summary)
-        fe.content(_XML_INVALID.sub("", entry_html(item)), type="html")
-        fe.extras.links = [
-            {"href": paper.url, "rel": "alternate", "type": "text/html"},
-            {"href": paper.hf_url, "rel": "related", "type": "text/html", "title": "Hugging Face"},
-        ]
-        media = _media(paper)
-        if media is not None and media.kind == "image":
-            fe.extras.thumbnail = media.url
+        fe.id(entry.id)
+        fe.title(_html_text(entry.title))
+        fe.published(entry.time)
+        fe.updated(entry.time)
+        if entry.authors:
+            fe.author([{"name": plain(name)} for name in entry.authors])
+        if entry.categories:
+            fe.category([{"term": term} for term in entry.categories])
+        if entry.summary:
+            fe.summary(_clean_html(entry.summary), type="html")
+        fe.content(_clean_html(entry.content), type="html")
+        fe.extras.links = entry.links
+        fe.extras.thumbnail = entry.thumbnail
     data: bytes = fg.atom_str(pretty=False, encoding="UTF-8", xml_declaration=True)
     return data
 
 
-def _json(value: Any) -> str:
+def _summary_html(paper: Paper) -> str:
+    return str(inline.to_html(paper.first_point()))
+
+
+def atom_bytes(items: Sequence[FeedItem], cfg: Config) -> bytes:
+    """The Atom 1.0 document of the daily top papers."""
+    w = words(cfg.language)
+    entries = []
+    for item in items:
+        paper = item.paper
+        media = _media(paper)
+        date = w.date(item.pick.date)
+        entries.append(
+            AtomEntry(
+                id=item.id,
+                title=paper.title,
+                time=item.time,
+                content=entry_html(item, cfg, w),
+                summary=_summary_html(paper),
+                links=(
+                    {"href": paper.url, "rel": "alternate", "type": "text/html"},
+                    {
+                        "href": paper.hf_url,
+                        "rel": "related",
+                        "type": "text/html",
+                        "title": "Hugging Face",
+                    },
+                    {
+                        "href": day_url(cfg, item.pick.date),
+                        "rel": "related",
+                        "type": "text/html",
+                        "title": plain(w.papers_of % {"date": date}),
+                    },
+                ),
+                authors=tuple(_authors(paper)),
+                categories=tuple(_categories(item, cfg)),
+                thumbnail=media.url if media is not None and media.kind == "image" else None,
+            )
+        )
+    return atom_document(
+        cfg,
+        feed_id=cfg.site_url,
+        title=cfg.site_title,
+        subtitle=cfg.site_subtitle,
+        self_url=cfg.site_url + ATOM_NAME,
+        entries=entries,
+    )
+
+
+# -- JSON Feed -----------------------------------------------------------------------------
+
+
+def json_text(value: Any) -> str:
     """Compact JSON from the C encoder, with ``<``, ``>`` and ``&`` escaped as well."""
     return json.dumps(value, ensure_ascii=False, separators=(",", ":")).translate(_JSON_ESCAPES)
 
 
-def _json_item(item: FeedItem, cfg: Config) -> str:
+def json_html(markup: str) -> str:
+    """HTML as a JSON string. The HTML is markup built here with every piece of digest
+    text already escaped; escaping its own tags again as \\u003c would only make it larger."""
+    return json.dumps(markup, ensure_ascii=False).translate(_LINE_SEPARATORS)
+
+
+def _json_item(item: FeedItem, cfg: Config, w: Words) -> str:
     paper = item.paper
     time = item.time.isoformat()
     data: dict[str, Any] = {"id": item.id, "url": paper.url, "external_url": paper.hf_url}
     data["title"] = paper.title
     if paper.first_point():
-        data["summary"] = paper.first_point()
+        data["summary"] = inline.to_text(paper.first_point())
     media = _media(paper)
     if media is not None and media.kind == "image":
         data["image"] = media.url
@@ -341,30 +616,41 @@ def _json_item(item: FeedItem, cfg: Config) -> str:
         mime = _VIDEO_TYPES.get(os.path.splitext(urlsplit(media.url).path)[1].lower())
         if mime:
             data["attachments"] = [{"url": media.url, "mime_type": mime}]
-    # The HTML is markup built here with every piece of digest text already escaped;
-    # escaping its own tags again as \u003c would only make it larger.
-    html = json.dumps(str(entry_html(item)), ensure_ascii=False).translate(_LINE_SEPARATORS)
-    return _json(data)[:-1] + ',"content_html":' + html + "}"
+    html = json_html(str(entry_html(item, cfg, w)))
+    return json_text(data)[:-1] + ',"content_html":' + html + "}"
+
+
+def json_document(
+    cfg: Config, *, title: str, description: str, feed_url: str, items: Iterable[str]
+) -> bytes:
+    """A JSON Feed 1.1 document of ``items`` (each already JSON): UTF-8, one item a line."""
+    head = {
+        "version": JSON_FEED_VERSION,
+        "title": title,
+        "home_page_url": cfg.site_url,
+        "feed_url": feed_url,
+        "description": description,
+        "language": cfg.language,
+        "authors": [{"name": cfg.author_name}],
+    }
+    lines = [json_text(head)[:-1] + ',"items":[', ",\n".join(items), "]}\n"]
+    return "\n".join(lines).encode("utf-8")
 
 
 def json_feed_bytes(items: Sequence[FeedItem], cfg: Config) -> bytes:
-    """The JSON Feed 1.1 document for ``items``: UTF-8, one item a line.
+    """The JSON Feed 1.1 document of the daily top papers.
 
     Plain-text fields have ``<``, ``>`` and ``&`` escaped, so no digest text can read as
     markup even if the JSON ends up inside an HTML page.
     """
-    site = cfg.site_url
-    head = {
-        "version": JSON_FEED_VERSION,
-        "title": cfg.site_title,
-        "home_page_url": site,
-        "feed_url": site + JSON_NAME,
-        "description": cfg.site_subtitle,
-        "language": "ko",
-        "authors": [{"name": cfg.author_name}],
-    }
-    lines = [_json(head)[:-1] + ',"items":[', ",\n".join(_json_item(i, cfg) for i in items), "]}\n"]
-    return "\n".join(lines).encode("utf-8")
+    w = words(cfg.language)
+    return json_document(
+        cfg,
+        title=cfg.site_title,
+        description=cfg.site_subtitle,
+        feed_url=cfg.site_url + JSON_NAME,
+        items=(_json_item(i, cfg, w) for i in items),
+    )
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
@@ -389,23 +675,27 @@ def write_if_changed(path: Path, data: bytes) -> bool:
     return True
 
 
+def write_public(out: Path, files: Iterable[tuple[str, bytes]], what: str) -> list[Path]:
+    """Write each ``(name, bytes)`` into the public folder ``out`` unless the file already
+    holds those bytes. Returns the files that changed; ``what`` says what they hold, for
+    the log."""
+    public_folder(out)
+    written = []
+    for name, data in files:
+        path = out / name
+        if write_if_changed(path, data):
+            written.append(path)
+            log.info("wrote %s (%s, %d bytes)", path, what, len(data))
+        else:
+            log.info("%s unchanged", path)
+    return written
+
+
 def write_feeds(cfg: Config, archive: Archive, out_dir: Path | None = None) -> list[Path]:
     """Write ``feed.atom`` and ``feed.json`` into ``out_dir`` (default: the public folder).
 
     Returns the files that changed; files whose bytes would not change are left alone.
     """
-    out = cfg.public_path if out_dir is None else out_dir
     items = feed_entries(archive.digests, cfg)
-    public_folder(out)
-    written = []
-    for name, data in (
-        (ATOM_NAME, atom_bytes(items, cfg)),
-        (JSON_NAME, json_feed_bytes(items, cfg)),
-    ):
-        path = out / name
-        if write_if_changed(path, data):
-            written.append(path)
-            log.info("wrote %s (%d entries, %d bytes)", path, len(items), len(data))
-        else:
-            log.info("%s unchanged", path)
-    return written
+    files = ((ATOM_NAME, atom_bytes(items, cfg)), (JSON_NAME, json_feed_bytes(items, cfg)))
+    return write_public(out_dir or cfg.public_path, files, f"{len(items)} entries")

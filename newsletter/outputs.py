@@ -87,10 +87,13 @@ def page_inputs(cfg: Config) -> str:
 
 def feed_inputs(cfg: Config, catalog: Catalog) -> str:
     """What the feeds depend on: every digest (first appearances reach back to the start),
-    the feed settings and the package version."""
+    the compiled catalogs (labels and words in the feed's language), the feed settings
+    and the package version."""
     return _hash(
         VERSION,
         catalog.fingerprint(),
+        _files_hash([LOCALES_DIR], "*.mo"),
+        cfg.language,
         cfg.site_url,
         cfg.site_title,
         cfg.site_subtitle,

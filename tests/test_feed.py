@@ -1,19 +1,18 @@
-"""The Atom and JSON feeds: valid, readable by feedparser, stable, escaped, bounded.
+"""The Atom and JSON feeds: valid and warning-free, readable by feedparser, in the feed's
+language, stable, escaped, bounded.
 
 The golden files under tests/golden/ are the seeds' feeds; after an intended change,
 regenerate them with ``NEWSLETTER_REGEN_GOLDEN=1 pytest tests/test_feed.py`` and review
-the diff.
+the diff. What the W3C validator reports is restated in tests/feedcheck.py.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import functools
 import importlib.util
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -22,31 +21,35 @@ from zoneinfo import ZoneInfo
 
 import feedparser
 import pytest
-import rnc2rng
 from click.testing import CliRunner
 from conftest import make_paper
+from feedcheck import ATOM, MEDIA, atom_problems, markup_like, schema_valid
 from lxml import etree, html
 
 from newsletter.cli import main
 from newsletter.config import Config
 from newsletter.feed import (
     ATOM_NAME,
+    ISSUES_ATOM_NAME,
+    ISSUES_JSON_NAME,
     JSON_NAME,
     FeedItem,
     atom_bytes,
     feed_entries,
     json_feed_bytes,
+    plain,
     write_feeds,
 )
 from newsletter.models import Archive, Digest, Media, Paper, Section
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"
-ATOM = "{http://www.w3.org/2005/Atom}"
-MEDIA = "{http://search.yahoo.com/mrss/}"
 SITE = "https://example.org/newsletter/"
 SEOUL = ZoneInfo("Asia/Seoul")
 HOSTILE = '<script>alert("x")</script> ]]> <img src=x onerror=alert(1)> & "q"'
+# What the validator reads as markup or bad characters in any text: references, an end tag,
+# an address in angle brackets, C1 controls, U+FFFD, a noncharacter, UTF-8 read as Latin-1.
+TRICKY = "R&amp;D &#39;x&#39; <b>b</b> <x@example.org> \x85\ufffd\ufdd0 CafÃ©"
 
 
 @pytest.fixture
@@ -64,79 +67,89 @@ def _entries(data: bytes) -> list[Any]:
     return etree.fromstring(data).findall(f"{ATOM}entry")
 
 
-# -- validity: RFC 4287's RELAX NG schema and what it cannot express ----------------------
-
-
-@functools.cache
-def _schema() -> etree.RelaxNG:
-    rng = rnc2rng.dumps(rnc2rng.loads((HERE / "atom.rnc").read_text(encoding="utf-8")))
-    # libxml2 rejects the empty-namespace declaration (``namespace local = ""``) that the
-    # converter copies onto the grammar element; the nsName it stands for stays as ns="".
-    rng = rng.replace(' xmlns:local=""', "")
-    return etree.RelaxNG(etree.fromstring(rng.encode("utf-8")))
-
-
-_DATE_RE = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(\.\d+)?(Z|[+-]\d\d:\d\d)$")
-_ABSOLUTE_RE = re.compile(r"(https?://[^/\s]+|tag:[^\s,]+,\d{4}(-\d\d){0,2}:\S+)")
-
-
-def atom_problems(data: bytes) -> list[str]:
-    """Everything a validator would report: the schema, then the rules RELAX NG misses."""
-    root = etree.fromstring(data)
-    problems = [str(e) for e in (_schema().error_log if not _schema().validate(root) else [])]
-    ids = [e.findtext(f"{ATOM}id") for e in root.iter(f"{ATOM}entry")]
-    problems += [f"duplicate entry id {i}" for i in sorted({i for i in ids if ids.count(i) > 1})]
-    for tag in ("updated", "published"):
-        for date in root.iter(f"{ATOM}{tag}"):
-            if not _DATE_RE.match(date.text or ""):
-                problems.append(f"{tag} without a time zone: {date.text}")
-    for owner in [root, *root.iter(f"{ATOM}entry")]:
-        seen: set[tuple[str | None, str | None]] = set()
-        for link in owner.findall(f"{ATOM}link"):
-            if link.get("rel", "alternate") == "alternate":
-                key = (link.get("type"), link.get("hreflang"))
-                if key in seen:
-                    problems.append(f"two alternate links of type {key}: {link.get('href')}")
-                seen.add(key)
-    urls = [link.get("href") for link in root.iter(f"{ATOM}link")]
-    urls += [e.text for e in root.iter(f"{ATOM}id")]
-    urls += [t.get("url") for t in root.iter(f"{MEDIA}thumbnail")]
-    for content in root.iter(f"{ATOM}content"):
-        if content.text:
-            fragment = html.fragment_fromstring(content.text, create_parent="div")
-            urls += fragment.xpath("//@href | //@src")
-    problems += [f"not an absolute URL: {u!r}" for u in urls if not _ABSOLUTE_RE.match(u or "")]
-    if root.find(f"{ATOM}author") is None:
-        problems += [
-            f"entry without an author: {e.findtext(f'{ATOM}id')}"
-            for e in root.iter(f"{ATOM}entry")
-            if e.find(f"{ATOM}author") is None
-        ]
-    return problems
+# -- validity: RFC 4287's RELAX NG schema and the validator's other rules -------------
 
 
 def test_seeds_feed_is_valid(seeds_archive: Archive, feed_cfg: Config) -> None:
     atom, _ = _build(seeds_archive.digests, feed_cfg)
     assert len(_entries(atom)) == 33
-    assert atom_problems(atom) == []
+    assert atom_problems(atom, SITE + ATOM_NAME) == []
+    english = feed_cfg.replace(language="en")
+    assert atom_problems(_build(seeds_archive.digests, english)[0], SITE + ATOM_NAME) == []
 
 
 def test_validity_checks_catch_what_relax_ng_misses() -> None:
     bad = b"""<?xml version='1.0' encoding='UTF-8'?>
 <feed xmlns="http://www.w3.org/2005/Atom"><id>https://example.org/</id><title>t</title>
 <updated>2024-05-20T09:00:00</updated>
+<link rel="self" href="https://example.org/old.atom"/>
 <entry><id>tag:example.org,2024:a</id><title>a</title><updated>2024-05-20T09:00:00Z</updated>
 <link href="https://a.example/"/><link rel="alternate" href="https://b.example/"/></entry>
 <entry><id>tag:example.org,2024:a</id><title>b</title><updated>2024-05-20T09:00:00Z</updated>
 <link rel="alternate" href="/relative"/><author><name>x</name></author></entry>
 </feed>"""
-    assert _schema().validate(etree.fromstring(bad))  # the schema alone sees no problem
-    problems = "\n".join(atom_problems(bad))
+    assert schema_valid(bad)  # the schema alone sees no problem
+    problems = "\n".join(atom_problems(bad, "https://example.org/feed.atom"))
     assert "duplicate entry id tag:example.org,2024:a" in problems
     assert "updated without a time zone: 2024-05-20T09:00:00" in problems
     assert "two alternate links" in problems
     assert "not an absolute URL: '/relative'" in problems
     assert "entry without an author" in problems
+    assert "Two entries with the same value for atom:updated: 2024-05-20T09:00:00Z" in problems
+    assert "Missing feed element: xml:lang" in problems
+    assert "Self reference doesn't match document location" in problems
+
+
+def test_validity_checks_catch_the_validators_warnings_about_text() -> None:
+    bad = """<?xml version='1.0' encoding='UTF-8'?>
+<feed xmlns="http://www.w3.org/2005/Atom" xml:lang="ko"><id>https://example.org/</id>
+<title>Q&amp;amp;A</title><updated>2024-05-20T09:00:00Z</updated>
+<link rel="self" href="https://example.org/feed.atom"/><author><name>a&amp;#39;b</name></author>
+<entry><id>tag:example.org,2024:a</id><title>&lt;b&gt;x&lt;/b&gt;</title>
+<updated>2024-05-20T09:00:00Z</updated><author><name>x &lt;x@example.org&gt;</name></author>
+<summary type="html">&lt;script&gt;x&lt;/script&gt;&lt;p onclick="x"&gt;&lt;/p&gt;</summary>
+<content type="html">CafÃ© �</content></entry>
+</feed>""".encode()
+    assert schema_valid(bad)
+    problems = "\n".join(atom_problems(bad, "https://example.org/feed.atom"))
+    # "title may contain HTML" for type="text" with markup-like text, in every element.
+    assert "feed: title may contain HTML (type=text): &amp" in problems
+    assert "tag:example.org,2024:a: title may contain HTML (type=text): </b>" in problems
+    assert "feed: name contains HTML: &#39" in problems
+    assert "name should not contain email address" in problems
+    assert "summary contains potentially dangerous <script>" in problems
+    assert "summary has a onclick attribute on <p>" in problems
+    assert "tag:example.org,2024:a: summary contains bad characters" in problems
+    assert "tag:example.org,2024:a: content contains bad characters" in problems
+    assert markup_like("AT&T, 3 < 4, a > b, <x") is None  # none of these reads as HTML
+
+
+def test_entries_of_a_day_have_distinct_times_in_rank_order(feed_cfg: Config) -> None:
+    """Two entries with the same atom:updated draw a validator warning, and readers sorting
+    by date lose the ranking: rank 1 is the newest of its day, one second per rank, and
+    the whole day stays after feed_time (09:00 in Seoul is midnight in UTC: a second
+    before it would show the previous day's date to readers in UTC)."""
+    day = dt.date(2024, 5, 20)
+    papers = [make_paper(f"2405.{n:05d}", votes=100 - n) for n in range(12)]
+    digests = [_day(day, *papers), _day(day + dt.timedelta(days=1), make_paper("2405.9"))]
+    atom, data = _build(digests, feed_cfg)
+    assert atom_problems(atom, SITE + ATOM_NAME) == []
+    entries = _entries(atom)
+    times = {
+        e.findtext(f"{ATOM}id").rsplit(":", 1)[1]: e.findtext(f"{ATOM}updated") for e in entries
+    }
+    assert times["2405.9"] == "2024-05-21T09:00:09+09:00"
+    assert times["2405.00000"] == "2024-05-20T09:00:09+09:00"
+    assert times["2405.00001"] == "2024-05-20T09:00:08+09:00"
+    assert times["2405.00009"] == "2024-05-20T09:00:00+09:00"
+    assert len(times) == 11  # the day's top 10 and the next day's paper
+    assert all(e.findtext(f"{ATOM}published") == e.findtext(f"{ATOM}updated") for e in entries)
+    newest_first = sorted(times, key=lambda i: dt.datetime.fromisoformat(times[i]), reverse=True)
+    assert newest_first == ["2405.9", *(f"2405.{n:05d}" for n in range(10))]
+    in_utc = {dt.datetime.fromisoformat(t).astimezone(dt.UTC).date() for t in times.values()}
+    assert in_utc == {dt.date(2024, 5, 20), dt.date(2024, 5, 21)}
+    items = json.loads(data)["items"]
+    assert [i["date_published"] for i in items] == [times[i["id"].rsplit(":", 1)[1]] for i in items]
 
 
 def test_feed_element(seeds_archive: Archive, feed_cfg: Config) -> None:
@@ -144,8 +157,9 @@ def test_feed_element(seeds_archive: Archive, feed_cfg: Config) -> None:
     assert root.get("{http://www.w3.org/XML/1998/namespace}lang") == "ko"
     assert root.findtext(f"{ATOM}id") == SITE
     assert root.findtext(f"{ATOM}title") == feed_cfg.site_title
+    assert root.find(f"{ATOM}title").get("type") == "html"
     assert root.findtext(f"{ATOM}subtitle") == feed_cfg.site_subtitle
-    assert root.findtext(f"{ATOM}updated") == "2024-07-31T09:00:00+09:00"  # the newest entry
+    assert root.findtext(f"{ATOM}updated") == "2024-07-31T09:00:09+09:00"  # the newest entry
     links = {link.get("rel"): link.attrib for link in root.findall(f"{ATOM}link")}
     assert links["self"] == {
         "href": SITE + ATOM_NAME,
@@ -161,9 +175,11 @@ def test_entry_links_keep_their_rel_despite_feedgen_bug(
     seeds_archive: Archive, feed_cfg: Config
 ) -> None:
     # feedgen 1.0.0 strips rel/type/title from entry links (upstream #135); every entry
-    # must still have exactly one alternate link (arXiv) and a related one (Hugging Face).
+    # must still have exactly one alternate link (arXiv) and related ones (Hugging Face
+    # and the day's page).
     for entry in _entries(_build(seeds_archive.digests, feed_cfg)[0]):
         arxiv_id = entry.findtext(f"{ATOM}id").rsplit(":", 1)[1]
+        day = dt.date.fromisoformat(entry.findtext(f"{ATOM}published")[:10])
         links = [dict(link.attrib) for link in entry.findall(f"{ATOM}link")]
         assert links == [
             {"href": f"https://arxiv.org/abs/{arxiv_id}", "rel": "alternate", "type": "text/html"},
@@ -172,6 +188,12 @@ def test_entry_links_keep_their_rel_despite_feedgen_bug(
                 "rel": "related",
                 "type": "text/html",
                 "title": "Hugging Face",
+            },
+            {
+                "href": f"{SITE}days/{day.isoformat()}.html",
+                "rel": "related",
+                "type": "text/html",
+                "title": f"{day.year}년 {day.month}월 {day.day}일의 논문",
             },
         ]
 
@@ -220,14 +242,15 @@ def test_feedparser_round_trip(seeds_archive: Archive, feed_cfg: Config) -> None
     for entry in parsed.entries:
         item = items[entry.id.rsplit(":", 1)[1]]
         paper = item.paper
-        assert entry.title == paper.title
+        assert entry.title_detail.type == "text/html"
+        assert _shown(entry.title) == paper.title
         assert entry.link == paper.url
         assert {"rel": "related", "href": paper.hf_url} in [
             {"rel": link.rel, "href": link.href} for link in entry.links
         ]
         assert entry.published == item.time.isoformat()
         assert entry.updated == entry.published
-        assert entry.summary == paper.first_point()
+        assert _shown(entry.summary) == paper.first_point()
         content = entry.content[0]
         assert content.type == "text/html"
         text = html.fragment_fromstring(content.value, create_parent="div").text_content()
@@ -238,6 +261,11 @@ def test_feedparser_round_trip(seeds_archive: Archive, feed_cfg: Config) -> None
         assert {t.term for t in entry.tags} == {item.pick.date.isoformat(), "top-10"}
 
 
+def _shown(markup: str) -> str:
+    """What a reader shows of an HTML text: the text of its parsed fragment."""
+    return str(html.fragment_fromstring(markup, create_parent="div").text_content())
+
+
 def test_korean_entry_reads_back_exactly(seeds_archive: Archive, feed_cfg: Config) -> None:
     parsed = feedparser.parse(_build(seeds_archive.digests, feed_cfg)[0])
     entry = next(e for e in parsed.entries if e.id.endswith(":2405.10725"))
@@ -245,8 +273,84 @@ def test_korean_entry_reads_back_exactly(seeds_archive: Archive, feed_cfg: Confi
         "일반 영역 코퍼스로 훈련된 대규모 언어 모델(LLMs)이 "
         "자연 언어 처리(NLP) 작업에서 놀라운 결과를 보였습니다."
     )
-    assert entry.published == "2024-05-20T09:00:00+09:00"
+    assert entry.published == "2024-05-20T09:00:09+09:00"
     assert "2024년 5월 20일 일간 1위 · 추천 6" in entry.content[0].value
+
+
+def test_labels_and_words_are_in_the_feed_language(
+    seeds_archive: Archive, feed_cfg: Config
+) -> None:
+    """The Korean feed says 새로운 점, as the email does; the English feed says What's New.
+    The summaries themselves stay as written."""
+    for lang, label, words in (
+        ("ko", "새로운 점", "2024년 5월 20일 일간 1위 · 추천 6"),
+        ("en", "What's New", "No. 1 of May 20, 2024 · 6 votes"),
+    ):
+        cfg = feed_cfg.replace(language=lang)
+        atom, data = _build(seeds_archive.digests, cfg)
+        root = etree.fromstring(atom)
+        assert root.get("{http://www.w3.org/XML/1998/namespace}lang") == lang
+        assert feedparser.parse(atom).feed.language == lang
+        content = {
+            e.findtext(f"{ATOM}id").rsplit(":", 1)[1]: e.findtext(f"{ATOM}content")
+            for e in root.iter(f"{ATOM}entry")
+        }
+        assert f"<strong>{label}</strong>" in content["2407.20743"].replace("&#39;", "'")
+        assert "그리스어 전용 대규모 언어 모델" in content["2407.20743"]
+        assert words in content["2405.10725"]
+        feed = json.loads(data)
+        assert feed["language"] == lang
+        assert all(label in i["content_html"].replace("&#39;", "'") for i in feed["items"][:3])
+    korean = _build(seeds_archive.digests, feed_cfg)
+    for data in korean:
+        assert b"What&#39;s New" not in data and b"Technical Details" not in data
+
+
+def test_cut_authors_are_named_in_the_content(feed_cfg: Config) -> None:
+    many = tuple(f"Author {n}" for n in range(1, 31))
+    papers = (
+        make_paper("2405.1", votes=30, authors=many),
+        make_paper("2405.2", votes=20, authors=many[:7]),
+        make_paper("2405.3", votes=10, authors=many[:3]),
+    )
+    for lang, more, label in (("ko", "외 10명", "저자: "), ("en", "and 10 more", "Authors: ")):
+        cfg = feed_cfg.replace(language=lang)
+        atom, data = _build([_day(dt.date(2024, 5, 20), *papers)], cfg)
+        assert atom_problems(atom) == []
+        entries = _entries(atom)
+        # At most five author elements, and never a made-up "and N more" author.
+        assert [a.findtext(f"{ATOM}name") for a in entries[0].iter(f"{ATOM}author")] == list(
+            many[:5]
+        )
+        first, second, third = (_shown(e.findtext(f"{ATOM}content")) for e in entries)
+        assert f"{label}{', '.join(many[:20])} {more}" in first
+        assert f"{label}{', '.join(many[:7])}" in second and "Author 8" not in second
+        assert label not in third  # the author elements name them all
+        items = json.loads(data)["items"]
+        assert [a["name"] for a in items[0]["authors"]] == list(many[:5])
+        assert f"{label}{', '.join(many[:20])} {more}" in _shown(items[0]["content_html"])
+
+
+def test_summaries_own_markdown_is_rendered(feed_cfg: Config) -> None:
+    text = "코드는 [GitHub 링크](https://github.com/x/y)에서, **굵게** [x](javascript:alert(1))"
+    paper = make_paper(
+        "2405.1", sections=(("What's New", text), (None, "https://a.example/b 참고"))
+    )
+    atom, data = _build([_day(dt.date(2024, 5, 20), paper)], feed_cfg)
+    assert atom_problems(atom) == []
+    entry = _entries(atom)[0]
+    link = '<a href="https://github.com/x/y">GitHub 링크</a>에서, <strong>굵게</strong>'
+    content = entry.findtext(f"{ATOM}content")
+    assert link in content
+    assert '<a href="https://a.example/b">https://a.example/b</a> 참고' in content
+    assert 'href="javascript' not in content and "[x](javascript:alert(1))" in _shown(content)
+    summary = entry.find(f"{ATOM}summary")
+    assert summary.get("type") == "html" and link in summary.text
+    item = json.loads(data)["items"][0]
+    assert link in item["content_html"]
+    assert item["summary"] == (
+        "코드는 GitHub 링크 (https://github.com/x/y)에서, 굵게 [x](javascript:alert(1))"
+    )
 
 
 def test_json_feed(seeds_archive: Archive, feed_cfg: Config) -> None:
@@ -260,12 +364,14 @@ def test_json_feed(seeds_archive: Archive, feed_cfg: Config) -> None:
     first = feed["items"][0]
     assert first["url"] == "https://arxiv.org/abs/2407.20743"
     assert first["external_url"] == "https://huggingface.co/papers/2407.20743"
-    assert first["date_published"] == "2024-07-31T09:00:00+09:00"
+    assert first["date_published"] == "2024-07-31T09:00:09+09:00"
     assert first["image"].startswith("https://cdn-thumbnails.huggingface.co/")
     video = next(i for i in feed["items"] if i["id"].endswith(":2402.00769"))
     assert "image" not in video
     assert video["attachments"][0]["mime_type"] == "video/mp4"
     assert "동영상 보기" in video["content_html"]
+    day = video["date_published"][:10]
+    assert f'<a href="{SITE}days/{day}.html">' in video["content_html"]
 
 
 # -- stability -----------------------------------------------------------------------------
@@ -311,7 +417,7 @@ def test_paper_on_two_days_is_one_entry_on_its_first_day(feed_cfg: Config) -> No
     ids = [e.findtext(f"{ATOM}id") for e in _entries(atom)]
     assert ids == ["tag:example.org,2024:arxiv:2405.2", "tag:example.org,2024:arxiv:2405.00001"]
     entry = _entries(atom)[1]
-    assert entry.findtext(f"{ATOM}published") == "2024-05-20T09:00:00+09:00"
+    assert entry.findtext(f"{ATOM}published") == "2024-05-20T09:00:09+09:00"
     assert [i["id"] for i in json.loads(data)["items"]] == ids
 
 
@@ -348,8 +454,8 @@ def test_dates_use_the_configured_time_and_zone(feed_cfg: Config) -> None:
     summer = _day(dt.date(2024, 7, 15), make_paper("2407.1"))
     entries = _entries(_build([winter, summer], cfg)[0])
     assert [e.findtext(f"{ATOM}published") for e in entries] == [
-        "2024-07-15T07:30:00-04:00",
-        "2024-01-15T07:30:00-05:00",
+        "2024-07-15T07:30:09-04:00",
+        "2024-01-15T07:30:09-05:00",
     ]
 
 
@@ -370,7 +476,13 @@ def _hostile_archive() -> list[Digest]:
         ),
     )
     video = Paper(arxiv_id="2405.77777", title="v", media=Media("video", "data:text/html,x"))
-    return [_day(dt.date(2024, 5, 20), paper, video)]
+    tricky = Paper(
+        arxiv_id="2405.88888",
+        title=TRICKY,
+        authors=(TRICKY, "AT&T", *(f"{TRICKY} {n}" for n in range(6))),
+        sections=(Section(TRICKY, TRICKY), Section(None, "[a](https://x.example/?a=1&b=2)")),
+    )
+    return [_day(dt.date(2024, 5, 20), paper, video, tricky)]
 
 
 def _assert_inert(markup: str) -> None:
@@ -386,22 +498,49 @@ def test_text_from_digests_is_escaped_in_atom(feed_cfg: Config) -> None:
     atom, _ = _build(_hostile_archive(), feed_cfg)
     assert b"<script" not in atom and b"<img src=x" not in atom
     assert atom.count(b"]]>") == atom.count(b"<![CDATA[")  # only the CDATA sections' own ends
-    assert atom_problems(atom) == []
+    assert atom_problems(atom, SITE + ATOM_NAME) == []
+    assert atom_problems(_build(_hostile_archive(), feed_cfg.replace(language="en"))[0]) == []
     entry = next(e for e in _entries(atom) if e.findtext(f"{ATOM}id").endswith("66666"))
-    assert entry.findtext(f"{ATOM}title") == HOSTILE
-    assert entry.find(f"{ATOM}title").get("type") is None  # plain text
-    assert entry.findtext(f"{ATOM}summary") == HOSTILE
-    assert entry.findtext(f"{ATOM}author/{ATOM}name") == HOSTILE
+    # type="html" holding escaped text: every reader shows the title exactly as written.
+    title = entry.find(f"{ATOM}title")
+    assert title.get("type") == "html"
+    assert _shown(title.text) == HOSTILE
+    assert html.fragment_fromstring(title.text, create_parent="div").xpath("//*/*") == []
+    assert entry.find(f"{ATOM}summary").get("type") == "html"
+    assert _shown(entry.findtext(f"{ATOM}summary")) == HOSTILE
+    # An author name has no type: nothing in it may read as markup.
+    name = entry.findtext(f"{ATOM}author/{ATOM}name")
+    assert (
+        name
+        == plain(HOSTILE)
+        == '< script>alert("x")< /script> ]]> < img src=x onerror=alert(1)> & "q"'
+    )
     assert entry.find(f"{MEDIA}thumbnail") is None
     _assert_inert(entry.findtext(f"{ATOM}content"))
     parsed = feedparser.parse(atom)
     assert parsed.bozo == 0
-    assert parsed.entries[0].title == HOSTILE
+    assert _shown(parsed.entries[0].title) == HOSTILE
+
+
+def test_what_the_validator_reads_as_markup_or_bad_characters_is_defused(
+    feed_cfg: Config,
+) -> None:
+    atom, _ = _build(_hostile_archive(), feed_cfg)
+    assert atom_problems(atom, SITE + ATOM_NAME) == []
+    entry = next(e for e in _entries(atom) if e.findtext(f"{ATOM}id").endswith("88888"))
+    shown = "R&amp;D &#39;x&#39; <b>b</b> <x@example.org> Café"
+    assert _shown(entry.findtext(f"{ATOM}title")) == shown
+    names = [n.text for n in entry.iter(f"{ATOM}name")]
+    assert names[:2] == ["R& amp;D & #39;x& #39; < b>b< /b> < x@example.org> Café", "AT&T"]
+    content = " ".join(_shown(entry.findtext(f"{ATOM}content")).split())
+    assert f"{shown}: {shown}" in content  # a label and its text
+    assert f"저자: {shown}, AT&T, {shown} 0" in content
+    assert 'href="https://x.example/?a=1&amp;b=2"' in entry.findtext(f"{ATOM}content")
 
 
 def test_text_from_digests_is_escaped_in_json(feed_cfg: Config) -> None:
     _, data = _build(_hostile_archive(), feed_cfg)
-    for line in data.decode().splitlines():
+    for line in data.decode().split("\n"):
         plain = line.split(',"content_html":', 1)[0]
         assert "<" not in plain and ">" not in plain and "&" not in plain
     items = json.loads(data)["items"]
@@ -412,6 +551,8 @@ def test_text_from_digests_is_escaped_in_json(feed_cfg: Config) -> None:
     _assert_inert(item["content_html"])
     video = next(i for i in items if i["id"].endswith("77777"))
     assert "attachments" not in video and "data:" not in video["content_html"]
+    tricky = next(i for i in items if i["id"].endswith("88888"))
+    assert tricky["title"] == tricky["summary"] == TRICKY  # JSON strings carry any text
 
 
 def test_control_characters_do_not_break_the_feed(feed_cfg: Config) -> None:
