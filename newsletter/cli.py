@@ -237,7 +237,8 @@ def top(
 )
 @_strict
 def feed(cfg: Config, out: Path | None, strict: bool) -> None:
-    """Write feed.atom and feed.json (the daily top papers of the last feed_days days).
+    """Write feed.atom and feed.json (the daily top papers of the last feed_days days),
+    and issues.atom and issues.json (the latest finished weeks' issues).
 
     Files whose content would not change are left untouched.
 
@@ -247,13 +248,15 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
       newsletter feed --source seeds/ --out /var/www/newsletter
     """
     from .feed import ATOM_NAME, JSON_NAME, write_feeds
+    from .issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME, write_issue_feeds
 
     archive = _archive(cfg, strict)
     if not archive.digests:
         raise _Fail(f"no digest in {cfg.source}: nothing to put in the feed")
     folder = cfg.public_path if out is None else out
-    written = write_feeds(cfg, archive, folder)
-    for name in (ATOM_NAME, JSON_NAME):
+    today = dt.datetime.now(cfg.tz).date()
+    written = write_feeds(cfg, archive, folder) + write_issue_feeds(cfg, archive, today, folder)
+    for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
         path = folder / name
         click.echo(f"{path}: {'written' if path in written else 'unchanged'}")
 

@@ -22,6 +22,7 @@ from typing import Protocol
 from .cache import Catalog, read_checked, write_checked
 from .config import Config
 from .feed import ATOM_NAME, JSON_NAME, write_feeds
+from .issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME, feed_weeks, write_issue_feeds
 from .models import Archive
 from .render import (
     LANGS,
@@ -37,7 +38,7 @@ from .select import IsoWeek
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Manifest", "publish_weeks", "refresh_feeds", "refresh_site"]
+__all__ = ["Manifest", "publish_weeks", "refresh_feeds", "refresh_issue_feeds", "refresh_site"]
 
 try:
     VERSION = version("newsletter")
@@ -194,8 +195,9 @@ def publish_weeks(
     stop: Stop | None = None,
 ) -> list[Path]:
     """The web copy of every finished week whose inputs changed (or whose page is gone),
-    and ``index.html`` when the list of pages or its inputs changed. A set ``stop`` ends
-    a long build between two weeks; what is done stays recorded."""
+    ``index.html`` when the list of pages or its inputs changed, and the issues feeds
+    that link to them. A set ``stop`` ends a long build between two weeks; what is done
+    stays recorded."""
     own = manifest is None
     manifest = manifest or Manifest.load(cfg)
     common = page_inputs(cfg)
@@ -228,11 +230,46 @@ def publish_weeks(
     if rendered or not manifest.current("index.html", index_inputs):
         write_index(cfg)
         manifest.record("index.html", index_inputs)
+    if stop is None or not stop.is_set():
+        refresh_issue_feeds(cfg, catalog, today, manifest)
     if own:
         manifest.save()
     if rendered:
         log.info("rendered %d web copies of %d weeks", len(rendered), len(published))
     return rendered
+
+
+def refresh_issue_feeds(
+    cfg: Config, catalog: Catalog, today: dt.date, manifest: Manifest | None = None
+) -> list[Path]:
+    """``issues.atom`` and ``issues.json`` (the latest finished weeks' issues), built only
+    when their inputs changed; beside the web copies they link to."""
+    own = manifest is None
+    manifest = manifest or Manifest.load(cfg)
+    if not catalog.dates():
+        return []
+    shown = {IsoWeek.of(day) for entry in catalog.entries for day, papers in entry.days if papers}
+    weeks = feed_weeks(shown, today)
+    days = [day for week in weeks for day in _week_days(week)]
+    inputs = _hash(
+        page_inputs(cfg),
+        cfg.language,
+        cfg.tag_domain,
+        cfg.timezone,
+        cfg.schedule.weekly_at,
+        cfg.author_name,
+        *map(str, weeks),
+        catalog.fingerprint(days),
+    )
+    names = (ISSUES_ATOM_NAME, ISSUES_JSON_NAME)
+    if all(manifest.current(name, inputs) for name in names):
+        return []
+    written = write_issue_feeds(cfg, catalog.load(days), today)
+    for name in names:
+        manifest.record(name, inputs)
+    if own:
+        manifest.save()
+    return written
 
 
 class Stop(Protocol):

@@ -31,7 +31,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .config import Config
-from .feed import ATOM_NAME, ATOM_TYPE, JSON_NAME, JSON_TYPE
+from .feed import ATOM_NAME, ATOM_TYPE, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME, JSON_TYPE
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +63,9 @@ _TYPES = {
     ".webp": "image/webp",
     ".ico": "image/x-icon",
 }
-_NAMED_TYPES = {JSON_NAME: JSON_TYPE + _UTF8}
-_FEEDS = frozenset({ATOM_NAME, JSON_NAME})
+# JSON Feeds are told apart from other JSON by name.
+_NAMED_TYPES = {JSON_NAME: JSON_TYPE + _UTF8, ISSUES_JSON_NAME: JSON_TYPE + _UTF8}
+_FEEDS = frozenset({ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME})
 _GZIP_MIN = 512  # below this, headers outweigh what gzip saves
 _CACHE_FILES = 256
 

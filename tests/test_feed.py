@@ -598,10 +598,12 @@ def test_feed_command_writes_then_leaves_files_alone(seeds_dir: Path, tmp_path: 
     args = ["feed", "--source", str(seeds_dir), "--out", str(out)]
     first = runner.invoke(main, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
-    assert f"{out / ATOM_NAME}: written" in first.stdout
+    names = (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME)
+    assert first.stdout.splitlines() == [f"{out / name}: written" for name in names]
+    # The seeds' weeks are long over: the issues feed has every one of them.
+    assert (out / ISSUES_ATOM_NAME).read_text(encoding="utf-8").count("<entry>") == 4
     second = runner.invoke(main, args, catch_exceptions=False)
-    assert f"{out / ATOM_NAME}: unchanged" in second.stdout
-    assert f"{out / JSON_NAME}: unchanged" in second.stdout
+    assert second.stdout.splitlines() == [f"{out / name}: unchanged" for name in names]
 
 
 def test_feed_command_without_digests_fails_clearly(tmp_path: Path) -> None:

@@ -55,6 +55,7 @@ def test_nothing_is_rewritten_when_nothing_changed(
     _refresh(cfg)
     before = _state(cfg)
     assert {"feed.atom", "feed.json", "index.html", "issues/2024-W31.html"} <= set(before)
+    assert {"issues.atom", "issues.json"} <= set(before)
     assert "issues/2024-W31.en.html" in before
 
     rendered: list[object] = []
@@ -94,9 +95,33 @@ def test_a_template_change_renders_the_pages_again(tmp_path: Path, templates: Pa
     for name in before:
         if name.startswith("issues/"):
             assert after[name] != before[name] and b"changed" in after[name][0], name
-    # The feeds use no template: untouched.
-    assert after["feed.atom"] == before["feed.atom"]
-    assert after["feed.json"] == before["feed.json"]
+    # The feeds use no email template: untouched, their mtimes (and ETags) held.
+    for name in ("feed.atom", "feed.json", "issues.atom", "issues.json"):
+        assert after[name] == before[name], name
+
+    entry = templates / "feed" / "issue.html"
+    entry.write_text(entry.read_text(encoding="utf-8") + "<p>changed</p>\n", encoding="utf-8")
+    _refresh(cfg)
+    last = _state(cfg)
+    assert {n for n in last if last[n] != after[n]} == {"issues.atom", "issues.json"}
+    assert b"changed" in last["issues.atom"][0]
+
+
+def test_the_feed_language_renders_the_feeds_again(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    before = _state(cfg)
+    english = _cfg(tmp_path, 'language = "en"\n')
+    _refresh(english)
+    after = _state(english)
+    assert {n for n in after if after[n] != before[n]} == {
+        "feed.atom",
+        "feed.json",
+        "issues.atom",
+        "issues.json",
+    }
+    assert b"What&#39;s New" in after["feed.atom"][0]
+    assert b"issues/2024-W31.en.html" in after["issues.atom"][0]
 
 
 def test_a_setting_change_renders_only_what_uses_it(tmp_path: Path) -> None:
@@ -136,7 +161,8 @@ def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
     _refresh(cfg)
     after = _state(cfg)
     changed = {n for n in after if after[n] != before[n]}
-    assert changed and all(n.startswith(("issues/", "feed.", "index")) for n in changed)
+    assert changed and all(n.startswith(("issues/", "issues.", "feed.", "index")) for n in changed)
+    assert {"issues.atom", "issues.json"} <= changed  # the week is in the issues feed
     assert "issues/2024-W21.html" in before and "issues/2024-W21.html" not in changed
 
 

@@ -520,7 +520,8 @@ def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
         before = sorted(p.name for p in issues.glob("*.html")) if issues.is_dir() else []
         release.set()
         deadline = time.monotonic() + 30
-        while time.monotonic() < deadline and not (cfg.public_path / "index.html").exists():
+        # The issues feed, which links to the web copies, is written after them.
+        while time.monotonic() < deadline and not (cfg.public_path / "issues.atom").exists():
             await asyncio.sleep(0.05)
         after = {p.name for p in issues.glob("*.html")}
         stop.set()
@@ -531,6 +532,9 @@ def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
     assert status == 200
     assert before == []
     assert after == expected
+    feed = (cfg.public_path / "issues.atom").read_text(encoding="utf-8")
+    assert feed.count("<entry>") == len(expected) // len(LANGS)
+    assert all(f"{cfg.site_url}issues/{name}" in feed for name in expected if ".en." not in name)
 
 
 def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(

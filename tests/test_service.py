@@ -66,6 +66,13 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
             page = client.get("/issues/2024-W31.html")
             assert page.status_code == 200
             assert "2024" in page.text and "31" in page.text
+            # The issues feed follows the weeks' web copies.
+            deadline = time.monotonic() + 20
+            while (issues := client.get("/issues.atom")).status_code != 200:
+                assert time.monotonic() < deadline, issues.text
+                time.sleep(0.1)
+            assert issues.headers["content-type"] == "application/atom+xml; charset=utf-8"
+            assert f"{base}/issues/2024-W31.html" in issues.text
     finally:
         service.send_signal(signal.SIGTERM)
         assert service.wait(timeout=30) == 0

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import os
 import socket
@@ -18,7 +19,8 @@ import httpx
 import pytest
 
 from newsletter.config import Config
-from newsletter.feed import ATOM_NAME, JSON_NAME, write_feeds
+from newsletter.feed import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME, write_feeds
+from newsletter.issue_feed import write_issue_feeds
 from newsletter.models import Archive
 from newsletter.web import CACHE_SECONDS, create_app
 
@@ -44,11 +46,12 @@ def site(cfg: Config, live_server: Callable[[Any], str]) -> Site:
 @pytest.fixture
 def built(site: Site, seeds_archive: Archive) -> Site:
     write_feeds(site.cfg.replace(feed_days=400), seeds_archive)
+    write_issue_feeds(site.cfg, seeds_archive, dt.date(2024, 8, 5))
     return site
 
 
 def test_feed_not_built_yet_is_a_clear_503(site: Site) -> None:
-    for name in (ATOM_NAME, JSON_NAME):
+    for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
         response = site.get("/" + name)
         assert response.status_code == 503, response.text[-600:]
         assert response.headers["content-type"] == "text/html; charset=utf-8"
@@ -75,6 +78,20 @@ def test_json_feed_content_type(built: Site) -> None:
     assert response.status_code == 200
     assert response.headers["content-type"] == "application/feed+json; charset=utf-8"
     assert response.json()["items"]
+
+
+def test_issues_feeds_content_types(built: Site) -> None:
+    atom = built.get("/" + ISSUES_ATOM_NAME)
+    assert atom.status_code == 200
+    assert atom.headers["content-type"] == "application/atom+xml; charset=utf-8"
+    assert atom.content == (built.public / ISSUES_ATOM_NAME).read_bytes()
+    assert atom.headers["etag"] and atom.headers["x-content-type-options"] == "nosniff"
+    feed = built.get("/" + ISSUES_JSON_NAME)
+    assert feed.headers["content-type"] == "application/feed+json; charset=utf-8"
+    assert feed.json()["items"][0]["url"] == "https://example.org/newsletter/issues/2024-W31.html"
+    # Other JSON files stay plain JSON.
+    (built.public / "other.json").write_text("{}", encoding="utf-8")
+    assert built.get("/other.json").headers["content-type"] == "application/json; charset=utf-8"
 
 
 def test_conditional_get_200_then_304(built: Site) -> None:
