@@ -191,9 +191,18 @@ def _children(text: str) -> Sequence[Token]:
     return tokens[0].children or () if tokens else ()
 
 
+def _plain(text: str) -> bool:
+    """Whether ``text`` holds none of the constructs. Every construct contains one of these
+    substrings (a bare URL "://"): scanning for them rules out most summary points several
+    times faster than :data:`_TRIGGERS` alone, which matters in a feed of hundreds."""
+    if "://" in text or "*" in text or "`" in text or "[" in text or "<" in text:
+        return not _TRIGGERS.search(text)
+    return True
+
+
 def to_html(text: str) -> Markup:
     """``text`` as safe HTML: the inline constructs rendered, all else escaped."""
-    if not _TRIGGERS.search(text):
+    if _plain(text):
         return escape(text)
     md = _parser()
     return Markup(md.renderer.render(list(_children(text)), md.options, {}))
@@ -202,7 +211,7 @@ def to_html(text: str) -> Markup:
 def to_text(text: str) -> str:
     """``text`` for a plain-text part: ``[label](url)`` becomes ``label (url)``, a bare URL
     stays as written, and bold, emphasis and code marks are dropped."""
-    if not _TRIGGERS.search(text):
+    if _plain(text):
         return text
     out: list[str] = []
     links: list[tuple[str, int]] = []
