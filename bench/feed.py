@@ -1,4 +1,5 @@
-"""Build the feeds from a year of synthetic digests: the 30-day feed and the whole archive.
+"""Build the feeds from a year of synthetic digests: the 30-day feed, the whole archive,
+and the issues feed (the latest finished weeks).
 
     python bench/feed.py [DAYS]
 
@@ -8,6 +9,7 @@ so that linearity shows. Target: the 30-day feed (Atom) in under 0.1 s.
 
 from __future__ import annotations
 
+import datetime as dt
 import sys
 from pathlib import Path
 
@@ -20,7 +22,8 @@ from synthetic import PAPERS_PER_DAY, build
 from newsletter.config import Config
 from newsletter.digest import merge_digests, parse_text
 from newsletter.feed import atom_bytes, feed_entries, json_feed_bytes
-from newsletter.models import Digest
+from newsletter.issue_feed import issue_entries, issues_atom_bytes, issues_json_bytes
+from newsletter.models import Archive, Digest
 
 
 def synthetic_digests(days: int) -> list[Digest]:
@@ -66,6 +69,17 @@ def main() -> None:
     n_full = len(feed_entries(digests, whole))
     ratio = (full / n_full) / (window / n_window)
     print(f"per-entry cost, whole / window: {ratio:.2f} (1.00 is linear)")
+    archive, today = Archive(tuple(digests)), digests[-1].date + dt.timedelta(days=7)
+    issues = issue_entries(base, archive, today)
+    atom = best_of(5, lambda: issues_atom_bytes(issue_entries(base, archive, today), base))
+    json = best_of(5, lambda: issues_json_bytes(issue_entries(base, archive, today), base))
+    print(f"issues feed: {len(issues)} issues")
+    print(
+        f"  Atom  (select + build):   {atom * 1000:8.1f} ms  {len(issues_atom_bytes(issues, base)) / 1e6:6.2f} MB"
+    )
+    print(
+        f"  JSON  (select + build):   {json * 1000:8.1f} ms  {len(issues_json_bytes(issues, base)) / 1e6:6.2f} MB"
+    )
     print(f"target 30-day Atom feed < 100 ms: {'met' if window < 0.1 else 'MISSED'}")
 
 
