@@ -482,15 +482,25 @@ def message_template(
 
 
 def confirmation_message(
-    cfg: Config, *, lang: str, to_address: str, to_name: str, confirm_url: str
+    cfg: Config,
+    *,
+    lang: str,
+    to_address: str,
+    to_name: str,
+    confirm_url: str,
+    valid_days: int,
 ) -> PreparedMessage:
-    """The double opt-in email: a short text message with the confirmation link."""
+    """The double opt-in email: a short text message with the confirmation link, which
+    works for ``valid_days`` days (the mail says so)."""
     from .render import environment, translations_for
 
     env = environment(lang)
     edition = cfg.email.edition(lang)
     text = env.get_template("email/confirm.txt").render(
-        name=edition.name, confirm_url=confirm_url, contact=edition.contact
+        name=edition.name,
+        confirm_url=confirm_url,
+        valid_days=valid_days,
+        contact=edition.contact,
     )
     gettext = translations_for(lang).gettext
     msg = EmailMessage(policy=POLICY)

@@ -88,7 +88,12 @@ def request_subscription(
         cfg, make_token(key, _confirm_purpose(nonce), confirmation_id, expires=expires)
     )
     message = confirmation_message(
-        cfg, lang=lang, to_address=address, to_name=name, confirm_url=url
+        cfg,
+        lang=lang,
+        to_address=address,
+        to_name=name,
+        confirm_url=url,
+        valid_days=CONFIRM_DAYS,
     )
     return queue_mail(store, "confirm", address, message)
 

@@ -323,6 +323,7 @@ def test_confirmation_mail_is_signed_as_it_goes_out(
         to_address="kim@example.org",
         to_name="김철수",
         confirm_url="https://news.example.org/confirm/abc",
+        valid_days=7,
     )
     assert b"DKIM-Signature" not in message.data
     store = open_store(signing_cfg.database_url, signing_cfg.base_dir)

@@ -79,6 +79,22 @@ def test_subscribe_then_confirm_activates(web: tuple[Config, Store, httpx.Client
     assert client.post(f"/confirm/{link.group(1)}").status_code == 400  # single use
 
 
+@pytest.mark.parametrize(
+    ("lang", "says"), [("ko", "{days}일 동안 유효합니다"), ("en", "{days} days")]
+)
+def test_the_confirmation_mail_says_how_long_its_link_works(
+    web: tuple[Config, Store, httpx.Client], lang: str, says: str
+) -> None:
+    from newsletter.subscription import CONFIRM_DAYS
+
+    cfg, _store, client = web
+    client.post("/subscribe", data={"email": "new@example.org", "lang": lang})
+    (mail,) = _outbox(cfg)
+    text = mail.get_content()
+    link = text.index("/confirm/")
+    assert text.index(says.format(days=CONFIRM_DAYS)) > link  # below the link it is about
+
+
 def test_subscribe_answers_the_same_for_known_and_unknown(
     web: tuple[Config, Store, httpx.Client],
 ) -> None:
@@ -369,7 +385,12 @@ def test_no_name_can_add_a_header_to_the_confirmation(cfg: Config) -> None:
 
     for name in (INJECTION, INJECTION.upper(), "=?x?=", "a\u00a0=?utf-8?b?QQ==?="):
         data = confirmation_message(
-            cfg, lang="ko", to_address="v@example.org", to_name=name, confirm_url="https://x/c"
+            cfg,
+            lang="ko",
+            to_address="v@example.org",
+            to_name=name,
+            confirm_url="https://x/c",
+            valid_days=7,
         ).data
         head = data.split(b"\r\n\r\n", 1)[0]
         assert b"Reply-To" not in head and b"Bcc" not in head
