@@ -42,8 +42,10 @@ CONFIRM_DAYS = 7
 # Confirmation mails to one address: one per ADDRESS_GAP, at most ADDRESS_DAILY a day.
 ADDRESS_GAP = dt.timedelta(minutes=10)
 ADDRESS_DAILY = 3
-# Pages must never be cached or carry cookies: they act on a token in the URL.
-_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "no-referrer"}
+# Pages must never be cached or carry cookies: they act on a token in the URL. Referrers go
+# to this site only: with no-referrer, browsers post the pages' own forms with
+# ``Origin: null`` (Fetch standard), which same_origin must refuse.
+_HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 
 
 _MAX_FORM = 16_384
