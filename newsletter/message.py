@@ -42,6 +42,7 @@ __all__ = [
     "build_message",
     "message_domain",
     "message_template",
+    "preferences_url",
     "unsubscribe_url",
 ]
 
@@ -113,12 +114,22 @@ def message_domain(cfg: Config) -> str:
     return signing_domain(cfg) or "localhost"
 
 
+def _page_url(cfg: Config, page: str, token: str) -> str:
+    _one_line(f"{page} token", token)
+    if not token:
+        raise HeaderError(f"{page} token is empty")
+    return f"{cfg.site_url}{page}/{quote(token, safe='')}"
+
+
 def unsubscribe_url(cfg: Config, token: str) -> str:
     """The one-click unsubscribe URL of a recipient's token."""
-    _one_line("unsubscribe token", token)
-    if not token:
-        raise HeaderError("unsubscribe token is empty")
-    return f"{cfg.site_url}unsubscribe/{quote(token, safe='')}"
+    return _page_url(cfg, "unsubscribe", token)
+
+
+def preferences_url(cfg: Config, token: str) -> str:
+    """The preferences page (email language, unsubscribe) of a recipient's token, made
+    with ``make_token(key, tokens.PREFERENCES, subscriber_id)``."""
+    return _page_url(cfg, "preferences", token)
 
 
 def _list_id(cfg: Config, lang: str) -> str:

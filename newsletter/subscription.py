@@ -1,4 +1,5 @@
-"""Subscribe, confirm and unsubscribe over the web (double opt-in, RFC 8058 one-click).
+"""Subscribe, confirm, unsubscribe and change preferences over the web (double opt-in,
+RFC 8058 one-click).
 
 The form does the same work and answers the same, in the same time, whether or not an
 address is known, so it cannot be used to find out who subscribes; it queues the
@@ -20,6 +21,7 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from babel import Locale
 from sqlalchemy import exc as sa_exc
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
@@ -30,10 +32,19 @@ from .config import LANGS, Config
 from .delivery import queue_mail
 from .errors import NewsletterError
 from .message import confirmation_message
-from .render import environment, translations_for
+from .render import LOCALES, environment, translations_for
 from .store import Store, open_store, utcnow
 from .subscribers import AddressError, EncodedWordError, check_name, normalize_address
-from .tokens import APPROVE, CONFIRM, UNSUBSCRIBE, TokenError, make_token, read_token, signing_keys
+from .tokens import (
+    APPROVE,
+    CONFIRM,
+    PREFERENCES,
+    UNSUBSCRIBE,
+    TokenError,
+    make_token,
+    read_token,
+    signing_keys,
+)
 
 log = logging.getLogger(__name__)
 
@@ -103,6 +114,13 @@ def request_subscription(
 def _confirm_purpose(nonce: str) -> str:
     # The nonce is part of what is signed: a link works only for the request it was made for.
     return f"{CONFIRM}:{nonce}"
+
+
+def language_name(lang: str) -> str:
+    """A language's name in itself (``한국어``, ``English``): right in a list of choices,
+    and on a page shown in that language."""
+    name = str(Locale.parse(LOCALES[lang]).language_name)
+    return name[:1].upper() + name[1:]
 
 
 def mask_address(email: str) -> str:
@@ -286,9 +304,12 @@ class SubscriptionPages:
         log.info("subscriber %d confirmed", sub.id)
         return self._page(sub.lang, "confirmed")
 
-    async def _unsubscriber(self, request: Request) -> tuple[str, Any]:
+    async def _subscriber(self, request: Request, purpose: str) -> tuple[str, Any]:
+        """The subscriber a link's token names: ``("ok", sub)``, or ``("invalid", None)``
+        for a bad token or a subscriber no longer there, or ``("sample", None)`` for
+        subscriber 0, the link of a preview or test copy."""
         try:
-            subscriber_id = read_token(self.keys(), UNSUBSCRIBE, request.path_params["token"])
+            subscriber_id = read_token(self.keys(), purpose, request.path_params["token"])
         except TokenError:
             return "invalid", None
         if subscriber_id == 0:
@@ -296,27 +317,99 @@ class SubscriptionPages:
         sub = await run_in_threadpool(self.store().get_subscriber, id=subscriber_id)
         return ("ok", sub) if sub is not None else ("invalid", None)
 
-    async def unsubscribe_form(self, request: Request) -> Response:
-        state, sub = await self._unsubscriber(request)
+    def _no_subscriber(self, request: Request, state: str, sample_page: str) -> Response:
+        if state == "invalid":
+            return self._page(self._lang(request), "invalid", 400)
+        return self._page(self._lang(request), sample_page)
+
+    async def _unsubscribe(self, sub: Any) -> Response:
+        if sub.status != "unsubscribed":
+            await run_in_threadpool(self.store().set_status, sub.id, "unsubscribed")
+            log.info("subscriber %d unsubscribed", sub.id)
+        return self._page(sub.lang, "unsubscribed")
+
+    async def _opened(
+        self, request: Request, purpose: str, sample_page: str
+    ) -> tuple[Any, Response | None]:
+        """For a GET of a subscriber's link: the subscriber still subscribed, or the page
+        to answer instead (invalid, sample, or already unsubscribed)."""
+        state, sub = await self._subscriber(request, purpose)
         if sub is None:
-            return self._page(self._lang(request), state, 400 if state == "invalid" else 200)
+            return None, self._no_subscriber(request, state, sample_page)
         if sub.status == "unsubscribed":
-            return self._page(sub.lang, "unsubscribed")
+            return None, self._page(sub.lang, "unsubscribed")
+        return sub, None
+
+    async def _posted(
+        self, request: Request, purpose: str, sample_page: str
+    ) -> tuple[Any, Response | None]:
+        """For a POST to a subscriber's link: the subscriber, or the page to answer
+        instead (403 for a post from another site, invalid, sample)."""
+        state, sub = await self._subscriber(request, purpose)
+        refused = self._refused(request, sub.lang if sub is not None else self._lang(request))
+        if refused is not None:
+            return None, refused
+        if sub is None:
+            return None, self._no_subscriber(request, state, sample_page)
+        return sub, None
+
+    async def unsubscribe_form(self, request: Request) -> Response:
+        sub, instead = await self._opened(request, UNSUBSCRIBE, "sample")
+        if instead is not None:
+            return instead
         return self._page(sub.lang, "unsubscribe", email=mask_address(sub.email))
 
     async def unsubscribe(self, request: Request) -> Response:
         """RFC 8058 one-click (``List-Unsubscribe=One-Click``) and the page's own button:
         200 with a page, no redirect, no cookie."""
-        state, sub = await self._unsubscriber(request)
-        refused = self._refused(request, sub.lang if sub is not None else self._lang(request))
-        if refused is not None:
-            return refused
-        if sub is None:
-            return self._page(self._lang(request), state, 400 if state == "invalid" else 200)
-        if sub.status != "unsubscribed":
-            await run_in_threadpool(self.store().set_status, sub.id, "unsubscribed")
-            log.info("subscriber %d unsubscribed", sub.id)
-        return self._page(sub.lang, "unsubscribed")
+        sub, instead = await self._posted(request, UNSUBSCRIBE, "sample")
+        if instead is not None:
+            return instead
+        return await self._unsubscribe(sub)
+
+    # --- the preferences page, linked from every issue ---------------------------------------
+
+    def _preferences_page(
+        self, sub: Any, status: int = 200, *, lang: str = "", saved: bool = False
+    ) -> Response:
+        """The page in the subscriber's language (``lang``: the one just chosen)."""
+        lang = lang or sub.lang
+        return self._page(
+            lang,
+            "preferences",
+            status,
+            email=mask_address(sub.email),
+            languages=[(code, language_name(code)) for code in LANGS],
+            saved=language_name(lang) if saved else "",
+        )
+
+    async def preferences_form(self, request: Request) -> Response:
+        """The address (masked: the link travels in every issue, and issues get forwarded),
+        the email language and an Unsubscribe button. Opening it changes nothing."""
+        sub, instead = await self._opened(request, PREFERENCES, "sample_preferences")
+        if instead is not None:
+            return instead
+        return self._preferences_page(sub)
+
+    async def preferences(self, request: Request) -> Response:
+        """One of the page's two forms: ``action=language`` with ``lang``, answered in the
+        new language, or ``action=unsubscribe``, which does what the unsubscribe link does."""
+        sub, instead = await self._posted(request, PREFERENCES, "sample_preferences")
+        if instead is not None:
+            return instead
+        form = await _form(request)
+        action = form.get("action")
+        if action == "unsubscribe":
+            return await self._unsubscribe(sub)
+        if sub.status == "unsubscribed":
+            return self._page(sub.lang, "unsubscribed")  # nothing left to set
+        lang = form.get("lang", "")
+        if action != "language" or lang not in LANGS:
+            return self._preferences_page(sub, 400)
+        if lang != sub.lang:
+            await run_in_threadpool(self.store().set_lang, sub.id, lang)
+            log.info("subscriber %d now reads %s", sub.id, lang)
+        return self._preferences_page(sub, lang=lang, saved=True)
 
     # --- the editor's Approve button (draft mode) -------------------------------------------
 
@@ -379,4 +472,6 @@ def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[B
         Route("/confirm/{token}", pages.confirm, methods=["POST"]),
         Route("/unsubscribe/{token}", pages.unsubscribe_form, methods=["GET"]),
         Route("/unsubscribe/{token}", pages.unsubscribe, methods=["POST"]),
+        Route("/preferences/{token}", pages.preferences_form, methods=["GET"]),
+        Route("/preferences/{token}", pages.preferences, methods=["POST"]),
     ]

@@ -1,4 +1,4 @@
-"""HMAC-signed tokens for unsubscribe and confirmation links, and for deliveries.
+"""HMAC-signed tokens for unsubscribe, preferences and confirmation links, and for deliveries.
 
 A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
 so a link cannot be forged or pointed at someone else. The key comes only from
@@ -29,6 +29,9 @@ log = logging.getLogger(__name__)
 KEY_FILE = ".newsletter-secret-key"
 # What a token is for: a token made for one purpose is refused for any other.
 UNSUBSCRIBE = "unsubscribe"
+# The preferences page: not the unsubscribe token, which List-Unsubscribe hands to every
+# mail provider on the way; like it, it never expires (links in old issues keep working).
+PREFERENCES = "preferences"
 CONFIRM = "confirm"
 APPROVE = "approve"
 

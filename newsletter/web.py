@@ -294,7 +294,7 @@ _CSP_PAGE = (
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
 _CSP_OTHER = "default-src 'none'; frame-ancestors 'none'; sandbox"
-_FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/approve/")
+_FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/preferences/", "/approve/")
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
@@ -338,8 +338,9 @@ _TOKEN_PATH = re.compile(r"(/(?:confirm|unsubscribe|approve|preferences)/)[^\s?\
 
 
 class RedactTokens(logging.Filter):
-    """Access log lines show ``/confirm/…`` and ``/unsubscribe/…``, never the token: a log
-    must not hand out links that act for a subscriber."""
+    """Access log lines show ``/confirm/…``, ``/unsubscribe/…``, ``/preferences/…`` and
+    ``/approve/…``, never the token: a log must not hand out links that act for a
+    subscriber or the editor."""
 
     def filter(self, record: logging.LogRecord) -> bool:
         if isinstance(record.args, tuple):

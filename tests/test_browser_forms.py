@@ -26,7 +26,7 @@ from test_subscription import KEY, _outbox, web  # noqa: F401  (web: the fixture
 
 from newsletter.config import Config
 from newsletter.store import Store
-from newsletter.tokens import make_token
+from newsletter.tokens import PREFERENCES, make_token
 
 FLAGS = [
     "--headless",
@@ -175,4 +175,22 @@ def test_subscribe_confirm_and_unsubscribe_by_the_pages_own_buttons(
     assert sub is not None and sub.status == "active"
     browser.open(f"{base}/unsubscribe/{make_token(KEY, 'unsubscribe', sub.id)}")
     assert "구독이 해지되었습니다" in browser.press("form button")
+    assert store.get_subscriber(id=sub.id).status == "unsubscribed"  # type: ignore[union-attr]
+
+
+def test_the_preferences_page_changes_the_language_then_unsubscribes(
+    web: tuple[Config, Store, httpx.Client],  # noqa: F811
+    browser: Browser,
+) -> None:
+    _cfg, store, client = web
+    sub, _ = store.add_subscriber("reader@example.org", "", "ko")
+    page = f"{str(client.base_url).rstrip('/')}/preferences/{make_token(KEY, PREFERENCES, sub.id)}"
+    assert "r***@example.org 주소의 구독 설정" in browser.open(page)
+    browser.run("document.getElementById('lang').value = 'en'")
+    saved = browser.press("form button")
+    assert "Saved: from the next issue on, the newsletter comes in English." in saved
+    assert browser.run("document.documentElement.lang") == "en"
+    assert store.get_subscriber(id=sub.id).lang == "en"  # type: ignore[union-attr]
+    left = browser.press("form:nth-of-type(2) button")
+    assert "You are unsubscribed and will receive no more issues." in left
     assert store.get_subscriber(id=sub.id).status == "unsubscribed"  # type: ignore[union-attr]

@@ -452,16 +452,17 @@ def test_a_client_may_post_the_form_only_so_often(
     assert codes == [200] * 5 + [429] * 3
 
 
-@pytest.mark.parametrize(
-    ("headers", "allowed"),
-    [
-        ({"Origin": "https://evil.example"}, False),
-        ({"Origin": "null"}, False),
-        ({"Referer": "https://evil.example/page"}, False),
-        ({"Origin": "http://127.0.0.1:8000"}, True),  # base_url's origin
-        ({}, True),  # no browser: nothing to forge
-    ],
-)
+# Headers of a form post, and whether it comes from this site.
+FROM_WHERE = [
+    ({"Origin": "https://evil.example"}, False),
+    ({"Origin": "null"}, False),
+    ({"Referer": "https://evil.example/page"}, False),
+    ({"Origin": "http://127.0.0.1:8000"}, True),  # base_url's origin
+    ({}, True),  # no browser: nothing to forge
+]
+
+
+@pytest.mark.parametrize(("headers", "allowed"), FROM_WHERE)
 def test_form_posts_from_another_site_are_refused(
     web: tuple[Config, Store, httpx.Client], headers: dict[str, str], allowed: bool
 ) -> None:

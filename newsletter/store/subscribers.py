@@ -134,6 +134,17 @@ class SubscriberQueries(StoreBase):
                 )
         return bool(result.rowcount)
 
+    def set_lang(self, subscriber_id: int, lang: str) -> bool:
+        """Change the language a subscriber's mail is written in; False when there is no
+        such subscriber. A send under way uses it for every message not yet sent."""
+        with self.engine.begin() as conn:
+            result = conn.execute(
+                subscribers.update()
+                .where(subscribers.c.id == subscriber_id)
+                .values(lang=lang, updated_at=utcnow())
+            )
+        return bool(result.rowcount)
+
     def remove_subscriber(self, email: str) -> bool:
         """Mark unsubscribed (the row stays, so the ledger keeps its history)."""
         found = self.get_subscriber(email=email)
