@@ -64,7 +64,9 @@ def main() -> None:
     size = 0
     for address, name, token in recipients:
         size += len(
-            template.personalize(to_address=address, to_name=name, unsubscribe_token=token).data
+            template.personalize(
+                to_address=address, to_name=name, unsubscribe_token=token, preferences_token=token
+            ).data
         )
     fast = _rate(len(recipients), time.perf_counter() - start)
 
@@ -72,7 +74,12 @@ def main() -> None:
     for address, name, token in recipients[: args.naive]:
         again = render_issue(cfg, issue, "ko")
         build_message(
-            cfg, again, to_address=address, to_name=name, unsubscribe_token=token
+            cfg,
+            again,
+            to_address=address,
+            to_name=name,
+            unsubscribe_token=token,
+            preferences_token=token,
         ).as_bytes()
     naive = _rate(min(args.naive, len(recipients)), time.perf_counter() - start)
 
@@ -97,7 +104,9 @@ def main() -> None:
         signed = message_template(cfg, rendered, dkim_key=key)
         start = time.perf_counter()
         for address, name, token in recipients[: args.dkim]:
-            signed.personalize(to_address=address, to_name=name, unsubscribe_token=token)
+            signed.personalize(
+                to_address=address, to_name=name, unsubscribe_token=token, preferences_token=token
+            )
         rate = _rate(min(args.dkim, len(recipients)), time.perf_counter() - start)
         extra = (1 / rate - 1 / fast) * 1000
         print(
@@ -119,7 +128,9 @@ def _dkimpy(template: MessageTemplate, recipients: list[tuple[str, str, str]], k
     headers += [b"List-Unsubscribe", b"List-Unsubscribe-Post", b"MIME-Version", b"Content-Type"]
     start = time.perf_counter()
     for address, name, token in recipients:
-        data = template.personalize(to_address=address, to_name=name, unsubscribe_token=token).data
+        data = template.personalize(
+            to_address=address, to_name=name, unsubscribe_token=token, preferences_token=token
+        ).data
         dkim.sign(
             data,
             b"mail",

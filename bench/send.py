@@ -50,7 +50,7 @@ from newsletter.delivery import UNSUBSCRIBE, Prepared, dry_run, prepare, send_is
 from newsletter.digest import load_archive  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 from newsletter.store import Store, open_store, subscribers  # noqa: E402
-from newsletter.tokens import make_token  # noqa: E402
+from newsletter.tokens import PREFERENCES, make_token  # noqa: E402
 
 WEEK = IsoWeek(2024, 5)
 KEY = b"bench-secret-key"
@@ -315,6 +315,7 @@ def main() -> None:
                     to_address=f"reader{i:06d}@example.org",
                     to_name=f"독자 {i}",
                     unsubscribe_token=make_token(KEY, UNSUBSCRIBE, i + 1),
+                    preferences_token=make_token(KEY, PREFERENCES, i + 1),
                 )
                 .data,
             )

@@ -327,7 +327,7 @@ def preview(
     """
     import webbrowser
 
-    from .message import message_template, unsubscribe_url
+    from .message import message_template, preferences_url, unsubscribe_url
     from .render import build_issue, latest_week, publish_issue, render_issue
 
     if week is not None and day is not None:
@@ -345,21 +345,28 @@ def preview(
     lang = lang or cfg.default_lang
     issue = build_issue(cfg, archive, iso)
     rendered = render_issue(cfg, issue, lang)
-    from .tokens import make_token, secret_key
+    from .tokens import PREFERENCES, UNSUBSCRIBE, make_token, secret_key
 
-    # Subscriber 0 does not exist: the link opens a real page that says it is a sample.
-    sample_token = make_token(secret_key(cfg), "unsubscribe", 0)
+    # Subscriber 0 does not exist: the links open real pages that say it is a sample.
+    sample_token = make_token(secret_key(cfg), UNSUBSCRIBE, 0)
+    sample_preferences = make_token(secret_key(cfg), PREFERENCES, 0)
     url = unsubscribe_url(cfg, sample_token)
+    preferences = preferences_url(cfg, sample_preferences)
     data: bytes
     if fmt == "html":
-        data = rendered.html_for(url).encode("utf-8")
+        data = rendered.html_for(url, preferences).encode("utf-8")
     elif fmt == "text":
-        data = rendered.text_for(url).encode("utf-8")
+        data = rendered.text_for(url, preferences).encode("utf-8")
     else:
         name, address = SAMPLE_RECIPIENT
         data = (
             message_template(cfg, rendered)
-            .personalize(to_address=address, to_name=name, unsubscribe_token=sample_token)
+            .personalize(
+                to_address=address,
+                to_name=name,
+                unsubscribe_token=sample_token,
+                preferences_token=sample_preferences,
+            )
             .data
         )
     suffix = {"html": "html", "text": "txt", "eml": "eml"}[fmt]

@@ -23,7 +23,7 @@ from .models import Archive
 from .select import IsoWeek
 from .sender import Progress, SendReport, Sign, deliver, send_mails, sleep_unless
 from .store import Store
-from .tokens import APPROVE, UNSUBSCRIBE, make_token
+from .tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
 
 log = logging.getLogger(__name__)
 
@@ -200,11 +200,12 @@ def send_test_copy(
 ) -> int:
     """Queue one copy for the editor, outside the issue's ledger; returns the mail's id."""
     template = prepared.template(lang, cfg.default_lang)
-    # Subscriber 0 does not exist: the copy's unsubscribe link works but changes nothing.
+    # Subscriber 0 does not exist: the copy's own links work but change nothing.
     message = template.personalize(
         to_address=address,
         to_name="",
         unsubscribe_token=make_token(key, UNSUBSCRIBE, 0),
+        preferences_token=make_token(key, PREFERENCES, 0),
         sign=False,
     )
     return queue_mail(store, "test", address, message)
@@ -219,6 +220,7 @@ def dry_run(cfg: Config, store: Store, prepared: Prepared, key: bytes) -> tuple[
             to_address=sub.email,
             to_name=sub.name,
             unsubscribe_token=make_token(key, UNSUBSCRIBE, sub.id),
+            preferences_token=make_token(key, PREFERENCES, sub.id),
         )
         count += 1
         size += len(message.data)

@@ -3,7 +3,8 @@
 :func:`message_template` builds the MIME structure once per (issue, language) with the
 email package. Both bodies are base64 (7-bit clean, and a third smaller than
 quoted-printable for Korean text), encoded once in pieces that end on 3-byte boundaries,
-so a recipient's unsubscribe URL is spliced in by encoding only the few bytes around it.
+so a recipient's unsubscribe and preferences URLs are spliced in by encoding only the few
+bytes around them.
 :meth:`MessageTemplate.personalize` then writes four headers, joins pre-encoded bytes
 and, when a key is configured, DKIM-signs the result (:mod:`newsletter.signing`, keys
 loaded once per template). Delivery sends exactly those bytes.
@@ -191,6 +192,7 @@ def build_message(
     to_address: str,
     to_name: str = "",
     unsubscribe_token: str,
+    preferences_token: str | None = None,
     message_id: str | None = None,
     date: dt.datetime | None = None,
 ) -> EmailMessage:
@@ -198,6 +200,7 @@ def build_message(
     _address("recipient address", to_address)
     _one_line("recipient name", to_name)
     url = unsubscribe_url(cfg, unsubscribe_token)
+    preferences = None if preferences_token is None else preferences_url(cfg, preferences_token)
     msg = EmailMessage(policy=POLICY)
     msg["From"] = _from(cfg, rendered.lang)
     msg["To"] = Address(to_name, addr_spec=to_address)
@@ -209,8 +212,9 @@ def build_message(
     msg["List-Id"] = _list_id(cfg, rendered.lang)
     msg["List-Unsubscribe"] = _list_unsubscribe(cfg, unsubscribe_token)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    msg.set_content(rendered.text_for(url), subtype="plain", charset="utf-8", cte="base64")
-    msg.add_alternative(rendered.html_for(url), subtype="html", charset="utf-8", cte="base64")
+    text, body = rendered.text_for(url, preferences), rendered.html_for(url, preferences)
+    msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
+    msg.add_alternative(body, subtype="html", charset="utf-8", cte="base64")
     return msg
 
 
@@ -234,19 +238,26 @@ def _canonical(text: str) -> str:
 
 
 class _SlottedBase64:
-    """A body with slots, base64-encoded once in pieces that can be joined around a value.
+    """A body with slots, base64-encoded once in pieces that can be joined around values.
 
     Base64 of a concatenation equals the concatenation of the parts' base64 when every
     part but the last is a multiple of 3 bytes long. Each static piece is encoded once for
     each of the three ways it can be entered (0, 1 or 2 of its bytes taken by the joint
     before it); per recipient only the joints (the value plus at most 4 static bytes) are
     encoded. Every line stays a multiple of 4 characters and at most 76 long.
+
+    Each marker names a slot kind: :meth:`encode` takes one value per marker, in order
+    (an empty marker has no slot).
     """
 
-    __slots__ = ("_parts", "_variants")
+    __slots__ = ("_kinds", "_parts", "_variants")
 
-    def __init__(self, text: str, marker: str) -> None:
-        self._parts = [p.encode("utf-8") for p in text.split(marker)]
+    def __init__(self, text: str, *markers: str) -> None:
+        kind = {marker: index for index, marker in enumerate(markers) if marker}
+        pieces = re.split("(" + "|".join(map(re.escape, kind)) + ")", text) if kind else [text]
+        self._parts = [p.encode("utf-8") for p in pieces[0::2]]
+        # _kinds[i]: which value goes between part i and part i + 1
+        self._kinds = [kind[marker] for marker in pieces[1::2]]
         # _variants[i][h] = (encoded middle of part i after its first h bytes, leftover tail)
         self._variants: list[list[tuple[bytes, bytes] | None]] = []
         for part in self._parts:
@@ -260,16 +271,15 @@ class _SlottedBase64:
                 variants.append((_b64_lines(body[:cut]), body[cut:]))
             self._variants.append(variants)
 
-    @property
-    def slots(self) -> int:
-        return len(self._parts) - 1
+    def has_slot(self, kind: int) -> bool:
+        return kind in self._kinds
 
-    def encode(self, value: bytes) -> bytes:
+    def encode(self, *values: bytes) -> bytes:
         out: list[bytes] = []
         carry = b""
         for index, part in enumerate(self._parts):
             if index:
-                carry += value
+                carry += values[self._kinds[index - 1]]
             need = -len(carry) % 3
             variant = self._variants[index][need]
             if variant is None:  # a piece shorter than the joint needs: it joins the carry
@@ -369,8 +379,10 @@ class MessageTemplate:
         self.cfg = cfg
         self.rendered = rendered
         self._mailto = bool(cfg.email.unsubscribe_mailto.strip())
-        self._html = _SlottedBase64(_canonical(rendered.html), rendered.marker)
-        self._text = _SlottedBase64(_canonical(rendered.text), rendered.marker)
+        markers = (rendered.marker, rendered.preferences_marker)
+        self._html = _SlottedBase64(_canonical(rendered.html), *markers)
+        self._text = _SlottedBase64(_canonical(rendered.text), *markers)
+        self.links_preferences = self._html.has_slot(1) or self._text.has_slot(1)
         self._head, self._between, self._tail = self._skeleton()
         self._signer = signer
         self._date_second = -1
@@ -423,12 +435,16 @@ class MessageTemplate:
         to_address: str,
         to_name: str,
         unsubscribe_token: str,
+        preferences_token: str | None = None,
         message_id: str | None = None,
         delivery_token: str | None = None,
         sign: bool = True,
     ) -> PreparedMessage:
         """The message for one recipient: CRLF line endings, DKIM-signed when configured
         (unless ``sign`` is false: a queued single mail is signed when it goes out).
+
+        ``preferences_token`` (``tokens.PREFERENCES``) is needed when the issue links the
+        preferences page (:attr:`links_preferences`).
 
         ``delivery_token`` goes into ``X-Newsletter-Delivery``, so that a report that lost
         the envelope (a complaint carries the original headers) still names its delivery.
@@ -437,6 +453,11 @@ class MessageTemplate:
         break the headers.
         """
         url = unsubscribe_url(self.cfg, unsubscribe_token)
+        preferences = ""
+        if self.links_preferences:
+            if preferences_token is None:
+                raise HeaderError("this issue links the preferences page: no preferences token")
+            preferences = preferences_url(self.cfg, preferences_token)
         mid = _message_id(self.cfg, self.rendered, message_id)
         to = _mailbox_header(to_name, to_address, len("To: "))
         correlation = b""
@@ -462,9 +483,12 @@ class MessageTemplate:
                 _fold_list(len("List-Unsubscribe: "), items),
                 CRLF,
                 self._head,
-                self._text.encode(url.encode("utf-8")),
+                self._text.encode(url.encode("utf-8"), preferences.encode("utf-8")),
                 self._between,
-                self._html.encode(html.escape(url, quote=True).encode("utf-8")),
+                self._html.encode(
+                    html.escape(url, quote=True).encode("utf-8"),
+                    html.escape(preferences, quote=True).encode("utf-8"),
+                ),
                 self._tail,
             )
         )

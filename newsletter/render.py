@@ -1,9 +1,10 @@
 """The weekly issue: selection -> localized, email-safe HTML and plain text.
 
 One Jinja environment per interface language (templates + gettext + Babel filters). An
-issue is rendered once per language; the only recipient-specific part of the body, the
-unsubscribe URL, is rendered as a unique marker that :mod:`newsletter.message` replaces
-per recipient, so personalizing never re-runs Jinja or the CSS inliner.
+issue is rendered once per language; the only recipient-specific parts of the body, the
+unsubscribe and preferences URLs, are rendered as unique markers that
+:mod:`newsletter.message` replaces per recipient, so personalizing never re-runs Jinja or
+the CSS inliner.
 """
 
 from __future__ import annotations
@@ -180,12 +181,23 @@ def build_issue(cfg: Config, archive: Archive, week: IsoWeek) -> Issue:
 # -- rendering --------------------------------------------------------------------------------
 
 
+# The markers of the personal URLs differ only here: one is found from the other.
+_UNSUBSCRIBE_MARK = ":unsubscribe:"
+_PREFERENCES_MARK = ":preferences:"
+
+
+def _preferences_marker(marker: str) -> str:
+    head, found, tail = marker.partition(_UNSUBSCRIBE_MARK)
+    return f"{head}{_PREFERENCES_MARK}{tail}" if found else ""
+
+
 @dataclass(frozen=True, slots=True)
 class RenderedIssue:
     """An issue rendered for one language, CSS inlined.
 
-    ``html`` and ``text`` hold ``marker`` wherever the recipient's unsubscribe URL goes;
-    :meth:`html_for` and :meth:`text_for` substitute it (the web copy has no marker).
+    ``html`` and ``text`` hold ``marker`` wherever the recipient's unsubscribe URL goes,
+    and :attr:`preferences_marker` wherever the preferences URL goes (if the templates link
+    it); :meth:`html_for` and :meth:`text_for` substitute them (the web copy has neither).
     """
 
     week: IsoWeek
@@ -197,11 +209,27 @@ class RenderedIssue:
     marker: str
     web_url: str
 
-    def html_for(self, unsubscribe_url: str) -> str:
-        return self.html.replace(self.marker, html.escape(unsubscribe_url, quote=True))
+    @property
+    def preferences_marker(self) -> str:
+        """Made from ``marker``, so content frozen before the preferences page existed
+        needs nothing stored besides it; empty for a marker of another shape."""
+        return _preferences_marker(self.marker)
 
-    def text_for(self, unsubscribe_url: str) -> str:
-        return self.text.replace(self.marker, unsubscribe_url)
+    def html_for(self, unsubscribe_url: str, preferences_url: str | None = None) -> str:
+        escaped = None if preferences_url is None else html.escape(preferences_url, quote=True)
+        return self._personal(self.html, html.escape(unsubscribe_url, quote=True), escaped)
+
+    def text_for(self, unsubscribe_url: str, preferences_url: str | None = None) -> str:
+        return self._personal(self.text, unsubscribe_url, preferences_url)
+
+    def _personal(self, body: str, unsubscribe_url: str, preferences_url: str | None) -> str:
+        body = body.replace(self.marker, unsubscribe_url)
+        mark = self.preferences_marker
+        if mark and mark in body:
+            if preferences_url is None:
+                raise ValueError("this issue links the preferences page: give preferences_url")
+            body = body.replace(mark, preferences_url)
+        return body
 
 
 @dataclass(frozen=True, slots=True)
@@ -318,7 +346,7 @@ def render_issue(
     """
     env = environment(lang)
     translations = translations_for(lang)
-    marker = f"urn:x-newsletter:unsubscribe:{secrets.token_hex(8)}"
+    marker = f"urn:x-newsletter{_UNSUBSCRIBE_MARK}{secrets.token_hex(8)}"
     papers = [_paper_view(p) for p in issue.picks]
     top = issue.picks[0].paper.title
     more = len(issue.picks) - 1
@@ -339,7 +367,6 @@ def render_issue(
         "postal_address": cfg.email.postal_address,
         "thumbnails": cfg.email.thumbnails,
         "subscribe_url": f"{cfg.site_url}subscribe",
-        "preferences_url": "",
         # The papers' titles are English and their summaries Korean, whatever the page's
         # language: screen readers pick their voice by these.
         "title_lang": Markup(' lang="en"') if lang != "en" else "",
@@ -351,6 +378,7 @@ def render_issue(
         "web": web,
         "web_url": web_copy_url(cfg, issue.week, lang),
         "unsubscribe_url": "" if web else marker,
+        "preferences_url": "" if web else _preferences_marker(marker),
         "site_url": cfg.site_url,
         "approve_url": approve_url,
     }

@@ -33,7 +33,7 @@ from . import issues
 from .config import Config, span_seconds
 from .message import HeaderError, MessageTemplate, PreparedMessage
 from .store import Store, utcnow
-from .tokens import UNSUBSCRIBE, make_delivery_token, make_token
+from .tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
 from .transport import (
     DeliveryError,
     MessageError,
@@ -300,6 +300,7 @@ class IssueSender:
             to_address=row.email,
             to_name=row.name,
             unsubscribe_token=make_token(self.key, UNSUBSCRIBE, row.subscriber_id),
+            preferences_token=make_token(self.key, PREFERENCES, row.subscriber_id),
             # A re-send after a crash keeps its Message-ID, so receivers can spot it.
             message_id=row.message_id,
             delivery_token=make_delivery_token(self.key, row.id),

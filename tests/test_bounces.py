@@ -672,6 +672,7 @@ def test_the_correlation_header_is_in_the_message_and_signed(
         to_address="reader@example.org",
         to_name="",
         unsubscribe_token="1.x",
+        preferences_token="1.x",
         delivery_token=token,
     )
     assert f"\r\nX-Newsletter-Delivery: {token}\r\n".encode() in message.data

@@ -17,7 +17,7 @@ import pytest
 from conftest import long_week
 
 from newsletter.config import Config
-from newsletter.message import unsubscribe_url
+from newsletter.message import preferences_url, unsubscribe_url
 from newsletter.models import Archive
 from newsletter.render import build_issue, render_issue
 from newsletter.select import IsoWeek
@@ -92,7 +92,8 @@ def _measure(browser: str, page: Path, profile: Path) -> tuple[int, int, int, in
 
 def _html(cfg: Config, archive: Archive, week: IsoWeek, lang: str) -> str:
     rendered = render_issue(cfg, build_issue(cfg, archive, week), lang)
-    return rendered.html_for(unsubscribe_url(cfg, "preview-sample-token"))
+    token = "preview-sample-token"
+    return rendered.html_for(unsubscribe_url(cfg, token), preferences_url(cfg, token))
 
 
 @pytest.mark.parametrize("width", [375, 640])

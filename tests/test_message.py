@@ -63,7 +63,10 @@ def _bodies(msg: EmailMessage) -> list[tuple[str, str]]:
 
 def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> None:
     prepared = message_template(issue_cfg, rendered).personalize(
-        to_address="kim@example.org", to_name="김철수", unsubscribe_token="tok-123"
+        to_address="kim@example.org",
+        to_name="김철수",
+        unsubscribe_token="tok-123",
+        preferences_token="tok-123",
     )
     data = prepared.data
     assert data.isascii()
@@ -77,8 +80,9 @@ def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> No
         assert part.get_content_charset() == "utf-8"
         assert part["Content-Transfer-Encoding"] == "base64"
     url = "https://news.example.org/unsubscribe/tok-123"
-    assert _lf(parts[0].get_content()) == _lf(rendered.text_for(url))
-    assert _lf(parts[1].get_content()) == _lf(rendered.html_for(url))
+    preferences = "https://news.example.org/preferences/tok-123"
+    assert _lf(parts[0].get_content()) == _lf(rendered.text_for(url, preferences))
+    assert _lf(parts[1].get_content()) == _lf(rendered.html_for(url, preferences))
     assert parts[1].get_content().count("\n") == parts[1].get_content().count("\r\n")
     assert msg["Subject"] == SUBJECT
     assert "=?utf-8?" in data.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0].decode()
@@ -100,7 +104,7 @@ def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> No
 def test_list_unsubscribe_without_mailto(issue_cfg: Config, rendered: RenderedIssue) -> None:
     cfg = issue_cfg.replace(email=dataclasses.replace(issue_cfg.email, unsubscribe_mailto=""))
     prepared = message_template(cfg, rendered).personalize(
-        to_address="a@example.org", to_name="", unsubscribe_token="t"
+        to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="t"
     )
     msg = _parse(prepared.data)
     assert msg["List-Unsubscribe"] == "<https://news.example.org/unsubscribe/t>"
@@ -111,7 +115,11 @@ def test_message_id_can_be_given(issue_cfg: Config, rendered: RenderedIssue) -> 
     template = message_template(issue_cfg, rendered)
     for given_id in ("abc@news.example.org", "<abc@news.example.org>"):
         prepared = template.personalize(
-            to_address="a@example.org", to_name="", unsubscribe_token="t", message_id=given_id
+            to_address="a@example.org",
+            to_name="",
+            unsubscribe_token="t",
+            preferences_token="t",
+            message_id=given_id,
         )
         assert prepared.message_id == "<abc@news.example.org>"
         assert _parse(prepared.data)["Message-ID"] == "<abc@news.example.org>"
@@ -125,7 +133,12 @@ def test_fast_path_matches_the_reference(
 ) -> None:
     fast = _parse(
         message_template(issue_cfg, rendered)
-        .personalize(to_address="lee@example.org", to_name="Lee Min", unsubscribe_token=token)
+        .personalize(
+            to_address="lee@example.org",
+            to_name="Lee Min",
+            unsubscribe_token=token,
+            preferences_token=token,
+        )
         .data
     )
     slow = build_message(
@@ -134,6 +147,7 @@ def test_fast_path_matches_the_reference(
         to_address="lee@example.org",
         to_name="Lee Min",
         unsubscribe_token=token,
+        preferences_token=token,
     )
     slow = _parse(slow.as_bytes())
     assert _bodies(fast) == _bodies(slow)
@@ -154,8 +168,12 @@ def test_personalizing_does_not_render_again(
     monkeypatch.setattr(render, "render_issue", forbidden)
     monkeypatch.setattr(render, "inline_css", forbidden)
     monkeypatch.setattr(message_module, "EmailMessage", forbidden)
-    one = template.personalize(to_address="a@example.org", to_name="", unsubscribe_token="one")
-    two = template.personalize(to_address="b@example.org", to_name="", unsubscribe_token="two")
+    one = template.personalize(
+        to_address="a@example.org", to_name="", unsubscribe_token="one", preferences_token="one"
+    )
+    two = template.personalize(
+        to_address="b@example.org", to_name="", unsubscribe_token="two", preferences_token="two"
+    )
     assert (
         _bodies(_parse(one.data))[1][1].replace("/one", "/two") == _bodies(_parse(two.data))[1][1]
     )
@@ -167,7 +185,9 @@ def test_long_korean_name_is_folded_and_decodes_exactly(
     name = '김철수 (연구실) "테스트" 아주 긴 이름이 들어가는 경우를 시험해 봅니다'
     data = (
         message_template(issue_cfg, rendered)
-        .personalize(to_address="kim@example.org", to_name=name, unsubscribe_token="t")
+        .personalize(
+            to_address="kim@example.org", to_name=name, unsubscribe_token="t", preferences_token="t"
+        )
         .data
     )
     raw = re.search(rb"\r\nTo: (.*?)\r\n(?! )", b"\r\n" + data, re.S)
@@ -181,7 +201,9 @@ def test_long_korean_name_is_folded_and_decodes_exactly(
 def test_ascii_names(issue_cfg: Config, rendered: RenderedIssue, name: str) -> None:
     data = (
         message_template(issue_cfg, rendered)
-        .personalize(to_address="x@example.org", to_name=name, unsubscribe_token="t")
+        .personalize(
+            to_address="x@example.org", to_name=name, unsubscribe_token="t", preferences_token="t"
+        )
         .data
     )
     assert _parse(data)["To"].addresses[0].display_name == name
@@ -195,13 +217,19 @@ def test_ascii_names(issue_cfg: Config, rendered: RenderedIssue, name: str) -> N
         ("to_address", "eve@example.org\r\nBcc: victim@example.org"),
         ("to_address", "not an address"),
         ("unsubscribe_token", "tok\r\nX-Evil: 1"),
+        ("preferences_token", "tok\r\nX-Evil: 1"),
         ("message_id", "<id@example.org>\r\nX-Evil: 1"),
     ],
 )
 def test_header_injection_is_refused(
     issue_cfg: Config, rendered: RenderedIssue, field: str, value: str
 ) -> None:
-    args = {"to_address": "a@example.org", "to_name": "A", "unsubscribe_token": "t"}
+    args = {
+        "to_address": "a@example.org",
+        "to_name": "A",
+        "unsubscribe_token": "t",
+        "preferences_token": "t",
+    }
     args[field] = value
     with pytest.raises(HeaderError, match=r"line break|not a plain ASCII address"):
         message_template(issue_cfg, rendered).personalize(**args)  # type: ignore[arg-type]
@@ -217,7 +245,7 @@ def test_configured_strings_with_line_breaks_are_refused(
     cfg = issue_cfg.replace(email=dataclasses.replace(issue_cfg.email, **{key: value}))
     with pytest.raises(HeaderError, match=f"email.{key} contains a line break"):
         message_template(cfg, rendered).personalize(
-            to_address="a@example.org", to_name="", unsubscribe_token="t"
+            to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="t"
         )
 
 
@@ -246,7 +274,10 @@ def test_dkim_signature_verifies(
     pem, record = dkim_key
     template = message_template(_dkim_cfg(issue_cfg), rendered, dkim_key=pem)
     prepared = template.personalize(
-        to_address="kim@example.org", to_name="김철수", unsubscribe_token="tok"
+        to_address="kim@example.org",
+        to_name="김철수",
+        unsubscribe_token="tok",
+        preferences_token="tok",
     )
     assert prepared.data.startswith(b"DKIM-Signature: ")
     assert dkim.verify(prepared.data, dnsfunc=_dns(record))
@@ -269,7 +300,7 @@ def test_dkim_key_file_from_config(
     (tmp_path / "dkim.pem").write_bytes(pem)
     cfg = _dkim_cfg(issue_cfg, dkim_key_file=str(tmp_path / "dkim.pem"))
     prepared = message_template(cfg, rendered).personalize(
-        to_address="a@example.org", to_name="", unsubscribe_token="t"
+        to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="t"
     )
     assert dkim.verify(prepared.data, dnsfunc=_dns(record))
 
@@ -314,7 +345,10 @@ def test_personalized_messages_are_wire_ready_with_and_without_dkim(
     ):
         for name in ("", "김철수", "A very long name " * 6):
             prepared = template.personalize(
-                to_address="kim@example.org", to_name=name, unsubscribe_token="tok"
+                to_address="kim@example.org",
+                to_name=name,
+                unsubscribe_token="tok",
+                preferences_token="tok",
             )
             assert prepared.wire_ready and is_wire_ready(prepared.data)
     assert not is_wire_ready(b"Subject: x\r\n\r\n.leading dot\r\n")
@@ -332,7 +366,9 @@ def test_each_edition_is_a_list_of_its_own(issue_cfg: Config, seeds_archive: Arc
         rendered = render_issue(issue_cfg, issue, lang)
         msg = _parse(
             message_template(issue_cfg, rendered)
-            .personalize(to_address="a@example.org", to_name="", unsubscribe_token="t")
+            .personalize(
+                to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="t"
+            )
             .data
         )
         headers[lang] = (msg["From"].addresses[0].display_name, msg["List-Id"])
@@ -369,7 +405,9 @@ def test_each_edition_is_a_list_of_its_own(issue_cfg: Config, seeds_archive: Arc
 def test_subject_decodes_exactly(issue_cfg: Config, rendered: RenderedIssue, subject: str) -> None:
     data = (
         message_template(issue_cfg, dataclasses.replace(rendered, subject=subject))
-        .personalize(to_address="a@example.org", to_name="", unsubscribe_token="t")
+        .personalize(
+            to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="t"
+        )
         .data
     )
     assert max(len(line) for line in data.split(b"\r\n")) <= 76
@@ -417,7 +455,12 @@ def _production_message(cfg: Config, archive: Archive, week: str, lang: str) -> 
     rendered = render_issue(cfg, build_issue(cfg, archive, IsoWeek.parse(week)), lang)
     return (
         message_template(cfg, rendered)
-        .personalize(to_address="reader@example.com", to_name="", unsubscribe_token="t" * 40)
+        .personalize(
+            to_address="reader@example.com",
+            to_name="",
+            unsubscribe_token="t" * 40,
+            preferences_token="t" * 40,
+        )
         .data
     )
 

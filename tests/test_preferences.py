@@ -3,19 +3,34 @@ real database): email language and unsubscribe, by POST only."""
 
 from __future__ import annotations
 
+import base64
+import dataclasses
 import mailbox
+import re
 import signal
 from email import message_from_bytes, policy
+from html import escape
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 from conftest import SEEDS, free_port, start_newsletter, wait_for_http
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from test_subscription import FROM_WHERE, KEY, web  # noqa: F401  (web: the fixture)
 
 from newsletter.config import Config, load_config
+from newsletter.message import (
+    HeaderError,
+    _SlottedBase64,
+    build_message,
+    message_template,
+    preferences_url,
+    unsubscribe_url,
+)
 from newsletter.models import Archive
+from newsletter.render import RenderedIssue, build_issue, render_issue
 from newsletter.select import IsoWeek
 from newsletter.store import Store, deliveries, open_store, subscribers
 from newsletter.tokens import PREFERENCES, UNSUBSCRIBE, make_token
@@ -270,3 +285,123 @@ def test_the_access_log_of_serve_shows_no_preferences_token(tmp_path: Path) -> N
     log = (tmp_path / "serve.log").read_text(encoding="utf-8")
     assert log.count("/preferences/…") == 4, log
     assert token not in log and token.split(".")[-1] not in log
+
+
+# --- the link in every issue: a second personal URL, spliced in like the unsubscribe one --------
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.tuples(st.text(max_size=12), st.booleans()), min_size=1, max_size=8),
+    first=st.text(max_size=30),
+    second=st.text(max_size=30),
+)
+def test_slotted_base64_with_two_kinds_of_slot_equals_plain_encoding(
+    pieces: list[tuple[str, bool]], first: str, second: str
+) -> None:
+    one, two = "\x00ONE\x00", "\x00TWO\x00"
+    text = "".join(piece + (two if kind else one) for piece, kind in pieces)[: -len(one)]
+    encoded = _SlottedBase64(text, one, two).encode(first.encode(), second.encode())
+    lines = encoded.split(b"\r\n")
+    assert lines[-1] == b""
+    assert all(len(line) <= 76 and len(line) % 4 == 0 for line in lines[:-1])
+    expected = text.replace(one, first).replace(two, second)
+    assert base64.b64decode(b"".join(lines)) == expected.encode()
+
+
+@pytest.fixture
+def rendered(issue_cfg: Config, seeds_archive: Archive) -> RenderedIssue:
+    issue = build_issue(issue_cfg, seeds_archive, IsoWeek(2024, 5))
+    rendered = render_issue(issue_cfg, issue, "ko")
+    assert rendered.preferences_marker.startswith("urn:x-newsletter:preferences:")
+    assert rendered.preferences_marker != rendered.marker
+    # The footer links it, in both parts; the web copy has no personal link.
+    assert rendered.preferences_marker in rendered.html
+    assert rendered.preferences_marker in rendered.text
+    public = render_issue(issue_cfg, issue, "ko", web=True)
+    assert "urn:x-newsletter" not in public.html
+    return rendered
+
+
+@pytest.mark.parametrize("token", ["1.abc", "x" * 43, "a/b?c=d&e"])
+def test_each_recipient_gets_their_own_preferences_link(
+    issue_cfg: Config, rendered: RenderedIssue, token: str
+) -> None:
+    def parts(message: Any) -> list[str]:
+        return [part.get_content() for part in message.iter_parts()]
+
+    fast = message_template(issue_cfg, rendered).personalize(
+        to_address="lee@example.org",
+        to_name="Lee",
+        unsubscribe_token="u" + token,
+        preferences_token=token,
+    )
+    slow = build_message(
+        issue_cfg,
+        rendered,
+        to_address="lee@example.org",
+        to_name="Lee",
+        unsubscribe_token="u" + token,
+        preferences_token=token,
+    )
+    text, html = parts(message_from_bytes(fast.data, policy=policy.default))
+    assert [text, html] == parts(message_from_bytes(slow.as_bytes(), policy=policy.default))
+    url = preferences_url(issue_cfg, token)
+    assert url.startswith("https://news.example.org/preferences/")
+    assert url in text and f'href="{escape(url)}"' in html
+    assert unsubscribe_url(issue_cfg, "u" + token) in text
+    assert "urn:x-newsletter" not in text + html
+    with pytest.raises(ValueError, match="preferences"):
+        rendered.text_for(unsubscribe_url(issue_cfg, token))
+
+
+def test_an_issue_that_links_the_page_needs_the_token_and_one_that_does_not_does_not(
+    issue_cfg: Config, seeds_archive: Archive, rendered: RenderedIssue
+) -> None:
+    template = message_template(issue_cfg, rendered)
+    assert template.links_preferences
+    with pytest.raises(HeaderError, match="preferences token"):
+        template.personalize(to_address="a@example.org", to_name="", unsubscribe_token="t")
+    for bad in ("", "t\r\nX-Evil: 1"):
+        with pytest.raises(HeaderError):
+            template.personalize(
+                to_address="a@example.org",
+                to_name="",
+                unsubscribe_token="t",
+                preferences_token=bad,
+            )
+    # Content frozen before the templates linked the page personalizes as it always did.
+    plain = render_issue(issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek(2024, 5)), "ko")
+    unlinked = dataclasses.replace(
+        plain,
+        html=plain.html.replace(plain.preferences_marker, ""),
+        text=plain.text.replace(plain.preferences_marker, ""),
+    )
+    assert not message_template(issue_cfg, unlinked).links_preferences
+    message_template(issue_cfg, unlinked).personalize(
+        to_address="a@example.org", to_name="", unsubscribe_token="t"
+    )
+
+
+def test_a_sent_issue_links_each_subscriber_to_their_own_page(
+    web: Web,  # noqa: F811
+    seeds_archive: Archive,
+) -> None:
+    """Through the ledger and the frozen content, as the weekly send does it: the footer
+    link of each message opens that subscriber's page, in their language."""
+    from newsletter.delivery import send_week
+
+    cfg, store, client = web
+    store.add_subscriber("kim@example.org", "", "ko")
+    store.add_subscriber("lee@example.org", "", "en")
+    assert send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), KEY).counts["sent"] == 2
+    pages = {}
+    for stored in mailbox.Maildir(str(cfg.outbox_path), create=False):
+        mail = message_from_bytes(stored.as_bytes(), policy=policy.default)
+        text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+        links = re.findall(r"https?://\S+/preferences/\S+", text)
+        assert len(set(links)) == 1
+        pages[mail["To"].addresses[0].addr_spec] = client.get(links[0].split("/", 3)[3])
+    assert pages["kim@example.org"].status_code == pages["lee@example.org"].status_code == 200
+    assert "k***@example.org 주소의 구독 설정" in pages["kim@example.org"].text
+    assert "Settings for l***@example.org" in pages["lee@example.org"].text

@@ -20,7 +20,7 @@ from conftest import long_week, make_paper
 from newsletter import render
 from newsletter.cli import main
 from newsletter.config import Config
-from newsletter.message import message_template, unsubscribe_url
+from newsletter.message import message_template, preferences_url, unsubscribe_url
 from newsletter.models import Archive, Digest, Media
 from newsletter.render import (
     LANGS,
@@ -45,7 +45,7 @@ GOLDEN_ID = "<golden@news.example.org>"
 
 def _issue_html(cfg: Config, archive: Archive, week: str, lang: str = "ko") -> str:
     rendered = render_issue(cfg, build_issue(cfg, archive, IsoWeek.parse(week)), lang)
-    return rendered.html_for(unsubscribe_url(cfg, "tok"))
+    return rendered.html_for(unsubscribe_url(cfg, "tok"), preferences_url(cfg, "tok"))
 
 
 class _Tags(HTMLParser):
@@ -182,7 +182,9 @@ def test_english_edition_has_no_korean_interface_text(
     hangul = re.compile("[\uac00-\ud7a3\u3131-\u318e]")
     assert not hangul.search(rendered.subject)
     # Every Korean character of the page is source text inside an element marked lang="ko".
-    outside = _text_outside_lang(rendered.html_for("https://x.example/u"), "ko")
+    outside = _text_outside_lang(
+        rendered.html_for("https://x.example/u", "https://x.example/p"), "ko"
+    )
     assert not hangul.search(outside), hangul.findall(outside)[:20]
     assert rendered.html.count(' lang="ko"') == len(issue.picks)
     # The text part: only the summaries' own lines are Korean.
@@ -400,7 +402,9 @@ def test_long_week_fits_under_the_gmail_clip(issue_cfg: Config) -> None:
     issue = build_issue(issue_cfg, archive, IsoWeek.of(archive.digests[0].date))
     assert len(issue.picks) == 10
     for lang in LANGS:
-        html = render_issue(issue_cfg, issue, lang).html_for(unsubscribe_url(issue_cfg, "x" * 40))
+        html = render_issue(issue_cfg, issue, lang).html_for(
+            unsubscribe_url(issue_cfg, "x" * 40), preferences_url(issue_cfg, "x" * 40)
+        )
         size = len(html.encode())
         assert 60_000 < size < GMAIL_CLIP, size
 
@@ -421,7 +425,9 @@ def test_hostile_text_is_inert(issue_cfg: Config) -> None:
     issue = build_issue(issue_cfg, archive, IsoWeek.parse("2024-W21"))
     for lang in LANGS:
         rendered = render_issue(issue_cfg, issue, lang)
-        html = rendered.html_for(unsubscribe_url(issue_cfg, "tok"))
+        html = rendered.html_for(
+            unsubscribe_url(issue_cfg, "tok"), preferences_url(issue_cfg, "tok")
+        )
         assert "<script" not in html.lower()
         assert "onerror" not in " ".join(name for _, attrs in _tags(html) for name in attrs)
         images = [a for t, a in _tags(html) if t == "img"]
@@ -558,8 +564,8 @@ def test_issue_names_its_week_as_a_date_range(
     rendered = render_issue(
         issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse("2024-W31")), lang
     )
-    url = unsubscribe_url(issue_cfg, "tok")
-    for body in (rendered.html_for(url), rendered.text_for(url)):
+    url, preferences = unsubscribe_url(issue_cfg, "tok"), preferences_url(issue_cfg, "tok")
+    for body in (rendered.html_for(url, preferences), rendered.text_for(url, preferences)):
         assert re.search(pattern, body), f"no 29 July to 4 August range in the {lang} issue"
 
 
@@ -590,12 +596,14 @@ def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang
         issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse(week)), lang
     )
     url = unsubscribe_url(issue_cfg, GOLDEN_TOKEN)
-    _check_golden(f"{week}.{lang}.html", rendered.html_for(url).encode("utf-8"))
-    _check_golden(f"{week}.{lang}.txt", rendered.text_for(url).encode("utf-8"))
+    preferences = preferences_url(issue_cfg, GOLDEN_TOKEN)
+    _check_golden(f"{week}.{lang}.html", rendered.html_for(url, preferences).encode("utf-8"))
+    _check_golden(f"{week}.{lang}.txt", rendered.text_for(url, preferences).encode("utf-8"))
     message = message_template(issue_cfg, rendered).personalize(
         to_address="reader@example.com",
         to_name="독자",
         unsubscribe_token=GOLDEN_TOKEN,
+        preferences_token=GOLDEN_TOKEN,
         message_id=GOLDEN_ID,
     )
     _check_golden(f"{week}.{lang}.eml", normalize_eml(message.data))
@@ -634,6 +642,7 @@ def test_email_links_to_the_web_copy(issue_cfg: Config, seeds_archive: Archive) 
 
 
 SAMPLE = make_token(b"preview-test-key-of-at-least-32-bytes", "unsubscribe", 0)
+SAMPLE_PREFERENCES = make_token(b"preview-test-key-of-at-least-32-bytes", "preferences", 0)
 
 
 def _invoke(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
@@ -653,6 +662,7 @@ def test_cli_preview_defaults(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     html = (tmp_path / "preview" / "2024-W31.ko.html").read_text(encoding="utf-8")
     # A working link: a real token, for subscriber 0, which the web app shows as a sample.
     assert f'href="https://news.example.org/unsubscribe/{SAMPLE}"' in html
+    assert f'href="https://news.example.org/preferences/{SAMPLE_PREFERENCES}"' in html
     assert "urn:x-newsletter" not in html
 
 

@@ -163,12 +163,12 @@ def test_the_circuit_breaker_pauses_on_a_policy_block_and_resume_delivers(
 
 
 def _bodies(messages: list[bytes]) -> set[tuple[str, str, str]]:
-    """(Subject, From, HTML without the recipient's own link) of each message."""
+    """(Subject, From, HTML without the recipient's own links) of each message."""
     seen = set()
     for raw in messages:
         message = email.message_from_bytes(raw, policy=email.policy.default)
         html = message.get_body(("html",)).get_content()  # type: ignore[union-attr]
-        html = re.sub(r"/unsubscribe/[^\"'<\s]+", "/unsubscribe/TOKEN", html)
+        html = re.sub(r"/(unsubscribe|preferences)/[^\"'<\s]+", r"/\1/TOKEN", html)
         seen.add((str(message["Subject"]), str(message["From"]), html))
     return seen
 

@@ -64,7 +64,9 @@ def _email(cfg: Config, **changes: str) -> Config:
 
 def _issue_message(cfg: Config, rendered: RenderedIssue, to: str = "kim@example.org") -> bytes:
     template = message_template(cfg, rendered)
-    return template.personalize(to_address=to, to_name="김철수", unsubscribe_token="tok").data
+    return template.personalize(
+        to_address=to, to_name="김철수", unsubscribe_token="tok", preferences_token="tok"
+    ).data
 
 
 def _tags(data: bytes, index: int = 0) -> dict[str, str]:
