@@ -13,7 +13,7 @@ import functools
 import html
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from gettext import NullTranslations
 from pathlib import Path
@@ -28,8 +28,6 @@ from babel.support import Translations
 from . import inline
 from .config import LANGS, Config
 from .errors import NewsletterError
-from .feed import write_if_changed
-from .files import public_folder
 from .models import Archive, Pick, Section
 from .select import IsoWeek, top_weekly
 
@@ -44,10 +42,9 @@ __all__ = [
     "environment",
     "issue_weeks",
     "latest_week",
-    "publish_issue",
+    "paper_view",
     "render_issue",
     "web_copy_url",
-    "write_index",
 ]
 
 # Babel locale of each interface language.
@@ -226,7 +223,9 @@ def _blocks(sections: Sequence[Section]) -> list[_Block]:
 
 
 @dataclass(frozen=True, slots=True)
-class _PaperView:
+class PaperView:
+    """A ranked paper as the templates show it: the first authors and the summary blocks."""
+
     rank: int
     pick: Pick
     authors: tuple[str, ...]
@@ -234,9 +233,9 @@ class _PaperView:
     blocks: tuple[_Block, ...]
 
 
-def _paper_view(pick: Pick) -> _PaperView:
+def paper_view(pick: Pick) -> PaperView:
     authors = pick.paper.authors
-    return _PaperView(
+    return PaperView(
         rank=pick.rank,
         pick=pick,
         authors=authors[:AUTHORS_SHOWN],
@@ -281,7 +280,7 @@ def render_issue(
     env = environment(lang)
     translations = translations_for(lang)
     marker = f"urn:x-newsletter:unsubscribe:{secrets.token_hex(8)}"
-    papers = [_paper_view(p) for p in issue.picks]
+    papers = [paper_view(p) for p in issue.picks]
     top = issue.picks[0].paper.title
     more = len(issue.picks) - 1
     if more:
@@ -322,65 +321,3 @@ def render_issue(
         marker=marker,
         web_url=context["web_url"],
     )
-
-
-# -- the web copy ---------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: str) -> bool:
-    """Write ``path`` unless it already holds ``data``: an unchanged page keeps its mtime,
-    so its ETag and Last-Modified hold."""
-    public_folder(path.parent)
-    return write_if_changed(path, data.encode("utf-8"))
-
-
-def publish_issue(
-    cfg: Config, issue: Issue, langs: Iterable[str] = LANGS, *, index: bool = True
-) -> list[Path]:
-    """Write the issue's web copies (no personal data) under ``public/issues/`` and, unless
-    ``index`` is false, refresh ``public/index.html``. Returns the paths, the index last;
-    a page whose bytes would not change is left untouched."""
-    written = []
-    for lang in langs:
-        rendered = render_issue(cfg, issue, lang, web=True)
-        path = cfg.public_path / "issues" / web_copy_name(issue.week, lang, cfg.default_lang)
-        if _write_atomic(path, rendered.html):
-            log.info("wrote %s", path)
-        written.append(path)
-    if index:
-        written.append(write_index(cfg))
-    return written
-
-
-def write_index(cfg: Config) -> Path:
-    """``public/index.html``: every published issue, newest first."""
-    folder = cfg.public_path / "issues"
-    weeks: list[IsoWeek] = []
-    if folder.is_dir():
-        for path in folder.glob("*.html"):
-            stem = path.name.removesuffix(".html")
-            try:
-                weeks.append(IsoWeek.parse(stem))
-            except ValueError:
-                continue  # another language's copy (2024-W05.en.html) or a stray file
-    lang = cfg.default_lang
-    entries = [
-        {
-            "week": week,
-            "href": f"issues/{web_copy_name(week, lang, lang)}",
-            "others": [
-                (other, f"issues/{web_copy_name(week, other, lang)}")
-                for other in LANGS
-                if other != lang and (folder / web_copy_name(week, other, lang)).is_file()
-            ],
-        }
-        for week in sorted(weeks, reverse=True)
-    ]
-    page = (
-        environment(lang)
-        .get_template("issues_index.html")
-        .render({"name": cfg.email.name, "intro": cfg.email.intro, "entries": entries})
-    )
-    path = cfg.public_path / "index.html"
-    _write_atomic(path, page)
-    return path
