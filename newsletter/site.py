@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
+from markupsafe import Markup
+
 from . import inline
 from .config import LANGS, Config
 from .models import Digest, Pick
@@ -125,6 +127,14 @@ class Layout:
     alternates: Mapping[str, str]
     contact: str
     card: Card | None = None
+
+    @property
+    def own_lang(self) -> Markup:
+        """`` lang="ko"`` for the settings' own text (name, intro, contact), written in the
+        newsletter's language, on a page in another one."""
+        if self.lang == self.default_lang:
+            return Markup("")
+        return Markup(' lang="{}"').format(self.default_lang)
 
     @property
     def canonical(self) -> str:

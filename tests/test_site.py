@@ -178,6 +178,9 @@ def test_english_pages_mark_the_korean_summaries(built: Config) -> None:
     assert f"{built.site_url}days/2024-07-31.en.html" in page
     korean = _page(built, "issues/2024-W31.html")
     assert '<span lang="ko">' not in korean  # the page's own language needs no mark
+    # The settings' own text (name, intro) is in the newsletter's language too.
+    assert f'<p class="lede" lang="ko">{built.email.intro}</p>' in page
+    assert f'<h1 lang="ko">{built.email.name}</h1>' in _page(built, "index.en.html")
 
 
 def test_day_page_holds_the_days_top_papers_and_links_its_issue(built: Config) -> None:
