@@ -234,7 +234,10 @@ def publish_weeks(
     default = cfg.default_lang
     days = _days_with_papers(catalog)
     extra = set(include)
-    weeks = sorted({w for w in map(IsoWeek.of, days) if w.sunday < today or w in extra})
+    days_of: dict[IsoWeek, list[dt.date]] = {}
+    for day in days:
+        days_of.setdefault(IsoWeek.of(day), []).append(day)
+    weeks = sorted(w for w in days_of if w.sunday < today or w in extra)
     published = set(weeks)
     rendered: list[Path] = []
     week_inputs: dict[IsoWeek, str] = {}
@@ -249,7 +252,7 @@ def publish_weeks(
         if stop is not None and stop.is_set():
             stopped = True
             break
-        in_week = [d for d in days if d in week]
+        in_week = days_of[week]
         inputs = _hash(common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
         week_inputs[week] = inputs
         names = [site.issue_path(week, lang, default) for lang in LANGS]

@@ -51,7 +51,6 @@ LANG_NAMES = {"ko": "한국어", "en": "English"}
 LEADS = 3
 # Link previews (Open Graph, Twitter cards) cut descriptions to about this length.
 DESCRIPTION_CHARS = 160
-INDEX_EN = "index.{lang}.html"
 # Days linked from the front page.
 RECENT_DAYS = 7
 
@@ -77,7 +76,7 @@ def day_path(day: dt.date, lang: str, default_lang: str) -> str:
 
 def index_path(lang: str, default_lang: str) -> str:
     """The front page: the base URL itself in the default language."""
-    return "" if lang == default_lang else INDEX_EN.format(lang=lang)
+    return "" if lang == default_lang else page_name("index", lang, default_lang)
 
 
 def index_file(lang: str, default_lang: str) -> str:
