@@ -21,6 +21,7 @@ from typing import Any
 
 import css_inline
 import jinja2
+import jinja2.bccache
 from babel.dates import format_date, format_interval
 from babel.numbers import format_decimal
 from babel.support import Translations
@@ -103,6 +104,27 @@ def _interval(start: dt.date, end: dt.date, skeleton: str = "yMMMd", *, locale: 
     return str(format_interval(start, end, skeleton, locale=locale))
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between processes, in a private folder of the system's
+    temporary directory, keyed by each template's source: a command that renders pages
+    (a daily job, a send) starts without compiling every template again. A cache that
+    cannot be written is only slower."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.debug("template cache not written: %s", exc)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    try:
+        return _BytecodeCache()
+    except (OSError, RuntimeError) as exc:  # no usable temporary directory
+        log.debug("no template cache: %s", exc)
+        return None
+
+
 @functools.cache
 def environment(lang: str) -> jinja2.Environment:
     """The Jinja environment of one interface language: templates, gettext, Babel filters."""
@@ -111,6 +133,7 @@ def environment(lang: str) -> jinja2.Environment:
     locale = LOCALES[lang]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
+        bytecode_cache=_bytecode_cache(),
         autoescape=jinja2.select_autoescape(["html", "xml"], default_for_string=True),
         extensions=["jinja2.ext.i18n"],
         undefined=jinja2.StrictUndefined,
