@@ -305,7 +305,9 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
 @click.option("--open", "open_it", is_flag=True, help="Open the result in the default browser.")
 @click.option(
-    "--web", is_flag=True, help="Also write the web copies under public/issues/ and the index."
+    "--web",
+    is_flag=True,
+    help="Also write the week's web copies under public/issues/, with the website around them.",
 )
 @_strict
 def preview(
