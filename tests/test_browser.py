@@ -257,10 +257,13 @@ def _site_frame(html: str, width: int, height: int, path: Path) -> Path:
     return path
 
 
-def _check_page(browser: str, name: str, html: str, width: int, tmp: Path) -> None:
+def _check_page(
+    browser: str, name: str, html: str, width: int, tmp: Path, *, dark: bool = False
+) -> None:
     import json
 
-    profile = tmp / "profile"
+    profile = tmp / ("profile-dark" if dark else "profile")
+    scheme = ["--force-dark-mode"] if dark else []
     runner = AXE_RUNNER.format(axe=_axe_script().as_uri(), tags=json.dumps(WCAG_TAGS))
     instrumented = html.replace("</body>", runner + "</body>")
     assert instrumented != html, f"{name}: no </body>"
@@ -270,6 +273,7 @@ def _check_page(browser: str, name: str, html: str, width: int, tmp: Path) -> No
         [
             browser,
             *FLAGS[:-1],
+            *scheme,
             LOCAL_ONLY,
             f"--user-data-dir={profile}",
             window,
@@ -299,15 +303,17 @@ def _check_page(browser: str, name: str, html: str, width: int, tmp: Path) -> No
         for v in violations
         for n in v["nodes"]
     ]
-    assert not violations, f"{name} at {width}px breaks WCAG A/AA rules:\n" + "\n".join(report)
+    where = f"{name} at {width}px{' (dark)' if dark else ''}"
+    assert not violations, f"{where} breaks WCAG A/AA rules:\n" + "\n".join(report)
     # The screenshot: the whole page, without the instrumentation.
-    shot = ARTIFACTS / f"site-{name}-{width}.png"
+    shot = ARTIFACTS / f"site-{name}-{width}{'-dark' if dark else ''}.png"
     height = min(height, 12000)
     frame = _site_frame(html, width, height, tmp / f"{name}.{width}.html")
     subprocess.run(
         [
             browser,
             *FLAGS[:-1],
+            *scheme,
             LOCAL_ONLY,
             f"--user-data-dir={profile}",
             f"--window-size={max(width, 500)},{height}",
@@ -322,17 +328,20 @@ def _check_page(browser: str, name: str, html: str, width: int, tmp: Path) -> No
     assert shot.stat().st_size > 10_000, name
 
 
-@pytest.mark.parametrize("width", SITE_WIDTHS)
+@pytest.mark.parametrize(
+    ("width", "dark"), [*((width, False) for width in SITE_WIDTHS), (SITE_WIDTHS[0], True)]
+)
 def test_every_site_page_lays_out_and_passes_axe(
-    served_site: tuple[str, dict[str, str]], tmp_path: Path, width: int
+    served_site: tuple[str, dict[str, str]], tmp_path: Path, width: int, dark: bool
 ) -> None:
+    """At each width, and at the narrowest in the dark color scheme too (its own colors)."""
     browser = _chromium()
     ARTIFACTS.mkdir(exist_ok=True)
     _base, pages = served_site
     failures = []
     for name, html in pages.items():
         try:
-            _check_page(browser, name, html, width, tmp_path)
+            _check_page(browser, name, html, width, tmp_path, dark=dark)
         except AssertionError as exc:
             failures.append(str(exc))
     assert not failures, "\n\n".join(failures)
