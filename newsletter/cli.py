@@ -238,7 +238,8 @@ def top(
 @_strict
 def feed(cfg: Config, out: Path | None, strict: bool) -> None:
     """Write feed.atom and feed.json (the daily top papers of the last feed_days days),
-    and issues.atom and issues.json (the latest finished weeks' issues).
+    issues.atom and issues.json (the latest finished weeks' issues), and the web pages
+    they link to: a page per day, each finished week's issue, the index.
 
     Files whose content would not change are left untouched.
 
@@ -259,6 +260,12 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
     for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
         path = folder / name
         click.echo(f"{path}: {'written' if path in written else 'unchanged'}")
+    from .cache import local_catalog
+    from .outputs import publish_weeks
+
+    site_cfg = cfg if out is None else cfg.replace(public_dir=out.resolve())
+    pages = publish_weeks(site_cfg, local_catalog(cfg), dt.datetime.now(cfg.tz).date())
+    click.echo(f"{folder}: {len(pages)} web pages rendered")
 
 
 @main.command()
@@ -301,7 +308,9 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 @click.option("--out", type=click.Path(path_type=Path, dir_okay=False), help="File to write.")
 @click.option("--open", "open_it", is_flag=True, help="Open the result in the default browser.")
 @click.option(
-    "--web", is_flag=True, help="Also write the web copies under public/issues/ and the index."
+    "--web",
+    is_flag=True,
+    help="Also write the week's web copies under public/issues/, with the website around them.",
 )
 @_strict
 def preview(
@@ -328,7 +337,8 @@ def preview(
     import webbrowser
 
     from .message import message_template, preferences_url, unsubscribe_url
-    from .render import build_issue, latest_week, publish_issue, render_issue
+    from .outputs import publish_issue
+    from .render import build_issue, latest_week, render_issue
 
     if week is not None and day is not None:
         raise click.UsageError("give at most one of --week or --date")
@@ -375,7 +385,7 @@ def preview(
     path.write_bytes(data)
     click.echo(str(path))
     if web:
-        for written in publish_issue(cfg, issue):
+        for written in publish_issue(cfg, iso):
             click.echo(str(written))
     if open_it:
         webbrowser.open(path.resolve().as_uri())

@@ -28,7 +28,8 @@ from .config import Config, EmailConfig, EmailEdition
 from .errors import NewsletterError
 from .message import MessageTemplate, message_domain, message_template
 from .models import Archive
-from .render import LANGS, RenderedIssue, build_issue, publish_issue, render_issue
+from .outputs import publish_issue
+from .render import LANGS, RenderedIssue, build_issue, render_issue
 from .select import IsoWeek
 from .store import Store, utcnow
 
@@ -116,11 +117,12 @@ def prepare(
     publish: bool = True,
     approve_url: str = "",
 ) -> Prepared:
-    """Render the week's issue once per language (and publish its web copy). With
-    ``approve_url``, the editor's draft copy: a notice and that link at the top."""
+    """Render the week's issue once per language (and publish its web copy, with the site
+    around it, from the archive as the parse cache holds it). With ``approve_url``, the
+    editor's draft copy: a notice and that link at the top."""
     issue = build_issue(cfg, archive, week)
     if publish:
-        publish_issue(cfg, issue)
+        publish_issue(cfg, week)
     templates = {
         lang: message_template(cfg, render_issue(cfg, issue, lang, approve_url=approve_url))
         for lang in LANGS

@@ -1,5 +1,5 @@
-"""Incremental outputs: the feeds and the weeks' web copies, rendered only when what they
-are made of changed.
+"""Incremental outputs: the feeds and the website (the weeks' web copies, a page per day and
+the front page), rendered only when what they are made of changed.
 
 Each output has an input hash: the content hashes of the digest files it shows (from the
 parse cache), the templates and compiled catalogs, the settings it uses and the package
@@ -17,28 +17,28 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
-from .cache import Catalog, read_checked, write_checked
+from . import site
+from .cache import Catalog, local_catalog, read_checked, write_checked
 from .config import Config
-from .feed import ATOM_NAME, JSON_NAME, write_feeds
+from .feed import ATOM_NAME, JSON_NAME, write_feeds, write_if_changed
+from .files import public_folder
 from .issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME, feed_weeks, write_issue_feeds
 from .models import Archive
-from .render import (
-    LANGS,
-    LOCALES_DIR,
-    NoIssueError,
-    build_issue,
-    publish_issue,
-    templates_dir,
-    web_copy_name,
-    write_index,
-)
+from .render import LANGS, LOCALES_DIR, NoIssueError, build_issue, templates_dir
 from .select import IsoWeek
 
 log = logging.getLogger(__name__)
 
-__all__ = ["Manifest", "publish_weeks", "refresh_feeds", "refresh_issue_feeds", "refresh_site"]
+__all__ = [
+    "Manifest",
+    "publish_issue",
+    "publish_weeks",
+    "refresh_feeds",
+    "refresh_issue_feeds",
+    "refresh_site",
+]
 
 try:
     VERSION = version("newsletter")
@@ -83,6 +83,7 @@ def page_inputs(cfg: Config) -> str:
         cfg.site_url,
         cfg.default_lang,
         str(cfg.top_n_weekly),
+        str(cfg.top_n_daily),
     )
 
 
@@ -109,11 +110,14 @@ def feed_inputs(cfg: Config, catalog: Catalog) -> str:
 
 @dataclass
 class Manifest:
-    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]."""
+    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]; and the
+    lead papers of each week (``leads``: week -> [input hash, rows]), which the front page
+    shows for every issue without loading every week's digests."""
 
     path: Path
     public: Path
     entries: dict[str, list[object]] = field(default_factory=dict)
+    leads: dict[str, list[object]] = field(default_factory=dict)
     dirty: bool = False
 
     @classmethod
@@ -122,8 +126,14 @@ class Manifest:
         key = hashlib.sha256(str(public.resolve()).encode()).hexdigest()[:16]
         path = cfg.cache_path / f"outputs-{key}.json"
         body = read_checked(path)
-        entries = body.get("outputs", {}) if isinstance(body, dict) else {}
-        return cls(path, public, entries if isinstance(entries, dict) else {})
+        body = body if isinstance(body, dict) else {}
+        entries, leads = body.get("outputs", {}), body.get("leads", {})
+        return cls(
+            path,
+            public,
+            entries if isinstance(entries, dict) else {},
+            leads if isinstance(leads, dict) else {},
+        )
 
     def current(self, name: str, inputs: str) -> bool:
         """Whether ``name`` was written from ``inputs`` and is still as it was written."""
@@ -141,9 +151,20 @@ class Manifest:
         self.entries[name] = [inputs, st.st_size, st.st_mtime_ns]
         self.dirty = True
 
+    def lead_rows(self, week: IsoWeek, inputs: str) -> list[Any] | None:
+        recorded = self.leads.get(str(week))
+        if isinstance(recorded, list) and len(recorded) == 2 and recorded[0] == inputs:
+            rows = recorded[1]
+            return rows if isinstance(rows, list) else None
+        return None
+
+    def record_leads(self, week: IsoWeek, inputs: str, leads: tuple[site.Lead, ...]) -> None:
+        self.leads[str(week)] = [inputs, [lead.to_json() for lead in leads]]
+        self.dirty = True
+
     def save(self) -> None:
         if self.dirty:
-            write_checked(self.path, {"outputs": self.entries})
+            write_checked(self.path, {"outputs": self.entries, "leads": self.leads})
             self.dirty = False
 
 
@@ -187,55 +208,129 @@ def _week_days(week: IsoWeek) -> list[dt.date]:
     return [week.monday + dt.timedelta(days=i) for i in range(7)]
 
 
+def _days_with_papers(catalog: Catalog) -> list[dt.date]:
+    """Every day whose digests hold a paper, oldest first (from the summaries: no file is
+    read)."""
+    return sorted({day for entry in catalog.entries for day, papers in entry.days if papers})
+
+
+def _write_page(cfg: Config, name: str, page: str) -> bool:
+    """Write a page unless it already holds these bytes: an unchanged page keeps its mtime,
+    so its ETag and Last-Modified hold."""
+    path = cfg.public_path / name
+    public_folder(path.parent)
+    return write_if_changed(path, page.encode("utf-8"))
+
+
+def _neighbours(items: list[Any]) -> dict[Any, site.Nav[Any]]:
+    return {
+        item: site.Nav(items[i - 1] if i else None, items[i + 1] if i + 1 < len(items) else None)
+        for i, item in enumerate(items)
+    }
+
+
 def publish_weeks(
     cfg: Config,
     catalog: Catalog,
     today: dt.date,
     manifest: Manifest | None = None,
     stop: Stop | None = None,
+    *,
+    include: Iterable[IsoWeek] = (),
 ) -> list[Path]:
-    """The web copy of every finished week whose inputs changed (or whose page is gone),
-    ``index.html`` when the list of pages or its inputs changed, and the issues feeds
-    that link to them. A set ``stop`` ends a long build between two weeks; what is done
-    stays recorded."""
+    """The website from the archive as it stands: the web copy of every finished week (and
+    of the weeks in ``include``, finished or not), a page per day, the front page, and the
+    issues feeds that link to the weeks' pages. Each
+    page is rendered only when what it shows changed (or the page is gone), and written
+    only when its bytes changed. Returns the pages rendered. A set ``stop`` ends a long
+    build between two pages; what is done stays recorded."""
     own = manifest is None
     manifest = manifest or Manifest.load(cfg)
     common = page_inputs(cfg)
-    weeks = sorted({IsoWeek.of(day) for day in catalog.dates()})
+    default = cfg.default_lang
+    days = _days_with_papers(catalog)
+    extra = set(include)
+    days_of: dict[IsoWeek, list[dt.date]] = {}
+    for day in days:
+        days_of.setdefault(IsoWeek.of(day), []).append(day)
+    weeks = sorted(w for w in days_of if w.sunday < today or w in extra)
+    published = set(weeks)
     rendered: list[Path] = []
-    published: list[str] = []
-    for week in weeks:
+    week_inputs: dict[IsoWeek, str] = {}
+    stopped = False
+
+    def record(name: str, inputs: str) -> None:
+        manifest.record(name, inputs)
+        if len(manifest.entries) % 200 == 0:
+            manifest.save()  # a long first build keeps its progress if stopped
+
+    for week, nav in _neighbours(weeks).items():
         if stop is not None and stop.is_set():
-            log.info("stopped writing web copies; the next start carries on")
+            stopped = True
             break
-        if week.sunday >= today:
-            continue
-        days = _week_days(week)
-        inputs = _hash(common, str(week), catalog.fingerprint(days))
-        names = [f"issues/{web_copy_name(week, lang, cfg.default_lang)}" for lang in LANGS]
-        published.append(str(week))
+        in_week = days_of[week]
+        inputs = _hash(common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
+        week_inputs[week] = inputs
+        names = [site.issue_path(week, lang, default) for lang in LANGS]
         if all(manifest.current(name, inputs) for name in names):
             continue
         try:
-            issue = build_issue(cfg, catalog.load(days), week)
-        except NoIssueError:
-            published.pop()
-            continue  # days whose digests hold no paper
-        rendered.extend(publish_issue(cfg, issue, index=False))
-        for name in names:
-            manifest.record(name, inputs)
-        if len(rendered) % 100 == 0:
-            manifest.save()  # a long first build keeps its progress if stopped
-    index_inputs = _hash(common, *published)
-    if rendered or not manifest.current("index.html", index_inputs):
-        write_index(cfg)
-        manifest.record("index.html", index_inputs)
-    if stop is None or not stop.is_set():
+            issue = build_issue(cfg, catalog.load(in_week), week)
+        except NoIssueError:  # pragma: no cover - days_with_papers found a paper
+            continue
+        for lang, name in zip(LANGS, names, strict=True):
+            _write_page(cfg, name, site.render_issue_page(cfg, issue, lang, nav, in_week))
+            rendered.append(cfg.public_path / name)
+            record(name, inputs)
+        manifest.record_leads(week, inputs, site.leads_of(issue))
+
+    day_pages = 0
+    for day, nav in _neighbours(days).items():
+        if stopped or (stop is not None and stop.is_set()):
+            stopped = True
+            break
+        week = IsoWeek.of(day)
+        linked = str(week) if week in published else ""
+        inputs = _hash(common, day.isoformat(), catalog.fingerprint([day]), str(nav), linked)
+        names = [site.day_path(day, lang, default) for lang in LANGS]
+        if all(manifest.current(name, inputs) for name in names):
+            continue
+        digest = catalog.load([day]).by_date(day)
+        if digest is None:  # pragma: no cover - the summary said it was there
+            continue
+        for lang, name in zip(LANGS, names, strict=True):
+            page = site.render_day_page(cfg, digest, lang, nav, week if linked else None)
+            _write_page(cfg, name, page)
+            rendered.append(cfg.public_path / name)
+            record(name, inputs)
+        day_pages += 1
+
+    if not stopped:
+        index_inputs = _hash(common, *map(str, days[-site.RECENT_DAYS :]), *week_inputs.values())
+        names = [site.index_file(lang, default) for lang in LANGS]
+        if not all(manifest.current(name, index_inputs) for name in names):
+            entries = [
+                site.IssueEntry(week, _leads(cfg, catalog, manifest, week, week_inputs[week]))
+                for week in reversed(weeks)
+            ]
+            recent = list(reversed(days))
+            for lang, name in zip(LANGS, names, strict=True):
+                _write_page(cfg, name, site.render_index(cfg, lang, entries, recent))
+                rendered.append(cfg.public_path / name)
+                manifest.record(name, index_inputs)
         refresh_issue_feeds(cfg, catalog, today, manifest)
+    else:
+        log.info("stopped writing web pages; the next start carries on")
     if own:
         manifest.save()
     if rendered:
-        log.info("rendered %d web copies of %d weeks", len(rendered), len(published))
+        log.info(
+            "rendered %d web pages: %d weeks' copies of %d, %d days",
+            len(rendered),
+            len([p for p in rendered if p.parent.name == "issues"]) // len(LANGS),
+            len(weeks),
+            day_pages,
+        )
     return rendered
 
 
@@ -270,6 +365,33 @@ def refresh_issue_feeds(
     if own:
         manifest.save()
     return written
+
+
+def _leads(
+    cfg: Config, catalog: Catalog, manifest: Manifest, week: IsoWeek, inputs: str
+) -> tuple[site.Lead, ...]:
+    """The week's lead papers: as recorded when its page was rendered, else from its digests."""
+    rows = manifest.lead_rows(week, inputs)
+    if rows is not None:
+        try:
+            return tuple(site.Lead.from_json(row) for row in rows)
+        except (TypeError, ValueError):
+            pass  # a damaged record: computed again below
+    leads = site.leads_of(build_issue(cfg, catalog.load(_week_days(week)), week))
+    manifest.record_leads(week, inputs, leads)
+    return leads
+
+
+def publish_issue(cfg: Config, week: IsoWeek, *, today: dt.date | None = None) -> list[Path]:
+    """The web copies of ``week``'s issue, finished or not, with the rest of the site they
+    link to (its neighbours, its days, the front page), from the archive as it stands.
+    Returns the week's pages and the front page."""
+    today = today or dt.datetime.now(cfg.tz).date()
+    publish_weeks(cfg, local_catalog(cfg), today, include=[week])
+    public = cfg.public_path
+    return [public / site.issue_path(week, lang, cfg.default_lang) for lang in LANGS] + [
+        public / "index.html"
+    ]
 
 
 class Stop(Protocol):

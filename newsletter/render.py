@@ -14,7 +14,7 @@ import functools
 import html
 import logging
 import secrets
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from gettext import NullTranslations
 from pathlib import Path
@@ -22,6 +22,7 @@ from typing import Any
 
 import css_inline
 import jinja2
+import jinja2.bccache
 from babel.dates import format_date, format_interval
 from babel.numbers import format_decimal
 from babel.support import Translations
@@ -30,8 +31,6 @@ from markupsafe import Markup
 from . import inline
 from .config import LANGS, Config
 from .errors import NewsletterError
-from .feed import write_if_changed
-from .files import public_folder
 from .models import Archive, Pick, Section
 from .select import IsoWeek, top_weekly
 
@@ -46,10 +45,9 @@ __all__ = [
     "environment",
     "issue_weeks",
     "latest_week",
-    "publish_issue",
+    "paper_view",
     "render_issue",
     "web_copy_url",
-    "write_index",
 ]
 
 # Babel locale of each interface language.
@@ -110,6 +108,27 @@ def _interval(start: dt.date, end: dt.date, skeleton: str = "yMMMd", *, locale: 
     return str(format_interval(start, end, skeleton, locale=locale))
 
 
+class _BytecodeCache(jinja2.FileSystemBytecodeCache):
+    """Compiled templates kept between processes, in a private folder of the system's
+    temporary directory, keyed by each template's source: a command that renders pages
+    (a daily job, a send) starts without compiling every template again. A cache that
+    cannot be written is only slower."""
+
+    def dump_bytecode(self, bucket: jinja2.bccache.Bucket) -> None:
+        try:
+            super().dump_bytecode(bucket)
+        except OSError as exc:
+            log.debug("template cache not written: %s", exc)
+
+
+def _bytecode_cache() -> jinja2.BytecodeCache | None:
+    try:
+        return _BytecodeCache()
+    except (OSError, RuntimeError) as exc:  # no usable temporary directory
+        log.debug("no template cache: %s", exc)
+        return None
+
+
 @functools.cache
 def environment(lang: str) -> jinja2.Environment:
     """The Jinja environment of one interface language: templates, gettext, Babel filters."""
@@ -118,6 +137,7 @@ def environment(lang: str) -> jinja2.Environment:
     locale = LOCALES[lang]
     env = jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates_dir())),
+        bytecode_cache=_bytecode_cache(),
         autoescape=jinja2.select_autoescape(["html", "xml"], default_for_string=True),
         extensions=["jinja2.ext.i18n"],
         undefined=jinja2.StrictUndefined,
@@ -257,7 +277,9 @@ def _blocks(sections: Sequence[Section]) -> list[_Block]:
 
 
 @dataclass(frozen=True, slots=True)
-class _PaperView:
+class PaperView:
+    """A ranked paper as the templates show it: the first authors and the summary blocks."""
+
     rank: int
     pick: Pick
     authors: tuple[str, ...]
@@ -265,9 +287,9 @@ class _PaperView:
     blocks: tuple[_Block, ...]
 
 
-def _paper_view(pick: Pick) -> _PaperView:
+def paper_view(pick: Pick) -> PaperView:
     authors = pick.paper.authors
-    return _PaperView(
+    return PaperView(
         rank=pick.rank,
         pick=pick,
         authors=authors[:AUTHORS_SHOWN],
@@ -336,18 +358,15 @@ def inline_css(document: str) -> str:
     return str(_inliner().inline(document))
 
 
-def render_issue(
-    cfg: Config, issue: Issue, lang: str, *, web: bool = False, approve_url: str = ""
-) -> RenderedIssue:
-    """Render ``issue`` for ``lang``: subject, inlined HTML, plain text and preheader.
-
-    ``web=True`` renders the public web copy: no preheader, no personal link.
-    ``approve_url`` puts a draft notice with that link at the top (the editor's copy).
+def render_issue(cfg: Config, issue: Issue, lang: str, *, approve_url: str = "") -> RenderedIssue:
+    """Render the email of ``issue`` for ``lang``: subject, inlined HTML, plain text and
+    preheader (the website's copy is :mod:`newsletter.site`'s). ``approve_url`` puts a
+    draft notice with that link at the top (the editor's copy).
     """
     env = environment(lang)
     translations = translations_for(lang)
     marker = f"urn:x-newsletter{_UNSUBSCRIBE_MARK}{secrets.token_hex(8)}"
-    papers = [_paper_view(p) for p in issue.picks]
+    papers = [paper_view(p) for p in issue.picks]
     top = issue.picks[0].paper.title
     more = len(issue.picks) - 1
     if more:
@@ -375,17 +394,16 @@ def render_issue(
         "week": issue.week,
         "papers": papers,
         "preheader": preheader,
-        "web": web,
         "web_url": web_copy_url(cfg, issue.week, lang),
-        "unsubscribe_url": "" if web else marker,
-        "preferences_url": "" if web else _preferences_marker(marker),
+        "unsubscribe_url": marker,
+        "preferences_url": _preferences_marker(marker),
         "site_url": cfg.site_url,
         "approve_url": approve_url,
     }
     document = env.get_template("email/issue.html").render(context)
     text = env.get_template("email/issue.txt").render(context)
     inlined = inline_css(document)
-    if not web and marker not in inlined:
+    if marker not in inlined:
         raise AssertionError("the unsubscribe link was lost while rendering")  # pragma: no cover
     return RenderedIssue(
         week=issue.week,
@@ -397,71 +415,3 @@ def render_issue(
         marker=marker,
         web_url=context["web_url"],
     )
-
-
-# -- the web copy ---------------------------------------------------------------------------
-
-
-def _write_atomic(path: Path, data: str) -> bool:
-    """Write ``path`` unless it already holds ``data``: an unchanged page keeps its mtime,
-    so its ETag and Last-Modified hold."""
-    public_folder(path.parent)
-    return write_if_changed(path, data.encode("utf-8"))
-
-
-def publish_issue(
-    cfg: Config, issue: Issue, langs: Iterable[str] = LANGS, *, index: bool = True
-) -> list[Path]:
-    """Write the issue's web copies (no personal data) under ``public/issues/`` and, unless
-    ``index`` is false, refresh ``public/index.html``. Returns the paths, the index last;
-    a page whose bytes would not change is left untouched."""
-    written = []
-    for lang in langs:
-        rendered = render_issue(cfg, issue, lang, web=True)
-        path = cfg.public_path / "issues" / web_copy_name(issue.week, lang, cfg.default_lang)
-        if _write_atomic(path, rendered.html):
-            log.info("wrote %s", path)
-        written.append(path)
-    if index:
-        written.append(write_index(cfg))
-    return written
-
-
-def write_index(cfg: Config) -> Path:
-    """``public/index.html``: every published issue, newest first."""
-    folder = cfg.public_path / "issues"
-    weeks: list[IsoWeek] = []
-    if folder.is_dir():
-        for path in folder.glob("*.html"):
-            stem = path.name.removesuffix(".html")
-            try:
-                weeks.append(IsoWeek.parse(stem))
-            except ValueError:
-                continue  # another language's copy (2024-W05.en.html) or a stray file
-    lang = cfg.default_lang
-    entries = [
-        {
-            "week": week,
-            "href": f"issues/{web_copy_name(week, lang, lang)}",
-            "others": [
-                (other, f"issues/{web_copy_name(week, other, lang)}")
-                for other in LANGS
-                if other != lang and (folder / web_copy_name(week, other, lang)).is_file()
-            ],
-        }
-        for week in sorted(weeks, reverse=True)
-    ]
-    page = (
-        environment(lang)
-        .get_template("issues_index.html")
-        .render(
-            {
-                "name": cfg.email.edition(lang).name,
-                "intro": cfg.email.edition(lang).intro,
-                "entries": entries,
-            }
-        )
-    )
-    path = cfg.public_path / "index.html"
-    _write_atomic(path, page)
-    return path

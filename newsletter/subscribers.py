@@ -24,11 +24,20 @@ CSV_FIELDS = ("email", "name", "lang")
 
 
 class AddressError(NewsletterError):
-    pass
+    """An address or a name that cannot be used. ``kind`` says what is wrong with it, for
+    a form to tell the visitor in its own words and language (``empty``, ``at_sign``,
+    ``non_ascii``, ``spaces``, ``domain``, ``too_long``, ``invalid``, ``name_...``)."""
+
+    def __init__(self, message: str, kind: str = "invalid") -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class EncodedWordError(AddressError):
     """A name holding RFC 2047 encoded-word markers (``=?`` or ``?=``)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message, "name_encoded_word")
 
 
 # Encoded words in a name could be decoded and folded into real header lines by mail
@@ -40,22 +49,42 @@ def normalize_address(text: str) -> str:
     """A syntactically valid address in normal form (no DNS lookups); else :class:`AddressError`."""
     raw = text.strip()
     if any(c in raw for c in "\r\n"):
-        raise AddressError(f"{raw!r} is not a valid email address: it contains a line break")
+        raise AddressError(
+            f"{raw!r} is not a valid email address: it contains a line break", "spaces"
+        )
     try:
         # No SMTPUTF8: every hop of the way must take the address as plain ASCII.
         return validate_email(raw, check_deliverability=False, allow_smtputf8=False).normalized
     except EmailNotValidError as exc:
-        raise AddressError(f"{raw!r} is not a valid email address: {exc}") from None
+        raise AddressError(f"{raw!r} is not a valid email address: {exc}", _kind(raw)) from None
+
+
+def _kind(address: str) -> str:
+    """What is wrong with an address the validator refused, told from the address itself."""
+    local, at, domain = address.rpartition("@")
+    if not address:
+        return "empty"
+    if not at or not local or not domain or "@" in local:
+        return "at_sign"
+    if any(c.isspace() for c in address):
+        return "spaces"
+    if len(address) > 254 or len(local) > 64:
+        return "too_long"
+    if not local.isascii():
+        return "non_ascii"
+    if "." not in domain.strip(".") or not all(domain.split(".")):
+        return "domain"
+    return "invalid"
 
 
 def check_name(name: str) -> str:
     name = name.strip()
     if any(ord(c) < 32 or 127 <= ord(c) < 160 for c in name):
-        raise AddressError("name must be one line without control characters")
+        raise AddressError("name must be one line without control characters", "name_control")
     if _ENCODED_WORD_MARK.search(name):
         raise EncodedWordError("name must not contain the character sequences =? or ?=")
     if len(name) > 200:
-        raise AddressError("name is longer than 200 characters")
+        raise AddressError("name is longer than 200 characters", "name_too_long")
     return name
 
 

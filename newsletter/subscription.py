@@ -32,7 +32,8 @@ from .config import LANGS, Config
 from .delivery import queue_mail
 from .errors import NewsletterError
 from .message import confirmation_message
-from .render import LOCALES, environment, translations_for
+from .render import LOCALES, N_, environment, translations_for
+from .site import layout, query_paths, subscribe_path
 from .store import Store, open_store, utcnow
 from .subscribers import AddressError, EncodedWordError, check_name, normalize_address
 from .tokens import (
@@ -200,27 +201,18 @@ class SubscriptionPages:
         headers: dict[str, str] | None = None,
         **context: Any,
     ) -> Response:
-        html = (
-            environment(lang)
-            .get_template("web/page.html")
-            .render(
-                page=page,
-                name=self.cfg.email.name,
-                site_url=self.cfg.site_url,
-                email=context.pop("email", ""),
-                sub_name=context.pop("sub_name", ""),
-                error=context.pop("error", ""),
-                **context,
-            )
-        )
+        html = render_page(self.cfg, lang, page, **context)
         return HTMLResponse(html, status_code=status, headers={**_HEADERS, **(headers or {})})
 
-    def _lang(self, request: Request) -> str:
+    def _lang(self, request: Request, fallback: str = "") -> str:
+        """The page's language: the visitor's pick in the URL (``?lang=en``), else
+        ``fallback`` (the subscriber's own language on a page for one), else the site's.
+        Never the browser's Accept-Language: the site speaks the newsletter's language
+        unless the visitor chose the other one."""
         asked = request.query_params.get("lang", "")
         if asked in LANGS:
             return asked
-        accept = request.headers.get("accept-language", "").lower()
-        return "en" if accept.startswith("en") else self.cfg.default_lang
+        return fallback if fallback in LANGS else self.cfg.default_lang
 
     async def subscribe_form(self, request: Request) -> Response:
         return self._page(self._lang(request), "subscribe")
@@ -234,8 +226,11 @@ class SubscriptionPages:
 
     async def subscribe(self, request: Request) -> Response:
         form = await _form(request)
-        lang = str(form.get("lang") or self._lang(request))
-        lang = lang if lang in LANGS else self.cfg.default_lang
+        # The emails' language is the form's choice; the page answers in the language of the
+        # page the form was on (its action carries ?lang=), else in the one chosen.
+        chosen = str(form.get("lang") or "")
+        email_lang = chosen if chosen in LANGS else self._lang(request)
+        lang = self._lang(request, email_lang)
         refused = self._refused(request, lang)
         if refused is not None:
             return refused
@@ -245,17 +240,20 @@ class SubscriptionPages:
         raw_email, raw_name = str(form.get("email") or ""), str(form.get("name") or "")
         try:
             email, name = normalize_address(raw_email), check_name(raw_name)
-        except EncodedWordError:
-            gettext = translations_for(lang).gettext
-            error = gettext("A name cannot contain the character sequences =? or ?=.")
-            return self._page(lang, "subscribe", 400, error=error, email=raw_email, sub_name="")
         except AddressError as exc:
+            keep_name = "" if isinstance(exc, EncodedWordError) else raw_name
             return self._page(
-                lang, "subscribe", 400, error=str(exc), email=raw_email, sub_name=raw_name
+                lang,
+                "subscribe",
+                400,
+                error=form_error(exc, lang),
+                email=raw_email,
+                sub_name=keep_name,
+                email_lang=email_lang,
             )
         try:
             await run_in_threadpool(
-                request_subscription, self.cfg, self.store(), self.key(), email, name, lang
+                request_subscription, self.cfg, self.store(), self.key(), email, name, email_lang
             )
         except RateLimited:
             return self._page(lang, "too_many", 429, headers={"Retry-After": "600"})
@@ -288,11 +286,11 @@ class SubscriptionPages:
         row = await self._request(request)
         if row is None:
             return self._page(self._lang(request), "invalid", 400)
-        return self._page(row.lang, "confirm", email=mask_address(row.email))
+        return self._page(self._lang(request, row.lang), "confirm", email=mask_address(row.email))
 
     async def confirm(self, request: Request) -> Response:
         row = await self._request(request)
-        lang = row.lang if row is not None else self._lang(request)
+        lang = self._lang(request, row.lang if row is not None else "")
         refused = self._refused(request, lang)
         if refused is not None:
             return refused
@@ -302,7 +300,7 @@ class SubscriptionPages:
         if sub is None:
             return self._page(lang, "invalid", 400)
         log.info("subscriber %d confirmed", sub.id)
-        return self._page(sub.lang, "confirmed")
+        return self._page(self._lang(request, sub.lang), "confirmed")
 
     async def _subscriber(self, request: Request, purpose: str) -> tuple[str, Any]:
         """The subscriber a link's token names: ``("ok", sub)``, or ``("invalid", None)``
@@ -322,11 +320,11 @@ class SubscriptionPages:
             return self._page(self._lang(request), "invalid", 400)
         return self._page(self._lang(request), sample_page)
 
-    async def _unsubscribe(self, sub: Any) -> Response:
+    async def _unsubscribe(self, sub: Any, lang: str) -> Response:
         if sub.status != "unsubscribed":
             await run_in_threadpool(self.store().set_status, sub.id, "unsubscribed")
             log.info("subscriber %d unsubscribed", sub.id)
-        return self._page(sub.lang, "unsubscribed")
+        return self._page(lang, "unsubscribed")
 
     async def _opened(
         self, request: Request, purpose: str, sample_page: str
@@ -337,7 +335,7 @@ class SubscriptionPages:
         if sub is None:
             return None, self._no_subscriber(request, state, sample_page)
         if sub.status == "unsubscribed":
-            return None, self._page(sub.lang, "unsubscribed")
+            return None, self._page(self._lang(request, sub.lang), "unsubscribed")
         return sub, None
 
     async def _posted(
@@ -346,7 +344,7 @@ class SubscriptionPages:
         """For a POST to a subscriber's link: the subscriber, or the page to answer
         instead (403 for a post from another site, invalid, sample)."""
         state, sub = await self._subscriber(request, purpose)
-        refused = self._refused(request, sub.lang if sub is not None else self._lang(request))
+        refused = self._refused(request, self._lang(request, sub.lang if sub is not None else ""))
         if refused is not None:
             return None, refused
         if sub is None:
@@ -357,7 +355,9 @@ class SubscriptionPages:
         sub, instead = await self._opened(request, UNSUBSCRIBE, "sample")
         if instead is not None:
             return instead
-        return self._page(sub.lang, "unsubscribe", email=mask_address(sub.email))
+        return self._page(
+            self._lang(request, sub.lang), "unsubscribe", email=mask_address(sub.email)
+        )
 
     async def unsubscribe(self, request: Request) -> Response:
         """RFC 8058 one-click (``List-Unsubscribe=One-Click``) and the page's own button:
@@ -365,7 +365,7 @@ class SubscriptionPages:
         sub, instead = await self._posted(request, UNSUBSCRIBE, "sample")
         if instead is not None:
             return instead
-        return await self._unsubscribe(sub)
+        return await self._unsubscribe(sub, self._lang(request, sub.lang))
 
     # --- the preferences page, linked from every issue ---------------------------------------
 
@@ -400,7 +400,7 @@ class SubscriptionPages:
         form = await _form(request)
         action = form.get("action")
         if action == "unsubscribe":
-            return await self._unsubscribe(sub)
+            return await self._unsubscribe(sub, sub.lang)
         if sub.status == "unsubscribed":
             return self._page(sub.lang, "unsubscribed")  # nothing left to set
         lang = form.get("lang", "")
@@ -424,7 +424,7 @@ class SubscriptionPages:
         """What the editor is about to send, and a button; a GET changes nothing (mail
         filters open every link)."""
         row = await self._draft(request)
-        lang = self.cfg.default_lang
+        lang = self._lang(request)
         if row is None:
             return self._page(lang, "invalid", 400)
         counts = await run_in_threadpool(self.store().count_subscribers)
@@ -434,7 +434,7 @@ class SubscriptionPages:
 
     async def approve(self, request: Request) -> Response:
         row = await self._draft(request)
-        lang = self.cfg.default_lang
+        lang = self._lang(request)
         refused = self._refused(request, lang)
         if refused is not None:
             return refused
@@ -448,6 +448,57 @@ class SubscriptionPages:
         if self.wake_sender is not None:
             self.wake_sender()
         return self._page(lang, "approve", issue=row, done=True)
+
+
+def render_page(cfg: Config, lang: str, page: str, **context: Any) -> str:
+    """One of the subscription pages (``templates/web/page.html``) in the site's layout."""
+    context.setdefault("email", "")
+    context.setdefault("sub_name", "")
+    context.setdefault("error", "")
+    context.setdefault("email_lang", "")
+    if page == "subscribe":
+        paths = {other: subscribe_path(other, cfg.default_lang) for other in LANGS}
+        site = layout(cfg, lang, paths)
+    else:
+        site = layout(cfg, lang, query_paths(), public=False)
+    return (
+        environment(lang)
+        .get_template("web/page.html")
+        .render(
+            page=page,
+            name=cfg.email.edition(lang).name,
+            site_url=cfg.site_url,
+            site=site,
+            **context,
+        )
+    )
+
+
+# What a visitor is told about each kind of mistake in the form, in the page's language (the
+# address validator's own messages are English and name its internals).
+_FORM_ERRORS = {
+    "empty": N_("Please enter your email address."),
+    "at_sign": N_(
+        "An email address has one @ between a name and a domain, as in name@example.com."
+    ),
+    "non_ascii": N_(
+        "The part before the @ can only hold Latin letters, digits and . _ - +: we cannot "
+        "send to addresses with Korean or other characters there."
+    ),
+    "spaces": N_("An email address cannot contain spaces or line breaks."),
+    "domain": N_("The part after the @ is not a domain that can receive mail, as example.com is."),
+    "too_long": N_("This email address is too long."),
+    "invalid": N_("This is not a valid email address. Please check it, as in name@example.com."),
+    "name_encoded_word": N_("A name cannot contain the character sequences =? or ?=."),
+    "name_control": N_("A name must be one line, without control characters."),
+    "name_too_long": N_("A name can be at most 200 characters long."),
+}
+
+
+def form_error(exc: AddressError, lang: str) -> str:
+    """The sentence for what was wrong with the form, in ``lang``."""
+    message = _FORM_ERRORS.get(exc.kind, _FORM_ERRORS["invalid"])
+    return translations_for(lang).gettext(message)
 
 
 def approve_and_start(cfg: Config, store: Store, row: Any) -> Any:

@@ -14,6 +14,7 @@ import hashlib
 import logging
 import os
 import re
+import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -30,7 +31,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from .config import Config
+from .config import LANGS, Config
 from .feed import ATOM_NAME, ATOM_TYPE, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME, JSON_TYPE
 
 log = logging.getLogger(__name__)
@@ -46,6 +47,8 @@ __all__ = [
 
 # Feeds change once a day and revalidating is a cheap 304, so a short freshness is enough.
 CACHE_SECONDS = 900
+# The favicon and robots.txt change only with a new release.
+STATIC_SECONDS = 86400
 _UTF8 = "; charset=utf-8"
 _TYPES = {
     ".atom": ATOM_TYPE + _UTF8,
@@ -187,6 +190,53 @@ def _not_found() -> Response:
     return _page(404, "찾을 수 없습니다 (404 Not Found)", "요청한 페이지가 없습니다.")
 
 
+def _file_resource(path: Path) -> Resource:
+    media_type = _TYPES[path.suffix]
+    return Resource.from_bytes(path.read_bytes(), media_type, path.stat().st_mtime)
+
+
+class SitePages:
+    """What the site answers besides its files: the 404 page in the site's look, and the
+    favicon and robots.txt, which need no build step."""
+
+    def __init__(self, cfg: Config) -> None:
+        from .render import templates_dir
+        from .site import robots_txt
+
+        self.cfg = cfg
+        folder = templates_dir() / "site"
+        self.favicon = _file_resource(folder / "favicon.svg")
+        self.favicon_ico = _file_resource(folder / "favicon.ico")
+        self.robots = Resource.from_bytes(
+            robots_txt(cfg).encode("utf-8"), _TYPES[".txt"], time.time()
+        )
+
+    def lang(self, request: Request) -> str:
+        """``?lang=en``, or the language of a page's address (``2024-W31.en.html``)."""
+        asked = request.query_params.get("lang", "")
+        if asked in LANGS:
+            return asked
+        suffix = request.url.path.rsplit(".", 2)
+        if len(suffix) == 3 and suffix[2] == "html" and suffix[1] in LANGS:
+            return suffix[1]
+        return self.cfg.default_lang
+
+    def not_found(self, request: Request) -> Response:
+        from .site import render_not_found
+
+        page = render_not_found(self.cfg, self.lang(request))
+        return HTMLResponse(page, status_code=404, headers={"Cache-Control": "no-store"})
+
+    async def favicon_svg(self, request: Request) -> Response:
+        return conditional_response(request, self.favicon, max_age=STATIC_SECONDS)
+
+    async def favicon_ico_file(self, request: Request) -> Response:
+        return conditional_response(request, self.favicon_ico, max_age=STATIC_SECONDS)
+
+    async def robots_txt(self, request: Request) -> Response:
+        return conditional_response(request, self.robots, max_age=STATIC_SECONDS)
+
+
 def _not_built(name: str) -> Response:
     return _page(
         503,
@@ -198,11 +248,19 @@ def _not_built(name: str) -> Response:
 
 
 class PublicFolder:
-    """Serves the files under ``root``; nothing outside it, nothing hidden."""
+    """Serves the files under ``root``; nothing outside it, nothing hidden. ``not_found``
+    answers for any other address."""
 
-    def __init__(self, root: Path, *, max_age: int = CACHE_SECONDS) -> None:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        max_age: int = CACHE_SECONDS,
+        not_found: Callable[[Request], Response] | None = None,
+    ) -> None:
         self.root = root
         self.max_age = max_age
+        self.not_found = not_found or (lambda request: _not_found())
         self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Resource]] = OrderedDict()
 
     def locate(self, relative: str) -> Path | None:
@@ -256,10 +314,10 @@ class PublicFolder:
         media_type = _NAMED_TYPES.get(relative) or _TYPES.get(os.path.splitext(name)[1].lower())
         path = self.locate(relative) if media_type else None
         if path is None or media_type is None:
-            return _not_found()
+            return self.not_found(request)
         resource = await self.resource(path, media_type)
         if resource is None:
-            return _not_built(name) if relative in _FEEDS else _not_found()
+            return _not_built(name) if relative in _FEEDS else self.not_found(request)
         return conditional_response(request, resource, max_age=self.max_age)
 
     async def index(self, request: Request) -> Response:
@@ -274,17 +332,21 @@ def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[B
     from .subscription import routes as subscription_routes
     from .webhooks import routes as webhook_routes
 
-    public = PublicFolder(cfg.public_path)
+    pages = SitePages(cfg)
+    public = PublicFolder(cfg.public_path, not_found=pages.not_found)
     return [
         *subscription_routes(cfg, wake_sender),
         *webhook_routes(cfg),
+        Route("/favicon.svg", pages.favicon_svg, methods=["GET"]),
+        Route("/favicon.ico", pages.favicon_ico_file, methods=["GET"]),
+        Route("/robots.txt", pages.robots_txt, methods=["GET"]),
         Route("/", public.index, methods=["GET"]),
         Route("/{path:path}", public.file, methods=["GET"]),
     ]
 
 
 # Content-Security-Policy by kind of response. No page has a script; styles are inline
-# (the web copies are the email's HTML, styled by attributes).
+# (each page carries its one <style> block, so it is whole wherever it is served from).
 _CSP_FORM = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -377,20 +439,10 @@ def _unavailable(cfg: Config) -> Callable[[Request, Exception], Awaitable[Respon
         if not _storage_failure(exc):
             raise exc
         log.error("storage failure on %s: %s", request.url.path, exc)
-        from .render import environment
+        from .subscription import render_page
 
-        html = (
-            environment(cfg.default_lang)
-            .get_template("web/page.html")
-            .render(
-                page="unavailable",
-                name=cfg.email.name,
-                site_url=cfg.site_url,
-                email="",
-                sub_name="",
-                error="",
-            )
-        )
+        lang = request.query_params.get("lang", "")
+        html = render_page(cfg, lang if lang in LANGS else cfg.default_lang, "unavailable")
         return HTMLResponse(
             html, status_code=503, headers={"Retry-After": "300", "Cache-Control": "no-store"}
         )

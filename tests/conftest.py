@@ -116,10 +116,12 @@ def long_week(papers: int = 10, day: dt.date = dt.date(2024, 5, 20)) -> Archive:
 
 
 @pytest.fixture
-def live_server() -> Iterator[Callable[[Any], str]]:
+def live_server() -> Iterator[Callable[..., str]]:
     """Start an ASGI app on a real uvicorn server on a free loopback port; gives the base URL.
 
-    ``base = live_server(create_app(cfg))``; every server is stopped at teardown.
+    ``base = live_server(create_app(cfg))``; every server is stopped at teardown. An app
+    that must know its own address is built by a function of it:
+    ``base = live_server(build=lambda base: create_app(cfg.replace(base_url=base + "/")))``.
     """
     import socket
     import threading
@@ -129,9 +131,11 @@ def live_server() -> Iterator[Callable[[Any], str]]:
 
     running: list[tuple[uvicorn.Server, threading.Thread, socket.socket]] = []
 
-    def start(app: Any) -> str:
+    def start(app: Any = None, *, build: Callable[[str], Any] | None = None) -> str:
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.bind(("127.0.0.1", 0))  # bound before the server starts: no port race
+        if build is not None:
+            app = build(f"http://127.0.0.1:{sock.getsockname()[1]}")
         server = uvicorn.Server(
             uvicorn.Config(app, log_level="warning", ws="none", lifespan="on", http="h11")
         )

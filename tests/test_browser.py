@@ -10,11 +10,12 @@ import os
 import re
 import shutil
 import subprocess
+from collections.abc import Iterator
 from html import escape
 from pathlib import Path
 
 import pytest
-from conftest import long_week
+from conftest import SEEDS, long_week
 
 from newsletter.config import Config
 from newsletter.message import preferences_url, unsubscribe_url
@@ -121,3 +122,254 @@ def test_preview_has_no_horizontal_scroll_and_no_empty_boxes(
         shot = ARTIFACTS / f"preview-{name}-{width}.png"
         _run(browser, tmp_path / "profile", f"--screenshot={shot}", page.as_uri())
         assert shot.stat().st_size > 10_000
+
+
+# --- the website: every page at phone and desktop widths, and axe-core's WCAG A/AA rules ------
+
+SITE_WIDTHS = (375, 1280)
+# axe-core's rules for WCAG 2.0, 2.1 and 2.2, levels A and AA.
+WCAG_TAGS = ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa", "wcag22a", "wcag22aa"]
+# Run inside the page under test (a copy, in a same-origin frame: the site's CSP allows no
+# script): measure the layout, run axe, and write both into the outer page for --dump-dom.
+AXE_RUNNER = """<script src="{axe}"></script><script>
+window.addEventListener('load', function () {{
+  var d = document.documentElement, out = parent.document;
+  function put(text) {{ var p = out.createElement('pre'); p.textContent = text; out.body.appendChild(p); }}
+  put('MEASURE ' + d.scrollWidth + ' ' + window.innerWidth + ' ' + d.scrollHeight);
+  axe.run(document, {{runOnly: {{type: 'tag', values: {tags}}}, resultTypes: ['violations']}})
+    .then(function (r) {{
+      put('AXE' + JSON.stringify(r.violations.map(function (v) {{
+        return {{id: v.id, help: v.help, nodes: v.nodes.map(function (n) {{
+          return {{target: n.target.join(' '), html: n.html, why: n.failureSummary}};
+        }})}};
+      }})) + 'AXE');
+    }}, function (e) {{ put('AXEFAILED ' + e); }});
+}});
+</script>"""
+
+
+def _axe_script() -> Path:
+    """axe.min.js from the axe-playwright-python package (test dependency)."""
+    import axe_playwright_python
+
+    path = Path(axe_playwright_python.__file__).resolve().parent / "axe.min.js"
+    assert path.is_file(), f"{path} is missing: reinstall requirements/test.txt"
+    return path
+
+
+def _png(width: int, height: int, rgb: tuple[int, int, int]) -> bytes:
+    """A plain PNG (a stand-in thumbnail): the screenshots show the layout with images."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
+    row = b"\x00" + bytes(rgb) * width
+    band = b"\x00" + bytes(c // 2 for c in rgb) * width
+    rows = b"".join(band if height // 3 <= y < height // 3 + 12 else row for y in range(height))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", header)
+        + chunk(b"IDAT", zlib.compress(rows))
+        + chunk(b"IEND", b"")
+    )
+
+
+@pytest.fixture(scope="module")
+def served_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """The seeds' site, built and served on loopback: its base URL and every page's HTML,
+    fetched over HTTP as a visitor gets it. Thumbnails point at stand-ins it serves."""
+    import datetime as dt
+    import socket
+    import threading
+
+    import httpx
+    import uvicorn
+
+    from newsletter.config import load_config
+    from newsletter.outputs import publish_weeks
+    from newsletter.sources import local_catalog
+    from newsletter.web import create_app
+
+    root = tmp_path_factory.mktemp("site")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    digests = root / "digests"
+    digests.mkdir()
+    for seed in sorted(SEEDS.iterdir()):
+        text = seed.read_text(encoding="utf-8")
+        text = text.replace(
+            "https://cdn-thumbnails.huggingface.co/social-thumbnails/papers/", base + "thumbs/"
+        )
+        (digests / seed.name).write_text(text, encoding="utf-8")
+    (root / "config.toml").write_text(
+        f'source = "{digests}"\nbase_url = "{base}"\n', encoding="utf-8"
+    )
+    cfg = load_config(
+        root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "browser-test-key-of-at-least-32-bytes"}
+    )
+    publish_weeks(cfg, local_catalog(cfg), dt.date(2024, 8, 5))
+    thumbs = cfg.public_path / "thumbs"
+    thumbs.mkdir()
+    colours = [(214, 226, 244), (248, 224, 196), (214, 238, 222), (236, 220, 242)]
+    for i, seed in enumerate(sorted(digests.iterdir())):
+        for arxiv_id in re.findall(r"thumbs/([\d.]+)\.png", seed.read_text(encoding="utf-8")):
+            (thumbs / f"{arxiv_id}.png").write_bytes(_png(600, 315, colours[i % len(colours)]))
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the test server did not start"
+            threading.Event().wait(0.01)
+        with httpx.Client(base_url=base, timeout=10) as client:
+            pages = {name: client.get(path).text for name, path in SITE_PAGES.items()}
+            pages["subscribe-error"] = client.post(
+                "subscribe?lang=ko",
+                data={"email": "독자@example", "lang": "ko"},
+                headers={"Origin": base.rstrip("/")},
+            ).text
+        yield base, pages
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+SITE_PAGES = {
+    "index": "",
+    "index.en": "index.en.html",
+    "issue": "issues/2024-W31.html",
+    "issue.en": "issues/2024-W31.en.html",
+    "day": "days/2024-07-31.html",
+    "day.en": "days/2024-07-31.en.html",
+    "subscribe": "subscribe",
+    "subscribe.en": "subscribe?lang=en",
+    "not-found": "issues/2099-W01.html",
+    "not-found.en": "no/such/page?lang=en",
+    "confirm-invalid": "confirm/1.bad",
+}
+# Headless Chromium may load only the test server's stand-in thumbnails.
+LOCAL_ONLY = "--host-resolver-rules=MAP * ~NOTFOUND , EXCLUDE 127.0.0.1"
+
+
+def _site_frame(html: str, width: int, height: int, path: Path) -> Path:
+    frame = (
+        '<!DOCTYPE html><html><body style="margin:0">'
+        f'<iframe width="{width}" height="{height}" style="border:0;display:block" '
+        f'srcdoc="{escape(html, quote=True)}"></iframe></body></html>'
+    )
+    path.write_text(frame, encoding="utf-8")
+    return path
+
+
+def _check_page(
+    browser: str, name: str, html: str, width: int, tmp: Path, *, dark: bool = False
+) -> None:
+    import json
+
+    profile = tmp / ("profile-dark" if dark else "profile")
+    scheme = ["--force-dark-mode"] if dark else []
+    runner = AXE_RUNNER.format(axe=_axe_script().as_uri(), tags=json.dumps(WCAG_TAGS))
+    instrumented = html.replace("</body>", runner + "</body>")
+    assert instrumented != html, f"{name}: no </body>"
+    page = _site_frame(instrumented, width, 900, tmp / f"{name}.{width}.axe.html")
+    window = f"--window-size={max(width, 500)},900"
+    dom = subprocess.run(
+        [
+            browser,
+            *FLAGS[:-1],
+            *scheme,
+            LOCAL_ONLY,
+            f"--user-data-dir={profile}",
+            window,
+            "--virtual-time-budget=30000",
+            "--dump-dom",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    ).stdout
+    measure = re.search(r"MEASURE (\d+) (\d+) (\d+)", dom)
+    assert measure is not None, f"{name}: the page did not load\n{dom[-2000:]}"
+    scroll, viewport, height = map(int, measure.groups())
+    assert viewport == width, f"{name}: laid out {viewport}px wide, not {width}px"
+    assert scroll <= viewport, f"{name} at {width}px scrolls sideways ({scroll}px)"
+    found = re.search(
+        r"AXE(\[.*?\])AXE",
+        dom.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&").replace("&quot;", '"'),
+        re.S,
+    )
+    assert found is not None, f"{name}: axe did not finish\n{dom[-2000:]}"
+    violations = json.loads(found.group(1))
+    report = [
+        f"{v['id']} ({v['help']}): {n['target']}: {n['html'][:160]}\n    {n['why']}"
+        for v in violations
+        for n in v["nodes"]
+    ]
+    where = f"{name} at {width}px{' (dark)' if dark else ''}"
+    assert not violations, f"{where} breaks WCAG A/AA rules:\n" + "\n".join(report)
+    # The screenshot: the whole page, without the instrumentation.
+    shot = ARTIFACTS / f"site-{name}-{width}{'-dark' if dark else ''}.png"
+    height = min(height, 12000)
+    frame = _site_frame(html, width, height, tmp / f"{name}.{width}.html")
+    subprocess.run(
+        [
+            browser,
+            *FLAGS[:-1],
+            *scheme,
+            LOCAL_ONLY,
+            f"--user-data-dir={profile}",
+            f"--window-size={max(width, 500)},{height}",
+            "--virtual-time-budget=5000",
+            f"--screenshot={shot}",
+            frame.as_uri(),
+        ],
+        capture_output=True,
+        timeout=180,
+        check=True,
+    )
+    assert shot.stat().st_size > 10_000, name
+
+
+@pytest.mark.parametrize(
+    ("width", "dark"), [*((width, False) for width in SITE_WIDTHS), (SITE_WIDTHS[0], True)]
+)
+def test_every_site_page_lays_out_and_passes_axe(
+    served_site: tuple[str, dict[str, str]], tmp_path: Path, width: int, dark: bool
+) -> None:
+    """At each width, and at the narrowest in the dark color scheme too (its own colors)."""
+    browser = _chromium()
+    ARTIFACTS.mkdir(exist_ok=True)
+    _base, pages = served_site
+    failures = []
+    for name, html in pages.items():
+        try:
+            _check_page(browser, name, html, width, tmp_path, dark=dark)
+        except AssertionError as exc:
+            failures.append(str(exc))
+    assert not failures, "\n\n".join(failures)
+
+
+def test_the_accessibility_check_reports_each_violation_with_its_rule_and_node(
+    tmp_path: Path,
+) -> None:
+    """The check above passes only because axe ran and found nothing: a page with known
+    faults fails it, naming each rule and element."""
+    browser = _chromium()
+    bad = (
+        '<!DOCTYPE html><html lang="ko"><head><title>t</title></head><body><main>'
+        '<img src="x.png"><p style="color:#bbb">흐린 글씨</p><a href="/x"></a></main></body></html>'
+    )
+    with pytest.raises(AssertionError) as failure:
+        _check_page(browser, "faulty", bad, 375, tmp_path)
+    message = str(failure.value)
+    for rule, node in (("image-alt", "img"), ("color-contrast", "p"), ("link-name", "a")):
+        assert f"{rule} (" in message and f": {node}: <{node}" in message, rule

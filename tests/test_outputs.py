@@ -85,15 +85,15 @@ def test_a_template_change_renders_the_pages_again(tmp_path: Path, templates: Pa
     cfg = _cfg(tmp_path)
     _refresh(cfg)
     before = _state(cfg)
-    issue = templates / "email" / "issue.html"
-    issue.write_text(
-        issue.read_text(encoding="utf-8").replace("</body>", "<p>changed</p></body>"),
+    layout = templates / "site" / "base.html"
+    layout.write_text(
+        layout.read_text(encoding="utf-8").replace("</body>", "<p>changed</p></body>"),
         encoding="utf-8",
     )
     _refresh(cfg)
     after = _state(cfg)
     for name in before:
-        if name.startswith("issues/"):
+        if name.endswith(".html"):
             assert after[name] != before[name] and b"changed" in after[name][0], name
     # The feeds use no email template: untouched, their mtimes (and ETags) held.
     for name in ("feed.atom", "feed.json", "issues.atom", "issues.json"):
@@ -161,9 +161,14 @@ def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
     _refresh(cfg)
     after = _state(cfg)
     changed = {n for n in after if after[n] != before[n]}
-    assert changed and all(n.startswith(("issues/", "issues.", "feed.", "index")) for n in changed)
+    assert changed and all(
+        n.startswith(("issues/", "issues.", "days/", "feed.", "index")) for n in changed
+    )
     assert {"issues.atom", "issues.json"} <= changed  # the week is in the issues feed
     assert "issues/2024-W21.html" in before and "issues/2024-W21.html" not in changed
+    # The changed day's page and its week's; other days are untouched.
+    assert {"days/2024-07-31.html", "issues/2024-W31.html", "index.html"} <= changed
+    assert "days/2024-05-20.html" not in changed
 
 
 def test_the_feeds_from_the_cache_are_the_feeds_of_the_whole_archive(tmp_path: Path) -> None:

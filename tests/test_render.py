@@ -28,7 +28,6 @@ from newsletter.render import (
     build_issue,
     issue_weeks,
     latest_week,
-    publish_issue,
     render_issue,
 )
 from newsletter.select import IsoWeek
@@ -612,21 +611,6 @@ def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang
 
 
 # -- web copy and CLI -----------------------------------------------------------------------------
-
-
-def test_publish_writes_web_copies_and_index(issue_cfg: Config, seeds_archive: Archive) -> None:
-    for week in ("2024-W05", "2024-W31"):
-        written = publish_issue(
-            issue_cfg, build_issue(issue_cfg, seeds_archive, IsoWeek.parse(week))
-        )
-        assert [p.name for p in written] == [f"{week}.html", f"{week}.en.html", "index.html"]
-    public = issue_cfg.public_path
-    page = (public / "issues" / "2024-W05.html").read_text(encoding="utf-8")
-    assert "unsubscribe" not in page.lower() and "urn:x-newsletter" not in page
-    assert "2024년 5주차" in page and 'class="pre"' not in page
-    index = (public / "index.html").read_text(encoding="utf-8")
-    assert index.index('href="issues/2024-W31.html"') < index.index('href="issues/2024-W05.html"')
-    assert 'href="issues/2024-W05.en.html"' in index
 
 
 def test_email_links_to_the_web_copy(issue_cfg: Config, seeds_archive: Archive) -> None:

@@ -254,17 +254,18 @@ def test_serve_command_runs_the_app(tmp_path: Path, seeds_archive: Archive) -> N
 
 
 def test_every_response_carries_the_security_headers(built: Site) -> None:
-    from newsletter.render import build_issue, publish_issue
+    from newsletter.outputs import publish_issue
     from newsletter.select import IsoWeek
-    from newsletter.sources import load_local_archive
 
-    archive = load_local_archive(built.cfg)
-    publish_issue(built.cfg, build_issue(built.cfg, archive, IsoWeek(2024, 31)))
+    publish_issue(built.cfg, IsoWeek(2024, 31))
     pages = {
         "/feed.atom": "other",
         "/feed.json": "other",
         "/": "page",
         "/issues/2024-W31.html": "page",
+        "/days/2024-07-31.html": "page",
+        "/favicon.svg": "other",
+        "/robots.txt": "other",
         "/subscribe": "form",
         "/unsubscribe/1.bad": "form",
         "/no/such/page": "page",
@@ -341,3 +342,40 @@ def test_a_full_disk_answers_a_friendly_503(
         assert "잃어버린 것은 없으니" in response.text
     finally:
         subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+# --- the site's own answers: 404, robots.txt, favicon ------------------------------------------
+
+
+def test_an_unknown_address_gets_the_sites_404_page_with_a_way_home(site: Site) -> None:
+    site.public.mkdir(parents=True)
+    response = site.get("/issues/2024-W99.html")
+    assert response.status_code == 404
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+    page = response.text
+    assert '<html lang="ko">' in page and "페이지를 찾을 수 없습니다" in page
+    assert f'<a class="more" href="{site.cfg.site_url}">' in page
+    assert f'href="{site.cfg.site_url}feed.atom"' in page  # the site's layout, feeds and all
+    assert 'href="?lang=en"' in page  # the switch
+    english = site.get("/issues/2024-W99.en.html").text
+    assert '<html lang="en">' in english and "Page not found" in english
+    assert f'href="{site.cfg.site_url}index.en.html"' in english
+    assert '<html lang="en">' in site.get("/nothing?lang=en").text
+    # The browser's language is not the site's.
+    assert '<html lang="ko">' in site.get("/nothing", **{"Accept-Language": "en-US,en"}).text
+
+
+def test_robots_txt_and_favicons_are_served_with_validators(site: Site) -> None:
+    robots = site.get("/robots.txt")
+    assert robots.status_code == 200
+    assert robots.headers["content-type"] == "text/plain; charset=utf-8"
+    assert "Disallow: /newsletter/unsubscribe/" in robots.text
+    for path, media_type in (("/favicon.svg", "image/svg+xml"), ("/favicon.ico", "image/x-icon")):
+        response = site.get(path)
+        assert response.status_code == 200, path
+        assert response.headers["content-type"] == media_type
+        assert response.headers["cache-control"] == "public, max-age=86400"
+        etag = response.headers["etag"]
+        assert site.get(path, **{"If-None-Match": etag}).status_code == 304
+    assert site.get("/favicon.svg").content.startswith(b"<svg")
+    assert site.get("/favicon.ico").content[:4] == b"\x00\x00\x01\x00"
