@@ -6,7 +6,6 @@ import contextlib
 import datetime as dt
 import functools
 import json
-import logging
 import os
 import sys
 import time
@@ -17,6 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
+from . import logs
 from .config import Config, load_config
 from .errors import NewsletterError
 from .files import PRIVATE_UMASK
@@ -27,8 +27,10 @@ from .tokens import check_keys
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _configured(*, source: bool = False) -> Callable[[F], F]:
-    """Give a command ``--config`` (and ``--source``), and pass it the loaded :class:`Config`.
+def _configured(*, source: bool = False, service: bool = False) -> Callable[[F], F]:
+    """Give a command ``--config`` and ``-v`` (and ``--source``), set up logging, and pass
+    it the loaded :class:`Config`. ``service``: a long-lived process, logging at least
+    information.
 
     Library errors become one-line messages with their exit code, never tracebacks.
     """
@@ -36,14 +38,9 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(config_path: Path | None, verbose: int, **kwargs: Any) -> Any:
-            logging.basicConfig(
-                level=logging.DEBUG
-                if verbose > 1
-                else logging.INFO
-                if verbose
-                else logging.WARNING,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
+            # -v counts before the command name (`newsletter -v run`) and after it alike.
+            root = click.get_current_context().find_root()
+            logs.configure(verbose + root.params.get("verbose", 0), service=service)
             overrides = {"source": kwargs.pop("source")} if source else {}
             try:
                 cfg = load_config(config_path, overrides=overrides)
@@ -125,7 +122,10 @@ def _clip(text: str, width: int) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
-def main() -> None:
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-vv: debug); also after the command."
+)
+def main(verbose: int) -> None:
     """Hugging Face Daily Papers in Korean: an Atom feed and a weekly email."""
     # The database, its WAL, the signing key, the outbox and the archive are private;
     # the public folder's output sets its own modes (newsletter.files).
@@ -262,7 +262,7 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
 
 
 @main.command()
-@_configured()
+@_configured(service=True)
 @click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
 def serve(cfg: Config, host: str | None, port: int | None) -> None:
@@ -975,7 +975,7 @@ def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
 
 
 @main.command()
-@_configured(source=True)
+@_configured(source=True, service=True)
 @click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
 @click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
 @_allow_insecure

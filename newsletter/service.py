@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import datetime as dt
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -199,36 +198,6 @@ def scheduler_lock(store: Store) -> Generator[None, None, None]:
 # --- newsletter run and newsletter tick -----------------------------------------------------
 
 
-class LogfmtFormatter(logging.Formatter):
-    """``time=... level=info logger=... msg="..."``: one line per record, easy to grep and to
-    parse (journald, Loki)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
-        line = (
-            f"time={stamp} level={record.levelname.lower()} logger={record.name} "
-            f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}"
-        )
-        if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info), ensure_ascii=False)}"
-        return line
-
-
-def configure_logging() -> None:
-    """Structured lines on stderr, at least at INFO (the service's log is its record)."""
-    root = logging.getLogger()
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(LogfmtFormatter())
-    # One line per scheduler decision is ours to log; APScheduler's own are noise at INFO.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # flufl.bounce logs every detector it tries on every message at INFO.
-    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
-
-
 async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Event) -> None:
     """Every ``bounces.poll_every``: the bounce mailbox (when one is configured) and the
     subscriptions never confirmed. In a thread: IMAP, Maildir and the database would
@@ -413,14 +382,14 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
     store = open_store(cfg.database_url, cfg.base_dir)
     sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
     try:
-        uvicorn.run(create_app(cfg, wake_sender=sender.wake), host=host, port=port)
+        # log_config=None: uvicorn's records go through the process's one log format.
+        uvicorn.run(create_app(cfg, wake_sender=sender.wake), host=host, port=port, log_config=None)
     finally:
         sender.stop()
         store.close()
 
 
 def run_service(cfg: Config, host: str, port: int) -> None:
-    configure_logging()
     asyncio.run(serve(cfg, host=host, port=port))
 
 

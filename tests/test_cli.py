@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -126,3 +127,22 @@ def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path: Path) -> None:
         lines = proc.stderr.strip().splitlines()
         assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
         assert str(tmp_path / "newsletter.db") in lines[0]
+
+
+def test_verbose_before_or_after_the_command_logs_in_one_format(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text('database_url = "sqlite:///news.db"\n')
+    config = str(tmp_path / "config.toml")
+    for args in (["-v", "migrate", "--config", config], ["migrate", "--config", config, "-v"]):
+        (tmp_path / "news.db").unlink(missing_ok=True)
+        code, out, err = _run(*args)
+        assert code == 0, err
+        assert "database is at" in out
+        line = next(x for x in err.splitlines() if "applied schema revision 0001" in x)
+        assert re.fullmatch(
+            r"time=\S+ level=info logger=newsletter\.store\.schema "
+            r'msg="applied schema revision 0001"',
+            line,
+        ), line
+    (tmp_path / "news.db").unlink()
+    code, _, err = _run("migrate", "--config", config)
+    assert code == 0 and err == ""  # warnings only, without -v
