@@ -29,8 +29,8 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def _configured(*, source: bool = False, service: bool = False) -> Callable[[F], F]:
     """Give a command ``--config`` and ``-v`` (and ``--source``), set up logging, and pass
-    it the loaded :class:`Config`. ``service``: a long-lived process, logging at least
-    information.
+    it the loaded :class:`Config`. ``service``: a long-lived process that listens on
+    ``--host`` and ``--port`` (``web.host``, ``web.port``) and logs at least information.
 
     Library errors become one-line messages with their exit code, never tracebacks.
     """
@@ -42,6 +42,9 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
             root = click.get_current_context().find_root()
             logs.configure(verbose + root.params.get("verbose", 0), service=service)
             overrides = {"source": kwargs.pop("source")} if source else {}
+            if service:
+                # Into the settings, so that links follow them while base_url is unset.
+                overrides |= {"web.host": kwargs.pop("host"), "web.port": kwargs.pop("port")}
             try:
                 cfg = load_config(config_path, overrides=overrides)
                 check_keys(cfg)
@@ -59,6 +62,15 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
         wrapper = click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")(
             wrapper
         )
+        if service:
+            wrapper = click.option(
+                "--port",
+                type=click.IntRange(1, 65535),
+                help="TCP port (default: web.port, 8000).",
+            )(wrapper)
+            wrapper = click.option(
+                "--host", help="Address to listen on (default: web.host, 127.0.0.1)."
+            )(wrapper)
         if source:
             wrapper = click.option(
                 "--source",
@@ -263,10 +275,10 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
 
 @main.command()
 @_configured(service=True)
-@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
-def serve(cfg: Config, host: str | None, port: int | None) -> None:
+def serve(cfg: Config) -> None:
     """Serve the feeds and the issues' web copies from the public folder over HTTP.
+
+    While base_url is not set, links in pages and mails point to this address.
 
     \b
     Example:
@@ -274,7 +286,7 @@ def serve(cfg: Config, host: str | None, port: int | None) -> None:
     """
     from .service import serve_web
 
-    serve_web(cfg, host or cfg.web.host, port or cfg.web.port)
+    serve_web(cfg, cfg.web.host, cfg.web.port)
 
 
 PREVIEW_DIR = Path("preview")
@@ -976,12 +988,11 @@ def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
 
 @main.command()
 @_configured(source=True, service=True)
-@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
 @_allow_insecure
-def run(cfg: Config, host: str | None, port: int | None, allow_insecure_links: bool) -> None:
+def run(cfg: Config, allow_insecure_links: bool) -> None:
     """Run the service: the scheduler (daily digest and feeds, weekly issue) and the web
-    app (feeds, issue pages, subscribe and unsubscribe) in one process.
+    app (feeds, issue pages, subscribe and unsubscribe) in one process. While base_url is
+    not set, links in pages and mails point to the address it listens on.
 
     Only one may run per database; SIGTERM or Ctrl-C lets a send finish its in-flight
     messages and exits 0, and a send cut short resumes on the next start.
@@ -994,7 +1005,7 @@ def run(cfg: Config, host: str | None, port: int | None, allow_insecure_links: b
     from .service import run_service
 
     check_links(cfg, allow_insecure=allow_insecure_links)
-    run_service(cfg, host or cfg.web.host, port or cfg.web.port)
+    run_service(cfg, cfg.web.host, cfg.web.port)
 
 
 def _parse_now(cfg: Config, text: str | None) -> dt.datetime:

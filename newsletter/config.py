@@ -47,6 +47,11 @@ _SECRET_ENV = {
     "writer.api_key": WRITER_API_KEY_ENV,
 }
 LANGS = ("ko", "en")
+# Entry ids' authority when neither tag_authority nor base_url is set: the host of the
+# base_url that earlier releases set by default, so the ids of such a site stay the same.
+UNSET_TAG_AUTHORITY = "127.0.0.1"
+# Addresses that listen on every interface, and the one to reach them at on this machine.
+_ANY_HOST = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _DURATION_RE = re.compile(r"(\d+)\s*(s|m|h)$")
@@ -227,7 +232,8 @@ class WebConfig:
 class Config:
     site_title: str = "HF 데일리 논문 요약"
     site_subtitle: str = "Hugging Face Daily Papers를 한국어로 요약해 매일 전해 드립니다"
-    base_url: str = "http://127.0.0.1:8000/"
+    # Empty: the address the web app listens on (web.host, web.port, or --host/--port).
+    base_url: str = ""
     tag_authority: str = ""
     author_name: str = "newsletter"
     timezone: str = "Asia/Seoul"
@@ -286,12 +292,30 @@ class Config:
 
     @property
     def site_url(self) -> str:
-        """The base URL, always ending with a slash."""
+        """The public address every link starts with, ending with a slash: ``base_url``, or
+        while that is not set, the address the web app listens on (:attr:`listen_url`)."""
+        if not self.base_url:
+            return self.listen_url
         return self.base_url if self.base_url.endswith("/") else self.base_url + "/"
 
     @property
+    def listen_url(self) -> str:
+        """``http://HOST:PORT/`` of ``web.host`` and ``web.port``; an address that listens
+        everywhere (``0.0.0.0``, ``::``) is reached at the loopback address."""
+        host = self.web.host.strip("[]")
+        host = _ANY_HOST.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.web.port}/"
+
+    @property
     def tag_domain(self) -> str:
-        return self.tag_authority or (urlsplit(self.base_url).hostname or "localhost")
+        """The authority of entry ids: ``tag_authority``, else the host of ``base_url``. It
+        never follows the listening address: a feed's entry ids must not change with a
+        port or an interface."""
+        if self.tag_authority:
+            return self.tag_authority
+        if not self.base_url:
+            return UNSET_TAG_AUTHORITY
+        return urlsplit(self.base_url).hostname or "localhost"
 
     @property
     def feed_clock(self) -> dt.time:
@@ -507,8 +531,12 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise bad("timezone", f"is not a known time zone: {cfg.timezone!r}") from None
     parts = urlsplit(cfg.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad("base_url", f"must be an absolute http(s) URL, got {cfg.base_url!r}")
+    if cfg.base_url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise bad(
+            "base_url",
+            f"must be an absolute http(s) URL (or empty: the listening address), "
+            f"got {cfg.base_url!r}",
+        )
     for key in ("top_n_daily", "top_n_weekly", "feed_days"):
         if getattr(cfg, key) < 1:
             raise bad(key, "must be at least 1")

@@ -304,12 +304,7 @@ async def serve(
                     server_task = None
                     if sock is not None:
                         server_task = asyncio.create_task(server.serve(sockets=[sock]))
-                        log.info(
-                            "listening on http://%s:%d/ (public address, base_url: %s)",
-                            host,
-                            port,
-                            cfg.site_url,
-                        )
+                        _log_listening(cfg, host, port)
 
                     startup = asyncio.create_task(_start_up(ctx, catalog))
                     ctx.running.add(startup)
@@ -340,6 +335,19 @@ async def serve(
             log.info("stopped")
     finally:
         store.close()
+
+
+def _log_listening(cfg: Config, host: str, port: int) -> None:
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    if cfg.base_url:
+        log.info("listening on %s; links point to base_url, %s", address, cfg.site_url)
+    else:
+        log.info(
+            "listening on %s; links point to %s (base_url is not set: set it to the "
+            "public address before anyone subscribes)",
+            address,
+            cfg.site_url,
+        )
 
 
 async def _refresh_feeds(cfg: Config) -> Catalog:

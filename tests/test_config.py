@@ -121,6 +121,25 @@ def test_derived_values(tmp_path: Path) -> None:
     assert duration_seconds("2h") == 7200
 
 
+def test_an_unset_base_url_follows_the_listening_address(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    assert load_config(path, env={}).site_url == "http://127.0.0.1:8000/"
+    flags = {"web.host": "0.0.0.0", "web.port": 18400}
+    cfg = load_config(path, env={}, overrides=flags)
+    assert cfg.site_url == "http://127.0.0.1:18400/"  # reached on loopback
+    cfg = load_config(path, env={"NEWSLETTER_WEB__HOST": "::1"}, overrides={"web.port": 9})
+    assert cfg.site_url == "http://[::1]:9/"
+    # The entry ids' authority does not move with the address: ids stay the same.
+    assert cfg.tag_domain == "127.0.0.1"
+    # An explicit base_url, from the file or the environment, wins over any flag.
+    cfg = load_config(_write(tmp_path, 'base_url = "https://news.example.org"\n'), env={})
+    assert cfg.replace(web=dataclasses.replace(cfg.web, port=18400)).site_url == (
+        "https://news.example.org/"
+    )
+    env = {"NEWSLETTER_BASE_URL": "https://env.example.org/"}
+    assert load_config(path, env=env, overrides=flags).site_url == "https://env.example.org/"
+
+
 def test_a_settings_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes("site_title = '주간'\n".encode("cp949"))

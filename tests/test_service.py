@@ -32,12 +32,11 @@ def _text(message: EmailMessage) -> str:
 
 
 def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -> None:
+    """On a port of its own, without base_url: every link follows --port."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    (tmp_path / "config.toml").write_text(
-        f'source = "{SEEDS}"\nbase_url = "{base}/"\n[web]\nport = {port}\n', encoding="utf-8"
-    )
-    service = start_newsletter(tmp_path, "run", log="run.log")
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    service = start_newsletter(tmp_path, "run", "--port", str(port), log="run.log")
     try:
         wait_for_http(f"{base}/subscribe", service)
         with httpx.Client(base_url=base, timeout=10) as client:
@@ -63,6 +62,7 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
             assert feed.status_code == 200
             assert feed.headers["content-type"].startswith("application/atom+xml")
             assert "<entry>" in feed.text
+            assert f'<link href="{base}/feed.atom" rel="self"' in feed.text
             page = client.get("/issues/2024-W31.html")
             assert page.status_code == 200
             assert "2024" in page.text and "31" in page.text
@@ -78,6 +78,7 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
         assert service.wait(timeout=30) == 0
     log = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert "next weekly run" in log and "next daily run" in log
+    assert f"listening on {base}/; links point to {base}/ (base_url is not set" in log
 
     ticked = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="tick.log")
     assert ticked.wait(timeout=120) == 0, (tmp_path / "tick.log").read_text(encoding="utf-8")
