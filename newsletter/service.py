@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import fcntl
 import logging
 import os
@@ -221,8 +222,10 @@ def _on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before serving, so a taken port is a clear error of ours, not uvicorn's exit."""
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything else is done, so that a taken port
+    is one line of ours at once, not uvicorn's exit after the start-up work. It listens
+    when :func:`_listen` says so."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -233,10 +236,47 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+        raise _cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _listen(sock: socket.socket) -> socket.socket:
+    host, port = sock.getsockname()[:2]
+    try:
+        sock.listen(128)
+    except OSError as exc:  # another process bound it too, and listened first
+        raise _cannot_listen(host, port, exc) from None
+    return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> NewsletterError:
+    where = f"cannot listen on {host}:{port}"
+    other = port + 1 if port < 65535 else 8000
+    if exc.errno == errno.EADDRINUSE:
+        why = "another program is already listening there"
+        hint = f"choose another port with --port, e.g. --port {other}"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+        hint = f"choose another port with --port, e.g. --port {max(other, 8000)}"
+    else:
+        why = (exc.strerror or str(exc)).lower()
+        hint = "--host (web.host) must be an address of this machine"
+    return NewsletterError(f"{where}: {why}; {hint}")
+
+
+def _web_server(app: Any, *, signals: bool = True) -> Any:
+    """A uvicorn server for ``app``, logging through the process's one format. Without
+    ``signals`` the caller owns SIGTERM and SIGINT (``run``: jobs stop first)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    return uvicorn.Server(config) if signals else Server(config)
 
 
 async def serve(
@@ -252,19 +292,14 @@ async def serve(
     """``newsletter run``: the scheduler and the web app in this event loop, and the sender
     in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
     first; a send stops after its in-flight messages."""
-    import uvicorn
-
     from .tokens import secret_key
     from .web import create_app
 
-    class Server(uvicorn.Server):
-        # The service owns SIGTERM/SIGINT: jobs stop first, then the server.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    store = open_store(cfg.database_url, cfg.base_dir)
+    # Bound before anything else: a port in use is then all there is to say.
+    sock = _bind(host, port) if web else None
+    store = None
     try:
+        store = open_store(cfg.database_url, cfg.base_dir)
         with scheduler_lock(store):
             stop = stop or asyncio.Event()
             if signals:
@@ -277,7 +312,6 @@ async def serve(
             catalog = None
             if not all((cfg.public_path / name).is_file() for name in (ATOM_NAME, JSON_NAME)):
                 catalog = await _refresh_feeds(cfg)
-            sock = _listen(host, port) if web else None
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
             with installed(ctx):
@@ -294,16 +328,10 @@ async def serve(
                             job.id,
                             when.astimezone(cfg.tz).isoformat() if when else "paused",
                         )
-                    server = Server(
-                        uvicorn.Config(
-                            create_app(cfg, wake_sender=sender.wake),
-                            log_config=None,
-                            lifespan="off",
-                        )
-                    )
+                    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
                     server_task = None
                     if sock is not None:
-                        server_task = asyncio.create_task(server.serve(sockets=[sock]))
+                        server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
                         _log_listening(cfg, host, port)
 
                     startup = asyncio.create_task(_start_up(ctx, catalog))
@@ -330,11 +358,12 @@ async def serve(
                 if server_task is not None:
                     server.should_exit = True
                     await server_task
-                if sock is not None:
-                    sock.close()
             log.info("stopped")
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+        if sock is not None:
+            sock.close()
 
 
 def _log_listening(cfg: Config, host: str, port: int) -> None:
@@ -380,21 +409,33 @@ async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
     await start_up(ctx, catalog)
 
 
+async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT, then let the requests in progress finish."""
+    stop = asyncio.Event()
+    _on_signals(stop)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    server.should_exit = True
+    await serving
+
+
 def serve_web(cfg: Config, host: str, port: int) -> None:
     """``newsletter serve``: the web app, and a sender thread for the mails it queues."""
-    import uvicorn
-
     from .tokens import secret_key
     from .web import create_app
 
-    store = open_store(cfg.database_url, cfg.base_dir)
-    sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
-    try:
-        # log_config=None: uvicorn's records go through the process's one log format.
-        uvicorn.run(create_app(cfg, wake_sender=sender.wake), host=host, port=port, log_config=None)
-    finally:
-        sender.stop()
-        store.close()
+    with _bind(host, port) as sock:
+        store = open_store(cfg.database_url, cfg.base_dir)
+        sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
+        try:
+            server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+            _log_listening(cfg, host, port)
+            asyncio.run(_serve_until_signal(server, _listen(sock)))
+        finally:
+            sender.stop()
+            store.close()
 
 
 def run_service(cfg: Config, host: str, port: int) -> None:
