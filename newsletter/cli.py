@@ -12,7 +12,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -23,6 +23,9 @@ from .files import PRIVATE_UMASK
 from .models import Archive, Pick, Problem
 from .select import IsoWeek, top_daily, top_weekly
 from .tokens import check_keys
+
+if TYPE_CHECKING:
+    from .cache import Catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -48,6 +51,8 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
             try:
                 cfg = load_config(config_path, overrides=overrides)
                 check_keys(cfg)
+                if source:
+                    _check_source(cfg)
                 return func(cfg, **kwargs)
             except NewsletterError as exc:
                 raise _fail(str(exc), exc.exit_code) from None
@@ -98,13 +103,44 @@ def _fail(message: str, exit_code: int) -> _Fail:
     return _UsageFail(message) if exit_code == 2 else _Fail(message)
 
 
-def _archive(cfg: Config, strict: bool) -> Archive:
-    from .sources import load_local_archive
+def _check_source(cfg: Config) -> None:
+    """A source folder that is not there stops a command that reads it, in one line."""
+    if not cfg.source_is_url and not cfg.source_path.exists():
+        raise _Fail(
+            f"the source folder {cfg.source_path} does not exist; --source (or source in "
+            "the settings) takes a folder of digests or one digest file"
+        )
 
+
+def _looked_in(cfg: Config) -> str:
+    """Where the archive was read from, for a message that found nothing there."""
+    from .cache import archive_folders
+
+    folders = archive_folders(cfg) or [cfg.archive_path]
+    return " and ".join(str(folder) for folder in folders)
+
+
+def _catalog(cfg: Config, strict: bool) -> Catalog:
+    """What the parse cache knows of the source and archive_dir; problems reported."""
+    from .cache import local_catalog
+
+    catalog = local_catalog(cfg)
+    if not cfg.source_is_url and cfg.source_path.is_file():
+        # One file given as the source: it must be a digest, not any file at all.
+        path = str(cfg.source_path)
+        if not any(papers for e in catalog.entries if e.path == path for _, papers in e.days):
+            why = next((p.message for p in catalog.problems if p.file == path), "no paper in it")
+            raise _Fail(
+                f"{path} cannot be read as a digest: {why}; --source takes a folder of "
+                "digests or one digest file"
+            )
+    _report(catalog.problems, strict)
+    return catalog
+
+
+def _archive(cfg: Config, strict: bool) -> Archive:
     # The source folder and the digests stored from a URL source (archive_dir).
-    archive = load_local_archive(cfg)
-    _report(archive.problems, strict)
-    return archive
+    return _catalog(cfg, strict).load()
 
 
 def _report(problems: tuple[Problem, ...], strict: bool) -> None:
@@ -156,13 +192,9 @@ def digests(cfg: Config, strict: bool, as_json: bool) -> None:
       newsletter digests --source seeds/ --json > archive.json
     """
     if as_json:
-        # Not through .sources: its HTTP client and the feed writer are slow imports.
-        from .cache import local_catalog
         from .export import write_archive_json
 
-        catalog = local_catalog(cfg)
-        _report(catalog.problems, strict)
-        write_archive_json(catalog, sys.stdout.buffer)
+        write_archive_json(_catalog(cfg, strict), sys.stdout.buffer)
         return
     archive = _archive(cfg, strict)
     for digest in archive.digests:
@@ -213,7 +245,7 @@ def top(
     if day is not None:
         digest = archive.by_date(day.date())
         if digest is None:
-            raise _Fail(f"no digest for {day.date()} in {cfg.source}")
+            raise _Fail(f"no digest for {day.date()} in {_looked_in(cfg)}")
         picks = top_daily(digest, n or cfg.top_n_daily)
         label = {"date": day.date().isoformat()}
     else:
@@ -223,7 +255,9 @@ def top(
             raise click.BadParameter(str(exc), param_hint="--week") from None
         picks = top_weekly(archive.digests, iso, n or cfg.top_n_weekly)
         if not picks:
-            raise _Fail(f"no digest in week {iso} ({iso.monday} to {iso.sunday})")
+            raise _Fail(
+                f"no digest in week {iso} ({iso.monday} to {iso.sunday}) in {_looked_in(cfg)}"
+            )
         label = {"week": str(iso)}
     if as_json:
         _dump(
@@ -264,7 +298,7 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
 
     archive = _archive(cfg, strict)
     if not archive.digests:
-        raise _Fail(f"no digest in {cfg.source}: nothing to put in the feed")
+        raise _Fail(f"no digest in {_looked_in(cfg)}: nothing to put in the feed")
     folder = cfg.public_path if out is None else out
     today = dt.datetime.now(cfg.tz).date()
     written = write_feeds(cfg, archive, folder) + write_issue_feeds(cfg, archive, today, folder)
@@ -340,7 +374,7 @@ def preview(
     import webbrowser
 
     from .message import message_template, preferences_url, unsubscribe_url
-    from .render import build_issue, latest_week, publish_issue, render_issue
+    from .render import NoIssueError, build_issue, latest_week, publish_issue, render_issue
 
     if week is not None and day is not None:
         raise click.UsageError("give at most one of --week or --date")
@@ -355,7 +389,10 @@ def preview(
     else:
         iso = latest_week(archive)
     lang = lang or cfg.default_lang
-    issue = build_issue(cfg, archive, iso)
+    try:
+        issue = build_issue(cfg, archive, iso)
+    except NoIssueError as exc:
+        raise _Fail(f"{exc}; looked in {_looked_in(cfg)}") from None
     rendered = render_issue(cfg, issue, lang)
     from .tokens import PREFERENCES, UNSUBSCRIBE, make_token, secret_key
 

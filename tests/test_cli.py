@@ -91,6 +91,38 @@ def test_top_errors_are_one_line(seeds_dir: Path) -> None:
     assert code == 2
 
 
+def test_the_source_must_exist_and_be_digests(tmp_path: Path, seeds_dir: Path) -> None:
+    missing = tmp_path / "missing"
+    for command in (["digests"], ["digests", "--json"], ["top", "--date", "2024-05-20"]):
+        code, out, err = _run(*command, "--source", str(missing))
+        assert (code, out) == (1, "")
+        assert err == (
+            f"error: the source folder {missing} does not exist; --source (or source in the "
+            "settings) takes a folder of digests or one digest file\n"
+        )
+    # One digest file is a one-file archive.
+    code, out, _ = _run("digests", "--source", str(seeds_dir / "000_472715385765befd.txt"))
+    assert code == 0 and "2024-05-20" in out and "2024-07-31" not in out
+    # Any other file is refused in one line, whatever its size.
+    settings = tmp_path / "config.toml"
+    settings.write_text("site_title = 'x'\n" * 200)
+    code, out, err = _run("digests", "--source", str(settings))
+    assert (code, out) == (1, "")
+    assert err == (
+        f"error: {settings} cannot be read as a digest: no '## Daily Papers (YYYY-MM-DD)' "
+        "heading; --source takes a folder of digests or one digest file\n"
+    )
+
+
+def test_finding_nothing_says_where_it_looked(seeds_dir: Path) -> None:
+    code, _, err = _run("top", "--source", str(seeds_dir), "--week", "2025-W12")
+    assert code == 1
+    assert err == f"error: no digest in week 2025-W12 (2025-03-17 to 2025-03-23) in {seeds_dir}\n"
+    code, _, err = _run("preview", "--source", str(seeds_dir), "--week", "2025-W12")
+    assert code == 1
+    assert err.endswith(f"no issue to send; looked in {seeds_dir}\n") and err.count("\n") == 1
+
+
 def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[smtp]\nhots = 'x'\n")
