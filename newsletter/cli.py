@@ -181,6 +181,47 @@ def main(verbose: int) -> None:
 
 
 @main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+def init(folder: Path) -> None:
+    """Start a new site in FOLDER (default: here): a config.toml listing every setting with
+    its default and what it does, and the folders it names. An existing config.toml is
+    never overwritten.
+
+    \b
+    Example:
+      newsletter init mysite && cd mysite && newsletter run
+    """
+    from .config import Config
+    from .files import public_folder
+    from .shipped import SETTINGS_FILE, shipped
+
+    path = folder / SETTINGS_FILE
+    try:
+        # Searchable by all, as the public folder inside must be; what is private (the
+        # database, the key, the archive, the outbox) is private by its own mode.
+        public_folder(folder)
+        with path.open("xb") as out:
+            out.write(shipped(SETTINGS_FILE).read_bytes())
+    except FileExistsError:
+        raise _Fail(f"{path} already exists; init leaves it as it is") from None
+    except OSError as exc:
+        raise _Fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    defaults = Config()
+    (folder / defaults.archive_dir).mkdir(exist_ok=True)
+    public_folder(folder / defaults.public_dir)
+    click.echo(f"wrote {path}, with every setting and its default")
+    click.echo(
+        f"made {folder / defaults.archive_dir} (the digests `newsletter write` adds) and "
+        f"{folder / defaults.public_dir} (the feeds and web pages)"
+    )
+    here = "" if folder.resolve() == Path.cwd() else f"cd {folder} && "
+    click.echo(
+        f"next: {here}newsletter run; it reads the sample archive shipped with newsletter "
+        "until source names a folder of your own digests"
+    )
+
+
+@main.command()
 @_configured(source=True)
 @_strict
 @_json

@@ -24,6 +24,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
+from .shipped import SAMPLE_ARCHIVE, shipped
 
 log = logging.getLogger(__name__)
 
@@ -237,7 +238,8 @@ class Config:
     tag_authority: str = ""
     author_name: str = "newsletter"
     timezone: str = "Asia/Seoul"
-    source: str = "seeds"
+    # While no seeds/ folder exists, the sample archive shipped in the package.
+    source: str = SAMPLE_ARCHIVE
     archive_dir: Path = Path("archive")
     top_n_daily: int = 10
     top_n_weekly: int = 10
@@ -779,4 +781,26 @@ def load_config(
         secret_key=env.get(SECRET_KEY_ENV, ""),
     )
     _validate(cfg, origins)
-    return cfg
+    return _with_samples(cfg, origins)
+
+
+def _with_samples(cfg: Config, origins: Mapping[str, str]) -> Config:
+    """The default source where there is no seeds/ folder (outside a clone, a site made
+    by ``newsletter init``): the sample archive shipped in the package, said in the log.
+    A --source flag always means the folder it names."""
+    if (
+        cfg.source != SAMPLE_ARCHIVE
+        or origins.get("source") == "command line"
+        or cfg.source_path.exists()
+    ):
+        return cfg
+    samples = shipped(SAMPLE_ARCHIVE)
+    if not samples.is_dir():
+        return cfg
+    log.info(
+        "there is no %s folder: reading the sample archive shipped with newsletter, %s "
+        "(set source to a folder of your own digests)",
+        cfg.source_path,
+        samples,
+    )
+    return cfg.replace(source=str(samples))

@@ -123,6 +123,33 @@ def test_finding_nothing_says_where_it_looked(seeds_dir: Path) -> None:
     assert err.endswith(f"no issue to send; looked in {seeds_dir}\n") and err.count("\n") == 1
 
 
+def test_init_writes_the_shipped_settings_and_never_overwrites(tmp_path: Path) -> None:
+    import stat
+
+    site = tmp_path / "site"
+    code, out, err = _run("init", str(site))
+    assert code == 0, err
+    shipped = Path(__file__).resolve().parent.parent / "config.toml"
+    assert (site / "config.toml").read_bytes() == shipped.read_bytes()
+    assert (site / "archive").is_dir() and (site / "public").is_dir()
+    assert stat.S_IMODE(site.stat().st_mode) & 0o005 == 0o005  # a web server reaches public/
+    assert out.splitlines() == [
+        f"wrote {site / 'config.toml'}, with every setting and its default",
+        f"made {site / 'archive'} (the digests `newsletter write` adds) and "
+        f"{site / 'public'} (the feeds and web pages)",
+        f"next: cd {site} && newsletter run; it reads the sample archive shipped with "
+        "newsletter until source names a folder of your own digests",
+    ]
+    # The new site reads the shipped samples until it has digests of its own.
+    code, out, _ = _run("digests", "--config", str(site / "config.toml"))
+    assert code == 0 and "2024-07-31" in out
+    (site / "config.toml").write_text("top_n_daily = 3\n")
+    code, out, err = _run("init", str(site))
+    assert (code, out) == (1, "")
+    assert err == f"error: {site / 'config.toml'} already exists; init leaves it as it is\n"
+    assert (site / "config.toml").read_text() == "top_n_daily = 3\n"
+
+
 def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[smtp]\nhots = 'x'\n")

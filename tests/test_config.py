@@ -140,6 +140,26 @@ def test_an_unset_base_url_follows_the_listening_address(tmp_path: Path) -> None
     assert load_config(path, env=env, overrides=flags).site_url == "https://env.example.org/"
 
 
+def test_without_a_seeds_folder_the_shipped_samples_are_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from newsletter.shipped import shipped
+
+    caplog.set_level("INFO", logger="newsletter.config")
+    path = _write(tmp_path, 'source = "seeds"\n')  # the default, written or not
+    assert load_config(path, env={}).source_path == shipped("seeds")
+    assert caplog.messages == [
+        f"there is no {tmp_path / 'seeds'} folder: reading the sample archive shipped with "
+        f"newsletter, {shipped('seeds')} (set source to a folder of your own digests)"
+    ]
+    # A flag means the folder it names; a seeds folder of one's own is read.
+    assert load_config(path, env={}, overrides={"source": "seeds"}).source == "seeds"
+    (tmp_path / "seeds").mkdir()
+    assert load_config(path, env={}).source_path == tmp_path / "seeds"
+    other = _write(tmp_path, 'source = "digests"\n')
+    assert load_config(other, env={}).source_path == tmp_path / "digests"
+
+
 def test_a_settings_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_bytes("site_title = '주간'\n".encode("cp949"))
