@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import logging
 import os
 import re
@@ -454,7 +455,7 @@ def _apply(
                     _apply_edition(values, sub, subvalue, where, from_env, origins)
                     continue
                 if sub not in hints:
-                    raise ConfigError(f"{where}: unknown key {name!r}")
+                    raise ConfigError(f"{where}: unknown key {name!r}{_did_you_mean(name)}")
                 try:
                     values[key][sub] = _coerce(name, subvalue, hints[sub], from_env)
                     origins[name] = where
@@ -462,7 +463,7 @@ def _apply(
                     raise ConfigError(f"{where}: {exc}") from None
             continue
         if key not in top_hints or key in _NOT_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}")
+            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key)}")
         try:
             values[""][key] = _coerce(key, value, top_hints[key], from_env)
             origins[key] = where
@@ -491,6 +492,27 @@ def _apply_edition(
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         origins[name] = where
+
+
+def _known_keys() -> list[str]:
+    """Every key as it is spelled in a message: ``top_n_daily``, ``smtp``, ``smtp.host``."""
+    top = [key for key in _hints(Config) if key not in _NOT_KEYS | _SECTIONS.keys()]
+    tables = [f"{section}.{key}" for section, cls in _SECTIONS.items() for key in _hints(cls)]
+    return top + list(_SECTIONS) + tables
+
+
+def _did_you_mean(name: str) -> str:
+    """``; did you mean 'smtp.host'?`` for a key spelled like a known one, else nothing.
+    A key in the wrong table (``[smtp] lang``) is matched by its own name too."""
+    known = _known_keys()
+    section, _, key = name.rpartition(".")
+    same_table = [k for k in known if k.startswith(f"{section}.")] if section else known
+    for candidates, word in ((same_table, name), (known, name), (known, key)):
+        match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.75)
+        if match:
+            return f"; did you mean {match[0]!r}?"
+    exact = [repr(k) for k in known if k.rpartition(".")[2] == key and k != name]
+    return f"; did you mean {' or '.join(exact)}?" if exact else ""
 
 
 def _env_overrides(

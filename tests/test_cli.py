@@ -155,7 +155,7 @@ def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
     path.write_text("[smtp]\nhots = 'x'\n")
     code, _, err = _run("digests", "--config", str(path))
     assert code == 2
-    assert err.strip() == f"error: {path}: unknown key 'smtp.hots'"
+    assert err.strip() == f"error: {path}: unknown key 'smtp.hots'; did you mean 'smtp.host'?"
 
 
 def test_config_from_environment_variable(tmp_path: Path, seeds_dir: Path) -> None:

@@ -60,7 +60,19 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     ("text", "env", "message"),
     [
         ("colour = 1\n", {}, "config.toml: unknown key 'colour'"),
-        ("[smtp]\nhots = 'x'\n", {}, "config.toml: unknown key 'smtp.hots'"),
+        (
+            "[smtp]\nhots = 'x'\n",
+            {},
+            "config.toml: unknown key 'smtp.hots'; did you mean 'smtp.host'?",
+        ),
+        ("top_n_dialy = 3\n", {}, "unknown key 'top_n_dialy'; did you mean 'top_n_daily'?"),
+        ("[smpt]\nhost = 'x'\n", {}, "unknown key 'smpt'; did you mean 'smtp'?"),
+        ("port = 8001\n", {}, "unknown key 'port'; did you mean 'smtp.port' or 'web.port'?"),
+        (
+            "",
+            {"NEWSLETTER_WEB__PROT": "8001"},
+            "NEWSLETTER_WEB__PROT: unknown key 'web.prot'; did you mean 'web.port'?",
+        ),
         ("top_n_daily = 'ten'\n", {}, "config.toml: top_n_daily must be an integer, got 'ten'"),
         ("[smtp]\nport = 70000\n", {}, "config.toml: smtp.port must be a TCP port, got 70000"),
         ("timezone = 'Mars/Olympus'\n", {}, "config.toml: timezone is not a known time zone"),
