@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import datetime as dt
 import functools
 import json
 import os
+import re
 import sys
 import time
 from collections import Counter
@@ -150,6 +152,37 @@ def _report(problems: tuple[Problem, ...], strict: bool) -> None:
         raise _Fail(f"{len(problems)} problem(s) in the archive (--strict)")
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[dt.date, Any]
+else:  # generic only in newer click releases
+    _ParamType = click.ParamType
+
+
+class _Day(_ParamType):
+    """A day written YYYY-MM-DD; one the calendar does not have is said to be so."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a date written YYYY-MM-DD, such as 2024-05-20", param, ctx)
+        year, month, day = (int(part) for part in match.groups())
+        if not 1 <= month <= 12:
+            self.fail(f"{value} does not exist: there is no month {month}", param, ctx)
+        last = calendar.monthrange(year, month)[1] if year else 31
+        if not year or not 1 <= day <= last:
+            when = f"{calendar.month_name[month]} {year}" if year else "year 0"
+            has = f"has {last} days" if year else "is not in the calendar"
+            self.fail(f"{value} does not exist: {when} {has}", param, ctx)
+        return dt.date(year, month, day)
+
+
+_DAY = _Day()
 _strict = click.option(
     "--strict", is_flag=True, help="Exit non-zero when any digest has a problem."
 )
@@ -257,7 +290,7 @@ def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
 
 @main.command()
 @_configured(source=True)
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its top papers.")
+@click.option("--date", "day", type=_DAY, help="A day: its top papers.")
 @click.option("--week", help="An ISO week such as 2024-W05: its top papers.")
 @click.option(
     "--n", "n", type=click.IntRange(min=1), help="How many (default: top_n_daily/top_n_weekly)."
@@ -266,7 +299,7 @@ def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
 @_json
 def top(
     cfg: Config,
-    day: dt.datetime | None,
+    day: dt.date | None,
     week: str | None,
     n: int | None,
     strict: bool,
@@ -284,11 +317,11 @@ def top(
     archive = _archive(cfg, strict)
     label: dict[str, str]
     if day is not None:
-        digest = archive.by_date(day.date())
+        digest = archive.by_date(day)
         if digest is None:
-            raise _Fail(f"no digest for {day.date()} in {_looked_in(cfg)}")
+            raise _Fail(f"no digest for {day} in {_looked_in(cfg)}")
         picks = top_daily(digest, n or cfg.top_n_daily)
-        label = {"date": day.date().isoformat()}
+        label = {"date": day.isoformat()}
     else:
         try:
             iso = IsoWeek.parse(week or "")
@@ -371,9 +404,7 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 @main.command()
 @_configured(source=True)
 @click.option("--week", help="ISO week such as 2024-W05 (default: the latest in the archive).")
-@click.option(
-    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its ISO week's issue."
-)
+@click.option("--date", "day", type=_DAY, help="A day: its ISO week's issue.")
 @click.option(
     "--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang)."
 )
@@ -394,7 +425,7 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 def preview(
     cfg: Config,
     week: str | None,
-    day: dt.datetime | None,
+    day: dt.date | None,
     lang: str | None,
     fmt: str,
     out: Path | None,
@@ -426,7 +457,7 @@ def preview(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--week") from None
     elif day is not None:
-        iso = IsoWeek.of(day.date())
+        iso = IsoWeek.of(day)
     else:
         iso = latest_week(archive)
     lang = lang or cfg.default_lang
@@ -1024,7 +1055,7 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
 @click.option(
     "--date",
     "day",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=_DAY,
     help="The day (default: today, in timezone).",
 )
 @click.option(
@@ -1032,7 +1063,7 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
     is_flag=True,
     help="Fetch the list and show the plan; call no model, write nothing.",
 )
-def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
+def write(cfg: Config, day: dt.date | None, dry_run: bool) -> None:
     """Write the day's digest into archive_dir from Hugging Face Daily Papers, each paper
     summarized in Korean by the [writer] model (key: NEWSLETTER_WRITER_API_KEY).
 
@@ -1048,7 +1079,7 @@ def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
 
     from .writer import write_day
 
-    date = day.date() if day else dt.datetime.now(cfg.tz).date()
+    date = day or dt.datetime.now(cfg.tz).date()
     # A dry run reads the summary cache when there is a database, and never creates one.
     store = _existing_store(cfg) if dry_run else _store(cfg)
     try:

@@ -150,6 +150,22 @@ def test_init_writes_the_shipped_settings_and_never_overwrites(tmp_path: Path) -
     assert (site / "config.toml").read_text() == "top_n_daily = 3\n"
 
 
+def test_a_date_the_calendar_does_not_have_is_said_to_be_so(seeds_dir: Path) -> None:
+    for value, why in (
+        ("2024-02-30", "2024-02-30 does not exist: February 2024 has 29 days"),
+        ("2023-02-29", "2023-02-29 does not exist: February 2023 has 28 days"),
+        ("2024-13-01", "2024-13-01 does not exist: there is no month 13"),
+        ("2024/02/03", "'2024/02/03' is not a date written YYYY-MM-DD, such as 2024-05-20"),
+    ):
+        source = ["--source", str(seeds_dir)]
+        for command in (["top", *source], ["preview", *source], ["write", "--dry-run"]):
+            code, _, err = _run(*command, "--date", value)
+            assert code == 2
+            assert f"Invalid value for '--date': {why}\n" in err, err
+    code, out, _ = _run("top", "--source", str(seeds_dir), "--date", "2024-07-31", "--json")
+    assert code == 0 and json.loads(out)["date"] == "2024-07-31"
+
+
 def test_bad_config_is_a_one_line_error(tmp_path: Path) -> None:
     path = tmp_path / "config.toml"
     path.write_text("[smtp]\nhots = 'x'\n")
