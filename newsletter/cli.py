@@ -25,6 +25,7 @@ from .files import PRIVATE_UMASK
 from .models import Archive, Pick, Problem
 from .select import IsoWeek, top_daily, top_weekly
 from .tokens import check_keys
+from .words import count
 
 if TYPE_CHECKING:
     from .cache import Catalog
@@ -149,7 +150,7 @@ def _report(problems: tuple[Problem, ...], strict: bool) -> None:
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if strict and problems:
-        raise _Fail(f"{len(problems)} problem(s) in the archive (--strict)")
+        raise _Fail(f"{count(len(problems), 'problem')} in the archive (--strict)")
 
 
 if TYPE_CHECKING:
@@ -271,13 +272,15 @@ def digests(cfg: Config, strict: bool, as_json: bool) -> None:
         write_archive_json(_catalog(cfg, strict), sys.stdout.buffer)
         return
     archive = _archive(cfg, strict)
+    if archive.digests:
+        click.echo(f"{'date':<10}  {'papers':>6}  {'votes':>5}  top paper")
     for digest in archive.digests:
         best = top_daily(digest, 1)
-        top = f"{_votes(best[0].votes):>4}  {_clip(best[0].paper.title, 60)}" if best else ""
-        click.echo(f"{digest.date}  {len(digest.papers):3d} papers  {top}")
+        top = f"{_votes(best[0].votes):>5}  {_clip(best[0].paper.title, 60)}" if best else ""
+        click.echo(f"{digest.date}  {len(digest.papers):>6}  {top}".rstrip())
     click.echo(
-        f"{len(archive.digests)} digests, {archive.paper_count} papers, "
-        f"{len(archive.problems)} problems"
+        f"{count(len(archive.digests), 'digest')}, {count(archive.paper_count, 'paper')}, "
+        f"{count(len(archive.problems), 'problem')}"
     )
 
 
@@ -342,9 +345,11 @@ def top(
             }
         )
         return
+    click.echo(f"{'rank':>4}  {'votes':>5}  {'date':<10}  {'arXiv id':<11}  title")
     for p in picks:
         click.echo(
-            f"{p.rank:3d}  {_votes(p.votes):>4}  {p.date}  {p.paper.arxiv_id:<11} {_clip(p.paper.title, 70)}"
+            f"{p.rank:>4}  {_votes(p.votes):>5}  {p.date}  {p.paper.arxiv_id:<11}  "
+            f"{_clip(p.paper.title, 70)}"
         )
 
 
@@ -788,9 +793,10 @@ def send(
         prepared = delivery.prepare(cfg, _archive(cfg, strict), iso, publish=False)
         store = _store(cfg)
         if dry_run:
-            count, size = delivery.dry_run(cfg, store, prepared, key)
+            built, size = delivery.dry_run(cfg, store, prepared, key)
             click.echo(
-                f"{iso}: {count} messages built ({size / 1e6:.1f} MB); nothing sent (--dry-run)"
+                f"{iso}: {count(built, 'message')} built ({size / 1e6:.1f} MB); "
+                "nothing sent (--dry-run)"
             )
             return
         address = normalize_address(to_address or "")
@@ -865,7 +871,8 @@ def status(cfg: Config, week: str | None) -> None:
     click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for failure in store.failures(row.id):
         click.echo(
-            f"  failed: {failure.email} after {failure.attempts} attempt(s): {failure.last_error}"
+            f"  failed: {failure.email} after {count(failure.attempts, 'attempt')}: "
+            f"{failure.last_error}"
         )
     _bounce_lines(store.bounce_counts(row.id), counts)
     _writer_lines(store)
@@ -1015,7 +1022,8 @@ def cancel(cfg: Config, week: str) -> None:
     from . import issues
 
     row, skipped = issues.cancel(_store(cfg), str(_parse_week(cfg, week)))
-    click.echo(f"{row.week} is {row.status}: {skipped} queued deliveries will not be made")
+    queued = count(skipped, "queued delivery", "queued deliveries")
+    click.echo(f"{row.week} is {row.status}: {queued} will not be made")
 
 
 @main.command()

@@ -45,6 +45,7 @@ from .sender import send_mails, sleep_unless
 from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
 from .tokens import signing_keys
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -347,7 +348,7 @@ async def serve(
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                     stop.set()
                     await stopping
-                    log.info("stopping: %d job(s) to finish first", len(ctx.running))
+                    log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
                     while ctx.running:
                         await asyncio.gather(*list(ctx.running), return_exceptions=True)
                 finally:
@@ -388,11 +389,11 @@ async def _refresh_feeds(cfg: Config) -> Catalog:
     await asyncio.to_thread(refresh_feeds, cfg, catalog)
     dates = catalog.dates()
     log.info(
-        "archive: %d digests (%s to %s; %d files parsed), feeds in %s",
-        len(dates),
+        "archive: %s (%s to %s; %s parsed), feeds in %s",
+        count(len(dates), "digest"),
         dates[0] if dates else "-",
         dates[-1] if dates else "-",
-        catalog.stats.parsed,
+        count(catalog.stats.parsed, "file"),
         cfg.public_path,
     )
     return catalog

@@ -144,9 +144,15 @@ def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
     return count
 
 
+# The first line of `newsletter subscribers list`: scripts skip it with `tail -n +2`.
+LIST_HEADER = "email\tname\tlang\tstatus\twhy"
+
+
 def rows(store: Store, status: str | None = None) -> Iterator[str]:
-    """One tab-separated line per subscriber; a fifth column says why the status changed
-    (a bounce, a complaint: reason, status code, time and diagnostic) when it is known."""
+    """:data:`LIST_HEADER`, then one tab-separated line per subscriber; the fifth column
+    says why the status changed (a bounce, a complaint: reason, status code, time and
+    diagnostic) when it is known."""
+    yield LIST_HEADER
     for sub in store.iter_subscribers(status):
         line = f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
         yield f"{line}\t{sub.why}" if sub.why else line

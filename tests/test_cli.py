@@ -23,8 +23,14 @@ def _run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
 def test_digests_table(seeds_dir: Path) -> None:
     code, out, _ = _run("digests", "--source", str(seeds_dir))
     assert code == 0
-    assert "2024-05-20    5 papers" in out
-    assert out.strip().endswith("4 digests, 34 papers, 0 problems")
+    lines = out.splitlines()
+    assert lines[0] == "date        papers  votes  top paper"
+    assert lines[3] == "2024-05-20       5      6  INDUS: Effective and Efficient Language Mod" + (
+        "els for Scientif…"
+    )
+    assert lines[-1] == "4 digests, 34 papers, 0 problems"
+    code, out, _ = _run("digests", "--source", str(seeds_dir / "000_472715385765befd.txt"))
+    assert out.splitlines()[-1] == "1 digest, 5 papers, 0 problems"  # counted as written
 
 
 def test_digests_json_matches_the_documented_shape(seeds_dir: Path) -> None:
@@ -71,8 +77,9 @@ def test_top_by_date_and_week(seeds_dir: Path) -> None:
     code, out, _ = _run("top", "--source", str(seeds_dir), "--date", "2024-07-31", "--n", "2")
     assert code == 0
     lines = out.strip().splitlines()
-    assert len(lines) == 2
-    assert "2407.20743" in lines[0] and "53" in lines[0]
+    assert len(lines) == 3
+    assert lines[0] == "rank  votes  date        arXiv id     title"
+    assert lines[1].startswith("   1     53  2024-07-31  2407.20743   Meltemi")
     code, out, _ = _run("top", "--source", str(seeds_dir), "--week", "2024-W05", "--json")
     data = json.loads(out)
     assert data["week"] == "2024-W05"
@@ -179,7 +186,7 @@ def test_config_from_environment_variable(tmp_path: Path, seeds_dir: Path) -> No
     path.write_text(f'source = "{seeds_dir}"\ntop_n_daily = 1\n')
     code, out, _ = _run("top", "--date", "2024-01-02", env={"NEWSLETTER_CONFIG": str(path)})
     assert code == 0
-    assert len(out.strip().splitlines()) == 1
+    assert len(out.strip().splitlines()) == 2  # the header and one paper
 
 
 def test_a_corrupt_database_is_one_line_naming_the_file(tmp_path: Path) -> None:

@@ -107,10 +107,17 @@ def test_cli_add_list_remove_status(tmp_path: Path) -> None:
     )
     code, output = run("subscribers", "add", "bad@")
     assert code == 1 and output.startswith("error: 'bad@' is not a valid email address")
-    assert run("subscribers", "list")[1] == "reader@example.org\t김독자\tko\tactive\n"
+    assert run("subscribers", "list")[1] == (
+        "email\tname\tlang\tstatus\twhy\nreader@example.org\t김독자\tko\tactive\n"
+    )
     assert run("subscribers", "remove", "READER@example.org")[0] == 0
-    assert run("subscribers", "list", "--status", "unsubscribed")[1].startswith(
-        "reader@example.org"
+    assert (
+        run("subscribers", "list", "--status", "unsubscribed")[1]
+        .splitlines()[1]
+        .startswith("reader@example.org")
+    )
+    assert (
+        run("subscribers", "list", "--status", "bounced")[1] == "email\tname\tlang\tstatus\twhy\n"
     )
     assert run("subscribers", "remove", "nobody@example.org")[0] == 1
     code, output = run("status", "--week", "2024-W05")
