@@ -503,8 +503,11 @@ def preview(
     if web:
         for written in publish_issue(cfg, issue):
             click.echo(str(written))
-    if open_it:
-        webbrowser.open(path.resolve().as_uri())
+    if open_it and not webbrowser.open(path.resolve().as_uri()):
+        click.echo(
+            f"warning: no web browser could be started here; open {path.resolve()} in one",
+            err=True,
+        )
 
 
 # --- subscribers and sending ---------------------------------------------------------

@@ -228,3 +228,30 @@ def test_verbose_before_or_after_the_command_logs_in_one_format(tmp_path: Path) 
     (tmp_path / "news.db").unlink()
     code, _, err = _run("migrate", "--config", config)
     assert code == 0 and err == ""  # warnings only, without -v
+
+
+def test_preview_open_without_a_browser_says_so(tmp_path: Path, seeds_dir: Path) -> None:
+    """No browser to be found (no display, nothing on PATH): one line naming the file."""
+    import subprocess
+    import sys
+
+    empty = tmp_path / "bin"
+    empty.mkdir()
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("NEWSLETTER_", "BROWSER"))}
+    env |= {"PATH": str(empty), "DISPLAY": "", "WAYLAND_DISPLAY": ""}
+    env["NEWSLETTER_SECRET_KEY"] = "k" * 40
+    (tmp_path / "config.toml").write_text(f'source = "{seeds_dir}"\n')
+    proc = subprocess.run(
+        [sys.executable, "-m", "newsletter", "preview", "--week", "2024-W05", "--open"],
+        cwd=tmp_path,
+        env=env,
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    path = tmp_path / "preview" / "2024-W05.ko.html"
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout == "preview/2024-W05.ko.html\n"
+    assert proc.stderr == (f"warning: no web browser could be started here; open {path} in one\n")
+    assert path.is_file()
