@@ -2,33 +2,41 @@
 
 from __future__ import annotations
 
+import calendar
 import contextlib
 import datetime as dt
 import functools
 import json
-import logging
 import os
+import re
 import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
+from . import logs
 from .config import Config, load_config
 from .errors import NewsletterError
 from .files import PRIVATE_UMASK
 from .models import Archive, Pick, Problem
 from .select import IsoWeek, top_daily, top_weekly
 from .tokens import check_keys
+from .words import count
+
+if TYPE_CHECKING:
+    from .cache import Catalog
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _configured(*, source: bool = False) -> Callable[[F], F]:
-    """Give a command ``--config`` (and ``--source``), and pass it the loaded :class:`Config`.
+def _configured(*, source: bool = False, service: bool = False) -> Callable[[F], F]:
+    """Give a command ``--config`` and ``-v`` (and ``--source``), set up logging, and pass
+    it the loaded :class:`Config`. ``service``: a long-lived process that listens on
+    ``--host`` and ``--port`` (``web.host``, ``web.port``) and logs at least information.
 
     Library errors become one-line messages with their exit code, never tracebacks.
     """
@@ -36,18 +44,18 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
     def decorate(func: F) -> F:
         @functools.wraps(func)
         def wrapper(config_path: Path | None, verbose: int, **kwargs: Any) -> Any:
-            logging.basicConfig(
-                level=logging.DEBUG
-                if verbose > 1
-                else logging.INFO
-                if verbose
-                else logging.WARNING,
-                format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-            )
+            # -v counts before the command name (`newsletter -v run`) and after it alike.
+            root = click.get_current_context().find_root()
+            logs.configure(verbose + root.params.get("verbose", 0), service=service)
             overrides = {"source": kwargs.pop("source")} if source else {}
+            if service:
+                # Into the settings, so that links follow them while base_url is unset.
+                overrides |= {"web.host": kwargs.pop("host"), "web.port": kwargs.pop("port")}
             try:
                 cfg = load_config(config_path, overrides=overrides)
                 check_keys(cfg)
+                if source:
+                    _check_source(cfg)
                 return func(cfg, **kwargs)
             except NewsletterError as exc:
                 raise _fail(str(exc), exc.exit_code) from None
@@ -62,6 +70,15 @@ def _configured(*, source: bool = False) -> Callable[[F], F]:
         wrapper = click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")(
             wrapper
         )
+        if service:
+            wrapper = click.option(
+                "--port",
+                type=click.IntRange(1, 65535),
+                help="TCP port (default: web.port, 8000).",
+            )(wrapper)
+            wrapper = click.option(
+                "--host", help="Address to listen on (default: web.host, 127.0.0.1)."
+            )(wrapper)
         if source:
             wrapper = click.option(
                 "--source",
@@ -89,22 +106,84 @@ def _fail(message: str, exit_code: int) -> _Fail:
     return _UsageFail(message) if exit_code == 2 else _Fail(message)
 
 
-def _archive(cfg: Config, strict: bool) -> Archive:
-    from .sources import load_local_archive
+def _check_source(cfg: Config) -> None:
+    """A source folder that is not there stops a command that reads it, in one line."""
+    if not cfg.source_is_url and not cfg.source_path.exists():
+        raise _Fail(
+            f"the source folder {cfg.source_path} does not exist; --source (or source in "
+            "the settings) takes a folder of digests or one digest file"
+        )
 
+
+def _looked_in(cfg: Config) -> str:
+    """Where the archive was read from, for a message that found nothing there."""
+    from .cache import archive_folders
+
+    folders = archive_folders(cfg) or [cfg.archive_path]
+    return " and ".join(str(folder) for folder in folders)
+
+
+def _catalog(cfg: Config, strict: bool) -> Catalog:
+    """What the parse cache knows of the source and archive_dir; problems reported."""
+    from .cache import local_catalog
+
+    catalog = local_catalog(cfg)
+    if not cfg.source_is_url and cfg.source_path.is_file():
+        # One file given as the source: it must be a digest, not any file at all.
+        path = str(cfg.source_path)
+        if not any(papers for e in catalog.entries if e.path == path for _, papers in e.days):
+            why = next((p.message for p in catalog.problems if p.file == path), "no paper in it")
+            raise _Fail(
+                f"{path} cannot be read as a digest: {why}; --source takes a folder of "
+                "digests or one digest file"
+            )
+    _report(catalog.problems, strict)
+    return catalog
+
+
+def _archive(cfg: Config, strict: bool) -> Archive:
     # The source folder and the digests stored from a URL source (archive_dir).
-    archive = load_local_archive(cfg)
-    _report(archive.problems, strict)
-    return archive
+    return _catalog(cfg, strict).load()
 
 
 def _report(problems: tuple[Problem, ...], strict: bool) -> None:
     for problem in problems:
         click.echo(f"error: {problem}", err=True)
     if strict and problems:
-        raise _Fail(f"{len(problems)} problem(s) in the archive (--strict)")
+        raise _Fail(f"{count(len(problems), 'problem')} in the archive (--strict)")
 
 
+if TYPE_CHECKING:
+    _ParamType = click.ParamType[dt.date, Any]
+else:  # generic only in newer click releases
+    _ParamType = click.ParamType
+
+
+class _Day(_ParamType):
+    """A day written YYYY-MM-DD; one the calendar does not have is said to be so."""
+
+    name = "YYYY-MM-DD"
+
+    def convert(
+        self, value: Any, param: click.Parameter | None, ctx: click.Context | None
+    ) -> dt.date:
+        if isinstance(value, dt.date):
+            return value
+        match = re.fullmatch(r"(\d{4})-(\d{2})-(\d{2})", str(value).strip())
+        if match is None:
+            self.fail(f"{value!r} is not a date written YYYY-MM-DD, such as 2024-05-20", param, ctx)
+        year, month, day = (int(part) for part in match.groups())
+        if not 1 <= month <= 12:
+            self.fail(f"{value} does not exist: there is no month {month}", param, ctx)
+        last = calendar.monthrange(year, month)[1] if year else 31
+        if not year or not 1 <= day <= last:
+            when = f"{calendar.month_name[month]} {year}" if year else "year 0"
+            has = f"has {last} days" if year else "is not in the calendar"
+            self.fail(f"{value} does not exist: {when} {has}", param, ctx)
+        return dt.date(year, month, day)
+
+
+_DAY = _Day()
 _strict = click.option(
     "--strict", is_flag=True, help="Exit non-zero when any digest has a problem."
 )
@@ -125,11 +204,55 @@ def _clip(text: str, width: int) -> str:
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="newsletter")
-def main() -> None:
+@click.option(
+    "-v", "--verbose", count=True, help="More log output (-vv: debug); also after the command."
+)
+def main(verbose: int) -> None:
     """Hugging Face Daily Papers in Korean: an Atom feed and a weekly email."""
     # The database, its WAL, the signing key, the outbox and the archive are private;
     # the public folder's output sets its own modes (newsletter.files).
     os.umask(PRIVATE_UMASK)
+
+
+@main.command()
+@click.argument("folder", type=click.Path(path_type=Path, file_okay=False), default=".")
+def init(folder: Path) -> None:
+    """Start a new site in FOLDER (default: here): a config.toml listing every setting with
+    its default and what it does, and the folders it names. An existing config.toml is
+    never overwritten.
+
+    \b
+    Example:
+      newsletter init mysite && cd mysite && newsletter run
+    """
+    from .config import Config
+    from .files import public_folder
+    from .shipped import SETTINGS_FILE, shipped
+
+    path = folder / SETTINGS_FILE
+    try:
+        # Searchable by all, as the public folder inside must be; what is private (the
+        # database, the key, the archive, the outbox) is private by its own mode.
+        public_folder(folder)
+        with path.open("xb") as out:
+            out.write(shipped(SETTINGS_FILE).read_bytes())
+    except FileExistsError:
+        raise _Fail(f"{path} already exists; init leaves it as it is") from None
+    except OSError as exc:
+        raise _Fail(f"cannot write {path}: {exc.strerror or exc}") from None
+    defaults = Config()
+    (folder / defaults.archive_dir).mkdir(exist_ok=True)
+    public_folder(folder / defaults.public_dir)
+    click.echo(f"wrote {path}, with every setting and its default")
+    click.echo(
+        f"made {folder / defaults.archive_dir} (the digests `newsletter write` adds) and "
+        f"{folder / defaults.public_dir} (the feeds and web pages)"
+    )
+    here = "" if folder.resolve() == Path.cwd() else f"cd {folder} && "
+    click.echo(
+        f"next: {here}newsletter run; it reads the sample archive shipped with newsletter "
+        "until source names a folder of your own digests"
+    )
 
 
 @main.command()
@@ -144,22 +267,20 @@ def digests(cfg: Config, strict: bool, as_json: bool) -> None:
       newsletter digests --source seeds/ --json > archive.json
     """
     if as_json:
-        # Not through .sources: its HTTP client and the feed writer are slow imports.
-        from .cache import local_catalog
         from .export import write_archive_json
 
-        catalog = local_catalog(cfg)
-        _report(catalog.problems, strict)
-        write_archive_json(catalog, sys.stdout.buffer)
+        write_archive_json(_catalog(cfg, strict), sys.stdout.buffer)
         return
     archive = _archive(cfg, strict)
+    if archive.digests:
+        click.echo(f"{'date':<10}  {'papers':>6}  {'votes':>5}  top paper")
     for digest in archive.digests:
         best = top_daily(digest, 1)
-        top = f"{_votes(best[0].votes):>4}  {_clip(best[0].paper.title, 60)}" if best else ""
-        click.echo(f"{digest.date}  {len(digest.papers):3d} papers  {top}")
+        top = f"{_votes(best[0].votes):>5}  {_clip(best[0].paper.title, 60)}" if best else ""
+        click.echo(f"{digest.date}  {len(digest.papers):>6}  {top}".rstrip())
     click.echo(
-        f"{len(archive.digests)} digests, {archive.paper_count} papers, "
-        f"{len(archive.problems)} problems"
+        f"{count(len(archive.digests), 'digest')}, {count(archive.paper_count, 'paper')}, "
+        f"{count(len(archive.problems), 'problem')}"
     )
 
 
@@ -172,7 +293,7 @@ def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
 
 @main.command()
 @_configured(source=True)
-@click.option("--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its top papers.")
+@click.option("--date", "day", type=_DAY, help="A day: its top papers.")
 @click.option("--week", help="An ISO week such as 2024-W05: its top papers.")
 @click.option(
     "--n", "n", type=click.IntRange(min=1), help="How many (default: top_n_daily/top_n_weekly)."
@@ -181,7 +302,7 @@ def _picks_json(picks: list[Pick]) -> list[dict[str, Any]]:
 @_json
 def top(
     cfg: Config,
-    day: dt.datetime | None,
+    day: dt.date | None,
     week: str | None,
     n: int | None,
     strict: bool,
@@ -199,11 +320,11 @@ def top(
     archive = _archive(cfg, strict)
     label: dict[str, str]
     if day is not None:
-        digest = archive.by_date(day.date())
+        digest = archive.by_date(day)
         if digest is None:
-            raise _Fail(f"no digest for {day.date()} in {cfg.source}")
+            raise _Fail(f"no digest for {day} in {_looked_in(cfg)}")
         picks = top_daily(digest, n or cfg.top_n_daily)
-        label = {"date": day.date().isoformat()}
+        label = {"date": day.isoformat()}
     else:
         try:
             iso = IsoWeek.parse(week or "")
@@ -211,7 +332,9 @@ def top(
             raise click.BadParameter(str(exc), param_hint="--week") from None
         picks = top_weekly(archive.digests, iso, n or cfg.top_n_weekly)
         if not picks:
-            raise _Fail(f"no digest in week {iso} ({iso.monday} to {iso.sunday})")
+            raise _Fail(
+                f"no digest in week {iso} ({iso.monday} to {iso.sunday}) in {_looked_in(cfg)}"
+            )
         label = {"week": str(iso)}
     if as_json:
         _dump(
@@ -222,9 +345,11 @@ def top(
             }
         )
         return
+    click.echo(f"{'rank':>4}  {'votes':>5}  {'date':<10}  {'arXiv id':<11}  title")
     for p in picks:
         click.echo(
-            f"{p.rank:3d}  {_votes(p.votes):>4}  {p.date}  {p.paper.arxiv_id:<11} {_clip(p.paper.title, 70)}"
+            f"{p.rank:>4}  {_votes(p.votes):>5}  {p.date}  {p.paper.arxiv_id:<11}  "
+            f"{_clip(p.paper.title, 70)}"
         )
 
 
@@ -253,7 +378,7 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
 
     archive = _archive(cfg, strict)
     if not archive.digests:
-        raise _Fail(f"no digest in {cfg.source}: nothing to put in the feed")
+        raise _Fail(f"no digest in {_looked_in(cfg)}: nothing to put in the feed")
     folder = cfg.public_path if out is None else out
     today = dt.datetime.now(cfg.tz).date()
     written = write_feeds(cfg, archive, folder) + write_issue_feeds(cfg, archive, today, folder)
@@ -265,15 +390,15 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
 
     site_cfg = cfg if out is None else cfg.replace(public_dir=out.resolve())
     pages = publish_weeks(site_cfg, local_catalog(cfg), dt.datetime.now(cfg.tz).date())
-    click.echo(f"{folder}: {len(pages)} web pages rendered")
+    click.echo(f"{folder}: {count(len(pages), 'web page')} rendered")
 
 
 @main.command()
-@_configured()
-@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
-def serve(cfg: Config, host: str | None, port: int | None) -> None:
+@_configured(service=True)
+def serve(cfg: Config) -> None:
     """Serve the feeds and the issues' web copies from the public folder over HTTP.
+
+    While base_url is not set, links in pages and mails point to this address.
 
     \b
     Example:
@@ -281,7 +406,7 @@ def serve(cfg: Config, host: str | None, port: int | None) -> None:
     """
     from .service import serve_web
 
-    serve_web(cfg, host or cfg.web.host, port or cfg.web.port)
+    serve_web(cfg, cfg.web.host, cfg.web.port)
 
 
 PREVIEW_DIR = Path("preview")
@@ -291,9 +416,7 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 @main.command()
 @_configured(source=True)
 @click.option("--week", help="ISO week such as 2024-W05 (default: the latest in the archive).")
-@click.option(
-    "--date", "day", type=click.DateTime(["%Y-%m-%d"]), help="A day: its ISO week's issue."
-)
+@click.option("--date", "day", type=_DAY, help="A day: its ISO week's issue.")
 @click.option(
     "--lang", type=click.Choice(["ko", "en"]), help="Interface language (default: default_lang)."
 )
@@ -316,7 +439,7 @@ SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 def preview(
     cfg: Config,
     week: str | None,
-    day: dt.datetime | None,
+    day: dt.date | None,
     lang: str | None,
     fmt: str,
     out: Path | None,
@@ -338,7 +461,7 @@ def preview(
 
     from .message import message_template, preferences_url, unsubscribe_url
     from .outputs import publish_issue
-    from .render import build_issue, latest_week, render_issue
+    from .render import NoIssueError, build_issue, latest_week, render_issue
 
     if week is not None and day is not None:
         raise click.UsageError("give at most one of --week or --date")
@@ -349,11 +472,14 @@ def preview(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--week") from None
     elif day is not None:
-        iso = IsoWeek.of(day.date())
+        iso = IsoWeek.of(day)
     else:
         iso = latest_week(archive)
     lang = lang or cfg.default_lang
-    issue = build_issue(cfg, archive, iso)
+    try:
+        issue = build_issue(cfg, archive, iso)
+    except NoIssueError as exc:
+        raise _Fail(f"{exc}; looked in {_looked_in(cfg)}") from None
     rendered = render_issue(cfg, issue, lang)
     from .tokens import PREFERENCES, UNSUBSCRIBE, make_token, secret_key
 
@@ -387,8 +513,11 @@ def preview(
     if web:
         for written in publish_issue(cfg, iso):
             click.echo(str(written))
-    if open_it:
-        webbrowser.open(path.resolve().as_uri())
+    if open_it and not webbrowser.open(path.resolve().as_uri()):
+        click.echo(
+            f"warning: no web browser could be started here; open {path.resolve()} in one",
+            err=True,
+        )
 
 
 # --- subscribers and sending ---------------------------------------------------------
@@ -677,9 +806,10 @@ def send(
         prepared = delivery.prepare(cfg, _archive(cfg, strict), iso, publish=False)
         store = _store(cfg)
         if dry_run:
-            count, size = delivery.dry_run(cfg, store, prepared, key)
+            built, size = delivery.dry_run(cfg, store, prepared, key)
             click.echo(
-                f"{iso}: {count} messages built ({size / 1e6:.1f} MB); nothing sent (--dry-run)"
+                f"{iso}: {count(built, 'message')} built ({size / 1e6:.1f} MB); "
+                "nothing sent (--dry-run)"
             )
             return
         address = normalize_address(to_address or "")
@@ -754,7 +884,8 @@ def status(cfg: Config, week: str | None) -> None:
     click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
     for failure in store.failures(row.id):
         click.echo(
-            f"  failed: {failure.email} after {failure.attempts} attempt(s): {failure.last_error}"
+            f"  failed: {failure.email} after {count(failure.attempts, 'attempt')}: "
+            f"{failure.last_error}"
         )
     _bounce_lines(store.bounce_counts(row.id), counts)
     _writer_lines(store)
@@ -904,7 +1035,8 @@ def cancel(cfg: Config, week: str) -> None:
     from . import issues
 
     row, skipped = issues.cancel(_store(cfg), str(_parse_week(cfg, week)))
-    click.echo(f"{row.week} is {row.status}: {skipped} queued deliveries will not be made")
+    queued = count(skipped, "queued delivery", "queued deliveries")
+    click.echo(f"{row.week} is {row.status}: {queued} will not be made")
 
 
 @main.command()
@@ -944,7 +1076,7 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
 @click.option(
     "--date",
     "day",
-    type=click.DateTime(["%Y-%m-%d"]),
+    type=_DAY,
     help="The day (default: today, in timezone).",
 )
 @click.option(
@@ -952,7 +1084,7 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
     is_flag=True,
     help="Fetch the list and show the plan; call no model, write nothing.",
 )
-def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
+def write(cfg: Config, day: dt.date | None, dry_run: bool) -> None:
     """Write the day's digest into archive_dir from Hugging Face Daily Papers, each paper
     summarized in Korean by the [writer] model (key: NEWSLETTER_WRITER_API_KEY).
 
@@ -968,7 +1100,7 @@ def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
 
     from .writer import write_day
 
-    date = day.date() if day else dt.datetime.now(cfg.tz).date()
+    date = day or dt.datetime.now(cfg.tz).date()
     # A dry run reads the summary cache when there is a database, and never creates one.
     store = _existing_store(cfg) if dry_run else _store(cfg)
     try:
@@ -985,13 +1117,12 @@ def write(cfg: Config, day: dt.datetime | None, dry_run: bool) -> None:
 
 
 @main.command()
-@_configured(source=True)
-@click.option("--host", help="Address to listen on (default: web.host, 127.0.0.1).")
-@click.option("--port", type=click.IntRange(1, 65535), help="TCP port (default: web.port, 8000).")
+@_configured(source=True, service=True)
 @_allow_insecure
-def run(cfg: Config, host: str | None, port: int | None, allow_insecure_links: bool) -> None:
+def run(cfg: Config, allow_insecure_links: bool) -> None:
     """Run the service: the scheduler (daily digest and feeds, weekly issue) and the web
-    app (feeds, issue pages, subscribe and unsubscribe) in one process.
+    app (feeds, issue pages, subscribe and unsubscribe) in one process. While base_url is
+    not set, links in pages and mails point to the address it listens on.
 
     Only one may run per database; SIGTERM or Ctrl-C lets a send finish its in-flight
     messages and exits 0, and a send cut short resumes on the next start.
@@ -1004,7 +1135,7 @@ def run(cfg: Config, host: str | None, port: int | None, allow_insecure_links: b
     from .service import run_service
 
     check_links(cfg, allow_insecure=allow_insecure_links)
-    run_service(cfg, host or cfg.web.host, port or cfg.web.port)
+    run_service(cfg, cfg.web.host, cfg.web.port)
 
 
 def _parse_now(cfg: Config, text: str | None) -> dt.datetime:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import difflib
 import logging
 import os
 import re
@@ -24,6 +25,7 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from .errors import ConfigError
+from .shipped import SAMPLE_ARCHIVE, shipped
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +49,11 @@ _SECRET_ENV = {
     "writer.api_key": WRITER_API_KEY_ENV,
 }
 LANGS = ("ko", "en")
+# Entry ids' authority when neither tag_authority nor base_url is set: the host of the
+# base_url that earlier releases set by default, so the ids of such a site stay the same.
+UNSET_TAG_AUTHORITY = "127.0.0.1"
+# Addresses that listen on every interface, and the one to reach them at on this machine.
+_ANY_HOST = {"": "127.0.0.1", "0.0.0.0": "127.0.0.1", "::": "::1"}
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _DURATION_RE = re.compile(r"(\d+)\s*(s|m|h)$")
@@ -227,11 +234,13 @@ class WebConfig:
 class Config:
     site_title: str = "HF 데일리 논문 요약"
     site_subtitle: str = "Hugging Face Daily Papers를 한국어로 요약해 매일 전해 드립니다"
-    base_url: str = "http://127.0.0.1:8000/"
+    # Empty: the address the web app listens on (web.host, web.port, or --host/--port).
+    base_url: str = ""
     tag_authority: str = ""
     author_name: str = "newsletter"
     timezone: str = "Asia/Seoul"
-    source: str = "seeds"
+    # While no seeds/ folder exists, the sample archive shipped in the package.
+    source: str = SAMPLE_ARCHIVE
     archive_dir: Path = Path("archive")
     top_n_daily: int = 10
     top_n_weekly: int = 10
@@ -286,12 +295,30 @@ class Config:
 
     @property
     def site_url(self) -> str:
-        """The base URL, always ending with a slash."""
+        """The public address every link starts with, ending with a slash: ``base_url``, or
+        while that is not set, the address the web app listens on (:attr:`listen_url`)."""
+        if not self.base_url:
+            return self.listen_url
         return self.base_url if self.base_url.endswith("/") else self.base_url + "/"
 
     @property
+    def listen_url(self) -> str:
+        """``http://HOST:PORT/`` of ``web.host`` and ``web.port``; an address that listens
+        everywhere (``0.0.0.0``, ``::``) is reached at the loopback address."""
+        host = self.web.host.strip("[]")
+        host = _ANY_HOST.get(host, host)
+        return f"http://{f'[{host}]' if ':' in host else host}:{self.web.port}/"
+
+    @property
     def tag_domain(self) -> str:
-        return self.tag_authority or (urlsplit(self.base_url).hostname or "localhost")
+        """The authority of entry ids: ``tag_authority``, else the host of ``base_url``. It
+        never follows the listening address: a feed's entry ids must not change with a
+        port or an interface."""
+        if self.tag_authority:
+            return self.tag_authority
+        if not self.base_url:
+            return UNSET_TAG_AUTHORITY
+        return urlsplit(self.base_url).hostname or "localhost"
 
     @property
     def feed_clock(self) -> dt.time:
@@ -428,7 +455,7 @@ def _apply(
                     _apply_edition(values, sub, subvalue, where, from_env, origins)
                     continue
                 if sub not in hints:
-                    raise ConfigError(f"{where}: unknown key {name!r}")
+                    raise ConfigError(f"{where}: unknown key {name!r}{_did_you_mean(name)}")
                 try:
                     values[key][sub] = _coerce(name, subvalue, hints[sub], from_env)
                     origins[name] = where
@@ -436,7 +463,7 @@ def _apply(
                     raise ConfigError(f"{where}: {exc}") from None
             continue
         if key not in top_hints or key in _NOT_KEYS:
-            raise ConfigError(f"{where}: unknown key {key!r}")
+            raise ConfigError(f"{where}: unknown key {key!r}{_did_you_mean(key)}")
         try:
             values[""][key] = _coerce(key, value, top_hints[key], from_env)
             origins[key] = where
@@ -465,6 +492,27 @@ def _apply_edition(
         except ConfigError as exc:
             raise ConfigError(f"{where}: {exc}") from None
         origins[name] = where
+
+
+def _known_keys() -> list[str]:
+    """Every key as it is spelled in a message: ``top_n_daily``, ``smtp``, ``smtp.host``."""
+    top = [key for key in _hints(Config) if key not in _NOT_KEYS | _SECTIONS.keys()]
+    tables = [f"{section}.{key}" for section, cls in _SECTIONS.items() for key in _hints(cls)]
+    return top + list(_SECTIONS) + tables
+
+
+def _did_you_mean(name: str) -> str:
+    """``; did you mean 'smtp.host'?`` for a key spelled like a known one, else nothing.
+    A key in the wrong table (``[smtp] lang``) is matched by its own name too."""
+    known = _known_keys()
+    section, _, key = name.rpartition(".")
+    same_table = [k for k in known if k.startswith(f"{section}.")] if section else known
+    for candidates, word in ((same_table, name), (known, name), (known, key)):
+        match = difflib.get_close_matches(word, candidates, n=1, cutoff=0.75)
+        if match:
+            return f"; did you mean {match[0]!r}?"
+    exact = [repr(k) for k in known if k.rpartition(".")[2] == key and k != name]
+    return f"; did you mean {' or '.join(exact)}?" if exact else ""
 
 
 def _env_overrides(
@@ -507,8 +555,12 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     except (ZoneInfoNotFoundError, ValueError):
         raise bad("timezone", f"is not a known time zone: {cfg.timezone!r}") from None
     parts = urlsplit(cfg.base_url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise bad("base_url", f"must be an absolute http(s) URL, got {cfg.base_url!r}")
+    if cfg.base_url and (parts.scheme not in ("http", "https") or not parts.hostname):
+        raise bad(
+            "base_url",
+            f"must be an absolute http(s) URL (or empty: the listening address), "
+            f"got {cfg.base_url!r}",
+        )
     for key in ("top_n_daily", "top_n_weekly", "feed_days"):
         if getattr(cfg, key) < 1:
             raise bad(key, "must be at least 1")
@@ -751,4 +803,26 @@ def load_config(
         secret_key=env.get(SECRET_KEY_ENV, ""),
     )
     _validate(cfg, origins)
-    return cfg
+    return _with_samples(cfg, origins)
+
+
+def _with_samples(cfg: Config, origins: Mapping[str, str]) -> Config:
+    """The default source where there is no seeds/ folder (outside a clone, a site made
+    by ``newsletter init``): the sample archive shipped in the package, said in the log.
+    A --source flag always means the folder it names."""
+    if (
+        cfg.source != SAMPLE_ARCHIVE
+        or origins.get("source") == "command line"
+        or cfg.source_path.exists()
+    ):
+        return cfg
+    samples = shipped(SAMPLE_ARCHIVE)
+    if not samples.is_dir():
+        return cfg
+    log.info(
+        "there is no %s folder: reading the sample archive shipped with newsletter, %s "
+        "(set source to a folder of your own digests)",
+        cfg.source_path,
+        samples,
+    )
+    return cfg.replace(source=str(samples))

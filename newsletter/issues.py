@@ -133,6 +133,9 @@ def prepare(
 def _frozen_settings(cfg: Config) -> dict[str, Any]:
     return {
         **{key: getattr(cfg, key) for key in FROZEN_TOP},
+        # The address the links were made for: an unset base_url follows the port of the
+        # process that froze the issue, and every later sender must use that one.
+        "base_url": cfg.site_url,
         "email": {
             **{key: getattr(cfg.email, key) for key in FROZEN_EMAIL},
             **{lang: dataclasses.asdict(getattr(cfg.email, lang)) for lang in FROZEN_EDITIONS},
@@ -328,10 +331,15 @@ def check_links(cfg: Config, *, allow_insecure: bool) -> None:
     the Maildir outbox is for trying things out and is exempt."""
     if not cfg.smtp.host or allow_insecure:
         return
-    if urlsplit(cfg.base_url).scheme != "https":
+    if urlsplit(cfg.site_url).scheme != "https":
+        where = (
+            f"base_url is {cfg.base_url}"
+            if cfg.base_url
+            else f"base_url is not set, so links point to the listening address {cfg.site_url}"
+        )
         raise InsecureLinks(
-            f"base_url is {cfg.base_url}: one-click unsubscribe (RFC 8058) needs an https "
-            "address in a real send (--allow-insecure-links to send anyway, for testing)"
+            f"{where}: one-click unsubscribe (RFC 8058) needs an https base_url in a real "
+            "send (--allow-insecure-links to send anyway, for testing)"
         )
     domain = message_domain(cfg)
     if domain in ("localhost", "localhost.localdomain") or "." not in domain:

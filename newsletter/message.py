@@ -1,10 +1,11 @@
 """The email: a rendered issue -> signed RFC 5322 bytes, one per recipient, cheaply.
 
 :func:`message_template` builds the MIME structure once per (issue, language) with the
-email package. Both bodies are base64 (7-bit clean, and a third smaller than
+email package. Bodies going over SMTP are base64 (7-bit clean, and a third smaller than
 quoted-printable for Korean text), encoded once in pieces that end on 3-byte boundaries,
 so a recipient's unsubscribe and preferences URLs are spliced in by encoding only the few
-bytes around them.
+bytes around them. Into the Maildir outbox (no SMTP host) the text part is 8bit instead,
+UTF-8 as it is, so that ``cat`` shows it and its links (:func:`readable_text`).
 :meth:`MessageTemplate.personalize` then writes four headers, joins pre-encoded bytes
 and, when a key is configured, DKIM-signs the result (:mod:`newsletter.signing`, keys
 loaded once per template). Delivery sends exactly those bytes.
@@ -51,6 +52,10 @@ __all__ = [
 POLICY = email.policy.SMTP.clone(max_line_length=76)
 CRLF = b"\r\n"
 _B64_LINE = 57  # input bytes per 76-character base64 line
+# RFC 5322: a line is at most 998 octets; an 8bit body must keep to it.
+_MAX_LINE = 998
+# Room left on a line for an unsubscribe token (tokens are well under 100 characters).
+_LONGEST_TOKEN = 200
 _CONTROL_RE = re.compile(r"[\x00-\x1f\x7f]")
 _ADDRESS_RE = re.compile(
     r"[A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9](?:[A-Za-z0-9.-]*[A-Za-z0-9])?"
@@ -182,6 +187,37 @@ def _message_id(cfg: Config, rendered: RenderedIssue, message_id: str | None) ->
     return f"<{match.group(1)}>"
 
 
+def readable_text(cfg: Config) -> bool:
+    """Whether text parts are written 8bit (UTF-8 as it is, readable with ``cat``): only
+    for the Maildir outbox, whose files no relay ever re-encodes. Over SMTP bodies stay
+    7-bit clean: a relay that turns an 8-bit body into 7 bits breaks its DKIM signature,
+    and quoted-printable would show Korean as =XX codes and cut long links in two."""
+    return not cfg.smtp.host
+
+
+def _fits_8bit(text: str, markers: tuple[str, ...] = (), value_bytes: int = 0) -> bool:
+    """Whether canonical ``text`` can go out as 8bit, each of its ``markers`` taking up to
+    ``value_bytes`` bytes: no line over 998 octets, no NUL and no CR or LF outside a
+    line break."""
+    data = text.encode("utf-8")
+    breaks = data.count(b"\r\n")
+    if b"\0" in data or data.count(b"\r") != breaks or data.count(b"\n") != breaks:
+        return False
+    slots = [m.encode("utf-8") for m in markers if m]
+    return all(
+        len(line) + sum(line.count(slot) * (value_bytes - len(slot)) for slot in slots) <= _MAX_LINE
+        for line in data.split(b"\r\n")
+    )
+
+
+def _text_cte(cfg: Config, text: str, markers: tuple[str, ...] = (), value_bytes: int = 0) -> str:
+    """``8bit`` for a text part written readable (see :func:`readable_text`) that can be,
+    else ``base64``."""
+    if readable_text(cfg) and _fits_8bit(_canonical(text), markers, value_bytes):
+        return "8bit"
+    return "base64"
+
+
 # -- the reference path --------------------------------------------------------------------
 
 
@@ -213,7 +249,7 @@ def build_message(
     msg["List-Unsubscribe"] = _list_unsubscribe(cfg, unsubscribe_token)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     text, body = rendered.text_for(url, preferences), rendered.html_for(url, preferences)
-    msg.set_content(text, subtype="plain", charset="utf-8", cte="base64")
+    msg.set_content(text, subtype="plain", charset="utf-8", cte=_text_cte(cfg, text))
     msg.add_alternative(body, subtype="html", charset="utf-8", cte="base64")
     return msg
 
@@ -237,6 +273,14 @@ def _canonical(text: str) -> str:
     return text if text.endswith("\r\n") else text + "\r\n"
 
 
+def _split_slots(text: str, markers: tuple[str, ...]) -> tuple[list[bytes], list[int]]:
+    """``text`` cut at its markers: the UTF-8 pieces, and which marker (by its place in
+    ``markers``) stood between piece i and piece i + 1. An empty marker has no slot."""
+    kind = {marker: index for index, marker in enumerate(markers) if marker}
+    pieces = re.split("(" + "|".join(map(re.escape, kind)) + ")", text) if kind else [text]
+    return [p.encode("utf-8") for p in pieces[0::2]], [kind[m] for m in pieces[1::2]]
+
+
 class _SlottedBase64:
     """A body with slots, base64-encoded once in pieces that can be joined around values.
 
@@ -253,11 +297,7 @@ class _SlottedBase64:
     __slots__ = ("_kinds", "_parts", "_variants")
 
     def __init__(self, text: str, *markers: str) -> None:
-        kind = {marker: index for index, marker in enumerate(markers) if marker}
-        pieces = re.split("(" + "|".join(map(re.escape, kind)) + ")", text) if kind else [text]
-        self._parts = [p.encode("utf-8") for p in pieces[0::2]]
-        # _kinds[i]: which value goes between part i and part i + 1
-        self._kinds = [kind[marker] for marker in pieces[1::2]]
+        self._parts, self._kinds = _split_slots(text, markers)
         # _variants[i][h] = (encoded middle of part i after its first h bytes, leftover tail)
         self._variants: list[list[tuple[bytes, bytes] | None]] = []
         for part in self._parts:
@@ -292,6 +332,24 @@ class _SlottedBase64:
             out.append(middle)
         if carry:
             out.append(_b64_lines(carry))
+        return b"".join(out)
+
+
+class _SlottedText:
+    """An 8bit body with slots: its UTF-8 bytes, joined around one value per marker."""
+
+    __slots__ = ("_kinds", "_parts")
+
+    def __init__(self, text: str, *markers: str) -> None:
+        self._parts, self._kinds = _split_slots(text, markers)
+
+    def has_slot(self, kind: int) -> bool:
+        return kind in self._kinds
+
+    def encode(self, *values: bytes) -> bytes:
+        out = [self._parts[0]]
+        for kind, part in zip(self._kinds, self._parts[1:], strict=True):
+            out += (values[kind], part)
         return b"".join(out)
 
 
@@ -381,7 +439,18 @@ class MessageTemplate:
         self._mailto = bool(cfg.email.unsubscribe_mailto.strip())
         markers = (rendered.marker, rendered.preferences_marker)
         self._html = _SlottedBase64(_canonical(rendered.html), *markers)
-        self._text = _SlottedBase64(_canonical(rendered.text), *markers)
+        text = _canonical(rendered.text)
+        # A slot gets the site's unsubscribe or preferences URL: allow for any likely token.
+        longest = len(preferences_url(cfg, "t")) + _LONGEST_TOKEN
+        self._text_cte = _text_cte(cfg, text, markers, longest)
+        self._text: _SlottedBase64 | _SlottedText
+        if self._text_cte == "8bit":
+            self._text = _SlottedText(text, *markers)
+            # A line starting with a dot would need dot-stuffing over SMTP.
+            self._wire_ready = "\r\n." not in text and not text.startswith(".")
+        else:
+            self._text = _SlottedBase64(text, *markers)
+            self._wire_ready = True
         self.links_preferences = self._html.has_slot(1) or self._text.has_slot(1)
         self._head, self._between, self._tail = self._skeleton()
         self._signer = signer
@@ -406,10 +475,10 @@ class MessageTemplate:
         root["Content-Type"] = "multipart/alternative"
         root.set_boundary(f"=_{secrets.token_hex(16)}")
         slots = []
-        for subtype in ("plain", "html"):
+        for subtype, cte in (("plain", self._text_cte), ("html", "base64")):
             part = EmailMessage(policy=POLICY)
             part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
-            part["Content-Transfer-Encoding"] = "base64"
+            part["Content-Transfer-Encoding"] = cte
             slot = f"SLOT-{subtype}-{secrets.token_hex(8)}"
             part.set_payload(slot + "\r\n")
             slots.append(slot.encode("ascii") + CRLF)
@@ -494,10 +563,11 @@ class MessageTemplate:
         )
         if sign and self._signer is not None:
             data = b"".join(self._signer.signatures(data)) + data
-        # Wire-ready by construction: CRLF everywhere (the policy, the base64 slots and
-        # the signature's folding) and no line can start with a dot (base64 has none,
-        # headers start with a name or folding white space, boundaries with "--").
-        return PreparedMessage(mid, data, wire_ready=True)
+        # Wire-ready by construction: CRLF everywhere (the policy, the canonical bodies and
+        # the signature's folding) and no line can start with a dot (base64 has none, an
+        # 8bit text was checked once, headers start with a name or folding white space,
+        # boundaries with "--").
+        return PreparedMessage(mid, data, wire_ready=self._wire_ready)
 
 
 def message_template(
@@ -547,7 +617,8 @@ def confirmation_message(
     message_id = f"<confirm.{secrets.token_hex(12)}@{message_domain(cfg)}>"
     msg["Message-ID"] = message_id
     msg["Auto-Submitted"] = "auto-generated"
-    msg.set_content(text.replace("\r\n", "\n"), cte="base64")
+    text = text.replace("\r\n", "\n")
+    msg.set_content(text, cte=_text_cte(cfg, text))
     # To is built here, not by the email package, whose folding of a display name holding
     # encoded words could write header lines of the name's choosing (CVE-2024-6923).
     to = b"To: " + _mailbox_header(to_name, to_address, len("To: ")) + CRLF

@@ -11,8 +11,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import errno
 import fcntl
-import json
 import logging
 import os
 import signal
@@ -45,6 +45,7 @@ from .sender import send_mails, sleep_unless
 from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
 from .tokens import signing_keys
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -199,36 +200,6 @@ def scheduler_lock(store: Store) -> Generator[None, None, None]:
 # --- newsletter run and newsletter tick -----------------------------------------------------
 
 
-class LogfmtFormatter(logging.Formatter):
-    """``time=... level=info logger=... msg="..."``: one line per record, easy to grep and to
-    parse (journald, Loki)."""
-
-    def format(self, record: logging.LogRecord) -> str:
-        stamp = dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds")
-        line = (
-            f"time={stamp} level={record.levelname.lower()} logger={record.name} "
-            f"msg={json.dumps(record.getMessage(), ensure_ascii=False)}"
-        )
-        if record.exc_info:
-            line += f" exc={json.dumps(self.formatException(record.exc_info), ensure_ascii=False)}"
-        return line
-
-
-def configure_logging() -> None:
-    """Structured lines on stderr, at least at INFO (the service's log is its record)."""
-    root = logging.getLogger()
-    if root.level > logging.INFO or root.level == logging.NOTSET:
-        root.setLevel(logging.INFO)
-    if not root.handlers:
-        root.addHandler(logging.StreamHandler())
-    for handler in root.handlers:
-        handler.setFormatter(LogfmtFormatter())
-    # One line per scheduler decision is ours to log; APScheduler's own are noise at INFO.
-    logging.getLogger("apscheduler").setLevel(logging.WARNING)
-    # flufl.bounce logs every detector it tries on every message at INFO.
-    logging.getLogger("flufl.bounce").setLevel(logging.WARNING)
-
-
 async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Event) -> None:
     """Every ``bounces.poll_every``: the bounce mailbox (when one is configured) and the
     subscriptions never confirmed. In a thread: IMAP, Maildir and the database would
@@ -252,8 +223,10 @@ def _on_signals(stop: asyncio.Event) -> None:
         loop.add_signal_handler(sig, stop.set)
 
 
-def _listen(host: str, port: int) -> socket.socket:
-    """Bind before serving, so a taken port is a clear error of ours, not uvicorn's exit."""
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything else is done, so that a taken port
+    is one line of ours at once, not uvicorn's exit after the start-up work. It listens
+    when :func:`_listen` says so."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     sock = socket.socket(family, socket.SOCK_STREAM)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
@@ -264,10 +237,47 @@ def _listen(host: str, port: int) -> socket.socket:
         sock.bind((host, port))
     except OSError as exc:
         sock.close()
-        raise NewsletterError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
-    sock.listen(128)
+        raise _cannot_listen(host, port, exc) from None
     sock.set_inheritable(True)
     return sock
+
+
+def _listen(sock: socket.socket) -> socket.socket:
+    host, port = sock.getsockname()[:2]
+    try:
+        sock.listen(128)
+    except OSError as exc:  # another process bound it too, and listened first
+        raise _cannot_listen(host, port, exc) from None
+    return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> NewsletterError:
+    where = f"cannot listen on {host}:{port}"
+    other = port + 1 if port < 65535 else 8000
+    if exc.errno == errno.EADDRINUSE:
+        why = "another program is already listening there"
+        hint = f"choose another port with --port, e.g. --port {other}"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+        hint = f"choose another port with --port, e.g. --port {max(other, 8000)}"
+    else:
+        why = (exc.strerror or str(exc)).lower()
+        hint = "--host (web.host) must be an address of this machine"
+    return NewsletterError(f"{where}: {why}; {hint}")
+
+
+def _web_server(app: Any, *, signals: bool = True) -> Any:
+    """A uvicorn server for ``app``, logging through the process's one format. Without
+    ``signals`` the caller owns SIGTERM and SIGINT (``run``: jobs stop first)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    return uvicorn.Server(config) if signals else Server(config)
 
 
 async def serve(
@@ -283,19 +293,14 @@ async def serve(
     """``newsletter run``: the scheduler and the web app in this event loop, and the sender
     in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
     first; a send stops after its in-flight messages."""
-    import uvicorn
-
     from .tokens import secret_key
     from .web import create_app
 
-    class Server(uvicorn.Server):
-        # The service owns SIGTERM/SIGINT: jobs stop first, then the server.
-        @contextlib.contextmanager
-        def capture_signals(self) -> Generator[None, None, None]:
-            yield
-
-    store = open_store(cfg.database_url, cfg.base_dir)
+    # Bound before anything else: a port in use is then all there is to say.
+    sock = _bind(host, port) if web else None
+    store = None
     try:
+        store = open_store(cfg.database_url, cfg.base_dir)
         with scheduler_lock(store):
             stop = stop or asyncio.Event()
             if signals:
@@ -308,7 +313,6 @@ async def serve(
             catalog = None
             if not all((cfg.public_path / name).is_file() for name in (ATOM_NAME, JSON_NAME)):
                 catalog = await _refresh_feeds(cfg)
-            sock = _listen(host, port) if web else None
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
             with installed(ctx):
@@ -325,22 +329,11 @@ async def serve(
                             job.id,
                             when.astimezone(cfg.tz).isoformat() if when else "paused",
                         )
-                    server = Server(
-                        uvicorn.Config(
-                            create_app(cfg, wake_sender=sender.wake),
-                            log_config=None,
-                            lifespan="off",
-                        )
-                    )
+                    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
                     server_task = None
                     if sock is not None:
-                        server_task = asyncio.create_task(server.serve(sockets=[sock]))
-                        log.info(
-                            "listening on http://%s:%d/ (public address, base_url: %s)",
-                            host,
-                            port,
-                            cfg.site_url,
-                        )
+                        server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
+                        _log_listening(cfg, host, port)
 
                     startup = asyncio.create_task(_start_up(ctx, catalog))
                     ctx.running.add(startup)
@@ -355,7 +348,7 @@ async def serve(
                     await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
                     stop.set()
                     await stopping
-                    log.info("stopping: %d job(s) to finish first", len(ctx.running))
+                    log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
                     while ctx.running:
                         await asyncio.gather(*list(ctx.running), return_exceptions=True)
                 finally:
@@ -366,11 +359,25 @@ async def serve(
                 if server_task is not None:
                     server.should_exit = True
                     await server_task
-                if sock is not None:
-                    sock.close()
             log.info("stopped")
     finally:
-        store.close()
+        if store is not None:
+            store.close()
+        if sock is not None:
+            sock.close()
+
+
+def _log_listening(cfg: Config, host: str, port: int) -> None:
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    if cfg.base_url:
+        log.info("listening on %s; links point to base_url, %s", address, cfg.site_url)
+    else:
+        log.info(
+            "listening on %s; links point to %s (base_url is not set: set it to the "
+            "public address before anyone subscribes)",
+            address,
+            cfg.site_url,
+        )
 
 
 async def _refresh_feeds(cfg: Config) -> Catalog:
@@ -382,11 +389,11 @@ async def _refresh_feeds(cfg: Config) -> Catalog:
     await asyncio.to_thread(refresh_feeds, cfg, catalog)
     dates = catalog.dates()
     log.info(
-        "archive: %d digests (%s to %s; %d files parsed), feeds in %s",
-        len(dates),
+        "archive: %s (%s to %s; %s parsed), feeds in %s",
+        count(len(dates), "digest"),
         dates[0] if dates else "-",
         dates[-1] if dates else "-",
-        catalog.stats.parsed,
+        count(catalog.stats.parsed, "file"),
         cfg.public_path,
     )
     return catalog
@@ -403,24 +410,36 @@ async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
     await start_up(ctx, catalog)
 
 
+async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT, then let the requests in progress finish."""
+    stop = asyncio.Event()
+    _on_signals(stop)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    server.should_exit = True
+    await serving
+
+
 def serve_web(cfg: Config, host: str, port: int) -> None:
     """``newsletter serve``: the web app, and a sender thread for the mails it queues."""
-    import uvicorn
-
     from .tokens import secret_key
     from .web import create_app
 
-    store = open_store(cfg.database_url, cfg.base_dir)
-    sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
-    try:
-        uvicorn.run(create_app(cfg, wake_sender=sender.wake), host=host, port=port)
-    finally:
-        sender.stop()
-        store.close()
+    with _bind(host, port) as sock:
+        store = open_store(cfg.database_url, cfg.base_dir)
+        sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
+        try:
+            server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+            _log_listening(cfg, host, port)
+            asyncio.run(_serve_until_signal(server, _listen(sock)))
+        finally:
+            sender.stop()
+            store.close()
 
 
 def run_service(cfg: Config, host: str, port: int) -> None:
-    configure_logging()
     asyncio.run(serve(cfg, host=host, port=port))
 
 

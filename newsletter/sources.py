@@ -27,6 +27,7 @@ from .config import Config
 from .digest import DigestError, parse_bytes
 from .feed import write_if_changed
 from .models import Archive
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -115,8 +116,9 @@ def _keep(cfg: Config, day: dt.date, url: str, data: bytes) -> IngestResult:
     path = folder / f"{day.isoformat()}.md"
     write_if_changed(path, data)
     papers = sum(len(d.papers) for d in digests if d.date == day)
-    log.info("digest for %s stored in %s (%d papers)", day, path, papers)
-    return IngestResult(day, "stored", f"{url}: {papers} papers, {len(problems)} problems", path)
+    log.info("digest for %s stored in %s (%s)", day, path, count(papers, "paper"))
+    found = f"{count(papers, 'paper')}, {count(len(problems), 'problem')}"
+    return IngestResult(day, "stored", f"{url}: {found}", path)
 
 
 async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
@@ -181,7 +183,7 @@ async def ingest_day(
     held = await asyncio.to_thread(local_catalog, cfg)
     papers = held.papers_on(day)
     if papers:
-        return IngestResult(day, "present", f"{day}: {papers} papers"), held
+        return IngestResult(day, "present", f"{day}: {count(papers, 'paper')}"), held
     if not cfg.source_is_url:
         return IngestResult(day, "missing", f"no digest for {day} in {cfg.source_path}"), held
     result = await fetch_digest(cfg, day, options=options, stop=stop)

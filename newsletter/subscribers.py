@@ -102,13 +102,32 @@ class ImportReport:
     problems: list[Problem] = field(default_factory=list)
 
 
+def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
+    """The whole file is refused, in one line saying where and how to save it instead."""
+    line = data.count(b"\n", 0, exc.start) + 1
+    what = f"{path}:{line}: not UTF-8 (byte 0x{data[exc.start]:02x})"
+    try:
+        data.decode("cp949")
+    except UnicodeDecodeError:
+        return f"{what}; save the file as UTF-8 and import it again"
+    # Excel's plain "CSV" on a Korean system is CP949 (EUC-KR), which reads as that.
+    return (
+        f"{what}: it looks like Korean Excel's CP949; save it in Excel as "
+        '"CSV UTF-8 (Comma delimited)" and import it again'
+    )
+
+
 def import_csv(store: Store, path: Path, default_lang: str = "ko") -> ImportReport:
     """Add every good row of a ``email,name,lang`` CSV; report each bad one with its line."""
     report = ImportReport()
     try:
-        text = path.read_text(encoding="utf-8-sig")
-    except (OSError, UnicodeDecodeError) as exc:
-        raise NewsletterError(f"{path}: cannot read as UTF-8 CSV: {exc}") from None
+        data = path.read_bytes()
+    except OSError as exc:
+        raise NewsletterError(f"{path}: cannot read: {exc.strerror or exc}") from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        raise NewsletterError(_not_utf8(path, data, exc)) from None
     reader = csv.DictReader(io.StringIO(text))
     header = [h.strip().lower() for h in reader.fieldnames or []]
     if "email" not in header:
@@ -154,9 +173,15 @@ def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
     return count
 
 
+# The first line of `newsletter subscribers list`: scripts skip it with `tail -n +2`.
+LIST_HEADER = "email\tname\tlang\tstatus\twhy"
+
+
 def rows(store: Store, status: str | None = None) -> Iterator[str]:
-    """One tab-separated line per subscriber; a fifth column says why the status changed
-    (a bounce, a complaint: reason, status code, time and diagnostic) when it is known."""
+    """:data:`LIST_HEADER`, then one tab-separated line per subscriber; the fifth column
+    says why the status changed (a bounce, a complaint: reason, status code, time and
+    diagnostic) when it is known."""
+    yield LIST_HEADER
     for sub in store.iter_subscribers(status):
         line = f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
         yield f"{line}\t{sub.why}" if sub.why else line

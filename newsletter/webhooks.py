@@ -33,6 +33,7 @@ from .bounces import Report, act
 from .config import Config
 from .store import REPORT_KINDS, Store, open_store
 from .tokens import Keys, signing_keys
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -154,7 +155,9 @@ class BounceWebhook:
         store, key = await run_in_threadpool(self._open)
         results = await run_in_threadpool(apply_events, self.cfg, store, key, events)
         log.info(
-            "webhook: %d event(s), %d matched", len(results), sum(r["matched"] for r in results)
+            "webhook: %s, %d matched",
+            count(len(results), "event"),
+            sum(r["matched"] for r in results),
         )
         return JSONResponse({"results": results})
 

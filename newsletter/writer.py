@@ -59,6 +59,7 @@ from .papers import (
     pause,
 )
 from .store import Store
+from .words import count
 
 log = logging.getLogger(__name__)
 
@@ -297,7 +298,7 @@ class WriteResult:
             self.status
         ]
         text = (
-            f"{self.day}: {verb}{where}: {self.papers} papers "
+            f"{self.day}: {verb}{where}: {count(self.papers, 'paper')} "
             f"({self.summarized} {'to summarize' if self.status == 'dry-run' else 'summarized'}, "
             f"{self.cached} from the cache, {self.pending} without a summary; "
             f"{self.earlier} already on an earlier day, {self.over_limit} over max_papers)"
@@ -459,8 +460,8 @@ async def write_day(
     if stopping():
         result.status = "stopped"
         result.detail = (
-            f"stopped before writing; {result.summarized} summaries kept in the cache for the "
-            "next run"
+            f"stopped before writing; {count(result.summarized, 'summary', 'summaries')} kept "
+            "in the cache for the next run"
         )
         return result
     entries = [Entry(p, cached.get(p.arxiv_id)) for p in chosen]
@@ -481,9 +482,9 @@ async def write_day(
     log.info("writer: %s", result.summary())
     if result.pending:
         log.warning(
-            "writer: %s: %d paper(s) written without a summary; the next run tries again",
+            "writer: %s: %s written without a summary; the next run tries again",
             day,
-            result.pending,
+            count(result.pending, "paper"),
         )
     return result
 
@@ -584,10 +585,10 @@ def usage_lines(rows: list[Any]) -> list[str]:
     lines = []
     for row in rows:
         line = (
-            f"  {row.day}: {row.requests} requests ({row.failures} failed), "
+            f"  {row.day}: {count(row.requests, 'request')} ({row.failures} failed), "
             f"tokens in {row.tokens_in}, out {row.tokens_out}"
         )
         if row.written_at is not None:
-            line += f"; {row.papers} papers written, {row.pending} without a summary"
+            line += f"; {count(row.papers, 'paper')} written, {row.pending} without a summary"
         lines.append(line)
     return lines

@@ -362,7 +362,8 @@ def test_the_bounces_command_prints_counts_and_actions(bounce_cfg: Config, tmp_p
     listed = runner.invoke(
         main, ["subscribers", "list", "--status", "bounced", "--config", str(config)]
     )
-    (line,) = listed.stdout.splitlines()
+    header, line = listed.stdout.splitlines()
+    assert header == "email\tname\tlang\tstatus\twhy"
     assert line.startswith("gone@example.net\t\tko\tbounced\thard_bounce 5.1.1 ")
     assert "User unknown" in line
     status_out = runner.invoke(main, ["status", "--week", "2024-W31", "--config", str(config)])

@@ -60,7 +60,19 @@ def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> Non
     ("text", "env", "message"),
     [
         ("colour = 1\n", {}, "config.toml: unknown key 'colour'"),
-        ("[smtp]\nhots = 'x'\n", {}, "config.toml: unknown key 'smtp.hots'"),
+        (
+            "[smtp]\nhots = 'x'\n",
+            {},
+            "config.toml: unknown key 'smtp.hots'; did you mean 'smtp.host'?",
+        ),
+        ("top_n_dialy = 3\n", {}, "unknown key 'top_n_dialy'; did you mean 'top_n_daily'?"),
+        ("[smpt]\nhost = 'x'\n", {}, "unknown key 'smpt'; did you mean 'smtp'?"),
+        ("port = 8001\n", {}, "unknown key 'port'; did you mean 'smtp.port' or 'web.port'?"),
+        (
+            "",
+            {"NEWSLETTER_WEB__PROT": "8001"},
+            "NEWSLETTER_WEB__PROT: unknown key 'web.prot'; did you mean 'web.port'?",
+        ),
         ("top_n_daily = 'ten'\n", {}, "config.toml: top_n_daily must be an integer, got 'ten'"),
         ("[smtp]\nport = 70000\n", {}, "config.toml: smtp.port must be a TCP port, got 70000"),
         ("timezone = 'Mars/Olympus'\n", {}, "config.toml: timezone is not a known time zone"),
@@ -119,6 +131,45 @@ def test_derived_values(tmp_path: Path) -> None:
     assert cfg.tag_domain == "papers.example.org"
     assert duration_seconds("30m") == 1800
     assert duration_seconds("2h") == 7200
+
+
+def test_an_unset_base_url_follows_the_listening_address(tmp_path: Path) -> None:
+    path = _write(tmp_path, "")
+    assert load_config(path, env={}).site_url == "http://127.0.0.1:8000/"
+    flags = {"web.host": "0.0.0.0", "web.port": 18400}
+    cfg = load_config(path, env={}, overrides=flags)
+    assert cfg.site_url == "http://127.0.0.1:18400/"  # reached on loopback
+    cfg = load_config(path, env={"NEWSLETTER_WEB__HOST": "::1"}, overrides={"web.port": 9})
+    assert cfg.site_url == "http://[::1]:9/"
+    # The entry ids' authority does not move with the address: ids stay the same.
+    assert cfg.tag_domain == "127.0.0.1"
+    # An explicit base_url, from the file or the environment, wins over any flag.
+    cfg = load_config(_write(tmp_path, 'base_url = "https://news.example.org"\n'), env={})
+    assert cfg.replace(web=dataclasses.replace(cfg.web, port=18400)).site_url == (
+        "https://news.example.org/"
+    )
+    env = {"NEWSLETTER_BASE_URL": "https://env.example.org/"}
+    assert load_config(path, env=env, overrides=flags).site_url == "https://env.example.org/"
+
+
+def test_without_a_seeds_folder_the_shipped_samples_are_read(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from newsletter.shipped import shipped
+
+    caplog.set_level("INFO", logger="newsletter.config")
+    path = _write(tmp_path, 'source = "seeds"\n')  # the default, written or not
+    assert load_config(path, env={}).source_path == shipped("seeds")
+    assert caplog.messages == [
+        f"there is no {tmp_path / 'seeds'} folder: reading the sample archive shipped with "
+        f"newsletter, {shipped('seeds')} (set source to a folder of your own digests)"
+    ]
+    # A flag means the folder it names; a seeds folder of one's own is read.
+    assert load_config(path, env={}, overrides={"source": "seeds"}).source == "seeds"
+    (tmp_path / "seeds").mkdir()
+    assert load_config(path, env={}).source_path == tmp_path / "seeds"
+    other = _write(tmp_path, 'source = "digests"\n')
+    assert load_config(other, env={}).source_path == tmp_path / "digests"
 
 
 def test_a_settings_file_that_is_not_utf8_is_a_one_line_error(tmp_path: Path) -> None:

@@ -335,3 +335,36 @@ def test_a_lease_running_out_mid_batch_never_doubles_a_message(
     asyncio.run(issue_sender.run())
     assert sorted(sent) == addresses  # batches of 10 take 0.5 s, leases last 0.2 s
     assert store.counts(row.id)["sent"] == 40
+
+
+def test_an_issue_frozen_on_one_port_keeps_its_links_for_every_sender(
+    cfg: Config, seeds_archive: Archive
+) -> None:
+    """With base_url unset, links follow the port of the process that froze the issue; a
+    worker or `send` listening nowhere sends the same links."""
+    on_18400 = cfg.replace(web=dataclasses.replace(cfg.web, port=18400))
+    store = _store(cfg)
+    row = issues.approve(store, on_18400, prepare(on_18400, seeds_archive, WEEK, publish=False))
+    message = (
+        issues.frozen(store, cfg, row)
+        .template("ko", "ko")
+        .personalize(
+            to_address="reader@example.org",
+            to_name="",
+            unsubscribe_token="1.abc",
+            preferences_token="1.def",
+        )
+    )
+    assert b"<http://127.0.0.1:18400/unsubscribe/1.abc>" in message.data
+
+
+def test_a_real_send_refuses_links_to_the_listening_address(cfg: Config) -> None:
+    real = smtp_cfg(cfg, 25)
+    with pytest.raises(issues.InsecureLinks) as info:
+        issues.check_links(real, allow_insecure=False)
+    assert str(info.value).startswith(
+        "base_url is not set, so links point to the listening address http://127.0.0.1:8000/: "
+        "one-click unsubscribe (RFC 8058) needs an https base_url in a real send"
+    )
+    issues.check_links(real, allow_insecure=True)
+    issues.check_links(cfg, allow_insecure=False)  # the Maildir outbox is exempt

@@ -594,11 +594,18 @@ def test_feed_command_writes_then_leaves_files_alone(seeds_dir: Path, tmp_path: 
     first = runner.invoke(main, args, catch_exceptions=False)
     assert first.exit_code == 0, first.output
     names = (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME)
-    assert first.stdout.splitlines() == [f"{out / name}: written" for name in names]
+    lines = first.stdout.splitlines()
+    assert lines[:-1] == [f"{out / name}: written" for name in names]
+    # And the website those feeds link to, in the same folder.
+    assert lines[-1] == f"{out}: 18 web pages rendered"
+    assert (out / "days" / "2024-07-31.html").is_file()
     # The seeds' weeks are long over: the issues feed has every one of them.
     assert (out / ISSUES_ATOM_NAME).read_text(encoding="utf-8").count("<entry>") == 4
     second = runner.invoke(main, args, catch_exceptions=False)
-    assert second.stdout.splitlines() == [f"{out / name}: unchanged" for name in names]
+    assert second.stdout.splitlines() == [
+        *(f"{out / name}: unchanged" for name in names),
+        f"{out}: 0 web pages rendered",
+    ]
 
 
 def test_feed_command_without_digests_fails_clearly(tmp_path: Path) -> None:

@@ -27,7 +27,9 @@ from newsletter.config import Config
 from newsletter.message import (
     HeaderError,
     _SlottedBase64,
+    _SlottedText,
     build_message,
+    is_wire_ready,
     message_template,
     unsubscribe_url,
 )
@@ -61,8 +63,12 @@ def _bodies(msg: EmailMessage) -> list[tuple[str, str]]:
     return [(part.get_content_type(), part.get_content()) for part in msg.iter_parts()]
 
 
+def _over_smtp(cfg: Config) -> Config:
+    return cfg.replace(smtp=dataclasses.replace(cfg.smtp, host="smtp.example.org"))
+
+
 def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> None:
-    prepared = message_template(issue_cfg, rendered).personalize(
+    prepared = message_template(_over_smtp(issue_cfg), rendered).personalize(
         to_address="kim@example.org",
         to_name="김철수",
         unsubscribe_token="tok-123",
@@ -99,6 +105,54 @@ def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> No
     )
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["MIME-Version"] == "1.0"
+
+
+def test_into_the_outbox_the_text_part_reads_as_it_is(
+    issue_cfg: Config, rendered: RenderedIssue
+) -> None:
+    """No SMTP host: the text part is 8bit UTF-8, so `cat` shows it and its links whole;
+    the HTML part stays base64 (css-inline writes long lines)."""
+    prepared = message_template(issue_cfg, rendered).personalize(
+        to_address="kim@example.org",
+        to_name="김철수",
+        unsubscribe_token="tok-123",
+        preferences_token="pref-456",
+    )
+    url = "https://news.example.org/unsubscribe/tok-123"
+    preferences = "https://news.example.org/preferences/pref-456"
+    text = prepared.data.decode("utf-8")
+    assert "Content-Transfer-Encoding: 8bit\r\n" in text
+    assert f"{url}\r\n" in text and "2024년 1월 29일" in text
+    assert prepared.wire_ready and is_wire_ready(prepared.data)
+    assert max(len(line) for line in prepared.data.split(b"\r\n")) <= 998
+    parts = list(_parse(prepared.data).iter_parts())
+    assert [p["Content-Transfer-Encoding"] for p in parts] == ["8bit", "base64"]
+    assert _lf(parts[0].get_content()) == _lf(rendered.text_for(url, preferences))
+    assert f"{preferences}\r\n" in text
+    dotted = dataclasses.replace(rendered, text=rendered.text + ".a line with a dot\n")
+    prepared = message_template(issue_cfg, dotted).personalize(
+        to_address="kim@example.org", to_name="", unsubscribe_token="t", preferences_token="p"
+    )
+    assert not prepared.wire_ready and not is_wire_ready(prepared.data)  # to be dot-stuffed
+
+
+def test_a_text_that_cannot_be_8bit_stays_base64(
+    issue_cfg: Config, rendered: RenderedIssue
+) -> None:
+    long_line = dataclasses.replace(rendered, text=rendered.text + "가" * 400 + "\n")
+    stray_cr = dataclasses.replace(rendered, text=rendered.text + "a\rb\n")
+    for odd in (long_line, stray_cr):
+        data = (
+            message_template(issue_cfg, odd)
+            .personalize(
+                to_address="kim@example.org",
+                to_name="",
+                unsubscribe_token="t",
+                preferences_token="p",
+            )
+            .data
+        )
+        assert data.isascii()
 
 
 def test_list_unsubscribe_without_mailto(issue_cfg: Config, rendered: RenderedIssue) -> None:
@@ -333,11 +387,27 @@ def test_slotted_base64_equals_plain_encoding(pieces: list[str], value: str) -> 
     assert base64.b64decode(b"".join(lines)) == text.replace(marker, value).encode("utf-8")
 
 
+@settings(max_examples=200, deadline=None)
+@given(
+    pieces=st.lists(st.text(max_size=12), min_size=1, max_size=6),
+    kinds=st.lists(st.booleans(), max_size=5),
+    values=st.tuples(st.text(max_size=30), st.text(max_size=30)),
+)
+def test_slotted_text_equals_plain_replacement(
+    pieces: list[str], kinds: list[bool], values: tuple[str, str]
+) -> None:
+    markers = ("\x00ONE\x00", "\x00TWO\x00")
+    text = pieces[0]
+    for piece, second in zip(pieces[1:], kinds, strict=False):
+        text += markers[second] + piece
+    encoded = _SlottedText(text, *markers).encode(*(v.encode("utf-8") for v in values))
+    expected = text.replace(markers[0], values[0]).replace(markers[1], values[1])
+    assert encoded == expected.encode("utf-8")
+
+
 def test_personalized_messages_are_wire_ready_with_and_without_dkim(
     issue_cfg: Config, rendered: RenderedIssue, dkim_key: tuple[bytes, bytes]
 ) -> None:
-    from newsletter.message import is_wire_ready
-
     pem, _ = dkim_key
     for template in (
         message_template(issue_cfg, rendered),
@@ -410,7 +480,8 @@ def test_subject_decodes_exactly(issue_cfg: Config, rendered: RenderedIssue, sub
         )
         .data
     )
-    assert max(len(line) for line in data.split(b"\r\n")) <= 76
+    head = data.split(b"\r\n\r\n", 1)[0]  # the outbox's 8bit text part has longer lines
+    assert max(len(line) for line in head.split(b"\r\n")) <= 76
     # Not one space more or less than was written, in any reader that unfolds and decodes.
     assert _parse(data)["Subject"] == subject
     raw = data.split(b"\r\nSubject: ", 1)[1].split(b"\r\n", 1)[0]

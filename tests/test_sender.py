@@ -260,7 +260,7 @@ def test_a_real_smtp_send_needs_https_links(
     _subscribe(store, 2)
     proc = run_newsletter(config, "send", "--week", WEEK)
     _out, err = proc.communicate(timeout=60)
-    assert proc.returncode == 1 and "needs an https address" in err
+    assert proc.returncode == 1 and "needs an https base_url" in err
     with config.open("a") as fh:
         fh.write('[email]\nfrom_address = "weekly@localhost"\n')
     text = config.read_text().replace(

@@ -32,12 +32,11 @@ def _text(message: EmailMessage) -> str:
 
 
 def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -> None:
+    """On a port of its own, without base_url: every link follows --port."""
     port = free_port()
     base = f"http://127.0.0.1:{port}"
-    (tmp_path / "config.toml").write_text(
-        f'source = "{SEEDS}"\nbase_url = "{base}/"\n[web]\nport = {port}\n', encoding="utf-8"
-    )
-    service = start_newsletter(tmp_path, "run", log="run.log")
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    service = start_newsletter(tmp_path, "run", "--port", str(port), log="run.log")
     try:
         wait_for_http(f"{base}/subscribe", service)
         with httpx.Client(base_url=base, timeout=10) as client:
@@ -63,6 +62,7 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
             assert feed.status_code == 200
             assert feed.headers["content-type"].startswith("application/atom+xml")
             assert "<entry>" in feed.text
+            assert f'<link href="{base}/feed.atom" rel="self"' in feed.text
             page = client.get("/issues/2024-W31.html")
             assert page.status_code == 200
             assert "2024" in page.text and "31" in page.text
@@ -78,6 +78,7 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
         assert service.wait(timeout=30) == 0
     log = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert "next weekly run" in log and "next daily run" in log
+    assert f"listening on {base}/; links point to {base}/ (base_url is not set" in log
 
     ticked = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="tick.log")
     assert ticked.wait(timeout=120) == 0, (tmp_path / "tick.log").read_text(encoding="utf-8")
@@ -133,3 +134,52 @@ def test_run_keeps_its_files_private_and_its_log_free_of_tokens(tmp_path: Path) 
     # The public folder is for everyone (a web server may run as another user).
     for path in (tmp_path / "public", tmp_path / "public" / "feed.atom"):
         assert stat.S_IMODE(path.stat().st_mode) & 0o004, path
+
+
+def test_a_busy_port_is_one_line_suggesting_another(tmp_path: Path) -> None:
+    import socket
+    import subprocess
+    import sys
+
+    from conftest import service_env
+
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        for command in ("serve", "run"):
+            proc = subprocess.run(
+                [sys.executable, "-m", "newsletter", command, "--port", str(port)],
+                cwd=tmp_path,
+                env=service_env(),
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            assert proc.returncode == 1, proc.stderr
+            assert proc.stderr == (
+                f"error: cannot listen on 127.0.0.1:{port}: another program is already "
+                f"listening there; choose another port with --port, e.g. --port {port + 1}\n"
+            )
+
+
+def test_serve_logs_in_the_one_format_without_tokens_and_stops_cleanly(tmp_path: Path) -> None:
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "config.toml").write_text("", encoding="utf-8")
+    service = start_newsletter(tmp_path, "serve", "--port", str(port), log="serve.log")
+    try:
+        wait_for_http(f"{base}/subscribe", service)
+        httpx.get(f"{base}/unsubscribe/1.secret-token-part", timeout=10)
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    lines = (tmp_path / "serve.log").read_text(encoding="utf-8").splitlines()
+    assert lines and all(re.match(r"time=\S+ level=[a-z]+ logger=\S+ msg=", x) for x in lines)
+    assert any(
+        'logger=uvicorn.access msg="127.0.0.1:' in x and "/unsubscribe/… " in x for x in lines
+    )
+    assert not any("secret-token-part" in x for x in lines)
+    assert any(f"listening on {base}/; links point to {base}/" in x for x in lines)

@@ -269,10 +269,14 @@ def test_no_key_configured_signs_nothing(issue_cfg: Config) -> None:
 # -- both verifiers, through a real DNS server ---------------------------------------------------
 
 
+@pytest.mark.parametrize("smtp_host", ["", "smtp.example.org"])
 def test_both_signatures_verify_in_both_verifiers(
-    signing_cfg: Config, rendered: RenderedIssue, dkim_verifiers: DkimVerifiers
+    signing_cfg: Config, rendered: RenderedIssue, dkim_verifiers: DkimVerifiers, smtp_host: str
 ) -> None:
-    data = _issue_message(signing_cfg, rendered)
+    """Into the outbox the text part is 8bit, over SMTP base64: both verify."""
+    cfg = signing_cfg.replace(smtp=dataclasses.replace(signing_cfg.smtp, host=smtp_host))
+    data = _issue_message(cfg, rendered)
+    assert (b"Content-Transfer-Encoding: 8bit" in data) == (not smtp_host)
     assert dkim_verifiers.verdicts(data) == BOTH_PASS
 
 

@@ -9,6 +9,7 @@ import pytest
 from click.testing import CliRunner
 
 from newsletter.cli import main
+from newsletter.errors import NewsletterError
 from newsletter.store import open_store
 from newsletter.subscribers import AddressError, export_csv, import_csv, normalize_address
 
@@ -57,13 +58,32 @@ def test_import_keeps_good_rows_and_reports_bad_ones_with_their_line(tmp_path: P
 
 
 def test_import_needs_an_email_column(tmp_path: Path) -> None:
-    from newsletter.errors import NewsletterError
-
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text("address,name\nx@example.org,X\n")
     with pytest.raises(
         NewsletterError, match=r"bad\.csv:1: the header row must name an 'email' column"
     ):
+        import_csv(open_store("sqlite:///news.db", tmp_path), csv_file)
+
+
+def test_a_csv_from_korean_excel_is_one_line_saying_how_to_save_it(tmp_path: Path) -> None:
+    """Excel's plain "CSV" on a Korean system is CP949: nothing is imported, and the one
+    line says to save it as CSV UTF-8."""
+    (tmp_path / "config.toml").write_text('database_url = "sqlite:///news.db"\n')
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_bytes("email,name\none@example.org,하나\n".encode("cp949"))
+    result = CliRunner().invoke(
+        main, ["subscribers", "import", str(csv_file), "--config", str(tmp_path / "config.toml")]
+    )
+    assert result.exit_code == 1
+    assert result.stdout == ""
+    assert result.stderr == (
+        f"error: {csv_file}:2: not UTF-8 (byte 0xc7): it looks like Korean Excel's CP949; "
+        'save it in Excel as "CSV UTF-8 (Comma delimited)" and import it again\n'
+    )
+    assert open_store("sqlite:///news.db", tmp_path).count_subscribers() == {}
+    csv_file.write_bytes(b"email\n\xff\xfe@example.org\n")
+    with pytest.raises(NewsletterError, match=r"readers\.csv:2: not UTF-8 \(byte 0xff\); save"):
         import_csv(open_store("sqlite:///news.db", tmp_path), csv_file)
 
 
@@ -87,10 +107,17 @@ def test_cli_add_list_remove_status(tmp_path: Path) -> None:
     )
     code, output = run("subscribers", "add", "bad@")
     assert code == 1 and output.startswith("error: 'bad@' is not a valid email address")
-    assert run("subscribers", "list")[1] == "reader@example.org\t김독자\tko\tactive\n"
+    assert run("subscribers", "list")[1] == (
+        "email\tname\tlang\tstatus\twhy\nreader@example.org\t김독자\tko\tactive\n"
+    )
     assert run("subscribers", "remove", "READER@example.org")[0] == 0
-    assert run("subscribers", "list", "--status", "unsubscribed")[1].startswith(
-        "reader@example.org"
+    assert (
+        run("subscribers", "list", "--status", "unsubscribed")[1]
+        .splitlines()[1]
+        .startswith("reader@example.org")
+    )
+    assert (
+        run("subscribers", "list", "--status", "bounced")[1] == "email\tname\tlang\tstatus\twhy\n"
     )
     assert run("subscribers", "remove", "nobody@example.org")[0] == 1
     code, output = run("status", "--week", "2024-W05")

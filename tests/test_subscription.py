@@ -49,8 +49,11 @@ def _outbox(cfg: Config) -> list[Any]:
     return [message_from_bytes(m.as_bytes(), policy=policy.default) for m in box]
 
 
-def test_subscribe_then_confirm_activates(web: tuple[Config, Store, httpx.Client]) -> None:
+def test_subscribe_then_confirm_activates(
+    web: tuple[Config, Store, httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
     cfg, store, client = web
+    caplog.set_level("INFO", logger="newsletter.subscription")
     form = client.get("/subscribe")
     assert form.status_code == 200 and 'name="email"' in form.text
     response = client.post(
@@ -67,6 +70,14 @@ def test_subscribe_then_confirm_activates(web: tuple[Config, Store, httpx.Client
     assert mail["Subject"].startswith("구독을 확인해 주세요")
     link = re.search(r"https?://\S+/confirm/(\S+)", mail.get_content())
     assert link is not None
+    # No SMTP host: the link is in the log too, and the mail's text reads as it is.
+    assert (
+        f"confirmation link for N***@example.org (no SMTP host: the mail goes to "
+        f"{cfg.outbox_path / 'new'}): {link.group(0)}"
+    ) in caplog.messages
+    assert mail.get_body(("plain",))["Content-Transfer-Encoding"] == "8bit"
+    (raw,) = (cfg.outbox_path / "new").iterdir()
+    assert link.group(0).encode() in raw.read_bytes()
     page = client.get(f"/confirm/{link.group(1)}")
     assert page.status_code == 200 and "구독 확인하기" in page.text
     assert "N***@example.org" in page.text
@@ -314,12 +325,15 @@ def test_the_editors_copy_approves_the_draft_by_post_only(
 
 
 def test_the_form_queues_the_confirmation_and_never_sends_in_the_request(
-    cfg: Config, live_server: Callable[[Any], str]
+    cfg: Config, live_server: Callable[[Any], str], caplog: pytest.LogCaptureFixture
 ) -> None:
     """With the SMTP server down, the visitor still gets the page at once; the mail waits
-    in the queue and goes out when the server is back."""
+    in the queue and goes out when the server is back (7-bit clean, its link never
+    logged: over SMTP only the address's owner may see it)."""
     from aiosmtpd.controller import Controller
     from conftest import FaultySmtpHandler, free_port, smtp_cfg
+
+    caplog.set_level("DEBUG")
 
     port = free_port()
     cfg = smtp_cfg(cfg, port).replace(secret_key=KEY.decode())
@@ -348,6 +362,9 @@ def test_the_form_queues_the_confirmation_and_never_sends_in_the_request(
     (mail,) = store.mails("confirm")
     assert mail.status == "sent"
     store.close()
+    (data,) = handler.received["later@example.org"]
+    assert data.isascii() and b"Content-Transfer-Encoding: base64" in data
+    assert not any("/confirm/" in message for message in caplog.messages)
 
 
 # --- abuse: header injection, floods, cross-site posts, enumeration ------------------------------

@@ -293,9 +293,9 @@ def test_every_response_carries_the_security_headers(built: Site) -> None:
 def test_the_listening_socket_of_run_answers_keep_alive_without_delay() -> None:
     """Nagle's algorithm held every answer after the first on a keep-alive connection for
     ~40 ms: accepted sockets must inherit TCP_NODELAY from the listening one."""
-    from newsletter.service import _listen
+    from newsletter.service import _bind, _listen
 
-    listener = _listen("127.0.0.1", 0)
+    listener = _listen(_bind("127.0.0.1", 0))
     try:
         assert listener.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)
         with socket.create_connection(listener.getsockname()):
