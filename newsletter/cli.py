@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 import click
 
 from . import logs
-from .config import Config, load_config
+from .config import Config, load_config, recall_listening
 from .errors import NewsletterError
 from .files import PRIVATE_UMASK
 from .models import Archive, Pick, Problem
@@ -53,6 +53,9 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
                 overrides |= {"web.host": kwargs.pop("host"), "web.port": kwargs.pop("port")}
             try:
                 cfg = load_config(config_path, overrides=overrides)
+                if not service:
+                    # Beside a running `newsletter run --port P`, links go where it listens.
+                    cfg = recall_listening(cfg)
                 check_keys(cfg)
                 if source:
                     _check_source(cfg)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import datetime as dt
 import errno
 import fcntl
@@ -25,7 +26,7 @@ from typing import Any
 
 from . import bounces, delivery
 from .cache import Catalog
-from .config import Config, span_seconds
+from .config import Config, remember_listening, span_seconds
 from .errors import NewsletterError
 from .feed import ATOM_NAME, JSON_NAME
 from .outputs import refresh_feeds
@@ -369,6 +370,7 @@ async def serve(
 
 def _log_listening(cfg: Config, host: str, port: int) -> None:
     address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    remember_listening(cfg.replace(web=dataclasses.replace(cfg.web, host=host, port=port)))
     if cfg.base_url:
         log.info("listening on %s; links point to base_url, %s", address, cfg.site_url)
     else:

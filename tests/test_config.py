@@ -257,3 +257,17 @@ def test_bad_edition_settings_say_which_key(tmp_path: Path, text: str, message: 
         load_config(_write(tmp_path, text), env={})
     assert message in str(caught.value)
     assert "\n" not in str(caught.value)
+
+
+def test_other_commands_link_where_the_service_listens(tmp_path: Path) -> None:
+    from newsletter.config import LISTENING_FILE, recall_listening, remember_listening
+
+    cfg = load_config(_write(tmp_path, ""), env={})
+    assert recall_listening(cfg) == cfg  # nothing noted yet
+    remember_listening(cfg.replace(web=dataclasses.replace(cfg.web, port=18400)))
+    assert recall_listening(cfg).site_url == "http://127.0.0.1:18400/"
+    # A set base_url wins, and a damaged note is ignored.
+    public = cfg.replace(base_url="https://papers.example.org/")
+    assert recall_listening(public).site_url == "https://papers.example.org/"
+    (cfg.cache_path / LISTENING_FILE).write_text("http://[::1:x/\n", encoding="utf-8")
+    assert recall_listening(cfg) == cfg
