@@ -160,11 +160,13 @@ def main() -> None:
         tick_s = time.perf_counter() - started
         if tick.returncode != 0 or "daily: done" not in tick.stdout:
             raise SystemExit(tick.stdout[-1000:] + tick.stderr[-3000:])
-        # "2033-05-30 09:05:00,123 INFO newsletter.scheduler: job daily started for ..."
+        # time=2033-05-30T09:05:00.123+00:00 level=info logger=newsletter.scheduler
+        #   msg="job daily started for ..." (newsletter.logs's one format)
         stamps = [
-            dt.datetime.strptime(m, "%Y-%m-%d %H:%M:%S,%f")
+            dt.datetime.fromisoformat(m)
             for m in re.findall(
-                r"^(\S+ \S+) INFO newsletter\.scheduler: job daily (?:started|for \S+: done)",
+                r"^time=(\S+) level=info logger=newsletter\.scheduler "
+                r'msg="job daily (?:started|for \S+: done)',
                 tick.stderr,
                 re.M,
             )
