@@ -380,17 +380,18 @@ class SubscriptionPages:
     # --- the preferences page, linked from every issue ---------------------------------------
 
     def _preferences_page(
-        self, sub: Any, status: int = 200, *, lang: str = "", saved: bool = False
+        self, sub: Any, status: int = 200, *, lang: str = "", saved: str = ""
     ) -> Response:
-        """The page in the subscriber's language (``lang``: the one just chosen)."""
-        lang = lang or sub.lang
+        """The page in ``lang`` (else the subscriber's language), the email language
+        ``saved`` just now (else the stored one) selected."""
         return self._page(
-            lang,
+            lang or sub.lang,
             "preferences",
             status,
             email=mask_address(sub.email),
             languages=[(code, language_name(code)) for code in LANGS],
-            saved=language_name(lang) if saved else "",
+            current=saved or sub.lang,
+            saved=language_name(saved) if saved else "",
         )
 
     async def preferences_form(self, request: Request) -> Response:
@@ -399,7 +400,8 @@ class SubscriptionPages:
         sub, instead = await self._opened(request, PREFERENCES, "sample_preferences")
         if instead is not None:
             return instead
-        return self._preferences_page(sub)
+        # The subscriber's language, unless the page's language switch asked for another.
+        return self._preferences_page(sub, lang=self._lang(request, sub.lang))
 
     async def preferences(self, request: Request) -> Response:
         """One of the page's two forms: ``action=language`` with ``lang``, answered in the
@@ -415,11 +417,11 @@ class SubscriptionPages:
             return self._page(sub.lang, "unsubscribed")  # nothing left to set
         lang = form.get("lang", "")
         if action != "language" or lang not in LANGS:
-            return self._preferences_page(sub, 400)
+            return self._preferences_page(sub, 400, lang=self._lang(request, sub.lang))
         if lang != sub.lang:
             await run_in_threadpool(self.store().set_lang, sub.id, lang)
             log.info("subscriber %d now reads %s", sub.id, lang)
-        return self._preferences_page(sub, lang=lang, saved=True)
+        return self._preferences_page(sub, lang=lang, saved=lang)
 
     # --- the editor's Approve button (draft mode) -------------------------------------------
 

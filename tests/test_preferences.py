@@ -73,6 +73,12 @@ def test_the_page_speaks_the_subscribers_language_not_the_browsers(
     assert 'value="unsubscribe"' in page.text
     assert page.headers["cache-control"] == "no-store"
     assert "set-cookie" not in page.headers
+    # The page's language switch shows it in the other language; the setting stays.
+    other = "en" if lang == "ko" else "ko"
+    switched = client.get(_link(sub.id) + f"?lang={other}")
+    assert f'<html lang="{other}">' in switched.text
+    assert f'<option value="{lang}" selected>' in switched.text
+    assert store.get_subscriber(id=sub.id).lang == lang  # type: ignore[union-attr]
 
 
 def test_looking_changes_nothing(web: Web) -> None:  # noqa: F811
