@@ -232,6 +232,101 @@ def _neighbours(items: list[Any]) -> dict[Any, site.Nav[Any]]:
     }
 
 
+@dataclass
+class _Build:
+    """One pass over the site: what its three stages (the weeks' copies, the days' pages,
+    the front page) share."""
+
+    cfg: Config
+    catalog: Catalog
+    manifest: Manifest
+    stop: Stop | None
+    common: str = field(init=False)
+    rendered: list[Path] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.common = page_inputs(self.cfg)
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def current(self, names: list[str], inputs: str) -> bool:
+        return all(self.manifest.current(name, inputs) for name in names)
+
+    def write(self, name: str, page: str, inputs: str) -> None:
+        _write_page(self.cfg, name, page)
+        self.rendered.append(self.cfg.public_path / name)
+        self.manifest.record(name, inputs)
+        if len(self.manifest.entries) % 200 == 0:
+            self.manifest.save()  # a long first build keeps its progress if stopped
+
+    def weeks(
+        self, weeks: list[IsoWeek], days_of: dict[IsoWeek, list[dt.date]]
+    ) -> dict[IsoWeek, str] | None:
+        """Each week's web copies; the inputs of every week, or None when stopped."""
+        cfg, catalog = self.cfg, self.catalog
+        week_inputs: dict[IsoWeek, str] = {}
+        for week, nav in _neighbours(weeks).items():
+            if self.stopped():
+                return None
+            in_week = days_of[week]
+            inputs = _hash(self.common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
+            week_inputs[week] = inputs
+            names = [site.issue_path(week, lang, cfg.default_lang) for lang in LANGS]
+            if self.current(names, inputs):
+                continue
+            try:
+                issue = build_issue(cfg, catalog.load(in_week), week)
+            except NoIssueError:  # pragma: no cover - days_with_papers found a paper
+                continue
+            for lang, name in zip(LANGS, names, strict=True):
+                self.write(name, site.render_issue_page(cfg, issue, lang, nav, in_week), inputs)
+            self.manifest.record_leads(week, inputs, site.leads_of(issue))
+        return week_inputs
+
+    def days(self, days: list[dt.date], published: set[IsoWeek]) -> int | None:
+        """Each day's pages, linked to their week's copy when it is published; how many
+        days were rendered, or None when stopped."""
+        cfg, catalog = self.cfg, self.catalog
+        count = 0
+        for day, nav in _neighbours(days).items():
+            if self.stopped():
+                return None
+            week = IsoWeek.of(day)
+            linked = str(week) if week in published else ""
+            inputs = _hash(
+                self.common, day.isoformat(), catalog.fingerprint([day]), str(nav), linked
+            )
+            names = [site.day_path(day, lang, cfg.default_lang) for lang in LANGS]
+            if self.current(names, inputs):
+                continue
+            digest = catalog.load([day]).by_date(day)
+            if digest is None:  # pragma: no cover - the summary said it was there
+                continue
+            for lang, name in zip(LANGS, names, strict=True):
+                page = site.render_day_page(cfg, digest, lang, nav, week if linked else None)
+                self.write(name, page, inputs)
+            count += 1
+        return count
+
+    def front_page(
+        self, weeks: list[IsoWeek], week_inputs: dict[IsoWeek, str], days: list[dt.date]
+    ) -> None:
+        """The front page, in each language: the latest days and every week's leads."""
+        cfg = self.cfg
+        inputs = _hash(self.common, *map(str, days[-site.RECENT_DAYS :]), *week_inputs.values())
+        names = [site.index_file(lang, cfg.default_lang) for lang in LANGS]
+        if self.current(names, inputs):
+            return
+        entries = [
+            site.IssueEntry(week, _leads(cfg, self.catalog, self.manifest, week, week_inputs[week]))
+            for week in reversed(weeks)
+        ]
+        recent = list(reversed(days))
+        for lang, name in zip(LANGS, names, strict=True):
+            self.write(name, site.render_index(cfg, lang, entries, recent), inputs)
+
+
 def publish_weeks(
     cfg: Config,
     catalog: Catalog,
@@ -243,96 +338,36 @@ def publish_weeks(
 ) -> list[Path]:
     """The website from the archive as it stands: the web copy of every finished week (and
     of the weeks in ``include``, finished or not), a page per day, the front page, and the
-    issues feeds that link to the weeks' pages. Each
-    page is rendered only when what it shows changed (or the page is gone), and written
-    only when its bytes changed. Returns the pages rendered. A set ``stop`` ends a long
-    build between two pages; what is done stays recorded."""
+    issues feeds that link to the weeks' pages. Each page is rendered only when what it
+    shows changed (or the page is gone), and written only when its bytes changed. Returns
+    the pages rendered. A set ``stop`` ends a long build between two pages; what is done
+    stays recorded."""
     own = manifest is None
-    manifest = manifest or Manifest.load(cfg)
-    common = page_inputs(cfg)
-    default = cfg.default_lang
+    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop)
     days = _days_with_papers(catalog)
     extra = set(include)
     days_of: dict[IsoWeek, list[dt.date]] = {}
     for day in days:
         days_of.setdefault(IsoWeek.of(day), []).append(day)
     weeks = sorted(w for w in days_of if w.sunday < today or w in extra)
-    published = set(weeks)
-    rendered: list[Path] = []
-    week_inputs: dict[IsoWeek, str] = {}
-    stopped = False
 
-    def record(name: str, inputs: str) -> None:
-        manifest.record(name, inputs)
-        if len(manifest.entries) % 200 == 0:
-            manifest.save()  # a long first build keeps its progress if stopped
-
-    for week, nav in _neighbours(weeks).items():
-        if stop is not None and stop.is_set():
-            stopped = True
-            break
-        in_week = days_of[week]
-        inputs = _hash(common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
-        week_inputs[week] = inputs
-        names = [site.issue_path(week, lang, default) for lang in LANGS]
-        if all(manifest.current(name, inputs) for name in names):
-            continue
-        try:
-            issue = build_issue(cfg, catalog.load(in_week), week)
-        except NoIssueError:  # pragma: no cover - days_with_papers found a paper
-            continue
-        for lang, name in zip(LANGS, names, strict=True):
-            _write_page(cfg, name, site.render_issue_page(cfg, issue, lang, nav, in_week))
-            rendered.append(cfg.public_path / name)
-            record(name, inputs)
-        manifest.record_leads(week, inputs, site.leads_of(issue))
-
-    day_pages = 0
-    for day, nav in _neighbours(days).items():
-        if stopped or (stop is not None and stop.is_set()):
-            stopped = True
-            break
-        week = IsoWeek.of(day)
-        linked = str(week) if week in published else ""
-        inputs = _hash(common, day.isoformat(), catalog.fingerprint([day]), str(nav), linked)
-        names = [site.day_path(day, lang, default) for lang in LANGS]
-        if all(manifest.current(name, inputs) for name in names):
-            continue
-        digest = catalog.load([day]).by_date(day)
-        if digest is None:  # pragma: no cover - the summary said it was there
-            continue
-        for lang, name in zip(LANGS, names, strict=True):
-            page = site.render_day_page(cfg, digest, lang, nav, week if linked else None)
-            _write_page(cfg, name, page)
-            rendered.append(cfg.public_path / name)
-            record(name, inputs)
-        day_pages += 1
-
-    if not stopped:
-        index_inputs = _hash(common, *map(str, days[-site.RECENT_DAYS :]), *week_inputs.values())
-        names = [site.index_file(lang, default) for lang in LANGS]
-        if not all(manifest.current(name, index_inputs) for name in names):
-            entries = [
-                site.IssueEntry(week, _leads(cfg, catalog, manifest, week, week_inputs[week]))
-                for week in reversed(weeks)
-            ]
-            recent = list(reversed(days))
-            for lang, name in zip(LANGS, names, strict=True):
-                _write_page(cfg, name, site.render_index(cfg, lang, entries, recent))
-                rendered.append(cfg.public_path / name)
-                manifest.record(name, index_inputs)
-        refresh_issue_feeds(cfg, catalog, today, manifest)
+    week_inputs = build.weeks(weeks, days_of)
+    day_pages = build.days(days, set(weeks)) if week_inputs is not None else None
+    if week_inputs is not None and day_pages is not None:
+        build.front_page(weeks, week_inputs, days)
+        refresh_issue_feeds(cfg, catalog, today, build.manifest)
     else:
         log.info("stopped writing web pages; the next start carries on")
     if own:
-        manifest.save()
+        build.manifest.save()
+    rendered = build.rendered
     if rendered:
         log.info(
             "rendered %d web pages: %d weeks' copies of %d, %d days",
             len(rendered),
             len([p for p in rendered if p.parent.name == "issues"]) // len(LANGS),
             len(weeks),
-            day_pages,
+            len([p for p in rendered if p.parent.name == "days"]) // len(LANGS),
         )
     return rendered
 
