@@ -152,6 +152,8 @@ def _list_id(cfg: Config, lang: str) -> str:
         name, shared = name.strip(), shared.rstrip(">").strip()
     ident = shared or f"newsletter.{message_domain(cfg)}"
     prefix = "" if lang == cfg.default_lang else f"{lang}."
+    # The name is a phrase before the <id>: brackets or quotes in it would end it early.
+    name = re.sub(r'[<>"\\]', "", name).strip()
     return f"{name} <{prefix}{ident}>".lstrip()
 
 
@@ -377,7 +379,9 @@ def _subject_header(subject: str) -> bytes:
     (``with  Large…``). ASCII is folded at its own spaces; anything else is all encoded
     words, the whitespace between which readers drop."""
     _one_line("subject", subject)
-    if not subject.isascii():
+    # A title holding "=?...?=" written as it is would be decoded by readers into whatever
+    # it says: such a subject is encoded too, as a display name is (_mailbox_header).
+    if not subject.isascii() or "=?" in subject or "?=" in subject:
         # 39 bytes make words of 64 characters, which fit after "Subject: ".
         return "\r\n ".join(_encoded_words(subject, 39)).encode("ascii")
     lines = [""]

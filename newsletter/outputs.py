@@ -78,6 +78,9 @@ def page_inputs(cfg: Config) -> str:
         email.contact,
         email.subject_template,
         email.postal_address,
+        # The contact's {address}: pages show it in their footer.
+        email.from_address,
+        email.reply_to,
         str(email.thumbnails),
         repr(email.ko),
         repr(email.en),
@@ -243,6 +246,7 @@ class _Build:
     stop: Stop | None
     common: str = field(init=False)
     rendered: list[Path] = field(default_factory=list)
+    unsaved: int = 0
 
     def __post_init__(self) -> None:
         self.common = page_inputs(self.cfg)
@@ -257,8 +261,10 @@ class _Build:
         _write_page(self.cfg, name, page)
         self.rendered.append(self.cfg.public_path / name)
         self.manifest.record(name, inputs)
-        if len(self.manifest.entries) % 200 == 0:
-            self.manifest.save()  # a long first build keeps its progress if stopped
+        self.unsaved += 1
+        if self.unsaved >= 200:  # a long build keeps its progress if stopped
+            self.manifest.save()
+            self.unsaved = 0
 
     def weeks(
         self, weeks: list[IsoWeek], days_of: dict[IsoWeek, list[dt.date]]

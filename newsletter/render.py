@@ -177,10 +177,6 @@ class Issue:
     week: IsoWeek
     picks: tuple[Pick, ...]
 
-    @property
-    def week_id(self) -> str:
-        return str(self.week)
-
 
 def issue_weeks(archive: Archive) -> list[IsoWeek]:
     """Every ISO week that has at least one digest, oldest first."""
@@ -385,7 +381,6 @@ def render_issue(cfg: Config, issue: Issue, lang: str, *, approve_url: str = "")
         preheader = translations.gettext("This week's most voted: %(title)s") % {"title": top}
     edition = cfg.email.edition(lang)
     context: dict[str, Any] = {
-        "cfg": cfg,
         "name": edition.name,
         "intro": edition.intro,
         "contact": edition.contact,
@@ -396,14 +391,12 @@ def render_issue(cfg: Config, issue: Issue, lang: str, *, approve_url: str = "")
         # language: screen readers pick their voice by these.
         "title_lang": Markup(' lang="en"') if lang != "en" else "",
         "summary_lang": Markup(' lang="ko"') if lang != "ko" else "",
-        "issue": issue,
         "week": issue.week,
         "papers": papers,
         "preheader": preheader,
         "web_url": web_copy_url(cfg, issue.week, lang),
         "unsubscribe_url": marker,
         "preferences_url": _preferences_marker(marker),
-        "site_url": cfg.site_url,
         "approve_url": approve_url,
     }
     document = env.get_template("email/issue.html").render(context)

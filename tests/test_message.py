@@ -590,3 +590,27 @@ def test_rspamd_takes_no_action_on_the_issue(
     assert result["action"] == "no action", fired
     assert result["score"] < 1.0, fired
     assert not [rule for rule in TEMPLATE_RULES if any(rule in name for name in fired)], fired
+
+
+def test_an_encoded_word_in_a_title_is_not_decoded_by_readers(
+    issue_cfg: Config, rendered: RenderedIssue
+) -> None:
+    subject = "HF Papers weekly, 2024-W05: =?utf-8?b?7J2867Cp?= and 9 more"
+    data = (
+        message_template(issue_cfg, dataclasses.replace(rendered, subject=subject))
+        .personalize(
+            to_address="a@example.org", to_name="", unsubscribe_token="t", preferences_token="p"
+        )
+        .data
+    )
+    assert _parse(data)["Subject"] == subject  # shown as written, not as 일방
+
+
+def test_brackets_in_an_edition_name_do_not_break_the_list_id(issue_cfg: Config) -> None:
+    email_cfg = issue_cfg.email
+    cfg = issue_cfg.replace(
+        email=dataclasses.replace(
+            email_cfg, en=dataclasses.replace(email_cfg.en, name='Papers <weekly> "HF"')
+        )
+    )
+    assert message_module._list_id(cfg, "en") == "Papers weekly HF <en.newsletter.news.example.org>"

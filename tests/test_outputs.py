@@ -205,3 +205,13 @@ Vote: {votes}
     write_feeds(cfg, load_archive(folder), whole)
     assert built == {n: (whole / n).read_bytes() for n in built}
     assert b"2401.99999" in built["feed.atom"] and b"2401.00003" not in built["feed.atom"]
+
+
+def test_a_new_sender_address_reaches_every_pages_contact_line(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    _refresh(cfg)
+    moved = _cfg(tmp_path, '[email]\nfrom_address = "weekly@papers.example.org"\n')
+    _refresh(moved)
+    after = _state(moved)
+    pages = [n for n in after if n.endswith(".html")]
+    assert pages and all(b"weekly@papers.example.org" in after[n][0] for n in pages)
