@@ -846,12 +846,18 @@ def send(
 
 def _issue_line(row: Any, counts: dict[str, int]) -> str:
     from .issues import describe_counts
+    from .lifecycle import PausedBy, describe_pause
 
     line = f"{row.week}  {row.status:<9}  {describe_counts(counts)}  {row.subject}"
-    if row.status == "paused" and row.paused_reason:
-        line += f"\n    paused since {_when(row.paused_at)}: {row.paused_reason}"
-        if row.resume_at:
+    if row.status == "paused":
+        who = describe_pause(row.paused_by)
+        line += f"\n    paused {who + ' ' if who else ''}since {_when(row.paused_at)}"
+        if row.paused_reason:
+            line += f": {row.paused_reason}"
+        if row.paused_by == PausedBy.OUTAGE and row.resume_at:
             line += f" (next try {_when(row.resume_at)})"
+        elif row.paused_by in (PausedBy.OPERATOR, PausedBy.BREAKER):
+            line += f" (until `newsletter resume --week {row.week}`)"
     return line
 
 

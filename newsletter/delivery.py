@@ -18,6 +18,7 @@ from . import issues
 from .config import Config, span_seconds
 from .errors import NewsletterError
 from .issues import Prepared, prepare
+from .lifecycle import PausedBy
 from .message import PreparedMessage
 from .models import Archive
 from .select import IsoWeek
@@ -154,8 +155,8 @@ async def resume_sending(
     for row in await asyncio.to_thread(store.issues_in_status, issues.SENDING, issues.PAUSED):
         if stop.is_set():
             break
-        if row.status == issues.PAUSED and row.resume_at is None:
-            continue  # an operator's pause: only `newsletter resume` ends it
+        if row.status == issues.PAUSED and row.paused_by != PausedBy.OUTAGE:
+            continue  # an operator's or the breaker's pause: only `newsletter resume` ends it
         log.info("resuming the send of %s", row.week)
         try:
             report = await send_issue(cfg, store, row, key, wait=wait, stop=stop)

@@ -26,6 +26,7 @@ from urllib.parse import urlsplit
 
 from .config import Config, EmailConfig, EmailEdition
 from .errors import NewsletterError
+from .lifecycle import ISSUE_TRANSITIONS, IssueState, Op, PausedBy, refusal
 from .message import MessageTemplate, message_domain, message_template
 from .models import Archive
 from .outputs import publish_issue
@@ -36,23 +37,13 @@ from .store import Store, utcnow
 log = logging.getLogger(__name__)
 
 DRAFT, APPROVED, SENDING, PAUSED, SENT, CANCELLED = (
-    "draft",
-    "approved",
-    "sending",
-    "paused",
-    "sent",
-    "cancelled",
+    IssueState.DRAFT,
+    IssueState.APPROVED,
+    IssueState.SENDING,
+    IssueState.PAUSED,
+    IssueState.SENT,
+    IssueState.CANCELLED,
 )
-TRANSITIONS: dict[str, frozenset[str]] = {
-    DRAFT: frozenset({APPROVED, CANCELLED}),
-    APPROVED: frozenset({SENDING, PAUSED, CANCELLED}),
-    SENDING: frozenset({PAUSED, SENT, CANCELLED}),
-    # Back to approved when it was paused before its first delivery was queued.
-    PAUSED: frozenset({SENDING, APPROVED, CANCELLED}),
-    # `newsletter send --retry-failed` sends a finished issue's failures once more.
-    SENT: frozenset({SENDING}),
-    CANCELLED: frozenset(),
-}
 # The settings that shape an issue's messages (headers and links), frozen with it. The
 # DKIM key and selector are not: a key rotation must apply to the rest of a send.
 FROZEN_EMAIL = ("name", "from_address", "from_name", "reply_to", "list_id", "unsubscribe_mailto")
@@ -69,21 +60,30 @@ class NoRecipients(NewsletterError):
     """Nobody to send to: the issue stays unsent."""
 
 
-def sources(target: str) -> tuple[str, ...]:
-    """The states from which ``target`` may be reached."""
-    return tuple(state for state, targets in TRANSITIONS.items() if target in targets)
+def transition(store: Store, row: Any, op: Op, *, strict: bool = True, **values: Any) -> Any:
+    """Make ``op`` on ``row`` (an issues row) as :data:`lifecycle.ISSUE_TRANSITIONS` allows
+    it, in one compare-and-set, and return the row as it is now.
 
-
-def move(store: Store, row: Any, target: str, **values: Any) -> Any:
-    """Make one transition of ``row`` (an issues row) and return the row as it is now.
-
-    :class:`IssueStateError` when the issue's state does not allow it (read fresh: another
-    process may have moved it since ``row`` was read)."""
-    if not store.transition(row.id, sources(target), target, **values):
+    Refused (another process may have moved the issue since ``row`` was read), it raises
+    :class:`IssueStateError` with the one-line reason, or returns None unless ``strict``."""
+    t = ISSUE_TRANSITIONS[op]
+    now = utcnow()
+    if t.sets_paused_by is not None:
+        values = {"paused_by": t.sets_paused_by.value, "paused_at": now, **values}
+    if t.clears_pause:
+        values = {**values, "paused_by": None, "paused_reason": None, "paused_at": None}
+        values["resume_at"] = None
+    whose = None if t.paused_by is None else [p.value for p in t.paused_by]
+    sources = [s.value for s in t.sources]
+    if not store.transition(row.id, sources, t.target.value, when_paused_by=whose, **values):
+        if not strict:
+            return None
         current = store.get_issue_by_id(row.id)
-        state = current.status if current is not None else "missing"
-        raise IssueStateError(f"{row.week} is {state}: it cannot become {target}")
-    log.info("%s: %s -> %s", row.week, row.status, target)
+        if current is None:
+            raise IssueStateError(f"{row.week} no longer exists")
+        raise IssueStateError(refusal(op, row.week, current.status, current.paused_by))
+    if row.status != t.target:
+        log.info("%s: %s -> %s (%s)", row.week, row.status, t.target.value, op.value)
     return store.get_issue_by_id(row.id)
 
 
@@ -236,8 +236,9 @@ def approve(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = F
     row = freeze(store, cfg, prepared, refreeze=refreeze)
     if row.status == DRAFT:
         # Another process may approve it at the same moment: either one's move is enough.
-        store.transition(row.id, (DRAFT,), APPROVED, approved_at=utcnow())
-        row = store.get_issue_by_id(row.id)
+        row = transition(store, row, Op.APPROVE, strict=False, approved_at=utcnow()) or (
+            store.get_issue_by_id(row.id)
+        )
     return row
 
 
@@ -245,7 +246,7 @@ def start(store: Store, row: Any, *, retry_failed: bool = False) -> Any:
     """Queue a delivery for every active subscriber (idempotently) and make the issue
     ``sending``. :class:`NoRecipients` when the issue would have no delivery at all."""
     if row.status in (DRAFT, CANCELLED):
-        raise IssueStateError(f"{row.week} is {row.status}: it cannot be sent")
+        raise IssueStateError(refusal(Op.START, row.week, row.status))
     if retry_failed:
         log.info("%s: %d failed deliveries queued again", row.week, store.retry_failed(row.id))
     if row.status == PAUSED:
@@ -257,58 +258,68 @@ def start(store: Store, row: Any, *, retry_failed: bool = False) -> Any:
     if not any(store.counts(row.id).values()):
         raise NoRecipients(f"{row.week}: there are no active subscribers: nothing was sent")
     if row.status in (APPROVED, SENT):
-        store.transition(row.id, (APPROVED, SENT), SENDING)
-        row = store.get_issue_by_id(row.id)
+        row = transition(store, row, Op.START, strict=False) or store.get_issue_by_id(row.id)
     return row
 
 
 def pause(store: Store, week: str, reason: str = "paused by the operator") -> Any:
+    """An operator's pause: only `newsletter resume` ends it. Pausing an issue that is
+    already paused makes the pause the operator's, so the sender never ends it."""
     row = find(store, week)
-    if row.status == PAUSED:
+    if row.status == PAUSED and row.paused_by == PausedBy.OPERATOR:
         return row
-    # An operator's pause has no resume time: only `newsletter resume` ends it.
-    return move(store, row, PAUSED, paused_reason=reason, paused_at=utcnow(), resume_at=None)
+    return transition(store, row, Op.PAUSE, paused_reason=reason, resume_at=None)
 
 
 def pause_for_outage(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
     """The server failed: pause until ``resume_at``, when the sender tries it again. False
     when the issue is no longer sending (paused or cancelled meanwhile)."""
-    now = utcnow()
-    done = store.transition(
-        row.id, (SENDING,), PAUSED, paused_reason=reason, paused_at=now, resume_at=resume_at
+    done = transition(
+        store, row, Op.OUTAGE, strict=False, paused_reason=reason, resume_at=resume_at
     )
-    if done:
+    if done is not None:
         log.warning("%s paused: %s (next try %s)", row.week, reason, resume_at.isoformat())
-    return done
+    return done is not None
+
+
+def pause_for_breaker(store: Store, row: Any, reason: str) -> bool:
+    """Most recent recipients were refused for one reason: pause for a person to look."""
+    done = transition(store, row, Op.BREAKER, strict=False, paused_reason=reason)
+    if done is not None:
+        log.error("%s paused: %s", row.week, reason)
+    return done is not None
 
 
 def retry_later(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
     """Still failing: a new reason and resume time. False when the pause is no longer the
-    sender's own (an operator paused or cancelled the issue meanwhile)."""
-    return store.reschedule_outage(row.id, reason, resume_at)
+    outage's (an operator paused or cancelled the issue meanwhile)."""
+    done = transition(
+        store, row, Op.RETRY_LATER, strict=False, paused_reason=reason, resume_at=resume_at
+    )
+    return done is not None
 
 
 def end_outage(store: Store, row: Any) -> bool:
     """The server answers again: back to ``sending``, unless an operator took over."""
-    done = store.end_outage(row.id)
+    done = transition(store, row, Op.END_OUTAGE, strict=False) is not None
     if done:
         log.info("%s: the server answers again, sending resumes", row.week)
     return done
 
 
 def resume(store: Store, week: str) -> Any:
-    """An operator's resume of a paused issue (whatever paused it)."""
+    """An operator's resume of a paused issue (whoever paused it)."""
     row = find(store, week)
     if row.status != PAUSED:
-        raise IssueStateError(f"{week} is {row.status}, not paused")
-    target = SENDING if any(store.counts(row.id).values()) else APPROVED
-    return move(store, row, target, paused_reason=None, paused_at=None, resume_at=None)
+        raise IssueStateError(refusal(Op.RESUME, row.week, row.status))
+    op = Op.RESUME if any(store.counts(row.id).values()) else Op.UNQUEUE
+    return transition(store, row, op)
 
 
 def cancel(store: Store, week: str) -> tuple[Any, int]:
     """Cancel the issue: nothing more of it is sent. Returns the row and the deliveries
     that will not be made."""
-    row = move(store, find(store, week), CANCELLED, cancelled_at=utcnow())
+    row = transition(store, find(store, week), Op.CANCEL, cancelled_at=utcnow())
     return row, store.skip_pending(row.id, "issue cancelled")
 
 
@@ -316,7 +327,7 @@ def finish_if_done(store: Store, row: Any) -> bool:
     """``sending`` becomes ``sent`` only when no delivery is queued, sending or waiting."""
     if store.pending(row.id):
         return False
-    return store.transition(row.id, (SENDING,), SENT, finished_at=utcnow())
+    return transition(store, row, Op.FINISH, strict=False, finished_at=utcnow()) is not None
 
 
 # --- checks before a real send ------------------------------------------------------------------

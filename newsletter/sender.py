@@ -31,6 +31,7 @@ from typing import Any
 
 from . import issues
 from .config import Config, span_seconds
+from .lifecycle import PausedBy
 from .message import HeaderError, MessageTemplate, PreparedMessage
 from .store import Store, utcnow
 from .tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
@@ -348,8 +349,7 @@ class IssueSender:
                 f"were refused for the same reason ({reason}): {exc}; "
                 "check the sender's reputation or content, then `newsletter resume`"
             )
-            issues.pause(self.store, self.row.week, why)
-            log.error("%s paused: %s", self.row.week, why)
+            issues.pause_for_breaker(self.store, self.row, why)
 
 
 @dataclass
@@ -408,7 +408,7 @@ async def deliver(
     outage_since: float | None = None
     while not stop.is_set():
         row = await asyncio.to_thread(store.get_issue_by_id, row.id)
-        if row.status == issues.PAUSED and row.resume_at is not None:
+        if row.status == issues.PAUSED and row.paused_by == PausedBy.OUTAGE:
             if outage_since is None:
                 outage_since = time.monotonic()
             if not wait:

@@ -72,10 +72,11 @@ def test_an_outage_pauses_the_issue_and_every_recipient_gets_one_message(
         )
         row = store.get_issue(WEEK)
         assert "cannot connect to 127.0.0.1" in row.paused_reason
-        assert row.resume_at is not None
+        assert row.resume_at is not None and row.paused_by == "outage"
         status = run_newsletter(config, "status")
         out, _ = status.communicate(timeout=30)
-        assert "paused" in out and "cannot connect" in out
+        assert "paused by a server outage since" in out and "cannot connect" in out
+        assert "(next try " in out
         time.sleep(20)  # nothing listening for 20 s
         assert proc.poll() is None, "send gave up during a short outage"
         counts = store.counts(store.get_issue(WEEK).id)
@@ -121,7 +122,7 @@ def test_send_gives_up_after_outage_max_and_leaves_the_issue_paused(tmp_path: Pa
     assert proc.returncode == 1
     assert "paused" in err and "smtp.outage_max" in err
     row = store.get_issue(WEEK)
-    assert row.status == "paused" and row.resume_at is not None
+    assert row.status == "paused" and row.paused_by == "outage"
     assert store.counts(row.id)["queued"] == 5
     store.close()
 
@@ -140,7 +141,7 @@ def test_the_circuit_breaker_pauses_on_a_policy_block_and_resume_delivers(
     assert proc.returncode == 1, err
     assert "circuit breaker" in err
     row = store.get_issue(WEEK)
-    assert row.status == "paused" and row.resume_at is None  # for a person, not a timer
+    assert (row.status, row.paused_by, row.resume_at) == ("paused", "breaker", None)
     assert "5.7.1" in row.paused_reason
     counts = store.counts(row.id)
     assert counts["failed"] == 0 and counts["sent"] == 0  # nobody marked failed
@@ -292,7 +293,7 @@ def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
     code, out, _ = cli("send", "--week", WEEK)
     assert code == 0 and "3 sent" in out
     code, _, err = cli("pause", "--week", WEEK)
-    assert code == 1 and "sent: it cannot become paused" in err
+    assert code == 1 and "2024-W05 is sent: pause is allowed only when it is" in err
     code, out, _ = cli("issues")
     assert code == 0 and re.search(r"2024-W05\s+sent\s+3 sent", out)
     code, out, _ = cli("status")  # the latest issue
@@ -308,6 +309,9 @@ def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
     issues.start(store, issues.approve(store, cfg, prepared))
     code, out, _ = cli("pause", "--week", "2024-W21")
     assert code == 0 and "paused" in out
+    code, out, _ = cli("issues")
+    assert "paused by the operator since" in out
+    assert "(until `newsletter resume --week 2024-W21`)" in out
     code, out, _ = cli("send", "--week", "2024-W21")
     assert code == 1  # paused stays paused
     assert store.counts(store.get_issue("2024-W21").id)["sent"] == 0
@@ -319,14 +323,16 @@ def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
     store.close()
 
 
-@pytest.mark.parametrize("target", ["approved", "sending", "sent"])
-def test_no_transition_out_of_cancelled(tmp_path: Path, target: str) -> None:
+@pytest.mark.parametrize("op", ["approve", "start", "resume", "finish", "pause"])
+def test_no_transition_out_of_cancelled(tmp_path: Path, op: str) -> None:
     from newsletter import issues
+    from newsletter.lifecycle import Op
 
     store = open_store("sqlite:///newsletter.db", tmp_path)
     row = store.ensure_issue(WEEK, "s", status="cancelled")
-    with pytest.raises(issues.IssueStateError, match="cancelled"):
-        issues.move(store, row, target)
+    with pytest.raises(issues.IssueStateError, match=f"{WEEK} is cancelled: {op} is allowed"):
+        issues.transition(store, row, Op(op))
+    assert store.get_issue(WEEK).status == "cancelled"
     store.close()
 
 

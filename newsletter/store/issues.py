@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import logging
 from collections.abc import Iterable
 from typing import Any
@@ -36,14 +35,6 @@ class IssueQueries(StoreBase):
                 .on_conflict_do_nothing(index_elements=["week"])
             )
             return conn.execute(sa.select(issues).where(issues.c.week == week)).one()
-
-    def set_issue_status(self, issue_id: int, status: str) -> None:
-        now = utcnow()
-        values: dict[str, Any] = {"status": status, "updated_at": now}
-        if status == "sent":
-            values["finished_at"] = now
-        with self.engine.begin() as conn:
-            conn.execute(issues.update().where(issues.c.id == issue_id).values(**values))
 
     def issues_in_status(self, *statuses: str) -> list[Any]:
         with self.engine.connect() as conn:
@@ -80,43 +71,31 @@ class IssueQueries(StoreBase):
         return found
 
     def transition(
-        self, issue_id: int, from_statuses: Iterable[str], to: str, **values: Any
+        self,
+        issue_id: int,
+        from_statuses: Iterable[str],
+        to: str,
+        *,
+        when_paused_by: Iterable[str] | None = None,
+        **values: Any,
     ) -> bool:
-        """Move an issue to ``to`` only if it is in one of ``from_statuses`` now (a compare
-        and set: two processes cannot both make the same transition)."""
+        """Move an issue to ``to`` only if it is in one of ``from_statuses`` now, and, when
+        ``when_paused_by`` is given and the issue is paused, paused by one of those (a compare
+        and set: two processes cannot both make the same transition). The rule of which
+        moves exist is :mod:`newsletter.lifecycle`'s; this only applies it atomically."""
         if to not in ISSUE_STATUSES:
             raise ValueError(to)
-        now = utcnow()
-        with self.engine.begin() as conn:
-            result = conn.execute(
-                issues.update()
-                .where(issues.c.id == issue_id, issues.c.status.in_(tuple(from_statuses)))
-                .values(status=to, updated_at=now, **values)
+        condition: sa.ColumnElement[bool] = issues.c.status.in_(tuple(from_statuses))
+        if when_paused_by is not None:
+            condition = sa.and_(
+                condition,
+                sa.or_(issues.c.status != "paused", issues.c.paused_by.in_(tuple(when_paused_by))),
             )
-        return bool(result.rowcount)
-
-    def reschedule_outage(self, issue_id: int, reason: str, resume_at: dt.datetime) -> bool:
-        """A new reason and time for a pause the sender made (one with a resume time)."""
-        return self._sender_pause(issue_id, paused_reason=reason, resume_at=resume_at)
-
-    def end_outage(self, issue_id: int) -> bool:
-        """Back to ``sending`` from a pause the sender made; an operator's pause stays."""
-        return self._sender_pause(
-            issue_id, status="sending", paused_reason=None, paused_at=None, resume_at=None
-        )
-
-    def _sender_pause(self, issue_id: int, **values: Any) -> bool:
-        """Change an issue only while it is paused by the sender: an operator's pause has no
-        resume time, and is theirs to end."""
         with self.engine.begin() as conn:
             result = conn.execute(
                 issues.update()
-                .where(
-                    issues.c.id == issue_id,
-                    issues.c.status == "paused",
-                    issues.c.resume_at.is_not(None),
-                )
-                .values(updated_at=utcnow(), **values)
+                .where(issues.c.id == issue_id, condition)
+                .values(status=to, updated_at=utcnow(), **values)
             )
         return bool(result.rowcount)
 

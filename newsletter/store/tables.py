@@ -64,6 +64,8 @@ issues = sa.Table(
     sa.Column("paused_reason", sa.Text),
     sa.Column("resume_at", sa.DateTime(timezone=True)),
     sa.Column("cancelled_at", sa.DateTime(timezone=True)),
+    # Who paused it (operator, outage, breaker): only the sender ends an outage's pause.
+    sa.Column("paused_by", sa.String(16)),
     sa.Index("ix_issues_status", "status"),
 )
 

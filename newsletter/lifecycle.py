@@ -1,0 +1,164 @@
+"""The states of issues, deliveries and subscribers, and the one table of issue transitions.
+
+::
+
+    draft -> approved -> sending <-> paused -> sent
+      \\________\\___________\\__________\\______-> cancelled
+
+Every change of an issue's state is one named operation of :data:`ISSUE_TRANSITIONS`,
+made by :func:`newsletter.issues.transition` as a compare-and-set in the database: the
+row changes only if it is, at that instant, in a state the operation may start from
+(and, for a paused issue, paused by whom the operation may act for). Two processes can
+never both make the same move, and a move the table does not list is refused in one line.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class IssueState(StrEnum):
+    DRAFT = "draft"
+    APPROVED = "approved"
+    SENDING = "sending"
+    PAUSED = "paused"
+    SENT = "sent"
+    CANCELLED = "cancelled"
+
+
+class DeliveryState(StrEnum):
+    QUEUED = "queued"
+    SENDING = "sending"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+
+
+class SubscriberState(StrEnum):
+    PENDING = "pending"
+    ACTIVE = "active"
+    UNSUBSCRIBED = "unsubscribed"
+    BOUNCED = "bounced"
+
+
+class PausedBy(StrEnum):
+    """Who paused an issue, and so who may end the pause: only ``newsletter resume`` ends
+    an operator's or the circuit breaker's; the sender ends its own outage pause when the
+    server answers again."""
+
+    OPERATOR = "operator"
+    OUTAGE = "outage"
+    BREAKER = "breaker"
+
+
+# Deliveries a sender may still take: not yet handed to a server for good.
+WAITING = (DeliveryState.QUEUED, DeliveryState.SENDING)
+
+
+class Op(StrEnum):
+    """The operations that change an issue's state, by the name an operator knows."""
+
+    APPROVE = "approve"
+    START = "start"
+    PAUSE = "pause"
+    OUTAGE = "outage"
+    BREAKER = "breaker"
+    RETRY_LATER = "retry later"
+    END_OUTAGE = "end outage"
+    RESUME = "resume"
+    UNQUEUE = "resume before the first delivery"
+    CANCEL = "cancel"
+    FINISH = "finish"
+
+
+@dataclass(frozen=True)
+class Transition:
+    op: Op
+    sources: frozenset[IssueState]
+    target: IssueState
+    # For a source of ``paused``: whose pauses this operation may act on (None: anyone's).
+    paused_by: frozenset[PausedBy] | None = None
+    # What the transition sets on the issue: who paused it, and the pause's fields cleared.
+    sets_paused_by: PausedBy | None = None
+    clears_pause: bool = False
+
+
+_S = IssueState
+ISSUE_TRANSITIONS: dict[Op, Transition] = {
+    t.op: t
+    for t in (
+        Transition(Op.APPROVE, frozenset({_S.DRAFT}), _S.APPROVED),
+        # `newsletter send --retry-failed` sends a finished issue's failures once more.
+        Transition(Op.START, frozenset({_S.APPROVED, _S.SENT}), _S.SENDING),
+        # An operator's pause also takes over an outage's or the breaker's: then only
+        # `newsletter resume` ends it.
+        Transition(
+            Op.PAUSE,
+            frozenset({_S.APPROVED, _S.SENDING, _S.PAUSED}),
+            _S.PAUSED,
+            sets_paused_by=PausedBy.OPERATOR,
+        ),
+        Transition(Op.OUTAGE, frozenset({_S.SENDING}), _S.PAUSED, sets_paused_by=PausedBy.OUTAGE),
+        Transition(Op.BREAKER, frozenset({_S.SENDING}), _S.PAUSED, sets_paused_by=PausedBy.BREAKER),
+        # The server still fails: a new reason and time, only while the pause is the outage's.
+        Transition(
+            Op.RETRY_LATER,
+            frozenset({_S.PAUSED}),
+            _S.PAUSED,
+            paused_by=frozenset({PausedBy.OUTAGE}),
+        ),
+        Transition(
+            Op.END_OUTAGE,
+            frozenset({_S.PAUSED}),
+            _S.SENDING,
+            paused_by=frozenset({PausedBy.OUTAGE}),
+            clears_pause=True,
+        ),
+        Transition(Op.RESUME, frozenset({_S.PAUSED}), _S.SENDING, clears_pause=True),
+        # Paused before its first delivery was queued: back to approved.
+        Transition(Op.UNQUEUE, frozenset({_S.PAUSED}), _S.APPROVED, clears_pause=True),
+        Transition(
+            Op.CANCEL,
+            frozenset({_S.DRAFT, _S.APPROVED, _S.SENDING, _S.PAUSED}),
+            _S.CANCELLED,
+            clears_pause=True,
+        ),
+        Transition(Op.FINISH, frozenset({_S.SENDING}), _S.SENT),
+    )
+}
+
+
+def allowed(op: Op, state: str, paused_by: str | None = None) -> bool:
+    """Whether ``op`` may start from an issue in ``state`` (paused by ``paused_by``)."""
+    t = ISSUE_TRANSITIONS[op]
+    if state not in t.sources:
+        return False
+    if state == IssueState.PAUSED and t.paused_by is not None:
+        return paused_by in t.paused_by
+    return True
+
+
+_PAUSERS = {
+    PausedBy.OPERATOR: "by the operator",
+    PausedBy.OUTAGE: "by a server outage",
+    PausedBy.BREAKER: "by the circuit breaker",
+}
+
+
+def describe_pause(paused_by: str | None) -> str:
+    """Who paused, in the words `newsletter issues` and `status` use ("" if unknown)."""
+    for who, words in _PAUSERS.items():
+        if paused_by == who:
+            return words
+    return ""
+
+
+def refusal(op: Op, week: str, state: str, paused_by: str | None = None) -> str:
+    """The one line that refuses ``op`` on an issue in ``state``."""
+    t = ISSUE_TRANSITIONS[op]
+    if state == IssueState.PAUSED and state in t.sources and t.paused_by is not None:
+        whose = " or ".join(_PAUSERS[p] for p in sorted(t.paused_by))
+        return f"{week} is paused {describe_pause(paused_by)}: {op} applies only to a pause {whose}"
+    sources = " or ".join(s.value for s in IssueState if s in t.sources)
+    return f"{week} is {state}: {op} is allowed only when it is {sources}"
