@@ -74,6 +74,8 @@ class SmtpConfig:
     username: str = ""
     concurrency: int = 4
     max_per_second: float = 0.0
+    # Messages a sender leases from the outbox in one round trip to the database.
+    claim_batch: int = 10
     max_attempts: int = 5
     retry_base_seconds: float = 30.0
     # While the server is down, it is tried again after retry_base_seconds, doubling up to
@@ -587,7 +589,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
         raise bad("smtp.port", f"must be a TCP port, got {smtp.port}")
     if cfg.web.subscribe_per_minute < 1:
         raise bad("web.subscribe_per_minute", "must be at least 1")
-    for key in ("concurrency", "max_attempts", "bounce_threshold", "breaker_window"):
+    for key in ("concurrency", "claim_batch", "max_attempts", "bounce_threshold", "breaker_window"):
         if getattr(smtp, key) < 1:
             raise bad(f"smtp.{key}", "must be at least 1")
     for key in ("max_per_second", "retry_base_seconds"):

@@ -16,14 +16,12 @@ from typing import Any
 
 from . import issues
 from .config import Config, span_seconds
-from .errors import NewsletterError
 from .issues import Prepared, prepare
-from .lifecycle import PausedBy
 from .message import PreparedMessage
 from .models import Archive
 from .select import IsoWeek
-from .sender import Progress, SendReport, Sign, deliver, send_mails, sleep_unless
-from .store import Store
+from .sender import Outbox, Progress, SendReport, sleep_unless
+from .store import Mail, Store, utcnow
 from .tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
 
 log = logging.getLogger(__name__)
@@ -34,6 +32,7 @@ __all__ = [
     "SendReport",
     "approve_url",
     "dry_run",
+    "keep_draining",
     "prepare",
     "queue_mail",
     "resume_sending",
@@ -41,19 +40,10 @@ __all__ = [
     "send_issue",
     "send_queued_mail",
     "send_test_copy",
-    "signer",
 ]
 
 # How long the approve link in an editor's test copy works.
 APPROVE_DAYS = 14
-
-
-def signer(cfg: Config) -> Sign:
-    """How every single mail is signed before it goes out (issue messages are signed as
-    they are personalized)."""
-    from .signing import sign_message
-
-    return lambda data: sign_message(cfg, data)
 
 
 def approve_url(cfg: Config, key: bytes, issue_id: int) -> str:
@@ -92,18 +82,8 @@ async def send_issue(
     outage_max: float | None = None,
 ) -> SendReport:
     """Send an approved issue from its frozen content until it is sent or halted."""
-    prepared = await asyncio.to_thread(issues.frozen, store, cfg, row)
-    return await deliver(
-        cfg,
-        store,
-        row,
-        prepared,
-        key,
-        wait=wait,
-        stop=stop,
-        progress=progress,
-        outage_max=outage_max,
-    )
+    outbox = Outbox(cfg, store, key, stop=stop, progress=progress)
+    return await outbox.send_issue(row, wait=wait, outage_max=outage_max)
 
 
 def send_week(
@@ -147,25 +127,58 @@ def _on_signals(stop: asyncio.Event) -> None:
 
 
 async def resume_sending(
-    cfg: Config, store: Store, key: bytes, *, stop: asyncio.Event, wait: bool
+    cfg: Config, store: Store, key: bytes, *, stop: asyncio.Event
 ) -> list[SendReport]:
-    """Carry on every issue that is ``sending``, or paused by a server outage whose retry
-    is due, from its frozen content; the ledger makes sure nobody gets a message twice."""
-    reports = []
-    for row in await asyncio.to_thread(store.issues_in_status, issues.SENDING, issues.PAUSED):
-        if stop.is_set():
-            break
-        if row.status == issues.PAUSED and row.paused_by != PausedBy.OUTAGE:
-            continue  # an operator's or the breaker's pause: only `newsletter resume` ends it
-        log.info("resuming the send of %s", row.week)
-        try:
-            report = await send_issue(cfg, store, row, key, wait=wait, stop=stop)
-        except NewsletterError as exc:
-            log.error("the send of %s cannot go on: %s", row.week, exc)
-            continue
-        log.info("%s", report.summary())
-        reports.append(report)
+    """Carry on every issue being sent, or paused by a server outage whose retry is due,
+    from its frozen content, and send the single mails that are due: the outbox's one
+    drain. The ledger makes sure nobody gets a message twice."""
+    _mails, reports = await Outbox(cfg, store, key, stop=stop).drain()
     return reports
+
+
+async def keep_draining(
+    outbox: Outbox,
+    *,
+    poll: float,
+    once: bool = False,
+    wake: asyncio.Event | None = None,
+) -> int:
+    """The long-running sender of ``run``, ``serve`` and ``worker``: drain the outbox, then
+    sleep until the next retry, resume time or single mail is due (at most ``poll``
+    seconds, or until ``wake`` is set), until stopped; with ``once``, until a drain finds
+    nothing to do. Returns the number of messages sent."""
+    sent = 0
+    while not outbox.stop.is_set():
+        busy = False
+        try:
+            mails, reports = await outbox.drain(wait=once)
+            sent += mails["sent"] + sum(r.this_run["sent"] for r in reports)
+            busy = bool(mails) or any(r.this_run for r in reports)
+            due = await outbox.next_due()
+        except Exception:
+            # A database or server hiccup must not end a long-running sender.
+            log.exception("sending failed; trying again shortly")
+            due = None
+        if once and not busy:
+            break
+        delay = poll
+        if due is not None:
+            delay = min(max((due - utcnow()).total_seconds(), 0.05), poll)
+        await _idle(outbox.stop, wake, delay)
+    return sent
+
+
+async def _idle(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
+    if wake is None:
+        await sleep_unless(stop, seconds)
+        return
+    waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())}
+    try:
+        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in waiters:
+            task.cancel()
+    wake.clear()
 
 
 # --- single mails ----------------------------------------------------------------------------
@@ -176,16 +189,17 @@ def queue_mail(store: Store, kind: str, recipient: str, message: PreparedMessage
     return store.enqueue_mail(kind, recipient, message.message_id, message.data)
 
 
-async def send_mails_now(cfg: Config, store: Store, stop: asyncio.Event) -> None:
+async def send_mails_now(cfg: Config, store: Store, stop: asyncio.Event, key: bytes) -> None:
     """Send the single mails that are due, in this process (where no sender thread runs)."""
-    await send_mails(cfg, store, signer(cfg), stop=stop)
+    await Outbox(cfg, store, key, stop=stop).send_mails()
 
 
-def send_queued_mail(cfg: Config, store: Store, mail_id: int) -> Any:
-    """Send one queued mail now, in this process (the editor waits for it); returns its row."""
+def send_queued_mail(cfg: Config, store: Store, mail_id: int, key: bytes = b"") -> Mail:
+    """Send one queued mail now, in this process (the editor waits for it); returns it."""
+    from .tokens import secret_key
 
     async def main() -> None:
-        await send_mails(cfg, store, signer(cfg), stop=asyncio.Event(), only=mail_id)
+        await Outbox(cfg, store, key or secret_key(cfg)).send_mails(only=mail_id)
 
     asyncio.run(main())
     return next(m for m in store.mails() if m.id == mail_id)
@@ -240,28 +254,11 @@ def run_worker(
     """Help send every issue being sent, and the queued single mails, until stopped (or,
     with ``once``, until there is nothing to do). Every worker sends the frozen content,
     so they all build the same bytes. Returns the number of messages this worker sent."""
-    sent = 0
 
-    async def main() -> None:
-        nonlocal sent
+    async def main() -> int:
         stop = asyncio.Event()
         _on_signals(stop)
-        sign = signer(cfg)
-        while not stop.is_set():
-            mails = await send_mails(cfg, store, sign, stop=stop)
-            sent += mails["sent"]
-            busy = bool(mails)
-            for row in await asyncio.to_thread(store.issues_in_status, issues.SENDING):
-                if stop.is_set():
-                    break
-                report = await send_issue(
-                    cfg, store, row, key, wait=True, stop=stop, progress=progress
-                )
-                sent += report.this_run["sent"]
-                busy = True
-            if once and not busy:
-                return
-            await sleep_unless(stop, poll)
+        outbox = Outbox(cfg, store, key, stop=stop, progress=progress)
+        return await keep_draining(outbox, poll=poll, once=once)
 
-    asyncio.run(main())
-    return sent
+    return asyncio.run(main())

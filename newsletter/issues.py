@@ -32,7 +32,7 @@ from .models import Archive
 from .outputs import publish_issue
 from .render import LANGS, RenderedIssue, build_issue, render_issue
 from .select import IsoWeek
-from .store import Store, utcnow
+from .store import Issue, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -60,12 +60,10 @@ class NoRecipients(NewsletterError):
     """Nobody to send to: the issue stays unsent."""
 
 
-def transition(store: Store, row: Any, op: Op, *, strict: bool = True, **values: Any) -> Any:
-    """Make ``op`` on ``row`` (an issues row) as :data:`lifecycle.ISSUE_TRANSITIONS` allows
-    it, in one compare-and-set, and return the row as it is now.
-
-    Refused (another process may have moved the issue since ``row`` was read), it raises
-    :class:`IssueStateError` with the one-line reason, or returns None unless ``strict``."""
+def try_transition(store: Store, row: Issue, op: Op, **values: Any) -> Issue | None:
+    """Make ``op`` on ``row`` as :data:`lifecycle.ISSUE_TRANSITIONS` allows it, in one
+    compare-and-set; the issue as it is now, or None when the table refused it (another
+    process may have moved the issue since ``row`` was read)."""
     t = ISSUE_TRANSITIONS[op]
     now = utcnow()
     if t.sets_paused_by is not None:
@@ -76,18 +74,30 @@ def transition(store: Store, row: Any, op: Op, *, strict: bool = True, **values:
     whose = None if t.paused_by is None else [p.value for p in t.paused_by]
     sources = [s.value for s in t.sources]
     if not store.transition(row.id, sources, t.target.value, when_paused_by=whose, **values):
-        if not strict:
-            return None
-        current = store.get_issue_by_id(row.id)
-        if current is None:
-            raise IssueStateError(f"{row.week} no longer exists")
-        raise IssueStateError(refusal(op, row.week, current.status, current.paused_by))
+        return None
     if row.status != t.target:
         log.info("%s: %s -> %s (%s)", row.week, row.status, t.target.value, op.value)
-    return store.get_issue_by_id(row.id)
+    return reload(store, row)
 
 
-def find(store: Store, week: str) -> Any:
+def transition(store: Store, row: Issue, op: Op, **values: Any) -> Issue:
+    """:func:`try_transition`, refused with :class:`IssueStateError` and its one line."""
+    moved = try_transition(store, row, op, **values)
+    if moved is None:
+        current = reload(store, row)
+        raise IssueStateError(refusal(op, row.week, current.status, current.paused_by))
+    return moved
+
+
+def reload(store: Store, row: Issue) -> Issue:
+    """The issue as it is now."""
+    current = store.get_issue_by_id(row.id)
+    if current is None:
+        raise IssueStateError(f"{row.week} no longer exists")
+    return current
+
+
+def find(store: Store, week: str) -> Issue:
     row = store.get_issue(week)
     if row is None:
         raise IssueStateError(f"{week} has no issue yet (nothing was approved or sent)")
@@ -168,7 +178,7 @@ def content_hash(contents: list[dict[str, str]], settings: str) -> str:
     return digest.hexdigest()
 
 
-def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Any:
+def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Issue:
     """Store the issue's content (once; again with ``refreeze`` while nothing was sent)."""
     row = store.ensure_issue(str(prepared.week), prepared.subject, status=DRAFT)
     if row.status == CANCELLED:
@@ -185,7 +195,7 @@ def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = Fa
         )
     if result == "frozen":
         log.info("%s: content frozen (%s)", row.week, digest[:12])
-    return store.get_issue_by_id(row.id)
+    return reload(store, row)
 
 
 def _frozen_email(email: EmailConfig, stored: dict[str, Any]) -> EmailConfig:
@@ -197,10 +207,10 @@ def _frozen_email(email: EmailConfig, stored: dict[str, Any]) -> EmailConfig:
     return dataclasses.replace(email, **values)
 
 
-def frozen(store: Store, cfg: Config, row: Any) -> Prepared:
+def frozen(store: Store, cfg: Config, row: Issue) -> Prepared:
     """The issue's messages as frozen: the stored content with the stored settings (and
     today's DKIM key)."""
-    if not row.content_hash:
+    if not row.content_hash or row.frozen_settings is None:
         raise IssueStateError(f"{row.week} has no frozen content: approve it first")
     settings = json.loads(row.frozen_settings)
     built = dataclasses.replace(
@@ -231,18 +241,16 @@ def frozen(store: Store, cfg: Config, row: Any) -> Prepared:
 # --- the transitions an operator makes ---------------------------------------------------------
 
 
-def approve(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Any:
+def approve(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = False) -> Issue:
     """Freeze the issue and make it ``approved`` (from ``draft``; a no-op later on)."""
     row = freeze(store, cfg, prepared, refreeze=refreeze)
     if row.status == DRAFT:
         # Another process may approve it at the same moment: either one's move is enough.
-        row = transition(store, row, Op.APPROVE, strict=False, approved_at=utcnow()) or (
-            store.get_issue_by_id(row.id)
-        )
+        row = try_transition(store, row, Op.APPROVE, approved_at=utcnow()) or (reload(store, row))
     return row
 
 
-def start(store: Store, row: Any, *, retry_failed: bool = False) -> Any:
+def start(store: Store, row: Issue, *, retry_failed: bool = False) -> Issue:
     """Queue a delivery for every active subscriber (idempotently) and make the issue
     ``sending``. :class:`NoRecipients` when the issue would have no delivery at all."""
     if row.status in (DRAFT, CANCELLED):
@@ -258,11 +266,11 @@ def start(store: Store, row: Any, *, retry_failed: bool = False) -> Any:
     if not any(store.counts(row.id).values()):
         raise NoRecipients(f"{row.week}: there are no active subscribers: nothing was sent")
     if row.status in (APPROVED, SENT):
-        row = transition(store, row, Op.START, strict=False) or store.get_issue_by_id(row.id)
+        row = try_transition(store, row, Op.START) or reload(store, row)
     return row
 
 
-def pause(store: Store, week: str, reason: str = "paused by the operator") -> Any:
+def pause(store: Store, week: str, reason: str = "paused by the operator") -> Issue:
     """An operator's pause: only `newsletter resume` ends it. Pausing an issue that is
     already paused makes the pause the operator's, so the sender never ends it."""
     row = find(store, week)
@@ -271,43 +279,39 @@ def pause(store: Store, week: str, reason: str = "paused by the operator") -> An
     return transition(store, row, Op.PAUSE, paused_reason=reason, resume_at=None)
 
 
-def pause_for_outage(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
+def pause_for_outage(store: Store, row: Issue, reason: str, resume_at: dt.datetime) -> bool:
     """The server failed: pause until ``resume_at``, when the sender tries it again. False
     when the issue is no longer sending (paused or cancelled meanwhile)."""
-    done = transition(
-        store, row, Op.OUTAGE, strict=False, paused_reason=reason, resume_at=resume_at
-    )
+    done = try_transition(store, row, Op.OUTAGE, paused_reason=reason, resume_at=resume_at)
     if done is not None:
         log.warning("%s paused: %s (next try %s)", row.week, reason, resume_at.isoformat())
     return done is not None
 
 
-def pause_for_breaker(store: Store, row: Any, reason: str) -> bool:
+def pause_for_breaker(store: Store, row: Issue, reason: str) -> bool:
     """Most recent recipients were refused for one reason: pause for a person to look."""
-    done = transition(store, row, Op.BREAKER, strict=False, paused_reason=reason)
+    done = try_transition(store, row, Op.BREAKER, paused_reason=reason)
     if done is not None:
         log.error("%s paused: %s", row.week, reason)
     return done is not None
 
 
-def retry_later(store: Store, row: Any, reason: str, resume_at: dt.datetime) -> bool:
+def retry_later(store: Store, row: Issue, reason: str, resume_at: dt.datetime) -> bool:
     """Still failing: a new reason and resume time. False when the pause is no longer the
     outage's (an operator paused or cancelled the issue meanwhile)."""
-    done = transition(
-        store, row, Op.RETRY_LATER, strict=False, paused_reason=reason, resume_at=resume_at
-    )
+    done = try_transition(store, row, Op.RETRY_LATER, paused_reason=reason, resume_at=resume_at)
     return done is not None
 
 
-def end_outage(store: Store, row: Any) -> bool:
+def end_outage(store: Store, row: Issue) -> bool:
     """The server answers again: back to ``sending``, unless an operator took over."""
-    done = transition(store, row, Op.END_OUTAGE, strict=False) is not None
+    done = try_transition(store, row, Op.END_OUTAGE) is not None
     if done:
         log.info("%s: the server answers again, sending resumes", row.week)
     return done
 
 
-def resume(store: Store, week: str) -> Any:
+def resume(store: Store, week: str) -> Issue:
     """An operator's resume of a paused issue (whoever paused it)."""
     row = find(store, week)
     if row.status != PAUSED:
@@ -323,11 +327,11 @@ def cancel(store: Store, week: str) -> tuple[Any, int]:
     return row, store.skip_pending(row.id, "issue cancelled")
 
 
-def finish_if_done(store: Store, row: Any) -> bool:
+def finish_if_done(store: Store, row: Issue) -> bool:
     """``sending`` becomes ``sent`` only when no delivery is queued, sending or waiting."""
     if store.pending(row.id):
         return False
-    return transition(store, row, Op.FINISH, strict=False, finished_at=utcnow()) is not None
+    return try_transition(store, row, Op.FINISH, finished_at=utcnow()) is not None
 
 
 # --- checks before a real send ------------------------------------------------------------------

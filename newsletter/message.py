@@ -620,6 +620,8 @@ def confirmation_message(
     msg["Date"] = dt.datetime.now(dt.UTC)
     message_id = f"<confirm.{secrets.token_hex(12)}@{message_domain(cfg)}>"
     msg["Message-ID"] = message_id
+    if cfg.email.reply_to:
+        msg["Reply-To"] = _address("email.reply_to", cfg.email.reply_to)
     msg["Auto-Submitted"] = "auto-generated"
     text = text.replace("\r\n", "\n")
     msg.set_content(text, cte=_text_cte(cfg, text))

@@ -253,7 +253,7 @@ async def _weekly(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outco
             detail += "; stopped, resumes on the next start"
         return Outcome("done", detail)
     else:
-        await delivery.send_mails_now(ctx.cfg, ctx.store, ctx.stop)
+        await delivery.send_mails_now(ctx.cfg, ctx.store, ctx.stop, ctx.key)
     assert outcome is not None
     return outcome
 
@@ -355,11 +355,10 @@ async def run_due(
 
 
 async def resume_sending(ctx: JobContext) -> int:
-    """Carry on every issue left sending (a crash or a stop mid-send), from its frozen
-    content; the ledger makes sure nobody gets a message twice. Returns how many."""
-    reports = await delivery.resume_sending(
-        ctx.cfg, ctx.store, ctx.key, stop=ctx.stop, wait=ctx.wait
-    )
+    """The outbox's drain, once: every issue left sending (a crash or a stop mid-send) or
+    paused by an outage whose retry is due, from its frozen content, and the single mails;
+    the ledger makes sure nobody gets a message twice. Returns how many issues it took."""
+    reports = await delivery.resume_sending(ctx.cfg, ctx.store, ctx.key, stop=ctx.stop)
     return len(reports)
 
 

@@ -1,16 +1,21 @@
-"""The sender: drains an issue's deliveries, and the queue of single mails, through the
-transports.
+"""The sender: one drain of the outbox, for every message and every command.
 
-The ledger in the database is the only truth about who got what. A delivery is
-``sending`` just before its message is handed to the server and ``sent`` only after the
-server's 250, so a crash can at worst repeat the messages that were in flight, never
-skip anyone.
+Every outgoing message is a row of the ledger (:mod:`newsletter.store.ledger`): an issue's
+deliveries, and single mails (confirmations, editor copies). :class:`Outbox` drains them
+all the same way, whichever command runs it (``run``, ``serve``, ``worker``, ``tick``,
+``send``): one claim, one rate limit, one signing point, one outage policy.
+
+The ledger is the only truth about who got what. A message is ``sending`` just before it
+is handed to the server and ``sent`` only after the server's 250, so a crash can at worst
+repeat the messages that were in flight, never skip anyone.
 
 Failures are acted on by kind (:mod:`newsletter.transport`): a server failure puts the
-delivery back untouched and pauses the issue until the server answers again; a bad
-address fails at once and counts as a bounce; a soft failure is retried with backoff;
-and when most recent recipients fail for one reason that is not their address (a policy
-block, a rejected message) the circuit breaker pauses the issue for a person to look at.
+message back untouched and pauses the issue (``paused_by`` outage) until the server
+answers again, which any drain ends once the pause's ``resume_at`` has passed; a bad
+address fails at once and, for an issue, counts as a bounce; a soft failure is retried
+with backoff; and when most recent recipients of an issue fail for one reason that is not
+their address (a policy block, a rejected message) the circuit breaker pauses the issue
+for a person to look at. A single mail has no issue to pause: it waits for the server.
 """
 
 from __future__ import annotations
@@ -21,19 +26,22 @@ import datetime as dt
 import logging
 import os
 import random
+import re
 import secrets
 import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 from . import issues
 from .config import Config, span_seconds
+from .errors import NewsletterError
 from .lifecycle import PausedBy
-from .message import HeaderError, MessageTemplate, PreparedMessage
-from .store import Store, utcnow
+from .message import HeaderError
+from .store import Claimed, Issue, Store, utcnow
 from .tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
 from .transport import (
     DeliveryError,
@@ -50,6 +58,9 @@ log = logging.getLogger(__name__)
 
 LEASE = dt.timedelta(minutes=5)
 MAX_BACKOFF = 3600.0
+# How often a sender busy with an issue looks for single mails that came due meanwhile
+# (a confirmation should not wait for the end of a large send).
+MAIL_CHECK_SECONDS = 1.0
 
 # Called after every delivery with this run's tally and how many were due at the start.
 Progress = Callable[[Counter[str], int], None]
@@ -153,71 +164,69 @@ class Halt:
         return True
 
 
-class IssueSender:
-    """Drains one issue's ledger with ``smtp.concurrency`` workers, each with its own
-    transport, until every delivery is ``sent``, ``failed`` or ``skipped``, the issue is
-    halted (server down, breaker, an operator's pause or cancel), or ``stop`` is set.
-    With ``wait`` false it also returns when only retries that are not due yet remain."""
+class Lane:
+    """Drains one lane of the outbox: an issue's deliveries, with ``smtp.concurrency``
+    workers each with its own transport, or the single mails, with one. An issue's workers
+    also take single mails that come due meanwhile.
+
+    Runs until the lane is empty (every delivery ``sent``, ``failed`` or ``skipped``), the
+    issue is halted (server down, breaker, an operator's pause or cancel), or ``stop`` is
+    set. With ``wait`` false it also returns when only retries that are not due remain."""
 
     def __init__(
         self,
-        cfg: Config,
-        store: Store,
-        row: Any,
-        prepared: issues.Prepared,
-        key: bytes,
-        factory: TransportFactory,
+        outbox: Outbox,
+        row: Issue | None = None,
+        prepared: issues.Prepared | None = None,
         *,
-        stop: asyncio.Event,
-        progress: Progress | None = None,
-        outage_delay: float = 30.0,
-        batch: int = 10,
+        wait: bool = True,
+        only: int | None = None,
     ) -> None:
-        self.cfg = cfg
-        self.store = store
+        self.outbox = outbox
+        self.cfg = outbox.cfg
+        self.store = outbox.store
         self.row = row
+        self.issue_id: int | None = None if row is None else row.id
         self.prepared = prepared
-        self.key = key
-        self.factory = factory
-        self.stop = stop
-        self.progress = progress
-        self.outage_delay = outage_delay
-        self.batch = batch
+        self.wait = wait
+        self.only = only
         self.owner = worker_id()
-        self.limiter = RateLimiter(cfg.smtp.max_per_second)
-        self.breaker = Breaker(cfg.smtp.breaker_window)
+        self.breaker = Breaker(self.cfg.smtp.breaker_window)
         self.halt = Halt()
         self.tally: Counter[str] = Counter()
         self.total = 0
+        self._mails_checked = 0.0
 
-    async def run(self, *, wait: bool = True) -> Counter[str]:
-        issue_id = self.row.id
-        self.store.release_dead_local_leases(pid_alive)
-        self.total = self.store.pending(issue_id)
-        workers = [
-            asyncio.create_task(self._worker(wait, f"{self.owner}:{i}"))
-            for i in range(self.cfg.smtp.concurrency)
-        ]
+    async def run(self) -> Counter[str]:
+        await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
+        if self.issue_id is not None:
+            self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
+        count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
+        workers = [asyncio.create_task(self._worker(f"{self.owner}:{i}")) for i in range(count)]
         try:
             await asyncio.gather(*workers)
         finally:
             for task in workers:
                 task.cancel()
+            if self.halt.why == "state" and self.issue_id is not None:
+                # Cancelled meanwhile: a message given back after the cancel (the server
+                # failed while it was on the wire) must not wait forever.
+                self.store.skip_pending(self.issue_id, "issue cancelled")
         return self.tally
 
     def _count(self, what: str) -> None:
         self.tally[what] += 1
-        if self.progress:
-            self.progress(self.tally, self.total)
+        if self.outbox.progress and self.issue_id is not None:
+            self.outbox.progress(self.tally, self.total)
 
     def _halted(self) -> bool:
-        return self.stop.is_set() or bool(self.halt.why)
+        return self.outbox.stop.is_set() or bool(self.halt.why)
 
-    async def _worker(self, wait: bool, owner: str) -> None:
+    async def _worker(self, owner: str) -> None:
         # Each worker leases under its own name: rows whose lease ran out while still in
         # this worker's batch can then go to another worker, but never to both.
-        transport = self.factory()
-        batch: list[Any] = []
+        transport = self.outbox.factory()
+        batch: list[Claimed] = []
         # The last message the server accepted, not yet recorded (see Store.mark_sending).
         accepted: list[tuple[int, str]] = []
         try:
@@ -228,7 +237,7 @@ class IssueSender:
                     if self._halted():
                         break
                     if not batch:
-                        if not wait or not self.store.pending(self.row.id):
+                        if not self.wait or not self._pending():
                             return
                         await self._idle()
                         continue
@@ -238,12 +247,23 @@ class IssueSender:
             self.store.release([r.id for r in batch], owner)
             await transport.close()
 
-    def _claim(self, owner: str) -> list[Any]:
-        current = self.store.get_issue_by_id(self.row.id)
+    def _pending(self) -> int:
+        return self.store.pending(self.issue_id) if self.issue_id is not None else 0
+
+    def _claim(self, owner: str) -> list[Claimed]:
+        batch = self.outbox.batch
+        if self.issue_id is None:
+            return self.store.claim(None, owner, batch, LEASE, only=self.only)
+        current = self.store.get_issue_by_id(self.issue_id)
         if current is None or current.status != issues.SENDING:
             self.halt.set("state", f"the issue is {current.status if current else 'gone'}")
             return []
-        return self.store.claim(self.row.id, owner, self.batch, LEASE)
+        if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
+            self._mails_checked = time.monotonic()
+            mails = self.store.claim(None, owner, batch, LEASE)
+            if mails:
+                return mails
+        return self.store.claim(self.issue_id, owner, batch, LEASE)
 
     def _record(self, accepted: list[tuple[int, str]]) -> None:
         while accepted:
@@ -251,18 +271,37 @@ class IssueSender:
 
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
-        due = self.store.next_retry_at(self.row.id)
+        assert self.issue_id is not None
+        due = self.store.next_retry_at(self.issue_id)
         delay = 1.0
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), 1.0)
-        await sleep_unless(self.stop, delay)
+        await sleep_unless(self.outbox.stop, delay)
+
+    def _build(self, row: Claimed) -> tuple[str, bytes, bool]:
+        """The message of ``row`` as it goes out: (Message-ID, bytes, wire-ready). The one
+        place messages are signed: an issue's as it is personalized, a single mail's here."""
+        if row.issue_id is None:
+            return row.message_id or "", self.outbox.sign(row.data or b""), False
+        assert self.prepared is not None
+        key = self.outbox.key
+        template = self.prepared.template(row.lang, self.cfg.default_lang)
+        message = template.personalize(
+            to_address=row.email,
+            to_name=row.name,
+            unsubscribe_token=make_token(key, UNSUBSCRIBE, row.subscriber_id or 0),
+            preferences_token=make_token(key, PREFERENCES, row.subscriber_id or 0),
+            # A re-send after a crash keeps its Message-ID, so receivers can spot it.
+            message_id=row.message_id,
+            delivery_token=make_delivery_token(key, row.id),
+        )
+        return message.message_id, message.data, message.wire_ready
 
     async def _deliver(
-        self, transport: Any, row: Any, accepted: list[tuple[int, str]], owner: str
+        self, transport: Any, row: Claimed, accepted: list[tuple[int, str]], owner: str
     ) -> None:
-        template = self.prepared.template(row.lang, self.cfg.default_lang)
         try:
-            message = self._personalize(template, row)
+            message_id, data, wire_ready = self._build(row)
         except HeaderError as exc:
             self._record(accepted)
             self.store.mark_failed(
@@ -273,17 +312,17 @@ class IssueSender:
         # The ledger is written from this loop's thread only: workers writing SQLite from
         # several threads wait on its lock (and its busy handler sleeps).
         sent = accepted.pop() if accepted else None
-        state = self.store.mark_sending(row.id, owner, message.message_id, sent=sent, lease=LEASE)
+        state = self.store.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
-        await self.limiter.wait()
+        await self.outbox.limiter.wait()
         try:
             await transport.send(
-                envelope_sender(self.cfg, self.key, row.id),
+                envelope_sender(self.cfg, self.outbox.key, row.id),
                 row.email,
-                message.data,
-                wire_ready=message.wire_ready,
+                data,
+                wire_ready=wire_ready,
             )
         except ServerError as exc:
             self._outage(row, exc)
@@ -292,31 +331,28 @@ class IssueSender:
             self._failed(row, exc)
             return
         # Recorded with the next message's 'sending', or at once if there is none.
-        accepted.append((row.id, message.message_id))
+        accepted.append((row.id, message_id))
         self._count("sent")
-        self.breaker.record(row.id, None)
+        if row.issue_id is not None:
+            self.breaker.record(row.id, None)
+        else:
+            log.info("%s mail %s sent", row.kind, message_id)
 
-    def _personalize(self, template: MessageTemplate, row: Any) -> PreparedMessage:
-        return template.personalize(
-            to_address=row.email,
-            to_name=row.name,
-            unsubscribe_token=make_token(self.key, UNSUBSCRIBE, row.subscriber_id),
-            preferences_token=make_token(self.key, PREFERENCES, row.subscriber_id),
-            # A re-send after a crash keeps its Message-ID, so receivers can spot it.
-            message_id=row.message_id,
-            delivery_token=make_delivery_token(self.key, row.id),
-        )
-
-    def _outage(self, row: Any, exc: ServerError) -> None:
-        """The server, not the recipient: the delivery goes back as if never tried, and
-        the issue pauses until the server is tried again."""
-        self.store.requeue([row.id], str(exc), **describe(exc))
+    def _outage(self, row: Claimed, exc: ServerError) -> None:
+        """The server, not the recipient: the message goes back as if never tried, and
+        the issue pauses until the server is tried again (a single mail waits as long)."""
+        resume_at = utcnow() + dt.timedelta(seconds=self.outbox.outage_delay(self.row))
+        at = resume_at if row.issue_id is None else None
+        self.store.requeue([row.id], str(exc), at=at, **describe(exc))
         self._count("deferred")
-        if self.halt.set("outage", str(exc)):
-            resume_at = utcnow() + dt.timedelta(seconds=self.outage_delay)
+        if not self.halt.set("outage", str(exc)):
+            return
+        if self.row is not None:
             issues.pause_for_outage(self.store, self.row, f"server: {exc}", resume_at)
+        else:
+            log.warning("%s mail %s deferred: %s", row.kind, row.message_id, exc)
 
-    def _failed(self, row: Any, exc: DeliveryError) -> None:
+    def _failed(self, row: Claimed, exc: DeliveryError) -> None:
         attempts = row.attempts + 1
         smtp = self.cfg.smtp
         detail = describe(exc)
@@ -325,11 +361,11 @@ class IssueSender:
             bounced = self.store.mark_failed(
                 row.id,
                 str(exc),
-                permanent=hard,
+                permanent=hard and row.issue_id is not None,
                 bounce_threshold=smtp.bounce_threshold,
                 **detail,
             )
-            log.warning("delivery to %s failed (%s): %s", row.email, exc.kind, exc)
+            log.warning("%s to %s failed (%s): %s", _what(row), row.email, exc.kind, exc)
             if bounced:
                 log.warning("%s is now marked bounced", row.email)
             self._count("failed")
@@ -338,8 +374,10 @@ class IssueSender:
             self.store.mark_retry(
                 row.id, str(exc), utcnow() + dt.timedelta(seconds=delay), **detail
             )
-            log.info("delivery to %s will be retried in %.0fs: %s", row.email, delay, exc)
+            log.info("%s to %s will be retried in %.0fs: %s", _what(row), row.email, delay, exc)
             self._count("retrying")
+        if row.issue_id is None or self.row is None:
+            return  # the breaker watches an issue's recipients; a single mail stands alone
         reason, ids = self.breaker.record(row.id, exc)
         if reason and self.halt.set("breaker", str(exc)):
             # Those recipients were not at fault: they get their message after the resume.
@@ -352,6 +390,10 @@ class IssueSender:
             issues.pause_for_breaker(self.store, self.row, why)
 
 
+def _what(row: Claimed) -> str:
+    return "delivery" if row.issue_id is not None else f"{row.kind} mail"
+
+
 @dataclass
 class SendReport:
     week: str
@@ -361,6 +403,7 @@ class SendReport:
     elapsed: float = 0.0
     stopped: bool = False
     paused_reason: str = ""
+    paused_by: str = ""
     gave_up: bool = False
 
     @property
@@ -378,81 +421,167 @@ class SendReport:
         return text
 
 
-async def deliver(
-    cfg: Config,
-    store: Store,
-    row: Any,
-    prepared: issues.Prepared,
-    key: bytes,
-    *,
-    wait: bool = True,
-    stop: asyncio.Event | None = None,
-    progress: Progress | None = None,
-    outage_max: float | None = None,
-    factory: TransportFactory | None = None,
-) -> SendReport:
-    """Send an issue that is ``sending`` until it is ``sent`` or halted.
+class Outbox:
+    """The one drain of the outbox in a process: every command that sends runs it, so each
+    of them sends single mails, carries on every issue being sent, and ends an outage
+    pause once its ``resume_at`` has passed and the server answers.
 
-    A server outage pauses the issue; with ``wait`` the server is tried again after
-    ``smtp.retry_base_seconds``, doubling up to ``smtp.outage_retry_max``, and sending
-    resumes by itself when it answers (after ``outage_max`` seconds of outage, if given,
-    this gives up and leaves the issue paused). Without ``wait`` the paused issue is left
-    for a later run."""
-    stop = stop or asyncio.Event()
-    factory = factory or transport_factory(cfg)
-    started = time.monotonic()
-    report = SendReport(row.week)
-    base = max(cfg.smtp.retry_base_seconds, 0.05)
-    cap = max(span_seconds(cfg.smtp.outage_retry_max), base)
-    delay = base
-    outage_since: float | None = None
-    while not stop.is_set():
-        row = await asyncio.to_thread(store.get_issue_by_id, row.id)
-        if row.status == issues.PAUSED and row.paused_by == PausedBy.OUTAGE:
-            if outage_since is None:
-                outage_since = time.monotonic()
-            if not wait:
+    One rate limit (``smtp.max_per_second``) and one transport factory for every lane;
+    an issue's frozen content is read once per drain."""
+
+    def __init__(
+        self,
+        cfg: Config,
+        store: Store,
+        key: bytes,
+        *,
+        stop: asyncio.Event | None = None,
+        factory: TransportFactory | None = None,
+        progress: Progress | None = None,
+        sign: Sign | None = None,
+    ) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.key = key
+        self.stop = stop or asyncio.Event()
+        self.factory = factory or transport_factory(cfg)
+        self.progress = progress
+        self.sign = sign or _signer(cfg)
+        self.batch = max(cfg.smtp.claim_batch, 1)
+        self.limiter = RateLimiter(cfg.smtp.max_per_second)
+        self._frozen: dict[tuple[int, str], issues.Prepared] = {}
+        # Issues this drain has taken up, so that the log says so once per process.
+        self._taken: set[int] = set()
+        self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
+        self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
+        if not cfg.smtp.host:
+            clean_outbox_tmp(cfg.outbox_path)
+
+    def outage_delay(self, row: Issue | None) -> float:
+        """How long to wait before trying the server again: ``smtp.retry_base_seconds``
+        at first, then as long as the outage has lasted (so the waits double), up to
+        ``smtp.outage_retry_max``. Worked out from the issue's row alone, so a `tick`
+        run by cron an hour later backs off as a long-running `run` would."""
+        if row is None or row.paused_at is None or row.status != issues.PAUSED:
+            return self.base_delay
+        lasted = (utcnow() - row.paused_at).total_seconds()
+        return min(max(lasted, self.base_delay), self.max_delay)
+
+    async def frozen(self, row: Issue) -> issues.Prepared:
+        key = (row.id, row.content_hash or "")
+        if key not in self._frozen:
+            self._frozen[key] = await asyncio.to_thread(issues.frozen, self.store, self.cfg, row)
+        return self._frozen[key]
+
+    async def send_mails(self, *, only: int | None = None) -> Counter[str]:
+        """Every single mail that is due now (``only``: that one alone)."""
+        return await Lane(self, wait=False, only=only).run()
+
+    async def drain(self, *, wait: bool = False) -> tuple[Counter[str], list[SendReport]]:
+        """Everything due now, once: the single mails, then every issue being sent or
+        paused by an outage whose retry time has come. Retries not yet due are left for
+        a later drain, unless ``wait`` (then an issue's retries are waited for, and a
+        server outage is tried once more before it is left). Returns the single mails'
+        tally and a report per issue."""
+        mails = await self.send_mails()
+        reports = []
+        for row in await asyncio.to_thread(
+            self.store.issues_in_status, issues.SENDING, issues.PAUSED
+        ):
+            if self.stop.is_set():
                 break
-            if await sleep_unless(stop, (_aware(row.resume_at) - utcnow()).total_seconds()):
-                break
-            try:
-                await _probe(factory)
-            except ServerError as exc:
-                if outage_max is not None and time.monotonic() - outage_since >= outage_max:
-                    report.gave_up = True
-                    break
-                delay = min(delay * 2, cap)
-                at = utcnow() + dt.timedelta(seconds=delay)
-                await asyncio.to_thread(issues.retry_later, store, row, f"server: {exc}", at)
+            if row.status == issues.PAUSED and row.paused_by != PausedBy.OUTAGE:
+                continue  # an operator's or the breaker's pause: only `resume` ends it
+            if row.status == issues.PAUSED and row.resume_at and row.resume_at > utcnow():
                 continue
-            await asyncio.to_thread(issues.end_outage, store, row)
-            delay, outage_since = base, None
-            continue
-        if row.status != issues.SENDING:
-            break
-        sender = IssueSender(
-            cfg,
-            store,
-            row,
-            prepared,
-            key,
-            factory,
-            stop=stop,
-            progress=progress,
-            outage_delay=delay,
-        )
-        report.this_run += await sender.run(wait=wait)
-        if sender.halt.why != "outage":
-            break
-    row = await asyncio.to_thread(store.get_issue_by_id, row.id)
-    if row.status == issues.SENDING and await asyncio.to_thread(issues.finish_if_done, store, row):
-        row = await asyncio.to_thread(store.get_issue_by_id, row.id)
-    report.status = row.status
-    report.paused_reason = row.paused_reason or ""
-    report.counts = await asyncio.to_thread(store.counts, row.id)
-    report.elapsed = time.monotonic() - started
-    report.stopped = stop.is_set()
-    return report
+            if row.id not in self._taken:
+                self._taken.add(row.id)
+                log.info("resuming the send of %s", row.week)
+            try:
+                report = await self.send_issue(row, wait=wait, outage_max=0.0 if wait else None)
+            except NewsletterError as exc:
+                log.error("the send of %s cannot go on: %s", row.week, exc)
+                continue
+            if report.this_run or report.status != row.status:
+                log.info("%s", report.summary())
+            reports.append(report)
+        return mails, reports
+
+    async def next_due(self) -> dt.datetime | None:
+        """When a drain next has something to do (None: nothing is waiting)."""
+
+        def due() -> dt.datetime | None:
+            times = [self.store.next_mail_at()]
+            for row in self.store.issues_in_status(issues.SENDING, issues.PAUSED):
+                if row.status == issues.SENDING:
+                    times.append(self.store.next_retry_at(row.id))
+                elif row.paused_by == PausedBy.OUTAGE:
+                    times.append(row.resume_at)
+            found = [t for t in times if t is not None]
+            return min(found) if found else None
+
+        return await asyncio.to_thread(due)
+
+    async def send_issue(
+        self, row: Issue, *, wait: bool = True, outage_max: float | None = None
+    ) -> SendReport:
+        """Send an issue that is ``sending`` (or paused by an outage) until it is ``sent``
+        or halted.
+
+        An outage's pause ends here once its ``resume_at`` has passed and the server
+        answers, with ``wait`` or without; with ``wait`` this also sleeps until then, and
+        keeps trying, doubling the wait up to ``smtp.outage_retry_max``, for up to
+        ``outage_max`` seconds of outage if given (then it gives up, leaving the issue
+        paused). Without ``wait`` a pause not yet due, and retries not yet due, are left
+        for a later drain."""
+        started = time.monotonic()
+        report = SendReport(row.week)
+        outage_since: float | None = None
+        while not self.stop.is_set():
+            row = await asyncio.to_thread(issues.reload, self.store, row)
+            if row.status == issues.PAUSED and row.paused_by == PausedBy.OUTAGE:
+                if outage_since is None:
+                    outage_since = time.monotonic()
+                left = (row.resume_at - utcnow()).total_seconds() if row.resume_at else 0.0
+                if left > 0 and (not wait or await sleep_unless(self.stop, left)):
+                    break
+                if not await self._server_back(row):
+                    if outage_max is not None and time.monotonic() - outage_since >= outage_max:
+                        report.gave_up = True
+                        break
+                    if not wait:
+                        break
+                continue
+            if row.status != issues.SENDING:
+                break
+            lane = Lane(self, row, await self.frozen(row), wait=wait)
+            report.this_run += await lane.run()
+            if lane.halt.why != "outage":
+                break
+        row = await asyncio.to_thread(issues.reload, self.store, row)
+        if row.status == issues.SENDING and await asyncio.to_thread(
+            issues.finish_if_done, self.store, row
+        ):
+            row = await asyncio.to_thread(issues.reload, self.store, row)
+        report.status = row.status
+        report.paused_reason = row.paused_reason or ""
+        report.paused_by = row.paused_by or ""
+        report.counts = await asyncio.to_thread(self.store.counts, row.id)
+        report.elapsed = time.monotonic() - started
+        report.stopped = self.stop.is_set()
+        return report
+
+    async def _server_back(self, row: Issue) -> bool:
+        """Try the server for an issue paused by an outage: back to ``sending`` when it
+        answers, else a later retry time. False while the server is still down."""
+        try:
+            await _probe(self.factory)
+        except ServerError as exc:
+            at = utcnow() + dt.timedelta(seconds=self.outage_delay(row))
+            await asyncio.to_thread(issues.retry_later, self.store, row, f"server: {exc}", at)
+            return False
+        await asyncio.to_thread(issues.end_outage, self.store, row)
+        return True
 
 
 async def _probe(factory: TransportFactory) -> None:
@@ -464,83 +593,37 @@ async def _probe(factory: TransportFactory) -> None:
             await transport.close()
 
 
-def _aware(value: dt.datetime) -> dt.datetime:
-    return value if value.tzinfo is not None else value.replace(tzinfo=dt.UTC)
+def _signer(cfg: Config) -> Sign:
+    from .signing import sign_message
+
+    return lambda data: sign_message(cfg, data)
 
 
-# --- single mails -----------------------------------------------------------------------------
+# A Maildir writer's temporary file: ``TIME.M...P{pid}Q....HOST`` (mailbox.Maildir).
+_TMP_PID = re.compile(r"P(\d+)Q")
+# Maildir's own rule for a temporary file nobody finished (qmail's maildir(5)).
+_TMP_MAX_AGE = 36 * 3600
 
 
-async def send_mails(
-    cfg: Config,
-    store: Store,
-    sign: Sign,
-    *,
-    stop: asyncio.Event,
-    factory: TransportFactory | None = None,
-    only: int | None = None,
-) -> Counter[str]:
-    """Send every single mail that is due now (confirmations, test copies), through the
-    same transports, signing and retries as issues; returns the tally. A server failure
-    leaves the rest for later and gives the attempt back. With ``only``, that mail alone."""
-    factory = factory or transport_factory(cfg)
-    owner = worker_id()
-    tally: Counter[str] = Counter()
-    transport = factory()
-    try:
-        while not stop.is_set():
-            rows = await asyncio.to_thread(store.claim_mail, owner, 10, LEASE)
-            if only is not None:
-                keep = [r for r in rows if r.id == only]
-                for r in rows:
-                    if r.id != only:
-                        await asyncio.to_thread(
-                            store.finish_mail, r.id, "queued", attempts=r.attempts - 1
-                        )
-                rows = keep
-            if not rows:
-                return tally
-            for mail in rows:
-                outcome = await _send_mail(cfg, store, sign, transport, mail)
-                tally[outcome] += 1
-                if outcome == "deferred":
-                    for rest in rows[rows.index(mail) + 1 :]:
-                        await asyncio.to_thread(
-                            store.finish_mail, rest.id, "queued", attempts=rest.attempts - 1
-                        )
-                    return tally
-    finally:
-        await transport.close()
-    return tally
-
-
-async def _send_mail(cfg: Config, store: Store, sign: Sign, transport: Any, mail: Any) -> str:
-    smtp = cfg.smtp
-    try:
-        await transport.send(cfg.email.from_address, mail.recipient, sign(mail.data))
-    except ServerError as exc:
-        at = utcnow() + dt.timedelta(seconds=backoff(1, smtp.retry_base_seconds))
-        await asyncio.to_thread(
-            store.finish_mail,
-            mail.id,
-            "queued",
-            attempts=mail.attempts - 1,
-            next_attempt_at=at,
-            last_error=str(exc),
-            error_kind=exc.kind,
-            smtp_code=exc.code,
-        )
-        log.warning("%s mail %s deferred: %s", mail.kind, mail.message_id, exc)
-        return "deferred"
-    except DeliveryError as exc:
-        values = {"last_error": str(exc), "error_kind": exc.kind, "smtp_code": exc.code}
-        if exc.permanent or mail.attempts >= smtp.max_attempts:
-            await asyncio.to_thread(store.finish_mail, mail.id, "failed", **values)
-            log.warning("%s mail %s failed: %s", mail.kind, mail.message_id, exc)
-            return "failed"
-        at = utcnow() + dt.timedelta(seconds=backoff(mail.attempts, smtp.retry_base_seconds))
-        await asyncio.to_thread(store.finish_mail, mail.id, "queued", next_attempt_at=at, **values)
-        return "retrying"
-    await asyncio.to_thread(store.finish_mail, mail.id, "sent")
-    log.info("%s mail %s sent", mail.kind, mail.message_id)
-    return "sent"
+def clean_outbox_tmp(path: Path) -> int:
+    """Remove from the Maildir outbox's ``tmp/`` the files a killed writer left: those of
+    a process of this host that no longer runs, and any older than 36 hours. Returns how
+    many were removed. Never a file being written: its writer is alive."""
+    folder = path / "tmp"
+    removed = 0
+    host = socket.gethostname()
+    now = time.time()
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        name = entry.name
+        match = _TMP_PID.search(name)
+        try:
+            stale = now - entry.stat().st_mtime > _TMP_MAX_AGE
+            dead = match is not None and name.endswith(host) and not pid_alive(int(match[1]))
+            if stale or dead:
+                entry.unlink()
+                removed += 1
+        except (FileNotFoundError, ValueError):
+            continue
+    if removed:
+        log.info("removed %d unfinished files from %s", removed, folder)
+    return removed

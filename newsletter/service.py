@@ -42,7 +42,7 @@ from .scheduler import (
     start_up,
     utcnow,
 )
-from .sender import send_mails, sleep_unless
+from .sender import Outbox, sleep_unless
 from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
 from .tokens import signing_keys
@@ -62,14 +62,13 @@ class AlreadyRunning(NewsletterError):
 
 
 class SenderThread:
-    """The sender of a long-lived process, in a thread with its own event loop: single mails
-    (confirmations, test copies) always, issues being sent when ``issues`` is true."""
+    """The sender of a long-lived process (``run``, ``serve``): the outbox's one drain, in
+    a thread with its own event loop, woken when the web app or the scheduler queues work."""
 
-    def __init__(self, cfg: Config, store: Store, key: bytes, *, issues: bool = True) -> None:
+    def __init__(self, cfg: Config, store: Store, key: bytes) -> None:
         self.cfg = cfg
         self.store = store
         self.key = key
-        self.issues = issues
         self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
         self._ready = threading.Event()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -104,48 +103,8 @@ class SenderThread:
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
         self._ready.set()
-        loops = [self._mails()]
-        if self.issues:
-            loops.append(self._sending())
-        await asyncio.gather(*loops)
-
-    async def _idle(self, seconds: float) -> None:
-        assert self._stop is not None and self._wake is not None
-        wake = asyncio.create_task(self._wake.wait())
-        stop = asyncio.create_task(self._stop.wait())
-        try:
-            await asyncio.wait({wake, stop}, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-        finally:
-            wake.cancel()
-            stop.cancel()
-        self._wake.clear()
-
-    async def _mails(self) -> None:
-        assert self._stop is not None
-        sign = delivery.signer(self.cfg)
-        while not self._stop.is_set():
-            try:
-                await send_mails(self.cfg, self.store, sign, stop=self._stop)
-                due = await asyncio.to_thread(self.store.next_mail_at)
-            except Exception:
-                log.exception("sending single mails failed; trying again shortly")
-                due = None
-            wait = POLL_SECONDS
-            if due is not None:
-                wait = min(max((due - utcnow()).total_seconds(), 0.05), POLL_SECONDS)
-            await self._idle(wait)
-
-    async def _sending(self) -> None:
-        assert self._stop is not None
-        while not self._stop.is_set():
-            try:
-                await delivery.resume_sending(
-                    self.cfg, self.store, self.key, stop=self._stop, wait=True
-                )
-            except Exception:
-                log.exception("sending failed; trying again shortly")
-                await sleep_unless(self._stop, POLL_SECONDS)
-            await self._idle(POLL_SECONDS)
+        outbox = Outbox(self.cfg, self.store, self.key, stop=self._stop)
+        await delivery.keep_draining(outbox, poll=POLL_SECONDS, wake=self._wake)
 
 
 @contextlib.contextmanager
@@ -431,7 +390,7 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
 
     with _bind(host, port) as sock:
         store = open_store(cfg.database_url, cfg.base_dir)
-        sender = SenderThread(cfg, store, secret_key(cfg), issues=False).start()
+        sender = SenderThread(cfg, store, secret_key(cfg)).start()
         try:
             server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
             _log_listening(cfg, host, port)
@@ -468,7 +427,6 @@ async def tick(
         )
         started = time.monotonic()
         await resume_sending(ctx)
-        await send_mails(cfg, store, delivery.signer(cfg), stop=stop)
         outcomes = await run_due(ctx, now)
         try:
             await asyncio.to_thread(bounces.poll, cfg, store, signing_keys(cfg))

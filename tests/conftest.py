@@ -176,6 +176,8 @@ class FaultySmtpHandler:
 
         self.lock = threading.Lock()
         self.received: dict[str, list[bytes]] = defaultdict(list)
+        # The envelope sender (MAIL FROM) of each accepted message, per recipient.
+        self.senders: dict[str, list[str]] = defaultdict(list)
         self.peers: set[Any] = set()
         self.script: dict[str, list[str]] = {}
         self.always: dict[str, str] = {}
@@ -235,6 +237,7 @@ class FaultySmtpHandler:
         session.messages = getattr(session, "messages", 0) + 1
         with self.lock:
             self.received[address.lower()].append(envelope.original_content or envelope.content)
+            self.senders[address.lower()].append(envelope.mail_from)
             self.peers.add(session.peer)
         return "250 2.0.0 Accepted"
 

@@ -311,10 +311,10 @@ def test_a_complaint_is_never_mailed_again_until_it_confirms_anew(
     # Confirming anew (the form, then the link's button) makes it active, the complaint cleared.
     import sqlalchemy as sa
 
-    from newsletter.store import outbound
+    from newsletter.store import deliveries
 
     with store.engine.begin() as conn:  # a day later: the per-address limit allows another
-        conn.execute(sa.delete(outbound))
+        conn.execute(sa.delete(deliveries).where(deliveries.c.kind == "confirm"))
     request_subscription(bounce_cfg, store, KEY, sub.email, "", "ko")
     (request,) = store.open_confirmations(sub.id)
     assert store.confirm(request.id, request.nonce) is not None
@@ -402,24 +402,41 @@ def _dsn_for(token: str, timeout: float = 60.0) -> Path:
     raise AssertionError(f"no DSN for {token} in {BOUNCE_MAILDIR} within {timeout}s")
 
 
+def _through_postfix(cfg: Config, port: int, **email: str) -> Config:
+    """Settings that send into the test Postfix, bounces coming back by VERP."""
+    if not BOUNCE_MAILDIR.parent.is_dir():
+        from conftest import need_service
+
+        need_service("the bounce mailbox", f"no {BOUNCE_MAILDIR.parent}")
+    return cfg.replace(
+        base_url="https://news.example.org/",
+        secret_key=KEY.decode(),
+        smtp=dataclasses.replace(cfg.smtp, host="127.0.0.1", port=port, tls="none"),
+        email=dataclasses.replace(cfg.email, from_address="weekly@news.example.org", **email),
+        bounces=dataclasses.replace(cfg.bounces, return_path="newsletter-bounces@localhost"),
+    )
+
+
+def _bounces_command(tmp_path: Path, dsn: Path) -> Any:
+    """`newsletter bounces` on a mailbox holding ``dsn`` alone."""
+    box = maildir(tmp_path / "bounces")
+    shutil.move(dsn, box / "new" / dsn.name.split(":")[0])
+    config = tmp_path / "config.toml"
+    config.write_text('database_url = "sqlite:///newsletter.db"\n', encoding="utf-8")
+    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
+    result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
+    assert result.exit_code == 0, result.output
+    assert len(os.listdir(box / ".Processed" / "cur")) == 1
+    return result
+
+
 def test_postfix_bounces_an_issue_and_exactly_that_subscriber_is_marked(
     cfg: Config, seeds_archive: Any, mta: tuple[int, Path], tmp_path: Path
 ) -> None:
     from newsletter.delivery import send_week
     from newsletter.select import IsoWeek
 
-    port, _ = mta
-    if not BOUNCE_MAILDIR.parent.is_dir():
-        from conftest import need_service
-
-        need_service("the bounce mailbox", f"no {BOUNCE_MAILDIR.parent}")
-    cfg = cfg.replace(
-        base_url="https://news.example.org/",
-        secret_key=KEY.decode(),
-        smtp=dataclasses.replace(cfg.smtp, host="127.0.0.1", port=port, tls="none"),
-        email=dataclasses.replace(cfg.email, from_address="weekly@news.example.org"),
-        bounces=dataclasses.replace(cfg.bounces, return_path="newsletter-bounces@localhost"),
-    )
+    cfg = _through_postfix(cfg, mta[0])
     store = open_store(cfg.database_url, cfg.base_dir)
     store.add_subscriber("newsletter-test@localhost")
     store.add_subscriber("nosuchuser@localhost")
@@ -434,18 +451,33 @@ def test_postfix_bounces_an_issue_and_exactly_that_subscriber_is_marked(
         )
     token = make_delivery_token(KEY, rows["nosuchuser@localhost"])
     dsn = _dsn_for(token)
-    box = maildir(tmp_path / "bounces")
-    shutil.move(dsn, box / "new" / dsn.name.split(":")[0])
-
-    config = tmp_path / "config.toml"
-    config.write_text('database_url = "sqlite:///newsletter.db"\n', encoding="utf-8")
-    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
-    result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
-    assert result.exit_code == 0, result.output
+    result = _bounces_command(tmp_path, dsn)
     assert result.stdout.splitlines()[0] == "hard: nosuchuser@localhost: bounced (5.1.1)"
     assert status(store, "nosuchuser@localhost")[:2] == ("bounced", "hard_bounce")
     assert status(store, "newsletter-test@localhost") == ("active", "", "")
-    assert len(os.listdir(box / ".Processed" / "cur")) == 1
+    store.close()
+
+
+def test_postfix_bounces_a_confirmation_to_its_verp_address_and_bounces_reads_it(
+    cfg: Config, mta: tuple[int, Path], tmp_path: Path
+) -> None:
+    """A single mail leaves like an issue's: from its own VERP address, with Reply-To, so
+    its bounce reaches the mailbox `newsletter bounces` reads and acts on that address."""
+    from newsletter.delivery import send_queued_mail
+
+    cfg = _through_postfix(cfg, mta[0], reply_to="editor@example.org")
+    store = open_store(cfg.database_url, cfg.base_dir)
+    address = "nosuchreader@localhost"
+    mail_id = request_subscription(cfg, store, KEY, address, "", "ko")
+    assert send_queued_mail(cfg, store, mail_id, KEY).status == "sent"
+    dsn = _dsn_for(make_delivery_token(KEY, mail_id))
+    # The returned headers: the confirmation carried the Reply-To that is set.
+    assert b"Reply-To: editor@example.org" in dsn.read_bytes()
+    result = _bounces_command(tmp_path, dsn)
+    assert result.stdout.splitlines()[0] == f"hard: {address}: bounced (5.1.1)"
+    assert status(store, address)[:2] == ("bounced", "hard_bounce")
+    (event,) = store.reports()
+    assert event.delivery_id == mail_id  # found by the VERP token, not by the address
     store.close()
 
 

@@ -323,16 +323,12 @@ def test_a_lease_running_out_mid_batch_never_doubles_a_message(
     addresses = _subscribe(store, 40)
     row = issues.start(store, issues.approve(store, cfg, prepare(cfg, seeds_archive, WEEK)))
     sent: list[str] = []
-    issue_sender = sender.IssueSender(
-        cfg,
-        store,
-        row,
-        issues.frozen(store, cfg, row),
-        KEY,
-        lambda: _SlowTransport(sent),
-        stop=asyncio.Event(),
-    )
-    asyncio.run(issue_sender.run())
+    outbox = sender.Outbox(cfg, store, KEY, factory=lambda: _SlowTransport(sent))
+
+    async def send() -> None:
+        await sender.Lane(outbox, row, await outbox.frozen(row)).run()
+
+    asyncio.run(send())
     assert sorted(sent) == addresses  # batches of 10 take 0.5 s, leases last 0.2 s
     assert store.counts(row.id)["sent"] == 40
 

@@ -150,7 +150,7 @@ def test_a_release_0_1_database_upgrades_with_its_data(release_db: str, tmp_path
         "resume_at",
         "cancelled_at",
     ]
-    assert all(issue._mapping[name] is None for name in new_issue_columns)
+    assert all(getattr(issue, name) is None for name in new_issue_columns)
     with store.engine.connect() as conn:
         kinds = conn.execute(
             sa.select(
@@ -171,7 +171,7 @@ def test_a_release_0_1_database_upgrades_with_its_data(release_db: str, tmp_path
 def assert_new_tables_work(store: Store, issue_id: int) -> None:
     """Insert a row into each new table, leaving out what has a default, and read it back."""
     now = store_module.utcnow()
-    contents, outbound = store_module.issue_contents, store_module.outbound
+    contents, outbox = store_module.issue_contents, store_module.deliveries
     with store.engine.begin() as conn:
         conn.execute(
             contents.insert().values(
@@ -184,7 +184,7 @@ def assert_new_tables_work(store: Store, issue_id: int) -> None:
             )
         )
         conn.execute(
-            outbound.insert().values(
+            outbox.insert().values(
                 kind="confirm",
                 recipient="new@example.org",
                 message_id="<confirm.1@news.example.org>",
@@ -195,7 +195,7 @@ def assert_new_tables_work(store: Store, issue_id: int) -> None:
         )
     with store.engine.connect() as conn:
         content = conn.execute(sa.select(contents)).one()
-        mail = conn.execute(sa.select(outbound)).one()
+        mail = conn.execute(sa.select(outbox).where(outbox.c.kind == "confirm")).one()
     assert (content.issue_id, content.lang, content.html) == (issue_id, "ko", "<p>안녕하세요</p>")
     assert (content.preheader, content.web_url) == ("", "")
     assert mail.data.endswith(b"\xed\x99\x95\xec\x9d\xb8\r\n")
@@ -205,6 +205,7 @@ def assert_new_tables_work(store: Store, issue_id: int) -> None:
         None,
         None,
     )
+    assert (mail.issue_id, mail.subscriber_id) == (None, None)
 
 
 def test_a_fresh_database_matches_the_live_tables(empty_db: str, tmp_path: Path) -> None:
@@ -222,7 +223,7 @@ def test_a_fresh_database_matches_the_live_tables(empty_db: str, tmp_path: Path)
 def test_the_check_sees_a_column_without_a_revision(tmp_path: Path) -> None:
     store = open_store(f"sqlite:///{tmp_path / 'news.db'}", tmp_path)
     with store.engine.begin() as conn:
-        conn.exec_driver_sql("ALTER TABLE outbound DROP COLUMN sent_at")
+        conn.exec_driver_sql("ALTER TABLE deliveries DROP COLUMN bounced_at")
     assert [diff[0] for diff in schema_diff(store)] == ["add_column"]
     store.close()
 

@@ -373,3 +373,122 @@ def test_newsletter_run_keeps_retrying_the_server_and_resumes_by_itself(tmp_path
     log = (tmp_path / "run.log").read_text(encoding="utf-8")
     assert "paused" in log and "sending resumes" in log
     store.close()
+
+
+@pytest.mark.parametrize("drain", ["tick", "worker", "run"])
+def test_an_outage_pause_left_by_send_ends_under_cron_a_worker_or_the_service(
+    tmp_path: Path, drain: str
+) -> None:
+    """`send` gives up on a dead server and leaves the issue paused by the outage; once the
+    server is back and the pause's resume time has passed, any one drain finishes it."""
+    from conftest import start_newsletter
+
+    from newsletter.store import utcnow
+
+    smtp_port, web_port = free_port(), free_port()
+    config = _config(tmp_path, smtp_port, outage_max="1s")
+    config.write_text(config.read_text().replace("[smtp]", f"[web]\nport = {web_port}\n[smtp]"))
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    addresses = _subscribe(store, 12)
+    sending = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = sending.communicate(timeout=60)
+    assert sending.returncode == 1 and "smtp.outage_max" in err
+    row = store.get_issue(WEEK)
+    assert (row.status, row.paused_by) == ("paused", "outage")
+    assert store.counts(row.id)["queued"] == 12
+
+    handler = FaultySmtpHandler()
+    controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
+    controller.start()
+    try:
+        _wait(lambda: store.get_issue(WEEK).resume_at <= utcnow(), 10, "resume_at to pass")
+        if drain == "run":
+            service = start_newsletter(tmp_path, "run", INSECURE, log="run.log")
+            try:
+                _wait(lambda: store.get_issue(WEEK).status == "sent", 60, "the issue to be sent")
+            finally:
+                service.send_signal(signal.SIGTERM)
+                assert service.wait(timeout=60) == 0
+        else:
+            args = ["tick"] if drain == "tick" else ["worker", "--once"]
+            once = run_newsletter(config, *args, INSECURE)
+            _out, err = once.communicate(timeout=120)
+            assert once.returncode == 0, err
+    finally:
+        controller.stop()
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    row = store.get_issue(WEEK)
+    assert (row.status, row.paused_by, row.resume_at) == ("sent", None, None)
+    counts = store.counts(row.id)
+    assert (counts["sent"], counts["queued"], counts["sending"]) == (12, 0, 0)
+    store.close()
+
+
+def test_a_cancel_during_a_send_leaves_nothing_queued_or_waiting(tmp_path: Path) -> None:
+    """The operator cancels while the sender holds a leased batch: those rows and every
+    other waiting one become skipped, and the send stops."""
+    import asyncio
+
+    from newsletter import delivery, issues
+    from newsletter.config import load_config
+    from newsletter.select import IsoWeek
+    from newsletter.sources import load_local_archive
+
+    cfg = load_config(_config(tmp_path, None))
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 60)
+    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 5), publish=False)
+    row = issues.start(store, issues.approve(store, cfg, prepared))
+
+    def cancel_after_five(tally: object, _total: int) -> None:
+        if tally["sent"] == 5 and store.get_issue(WEEK).status == "sending":  # type: ignore[index]
+            issues.cancel(store, WEEK)
+
+    report = asyncio.run(
+        delivery.send_issue(cfg, store, row, b"k" * 32, progress=cancel_after_five)
+    )
+    assert report.status == "cancelled"
+    counts = store.counts(row.id)
+    assert counts["queued"] == counts["sending"] == 0
+    assert counts["sent"] + counts["skipped"] == 60 and counts["sent"] >= 5
+    assert issues.describe_counts(counts).endswith("0 waiting")
+    assert len(list((tmp_path / "outbox" / "new").iterdir())) == counts["sent"]
+    store.close()
+
+
+def test_a_start_after_kill_9_clears_the_files_a_dead_writer_left_in_outbox_tmp(
+    tmp_path: Path,
+) -> None:
+    import os
+    import socket
+    import subprocess
+
+    from newsletter.sender import clean_outbox_tmp
+
+    config = _config(tmp_path, None)
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 3)
+    store.close()
+    tmp = tmp_path / "outbox" / "tmp"
+    tmp.mkdir(parents=True)
+    # A writer killed mid-message: its pid no longer runs.
+    writer = subprocess.Popen(["sleep", "60"])
+    writer.kill()
+    writer.wait()
+    host = socket.gethostname()
+    orphan = tmp / f"1733500000.M1P{writer.pid}Q1.{host}"
+    orphan.write_bytes(b"Subject: half a message\n")
+    # One being written right now, by a live process (this one): never touched.
+    live = tmp / f"1733500000.M2P{os.getpid()}Q2.{host}"
+    live.write_bytes(b"Subject: being written\n")
+    # Anything unfinished for over 36 hours goes too, whoever wrote it.
+    ancient = tmp / "1600000000.M3P1Q3.elsewhere"
+    ancient.write_bytes(b"Subject: old\n")
+    os.utime(ancient, (1_600_000_000, 1_600_000_000))
+
+    sent = run_newsletter(config, "send", "--week", WEEK)
+    out, err = sent.communicate(timeout=60)
+    assert sent.returncode == 0, err
+    assert "3 sent" in out
+    assert sorted(p.name for p in tmp.iterdir()) == [live.name]
+    assert clean_outbox_tmp(tmp.parent) == 0

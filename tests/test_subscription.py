@@ -28,7 +28,7 @@ def web(
     cfg = cfg.replace(secret_key=KEY.decode())
     store = open_store(cfg.database_url, cfg.base_dir)
     # The app queues its mails; the process's sender thread sends them, as in `serve`.
-    sender = SenderThread(cfg, store, KEY, issues=False).start()
+    sender = SenderThread(cfg, store, KEY).start()
     app = create_app(cfg, wake_sender=sender.wake)
     try:
         with httpx.Client(base_url=live_server(app), follow_redirects=False) as client:
@@ -219,13 +219,16 @@ def _let_time_pass(store: Store) -> None:
 
     import sqlalchemy as sa
 
-    from newsletter.store import outbound
+    from newsletter.store import deliveries
 
     with store.engine.begin() as conn:
-        for row in conn.execute(sa.select(outbound.c.id, outbound.c.created_at)).all():
+        mails = sa.select(deliveries.c.id, deliveries.c.created_at).where(
+            deliveries.c.issue_id.is_(None)
+        )
+        for row in conn.execute(mails).all():
             conn.execute(
-                outbound.update()
-                .where(outbound.c.id == row.id)
+                deliveries.update()
+                .where(deliveries.c.id == row.id)
                 .values(created_at=row.created_at - dt.timedelta(days=1))
             )
 
@@ -338,7 +341,7 @@ def test_the_form_queues_the_confirmation_and_never_sends_in_the_request(
     port = free_port()
     cfg = smtp_cfg(cfg, port).replace(secret_key=KEY.decode())
     store = open_store(cfg.database_url, cfg.base_dir)
-    sender = SenderThread(cfg, store, KEY, issues=False).start()
+    sender = SenderThread(cfg, store, KEY).start()
     try:
         with httpx.Client(base_url=live_server(create_app(cfg, wake_sender=sender.wake))) as client:
             response = client.post("/subscribe", data={"email": "later@example.org"})
@@ -442,13 +445,16 @@ def _let_time_pass_minutes(store: Store, minutes: int) -> None:
 
     import sqlalchemy as sa
 
-    from newsletter.store import outbound
+    from newsletter.store import deliveries
 
     with store.engine.begin() as conn:
-        for row in conn.execute(sa.select(outbound.c.id, outbound.c.created_at)).all():
+        mails = sa.select(deliveries.c.id, deliveries.c.created_at).where(
+            deliveries.c.issue_id.is_(None)
+        )
+        for row in conn.execute(mails).all():
             conn.execute(
-                outbound.update()
-                .where(outbound.c.id == row.id)
+                deliveries.update()
+                .where(deliveries.c.id == row.id)
                 .values(created_at=row.created_at - dt.timedelta(minutes=minutes))
             )
 

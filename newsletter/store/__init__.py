@@ -14,17 +14,17 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from .base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
-from .issues import IssueQueries
+from .issues import FrozenContent, Issue, IssueQueries
 from .jobs import JobQueries
-from .ledger import LedgerQueries
-from .mails import MailQueries
+from .ledger import Claimed, LedgerQueries
+from .mails import Mail, MailQueries
 from .reports import ReportQueries
 from .schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
 from .subscribers import SubscriberQueries
 from .tables import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
-    MAIL_STATUSES,
+    MESSAGE_KINDS,
     SUBSCRIBER_STATUSES,
     bounce_events,
     confirmations,
@@ -33,7 +33,6 @@ from .tables import (
     issues,
     job_runs,
     metadata,
-    outbound,
     subscribers,
     summaries,
     writer_days,
@@ -43,10 +42,14 @@ from .writer import WriterQueries
 __all__ = [
     "DELIVERY_STATUSES",
     "ISSUE_STATUSES",
-    "MAIL_STATUSES",
+    "MESSAGE_KINDS",
     "MIGRATIONS_DIR",
     "REPORT_KINDS",
     "SUBSCRIBER_STATUSES",
+    "Claimed",
+    "FrozenContent",
+    "Issue",
+    "Mail",
     "Store",
     "StoreError",
     "Subscriber",
@@ -60,7 +63,6 @@ __all__ = [
     "job_runs",
     "metadata",
     "open_store",
-    "outbound",
     "subscribers",
     "summaries",
     "utcnow",

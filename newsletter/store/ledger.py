@@ -1,4 +1,8 @@
-"""The delivery ledger: who gets an issue, who holds which delivery, what happened."""
+"""The delivery ledger, the outbox: who gets what, who holds which message, what happened.
+
+Every outgoing message is a row here: an issue's deliveries, and single mails (no issue).
+The sender sees it through :class:`Claimed` rows and the ``mark_*`` methods alone.
+"""
 
 from __future__ import annotations
 
@@ -6,6 +10,7 @@ import datetime as dt
 import logging
 import socket
 from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -20,15 +25,19 @@ from .tables import (
 
 log = logging.getLogger(__name__)
 
+_ACTIVE = (
+    sa.select(subscribers.c.id)
+    .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
+    .exists()
+)
 _MARK_SENDING = (
     deliveries.update()
     .where(
         deliveries.c.id == sa.bindparam("b_id"),
         deliveries.c.lease_owner == sa.bindparam("b_owner"),
         deliveries.c.status.in_(("queued", "sending")),
-        sa.select(subscribers.c.id)
-        .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
-        .exists(),
+        # An issue goes to active subscribers only; a single mail has its own recipient.
+        sa.or_(deliveries.c.issue_id.is_(None), _ACTIVE),
     )
     .values(
         status="sending",
@@ -61,6 +70,24 @@ def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
         .select_from(deliveries)
         .where(deliveries.c.issue_id == issue_id, deliveries.c.status.in_(statuses))
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A message leased to one sender: an issue's delivery (built from the issue's frozen
+    content for this subscriber) or a single mail (``data``, built in advance)."""
+
+    id: int
+    kind: str
+    issue_id: int | None
+    subscriber_id: int | None
+    status: str
+    attempts: int
+    message_id: str | None
+    email: str
+    name: str
+    lang: str
+    data: bytes | None
 
 
 class LedgerQueries(StoreBase):
@@ -109,22 +136,28 @@ class LedgerQueries(StoreBase):
 
     def claim(
         self,
-        issue_id: int,
+        issue_id: int | None,
         owner: str,
         limit: int,
         lease: dt.timedelta,
         now: dt.datetime | None = None,
-    ) -> list[Any]:
-        """Lease up to ``limit`` deliveries that are due: queued ones whose retry time has
-        come, and ``sending`` ones whose holder's lease ran out (it died mid-send).
+        *,
+        only: int | None = None,
+    ) -> list[Claimed]:
+        """Lease up to ``limit`` messages of one lane of the outbox that are due: an issue's
+        deliveries, or the single mails (``issue_id`` None). Due are queued rows whose retry
+        time has come, and ``sending`` ones whose holder's lease ran out (it died mid-send).
 
         On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets any number of workers claim at
-        once without blocking or taking the same row.
+        once without blocking or taking the same row. ``only``: that row alone, if due.
         """
         now = now or utcnow()
         d = deliveries
+        lane = d.c.issue_id.is_(None) if issue_id is None else d.c.issue_id == issue_id
+        if only is not None:
+            lane = sa.and_(lane, d.c.id == only)
         claimable = (
-            d.c.issue_id == issue_id,
+            lane,
             # The same rows as (queued, due and free) or (sending and free), written so
             # that the (issue_id, status) index finds them: with the OR of two statuses
             # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
@@ -154,19 +187,22 @@ class LedgerQueries(StoreBase):
             rows = conn.execute(
                 sa.select(
                     d.c.id,
+                    d.c.kind,
+                    d.c.issue_id,
                     d.c.subscriber_id,
                     d.c.status,
                     d.c.attempts,
                     d.c.message_id,
-                    subscribers.c.email,
-                    subscribers.c.name,
-                    subscribers.c.lang,
+                    sa.func.coalesce(d.c.recipient, subscribers.c.email).label("email"),
+                    sa.func.coalesce(subscribers.c.name, "").label("name"),
+                    sa.func.coalesce(subscribers.c.lang, "").label("lang"),
+                    d.c.data,
                 )
-                .join(subscribers, subscribers.c.id == d.c.subscriber_id)
+                .outerjoin(subscribers, subscribers.c.id == d.c.subscriber_id)
                 .where(d.c.id.in_(ids), d.c.lease_owner == owner)
                 .order_by(d.c.id)
             ).all()
-        return list(rows)
+        return [Claimed(*row) for row in rows]
 
     def mark_sending(
         self,
@@ -177,8 +213,9 @@ class LedgerQueries(StoreBase):
         sent: tuple[int, str] | None = None,
         lease: dt.timedelta = dt.timedelta(minutes=5),
     ) -> str:
-        """Just before DATA: ``sending`` if the row is still ours and the subscriber still
-        active; ``skipped`` when they left meanwhile; ``lost`` when the lease was lost.
+        """Just before DATA: ``sending`` if the row is still ours and, for an issue's
+        delivery, the subscriber still active; ``skipped`` when they left meanwhile;
+        ``lost`` when the lease was lost (or the issue was cancelled meanwhile).
 
         ``sent`` (delivery id, Message-ID) records the worker's previous message as sent
         in the same transaction: it is written in the instant between that message's 250
@@ -242,9 +279,17 @@ class LedgerQueries(StoreBase):
                 )
             )
 
-    def requeue(self, delivery_ids: Iterable[int], error: str, **detail: Any) -> int:
+    def requeue(
+        self,
+        delivery_ids: Iterable[int],
+        error: str,
+        *,
+        at: dt.datetime | None = None,
+        **detail: Any,
+    ) -> int:
         """Back to the queue as if never tried: the failure was not the recipient's (the
-        server was down, or a policy block paused the issue), so the attempt is given back."""
+        server was down, or a policy block paused the issue), so the attempt is given back.
+        Due again at ``at`` (default: now)."""
         ids = list(delivery_ids)
         if not ids:
             return 0
@@ -259,7 +304,7 @@ class LedgerQueries(StoreBase):
                         (deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0
                     ),
                     last_error=error[:1000],
-                    next_attempt_at=now,
+                    next_attempt_at=at or now,
                     lease_owner=None,
                     lease_until=None,
                     updated_at=now,
@@ -296,8 +341,12 @@ class LedgerQueries(StoreBase):
             if not permanent:
                 return False
             sub_id = conn.execute(
-                sa.select(deliveries.c.subscriber_id).where(deliveries.c.id == delivery_id)
-            ).scalar_one()
+                sa.select(deliveries.c.subscriber_id).where(
+                    deliveries.c.id == delivery_id, deliveries.c.issue_id.is_not(None)
+                )
+            ).scalar()
+            if sub_id is None:
+                return False  # a single mail: its address is not a subscriber's to count
             conn.execute(
                 subscribers.update()
                 .where(subscribers.c.id == sub_id)

@@ -1,28 +1,62 @@
-"""Single mails outside any issue: confirmations and editor copies."""
+"""Single mails in the outbox: confirmations and editor copies, queued as built bytes.
+
+They are rows of the deliveries table with no issue, drained by the same sender as an
+issue's deliveries (:meth:`LedgerQueries.claim` with ``issue_id=None``).
+"""
 
 from __future__ import annotations
 
 import datetime as dt
 import logging
-from typing import Any
+from dataclasses import dataclass
 
 import sqlalchemy as sa
 
 from .base import StoreBase, _aware, utcnow
-from .tables import (
-    MAIL_STATUSES,
-    outbound,
-)
+from .tables import MESSAGE_KINDS, deliveries
 
 log = logging.getLogger(__name__)
 
 
+@dataclass(frozen=True, slots=True)
+class Mail:
+    """A single mail as recorded."""
+
+    id: int
+    kind: str
+    recipient: str
+    message_id: str
+    data: bytes
+    status: str
+    attempts: int
+    last_error: str | None
+    created_at: dt.datetime | None
+    sent_at: dt.datetime | None
+
+
+_MAIL_COLUMNS = (
+    deliveries.c.id,
+    deliveries.c.kind,
+    deliveries.c.recipient,
+    deliveries.c.message_id,
+    deliveries.c.data,
+    deliveries.c.status,
+    deliveries.c.attempts,
+    deliveries.c.last_error,
+    deliveries.c.created_at,
+    deliveries.c.sent_at,
+)
+
+
 class MailQueries(StoreBase):
     def enqueue_mail(self, kind: str, recipient: str, message_id: str, data: bytes) -> int:
+        """Queue a built single mail; returns its row's id (its delivery id)."""
+        if kind not in MESSAGE_KINDS or kind == "issue":
+            raise ValueError(kind)
         now = utcnow()
         with self.engine.begin() as conn:
             result = conn.execute(
-                outbound.insert().values(
+                deliveries.insert().values(
                     kind=kind,
                     recipient=recipient,
                     message_id=message_id,
@@ -38,74 +72,52 @@ class MailQueries(StoreBase):
         assert key is not None
         return int(key[0])
 
-    def claim_mail(
-        self, owner: str, limit: int, lease: dt.timedelta, now: dt.datetime | None = None
-    ) -> list[Any]:
-        """Lease due single mails, as :meth:`claim` does for an issue's deliveries."""
-        now = now or utcnow()
-        o = outbound.c
-        claimable = (
-            o.status.in_(("queued", "sending")),
-            sa.or_(o.lease_until.is_(None), o.lease_until < now),
-            sa.or_(o.status == "sending", o.next_attempt_at <= now),
-        )
-        due = (
-            sa.select(o.id)
-            .where(*claimable)
-            .order_by(o.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
-        with self.engine.begin() as conn:
-            ids = [row.id for row in conn.execute(due)]
-            if not ids:
-                return []
-            conn.execute(
-                outbound.update()
-                .where(o.id.in_(ids), *claimable)
-                .values(
-                    status="sending",
-                    attempts=o.attempts + 1,
-                    lease_owner=owner,
-                    lease_until=now + lease,
-                    updated_at=now,
-                )
-            )
-            return list(
-                conn.execute(
-                    sa.select(outbound).where(o.id.in_(ids), o.lease_owner == owner).order_by(o.id)
-                )
-            )
-
-    def finish_mail(self, mail_id: int, status: str, **values: Any) -> None:
-        """``sent``, ``failed``, or ``queued`` again (with ``next_attempt_at``)."""
-        if status not in MAIL_STATUSES:
-            raise ValueError(status)
-        now = utcnow()
-        if status == "sent":
-            values.setdefault("sent_at", now)
-        if values.get("last_error"):
-            values["last_error"] = str(values["last_error"])[:1000]
-        with self.engine.begin() as conn:
-            conn.execute(
-                outbound.update()
-                .where(outbound.c.id == mail_id)
-                .values(status=status, lease_owner=None, lease_until=None, updated_at=now, **values)
-            )
-
     def next_mail_at(self) -> dt.datetime | None:
         """When the next queued single mail is due (None when there is none)."""
+        d = deliveries.c
         with self.engine.connect() as conn:
             value = conn.execute(
-                sa.select(sa.func.min(outbound.c.next_attempt_at)).where(
-                    outbound.c.status.in_(("queued", "sending"))
+                sa.select(sa.func.min(d.next_attempt_at)).where(
+                    d.issue_id.is_(None), d.status.in_(("queued", "sending"))
                 )
             ).scalar()
         return _aware(value)
 
-    def mails(self, kind: str | None = None) -> list[Any]:
-        query = sa.select(outbound).order_by(outbound.c.id)
+    def mails(self, kind: str | None = None) -> list[Mail]:
+        """Single mails, oldest first."""
+        query = sa.select(*_MAIL_COLUMNS).where(deliveries.c.issue_id.is_(None))
         if kind is not None:
-            query = query.where(outbound.c.kind == kind)
+            query = query.where(deliveries.c.kind == kind)
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            rows = conn.execute(query.order_by(deliveries.c.id)).all()
+        return [
+            Mail(
+                r.id,
+                r.kind,
+                r.recipient or "",
+                r.message_id or "",
+                r.data or b"",
+                r.status,
+                r.attempts,
+                r.last_error,
+                _aware(r.created_at),
+                _aware(r.sent_at),
+            )
+            for r in rows
+        ]
+
+    def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
+        """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
+        d = deliveries.c
+        with self.engine.connect() as conn:
+            return int(
+                conn.execute(
+                    sa.select(sa.func.count())
+                    .select_from(deliveries)
+                    .where(
+                        d.kind == kind,
+                        sa.func.lower(d.recipient) == recipient.lower(),
+                        d.created_at >= since,
+                    )
+                ).scalar_one()
+            )

@@ -22,25 +22,29 @@ log = logging.getLogger(__name__)
 
 class ReportQueries(StoreBase):
     def delivery_target(self, delivery_id: int) -> tuple[int, int] | None:
-        """(delivery id, subscriber id) of a delivery that exists."""
-        with self.engine.connect() as conn:
-            row = conn.execute(
-                sa.select(deliveries.c.id, deliveries.c.subscriber_id).where(
-                    deliveries.c.id == delivery_id
-                )
-            ).first()
-        return (row.id, row.subscriber_id) if row else None
+        """(delivery id, subscriber id) of a delivery that exists and names a subscriber:
+        an issue's, or a single mail to a known address (a confirmation's)."""
+        return self._target(deliveries.c.id == delivery_id)
 
     def delivery_by_message_id(self, message_id: str) -> tuple[int, int] | None:
         """(delivery id, subscriber id) of the delivery sent with ``message_id`` (``<>``
         included)."""
+        return self._target(deliveries.c.message_id == message_id)
+
+    def _target(self, where: sa.ColumnElement[bool]) -> tuple[int, int] | None:
+        d = deliveries.c
+        by_address = (
+            sa.select(subscribers.c.id)
+            .where(subscribers.c.email_key == sa.func.lower(d.recipient))
+            .scalar_subquery()
+        )
         with self.engine.connect() as conn:
             row = conn.execute(
-                sa.select(deliveries.c.id, deliveries.c.subscriber_id)
-                .where(deliveries.c.message_id == message_id)
+                sa.select(d.id, sa.func.coalesce(d.subscriber_id, by_address).label("sub"))
+                .where(where)
                 .limit(1)
             ).first()
-        return (row.id, row.subscriber_id) if row else None
+        return (row.id, row.sub) if row is not None and row.sub is not None else None
 
     def latest_delivery(self, subscriber_id: int) -> int | None:
         """The subscriber's most recent delivery handed to a server."""

@@ -14,7 +14,6 @@ from .base import StoreBase, Subscriber, _subscriber, utcnow
 from .tables import (
     SUBSCRIBER_STATUSES,
     confirmations,
-    outbound,
     subscribers,
 )
 
@@ -266,18 +265,3 @@ class SubscriberQueries(StoreBase):
                 sa.select(subscribers).where(subscribers.c.id == row.subscriber_id)
             ).one()
         return _subscriber(sub)
-
-    def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
-        """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(outbound)
-                    .where(
-                        outbound.c.kind == kind,
-                        sa.func.lower(outbound.c.recipient) == recipient.lower(),
-                        outbound.c.created_at >= since,
-                    )
-                ).scalar_one()
-            )

@@ -12,7 +12,9 @@ SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
 DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
 # The transitions between them belong to newsletter.issues; the store only records them.
 ISSUE_STATUSES = ("draft", "approved", "sending", "paused", "sent", "cancelled")
-MAIL_STATUSES = ("queued", "sending", "sent", "failed")
+# What a row of the outbox (the deliveries table) carries: an issue's delivery to a
+# subscriber, or a single mail built in advance (a confirmation, an editor's copy).
+MESSAGE_KINDS = ("issue", "confirm", "test")
 
 metadata = sa.MetaData()
 
@@ -83,12 +85,15 @@ issue_contents = sa.Table(
     sa.Column("web_url", sa.String(500), nullable=False, server_default=""),
 )
 
+# The outbox: every outgoing message, one row each, drained by one sender. An issue's
+# delivery names its issue and subscriber and is built from the issue's frozen content; a
+# single mail (no issue) carries its recipient and its built, unsigned bytes.
 deliveries = sa.Table(
     "deliveries",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("issue_id", sa.Integer, sa.ForeignKey("issues.id"), nullable=False),
-    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id"), nullable=False),
+    sa.Column("issue_id", sa.Integer, sa.ForeignKey("issues.id")),
+    sa.Column("subscriber_id", sa.Integer, sa.ForeignKey("subscribers.id")),
     sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
     sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
     sa.Column("last_error", sa.Text),
@@ -108,8 +113,13 @@ deliveries = sa.Table(
     sa.Column("bounce_status", sa.String(16)),
     sa.Column("bounce_detail", sa.Text),
     sa.Column("bounced_at", sa.DateTime(timezone=True)),
+    sa.Column("kind", sa.String(16), nullable=False, server_default="issue"),
+    sa.Column("recipient", sa.String(320)),
+    sa.Column("data", sa.LargeBinary),
+    sa.Column("created_at", sa.DateTime(timezone=True)),
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
+    sa.Index("ix_deliveries_kind_recipient", "kind", "recipient"),
 )
 
 # Every report acted on (a bounce, a complaint, a mailed unsubscribe, a webhook event), once:
@@ -134,31 +144,6 @@ bounce_events = sa.Table(
     sa.UniqueConstraint("report_id", "subscriber_id", name="uq_bounce_events_report_subscriber"),
     sa.Index("ix_bounce_events_delivery_id", "delivery_id"),
 )
-
-# Single mails outside any issue (confirmations, editor test copies), as built, unsigned
-# bytes. status: queued, sending, sent, failed.
-outbound = sa.Table(
-    "outbound",
-    metadata,
-    sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("kind", sa.String(16), nullable=False),
-    sa.Column("recipient", sa.String(320), nullable=False),
-    sa.Column("message_id", sa.String(300), nullable=False),
-    sa.Column("data", sa.LargeBinary, nullable=False),
-    sa.Column("status", sa.String(16), nullable=False, server_default="queued"),
-    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
-    sa.Column("last_error", sa.Text),
-    sa.Column("error_kind", sa.String(16)),
-    sa.Column("smtp_code", sa.Integer),
-    sa.Column("next_attempt_at", sa.DateTime(timezone=True)),
-    sa.Column("lease_owner", sa.String(200)),
-    sa.Column("lease_until", sa.DateTime(timezone=True)),
-    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("sent_at", sa.DateTime(timezone=True)),
-    sa.Index("ix_outbound_status_next_attempt_at", "status", "next_attempt_at"),
-)
-
 
 # A subscription request from the form (see newsletter.subscription): its link is signed
 # with the nonce and works once; the form's name and language apply only on confirming.
