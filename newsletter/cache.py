@@ -28,7 +28,6 @@ import gc
 import hashlib
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import ProcessPoolExecutor
@@ -40,6 +39,7 @@ import orjson
 
 from .config import Config
 from .digest import DigestError, merge_digests, parse_bytes
+from .files import PRIVATE_FILE, write_file
 from .models import Archive, Digest, Media, Paper, Problem, Section
 
 log = logging.getLogger(__name__)
@@ -91,15 +91,7 @@ def write_checked(path: Path, body: Any) -> None:
     atomically (temporary file, rename): a reader sees the old file or the new one."""
     data = orjson.dumps(body)
     header = orjson.dumps({"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest()})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(header + b"\n" + data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_file(path, header + b"\n" + data, mode=PRIVATE_FILE)
 
 
 def read_checked(path: Path) -> Any:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import signal
 import time
 from collections.abc import Callable
 from typing import Any
@@ -19,8 +18,9 @@ from .config import Config, span_seconds
 from .issues import Prepared, prepare
 from .message import PreparedMessage
 from .models import Archive
+from .pacing import on_signals, sleep_unless
 from .select import IsoWeek
-from .sender import Outbox, Progress, SendReport, sleep_unless
+from .sender import Outbox, Progress, SendReport
 from .store import Mail, Store, utcnow
 from .tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
 
@@ -111,19 +111,13 @@ def send_week(
     async def main() -> SendReport:
         stop = asyncio.Event()
         if handle_signals:
-            _on_signals(stop)
+            on_signals(stop)
         outage_max = span_seconds(cfg.smtp.outage_max) if foreground else None
         return await send_issue(
             cfg, store, row, key, wait=wait, stop=stop, progress=progress, outage_max=outage_max
         )
 
     return asyncio.run(main())
-
-
-def _on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
 
 
 async def resume_sending(
@@ -257,7 +251,7 @@ def run_worker(
 
     async def main() -> int:
         stop = asyncio.Event()
-        _on_signals(stop)
+        on_signals(stop)
         outbox = Outbox(cfg, store, key, stop=stop, progress=progress)
         return await keep_draining(outbox, poll=poll, once=once)
 

@@ -36,7 +36,6 @@ import json
 import logging
 import os
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from html.entities import name2codepoint
@@ -50,7 +49,7 @@ from markupsafe import Markup, escape
 from . import inline
 from .config import Config
 from .digest import clean_text
-from .files import PUBLIC_FILE, public_folder
+from .files import PUBLIC_FILE, public_folder, write_file
 from .models import Archive, Digest, Media, Paper, Pick, Section
 from .select import top_daily
 
@@ -672,25 +671,8 @@ def json_feed_bytes(items: Sequence[FeedItem], cfg: Config) -> bytes:
 
 
 def write_if_changed(path: Path, data: bytes) -> bool:
-    """Write ``data`` atomically (temporary file, fsync, rename) unless ``path`` already
-    holds exactly these bytes; an untouched file keeps its mtime and so its ETag."""
-    try:
-        if path.read_bytes() == data:
-            return False
-    except FileNotFoundError:
-        pass
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.chmod(tmp, PUBLIC_FILE)  # mkstemp makes 0600; the web server may run as another user
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return True
+    """Write a public file atomically unless it already holds exactly these bytes."""
+    return write_file(path, data, mode=PUBLIC_FILE, if_changed=True)
 
 
 def write_public(out: Path, files: Iterable[tuple[str, bytes]], what: str) -> list[Path]:

@@ -41,6 +41,7 @@ from .config import Config, span_seconds
 from .errors import NewsletterError
 from .lifecycle import PausedBy
 from .message import HeaderError
+from .pacing import RateLimiter, sleep_unless
 from .store import Claimed, Issue, Store, utcnow
 from .tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
 from .transport import (
@@ -66,23 +67,6 @@ MAIL_CHECK_SECONDS = 1.0
 Progress = Callable[[Counter[str], int], None]
 # Turns a built message into the bytes that go out (DKIM signing, or nothing).
 Sign = Callable[[bytes], bytes]
-
-
-class RateLimiter:
-    """Spaces sends evenly across all workers; 0 means no limit."""
-
-    def __init__(self, per_second: float) -> None:
-        self.interval = 1.0 / per_second if per_second > 0 else 0.0
-        self.next_at = 0.0
-
-    async def wait(self) -> None:
-        if not self.interval:
-            return
-        now = time.monotonic()
-        at = max(now, self.next_at)
-        self.next_at = at + self.interval
-        if at > now:
-            await asyncio.sleep(at - now)
 
 
 def envelope_sender(cfg: Config, key: bytes, delivery_id: int) -> str:
@@ -114,13 +98,6 @@ def pid_alive(pid: int) -> bool:
     except PermissionError:
         return True
     return True
-
-
-async def sleep_unless(stop: asyncio.Event, seconds: float) -> bool:
-    """Sleep, or wake early when ``stop`` is set; True when stopped."""
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=max(seconds, 0.0))
-    return stop.is_set()
 
 
 class Breaker:

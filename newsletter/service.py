@@ -16,7 +16,6 @@ import errno
 import fcntl
 import logging
 import os
-import signal
 import socket
 import threading
 import time
@@ -30,6 +29,7 @@ from .config import Config, remember_listening, span_seconds
 from .errors import NewsletterError
 from .feed import ATOM_NAME, JSON_NAME
 from .outputs import refresh_feeds
+from .pacing import on_signals, sleep_unless
 from .scheduler import (
     JobContext,
     Outcome,
@@ -42,7 +42,7 @@ from .scheduler import (
     start_up,
     utcnow,
 )
-from .sender import Outbox, sleep_unless
+from .sender import Outbox
 from .sources import FetchOptions, local_catalog
 from .store import Store, open_store
 from .tokens import signing_keys
@@ -177,12 +177,6 @@ async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Even
         await sleep_unless(stop, every)
 
 
-def _on_signals(stop: asyncio.Event) -> None:
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-
-
 def _bind(host: str, port: int) -> socket.socket:
     """A socket bound to ``host:port``, before anything else is done, so that a taken port
     is one line of ours at once, not uvicorn's exit after the start-up work. It listens
@@ -264,7 +258,7 @@ async def serve(
         with scheduler_lock(store):
             stop = stop or asyncio.Event()
             if signals:
-                _on_signals(stop)
+                on_signals(stop)
             key = secret_key(cfg)
             now = clock()
             # Feeds written by an earlier life answer at once and are brought up to date
@@ -374,7 +368,7 @@ async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
 async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
     """Serve until SIGTERM or SIGINT, then let the requests in progress finish."""
     stop = asyncio.Event()
-    _on_signals(stop)
+    on_signals(stop)
     serving = asyncio.create_task(server.serve(sockets=[sock]))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
@@ -415,7 +409,7 @@ async def tick(
     store = open_store(cfg.database_url, cfg.base_dir)
     try:
         stop = asyncio.Event()
-        _on_signals(stop)
+        on_signals(stop)
         ctx = JobContext(
             cfg,
             store,

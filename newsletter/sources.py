@@ -14,7 +14,6 @@ standard library has no async HTTP client.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import hashlib
 import logging
@@ -25,7 +24,8 @@ from typing import Literal
 from .cache import Catalog, archive_folders, local_catalog
 from .config import Config
 from .digest import DigestError, parse_bytes
-from .feed import write_if_changed
+from .files import PRIVATE_FILE, write_file
+from .http import RetryPolicy
 from .models import Archive
 from .words import count
 
@@ -48,9 +48,9 @@ FOUND: frozenset[Outcome] = frozenset({"present", "stored"})
 
 
 @dataclass(frozen=True)
-class FetchOptions:
-    """How hard to try one fetch: ``attempts`` in all, waiting ``backoff``, then twice
-    as long, between them."""
+class FetchOptions(RetryPolicy):
+    """How hard to try one fetch: ``attempts`` in all, waiting ``backoff``, then twice as
+    long, between them (never less than a 429's ``Retry-After``)."""
 
     attempts: int = 4
     backoff: float = 2.0
@@ -105,8 +105,9 @@ def _keep(cfg: Config, day: dt.date, url: str, data: bytes) -> IngestResult:
         folder.mkdir(parents=True, exist_ok=True)
         stem = f"{day.isoformat()}-{hashlib.sha256(data).hexdigest()[:12]}"
         path = folder / f"{stem}.md"
-        write_if_changed(path, data)
-        write_if_changed(folder / f"{stem}.error.txt", f"{url}\n{why}\n".encode())
+        write_file(path, data, mode=PRIVATE_FILE, if_changed=True)
+        error = f"{url}\n{why}\n".encode()
+        write_file(folder / f"{stem}.error.txt", error, mode=PRIVATE_FILE, if_changed=True)
         log.error("digest for %s rejected: %s (kept in %s)", day, why, path)
         return IngestResult(day, "rejected", f"{why} (kept in {path})", path)
     for problem in problems:
@@ -114,19 +115,12 @@ def _keep(cfg: Config, day: dt.date, url: str, data: bytes) -> IngestResult:
     folder = cfg.archive_path
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{day.isoformat()}.md"
-    write_if_changed(path, data)
+    # The archive is private, like everything but the public folder.
+    write_file(path, data, mode=PRIVATE_FILE, if_changed=True)
     papers = sum(len(d.papers) for d in digests if d.date == day)
     log.info("digest for %s stored in %s (%s)", day, path, count(papers, "paper"))
     found = f"{count(papers, 'paper')}, {count(len(problems), 'problem')}"
     return IngestResult(day, "stored", f"{url}: {found}", path)
-
-
-async def _pause(seconds: float, stop: asyncio.Event | None) -> None:
-    if stop is None:
-        await asyncio.sleep(seconds)
-        return
-    with contextlib.suppress(TimeoutError):
-        await asyncio.wait_for(stop.wait(), timeout=seconds)
 
 
 async def fetch_digest(
@@ -139,35 +133,30 @@ async def fetch_digest(
     """Fetch ``day``'s digest from the URL source and store it (see the module docstring)."""
     import httpx  # only a URL source fetches: a start need not import it
 
+    from .http import ApiError, Missing, request
+    from .pacing import never
+
     url = digest_url(cfg.source, day)
-    timeout = httpx.Timeout(options.timeout, connect=options.connect_timeout)
     headers = {"User-Agent": f"newsletter (+{cfg.site_url})"}
-    error = ""
-    async with httpx.AsyncClient(timeout=timeout, headers=headers, follow_redirects=True) as client:
-        for attempt in range(1, options.attempts + 1):
-            try:
-                response = await client.get(url)
-            except httpx.TimeoutException as exc:
-                error = f"{url}: timed out ({type(exc).__name__})"
-            except httpx.TransportError as exc:
-                error = f"{url}: {type(exc).__name__}: {exc}"
-            else:
-                status = response.status_code
-                if status in (404, 410):
-                    return IngestResult(day, "missing", f"{url}: not published yet ({status})")
-                if status == 200:
-                    return await asyncio.to_thread(_keep, cfg, day, url, response.content)
-                error = f"{url}: HTTP {status}"
-                if status < 500 and status != 429:
-                    break  # a client error will not fix itself within seconds
-            if attempt < options.attempts and not (stop and stop.is_set()):
-                delay = options.backoff * 2 ** (attempt - 1)
-                log.info("%s; try %d of %d in %.1fs", error, attempt + 1, options.attempts, delay)
-                await _pause(delay, stop)
-            if stop and stop.is_set():
-                break
-    log.warning("digest for %s unavailable: %s", day, error)
-    return IngestResult(day, "unavailable", error)
+    client = httpx.AsyncClient(timeout=options.timeouts(), headers=headers, follow_redirects=True)
+    async with client:
+        try:
+            data = await request(
+                client,
+                "GET",
+                url,
+                what=url,
+                policy=options,
+                stopping=stop.is_set if stop is not None else never,
+                want="bytes",
+                missing=(404, 410),
+            )
+        except Missing as exc:
+            return IngestResult(day, "missing", f"{url}: not published yet ({exc.status})")
+        except ApiError as exc:
+            log.warning("digest for %s unavailable: %s", day, exc)
+            return IngestResult(day, "unavailable", str(exc))
+    return await asyncio.to_thread(_keep, cfg, day, url, data)
 
 
 async def ingest_day(

@@ -1,8 +1,18 @@
-"""Counts in messages, written as a person writes them: "1 paper", "2 papers"."""
+"""Words in messages: counts written as a person writes them ("1 paper", "2 papers"),
+and text from outside folded to one line."""
 
 from __future__ import annotations
 
-__all__ = ["count"]
+import re
+
+__all__ = ["count", "one_line"]
+
+_CTRL_RE = re.compile("[\x00-\x1f\x7f-\x9f]")
+
+
+def one_line(text: str) -> str:
+    """Control characters out, runs of white space (line breaks included) folded."""
+    return " ".join(_CTRL_RE.sub(" ", text).split())
 
 
 def count(number: int, noun: str, plural: str = "") -> str:

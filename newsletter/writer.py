@@ -31,10 +31,8 @@ import datetime as dt
 import hashlib
 import json
 import logging
-import os
 import re
 import string
-import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -45,21 +43,13 @@ import httpx
 from .config import WRITER_API_KEY_ENV, Config
 from .digest import DigestError, parse_text
 from .errors import NewsletterError
+from .files import PRIVATE_FILE, write_file
+from .http import ApiError, RetryPolicy
 from .models import Paper, Section
-from .papers import (
-    ApiError,
-    ChatClient,
-    DailyPaper,
-    RateLimiter,
-    RetryPolicy,
-    Stopping,
-    fetch_daily_papers,
-    fetch_full_text,
-    one_line,
-    pause,
-)
+from .pacing import RateLimiter, Stopping, sleep_unless
+from .papers import ChatClient, DailyPaper, fetch_daily_papers, fetch_full_text
 from .store import Store
-from .words import count
+from .words import count, one_line
 
 log = logging.getLogger(__name__)
 
@@ -243,27 +233,6 @@ def check_round_trip(text: str, day: dt.date, entries: list[Entry], file: str) -
         raise WriterError(f"the written digest reads back {len(got)} papers, not {len(want)}")
 
 
-def write_atomic(path: Path, data: bytes) -> None:
-    """All of ``data`` at ``path``, or the previous file untouched: a temporary file in the
-    same folder (hidden, so never read as a digest), fsync, rename, fsync of the folder."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    folder = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(folder)
-    finally:
-        os.close(folder)
-
-
 # --- a day's run ------------------------------------------------------------------------------
 
 
@@ -435,7 +404,7 @@ async def write_day(
                 timeout=policy.timeout,
                 connect_timeout=policy.connect_timeout,
             ),
-            RateLimiter(writer.requests_per_minute),
+            RateLimiter(writer.requests_per_minute / 60),
             stopping,
         )
         gate = asyncio.Semaphore(writer.concurrency)
@@ -477,7 +446,8 @@ async def write_day(
     if unchanged:
         result.status = "unchanged"
     else:
-        await asyncio.to_thread(write_atomic, path, data)
+        # The archive is private; the rename is made durable before the day counts as written.
+        await asyncio.to_thread(write_file, path, data, mode=PRIVATE_FILE, sync_folder=True)
     await asyncio.to_thread(store.finish_writer_day, day, result.papers, result.pending)
     log.info("writer: %s", result.summary())
     if result.pending:
@@ -575,7 +545,7 @@ async def _summarize(
         if attempt < policy.attempts and not stopping():
             delay = min(max(policy.backoff * 2 ** (attempt - 1), wait or 0.0), policy.max_wait)
             log.info("writer: %s; try %d of %d in %.1fs", why, attempt + 1, policy.attempts, delay)
-            await pause(delay, stopping)
+            await sleep_unless(stopping, delay)
     log.warning("writer: %s failed after %d tries: %s", paper.arxiv_id, attempt, why)
     return None
 

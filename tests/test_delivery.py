@@ -21,7 +21,7 @@ from newsletter.config import Config
 from newsletter.delivery import prepare, send_week
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
-from newsletter.sender import RateLimiter, backoff
+from newsletter.sender import backoff
 from newsletter.store import Store, deliveries, open_store
 
 WEEK = IsoWeek(2024, 5)
@@ -194,12 +194,6 @@ def test_backoff_grows_with_jitter_and_a_cap() -> None:
     for n, value in enumerate(delays, 1):
         assert 0.5 * 30 * 2 ** (n - 1) <= value <= 1.5 * 30 * 2 ** (n - 1)
     assert backoff(30, 30.0) <= 1.5 * 3600
-
-
-def test_rate_limiter_spaces_sends() -> None:
-    limiter = RateLimiter(4.0)
-    assert limiter.interval == 0.25
-    assert RateLimiter(0).interval == 0.0
 
 
 # --- processes stopped and killed -------------------------------------------------------------

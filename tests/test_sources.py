@@ -188,3 +188,34 @@ def test_a_url_template_is_checked_when_the_settings_load(tmp_path: Path) -> Non
     with pytest.raises(ConfigError, match="source"):
         _url_cfg(tmp_path, "https://example.org/{day:%Y}.md")
     assert _url_cfg(tmp_path, "https://example.org/{date:%Y/%m/%d}.md").source_is_url
+
+
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_a_fetched_digest_is_stored_private_whatever_the_umask(
+    digest_server: tuple[Script, str], tmp_path: Path, umask: int
+) -> None:
+    """The archive is private (it is the project's own material): 0600 even under a
+    permissive umask, and never wider than it under a strict one."""
+    import os
+    import stat
+
+    script, template = digest_server
+    cfg = _url_cfg(tmp_path, template)
+    script.answers = [(200, DIGEST, 0.0)]
+    previous = os.umask(umask)
+    try:
+        result = asyncio.run(fetch_digest(cfg, DAY, options=FAST))
+    finally:
+        os.umask(previous)
+    assert result.outcome == "stored" and result.path is not None
+    assert stat.S_IMODE(result.path.stat().st_mode) == 0o600
+    # A body that does not parse is kept aside just as privately.
+    script.answers = [(200, b"<html>not a digest</html>", 0.0)]
+    previous = os.umask(umask)
+    try:
+        rejected = asyncio.run(fetch_digest(cfg, DAY + dt.timedelta(days=1), options=FAST))
+    finally:
+        os.umask(previous)
+    assert rejected.outcome == "rejected"
+    kept = sorted(rejected_path(cfg).iterdir())
+    assert kept and all(stat.S_IMODE(p.stat().st_mode) == 0o600 for p in kept)

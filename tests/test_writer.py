@@ -26,8 +26,8 @@ from click.testing import CliRunner
 from newsletter.cli import main
 from newsletter.config import Config, ConfigError, load_config
 from newsletter.digest import parse_file
+from newsletter.http import RetryPolicy
 from newsletter.models import Media
-from newsletter.papers import RetryPolicy
 from newsletter.scheduler import JobContext, run_job
 from newsletter.store import open_store
 from newsletter.writer import KEYS, WriterError, parse_summary, write_day

@@ -1,0 +1,70 @@
+"""How long work waits: one rate limiter, one sleep that a stop cuts short, and the one way
+the signals say stop.
+
+A stop is an :class:`asyncio.Event` of the running loop, or, where work runs in a loop of
+its own in another thread (the writer inside ``newsletter run``), the ``is_set`` of the
+service's event passed as a plain callable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import time
+from collections.abc import Callable
+
+Stopping = Callable[[], bool]
+
+# How often a sleep polls a stop it cannot await (one set from another thread or loop).
+_POLL = 0.25
+
+
+def never() -> bool:
+    return False
+
+
+async def sleep_unless(stop: asyncio.Event | Stopping | None, seconds: float) -> bool:
+    """Sleep ``seconds``, waking early when ``stop`` is set; True when stopped."""
+    seconds = max(seconds, 0.0)
+    if stop is None:
+        await asyncio.sleep(seconds)
+        return False
+    if isinstance(stop, asyncio.Event):
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=seconds)
+        return stop.is_set()
+    end = time.monotonic() + seconds
+    while not stop():
+        left = end - time.monotonic()
+        if left <= 0:
+            return False
+        await asyncio.sleep(min(left, _POLL))
+    return True
+
+
+def on_signals(stop: asyncio.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (in the running loop): work in flight finishes and
+    is recorded, nothing new starts."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+
+
+class RateLimiter:
+    """At most ``per_second`` starts a second, evenly spaced, across every task of a loop
+    that shares it (0: no limit)."""
+
+    def __init__(self, per_second: float) -> None:
+        self.interval = 1.0 / per_second if per_second > 0 else 0.0
+        self.next_at = 0.0
+
+    async def wait(self) -> None:
+        if not self.interval:
+            return
+        # No await between reading and moving next_at: the tasks of one loop take turns.
+        now = time.monotonic()
+        at = max(now, self.next_at)
+        self.next_at = at + self.interval
+        if at > now:
+            await asyncio.sleep(at - now)

@@ -1,0 +1,64 @@
+"""Pacing: the one rate limiter, the sleep a stop cuts short, the signals that say stop."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import threading
+import time
+
+from newsletter.pacing import RateLimiter, on_signals, sleep_unless
+
+
+def test_the_rate_limiter_spaces_starts_evenly_across_tasks() -> None:
+    limiter = RateLimiter(20.0)
+    assert limiter.interval == 0.05
+    assert RateLimiter(0).interval == 0.0
+    starts: list[float] = []
+
+    async def task() -> None:
+        for _ in range(3):
+            await limiter.wait()
+            starts.append(time.monotonic())
+
+    async def main() -> None:
+        await asyncio.gather(task(), task())
+
+    asyncio.run(main())
+    starts.sort()
+    # Six starts at 20 a second take at least five intervals, whoever asks.
+    assert starts[-1] - starts[0] >= 5 * 0.05 - 0.005
+
+
+def test_a_sleep_ends_early_on_an_event_or_a_stop_set_from_another_thread() -> None:
+    async def on_event() -> tuple[bool, float]:
+        stop = asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, stop.set)
+        started = time.monotonic()
+        return await sleep_unless(stop, 30), time.monotonic() - started
+
+    stopped, took = asyncio.run(on_event())
+    assert stopped and took < 5
+
+    flag = threading.Event()
+    threading.Timer(0.05, flag.set).start()
+    started = time.monotonic()
+    assert asyncio.run(sleep_unless(flag.is_set, 30)) is True
+    assert time.monotonic() - started < 5
+    assert asyncio.run(sleep_unless(None, 0.01)) is False
+    assert asyncio.run(sleep_unless(threading.Event().is_set, 0.01)) is False
+
+
+def test_sigterm_sets_the_stop() -> None:
+    async def main() -> bool:
+        stop = asyncio.Event()
+        on_signals(stop)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return await sleep_unless(stop, 30)
+
+    try:
+        assert asyncio.run(main()) is True
+    finally:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGINT, signal.default_int_handler)
