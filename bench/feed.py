@@ -19,11 +19,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from parse import best_of
 from synthetic import PAPERS_PER_DAY, build
 
+from newsletter.archive.digest import merge_digests, parse_text
 from newsletter.config import Config
-from newsletter.digest import merge_digests, parse_text
-from newsletter.feed import atom_bytes, feed_entries, json_feed_bytes
-from newsletter.issue_feed import issue_entries, issues_atom_bytes, issues_json_bytes
 from newsletter.models import Archive, Digest
+from newsletter.publish.feed import atom_bytes, feed_entries, json_feed_bytes
+from newsletter.publish.issue_feed import issue_entries, issues_atom_bytes, issues_json_bytes
 
 
 def synthetic_digests(days: int) -> list[Digest]:

@@ -26,7 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from synthetic import write
 
-from newsletter.digest import load_archive, parse_text
+from newsletter.archive.digest import load_archive, parse_text
 
 NEWSLETTER = Path(sys.executable).parent / "newsletter"
 

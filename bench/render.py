@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT / "tests"))
 from conftest import long_week  # noqa: E402
 
 from newsletter.config import load_config  # noqa: E402
-from newsletter.message import MessageTemplate, build_message, message_template  # noqa: E402
-from newsletter.render import build_issue, render_issue  # noqa: E402
+from newsletter.mail.message import MessageTemplate, build_message, message_template  # noqa: E402
+from newsletter.publish.render import build_issue, render_issue  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 
 

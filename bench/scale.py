@@ -160,12 +160,12 @@ def main() -> None:
         tick_s = time.perf_counter() - started
         if tick.returncode != 0 or "daily: done" not in tick.stdout:
             raise SystemExit(tick.stdout[-1000:] + tick.stderr[-3000:])
-        # time=2033-05-30T09:05:00.123+00:00 level=info logger=newsletter.scheduler
+        # time=2033-05-30T09:05:00.123+00:00 level=info logger=newsletter.service.scheduler
         #   msg="job daily started for ..." (newsletter.logs's one format)
         stamps = [
             dt.datetime.fromisoformat(m)
             for m in re.findall(
-                r"^time=(\S+) level=info logger=newsletter\.scheduler "
+                r"^time=(\S+) level=info logger=newsletter\.service\.scheduler "
                 r'msg="job daily (?:started|for \S+: done)',
                 tick.stderr,
                 re.M,

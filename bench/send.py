@@ -44,13 +44,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import issues  # noqa: E402
+from newsletter.app import issues  # noqa: E402
+from newsletter.app.delivery import UNSUBSCRIBE, Prepared, dry_run, prepare, send_issue  # noqa: E402
+from newsletter.archive.digest import load_archive  # noqa: E402
 from newsletter.config import Config, load_config  # noqa: E402
-from newsletter.delivery import UNSUBSCRIBE, Prepared, dry_run, prepare, send_issue  # noqa: E402
-from newsletter.digest import load_archive  # noqa: E402
+from newsletter.mail.tokens import PREFERENCES, make_token  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 from newsletter.store import Store, open_store, subscribers  # noqa: E402
-from newsletter.tokens import PREFERENCES, make_token  # noqa: E402
 
 WEEK = IsoWeek(2024, 5)
 KEY = b"bench-secret-key"

@@ -28,10 +28,10 @@ import httpx
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from newsletter import delivery  # noqa: E402
+from newsletter.app import delivery  # noqa: E402
+from newsletter.archive.sources import load_local_archive  # noqa: E402
 from newsletter.config import load_config  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
-from newsletter.sources import load_local_archive  # noqa: E402
 from newsletter.store import open_store, subscribers  # noqa: E402
 
 WEEK = IsoWeek(2024, 5)

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
-from .config import Config, load_config
-from .digest import DigestError, load_archive, parse_bytes, parse_file, parse_text
-from .models import Archive, Digest, Media, Paper, Pick, Problem, Section
-from .select import IsoWeek, top_daily, top_weekly
+from newsletter.archive.digest import DigestError, load_archive, parse_bytes, parse_file, parse_text
+from newsletter.config import Config, load_config
+from newsletter.models import Archive, Digest, Media, Paper, Pick, Problem, Section
+from newsletter.select import IsoWeek, top_daily, top_weekly
 
 __all__ = [
     "Archive",

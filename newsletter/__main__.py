@@ -1,6 +1,6 @@
 """``python -m newsletter``: the same as the ``newsletter`` command."""
 
-from .cli import main
+from newsletter.cli import main
 
 # Guarded: a worker process of a cold scan imports this module again under another name.
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ from typing import Any
 from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from .errors import ConfigError
-from .shipped import SAMPLE_ARCHIVE, shipped
+from newsletter.errors import ConfigError
+from newsletter.shipped import SAMPLE_ARCHIVE, shipped
 
 log = logging.getLogger(__name__)
 
@@ -199,7 +199,7 @@ class BouncesConfig:
 @dataclass(frozen=True)
 class WriterConfig:
     """``newsletter write``: the day's digest from Hugging Face Daily Papers, summarized by
-    an OpenAI-compatible chat-completions endpoint (see newsletter.writer)."""
+    an OpenAI-compatible chat-completions endpoint (see newsletter.archive.writer)."""
 
     # `newsletter run` writes the day's digest before its daily job.
     enabled: bool = False

@@ -15,9 +15,9 @@ import logging
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Literal
 
-from .errors import NewsletterError
-from .pacing import Stopping, never, sleep_unless
-from .words import one_line
+from newsletter.errors import NewsletterError
+from newsletter.pacing import Stopping, never, sleep_unless
+from newsletter.words import one_line
 
 if TYPE_CHECKING:
     import httpx

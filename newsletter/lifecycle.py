@@ -6,7 +6,7 @@
       \\________\\___________\\__________\\______-> cancelled
 
 Every change of an issue's state is one named operation of :data:`ISSUE_TRANSITIONS`,
-made by :func:`newsletter.issues.transition` as a compare-and-set in the database: the
+made by :func:`newsletter.app.issues.transition` as a compare-and-set in the database: the
 row changes only if it is, at that instant, in a state the operation may start from
 (and, for a paused issue, paused by whom the operation may act for). Two processes can
 never both make the same move, and a move the table does not list is refused in one line.

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from .models import Digest, Pick
+from newsletter.models import Digest, Pick
 
 __all__ = ["IsoWeek", "rank", "top_daily", "top_weekly", "weekly_picks"]
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
+from newsletter.archive.digest import load_archive
 from newsletter.config import Config, load_config
-from newsletter.digest import load_archive
 from newsletter.models import Archive, Digest, Media, Paper, Section
 
 ROOT = Path(__file__).resolve().parent.parent

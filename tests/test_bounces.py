@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES
 
-from newsletter import bounces
-from newsletter.bounces import read_report, report_id
 from newsletter.cli import main
 from newsletter.config import Config
+from newsletter.mail import bounces
+from newsletter.mail.bounces import read_report, report_id
+from newsletter.mail.tokens import make_delivery_token, make_token
 from newsletter.store import Store, open_store
-from newsletter.subscription import request_subscription
-from newsletter.tokens import make_delivery_token, make_token
+from newsletter.web.subscription import request_subscription
 
 REPORTS = FIXTURES / "bounces"
 KEY = b"test-secret-key-of-at-least-32-bytes"
@@ -433,7 +433,7 @@ def _bounces_command(tmp_path: Path, dsn: Path) -> Any:
 def test_postfix_bounces_an_issue_and_exactly_that_subscriber_is_marked(
     cfg: Config, seeds_archive: Any, mta: tuple[int, Path], tmp_path: Path
 ) -> None:
-    from newsletter.delivery import send_week
+    from newsletter.app.delivery import send_week
     from newsletter.select import IsoWeek
 
     cfg = _through_postfix(cfg, mta[0])
@@ -463,7 +463,7 @@ def test_postfix_bounces_a_confirmation_to_its_verp_address_and_bounces_reads_it
 ) -> None:
     """A single mail leaves like an issue's: from its own VERP address, with Reply-To, so
     its bounce reaches the mailbox `newsletter bounces` reads and acts on that address."""
-    from newsletter.delivery import send_queued_mail
+    from newsletter.app.delivery import send_queued_mail
 
     cfg = _through_postfix(cfg, mta[0], reply_to="editor@example.org")
     store = open_store(cfg.database_url, cfg.base_dir)
@@ -641,7 +641,7 @@ def test_the_webhook_acts_like_the_mailbox_behind_a_bearer_token(
 ) -> None:
     import httpx
 
-    from newsletter.web import create_app
+    from newsletter.web.app import create_app
 
     store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
     for address in ("gone@example.net", "complainer@example.com", "full@example.com"):
@@ -689,8 +689,8 @@ def test_the_correlation_header_is_in_the_message_and_signed(
 ) -> None:
     import dkim
 
-    from newsletter.message import message_template
-    from newsletter.render import build_issue, render_issue
+    from newsletter.mail.message import message_template
+    from newsletter.publish.render import build_issue, render_issue
     from newsletter.select import IsoWeek
 
     pem, record = dkim_key
@@ -721,8 +721,8 @@ def test_the_correlation_header_is_in_the_message_and_signed(
 
 
 def test_the_envelope_sender_is_verp_only_with_a_return_path(bounce_cfg: Config) -> None:
-    from newsletter.sender import envelope_sender
-    from newsletter.tokens import read_delivery_token
+    from newsletter.mail.sender import envelope_sender
+    from newsletter.mail.tokens import read_delivery_token
 
     sender = envelope_sender(bounce_cfg, KEY, 1234)
     local, _, domain = sender.partition("@")
@@ -791,7 +791,7 @@ def test_a_bounce_for_mail_sent_before_a_key_rotation_is_still_attributed(
     bounce_cfg: Config,
 ) -> None:
     """VERP tokens in mail sent with the old key still name their delivery afterwards."""
-    from newsletter.tokens import TokenError, read_delivery_token, signing_keys
+    from newsletter.mail.tokens import TokenError, read_delivery_token, signing_keys
 
     old = KEY
     store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)

@@ -18,9 +18,9 @@ import pytest
 from conftest import SEEDS, long_week
 
 from newsletter.config import Config
-from newsletter.message import preferences_url, unsubscribe_url
+from newsletter.mail.message import preferences_url, unsubscribe_url
 from newsletter.models import Archive
-from newsletter.render import build_issue, render_issue
+from newsletter.publish.render import build_issue, render_issue
 from newsletter.select import IsoWeek
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -190,10 +190,10 @@ def served_site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str,
     import httpx
     import uvicorn
 
+    from newsletter.archive.sources import local_catalog
     from newsletter.config import load_config
-    from newsletter.outputs import publish_weeks
-    from newsletter.sources import local_catalog
-    from newsletter.web import create_app
+    from newsletter.publish.outputs import publish_weeks
+    from newsletter.web.app import create_app
 
     root = tmp_path_factory.mktemp("site")
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

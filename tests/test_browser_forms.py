@@ -25,8 +25,8 @@ import pytest
 from test_subscription import KEY, _outbox, web  # noqa: F401  (web: the fixture)
 
 from newsletter.config import Config
+from newsletter.mail.tokens import PREFERENCES, make_token
 from newsletter.store import Store
-from newsletter.tokens import PREFERENCES, make_token
 
 FLAGS = [
     "--headless",

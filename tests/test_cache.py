@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from conftest import SEEDS
 
-from newsletter.cache import RACY_NS, catalog
-from newsletter.digest import load_archive
+from newsletter.archive.cache import RACY_NS, catalog
+from newsletter.archive.digest import load_archive
 
 DAY = """## Daily Papers (2024-06-03)
 
@@ -170,7 +170,7 @@ def test_problems_are_kept_with_the_files(tmp_path: Path, folder: Path) -> None:
 def test_a_cold_scan_in_worker_processes_gives_what_a_serial_one_gives(
     tmp_path: Path, folder: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import newsletter.cache as cache_module
+    import newsletter.archive.cache as cache_module
 
     (folder / "broken.md").write_bytes(b"\xff\xfe not a digest")
     _age_all(folder)
@@ -187,8 +187,8 @@ def test_a_cold_scan_in_worker_processes_gives_what_a_serial_one_gives(
 
 
 def test_the_scan_walks_the_files_the_parser_would_read_in_its_order(tmp_path: Path) -> None:
-    from newsletter.cache import _walk
-    from newsletter.digest import digest_files
+    from newsletter.archive.cache import _walk
+    from newsletter.archive.digest import digest_files
 
     root = tmp_path / "digests"
     for rel in ("b.md", "a-b.md", "a/b.md", "a/c/d.md", ".hidden.md", ".git/x.md", "a/.h/y.md"):

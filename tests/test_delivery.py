@@ -16,12 +16,13 @@ import pytest
 import sqlalchemy as sa
 from conftest import SEEDS, FaultySmtpHandler, run_newsletter, smtp_cfg
 
-from newsletter import delivery, issues, sender
+from newsletter.app import delivery, issues
+from newsletter.app.delivery import prepare, send_week
 from newsletter.config import Config
-from newsletter.delivery import prepare, send_week
+from newsletter.mail import sender
+from newsletter.mail.sender import backoff
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
-from newsletter.sender import backoff
 from newsletter.store import Store, deliveries, open_store
 
 WEEK = IsoWeek(2024, 5)

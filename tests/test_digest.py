@@ -10,7 +10,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from newsletter.digest import DigestError, load_archive, parse_bytes, parse_file, parse_text
+from newsletter.archive.digest import DigestError, load_archive, parse_bytes, parse_file, parse_text
 from newsletter.models import Archive, Media, Paper
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"

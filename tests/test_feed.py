@@ -28,7 +28,8 @@ from lxml import etree, html
 
 from newsletter.cli import main
 from newsletter.config import Config
-from newsletter.feed import (
+from newsletter.models import Archive, Digest, Media, Paper, Section
+from newsletter.publish.feed import (
     ATOM_NAME,
     ISSUES_ATOM_NAME,
     ISSUES_JSON_NAME,
@@ -40,7 +41,6 @@ from newsletter.feed import (
     plain,
     write_feeds,
 )
-from newsletter.models import Archive, Digest, Media, Paper, Section
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter.inline import to_html, to_text
+from newsletter.publish.inline import to_html, to_text
 
 
 @pytest.mark.parametrize(

@@ -21,15 +21,15 @@ from feedcheck import ATOM, atom_problems
 from lxml import etree, html
 
 from newsletter.config import Config
-from newsletter.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
-from newsletter.issue_feed import (
+from newsletter.models import Archive, Digest, Section
+from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
+from newsletter.publish.issue_feed import (
     ISSUES_SHOWN,
     issue_entries,
     issues_atom_bytes,
     issues_json_bytes,
     write_issue_feeds,
 )
-from newsletter.models import Archive, Digest, Section
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"

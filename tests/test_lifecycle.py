@@ -10,7 +10,7 @@ import pytest
 import sqlalchemy as sa
 from alembic import command
 
-from newsletter import issues
+from newsletter.app import issues
 from newsletter.lifecycle import ISSUE_TRANSITIONS, IssueState, Op, PausedBy, allowed
 from newsletter.store import Store, _alembic_config, open_store, utcnow
 

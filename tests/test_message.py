@@ -21,10 +21,9 @@ from conftest import need_service
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from newsletter import message as message_module
-from newsletter import render
 from newsletter.config import Config
-from newsletter.message import (
+from newsletter.mail import message as message_module
+from newsletter.mail.message import (
     HeaderError,
     _SlottedBase64,
     _SlottedText,
@@ -34,7 +33,8 @@ from newsletter.message import (
     unsubscribe_url,
 )
 from newsletter.models import Archive
-from newsletter.render import RenderedIssue, build_issue, render_issue
+from newsletter.publish import render
+from newsletter.publish.render import RenderedIssue, build_issue, render_issue
 from newsletter.select import IsoWeek
 
 SUBJECT = "[주간 HF 논문] 2024년 5주차: OLMo 외 9편"

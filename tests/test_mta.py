@@ -12,8 +12,8 @@ from pathlib import Path
 
 import dkim
 
+from newsletter.app.delivery import send_week
 from newsletter.config import Config
-from newsletter.delivery import send_week
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
 from newsletter.store import open_store

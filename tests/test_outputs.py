@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 from conftest import SEEDS
 
-from newsletter import outputs, render
+from newsletter.archive.sources import local_catalog
 from newsletter.config import Config, load_config
-from newsletter.sources import local_catalog
+from newsletter.publish import outputs, render
 
 TODAY = dt.date(2024, 8, 5)  # after the seeds' last week
 
@@ -174,8 +174,8 @@ def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
 def test_the_feeds_from_the_cache_are_the_feeds_of_the_whole_archive(tmp_path: Path) -> None:
     """Only the earlier days sharing a paper with the window are read for the feeds: the
     bytes are those of the feeds built from every digest in full."""
-    from newsletter.digest import load_archive
-    from newsletter.feed import write_feeds
+    from newsletter.archive.digest import load_archive
+    from newsletter.publish.feed import write_feeds
 
     folder = tmp_path / "digests"
     folder.mkdir()

@@ -7,11 +7,11 @@ from pathlib import Path
 import sqlalchemy as sa
 from conftest import SEEDS, FaultySmtpHandler, run_newsletter
 
-from newsletter import issues
+from newsletter.app import issues
+from newsletter.app.issues import prepare
+from newsletter.archive.sources import load_local_archive
 from newsletter.config import load_config
-from newsletter.issues import prepare
 from newsletter.select import IsoWeek
-from newsletter.sources import load_local_archive
 from newsletter.store import deliveries, head_revision, open_store
 
 

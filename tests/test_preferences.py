@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from test_subscription import FROM_WHERE, KEY, web  # noqa: F401  (web: the fixture)
 
 from newsletter.config import Config, load_config
-from newsletter.message import (
+from newsletter.mail.message import (
     HeaderError,
     _SlottedBase64,
     build_message,
@@ -29,11 +29,11 @@ from newsletter.message import (
     preferences_url,
     unsubscribe_url,
 )
+from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 from newsletter.models import Archive
-from newsletter.render import RenderedIssue, build_issue, render_issue
+from newsletter.publish.render import RenderedIssue, build_issue, render_issue
 from newsletter.select import IsoWeek
 from newsletter.store import Store, deliveries, open_store, subscribers
-from newsletter.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 
 Web = tuple[Config, Store, httpx.Client]
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
@@ -97,7 +97,7 @@ def test_changing_the_language_answers_in_the_new_one_and_the_next_issue_follows
     web: Web,  # noqa: F811
     seeds_archive: Archive,
 ) -> None:
-    from newsletter.delivery import send_week
+    from newsletter.app.delivery import send_week
 
     cfg, store, client = web
     sub, _ = store.add_subscriber("reader@example.org", "", "ko")
@@ -156,7 +156,7 @@ def test_unsubscribing_here_does_what_the_unsubscribe_link_does(
     rows, the same open confirmation voided, and neither gets the issue."""
     import sqlalchemy as sa
 
-    from newsletter.delivery import ready_to_send, send_week
+    from newsletter.app.delivery import ready_to_send, send_week
 
     cfg, store, client = web
     here, _ = store.add_subscriber("here@example.org", "", "en")
@@ -393,7 +393,7 @@ def test_a_sent_issue_links_each_subscriber_to_their_own_page(
 ) -> None:
     """Through the ledger and the frozen content, as the weekly send does it: the footer
     link of each message opens that subscriber's page, in their language."""
-    from newsletter.delivery import send_week
+    from newsletter.app.delivery import send_week
 
     cfg, store, client = web
     store.add_subscriber("kim@example.org", "", "ko")

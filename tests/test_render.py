@@ -17,12 +17,13 @@ from babel.messages.pofile import read_po
 from click.testing import CliRunner
 from conftest import long_week, make_paper
 
-from newsletter import render
 from newsletter.cli import main
 from newsletter.config import Config
-from newsletter.message import message_template, preferences_url, unsubscribe_url
+from newsletter.mail.message import message_template, preferences_url, unsubscribe_url
+from newsletter.mail.tokens import make_token
 from newsletter.models import Archive, Digest, Media
-from newsletter.render import (
+from newsletter.publish import render
+from newsletter.publish.render import (
     LANGS,
     NoIssueError,
     build_issue,
@@ -31,7 +32,6 @@ from newsletter.render import (
     render_issue,
 )
 from newsletter.select import IsoWeek
-from newsletter.tokens import make_token
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

@@ -24,7 +24,13 @@ from conftest import SEEDS, FaultySmtpHandler, free_port, start_newsletter, wait
 
 from newsletter.cli import main
 from newsletter.config import Config, load_config
-from newsletter.scheduler import (
+from newsletter.service.processes import (
+    AlreadyRunning,
+    scheduler_lock,
+    serve,
+    tick,
+)
+from newsletter.service.scheduler import (
     DAILY,
     WEEKLY,
     JobContext,
@@ -36,12 +42,6 @@ from newsletter.scheduler import (
     restore_retries,
     run_job,
     weekly_trigger,
-)
-from newsletter.service import (
-    AlreadyRunning,
-    scheduler_lock,
-    serve,
-    tick,
 )
 from newsletter.store import Store, open_store
 
@@ -478,10 +478,10 @@ def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
 
     import httpx
 
-    from newsletter import outputs
-    from newsletter.render import LANGS, web_copy_name
+    from newsletter.archive.sources import local_catalog
+    from newsletter.publish import outputs
+    from newsletter.publish.render import LANGS, web_copy_name
     from newsletter.select import IsoWeek
-    from newsletter.sources import local_catalog
 
     cfg = _cfg(tmp_path)
     release = threading.Event()
@@ -547,8 +547,9 @@ def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(
 
     import httpx
 
-    from newsletter import outputs, service
-    from newsletter.sources import local_catalog
+    from newsletter.archive.sources import local_catalog
+    from newsletter.publish import outputs
+    from newsletter.service import processes as service
 
     source = tmp_path / "digests"
     shutil.copytree(SEEDS, source)

@@ -299,10 +299,10 @@ def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
     code, out, _ = cli("status")  # the latest issue
     assert code == 0 and out.startswith("2024-W05  sent")
 
-    from newsletter import issues
+    from newsletter.app import issues
+    from newsletter.archive.sources import load_local_archive
     from newsletter.config import load_config
     from newsletter.select import IsoWeek
-    from newsletter.sources import load_local_archive
 
     cfg = load_config(config)
     prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 21))
@@ -325,7 +325,7 @@ def test_pause_resume_cancel_and_the_issue_list(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("op", ["approve", "start", "resume", "finish", "pause"])
 def test_no_transition_out_of_cancelled(tmp_path: Path, op: str) -> None:
-    from newsletter import issues
+    from newsletter.app import issues
     from newsletter.lifecycle import Op
 
     store = open_store("sqlite:///newsletter.db", tmp_path)
@@ -339,10 +339,10 @@ def test_no_transition_out_of_cancelled(tmp_path: Path, op: str) -> None:
 def test_newsletter_run_keeps_retrying_the_server_and_resumes_by_itself(tmp_path: Path) -> None:
     from conftest import start_newsletter, wait_for_http
 
-    from newsletter import issues
+    from newsletter.app import issues
+    from newsletter.archive.sources import load_local_archive
     from newsletter.config import load_config
     from newsletter.select import IsoWeek
-    from newsletter.sources import load_local_archive
 
     smtp_port, web_port = free_port(), free_port()
     config = _config(tmp_path, smtp_port, outage_max="1s")  # `send`'s limit; `run` has none
@@ -429,10 +429,10 @@ def test_a_cancel_during_a_send_leaves_nothing_queued_or_waiting(tmp_path: Path)
     other waiting one become skipped, and the send stops."""
     import asyncio
 
-    from newsletter import delivery, issues
+    from newsletter.app import delivery, issues
+    from newsletter.archive.sources import load_local_archive
     from newsletter.config import load_config
     from newsletter.select import IsoWeek
-    from newsletter.sources import load_local_archive
 
     cfg = load_config(_config(tmp_path, None))
     store = open_store("sqlite:///newsletter.db", tmp_path)
@@ -463,7 +463,7 @@ def test_a_start_after_kill_9_clears_the_files_a_dead_writer_left_in_outbox_tmp(
     import socket
     import subprocess
 
-    from newsletter.sender import clean_outbox_tmp
+    from newsletter.mail.sender import clean_outbox_tmp
 
     config = _config(tmp_path, None)
     store = open_store("sqlite:///newsletter.db", tmp_path)

@@ -101,7 +101,7 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
 def test_run_keeps_its_files_private_and_its_log_free_of_tokens(tmp_path: Path) -> None:
     import stat
 
-    from newsletter.tokens import make_token
+    from newsletter.mail.tokens import make_token
 
     port = free_port()
     base = f"http://127.0.0.1:{port}"

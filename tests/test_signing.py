@@ -25,10 +25,10 @@ from hypothesis import strategies as st
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.message import confirmation_message, message_template
-from newsletter.render import RenderedIssue, build_issue, render_issue
+from newsletter.mail.message import confirmation_message, message_template
+from newsletter.mail.signing import OVERSIGNED, Signer, body_hash, relaxed_header, sign_message
+from newsletter.publish.render import RenderedIssue, build_issue, render_issue
 from newsletter.select import IsoWeek
-from newsletter.signing import OVERSIGNED, Signer, body_hash, relaxed_header, sign_message
 
 BOTH_PASS = {"mail": True, DKIM_ED25519_SELECTOR: True}
 BOTH_FAIL = {"mail": False, DKIM_ED25519_SELECTOR: False}
@@ -320,7 +320,7 @@ def test_confirmation_mail_is_signed_as_it_goes_out(
     signing_cfg: Config, dkim_verifiers: DkimVerifiers
 ) -> None:
     """Queued unsigned, signed by the sender: what reaches the outbox verifies."""
-    from newsletter import delivery
+    from newsletter.app import delivery
     from newsletter.store import open_store
 
     message = confirmation_message(

@@ -12,12 +12,12 @@ from pathlib import Path
 import pytest
 from conftest import make_paper
 
-from newsletter import outputs, site
+from newsletter.archive.sources import local_catalog
 from newsletter.config import Config
 from newsletter.models import Archive, Digest
-from newsletter.render import build_issue
+from newsletter.publish import outputs, site
+from newsletter.publish.render import build_issue
 from newsletter.select import IsoWeek
-from newsletter.sources import local_catalog
 
 TODAY = dt.date(2024, 8, 5)  # the Monday after the seeds' last week
 GOLDEN = Path(__file__).resolve().parent / "golden" / "site"

@@ -22,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
-from newsletter.transport import DeliveryError, SmtpTransport, transport_factory
+from newsletter.mail.transport import DeliveryError, SmtpTransport, transport_factory
 
 
 def _certificate(folder: Path) -> tuple[Path, Path]:

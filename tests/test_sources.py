@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 from conftest import SEEDS
 
+from newsletter.archive.sources import FetchOptions, fetch_digest, load_local_archive, rejected_path
 from newsletter.config import Config, ConfigError, load_config
-from newsletter.scheduler import JobContext, run_job
-from newsletter.sources import FetchOptions, fetch_digest, load_local_archive, rejected_path
+from newsletter.service.scheduler import JobContext, run_job
 from newsletter.store import open_store
 
 DAY = dt.date(2024, 5, 20)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from newsletter.app.subscribers import AddressError, export_csv, import_csv, normalize_address
 from newsletter.cli import main
 from newsletter.errors import NewsletterError
 from newsletter.store import open_store
-from newsletter.subscribers import AddressError, export_csv, import_csv, normalize_address
 
 
 def test_addresses_are_validated_without_dns() -> None:
@@ -138,7 +138,7 @@ def test_a_row_the_csv_module_cannot_read_is_reported_and_the_rest_kept(tmp_path
 
 
 def test_names_with_control_characters_are_refused() -> None:
-    from newsletter.subscribers import check_name
+    from newsletter.app.subscribers import check_name
 
     for bad in ("a\x7fb", "a\x85b", "a\tb", "a\r\nBcc: x"):
         with pytest.raises(AddressError):

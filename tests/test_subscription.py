@@ -13,10 +13,10 @@ import httpx
 import pytest
 
 from newsletter.config import Config
-from newsletter.service import SenderThread
+from newsletter.mail.tokens import make_token
+from newsletter.service.processes import SenderThread
 from newsletter.store import Store, open_store
-from newsletter.tokens import make_token
-from newsletter.web import create_app
+from newsletter.web.app import create_app
 
 KEY = b"web-test-key-of-at-least-32-bytes-long"
 
@@ -53,7 +53,7 @@ def test_subscribe_then_confirm_activates(
     web: tuple[Config, Store, httpx.Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg, store, client = web
-    caplog.set_level("INFO", logger="newsletter.subscription")
+    caplog.set_level("INFO", logger="newsletter.web.subscription")
     form = client.get("/subscribe")
     assert form.status_code == 200 and 'name="email"' in form.text
     response = client.post(
@@ -96,7 +96,7 @@ def test_subscribe_then_confirm_activates(
 def test_the_confirmation_mail_says_how_long_its_link_works(
     web: tuple[Config, Store, httpx.Client], lang: str, says: str
 ) -> None:
-    from newsletter.subscription import CONFIRM_DAYS
+    from newsletter.web.subscription import CONFIRM_DAYS
 
     cfg, _store, client = web
     client.post("/subscribe", data={"email": "new@example.org", "lang": lang})
@@ -260,7 +260,7 @@ def test_an_old_confirmation_link_cannot_undo_an_unsubscribe_or_a_bounce(
 
 
 def test_confirmation_links_expire() -> None:
-    from newsletter.tokens import TokenError, read_token
+    from newsletter.mail.tokens import TokenError, read_token
 
     token = make_token(KEY, "confirm", 7, expires=1_000)
     assert read_token(KEY, "confirm", token, now=999) == 7
@@ -279,7 +279,7 @@ def test_the_editors_copy_approves_the_draft_by_post_only(
     import datetime as dt
     from zoneinfo import ZoneInfo
 
-    from newsletter.service import tick
+    from newsletter.service.processes import tick
 
     cfg = cfg.replace(
         secret_key=KEY.decode(),
@@ -401,7 +401,7 @@ def test_encoded_words_in_a_name_are_refused_in_the_pages_language(
 def test_no_name_can_add_a_header_to_the_confirmation(cfg: Config) -> None:
     """Below the form's check: the To header is built without the email package's folding,
     and a name that looks like encoded words is itself encoded."""
-    from newsletter.message import confirmation_message
+    from newsletter.mail.message import confirmation_message
 
     for name in (INJECTION, INJECTION.upper(), "=?x?=", "a\u00a0=?utf-8?b?QQ==?="):
         data = confirmation_message(
@@ -508,7 +508,7 @@ def test_the_form_does_the_same_work_for_known_and_unknown_addresses(cfg: Config
     unsubscribed or unknown: the response time cannot tell them apart."""
     import sqlalchemy as sa
 
-    from newsletter.subscription import request_subscription
+    from newsletter.web.subscription import request_subscription
 
     store = open_store(cfg.database_url, cfg.base_dir)
     store.add_subscriber("active@example.org")

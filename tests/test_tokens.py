@@ -10,7 +10,7 @@ import pytest
 from conftest import SEEDS
 
 from newsletter.config import Config
-from newsletter.tokens import (
+from newsletter.mail.tokens import (
     KEY_FILE,
     SigningKeyError,
     TokenError,

@@ -10,7 +10,7 @@ import pytest
 from conftest import FaultySmtpHandler, free_port, smtp_cfg
 
 from newsletter.config import Config
-from newsletter.transport import (
+from newsletter.mail.transport import (
     DeliveryError,
     MaildirTransport,
     MessageError,

@@ -19,10 +19,16 @@ import httpx
 import pytest
 
 from newsletter.config import Config
-from newsletter.feed import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME, write_feeds
-from newsletter.issue_feed import write_issue_feeds
 from newsletter.models import Archive
-from newsletter.web import CACHE_SECONDS, create_app
+from newsletter.publish.feed import (
+    ATOM_NAME,
+    ISSUES_ATOM_NAME,
+    ISSUES_JSON_NAME,
+    JSON_NAME,
+    write_feeds,
+)
+from newsletter.publish.issue_feed import write_issue_feeds
+from newsletter.web.app import CACHE_SECONDS, create_app
 
 IDENTITY = {"Accept-Encoding": "identity"}
 
@@ -254,7 +260,7 @@ def test_serve_command_runs_the_app(tmp_path: Path, seeds_archive: Archive) -> N
 
 
 def test_every_response_carries_the_security_headers(built: Site) -> None:
-    from newsletter.outputs import publish_issue
+    from newsletter.publish.outputs import publish_issue
     from newsletter.select import IsoWeek
 
     publish_issue(built.cfg, IsoWeek(2024, 31))
@@ -293,7 +299,7 @@ def test_every_response_carries_the_security_headers(built: Site) -> None:
 def test_the_listening_socket_of_run_answers_keep_alive_without_delay() -> None:
     """Nagle's algorithm held every answer after the first on a keep-alive connection for
     ~40 ms: accepted sockets must inherit TCP_NODELAY from the listening one."""
-    from newsletter.service import _bind, _listen
+    from newsletter.service.processes import _bind, _listen
 
     listener = _listen(_bind("127.0.0.1", 0))
     try:

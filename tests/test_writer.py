@@ -23,14 +23,14 @@ from urllib.parse import parse_qs, urlsplit
 import pytest
 from click.testing import CliRunner
 
+from newsletter.archive.digest import parse_file
+from newsletter.archive.writer import KEYS, WriterError, parse_summary, write_day
 from newsletter.cli import main
 from newsletter.config import Config, ConfigError, load_config
-from newsletter.digest import parse_file
 from newsletter.http import RetryPolicy
 from newsletter.models import Media
-from newsletter.scheduler import JobContext, run_job
+from newsletter.service.scheduler import JobContext, run_job
 from newsletter.store import open_store
-from newsletter.writer import KEYS, WriterError, parse_summary, write_day
 
 DAY = dt.date(2025, 5, 12)
 SEOUL = dt.timezone(dt.timedelta(hours=9))

@@ -13,15 +13,15 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
-from .base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
-from .issues import FrozenContent, Issue, IssueQueries
-from .jobs import JobQueries
-from .ledger import Claimed, LedgerQueries
-from .mails import Mail, MailQueries
-from .reports import ReportQueries
-from .schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
-from .subscribers import SubscriberQueries
-from .tables import (
+from newsletter.store.base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
+from newsletter.store.issues import FrozenContent, Issue, IssueQueries
+from newsletter.store.jobs import JobQueries
+from newsletter.store.ledger import Claimed, LedgerQueries
+from newsletter.store.mails import Mail, MailQueries
+from newsletter.store.reports import ReportQueries
+from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
+from newsletter.store.subscribers import SubscriberQueries
+from newsletter.store.tables import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
     MESSAGE_KINDS,
@@ -37,7 +37,7 @@ from .tables import (
     summaries,
     writer_days,
 )
-from .writer import WriterQueries
+from newsletter.store.writer import WriterQueries
 
 __all__ = [
     "DELIVERY_STATUSES",

@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
-from ..errors import NewsletterError
+from newsletter.errors import NewsletterError
 
 log = logging.getLogger(__name__)
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, _aware, utcnow
-from .ledger import _count_in
-from .tables import (
+from newsletter.store.base import StoreBase, _aware, utcnow
+from newsletter.store.ledger import _count_in
+from newsletter.store.tables import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
     deliveries,

@@ -15,8 +15,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, _aware, utcnow
-from .tables import (
+from newsletter.store.base import StoreBase, _aware, utcnow
+from newsletter.store.tables import (
     DELIVERY_STATUSES,
     deliveries,
     issues,

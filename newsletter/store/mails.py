@@ -12,8 +12,8 @@ from dataclasses import dataclass
 
 import sqlalchemy as sa
 
-from .base import StoreBase, _aware, utcnow
-from .tables import MESSAGE_KINDS, deliveries
+from newsletter.store.base import StoreBase, _aware, utcnow
+from newsletter.store.tables import MESSAGE_KINDS, deliveries
 
 log = logging.getLogger(__name__)
 

@@ -9,8 +9,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import REPORT_KINDS, StoreBase, utcnow
-from .tables import (
+from newsletter.store.base import REPORT_KINDS, StoreBase, utcnow
+from newsletter.store.tables import (
     bounce_events,
     confirmations,
     deliveries,

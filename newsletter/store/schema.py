@@ -10,7 +10,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import StoreBase, StoreError
+from newsletter.store.base import StoreBase, StoreError
 
 log = logging.getLogger(__name__)
 

@@ -10,8 +10,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from .base import StoreBase, Subscriber, _subscriber, utcnow
-from .tables import (
+from newsletter.store.base import StoreBase, Subscriber, _subscriber, utcnow
+from newsletter.store.tables import (
     SUBSCRIBER_STATUSES,
     confirmations,
     subscribers,

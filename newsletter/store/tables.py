@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 SUBSCRIBER_STATUSES = ("pending", "active", "unsubscribed", "bounced")
 DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
-# The transitions between them belong to newsletter.issues; the store only records them.
+# The transitions between them belong to newsletter.app.issues; the store only records them.
 ISSUE_STATUSES = ("draft", "approved", "sending", "paused", "sent", "cancelled")
 # What a row of the outbox (the deliveries table) carries: an issue's delivery to a
 # subscriber, or a single mail built in advance (a confirmation, an editor's copy).
@@ -145,7 +145,7 @@ bounce_events = sa.Table(
     sa.Index("ix_bounce_events_delivery_id", "delivery_id"),
 )
 
-# A subscription request from the form (see newsletter.subscription): its link is signed
+# A subscription request from the form (see newsletter.web.subscription): its link is signed
 # with the nonce and works once; the form's name and language apply only on confirming.
 confirmations = sa.Table(
     "confirmations",

@@ -10,8 +10,8 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from .base import StoreBase, utcnow
-from .tables import (
+from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.tables import (
     summaries,
     writer_days,
 )

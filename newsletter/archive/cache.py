@@ -1,0 +1,613 @@
+"""The parse cache: a digest file is parsed once, until it changes.
+
+Each folder of digests has an index file in ``cache_dir`` (``index-<hash of the folder>.json``)
+recording, per file, its size, mtime, ctime, inode and content hash (SHA-256), its problems,
+and a summary of its days (each paper's arXiv id and votes). What the parser made of a file is
+kept in ``cache_dir/parsed/<content hash>.json``, named by content so that a renamed file is
+not parsed again. Both are JSON with a first line holding a format version and the SHA-256
+of the rest: a file that fails the check (truncated, edited, written by another version) is
+ignored and rebuilt, never trusted.
+
+A file whose stat matches its entry is taken as unchanged without reading it, unless its
+mtime falls within :data:`RACY_NS` of the scan that recorded it: a file rewritten in
+the same timestamp tick as that scan could show the same stat with other content, so such
+a file is hashed again (as git does with its index). Any other write changes the ctime,
+which no program can set, so a file replaced with the same size and mtime is hashed again
+too, and parsed again only when its hash moved.
+
+The summary lets the service work without holding the whole archive in memory: feeds and
+the weekly pages' input hashes need only ids and votes, and only the days they show are
+loaded in full (:meth:`Catalog.load`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import gc
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from newsletter.archive.digest import DigestError, merge_digests, parse_bytes
+from newsletter.config import Config
+from newsletter.files import PRIVATE_FILE, write_file
+from newsletter.models import Archive, Digest, Media, Paper, Problem, Section
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "FORMAT",
+    "Catalog",
+    "FileEntry",
+    "archive_folders",
+    "catalog",
+    "local_catalog",
+    "read_checked",
+    "scan_folder",
+    "write_checked",
+]
+
+# Bump when the parser's output or this layout changes: older cache files are then rebuilt.
+FORMAT = 1
+# Coarser than any filesystem timestamp we expect (FAT has 2 s; ext4 ticks with the kernel clock).
+RACY_NS = 2_000_000_000
+
+# [arxiv_id, votes] of each paper of a day, in file order (kept as the index decodes them:
+# turning 60,000 pairs into tuples on every start would cost more than the rest of it).
+DaySummary = tuple[dt.date, Sequence[Sequence[Any]]]
+
+
+@dataclass(frozen=True, slots=True)
+class FileEntry:
+    """One digest file as last seen: its stat, its content hash, and what it holds."""
+
+    path: str
+    size: int
+    mtime_ns: int
+    ctime_ns: int
+    ino: int
+    sha256: str
+    problems: tuple[Problem, ...]
+    days: tuple[DaySummary, ...]
+
+    def stat_key(self) -> tuple[int, int, int, int]:
+        return (self.size, self.mtime_ns, self.ctime_ns, self.ino)
+
+
+# --- checked JSON files --------------------------------------------------------------------
+
+
+def write_checked(path: Path, body: Any) -> None:
+    """Write ``body`` as JSON under a header line with the format and its checksum,
+    atomically (temporary file, rename): a reader sees the old file or the new one."""
+    data = orjson.dumps(body)
+    header = orjson.dumps({"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest()})
+    write_file(path, header + b"\n" + data, mode=PRIVATE_FILE)
+
+
+def read_checked(path: Path) -> Any:
+    """The body of a file written by :func:`write_checked`, or None when it is missing,
+    of another format, or fails its checksum."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return None
+    except OSError as exc:
+        log.warning("cache file %s unreadable (%s): rebuilding it", path, exc)
+        return None
+    head, sep, data = raw.partition(b"\n")
+    try:
+        header = orjson.loads(head) if sep else None
+        if (
+            isinstance(header, dict)
+            and header.get("format") == FORMAT
+            and header.get("sha256") == hashlib.sha256(data).hexdigest()
+        ):
+            return orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    log.warning("cache file %s is damaged or of another version: rebuilding it", path)
+    return None
+
+
+# --- parsed digests, by content hash ---------------------------------------------------------
+
+
+def _paper_row(paper: Paper) -> list[Any]:
+    media = paper.media
+    return [
+        paper.arxiv_id,
+        paper.title,
+        media.kind if media else None,
+        media.url if media else None,
+        paper.votes,
+        list(paper.authors),
+        [list(s) for s in paper.sections],
+        paper.line,
+    ]
+
+
+def _paper(row: list[Any]) -> Paper:
+    arxiv_id, title, kind, url, votes, authors, sections, line = row
+    return Paper(
+        arxiv_id,
+        title,
+        Media(kind, url) if kind else None,
+        votes,
+        tuple(authors),
+        tuple([Section(*s) for s in sections]),
+        line,
+    )
+
+
+def _digests(body: Any, path: str) -> list[Digest]:
+    return [
+        Digest(dt.date.fromisoformat(day), tuple([_paper(p) for p in papers]), (path,))
+        for day, papers in body
+    ]
+
+
+@dataclass
+class _Store:
+    """The cache folder: index files per digest folder, parsed files by content hash."""
+
+    root: Path
+
+    def index_path(self, folder: Path) -> Path:
+        key = hashlib.sha256(str(folder.resolve()).encode()).hexdigest()[:16]
+        return self.root / f"index-{key}.json"
+
+    def parsed_path(self, sha256: str) -> Path:
+        return self.root / "parsed" / f"{sha256}.json"
+
+    def load_parsed(self, entry: FileEntry) -> list[Digest] | None:
+        body = read_checked(self.parsed_path(entry.sha256))
+        if not isinstance(body, list):
+            return None
+        try:
+            return _digests(body, entry.path)
+        except (TypeError, ValueError):
+            log.warning("cache file %s does not hold digests: rebuilding it", entry.sha256)
+            return None
+
+
+# --- scanning --------------------------------------------------------------------------------
+
+
+def _entry_from_json(path: str, row: Any) -> FileEntry:
+    size, mtime_ns, ctime_ns, ino, sha, problems, days = row
+    return FileEntry(
+        path,
+        size,
+        mtime_ns,
+        ctime_ns,
+        ino,
+        sha,
+        tuple(Problem(path, line, message) for line, message in problems),
+        tuple([(dt.date.fromisoformat(day), papers) for day, papers in days]),
+    )
+
+
+def _entry_json(entry: FileEntry) -> list[Any]:
+    return [
+        entry.size,
+        entry.mtime_ns,
+        entry.ctime_ns,
+        entry.ino,
+        entry.sha256,
+        [[p.line, p.message] for p in entry.problems],
+        [[day.isoformat(), [list(p) for p in papers]] for day, papers in entry.days],
+    ]
+
+
+def _summary(digests: Iterable[Digest]) -> tuple[DaySummary, ...]:
+    return tuple((d.date, [[p.arxiv_id, p.votes] for p in d.papers]) for d in digests)
+
+
+def _parse(store: _Store, path: Path, st: os.stat_result, data: bytes, sha: str) -> FileEntry:
+    name = str(path)
+    try:
+        digests, problems = parse_bytes(data, name)
+    except DigestError as exc:
+        digests, problems = [], [exc.problem]
+    else:
+        write_checked(
+            store.parsed_path(sha),
+            [[d.date.isoformat(), [_paper_row(p) for p in d.papers]] for d in digests],
+        )
+    return FileEntry(
+        name,
+        st.st_size,
+        st.st_mtime_ns,
+        st.st_ctime_ns,
+        st.st_ino,
+        sha,
+        tuple(problems),
+        _summary(digests),
+    )
+
+
+def _parse_path(cache_dir: Path, name: str) -> FileEntry:
+    """Stat, read, hash and parse one file, keeping what the parser made of it (the work
+    of a cold scan's worker processes; the stat is taken before the read, so a file
+    changed meanwhile shows another stat on the next scan)."""
+    path = Path(name)
+    try:
+        st = path.stat()
+        data = path.read_bytes()
+    except OSError as exc:
+        return _unreadable(name, exc)
+    return _parse(_Store(cache_dir), path, st, data, hashlib.sha256(data).hexdigest())
+
+
+# Below this many files to parse, worker processes cost more to start than they save.
+PARALLEL_MIN = 200
+
+
+def _workers() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1
+
+
+def _parse_all(cache_dir: Path, names: list[str]) -> list[FileEntry]:
+    """:func:`_parse_path` of each of ``names``, in order: in worker processes when there
+    are many (a first scan of years of digests), here otherwise."""
+    workers = min(_workers(), 4)
+    if len(names) < PARALLEL_MIN or workers < 2:
+        return [_parse_path(cache_dir, name) for name in names]
+    import multiprocessing
+
+    # spawn, not fork: the caller may run threads (the service's event loop, a sender).
+    with ProcessPoolExecutor(
+        workers, mp_context=multiprocessing.get_context("spawn"), initializer=gc.disable
+    ) as pool:
+        return list(
+            pool.map(
+                _parse_path,
+                [cache_dir] * len(names),
+                names,
+                chunksize=max(1, min(64, len(names) // (workers * 8))),
+            )
+        )
+
+
+def _walk(folder: Path) -> list[tuple[str, str]]:
+    """(path relative to ``folder``, path) of each file of
+    :func:`~newsletter.archive.digest.digest_files`, in its order, with no Path object per file."""
+    if folder.is_file():
+        return [(".", str(folder))]
+    found: list[tuple[tuple[str, ...], str]] = []
+
+    def visit(directory: str, parts: tuple[str, ...]) -> None:
+        try:
+            with os.scandir(directory) as it:
+                children = list(it)
+        except OSError:
+            return
+        for child in children:
+            if child.name.startswith("."):
+                continue
+            # As Path.rglob: into real folders only, never through a link to one.
+            if child.is_dir(follow_symlinks=False):
+                visit(child.path, (*parts, child.name))
+            elif child.is_file():
+                found.append(((*parts, child.name), child.path))
+
+    visit(str(folder), ())
+    found.sort(key=lambda item: item[0])
+    return [("/".join(parts), path) for parts, path in found]
+
+
+@dataclass(frozen=True)
+class ScanStats:
+    files: int = 0
+    hashed: int = 0
+    parsed: int = 0
+    removed: int = 0
+
+
+def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanStats]:
+    """Every digest file under ``folder``, parsing only the new and changed ones."""
+    store = _Store(cache_dir)
+    index_path = store.index_path(folder)
+    body = read_checked(index_path)
+    root = str(folder)
+    rows: dict[str, Any] = {}
+    scanned_ns = 0
+    if isinstance(body, dict) and body.get("folder") == str(folder.resolve()):
+        scanned_ns = int(body.get("scanned_ns", 0))
+        files = body.get("files")
+        rows = files if isinstance(files, dict) else {}
+    started_ns = time.time_ns()
+    known: dict[str, FileEntry] = {}
+    by_sha: dict[str, FileEntry] | None = None
+    entries: list[FileEntry] = []
+    # Index of an entry in ``entries`` -> its file, to parse once the walk is done.
+    pending: dict[int, str] = {}
+    hashed = outright = 0
+    changed = False
+    # The parser allocates many small objects and frees them with each file; a collection
+    # in the middle of a cold scan only walks them in vain.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        walked = _walk(folder)
+        seen = {rel for rel, _ in walked}
+        for rel, name in walked:
+            try:
+                st = os.stat(name)
+            except OSError as exc:
+                entries.append(_unreadable(name, exc))
+                changed = True
+                continue
+            row = rows.get(rel)
+            old: FileEntry | None = None
+            if row is not None:
+                try:
+                    old = known[name] = _entry_from_json(name, row)
+                except (TypeError, ValueError):
+                    log.warning(
+                        "cache index %s does not match this version: rebuilding it", index_path
+                    )
+                    rows, known, old = {}, {}, None
+            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+            racy = old is not None and old.mtime_ns >= scanned_ns - RACY_NS
+            if old is not None and old.stat_key() == key and not racy:
+                entries.append(old)
+                continue
+            changed = True
+            if not rows:
+                # Nothing known here (a first scan): no content to reuse, parse outright.
+                pending[len(entries)] = name
+                entries.append(_unreadable(name, OSError("not parsed")))
+                outright += 1
+                continue
+            path = Path(name)
+            try:
+                data = path.read_bytes()
+            except OSError as exc:
+                entries.append(_unreadable(name, exc))
+                continue
+            hashed += 1
+            sha = hashlib.sha256(data).hexdigest()
+            same = old if old is not None and old.sha256 == sha else None
+            if same is None:
+                if by_sha is None:
+                    # Renamed files: every entry that is gone from its place, by content.
+                    by_sha = {}
+                    for gone, gone_row in rows.items():
+                        if gone not in seen:
+                            with contextlib.suppress(TypeError, ValueError):
+                                entry = _entry_from_json(_name(root, gone), gone_row)
+                                by_sha[entry.sha256] = entry
+                same = by_sha.get(sha)
+            if same is not None and store.parsed_path(sha).exists():
+                # Same content: only the stat moved (a touch, a copy, a same-tick rewrite),
+                # or the file was renamed.
+                entries.append(
+                    FileEntry(
+                        name,
+                        st.st_size,
+                        st.st_mtime_ns,
+                        st.st_ctime_ns,
+                        st.st_ino,
+                        sha,
+                        tuple(Problem(name, p.line, p.message) for p in same.problems),
+                        same.days,
+                    )
+                )
+            else:
+                pending[len(entries)] = name
+                entries.append(_unreadable(name, OSError("not parsed")))
+        if pending:
+            parsed = _parse_all(cache_dir, list(pending.values()))
+            for index, entry in zip(pending, parsed, strict=True):
+                entries[index] = entry
+            hashed += outright
+    finally:
+        if was_enabled:
+            gc.enable()
+    removed: list[FileEntry] = []
+    for rel, row in rows.items():
+        if rel not in seen:
+            with contextlib.suppress(TypeError, ValueError):
+                removed.append(_entry_from_json(_name(root, rel), row))
+    if changed or removed or (not rows and entries):
+        _forget(store, removed, entries)
+        rels = {name: rel for rel, name in walked}
+        write_checked(
+            index_path,
+            {
+                "folder": str(folder.resolve()),
+                "scanned_ns": started_ns,
+                "files": {
+                    rels[e.path]: (
+                        rows[rels[e.path]]
+                        if e is known.get(e.path) and rels[e.path] in rows
+                        else _entry_json(e)
+                    )
+                    for e in entries
+                    if not e.sha256.startswith("!")
+                },
+            },
+        )
+    stats = ScanStats(len(entries), hashed, len(pending), len(removed))
+    log.debug("scanned %s: %s", folder, stats)
+    return entries, stats
+
+
+def _name(root: str, rel: str) -> str:
+    return root if rel == "." else f"{root}/{rel}"
+
+
+def _unreadable(name: str, exc: OSError) -> FileEntry:
+    problem = Problem(name, 0, f"cannot read: {exc.strerror or exc}")
+    # "!" marks an entry that is reported but never stored: the next scan tries again.
+    return FileEntry(name, 0, 0, 0, 0, "!", (problem,), ())
+
+
+def _forget(store: _Store, removed: list[FileEntry], kept: list[FileEntry]) -> None:
+    """Drop the parsed copies of removed or changed files that nothing here still uses (a
+    copy another folder uses is parsed again there, never read wrong)."""
+    live = {e.sha256 for e in kept}
+    for entry in removed:
+        if entry.sha256 not in live:
+            store.parsed_path(entry.sha256).unlink(missing_ok=True)
+
+
+# --- the catalog ------------------------------------------------------------------------------
+
+
+@dataclass
+class Catalog:
+    """Every digest file of the source folder and the archive, as the cache knows them."""
+
+    cache_dir: Path
+    entries: list[FileEntry]
+    stats: ScanStats
+    _by_date: dict[dt.date, list[int]] | None = field(default=None, repr=False)
+
+    @property
+    def problems(self) -> tuple[Problem, ...]:
+        return tuple(p for e in self.entries for p in e.problems)
+
+    def dates(self) -> list[dt.date]:
+        """Every day with a digest, oldest first."""
+        return sorted({day for e in self.entries for day, _ in e.days})
+
+    def papers_on(self, day: dt.date) -> int:
+        ids: set[str] = set()
+        for entry in self.entries:
+            for date, papers in entry.days:
+                if date == day:
+                    ids.update(a for a, _ in papers)
+        return len(ids)
+
+    def files_for(self, days: Iterable[dt.date]) -> list[FileEntry]:
+        """The files holding any of ``days``, in scan order."""
+        by_date = self._by_date
+        if by_date is None:
+            by_date = self._by_date = {}
+            for index, entry in enumerate(self.entries):
+                for day, _ in entry.days:
+                    by_date.setdefault(day, []).append(index)
+        found = sorted({i for day in set(days) for i in by_date.get(day, ())})
+        return [self.entries[i] for i in found]
+
+    def outline(self, days: Iterable[dt.date] | None = None) -> Archive:
+        """The archive (or its ``days``) with each paper reduced to its id and votes:
+        enough to rank and to tell days apart, not to render."""
+        wanted = None if days is None else set(days)
+        digests = [
+            Digest(day, tuple([Paper(a, "", votes=v) for a, v in papers]), (e.path,))
+            for e in self.entries
+            for day, papers in e.days
+            if wanted is None or day in wanted
+        ]
+        return Archive(tuple(merge_digests(digests)), self.problems)
+
+    @property
+    def store(self) -> _Store:
+        return _Store(self.cache_dir)
+
+    def parsed(self, entry: FileEntry) -> list[Digest]:
+        """What the parser made of ``entry``'s file, from the cache (parsed again when the
+        cached copy is gone or damaged)."""
+        store = self.store
+        digests = store.load_parsed(entry)
+        if digests is None:
+            # The parsed copy is gone or damaged: parse the file again (and keep it).
+            path = Path(entry.path)
+            data = path.read_bytes()
+            try:
+                found, _ = parse_bytes(data, entry.path)
+            except DigestError:
+                found = []
+            sha = hashlib.sha256(data).hexdigest()
+            write_checked(
+                store.parsed_path(sha),
+                [[d.date.isoformat(), [_paper_row(p) for p in d.papers]] for d in found],
+            )
+            digests = found
+        return digests
+
+    def iter_parsed(self, days: Iterable[dt.date] | None = None) -> Iterator[list[Digest]]:
+        """The parsed digests of each file holding one of ``days`` (all files when None)."""
+        entries = self.entries if days is None else self.files_for(days)
+        for entry in entries:
+            if entry.days:
+                yield self.parsed(entry)
+
+    def load(self, days: Iterable[dt.date] | None = None) -> Archive:
+        """The full digests of ``days`` (every day when None), merged by date."""
+        wanted = None if days is None else set(days)
+        found: list[Digest] = []
+        for digests in self.iter_parsed(wanted):
+            found.extend(d for d in digests if wanted is None or d.date in wanted)
+        return Archive(tuple(merge_digests(found)), self.problems)
+
+    def fingerprint(self, days: Iterable[dt.date] | None = None) -> str:
+        """A hash of the content of every file holding one of ``days`` (all when None)."""
+        entries = self.entries if days is None else self.files_for(days)
+        digest = hashlib.sha256()
+        for entry in sorted(entries, key=lambda e: e.path):
+            digest.update(f"{entry.path}\0{entry.sha256}\n".encode())
+        return digest.hexdigest()
+
+
+def catalog(cache_dir: Path, folders: Iterable[Path]) -> Catalog:
+    """Scan ``folders`` (a missing one is a problem, as in :func:`~newsletter.archive.digest.load_archive`)."""
+    entries: list[FileEntry] = []
+    files = hashed = parsed = removed = 0
+    for folder in folders:
+        if not folder.exists():
+            entries.append(
+                FileEntry(
+                    str(folder),
+                    0,
+                    0,
+                    0,
+                    0,
+                    "!",
+                    (Problem(str(folder), 0, "source folder does not exist"),),
+                    (),
+                )
+            )
+            continue
+        found, stats = scan_folder(cache_dir, folder)
+        entries.extend(found)
+        files += stats.files
+        hashed += stats.hashed
+        parsed += stats.parsed
+        removed += stats.removed
+    return Catalog(cache_dir, entries, ScanStats(files, hashed, parsed, removed))
+
+
+def archive_folders(cfg: Config) -> list[Path]:
+    """The folders digests are read from: the source folder (unless the source is a URL)
+    and the stored archive."""
+    folders: list[Path] = []
+    if not cfg.source_is_url:
+        folders.append(cfg.source_path)
+    archive_dir = cfg.archive_path
+    if archive_dir.is_dir() and (
+        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
+    ):
+        folders.append(archive_dir)
+    return folders
+
+
+def local_catalog(cfg: Config) -> Catalog:
+    """What the parse cache knows of every digest we hold, new and changed files parsed."""
+    return catalog(cfg.cache_path, archive_folders(cfg))

@@ -1,0 +1,216 @@
+"""HMAC-signed tokens for unsubscribe, preferences and confirmation links, and for deliveries.
+
+A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
+so a link cannot be forged or pointed at someone else. The key comes only from
+``NEWSLETTER_SECRET_KEY`` (the current key, then any old ones still accepted); with none
+set, a random key is kept in a private file beside the config file, so links keep
+working across restarts.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import logging
+import os
+import re
+import secrets
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+
+log = logging.getLogger(__name__)
+
+KEY_FILE = ".newsletter-secret-key"
+# What a token is for: a token made for one purpose is refused for any other.
+UNSUBSCRIBE = "unsubscribe"
+# The preferences page: not the unsubscribe token, which List-Unsubscribe hands to every
+# mail provider on the way; like it, it never expires (links in old issues keep working).
+PREFERENCES = "preferences"
+CONFIRM = "confirm"
+APPROVE = "approve"
+
+
+# One key, or the keys links are checked with (the current one first; see signing_keys).
+Keys = bytes | Sequence[bytes]
+
+
+class TokenError(ValueError):
+    """A token that was not made with our key, or not for this purpose."""
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+def _mac(key: bytes, purpose: str, subject: str) -> bytes:
+    return hmac.new(key, f"{purpose}\x00{subject}".encode(), hashlib.sha256).digest()[:16]
+
+
+def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | None = None) -> str:
+    """``ID.SIG``, or ``ID.EXPIRES.SIG`` for a token that stops working at the Unix time
+    ``expires`` (confirmation links: an old link must not undo a later unsubscribe)."""
+    subject = str(subscriber_id) if expires is None else f"{subscriber_id}.{expires}"
+    return f"{subject}.{_b64(_mac(key, purpose, subject))}"
+
+
+def read_token(key: Keys, purpose: str, token: str, *, now: float | None = None) -> int:
+    """The subscriber id in ``token``; :class:`TokenError` if it is forged, altered, made
+    for another purpose, or expired. ``key`` may be several keys (the current one and
+    those it replaced): a token made with any of them is good."""
+    subject, _, signature = token.rpartition(".")
+    parts = subject.split(".")
+    if len(token) > 100 or not signature or not 1 <= len(parts) <= 2:
+        raise TokenError("malformed token")
+    if not all(p.isdigit() and p.isascii() for p in parts):
+        raise TokenError("malformed token")
+    try:
+        given = _unb64(signature)
+    except (ValueError, TypeError):
+        raise TokenError("malformed token") from None
+    keys = [key] if isinstance(key, bytes) else list(key)
+    # Every key is tried, whichever matches: the time taken does not tell which one did.
+    matched = [hmac.compare_digest(given, _mac(k, purpose, subject)) for k in keys]
+    if not any(matched):
+        raise TokenError("bad signature")
+    if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
+        raise TokenError("expired")
+    return int(parts[0])
+
+
+DELIVERY = "delivery"
+_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+
+
+def _base36(number: int) -> str:
+    digits = ""
+    while True:
+        number, digit = divmod(number, 36)
+        digits = _BASE36[digit] + digits
+        if not number:
+            return digits
+
+
+def make_delivery_token(key: bytes, delivery_id: int) -> str:
+    """``ID-SIG``: the delivery id in base 36 and 64 bits of HMAC in base 32, lower case
+    letters and digits only, because it travels in an address's local part (VERP), which
+    some MTAs fold to lower case."""
+    subject = _base36(delivery_id)
+    signature = base64.b32encode(_mac(key, DELIVERY, subject)[:8]).decode("ascii")
+    return f"{subject}-{signature.rstrip('=').lower()}"
+
+
+def read_delivery_token(key: Keys, token: str) -> int:
+    """The delivery id in a token from :func:`make_delivery_token` (any case);
+    :class:`TokenError` if it is malformed or not signed with ``key`` (or any of the keys)."""
+    subject, _, signature = token.strip().lower().partition("-")
+    if not subject or len(subject) > 13 or len(signature) != 13:
+        raise TokenError("malformed delivery token")
+    if not all(c in _BASE36 for c in subject) or not signature.isalnum():
+        raise TokenError("malformed delivery token")
+    keys = [key] if isinstance(key, bytes) else list(key)
+    expected = [
+        base64.b32encode(_mac(k, DELIVERY, subject)[:8]).decode("ascii").rstrip("=").lower()
+        for k in keys
+    ]
+    if not any([hmac.compare_digest(signature, e) for e in expected]):
+        raise TokenError("bad signature")
+    return int(subject, 36)
+
+
+# A shorter key can be guessed offline from any one link: 32 bytes is HMAC-SHA256's own size.
+MIN_KEY_BYTES = 32
+
+
+class SigningKeyError(NewsletterError):
+    """A signing key that must not be used."""
+
+
+def _split_keys(text: str) -> list[bytes]:
+    return [k.encode() for k in re.split(r"[\s,]+", text.strip()) if k]
+
+
+def _checked(keys: list[bytes], where: str) -> list[bytes]:
+    if not keys:
+        raise SigningKeyError(
+            f"{where} holds no key (links signed with it could be forged): delete it to "
+            "have a new one made, or set NEWSLETTER_SECRET_KEY"
+        )
+    for key in keys:
+        if len(key) < MIN_KEY_BYTES:
+            raise SigningKeyError(
+                f"{where}: a signing key must be at least {MIN_KEY_BYTES} bytes, one has "
+                f"{len(key)}; make one with: python3 -c 'import secrets; "
+                "print(secrets.token_urlsafe(32))'"
+            )
+    return keys
+
+
+def signing_keys(cfg: Config) -> list[bytes]:
+    """Every key links are checked with, the current one (which signs) first.
+
+    ``NEWSLETTER_SECRET_KEY`` may hold the current key followed by old ones (separated by
+    spaces or commas): links signed with an old key keep working after a rotation. With
+    none set, one key is generated once into a private file beside the config file."""
+    if cfg.secret_key:
+        return _checked(_split_keys(cfg.secret_key), "NEWSLETTER_SECRET_KEY")
+    path = cfg.resolve(Path(KEY_FILE))
+    try:
+        return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))
+    except FileNotFoundError:
+        pass
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SigningKeyError(f"{path}: cannot read the signing key: {exc}") from None
+    return [_generate(path)]
+
+
+def secret_key(cfg: Config) -> bytes:
+    """The key that signs new links."""
+    return signing_keys(cfg)[0]
+
+
+def check_keys(cfg: Config) -> None:
+    """Stop early on a key that is too short: from the environment, or a key file that
+    exists (a missing one is made when first needed)."""
+    if cfg.secret_key or cfg.resolve(Path(KEY_FILE)).exists():
+        signing_keys(cfg)
+
+
+def _generate(path: Path) -> bytes:
+    """Write a new random key atomically (temporary file, fsync, rename), mode 0600: a
+    crash or a full disk can never leave an empty key behind."""
+    key = secrets.token_urlsafe(32).encode()
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".newsletter-key-")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(key)
+            fh.flush()
+            os.fsync(fh.fileno())
+        # link, not rename: of two processes starting at once, the first key wins.
+        try:
+            os.link(tmp, path)
+        except FileExistsError:
+            return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))[0]
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+    log.warning("NEWSLETTER_SECRET_KEY is not set; generated a signing key in %s", path)
+    return key
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

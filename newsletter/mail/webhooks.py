@@ -1,0 +1,166 @@
+"""``POST /webhooks/bounce``: relays that post their bounce and complaint events.
+
+The same actions as the bounce mailbox (:func:`newsletter.mail.bounces.act`). Authenticated
+with a bearer token from ``NEWSLETTER_WEBHOOK_TOKEN``, compared in constant time; with no
+token configured the endpoint does not exist (404). The body is one event or a list of
+them (or ``{"events": [...]}``)::
+
+    {"email": "reader@example.org",        # or "delivery": the X-Newsletter-Delivery token
+     "kind": "hard",                       # hard, soft, complaint, unsubscribe, blocked
+     "status": "5.1.1",                    # optional RFC 3463 code
+     "diagnostic": "550 5.1.1 user unknown",  # optional
+     "id": "relay-event-id"}               # optional; the same id is acted on once
+
+An event without ``id`` is identified by its content, so a relay retrying a post changes
+nothing the second time.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import logging
+import re
+from typing import Any
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import BaseRoute, Route
+
+from newsletter.config import Config
+from newsletter.mail.bounces import Report, act
+from newsletter.mail.tokens import Keys, signing_keys
+from newsletter.store import REPORT_KINDS, Store, open_store
+from newsletter.words import count
+
+log = logging.getLogger(__name__)
+
+PATH = "/webhooks/bounce"
+_MAX_BODY = 1_000_000
+_MAX_EVENTS = 1000
+_STATUS_RE = re.compile(r"[245]\.\d{1,3}\.\d{1,3}")
+
+
+class EventError(ValueError):
+    """An event that does not have the documented shape; the message names the field."""
+
+
+def parse_events(body: Any) -> list[dict[str, str]]:
+    """The events of a webhook body, checked: :class:`EventError` names what is wrong."""
+    if isinstance(body, dict) and "events" in body:
+        body = body["events"]
+    events = body if isinstance(body, list) else [body]
+    if not events or len(events) > _MAX_EVENTS:
+        raise EventError(f"give between 1 and {_MAX_EVENTS} events")
+    checked = []
+    for index, event in enumerate(events):
+        where = f"events[{index}]"
+        if not isinstance(event, dict):
+            raise EventError(f"{where}: must be a JSON object")
+        values: dict[str, str] = {}
+        for name in ("email", "delivery", "kind", "status", "diagnostic", "id"):
+            value = event.get(name, "")
+            if value is None:
+                value = ""
+            if not isinstance(value, str):
+                raise EventError(f"{where}.{name}: must be a string")
+            values[name] = value.strip()
+        if values["kind"] not in REPORT_KINDS:
+            raise EventError(f"{where}.kind: must be one of {', '.join(REPORT_KINDS)}")
+        if not values["email"] and not values["delivery"]:
+            raise EventError(f"{where}: give email or delivery")
+        if values["status"] and not _STATUS_RE.fullmatch(values["status"]):
+            raise EventError(f"{where}.status: must be an RFC 3463 code such as 5.1.1")
+        if len(values["email"]) > 320 or len(values["delivery"]) > 40 or len(values["id"]) > 200:
+            raise EventError(f"{where}: email, delivery or id is too long")
+        values["diagnostic"] = values["diagnostic"][:2000]
+        checked.append(values)
+    return checked
+
+
+def event_id(event: dict[str, str]) -> str:
+    if event["id"]:
+        return f"webhook:{event['id']}"
+    canonical = json.dumps(event, sort_keys=True, ensure_ascii=False).encode("utf-8")
+    return "webhook:sha256:" + hashlib.sha256(canonical).hexdigest()
+
+
+def apply_events(
+    cfg: Config, store: Store, key: Keys, events: list[dict[str, str]]
+) -> list[dict[str, Any]]:
+    """Act on each event; what was done to whom, per event."""
+    results = []
+    for index, event in enumerate(events):
+        report = Report(event["kind"], event["status"], event["diagnostic"])
+        if event["delivery"]:
+            report.tokens.append(event["delivery"].lower())
+        if event["email"]:
+            report.addresses.append(event["email"])
+        actions = act(cfg, store, key, report, event_id(event), "webhook")
+        results.append(
+            {
+                "index": index,
+                "matched": bool(actions),
+                "actions": [{"email": a.email, "action": a.what} for a in actions],
+            }
+        )
+    return results
+
+
+class BounceWebhook:
+    """The endpoint; the store opens on first use."""
+
+    def __init__(self, cfg: Config) -> None:
+        self.cfg = cfg
+        self._store: Store | None = None
+        self._key: list[bytes] | None = None
+
+    def _open(self) -> tuple[Store, list[bytes]]:
+        if self._store is None:
+            self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
+        if self._key is None:
+            self._key = signing_keys(self.cfg)
+        return self._store, self._key
+
+    def _authorized(self, request: Request, token: str) -> bool:
+        scheme, _, given = request.headers.get("authorization", "").partition(" ")
+        # Constant time: the comparison must not tell how much of a guess was right.
+        return scheme.lower() == "bearer" and hmac.compare_digest(
+            given.strip().encode("utf-8"), token.encode("utf-8")
+        )
+
+    async def post(self, request: Request) -> Response:
+        token = self.cfg.bounces.webhook_token
+        if not token:
+            return JSONResponse({"error": "not found"}, status_code=404)
+        if not self._authorized(request, token):
+            return JSONResponse(
+                {"error": "a valid bearer token is required"},
+                status_code=401,
+                headers={"WWW-Authenticate": 'Bearer realm="newsletter"'},
+            )
+        body = b""
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > _MAX_BODY:
+                return JSONResponse({"error": "body larger than 1 MB"}, status_code=413)
+        try:
+            events = parse_events(json.loads(body.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+            return JSONResponse({"error": f"not JSON: {exc}"}, status_code=400)
+        except EventError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=400)
+        store, key = await run_in_threadpool(self._open)
+        results = await run_in_threadpool(apply_events, self.cfg, store, key, events)
+        log.info(
+            "webhook: %s, %d matched",
+            count(len(results), "event"),
+            sum(r["matched"] for r in results),
+        )
+        return JSONResponse({"results": results})
+
+
+def routes(cfg: Config) -> list[BaseRoute]:
+    return [Route(PATH, BounceWebhook(cfg).post, methods=["POST"])]

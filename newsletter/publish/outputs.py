@@ -1,0 +1,457 @@
+"""Incremental outputs: the feeds and the website (the weeks' web copies, a page per day and
+the front page), rendered only when what they are made of changed.
+
+Each output has an input hash: the content hashes of the digest files it shows (from the
+parse cache), the templates and compiled catalogs, the settings it uses and the package
+version. The hashes are kept in a manifest in ``cache_dir`` with the size and mtime each
+file had when written; an output whose inputs and file are as recorded is not rendered at
+all, and one rendered to the same bytes is not rewritten, so its mtime and ETag hold.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import logging
+import os
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any, Protocol
+
+from newsletter.archive.cache import Catalog, local_catalog, read_checked, write_checked
+from newsletter.config import Config
+from newsletter.files import public_folder
+from newsletter.models import Archive
+from newsletter.publish import site
+from newsletter.publish.feed import ATOM_NAME, JSON_NAME, write_feeds, write_if_changed
+from newsletter.publish.issue_feed import (
+    ISSUES_ATOM_NAME,
+    ISSUES_JSON_NAME,
+    feed_weeks,
+    write_issue_feeds,
+)
+from newsletter.publish.render import LANGS, LOCALES_DIR, NoIssueError, build_issue, templates_dir
+from newsletter.select import IsoWeek
+
+log = logging.getLogger(__name__)
+
+__all__ = [
+    "Manifest",
+    "publish_issue",
+    "publish_weeks",
+    "refresh_feeds",
+    "refresh_issue_feeds",
+    "refresh_site",
+]
+
+try:
+    VERSION = version("newsletter")
+except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+    VERSION = ""
+
+
+def _hash(*parts: str) -> str:
+    digest = hashlib.sha256()
+    for part in parts:
+        digest.update(part.encode())
+        digest.update(b"\0")
+    return digest.hexdigest()
+
+
+def _files_hash(folders: Iterable[Path], pattern: str) -> str:
+    digest = hashlib.sha256()
+    for folder in folders:
+        for path in sorted(folder.rglob(pattern)):
+            if path.is_file():
+                digest.update(str(path.relative_to(folder)).encode() + b"\0")
+                digest.update(hashlib.sha256(path.read_bytes()).digest())
+    return digest.hexdigest()
+
+
+def page_inputs(cfg: Config) -> str:
+    """What every web copy depends on besides its papers: templates, catalogs, the settings
+    the templates and file names use, and the package version."""
+    email = cfg.email
+    return _hash(
+        VERSION,
+        _files_hash([templates_dir()], "*"),
+        _files_hash([LOCALES_DIR], "*.mo"),
+        email.name,
+        email.intro,
+        email.contact,
+        email.subject_template,
+        email.postal_address,
+        # The contact's {address}: pages show it in their footer.
+        email.from_address,
+        email.reply_to,
+        str(email.thumbnails),
+        repr(email.ko),
+        repr(email.en),
+        cfg.site_url,
+        cfg.default_lang,
+        str(cfg.top_n_weekly),
+        str(cfg.top_n_daily),
+    )
+
+
+def feed_inputs(cfg: Config, catalog: Catalog) -> str:
+    """What the feeds depend on: every digest (first appearances reach back to the start),
+    the compiled catalogs (labels and words in the feed's language), the feed settings
+    and the package version."""
+    return _hash(
+        VERSION,
+        catalog.fingerprint(),
+        _files_hash([LOCALES_DIR], "*.mo"),
+        cfg.language,
+        cfg.site_url,
+        cfg.site_title,
+        cfg.site_subtitle,
+        cfg.author_name,
+        cfg.tag_domain,
+        cfg.timezone,
+        cfg.feed_time,
+        str(cfg.feed_days),
+        str(cfg.top_n_daily),
+    )
+
+
+@dataclass
+class Manifest:
+    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]; and the
+    lead papers of each week (``leads``: week -> [input hash, rows]), which the front page
+    shows for every issue without loading every week's digests."""
+
+    path: Path
+    public: Path
+    entries: dict[str, list[object]] = field(default_factory=dict)
+    leads: dict[str, list[object]] = field(default_factory=dict)
+    dirty: bool = False
+
+    @classmethod
+    def load(cls, cfg: Config) -> Manifest:
+        public = cfg.public_path
+        key = hashlib.sha256(str(public.resolve()).encode()).hexdigest()[:16]
+        path = cfg.cache_path / f"outputs-{key}.json"
+        body = read_checked(path)
+        body = body if isinstance(body, dict) else {}
+        entries, leads = body.get("outputs", {}), body.get("leads", {})
+        return cls(
+            path,
+            public,
+            entries if isinstance(entries, dict) else {},
+            leads if isinstance(leads, dict) else {},
+        )
+
+    def current(self, name: str, inputs: str) -> bool:
+        """Whether ``name`` was written from ``inputs`` and is still as it was written."""
+        recorded = self.entries.get(name)
+        if not isinstance(recorded, list) or len(recorded) != 3 or recorded[0] != inputs:
+            return False
+        try:
+            # os.stat on a joined string: the site's check runs for every page of every
+            # daily job, where pathlib's path building cost more than the system call.
+            st = os.stat(f"{self.public}{os.sep}{name}")
+        except OSError:
+            return False
+        return [st.st_size, st.st_mtime_ns] == recorded[1:]
+
+    def record(self, name: str, inputs: str) -> None:
+        st = (self.public / name).stat()
+        self.entries[name] = [inputs, st.st_size, st.st_mtime_ns]
+        self.dirty = True
+
+    def lead_rows(self, week: IsoWeek, inputs: str) -> list[Any] | None:
+        recorded = self.leads.get(str(week))
+        if isinstance(recorded, list) and len(recorded) == 2 and recorded[0] == inputs:
+            rows = recorded[1]
+            return rows if isinstance(rows, list) else None
+        return None
+
+    def record_leads(self, week: IsoWeek, inputs: str, leads: tuple[site.Lead, ...]) -> None:
+        self.leads[str(week)] = [inputs, [lead.to_json() for lead in leads]]
+        self.dirty = True
+
+    def save(self) -> None:
+        if self.dirty:
+            write_checked(self.path, {"outputs": self.entries, "leads": self.leads})
+            self.dirty = False
+
+
+def _feed_archive(cfg: Config, catalog: Catalog) -> Archive:
+    """The digests the feeds need: the window's in full, earlier days as ids and votes only
+    (they decide first appearances, never content)."""
+    dates = catalog.dates()
+    if not dates:
+        return Archive((), catalog.problems)
+    start = dates[-1] - dt.timedelta(days=cfg.feed_days - 1)
+    window = catalog.load([d for d in dates if d >= start]).digests
+    # Of the earlier days, only those showing a paper of the window can change an entry
+    # (its id year, or an earlier selection); the others need not even be outlined.
+    shown = {p.arxiv_id for d in window for p in d.papers}
+    days = {
+        day
+        for entry in catalog.entries
+        for day, papers in entry.days
+        if day < start and any(arxiv_id in shown for arxiv_id, _ in papers)
+    }
+    earlier = catalog.outline(days).digests if days else ()
+    return Archive((*earlier, *window), catalog.problems)
+
+
+def refresh_feeds(cfg: Config, catalog: Catalog, manifest: Manifest | None = None) -> list[Path]:
+    """``feed.atom`` and ``feed.json``, built only when their inputs changed."""
+    own = manifest is None
+    manifest = manifest or Manifest.load(cfg)
+    inputs = feed_inputs(cfg, catalog)
+    if not catalog.dates() or all(manifest.current(n, inputs) for n in (ATOM_NAME, JSON_NAME)):
+        return []
+    written = write_feeds(cfg, _feed_archive(cfg, catalog))
+    for name in (ATOM_NAME, JSON_NAME):
+        manifest.record(name, inputs)
+    if own:
+        manifest.save()
+    return written
+
+
+def _week_days(week: IsoWeek) -> list[dt.date]:
+    return [week.monday + dt.timedelta(days=i) for i in range(7)]
+
+
+def _days_with_papers(catalog: Catalog) -> list[dt.date]:
+    """Every day whose digests hold a paper, oldest first (from the summaries: no file is
+    read)."""
+    return sorted({day for entry in catalog.entries for day, papers in entry.days if papers})
+
+
+def _write_page(cfg: Config, name: str, page: str) -> bool:
+    """Write a page unless it already holds these bytes: an unchanged page keeps its mtime,
+    so its ETag and Last-Modified hold."""
+    path = cfg.public_path / name
+    public_folder(path.parent)
+    return write_if_changed(path, page.encode("utf-8"))
+
+
+def _neighbours(items: list[Any]) -> dict[Any, site.Nav[Any]]:
+    return {
+        item: site.Nav(items[i - 1] if i else None, items[i + 1] if i + 1 < len(items) else None)
+        for i, item in enumerate(items)
+    }
+
+
+@dataclass
+class _Build:
+    """One pass over the site: what its three stages (the weeks' copies, the days' pages,
+    the front page) share."""
+
+    cfg: Config
+    catalog: Catalog
+    manifest: Manifest
+    stop: Stop | None
+    common: str = field(init=False)
+    rendered: list[Path] = field(default_factory=list)
+    unsaved: int = 0
+
+    def __post_init__(self) -> None:
+        self.common = page_inputs(self.cfg)
+
+    def stopped(self) -> bool:
+        return self.stop is not None and self.stop.is_set()
+
+    def current(self, names: list[str], inputs: str) -> bool:
+        return all(self.manifest.current(name, inputs) for name in names)
+
+    def write(self, name: str, page: str, inputs: str) -> None:
+        _write_page(self.cfg, name, page)
+        self.rendered.append(self.cfg.public_path / name)
+        self.manifest.record(name, inputs)
+        self.unsaved += 1
+        if self.unsaved >= 200:  # a long build keeps its progress if stopped
+            self.manifest.save()
+            self.unsaved = 0
+
+    def weeks(
+        self, weeks: list[IsoWeek], days_of: dict[IsoWeek, list[dt.date]]
+    ) -> dict[IsoWeek, str] | None:
+        """Each week's web copies; the inputs of every week, or None when stopped."""
+        cfg, catalog = self.cfg, self.catalog
+        week_inputs: dict[IsoWeek, str] = {}
+        for week, nav in _neighbours(weeks).items():
+            if self.stopped():
+                return None
+            in_week = days_of[week]
+            inputs = _hash(self.common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
+            week_inputs[week] = inputs
+            names = [site.issue_path(week, lang, cfg.default_lang) for lang in LANGS]
+            if self.current(names, inputs):
+                continue
+            try:
+                issue = build_issue(cfg, catalog.load(in_week), week)
+            except NoIssueError:  # pragma: no cover - days_with_papers found a paper
+                continue
+            for lang, name in zip(LANGS, names, strict=True):
+                self.write(name, site.render_issue_page(cfg, issue, lang, nav, in_week), inputs)
+            self.manifest.record_leads(week, inputs, site.leads_of(issue))
+        return week_inputs
+
+    def days(self, days: list[dt.date], published: set[IsoWeek]) -> int | None:
+        """Each day's pages, linked to their week's copy when it is published; how many
+        days were rendered, or None when stopped."""
+        cfg, catalog = self.cfg, self.catalog
+        count = 0
+        for day, nav in _neighbours(days).items():
+            if self.stopped():
+                return None
+            week = IsoWeek.of(day)
+            linked = str(week) if week in published else ""
+            inputs = _hash(
+                self.common, day.isoformat(), catalog.fingerprint([day]), str(nav), linked
+            )
+            names = [site.day_path(day, lang, cfg.default_lang) for lang in LANGS]
+            if self.current(names, inputs):
+                continue
+            digest = catalog.load([day]).by_date(day)
+            if digest is None:  # pragma: no cover - the summary said it was there
+                continue
+            for lang, name in zip(LANGS, names, strict=True):
+                page = site.render_day_page(cfg, digest, lang, nav, week if linked else None)
+                self.write(name, page, inputs)
+            count += 1
+        return count
+
+    def front_page(
+        self, weeks: list[IsoWeek], week_inputs: dict[IsoWeek, str], days: list[dt.date]
+    ) -> None:
+        """The front page, in each language: the latest days and every week's leads."""
+        cfg = self.cfg
+        inputs = _hash(self.common, *map(str, days[-site.RECENT_DAYS :]), *week_inputs.values())
+        names = [site.index_file(lang, cfg.default_lang) for lang in LANGS]
+        if self.current(names, inputs):
+            return
+        entries = [
+            site.IssueEntry(week, _leads(cfg, self.catalog, self.manifest, week, week_inputs[week]))
+            for week in reversed(weeks)
+        ]
+        recent = list(reversed(days))
+        for lang, name in zip(LANGS, names, strict=True):
+            self.write(name, site.render_index(cfg, lang, entries, recent), inputs)
+
+
+def publish_weeks(
+    cfg: Config,
+    catalog: Catalog,
+    today: dt.date,
+    manifest: Manifest | None = None,
+    stop: Stop | None = None,
+    *,
+    include: Iterable[IsoWeek] = (),
+) -> list[Path]:
+    """The website from the archive as it stands: the web copy of every finished week (and
+    of the weeks in ``include``, finished or not), a page per day, the front page, and the
+    issues feeds that link to the weeks' pages. Each page is rendered only when what it
+    shows changed (or the page is gone), and written only when its bytes changed. Returns
+    the pages rendered. A set ``stop`` ends a long build between two pages; what is done
+    stays recorded."""
+    own = manifest is None
+    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop)
+    days = _days_with_papers(catalog)
+    extra = set(include)
+    days_of: dict[IsoWeek, list[dt.date]] = {}
+    for day in days:
+        days_of.setdefault(IsoWeek.of(day), []).append(day)
+    weeks = sorted(w for w in days_of if w.sunday < today or w in extra)
+
+    week_inputs = build.weeks(weeks, days_of)
+    day_pages = build.days(days, set(weeks)) if week_inputs is not None else None
+    if week_inputs is not None and day_pages is not None:
+        build.front_page(weeks, week_inputs, days)
+        refresh_issue_feeds(cfg, catalog, today, build.manifest)
+    else:
+        log.info("stopped writing web pages; the next start carries on")
+    if own:
+        build.manifest.save()
+    rendered = build.rendered
+    if rendered:
+        log.info(
+            "rendered %d web pages: %d weeks' copies of %d, %d days",
+            len(rendered),
+            len([p for p in rendered if p.parent.name == "issues"]) // len(LANGS),
+            len(weeks),
+            len([p for p in rendered if p.parent.name == "days"]) // len(LANGS),
+        )
+    return rendered
+
+
+def refresh_issue_feeds(
+    cfg: Config, catalog: Catalog, today: dt.date, manifest: Manifest | None = None
+) -> list[Path]:
+    """``issues.atom`` and ``issues.json`` (the latest finished weeks' issues), built only
+    when their inputs changed; beside the web copies they link to."""
+    own = manifest is None
+    manifest = manifest or Manifest.load(cfg)
+    if not catalog.dates():
+        return []
+    shown = {IsoWeek.of(day) for entry in catalog.entries for day, papers in entry.days if papers}
+    weeks = feed_weeks(shown, today)
+    days = [day for week in weeks for day in _week_days(week)]
+    inputs = _hash(
+        page_inputs(cfg),
+        cfg.language,
+        cfg.tag_domain,
+        cfg.timezone,
+        cfg.schedule.weekly_at,
+        cfg.author_name,
+        *map(str, weeks),
+        catalog.fingerprint(days),
+    )
+    names = (ISSUES_ATOM_NAME, ISSUES_JSON_NAME)
+    if all(manifest.current(name, inputs) for name in names):
+        return []
+    written = write_issue_feeds(cfg, catalog.load(days), today)
+    for name in names:
+        manifest.record(name, inputs)
+    if own:
+        manifest.save()
+    return written
+
+
+def _leads(
+    cfg: Config, catalog: Catalog, manifest: Manifest, week: IsoWeek, inputs: str
+) -> tuple[site.Lead, ...]:
+    """The week's lead papers: as recorded when its page was rendered, else from its digests."""
+    rows = manifest.lead_rows(week, inputs)
+    if rows is not None:
+        try:
+            return tuple(site.Lead.from_json(row) for row in rows)
+        except (TypeError, ValueError):
+            pass  # a damaged record: computed again below
+    leads = site.leads_of(build_issue(cfg, catalog.load(_week_days(week)), week))
+    manifest.record_leads(week, inputs, leads)
+    return leads
+
+
+def publish_issue(cfg: Config, week: IsoWeek, *, today: dt.date | None = None) -> list[Path]:
+    """The web copies of ``week``'s issue, finished or not, with the rest of the site they
+    link to (its neighbours, its days, the front page), from the archive as it stands.
+    Returns the week's pages and the front page."""
+    today = today or dt.datetime.now(cfg.tz).date()
+    publish_weeks(cfg, local_catalog(cfg), today, include=[week])
+    public = cfg.public_path
+    return [public / site.issue_path(week, lang, cfg.default_lang) for lang in LANGS] + [
+        public / "index.html"
+    ]
+
+
+class Stop(Protocol):
+    def is_set(self) -> bool: ...
+
+
+def refresh_site(cfg: Config, catalog: Catalog, today: dt.date) -> None:
+    """The feeds and the finished weeks' web copies, from the archive as it stands."""
+    manifest = Manifest.load(cfg)
+    try:
+        refresh_feeds(cfg, catalog, manifest)
+        publish_weeks(cfg, catalog, today, manifest)
+    finally:
+        manifest.save()

@@ -1,0 +1,1 @@
+"""The long-running processes (``run``, ``serve``, ``tick``) and the scheduler's jobs."""

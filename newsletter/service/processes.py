@@ -1,0 +1,433 @@
+"""The processes: ``newsletter run`` (scheduler, web app and sender), ``serve`` (web app
+and the sender of single mails) and ``tick`` (everything due, once).
+
+In ``run`` and ``serve`` the sender has its own thread and event loop: sending (store
+calls, signing, Maildir writes) never holds up a web request, and a send in progress
+never delays a job. The web app and the scheduler only queue work and wake the sender.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import datetime as dt
+import errno
+import fcntl
+import logging
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable, Generator
+from pathlib import Path
+from typing import Any
+
+from newsletter.app import delivery
+from newsletter.archive.cache import Catalog
+from newsletter.archive.sources import FetchOptions, local_catalog
+from newsletter.config import Config, remember_listening, span_seconds
+from newsletter.errors import NewsletterError
+from newsletter.mail import bounces
+from newsletter.mail.sender import Outbox
+from newsletter.mail.tokens import signing_keys
+from newsletter.pacing import on_signals, sleep_unless
+from newsletter.publish.feed import ATOM_NAME, JSON_NAME
+from newsletter.publish.outputs import refresh_feeds
+from newsletter.service.scheduler import (
+    JobContext,
+    Outcome,
+    ensure_jobs,
+    installed,
+    new_scheduler,
+    restore_retries,
+    resume_sending,
+    run_due,
+    start_up,
+    utcnow,
+)
+from newsletter.store import Store, open_store
+from newsletter.words import count
+
+log = logging.getLogger(__name__)
+
+# pg_advisory_lock key of the one scheduler per database (migrations use 7245001).
+PG_LOCK_KEY = 7245002
+# How often the sender looks for work nobody woke it for (a `newsletter send` elsewhere,
+# a retry coming due).
+POLL_SECONDS = 5.0
+
+
+class AlreadyRunning(NewsletterError):
+    """Another ``newsletter run`` holds this database's scheduler lock."""
+
+
+class SenderThread:
+    """The sender of a long-lived process (``run``, ``serve``): the outbox's one drain, in
+    a thread with its own event loop, woken when the web app or the scheduler queues work."""
+
+    def __init__(self, cfg: Config, store: Store, key: bytes) -> None:
+        self.cfg = cfg
+        self.store = store
+        self.key = key
+        self._thread = threading.Thread(target=self._run, name="sender", daemon=True)
+        self._ready = threading.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._stop: asyncio.Event | None = None
+        self._wake: asyncio.Event | None = None
+
+    def start(self) -> SenderThread:
+        self._thread.start()
+        self._ready.wait()
+        return self
+
+    def wake(self) -> None:
+        """There is new work (from any thread)."""
+        if self._loop is not None and self._wake is not None:
+            self._loop.call_soon_threadsafe(self._wake.set)
+
+    def stop(self) -> None:
+        """Finish the messages in flight, record them, and end the thread."""
+        if self._loop is not None and self._stop is not None:
+            with contextlib.suppress(RuntimeError):  # the loop has already ended
+                self._loop.call_soon_threadsafe(self._stop.set)
+        self._thread.join()
+
+    def _run(self) -> None:
+        try:
+            asyncio.run(self._main())
+        except Exception:
+            log.exception("the sender stopped on an error")
+            self._ready.set()
+
+    async def _main(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        self._stop, self._wake = asyncio.Event(), asyncio.Event()
+        self._ready.set()
+        outbox = Outbox(self.cfg, self.store, self.key, stop=self._stop)
+        await delivery.keep_draining(outbox, poll=POLL_SECONDS, wake=self._wake)
+
+
+@contextlib.contextmanager
+def scheduler_lock(store: Store) -> Generator[None, None, None]:
+    """Hold the database's scheduler lock: a PostgreSQL advisory lock, or an flock on a
+    file beside the SQLite file. :class:`AlreadyRunning` when another process has it."""
+    url = store.engine.url
+    if store.is_postgres:
+        conn = store.engine.connect()
+        try:
+            import sqlalchemy as sa
+
+            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
+            held = bool(got.scalar())
+            conn.commit()  # a session lock outlives the transaction; don't idle in one
+            if not held:
+                raise AlreadyRunning(
+                    f"another `newsletter run` is already scheduling jobs on "
+                    f"{url.render_as_string()}: only one may run per database "
+                    "(start `newsletter worker` processes to help sending)"
+                )
+            try:
+                yield
+            finally:
+                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
+                conn.commit()
+        finally:
+            conn.close()
+        return
+    database = url.database or ""
+    if store.dialect != "sqlite" or database in ("", ":memory:"):
+        yield  # a private database: nobody else can schedule on it
+        return
+    path = Path(database + ".scheduler.lock")
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
+            raise AlreadyRunning(
+                f"another `newsletter run` ({holder}) is already scheduling jobs on {database}: "
+                f"only one may run per database (lock: {path}); "
+                "start `newsletter worker` processes to help sending"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing releases the flock
+
+
+# --- newsletter run and newsletter tick -----------------------------------------------------
+
+
+async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Event) -> None:
+    """Every ``bounces.poll_every``: the bounce mailbox (when one is configured) and the
+    subscriptions never confirmed. In a thread: IMAP, Maildir and the database would
+    otherwise hold up the web app on this loop."""
+    every = span_seconds(cfg.bounces.poll_every)
+    while not stop.is_set():
+        try:
+            result = await asyncio.to_thread(bounces.poll, cfg, store, signing_keys(cfg))
+            if bounces.configured(cfg):
+                log.info("bounce mailbox: %s", result.summary())
+        except NewsletterError as exc:
+            log.error("bounce mailbox: %s", exc)
+        except Exception:
+            log.exception("reading the bounce mailbox failed; trying again later")
+        await sleep_unless(stop, every)
+
+
+def _bind(host: str, port: int) -> socket.socket:
+    """A socket bound to ``host:port``, before anything else is done, so that a taken port
+    is one line of ours at once, not uvicorn's exit after the start-up work. It listens
+    when :func:`_listen` says so."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    # asyncio sets TCP_NODELAY only on sockets it creates itself; Linux passes the listening
+    # socket's setting to every accepted one, so keep-alive answers are not held ~40 ms.
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        raise _cannot_listen(host, port, exc) from None
+    sock.set_inheritable(True)
+    return sock
+
+
+def _listen(sock: socket.socket) -> socket.socket:
+    host, port = sock.getsockname()[:2]
+    try:
+        sock.listen(128)
+    except OSError as exc:  # another process bound it too, and listened first
+        raise _cannot_listen(host, port, exc) from None
+    return sock
+
+
+def _cannot_listen(host: str, port: int, exc: OSError) -> NewsletterError:
+    where = f"cannot listen on {host}:{port}"
+    other = port + 1 if port < 65535 else 8000
+    if exc.errno == errno.EADDRINUSE:
+        why = "another program is already listening there"
+        hint = f"choose another port with --port, e.g. --port {other}"
+    elif exc.errno == errno.EACCES:
+        why = "permission denied (ports below 1024 need privileges)"
+        hint = f"choose another port with --port, e.g. --port {max(other, 8000)}"
+    else:
+        why = (exc.strerror or str(exc)).lower()
+        hint = "--host (web.host) must be an address of this machine"
+    return NewsletterError(f"{where}: {why}; {hint}")
+
+
+def _web_server(app: Any, *, signals: bool = True) -> Any:
+    """A uvicorn server for ``app``, logging through the process's one format. Without
+    ``signals`` the caller owns SIGTERM and SIGINT (``run``: jobs stop first)."""
+    import uvicorn
+
+    class Server(uvicorn.Server):
+        @contextlib.contextmanager
+        def capture_signals(self) -> Generator[None, None, None]:
+            yield
+
+    config = uvicorn.Config(app, log_config=None, lifespan="off")
+    return uvicorn.Server(config) if signals else Server(config)
+
+
+async def serve(
+    cfg: Config,
+    *,
+    host: str,
+    port: int,
+    clock: Callable[[], dt.datetime] = utcnow,
+    web: bool = True,
+    stop: asyncio.Event | None = None,
+    signals: bool = True,
+) -> None:
+    """``newsletter run``: the scheduler and the web app in this event loop, and the sender
+    in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
+    first; a send stops after its in-flight messages."""
+    from newsletter.mail.tokens import secret_key
+    from newsletter.web.app import create_app
+
+    # Bound before anything else: a port in use is then all there is to say.
+    sock = _bind(host, port) if web else None
+    store = None
+    try:
+        store = open_store(cfg.database_url, cfg.base_dir)
+        with scheduler_lock(store):
+            stop = stop or asyncio.Event()
+            if signals:
+                on_signals(stop)
+            key = secret_key(cfg)
+            now = clock()
+            # Feeds written by an earlier life answer at once and are brought up to date
+            # right after; a first start writes them before listening. The weeks' web
+            # copies follow in start_up, after listening.
+            catalog = None
+            if not all((cfg.public_path / name).is_file() for name in (ATOM_NAME, JSON_NAME)):
+                catalog = await _refresh_feeds(cfg)
+            sender = SenderThread(cfg, store, key).start()
+            ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
+            with installed(ctx):
+                scheduler = new_scheduler(cfg)
+                ctx.scheduler = scheduler
+                scheduler.start()
+                try:
+                    ensure_jobs(scheduler, cfg)
+                    await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
+                    for job in scheduler.get_jobs():
+                        when = job.next_run_time
+                        log.info(
+                            "next %s run: %s",
+                            job.id,
+                            when.astimezone(cfg.tz).isoformat() if when else "paused",
+                        )
+                    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+                    server_task = None
+                    if sock is not None:
+                        server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
+                        _log_listening(cfg, host, port)
+
+                    startup = asyncio.create_task(_start_up(ctx, catalog))
+                    ctx.running.add(startup)
+                    startup.add_done_callback(ctx.running.discard)
+                    poller = asyncio.create_task(poll_bounces(cfg, store, key, stop))
+                    ctx.running.add(poller)
+                    poller.add_done_callback(ctx.running.discard)
+                    stopping = asyncio.create_task(stop.wait())
+                    waiters: set[asyncio.Task[Any]] = {stopping}
+                    if server_task is not None:
+                        waiters.add(server_task)
+                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+                    stop.set()
+                    await stopping
+                    log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
+                    while ctx.running:
+                        await asyncio.gather(*list(ctx.running), return_exceptions=True)
+                finally:
+                    await asyncio.to_thread(sender.stop)
+                    if scheduler.running:
+                        scheduler.shutdown(wait=False)
+                        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
+                if server_task is not None:
+                    server.should_exit = True
+                    await server_task
+            log.info("stopped")
+    finally:
+        if store is not None:
+            store.close()
+        if sock is not None:
+            sock.close()
+
+
+def _log_listening(cfg: Config, host: str, port: int) -> None:
+    address = f"http://{f'[{host}]' if ':' in host else host}:{port}/"
+    remember_listening(cfg.replace(web=dataclasses.replace(cfg.web, host=host, port=port)))
+    if cfg.base_url:
+        log.info("listening on %s; links point to base_url, %s", address, cfg.site_url)
+    else:
+        log.info(
+            "listening on %s; links point to %s (base_url is not set: set it to the "
+            "public address before anyone subscribes)",
+            address,
+            cfg.site_url,
+        )
+
+
+async def _refresh_feeds(cfg: Config) -> Catalog:
+    """The archive from the parse cache (new and changed files parsed), and the feeds
+    brought up to date with it."""
+    catalog = await asyncio.to_thread(local_catalog, cfg)
+    for problem in catalog.problems:
+        log.warning("%s", problem)
+    await asyncio.to_thread(refresh_feeds, cfg, catalog)
+    dates = catalog.dates()
+    log.info(
+        "archive: %s (%s to %s; %s parsed), feeds in %s",
+        count(len(dates), "digest"),
+        dates[0] if dates else "-",
+        dates[-1] if dates else "-",
+        count(catalog.stats.parsed, "file"),
+        cfg.public_path,
+    )
+    return catalog
+
+
+async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
+    if catalog is None:
+        try:
+            catalog = await _refresh_feeds(ctx.cfg)
+        except Exception:
+            log.exception("bringing the feeds up to date failed; the daily job tries again")
+            await run_due(ctx, ctx.clock())
+            return
+    await start_up(ctx, catalog)
+
+
+async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
+    """Serve until SIGTERM or SIGINT, then let the requests in progress finish."""
+    stop = asyncio.Event()
+    on_signals(stop)
+    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    stopping = asyncio.create_task(stop.wait())
+    await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stopping.cancel()
+    server.should_exit = True
+    await serving
+
+
+def serve_web(cfg: Config, host: str, port: int) -> None:
+    """``newsletter serve``: the web app, and a sender thread for the mails it queues."""
+    from newsletter.mail.tokens import secret_key
+    from newsletter.web.app import create_app
+
+    with _bind(host, port) as sock:
+        store = open_store(cfg.database_url, cfg.base_dir)
+        sender = SenderThread(cfg, store, secret_key(cfg)).start()
+        try:
+            server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+            _log_listening(cfg, host, port)
+            asyncio.run(_serve_until_signal(server, _listen(sock)))
+        finally:
+            sender.stop()
+            store.close()
+
+
+def run_service(cfg: Config, host: str, port: int) -> None:
+    asyncio.run(serve(cfg, host=host, port=port))
+
+
+async def tick(
+    cfg: Config, now: dt.datetime, *, fetch: FetchOptions | None = None
+) -> dict[str, Outcome | None]:
+    """``newsletter tick``: resume any send left unfinished, then run once each job due
+    at ``now`` that has not run yet, and return. Retries not yet due are left for the
+    next tick, so the command never lingers."""
+    from newsletter.mail.tokens import secret_key
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        stop = asyncio.Event()
+        on_signals(stop)
+        ctx = JobContext(
+            cfg,
+            store,
+            secret_key(cfg),
+            stop,
+            clock=lambda: now,
+            wait=False,
+            fetch=fetch or FetchOptions(),
+        )
+        started = time.monotonic()
+        await resume_sending(ctx)
+        outcomes = await run_due(ctx, now)
+        try:
+            await asyncio.to_thread(bounces.poll, cfg, store, signing_keys(cfg))
+        except NewsletterError as exc:
+            log.error("bounce mailbox: %s", exc)
+        log.debug("tick took %.1fs", time.monotonic() - started)
+        return outcomes
+    finally:
+        store.close()

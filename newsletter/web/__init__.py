@@ -1,0 +1,1 @@
+"""The web app: the public folder's static files, and the subscription pages."""
