@@ -25,8 +25,8 @@ from conftest import long_week  # noqa: E402
 
 from newsletter.config import load_config  # noqa: E402
 from newsletter.mail.message import MessageTemplate, build_message, message_template  # noqa: E402
-from newsletter.publish.render import build_issue, render_issue  # noqa: E402
-from newsletter.select import IsoWeek  # noqa: E402
+from newsletter.publish.render import render_issue  # noqa: E402
+from newsletter.select import IsoWeek, build_issue  # noqa: E402
 
 
 def _rate(count: int, seconds: float) -> float:

@@ -154,9 +154,7 @@ def send_to_subscribers(
     started = time.perf_counter()
     store = open_store(cfg.database_url, cfg.base_dir)
     add_subscribers(store, count)
-    row = issues.approve(
-        store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
-    )
+    row = issues.approve(store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK))
     prepared = issues.frozen(store, cfg, row)
     if not prepared_by:
         prepared_by.append(prepared)
@@ -210,9 +208,7 @@ def rss_child(port: int, count: int, concurrency: int) -> None:
         started = time.perf_counter()
         store = open_store(cfg.database_url, cfg.base_dir)
         add_subscribers(store, count)
-        row = issues.approve(
-            store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK, publish=False)
-        )
+        row = issues.approve(store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK))
         setup = time.perf_counter() - started
         before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         started = time.perf_counter()

@@ -14,8 +14,16 @@ never both make the same move, and a move the table does not list is refused in 
 
 from __future__ import annotations
 
+import datetime as dt
+import logging
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import Any
+
+from newsletter.errors import NewsletterError
+from newsletter.store import Issue, Store, utcnow
+
+log = logging.getLogger(__name__)
 
 
 class IssueState(StrEnum):
@@ -162,3 +170,97 @@ def refusal(op: Op, week: str, state: str, paused_by: str | None = None) -> str:
         return f"{week} is paused {describe_pause(paused_by)}: {op} applies only to a pause {whose}"
     sources = " or ".join(s.value for s in IssueState if s in t.sources)
     return f"{week} is {state}: {op} is allowed only when it is {sources}"
+
+
+# --- making a transition ---------------------------------------------------------------------
+
+
+class IssueStateError(NewsletterError):
+    """A transition the issue's current state does not allow."""
+
+
+def try_transition(store: Store, row: Issue, op: Op, **values: Any) -> Issue | None:
+    """Make ``op`` on ``row`` as :data:`lifecycle.ISSUE_TRANSITIONS` allows it, in one
+    compare-and-set; the issue as it is now, or None when the table refused it (another
+    process may have moved the issue since ``row`` was read)."""
+    t = ISSUE_TRANSITIONS[op]
+    now = utcnow()
+    if t.sets_paused_by is not None:
+        values = {"paused_by": t.sets_paused_by.value, "paused_at": now, **values}
+    if t.clears_pause:
+        values = {**values, "paused_by": None, "paused_reason": None, "paused_at": None}
+        values["resume_at"] = None
+    whose = None if t.paused_by is None else [p.value for p in t.paused_by]
+    sources = [s.value for s in t.sources]
+    if not store.transition(row.id, sources, t.target.value, when_paused_by=whose, **values):
+        return None
+    if row.status != t.target:
+        log.info("%s: %s -> %s (%s)", row.week, row.status, t.target.value, op.value)
+    return reload(store, row)
+
+
+def transition(store: Store, row: Issue, op: Op, **values: Any) -> Issue:
+    """:func:`try_transition`, refused with :class:`IssueStateError` and its one line."""
+    moved = try_transition(store, row, op, **values)
+    if moved is None:
+        current = reload(store, row)
+        raise IssueStateError(refusal(op, row.week, current.status, current.paused_by))
+    return moved
+
+
+def reload(store: Store, row: Issue) -> Issue:
+    """The issue as it is now."""
+    current = store.get_issue_by_id(row.id)
+    if current is None:
+        raise IssueStateError(f"{row.week} no longer exists")
+    return current
+
+
+# --- the sender's own transitions -------------------------------------------------------------
+
+
+def pause_for_outage(store: Store, row: Issue, reason: str, resume_at: dt.datetime) -> bool:
+    """The server failed: pause until ``resume_at``, when the sender tries it again. False
+    when the issue is no longer sending (paused or cancelled meanwhile)."""
+    done = try_transition(store, row, Op.OUTAGE, paused_reason=reason, resume_at=resume_at)
+    if done is not None:
+        log.warning("%s paused: %s (next try %s)", row.week, reason, resume_at.isoformat())
+    return done is not None
+
+
+def pause_for_breaker(store: Store, row: Issue, reason: str) -> bool:
+    """Most recent recipients were refused for one reason: pause for a person to look."""
+    done = try_transition(store, row, Op.BREAKER, paused_reason=reason)
+    if done is not None:
+        log.error("%s paused: %s", row.week, reason)
+    return done is not None
+
+
+def retry_later(store: Store, row: Issue, reason: str, resume_at: dt.datetime) -> bool:
+    """Still failing: a new reason and resume time. False when the pause is no longer the
+    outage's (an operator paused or cancelled the issue meanwhile)."""
+    done = try_transition(store, row, Op.RETRY_LATER, paused_reason=reason, resume_at=resume_at)
+    return done is not None
+
+
+def end_outage(store: Store, row: Issue) -> bool:
+    """The server answers again: back to ``sending``, unless an operator took over."""
+    done = try_transition(store, row, Op.END_OUTAGE) is not None
+    if done:
+        log.info("%s: the server answers again, sending resumes", row.week)
+    return done
+
+
+def finish_if_done(store: Store, row: Issue) -> bool:
+    """``sending`` becomes ``sent`` only when no delivery is queued, sending or waiting."""
+    if store.pending(row.id):
+        return False
+    return try_transition(store, row, Op.FINISH, finished_at=utcnow()) is not None
+
+
+def describe_counts(counts: dict[str, int]) -> str:
+    waiting = counts.get("queued", 0) + counts.get("sending", 0)
+    return (
+        f"{counts.get('sent', 0)} sent, {counts.get('failed', 0)} failed, "
+        f"{counts.get('skipped', 0)} skipped, {waiting} waiting"
+    )

@@ -8,7 +8,9 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from newsletter.models import Digest, Pick
+from newsletter.config import Config
+from newsletter.errors import NewsletterError
+from newsletter.models import Archive, Digest, Pick
 
 __all__ = ["IsoWeek", "rank", "top_daily", "top_weekly", "weekly_picks"]
 
@@ -109,3 +111,40 @@ def in_week(digests: Iterable[Digest], week: IsoWeek) -> list[Digest]:
 def top_weekly(digests: Iterable[Digest], week: IsoWeek, n: int) -> list[Pick]:
     """The ``n`` most-voted papers of an ISO week, each paper counted once."""
     return rank(weekly_picks(in_week(digests, week)), n)
+
+
+# --- the weekly issue ------------------------------------------------------------------------
+
+
+class NoIssueError(NewsletterError):
+    """A week without digests: there is nothing to send, and no empty email is built."""
+
+
+@dataclass(frozen=True, slots=True)
+class WeekIssue:
+    """One week's issue as selected: the week and its ranked papers (never empty)."""
+
+    week: IsoWeek
+    picks: tuple[Pick, ...]
+
+
+def issue_weeks(archive: Archive) -> list[IsoWeek]:
+    """Every ISO week that has at least one digest, oldest first."""
+    return sorted({IsoWeek.of(d.date) for d in archive.digests if d.papers})
+
+
+def latest_week(archive: Archive) -> IsoWeek:
+    weeks = issue_weeks(archive)
+    if not weeks:
+        raise NoIssueError("the archive has no digests: there is no issue to render")
+    return weeks[-1]
+
+
+def build_issue(cfg: Config, archive: Archive, week: IsoWeek) -> WeekIssue:
+    """The week's top ``cfg.top_n_weekly`` papers; :class:`NoIssueError` when it has none."""
+    picks = top_weekly(archive.digests, week, cfg.top_n_weekly)
+    if not picks:
+        raise NoIssueError(
+            f"no digests in week {week} ({week.monday} to {week.sunday}): no issue to send"
+        )
+    return WeekIssue(week, tuple(picks))

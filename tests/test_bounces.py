@@ -690,8 +690,8 @@ def test_the_correlation_header_is_in_the_message_and_signed(
     import dkim
 
     from newsletter.mail.message import message_template
-    from newsletter.publish.render import build_issue, render_issue
-    from newsletter.select import IsoWeek
+    from newsletter.publish.render import render_issue
+    from newsletter.select import IsoWeek, build_issue
 
     pem, record = dkim_key
     cfg = issue_cfg.replace(

@@ -20,8 +20,8 @@ from conftest import SEEDS, long_week
 from newsletter.config import Config
 from newsletter.mail.message import preferences_url, unsubscribe_url
 from newsletter.models import Archive
-from newsletter.publish.render import build_issue, render_issue
-from newsletter.select import IsoWeek
+from newsletter.publish.render import render_issue
+from newsletter.select import IsoWeek, build_issue
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"

@@ -180,7 +180,7 @@ def test_dry_run_and_test_copy_leave_no_trace(
     cfg = smtp_cfg(cfg, port)
     store = _store(cfg)
     _subscribe(store, 4)
-    prepared = prepare(cfg, seeds_archive, WEEK, publish=False)
+    prepared = prepare(cfg, seeds_archive, WEEK)
     count, size = delivery.dry_run(cfg, store, prepared, KEY)
     assert count == 4 and size > 4 * 10_000
     mail_id = delivery.send_test_copy(cfg, store, prepared, KEY, "editor@example.org", "en")
@@ -335,7 +335,7 @@ def test_an_issue_frozen_on_one_port_keeps_its_links_for_every_sender(
     worker or `send` listening nowhere sends the same links."""
     on_18400 = cfg.replace(web=dataclasses.replace(cfg.web, port=18400))
     store = _store(cfg)
-    row = issues.approve(store, on_18400, prepare(on_18400, seeds_archive, WEEK, publish=False))
+    row = issues.approve(store, on_18400, prepare(on_18400, seeds_archive, WEEK))
     message = (
         issues.frozen(store, cfg, row)
         .template("ko", "ko")

@@ -34,8 +34,8 @@ from newsletter.mail.message import (
 )
 from newsletter.models import Archive
 from newsletter.publish import render
-from newsletter.publish.render import RenderedIssue, build_issue, render_issue
-from newsletter.select import IsoWeek
+from newsletter.publish.render import RenderedIssue, render_issue
+from newsletter.select import IsoWeek, build_issue
 
 SUBJECT = "[주간 HF 논문] 2024년 5주차: OLMo 외 9편"
 # rspamd's normal worker, started by .ci/services.sh.

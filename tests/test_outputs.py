@@ -25,7 +25,7 @@ def _cfg(tmp_path: Path, text: str = "") -> Config:
 
 
 def _refresh(cfg: Config) -> None:
-    outputs.refresh_site(cfg, local_catalog(cfg), TODAY)
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
 
 
 def _state(cfg: Config) -> dict[str, tuple[bytes, int]]:

@@ -31,8 +31,8 @@ from newsletter.mail.message import (
 )
 from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token
 from newsletter.models import Archive
-from newsletter.publish.render import RenderedIssue, build_issue, render_issue
-from newsletter.select import IsoWeek
+from newsletter.publish.render import RenderedIssue, render_issue
+from newsletter.select import IsoWeek, build_issue
 from newsletter.store import Store, deliveries, open_store, subscribers
 
 Web = tuple[Config, Store, httpx.Client]

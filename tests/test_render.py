@@ -23,15 +23,8 @@ from newsletter.mail.message import message_template, preferences_url, unsubscri
 from newsletter.mail.tokens import make_token
 from newsletter.models import Archive, Digest, Media
 from newsletter.publish import render
-from newsletter.publish.render import (
-    LANGS,
-    NoIssueError,
-    build_issue,
-    issue_weeks,
-    latest_week,
-    render_issue,
-)
-from newsletter.select import IsoWeek
+from newsletter.publish.render import LANGS, render_issue
+from newsletter.select import IsoWeek, NoIssueError, build_issue, issue_weeks, latest_week
 
 ROOT = Path(__file__).resolve().parent.parent
 GOLDEN = Path(__file__).resolve().parent / "golden"

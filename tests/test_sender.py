@@ -437,7 +437,7 @@ def test_a_cancel_during_a_send_leaves_nothing_queued_or_waiting(tmp_path: Path)
     cfg = load_config(_config(tmp_path, None))
     store = open_store("sqlite:///newsletter.db", tmp_path)
     _subscribe(store, 60)
-    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 5), publish=False)
+    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek(2024, 5))
     row = issues.start(store, issues.approve(store, cfg, prepared))
 
     def cancel_after_five(tally: object, _total: int) -> None:

@@ -27,8 +27,8 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import confirmation_message, message_template
 from newsletter.mail.signing import OVERSIGNED, Signer, body_hash, relaxed_header, sign_message
-from newsletter.publish.render import RenderedIssue, build_issue, render_issue
-from newsletter.select import IsoWeek
+from newsletter.publish.render import RenderedIssue, render_issue
+from newsletter.select import IsoWeek, build_issue
 
 BOTH_PASS = {"mail": True, DKIM_ED25519_SELECTOR: True}
 BOTH_FAIL = {"mail": False, DKIM_ED25519_SELECTOR: False}

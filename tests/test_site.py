@@ -16,8 +16,7 @@ from newsletter.archive.sources import local_catalog
 from newsletter.config import Config
 from newsletter.models import Archive, Digest
 from newsletter.publish import outputs, site
-from newsletter.publish.render import build_issue
-from newsletter.select import IsoWeek
+from newsletter.select import IsoWeek, build_issue
 
 TODAY = dt.date(2024, 8, 5)  # the Monday after the seeds' last week
 GOLDEN = Path(__file__).resolve().parent / "golden" / "site"
@@ -207,7 +206,9 @@ def test_a_week_not_finished_has_no_issue_page_until_published(issue_cfg: Config
     assert "2024-W31.html" not in _page(issue_cfg, "days/2024-07-31.html")
     assert "2024-W31" not in _page(issue_cfg, "index.html")
     # Publishing the week (a preview, the weekly send) adds it, and links it from its day.
-    written = outputs.publish_issue(issue_cfg, IsoWeek(2024, 31), today=dt.date(2024, 8, 1))
+    from newsletter.app import site as site_app
+
+    written = site_app.web_copy(issue_cfg, IsoWeek(2024, 31), today=dt.date(2024, 8, 1))
     assert [p.name for p in written] == ["2024-W31.html", "2024-W31.en.html", "index.html"]
     assert "issues/2024-W31.html" in _page(issue_cfg, "days/2024-07-31.html")
     assert "2024-W31" in _page(issue_cfg, "index.html")

@@ -260,10 +260,10 @@ def test_serve_command_runs_the_app(tmp_path: Path, seeds_archive: Archive) -> N
 
 
 def test_every_response_carries_the_security_headers(built: Site) -> None:
-    from newsletter.publish.outputs import publish_issue
+    from newsletter.app.site import web_copy
     from newsletter.select import IsoWeek
 
-    publish_issue(built.cfg, IsoWeek(2024, 31))
+    web_copy(built.cfg, IsoWeek(2024, 31))
     pages = {
         "/feed.atom": "other",
         "/feed.json": "other",

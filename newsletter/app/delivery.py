@@ -13,7 +13,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from newsletter.app import issues
+from newsletter.app import issues, site
 from newsletter.app.issues import Prepared, prepare
 from newsletter.config import Config, span_seconds
 from newsletter.mail.message import PreparedMessage
@@ -65,7 +65,7 @@ def ready_to_send(
     would get it."""
     row = store.get_issue(str(week))
     if row is None or row.status == issues.DRAFT or refreeze:
-        prepared = prepare(cfg, load_archive(), week, publish=True)
+        prepared = prepare(cfg, load_archive(), week)
         row = issues.approve(store, cfg, prepared, refreeze=refreeze)
     return issues.start(store, row, retry_failed=retry_failed)
 
@@ -104,6 +104,8 @@ def send_week(
     ``foreground``, a server outage is waited out for up to ``smtp.outage_max``. With
     ``handle_signals``, SIGTERM and SIGINT stop the claiming of new deliveries; messages in
     flight finish and are recorded."""
+    # The page the mail's "view in browser" link opens, with the site around it.
+    site.web_copy(cfg, week)
     row = ready_to_send(
         cfg, store, load_archive, week, retry_failed=retry_failed, refreeze=refreeze
     )

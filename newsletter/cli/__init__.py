@@ -14,7 +14,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -376,24 +376,20 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
       newsletter feed
       newsletter feed --source seeds/ --out /var/www/newsletter
     """
-    from newsletter.publish.feed import ATOM_NAME, JSON_NAME, write_feeds
-    from newsletter.publish.issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME, write_issue_feeds
+    from newsletter.app import site
+    from newsletter.publish.feed import ATOM_NAME, JSON_NAME
+    from newsletter.publish.issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 
     archive = _archive(cfg, strict)
     if not archive.digests:
         raise _Fail(f"no digest in {_looked_in(cfg)}: nothing to put in the feed")
-    folder = cfg.public_path if out is None else out
-    today = dt.datetime.now(cfg.tz).date()
-    written = write_feeds(cfg, archive, folder) + write_issue_feeds(cfg, archive, today, folder)
-    for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
-        path = folder / name
-        click.echo(f"{path}: {'written' if path in written else 'unchanged'}")
-    from newsletter.archive.cache import local_catalog
-    from newsletter.publish.outputs import publish_weeks
-
     site_cfg = cfg if out is None else cfg.replace(public_dir=out.resolve())
-    pages = publish_weeks(site_cfg, local_catalog(cfg), dt.datetime.now(cfg.tz).date())
-    click.echo(f"{folder}: {count(len(pages), 'web page')} rendered")
+    built = site.build(site_cfg)
+    folder = cfg.public_path if out is None else out
+    written = {path.name for path in built.feeds}
+    for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
+        click.echo(f"{folder / name}: {'written' if name in written else 'unchanged'}")
+    click.echo(f"{folder}: {count(len(built.pages), 'web page')} rendered")
 
 
 @main.command()
@@ -413,7 +409,6 @@ def serve(cfg: Config) -> None:
 
 
 PREVIEW_DIR = Path("preview")
-SAMPLE_RECIPIENT = ("독자", "reader@example.com")
 
 
 @main.command()
@@ -462,9 +457,10 @@ def preview(
     """
     import webbrowser
 
-    from newsletter.mail.message import message_template, preferences_url, unsubscribe_url
-    from newsletter.publish.outputs import publish_issue
-    from newsletter.publish.render import NoIssueError, build_issue, latest_week, render_issue
+    from newsletter.app import site
+    from newsletter.app.preview import Format
+    from newsletter.app.preview import preview as render_preview
+    from newsletter.select import NoIssueError, latest_week
 
     if week is not None and day is not None:
         raise click.UsageError("give at most one of --week or --date")
@@ -480,41 +476,16 @@ def preview(
         iso = latest_week(archive)
     lang = lang or cfg.default_lang
     try:
-        issue = build_issue(cfg, archive, iso)
+        data = render_preview(cfg, archive, iso, lang, cast("Format", fmt))
     except NoIssueError as exc:
         raise _Fail(f"{exc}; looked in {_looked_in(cfg)}") from None
-    rendered = render_issue(cfg, issue, lang)
-    from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token, secret_key
-
-    # Subscriber 0 does not exist: the links open real pages that say it is a sample.
-    sample_token = make_token(secret_key(cfg), UNSUBSCRIBE, 0)
-    sample_preferences = make_token(secret_key(cfg), PREFERENCES, 0)
-    url = unsubscribe_url(cfg, sample_token)
-    preferences = preferences_url(cfg, sample_preferences)
-    data: bytes
-    if fmt == "html":
-        data = rendered.html_for(url, preferences).encode("utf-8")
-    elif fmt == "text":
-        data = rendered.text_for(url, preferences).encode("utf-8")
-    else:
-        name, address = SAMPLE_RECIPIENT
-        data = (
-            message_template(cfg, rendered)
-            .personalize(
-                to_address=address,
-                to_name=name,
-                unsubscribe_token=sample_token,
-                preferences_token=sample_preferences,
-            )
-            .data
-        )
     suffix = {"html": "html", "text": "txt", "eml": "eml"}[fmt]
     path = out or PREVIEW_DIR / f"{iso}.{lang}.{suffix}"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(data)
     click.echo(str(path))
     if web:
-        for written in publish_issue(cfg, iso):
+        for written in site.web_copy(cfg, iso):
             click.echo(str(written))
     if open_it and not webbrowser.open(path.resolve().as_uri()):
         click.echo(
@@ -806,7 +777,7 @@ def send(
     if to_address or dry_run:
         from newsletter.app.subscribers import normalize_address
 
-        prepared = delivery.prepare(cfg, _archive(cfg, strict), iso, publish=False)
+        prepared = delivery.prepare(cfg, _archive(cfg, strict), iso)
         store = _store(cfg)
         if dry_run:
             built, size = delivery.dry_run(cfg, store, prepared, key)

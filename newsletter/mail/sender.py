@@ -36,10 +36,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from newsletter.app import issues
+from newsletter import lifecycle
 from newsletter.config import Config, span_seconds
 from newsletter.errors import NewsletterError
-from newsletter.lifecycle import PausedBy
+from newsletter.lifecycle import IssueState, PausedBy
+from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import HeaderError
 from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
 from newsletter.mail.transport import (
@@ -154,7 +155,7 @@ class Lane:
         self,
         outbox: Outbox,
         row: Issue | None = None,
-        prepared: issues.Prepared | None = None,
+        prepared: Prepared | None = None,
         *,
         wait: bool = True,
         only: int | None = None,
@@ -232,7 +233,7 @@ class Lane:
         if self.issue_id is None:
             return self.store.claim(None, owner, batch, LEASE, only=self.only)
         current = self.store.get_issue_by_id(self.issue_id)
-        if current is None or current.status != issues.SENDING:
+        if current is None or current.status != IssueState.SENDING:
             self.halt.set("state", f"the issue is {current.status if current else 'gone'}")
             return []
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
@@ -325,7 +326,7 @@ class Lane:
         if not self.halt.set("outage", str(exc)):
             return
         if self.row is not None:
-            issues.pause_for_outage(self.store, self.row, f"server: {exc}", resume_at)
+            lifecycle.pause_for_outage(self.store, self.row, f"server: {exc}", resume_at)
         else:
             log.warning("%s mail %s deferred: %s", row.kind, row.message_id, exc)
 
@@ -364,7 +365,7 @@ class Lane:
                 f"were refused for the same reason ({reason}): {exc}; "
                 "check the sender's reputation or content, then `newsletter resume`"
             )
-            issues.pause_for_breaker(self.store, self.row, why)
+            lifecycle.pause_for_breaker(self.store, self.row, why)
 
 
 def _what(row: Claimed) -> str:
@@ -385,15 +386,15 @@ class SendReport:
 
     @property
     def done(self) -> bool:
-        return self.status == issues.SENT
+        return self.status == IssueState.SENT
 
     def summary(self) -> str:
         rate = self.this_run["sent"] / self.elapsed if self.elapsed > 0 else 0.0
         text = (
-            f"{self.week}: {issues.describe_counts(self.counts)} "
+            f"{self.week}: {lifecycle.describe_counts(self.counts)} "
             f"({self.this_run['sent']} sent in this run, {rate:.0f}/s)"
         )
-        if self.status == issues.PAUSED:
+        if self.status == IssueState.PAUSED:
             text += f"; paused: {self.paused_reason}"
         return text
 
@@ -426,7 +427,7 @@ class Outbox:
         self.sign = sign or _signer(cfg)
         self.batch = max(cfg.smtp.claim_batch, 1)
         self.limiter = RateLimiter(cfg.smtp.max_per_second)
-        self._frozen: dict[tuple[int, str], issues.Prepared] = {}
+        self._frozen: dict[tuple[int, str], Prepared] = {}
         # Issues this drain has taken up, so that the log says so once per process.
         self._taken: set[int] = set()
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
@@ -439,15 +440,15 @@ class Outbox:
         at first, then as long as the outage has lasted (so the waits double), up to
         ``smtp.outage_retry_max``. Worked out from the issue's row alone, so a `tick`
         run by cron an hour later backs off as a long-running `run` would."""
-        if row is None or row.paused_at is None or row.status != issues.PAUSED:
+        if row is None or row.paused_at is None or row.status != IssueState.PAUSED:
             return self.base_delay
         lasted = (utcnow() - row.paused_at).total_seconds()
         return min(max(lasted, self.base_delay), self.max_delay)
 
-    async def frozen(self, row: Issue) -> issues.Prepared:
+    async def frozen(self, row: Issue) -> Prepared:
         key = (row.id, row.content_hash or "")
         if key not in self._frozen:
-            self._frozen[key] = await asyncio.to_thread(issues.frozen, self.store, self.cfg, row)
+            self._frozen[key] = await asyncio.to_thread(frozen, self.store, self.cfg, row)
         return self._frozen[key]
 
     async def send_mails(self, *, only: int | None = None) -> Counter[str]:
@@ -463,13 +464,13 @@ class Outbox:
         mails = await self.send_mails()
         reports = []
         for row in await asyncio.to_thread(
-            self.store.issues_in_status, issues.SENDING, issues.PAUSED
+            self.store.issues_in_status, IssueState.SENDING, IssueState.PAUSED
         ):
             if self.stop.is_set():
                 break
-            if row.status == issues.PAUSED and row.paused_by != PausedBy.OUTAGE:
+            if row.status == IssueState.PAUSED and row.paused_by != PausedBy.OUTAGE:
                 continue  # an operator's or the breaker's pause: only `resume` ends it
-            if row.status == issues.PAUSED and row.resume_at and row.resume_at > utcnow():
+            if row.status == IssueState.PAUSED and row.resume_at and row.resume_at > utcnow():
                 continue
             if row.id not in self._taken:
                 self._taken.add(row.id)
@@ -489,8 +490,8 @@ class Outbox:
 
         def due() -> dt.datetime | None:
             times = [self.store.next_mail_at()]
-            for row in self.store.issues_in_status(issues.SENDING, issues.PAUSED):
-                if row.status == issues.SENDING:
+            for row in self.store.issues_in_status(IssueState.SENDING, IssueState.PAUSED):
+                if row.status == IssueState.SENDING:
                     times.append(self.store.next_retry_at(row.id))
                 elif row.paused_by == PausedBy.OUTAGE:
                     times.append(row.resume_at)
@@ -515,8 +516,8 @@ class Outbox:
         report = SendReport(row.week)
         outage_since: float | None = None
         while not self.stop.is_set():
-            row = await asyncio.to_thread(issues.reload, self.store, row)
-            if row.status == issues.PAUSED and row.paused_by == PausedBy.OUTAGE:
+            row = await asyncio.to_thread(lifecycle.reload, self.store, row)
+            if row.status == IssueState.PAUSED and row.paused_by == PausedBy.OUTAGE:
                 if outage_since is None:
                     outage_since = time.monotonic()
                 left = (row.resume_at - utcnow()).total_seconds() if row.resume_at else 0.0
@@ -529,17 +530,17 @@ class Outbox:
                     if not wait:
                         break
                 continue
-            if row.status != issues.SENDING:
+            if row.status != IssueState.SENDING:
                 break
             lane = Lane(self, row, await self.frozen(row), wait=wait)
             report.this_run += await lane.run()
             if lane.halt.why != "outage":
                 break
-        row = await asyncio.to_thread(issues.reload, self.store, row)
-        if row.status == issues.SENDING and await asyncio.to_thread(
-            issues.finish_if_done, self.store, row
+        row = await asyncio.to_thread(lifecycle.reload, self.store, row)
+        if row.status == IssueState.SENDING and await asyncio.to_thread(
+            lifecycle.finish_if_done, self.store, row
         ):
-            row = await asyncio.to_thread(issues.reload, self.store, row)
+            row = await asyncio.to_thread(lifecycle.reload, self.store, row)
         report.status = row.status
         report.paused_reason = row.paused_reason or ""
         report.paused_by = row.paused_by or ""
@@ -555,9 +556,9 @@ class Outbox:
             await _probe(self.factory)
         except ServerError as exc:
             at = utcnow() + dt.timedelta(seconds=self.outage_delay(row))
-            await asyncio.to_thread(issues.retry_later, self.store, row, f"server: {exc}", at)
+            await asyncio.to_thread(lifecycle.retry_later, self.store, row, f"server: {exc}", at)
             return False
-        await asyncio.to_thread(issues.end_outage, self.store, row)
+        await asyncio.to_thread(lifecycle.end_outage, self.store, row)
         return True
 
 

@@ -38,15 +38,8 @@ from newsletter.publish.feed import (
     words,
     write_public,
 )
-from newsletter.publish.render import (
-    Issue,
-    NoIssueError,
-    build_issue,
-    environment,
-    issue_weeks,
-    web_copy_url,
-)
-from newsletter.select import IsoWeek
+from newsletter.publish.render import environment, web_copy_url
+from newsletter.select import IsoWeek, NoIssueError, WeekIssue, build_issue, issue_weeks
 
 log = logging.getLogger(__name__)
 
@@ -71,7 +64,7 @@ _DAYS = {"mon": 0, "tue": 1, "wed": 2, "thu": 3, "fri": 4, "sat": 5, "sun": 6}
 class IssueItem:
     """One entry: the issue, its permanent id, its time and its web copy."""
 
-    issue: Issue
+    issue: WeekIssue
     id: str
     time: dt.datetime
     url: str
@@ -129,7 +122,7 @@ class _PaperView:
     points: Markup
 
 
-def issue_html(cfg: Config, issue: Issue, w: Words) -> str:
+def issue_html(cfg: Config, issue: WeekIssue, w: Words) -> str:
     """The issue as a plain HTML fragment: ranks, linked titles, votes, authors and the
     summaries (labels translated, their own inline Markdown rendered, all else escaped)."""
     papers = []
@@ -158,7 +151,7 @@ def _week_label(w: Words, week: IsoWeek) -> str:
     return w.gettext("Week %(week)d, %(year)d") % {"week": week.week, "year": week.year}
 
 
-def _lead(w: Words, issue: Issue) -> str:
+def _lead(w: Words, issue: WeekIssue) -> str:
     """``이번 주 추천 1위: Meltemi... 외 9편``: what a reader's list shows under the title."""
     top, more = issue.picks[0].paper.title, len(issue.picks) - 1
     if not more:

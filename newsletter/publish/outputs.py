@@ -20,7 +20,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
-from newsletter.archive.cache import Catalog, local_catalog, read_checked, write_checked
+from newsletter.archive.cache import Catalog, read_checked, write_checked
 from newsletter.config import Config
 from newsletter.files import public_folder
 from newsletter.models import Archive
@@ -32,18 +32,18 @@ from newsletter.publish.issue_feed import (
     feed_weeks,
     write_issue_feeds,
 )
-from newsletter.publish.render import LANGS, LOCALES_DIR, NoIssueError, build_issue, templates_dir
-from newsletter.select import IsoWeek
+from newsletter.publish.render import LANGS, LOCALES_DIR, templates_dir
+from newsletter.select import IsoWeek, NoIssueError, build_issue
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "Manifest",
-    "publish_issue",
+    "SiteBuild",
+    "build_site",
     "publish_weeks",
     "refresh_feeds",
     "refresh_issue_feeds",
-    "refresh_site",
 ]
 
 try:
@@ -346,13 +346,14 @@ def publish_weeks(
     stop: Stop | None = None,
     *,
     include: Iterable[IsoWeek] = (),
+    feeds: list[Path] | None = None,
 ) -> list[Path]:
     """The website from the archive as it stands: the web copy of every finished week (and
     of the weeks in ``include``, finished or not), a page per day, the front page, and the
     issues feeds that link to the weeks' pages. Each page is rendered only when what it
     shows changed (or the page is gone), and written only when its bytes changed. Returns
-    the pages rendered. A set ``stop`` ends a long build between two pages; what is done
-    stays recorded."""
+    the pages rendered (and adds the issues feeds written to ``feeds``, if given). A set
+    ``stop`` ends a long build between two pages; what is done stays recorded."""
     own = manifest is None
     build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop)
     days = _days_with_papers(catalog)
@@ -366,7 +367,9 @@ def publish_weeks(
     day_pages = build.days(days, set(weeks)) if week_inputs is not None else None
     if week_inputs is not None and day_pages is not None:
         build.front_page(weeks, week_inputs, days)
-        refresh_issue_feeds(cfg, catalog, today, build.manifest)
+        written = refresh_issue_feeds(cfg, catalog, today, build.manifest)
+        if feeds is not None:
+            feeds.extend(written)
     else:
         log.info("stopped writing web pages; the next start carries on")
     if own:
@@ -431,27 +434,34 @@ def _leads(
     return leads
 
 
-def publish_issue(cfg: Config, week: IsoWeek, *, today: dt.date | None = None) -> list[Path]:
-    """The web copies of ``week``'s issue, finished or not, with the rest of the site they
-    link to (its neighbours, its days, the front page), from the archive as it stands.
-    Returns the week's pages and the front page."""
-    today = today or dt.datetime.now(cfg.tz).date()
-    publish_weeks(cfg, local_catalog(cfg), today, include=[week])
-    public = cfg.public_path
-    return [public / site.issue_path(week, lang, cfg.default_lang) for lang in LANGS] + [
-        public / "index.html"
-    ]
-
-
 class Stop(Protocol):
     def is_set(self) -> bool: ...
 
 
-def refresh_site(cfg: Config, catalog: Catalog, today: dt.date) -> None:
-    """The feeds and the finished weeks' web copies, from the archive as it stands."""
+@dataclass(frozen=True)
+class SiteBuild:
+    """What one site build wrote: the feed files, and the web pages rendered."""
+
+    feeds: list[Path]
+    pages: list[Path]
+
+
+def build_site(
+    cfg: Config,
+    catalog: Catalog,
+    today: dt.date,
+    *,
+    include: Iterable[IsoWeek] = (),
+    stop: Stop | None = None,
+) -> SiteBuild:
+    """The one build of the public folder, for the daily job, ``newsletter feed``, the
+    weekly job and ``send``: the daily feeds, the web copy of every finished week (and of
+    the weeks in ``include``, finished or not), the day pages, the front page and the
+    issues feeds, each only when its inputs changed, from the archive as it stands."""
     manifest = Manifest.load(cfg)
     try:
-        refresh_feeds(cfg, catalog, manifest)
-        publish_weeks(cfg, catalog, today, manifest)
+        feeds = refresh_feeds(cfg, catalog, manifest)
+        pages = publish_weeks(cfg, catalog, today, manifest, stop, include=include, feeds=feeds)
     finally:
         manifest.save()
+    return SiteBuild(feeds, pages)

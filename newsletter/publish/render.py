@@ -30,22 +30,17 @@ from markupsafe import Markup
 
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
-from newsletter.models import Archive, Pick, Section
+from newsletter.models import Pick, Section
 from newsletter.publish import inline
-from newsletter.select import IsoWeek, top_weekly
+from newsletter.select import IsoWeek, WeekIssue
 from newsletter.shipped import shipped
 
 log = logging.getLogger(__name__)
 
 __all__ = [
     "LANGS",
-    "Issue",
-    "NoIssueError",
     "RenderedIssue",
-    "build_issue",
     "environment",
-    "issue_weeks",
-    "latest_week",
     "paper_view",
     "render_issue",
     "web_copy_url",
@@ -76,10 +71,6 @@ KNOWN_LABELS = (
     N_("Limitations"),
     N_("Ethical Considerations"),
 )
-
-
-class NoIssueError(NewsletterError):
-    """A week without digests: there is nothing to send, and no empty email is built."""
 
 
 def templates_dir() -> Path:
@@ -166,36 +157,6 @@ def environment(lang: str) -> jinja2.Environment:
 
 
 # -- the issue ------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class Issue:
-    """One week's issue: the week and its ranked papers (never empty)."""
-
-    week: IsoWeek
-    picks: tuple[Pick, ...]
-
-
-def issue_weeks(archive: Archive) -> list[IsoWeek]:
-    """Every ISO week that has at least one digest, oldest first."""
-    return sorted({IsoWeek.of(d.date) for d in archive.digests if d.papers})
-
-
-def latest_week(archive: Archive) -> IsoWeek:
-    weeks = issue_weeks(archive)
-    if not weeks:
-        raise NoIssueError("the archive has no digests: there is no issue to render")
-    return weeks[-1]
-
-
-def build_issue(cfg: Config, archive: Archive, week: IsoWeek) -> Issue:
-    """The week's top ``cfg.top_n_weekly`` papers; :class:`NoIssueError` when it has none."""
-    picks = top_weekly(archive.digests, week, cfg.top_n_weekly)
-    if not picks:
-        raise NoIssueError(
-            f"no digests in week {week} ({week.monday} to {week.sunday}): no issue to send"
-        )
-    return Issue(week, tuple(picks))
 
 
 # -- rendering --------------------------------------------------------------------------------
@@ -314,7 +275,7 @@ def short_title(title: str, limit: int = LEAD_CHARS) -> str:
     return f"{cut or title[:limit]}…"
 
 
-def subject_for(cfg: Config, issue: Issue, lang: str) -> str:
+def subject_for(cfg: Config, issue: WeekIssue, lang: str) -> str:
     """The issue's subject in ``lang``, e.g. ``[주간 HF 논문] 2024년 31주차: Meltemi 외 9편``."""
     edition = cfg.email.edition(lang)
     title = short_title(issue.picks[0].paper.title)
@@ -358,7 +319,9 @@ def inline_css(document: str) -> str:
     return str(_inliner().inline(document))
 
 
-def render_issue(cfg: Config, issue: Issue, lang: str, *, approve_url: str = "") -> RenderedIssue:
+def render_issue(
+    cfg: Config, issue: WeekIssue, lang: str, *, approve_url: str = ""
+) -> RenderedIssue:
     """Render the email of ``issue`` for ``lang``: subject, inlined HTML, plain text and
     preheader (the website's copy is :mod:`newsletter.publish.site`'s). ``approve_url`` puts a
     draft notice with that link at the top (the editor's copy).

@@ -22,8 +22,8 @@ from typing import Any, Generic, TypeVar
 from newsletter.config import LANGS, Config
 from newsletter.models import Digest, Pick
 from newsletter.publish import inline
-from newsletter.publish.render import Issue, environment, paper_view, web_copy_name
-from newsletter.select import IsoWeek, top_daily
+from newsletter.publish.render import environment, paper_view, web_copy_name
+from newsletter.select import IsoWeek, WeekIssue, top_daily
 
 __all__ = [
     "LANG_NAMES",
@@ -221,7 +221,7 @@ def _thumbnail(pick: Pick) -> str:
     return media.url if media is not None and media.kind == "image" else ""
 
 
-def leads_of(issue: Issue, n: int = LEADS) -> tuple[Lead, ...]:
+def leads_of(issue: WeekIssue, n: int = LEADS) -> tuple[Lead, ...]:
     return tuple(
         Lead(p.rank, p.paper.arxiv_id, p.paper.title, p.votes, _thumbnail(p))
         for p in issue.picks[:n]
@@ -247,7 +247,7 @@ def _render(lang: str, template: str, **context: Any) -> str:
 
 
 def render_issue_page(
-    cfg: Config, issue: Issue, lang: str, nav: Nav[IsoWeek], days: Sequence[dt.date]
+    cfg: Config, issue: WeekIssue, lang: str, nav: Nav[IsoWeek], days: Sequence[dt.date]
 ) -> str:
     """The web copy of ``issue`` in ``lang``: its papers, the days it gathers, the issues
     before and after it, and a call to subscribe."""

@@ -48,7 +48,7 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.cron import CronTrigger
 from apscheduler.triggers.date import DateTrigger
 
-from newsletter.app import delivery, issues
+from newsletter.app import delivery, issues, site
 from newsletter.archive.cache import Catalog
 from newsletter.archive.sources import FetchOptions, ingest_day, local_catalog
 from newsletter.config import Config, duration_seconds
@@ -56,8 +56,7 @@ from newsletter.errors import NewsletterError
 from newsletter.mail.sender import pid_alive, worker_id
 from newsletter.models import Archive
 from newsletter.publish import outputs
-from newsletter.publish.render import NoIssueError
-from newsletter.select import IsoWeek
+from newsletter.select import IsoWeek, NoIssueError
 from newsletter.store import Store
 
 log = logging.getLogger(__name__)
@@ -182,7 +181,7 @@ class Outcome:
 
 def refresh_site(cfg: Config, catalog: Catalog, now: dt.datetime) -> None:
     """The feeds and the finished weeks' web copies, each only when its inputs changed."""
-    outputs.refresh_site(cfg, catalog, now.astimezone(cfg.tz).date())
+    outputs.build_site(cfg, catalog, now.astimezone(cfg.tz).date())
 
 
 # --- the writer: the day's digest written before the daily job looks for it (issue 16) ---
@@ -269,6 +268,8 @@ def _weekly_issue(ctx: JobContext, week: IsoWeek) -> tuple[Outcome | None, Any]:
     # The week's days only: an issue never shows another week's papers.
     archive = local_catalog(cfg).load(week.monday + dt.timedelta(days=i) for i in range(7))
     try:
+        # The page the mail's "view in browser" link opens, with the site around it.
+        site.web_copy(cfg, week)
         if cfg.schedule.weekly_mode == "draft" and (row is None or row.status == issues.DRAFT):
             return Outcome("done", _draft(ctx, archive, week, row)), None
         return None, delivery.ready_to_send(cfg, store, lambda: archive, week)
@@ -289,14 +290,14 @@ def _draft(ctx: JobContext, archive: Archive, week: IsoWeek, row: Any) -> str:
     )
     if row is not None:
         return detail
-    prepared = delivery.prepare(cfg, archive, week, publish=True)
+    prepared = delivery.prepare(cfg, archive, week)
     row = store.ensure_issue(str(week), prepared.subject, status=issues.DRAFT)
     editor = cfg.email.editor_email
     if not editor:
         log.warning("email.editor_email is empty: no copy of the draft %s was sent", week)
         return detail
     approve = delivery.approve_url(cfg, ctx.key, row.id)
-    copy = delivery.prepare(cfg, archive, week, publish=False, approve_url=approve)
+    copy = delivery.prepare(cfg, archive, week, approve_url=approve)
     delivery.send_test_copy(cfg, store, copy, ctx.key, editor, cfg.default_lang)
     return detail + f"; copy for {editor} queued"
 
