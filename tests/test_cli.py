@@ -7,8 +7,11 @@ import os
 import re
 import shutil
 from pathlib import Path
+from typing import Any
 
+import pytest
 from click.testing import CliRunner
+from conftest import SEEDS
 
 from newsletter.cli import main
 
@@ -255,3 +258,43 @@ def test_preview_open_without_a_browser_says_so(tmp_path: Path, seeds_dir: Path)
     assert proc.stdout == "preview/2024-W05.ko.html\n"
     assert proc.stderr == (f"warning: no web browser could be started here; open {path} in one\n")
     assert path.is_file()
+
+
+def test_every_command_closes_the_database_it_opens(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A command's database is closed when the command ends, also when it fails."""
+    from newsletter.store import Store
+
+    opened: list[Store] = []
+    closed: list[Store] = []
+    real_init, real_close = Store.__init__, Store.close
+
+    def init(self: Store, *args: Any, **kwargs: Any) -> None:
+        real_init(self, *args, **kwargs)
+        opened.append(self)
+
+    def close(self: Store) -> None:
+        closed.append(self)
+        real_close(self)
+
+    monkeypatch.setattr(Store, "__init__", init)
+    monkeypatch.setattr(Store, "close", close)
+    config = tmp_path / "config.toml"
+    config.write_text(f'source = "{SEEDS}"\ndatabase_url = "sqlite:///n.db"\n', encoding="utf-8")
+    runner = CliRunner()
+    for args in (
+        ["subscribers", "add", "a@example.org"],
+        ["subscribers", "list"],
+        ["subscribers", "remove", "nobody@example.org"],  # fails: not subscribed
+        ["send", "--week", "2024-W05"],
+        ["issues"],
+        ["status"],
+        ["pause", "--week", "2024-W05"],  # fails: the issue is sent
+        ["cancel", "--week", "2024-W01"],  # fails: no such issue
+    ):
+        before = len(opened)
+        result = runner.invoke(main, [*args, "--config", str(config)], catch_exceptions=False)
+        assert result.exit_code in (0, 1), result.output
+        assert len(opened) > before, args
+        assert set(map(id, opened)) == set(map(id, closed)), args

@@ -1,0 +1,337 @@
+"""Commands over the weekly issues: send, issues, status, pause, resume, cancel, worker."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from typing import Any
+
+import click
+
+from newsletter.cli.base import (
+    F,
+    _allow_insecure,
+    _archive,
+    _configured,
+    _Fail,
+    _parse_week,
+    _progress,
+    _store,
+    _strict,
+    _week_option,
+    main,
+)
+from newsletter.config import Config
+from newsletter.words import count
+
+
+def _report_exit(report: Any) -> None:
+    """Print a send's outcome; exit non-zero when the issue is left paused."""
+    from newsletter.app import issues
+
+    click.echo(report.summary())
+    if report.stopped:
+        click.echo("stopped before the end: run the same command again to resume", err=True)
+    elif report.status == issues.PAUSED:
+        if report.gave_up:
+            raise _Fail(
+                f"{report.week} is paused: the server was down for longer than smtp.outage_max "
+                f"({report.paused_reason}); `newsletter run` keeps trying, or "
+                f"`newsletter send --week {report.week}` again later"
+            )
+        raise _Fail(f"{report.week} is paused: {report.paused_reason}")
+
+
+@main.command()
+@_configured(source=True)
+@_week_option
+@click.option(
+    "--dry-run", is_flag=True, help="Build every message but send nothing and record nothing."
+)
+@click.option(
+    "--to", "to_address", help="Send one test copy to ADDRESS; the ledger is not touched."
+)
+@click.option("--lang", type=click.Choice(["ko", "en"]), help="Language of the --to test copy.")
+@click.option("--retry-failed", is_flag=True, help="Queue the failed deliveries of the week again.")
+@click.option("--no-wait", is_flag=True, help="Leave retries that are not due yet for a later run.")
+@click.option(
+    "--refreeze",
+    is_flag=True,
+    help="Render the approved issue again from today's archive (only before any message went out).",
+)
+@_allow_insecure
+@_strict
+def send(
+    cfg: Config,
+    week: str | None,
+    dry_run: bool,
+    to_address: str | None,
+    lang: str | None,
+    retry_failed: bool,
+    no_wait: bool,
+    refreeze: bool,
+    allow_insecure_links: bool,
+    strict: bool,
+) -> None:
+    """Approve a weekly issue (freezing its content) and send it to every active subscriber,
+    resuming where a previous run stopped.
+
+    Running it again sends nothing twice; SIGTERM or Ctrl-C finishes the messages in
+    flight, records them and exits 0. While the SMTP server is down the issue is paused
+    and the server retried; after smtp.outage_max it exits non-zero, leaving it paused.
+
+    \b
+    Examples:
+      newsletter send --week 2024-W05 --dry-run
+      newsletter send --week 2024-W05 --to editor@example.org
+      newsletter send --week 2024-W05
+      newsletter send --week 2024-W05 --retry-failed
+    """
+    from newsletter.app import delivery, issues
+    from newsletter.mail.tokens import secret_key
+
+    iso = _parse_week(cfg, week)
+    key = secret_key(cfg)
+    if to_address or dry_run:
+        from newsletter.app.subscribers import normalize_address
+
+        prepared = delivery.prepare(cfg, _archive(cfg, strict), iso)
+        store = _store(cfg)
+        if dry_run:
+            built, size = delivery.dry_run(cfg, store, prepared, key)
+            click.echo(
+                f"{iso}: {count(built, 'message')} built ({size / 1e6:.1f} MB); "
+                "nothing sent (--dry-run)"
+            )
+            return
+        address = normalize_address(to_address or "")
+        issues.check_links(cfg, allow_insecure=allow_insecure_links)
+        mail_id = delivery.send_test_copy(
+            cfg, store, prepared, key, address, lang or cfg.default_lang
+        )
+        mail = delivery.send_queued_mail(cfg, store, mail_id)
+        if mail.status != "sent":
+            raise _Fail(f"test copy to {address} was not sent: {mail.last_error}")
+        click.echo(f"{iso}: test copy sent to {address}")
+        return
+    issues.check_links(cfg, allow_insecure=allow_insecure_links)
+    store = _store(cfg)
+    with _progress() as progress:
+        report = delivery.send_week(
+            cfg,
+            store,
+            lambda: _archive(cfg, strict),
+            iso,
+            key,
+            wait=not no_wait,
+            retry_failed=retry_failed,
+            refreeze=refreeze,
+            progress=progress,
+            handle_signals=True,
+            foreground=True,
+        )
+    _report_exit(report)
+
+
+def _issue_line(row: Any, counts: dict[str, int]) -> str:
+    from newsletter.app.issues import describe_counts
+    from newsletter.lifecycle import PausedBy, describe_pause
+
+    line = f"{row.week}  {row.status:<9}  {describe_counts(counts)}  {row.subject}"
+    if row.status == "paused":
+        who = describe_pause(row.paused_by)
+        line += f"\n    paused {who + ' ' if who else ''}since {_when(row.paused_at)}"
+        if row.paused_reason:
+            line += f": {row.paused_reason}"
+        if row.paused_by == PausedBy.OUTAGE and row.resume_at:
+            line += f" (next try {_when(row.resume_at)})"
+        elif row.paused_by in (PausedBy.OPERATOR, PausedBy.BREAKER):
+            line += f" (until `newsletter resume --week {row.week}`)"
+    return line
+
+
+def _when(value: dt.datetime | None) -> str:
+    if value is None:
+        return "-"
+    aware = value if value.tzinfo else value.replace(tzinfo=dt.UTC)
+    return aware.astimezone(dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+
+
+@main.command()
+@_configured()
+@_week_option
+def status(cfg: Config, week: str | None) -> None:
+    """Show an issue's state, delivery counts and failures (default: the latest issue).
+
+    \b
+    Example:
+      newsletter status --week 2024-W05
+    """
+    store = _store(cfg)
+    row = store.get_issue(str(_parse_week(cfg, week))) if week else store.latest_issue()
+    if row is None:
+        _writer_lines(store)
+        counts = store.count_subscribers()
+        click.echo(
+            f"{week or 'no issue'}: not sent yet; subscribers: "
+            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+        )
+        return
+    counts = store.counts(row.id)
+    click.echo(_issue_line(row, counts))
+    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
+    for failure in store.failures(row.id):
+        click.echo(
+            f"  failed: {failure.email} after {count(failure.attempts, 'attempt')}: "
+            f"{failure.last_error}"
+        )
+    _bounce_lines(store.bounce_counts(row.id), counts)
+    _writer_lines(store)
+
+
+def _writer_lines(store: Any) -> None:
+    """The model's usage by `newsletter write`, per day, when it has written anything."""
+    from newsletter.archive.writer import usage_lines
+
+    rows = store.writer_days()
+    if rows:
+        click.echo("writer (tokens per day, newest first):")
+        for line in usage_lines(rows):
+            click.echo(line)
+
+
+# Above these shares of the messages handed over, mailbox providers throttle or block.
+COMPLAINT_RATE_LIMIT = 0.001
+
+
+BOUNCE_RATE_LIMIT = 0.02
+
+
+def _bounce_lines(found: dict[str, int], counts: dict[str, int]) -> None:
+    """An issue's bounces and complaints, and a warning when either rate is too high."""
+    handed = counts.get("sent", 0) + counts.get("failed", 0)
+    bounced = found.get("hard", 0) + found.get("soft", 0) + found.get("refused", 0)
+    complaints = found.get("complaint", 0)
+    click.echo(
+        f"  bounces: hard {found.get('hard', 0)}, soft {found.get('soft', 0)}, "
+        f"refused {found.get('refused', 0)}, blocked {found.get('blocked', 0)}; "
+        f"complaints {complaints}; mailed unsubscribes {found.get('unsubscribe', 0)}"
+    )
+    if not handed:
+        return
+    bounce_rate, complaint_rate = bounced / handed, complaints / handed
+    click.echo(f"  bounce rate {bounce_rate:.2%}, complaint rate {complaint_rate:.2%}")
+    if complaint_rate > COMPLAINT_RATE_LIMIT:
+        click.echo(
+            f"warning: complaint rate {complaint_rate:.2%} is above "
+            f"{COMPLAINT_RATE_LIMIT:.1%}: mailbox providers throttle or block senders "
+            "with many complaints; check how addresses were collected",
+            err=True,
+        )
+    if bounce_rate > BOUNCE_RATE_LIMIT:
+        click.echo(
+            f"warning: bounce rate {bounce_rate:.2%} is above {BOUNCE_RATE_LIMIT:.0%}: "
+            "the list holds dead addresses; check where they came from",
+            err=True,
+        )
+
+
+@main.command("issues")
+@_configured()
+def issues_command(cfg: Config) -> None:
+    """List every issue with its state and delivery counts, newest first.
+
+    \b
+    Example:
+      newsletter issues
+    """
+    store = _store(cfg)
+    counts = store.all_counts()
+    rows = store.list_issues()
+    if not rows:
+        click.echo("no issues yet")
+    for row in rows:
+        click.echo(_issue_line(row, counts.get(row.id, {})))
+
+
+def _operator(action: str) -> Callable[[F], F]:
+    """``pause``, ``resume`` and ``cancel``: one required --week, one transition."""
+
+    def decorate(func: F) -> F:
+        func = click.option("--week", required=True, help="ISO week such as 2024-W05.")(func)
+        func = _configured()(func)
+        return main.command(action)(func)  # type: ignore[return-value]
+
+    return decorate
+
+
+@_operator("pause")
+def pause(cfg: Config, week: str) -> None:
+    """Pause an issue being sent: no new message goes out until `newsletter resume`.
+
+    \b
+    Example:
+      newsletter pause --week 2024-W05
+    """
+    from newsletter.app import issues
+
+    row = issues.pause(_store(cfg), str(_parse_week(cfg, week)))
+    click.echo(f"{row.week} is {row.status}")
+
+
+@_operator("resume")
+def resume(cfg: Config, week: str) -> None:
+    """Resume a paused issue (`newsletter run` or `newsletter send` then sends the rest).
+
+    \b
+    Example:
+      newsletter resume --week 2024-W05
+    """
+    from newsletter.app import issues
+
+    row = issues.resume(_store(cfg), str(_parse_week(cfg, week)))
+    click.echo(f"{row.week} is {row.status}")
+
+
+@_operator("cancel")
+def cancel(cfg: Config, week: str) -> None:
+    """Cancel an issue: nothing more of it is sent (what went out stays recorded).
+
+    \b
+    Example:
+      newsletter cancel --week 2024-W05
+    """
+    from newsletter.app import issues
+
+    row, skipped = issues.cancel(_store(cfg), str(_parse_week(cfg, week)))
+    queued = count(skipped, "queued delivery", "queued deliveries")
+    click.echo(f"{row.week} is {row.status}: {queued} will not be made")
+
+
+@main.command()
+@_configured()
+@click.option("--once", is_flag=True, help="Exit when there is nothing to send instead of waiting.")
+@click.option(
+    "--poll",
+    type=click.FloatRange(0.1),
+    default=10.0,
+    show_default=True,
+    help="Seconds between looks for work.",
+)
+@_allow_insecure
+def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> None:
+    """Help send every issue that is being sent, and queued single mails (any number of
+    workers, on any machine sharing the PostgreSQL database).
+
+    \b
+    Example:
+      newsletter worker
+    """
+    from newsletter.app import delivery, issues
+    from newsletter.mail.tokens import secret_key
+
+    issues.check_links(cfg, allow_insecure=allow_insecure_links)
+    with _progress() as progress:
+        delivery.run_worker(
+            cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=progress
+        )
