@@ -69,13 +69,17 @@ def _free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_sink() -> tuple[subprocess.Popen[bytes], int]:
-    """smtp-sink on a free loopback port, once it accepts connections."""
+def start_sink(dump: Path | None = None) -> tuple[subprocess.Popen[bytes], int]:
+    """smtp-sink on a free loopback port, once it accepts connections; with ``dump``, it
+    writes every message it accepts into that folder, a file each."""
     port = _free_port()
     command = [SINK]
     if os.geteuid() == 0:
         # smtp-sink refuses to run as root without a user to switch to.
         command += ["-u", pwd.getpwuid(0).pw_name]
+    if dump is not None:
+        dump.mkdir(parents=True)
+        command += ["-d", f"{dump}/%H%M%S."]
     command += [f"127.0.0.1:{port}", "1000"]
     sink = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 10

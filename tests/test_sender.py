@@ -392,7 +392,7 @@ def test_an_outage_pause_left_by_send_ends_under_cron_a_worker_or_the_service(
     addresses = _subscribe(store, 12)
     sending = run_newsletter(config, "send", "--week", WEEK, INSECURE)
     _out, err = sending.communicate(timeout=60)
-    assert sending.returncode == 1 and "smtp.outage_max" in err
+    assert sending.returncode == 1 and "smtp.outage_max" in err, err
     row = store.get_issue(WEEK)
     assert (row.status, row.paused_by) == ("paused", "outage")
     assert store.counts(row.id)["queued"] == 12
@@ -463,7 +463,7 @@ def test_a_start_after_kill_9_clears_the_files_a_dead_writer_left_in_outbox_tmp(
     import socket
     import subprocess
 
-    from newsletter.mail.sender import clean_outbox_tmp
+    from newsletter.mail.transport import clean_maildir_tmp
 
     config = _config(tmp_path, None)
     store = open_store("sqlite:///newsletter.db", tmp_path)
@@ -491,4 +491,4 @@ def test_a_start_after_kill_9_clears_the_files_a_dead_writer_left_in_outbox_tmp(
     assert sent.returncode == 0, err
     assert "3 sent" in out
     assert sorted(p.name for p in tmp.iterdir()) == [live.name]
-    assert clean_outbox_tmp(tmp.parent) == 0
+    assert clean_maildir_tmp(tmp.parent) == 0

@@ -155,8 +155,10 @@ async def keep_draining(
             # A database or server hiccup must not end a long-running sender.
             log.exception("sending failed; trying again shortly")
             due = None
-        if once and not busy:
-            break
+        if once:
+            if not busy:
+                break
+            continue  # at once: the next drain finds what came due meanwhile, or ends
         delay = poll
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), poll)

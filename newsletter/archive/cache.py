@@ -35,12 +35,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import orjson
-
+from newsletter.archive.cache_format import (
+    FORMAT,
+    digest_rows,
+    digests_from_rows,
+    read_checked,
+    write_checked,
+)
 from newsletter.archive.digest import DigestError, merge_digests, parse_bytes
 from newsletter.config import Config
-from newsletter.files import PRIVATE_FILE, write_file
-from newsletter.models import Archive, Digest, Media, Paper, Problem, Section
+from newsletter.models import Archive, Digest, Paper, Problem
 
 log = logging.getLogger(__name__)
 
@@ -56,8 +60,6 @@ __all__ = [
     "write_checked",
 ]
 
-# Bump when the parser's output or this layout changes: older cache files are then rebuilt.
-FORMAT = 1
 # Coarser than any filesystem timestamp we expect (FAT has 2 s; ext4 ticks with the kernel clock).
 RACY_NS = 2_000_000_000
 
@@ -83,77 +85,7 @@ class FileEntry:
         return (self.size, self.mtime_ns, self.ctime_ns, self.ino)
 
 
-# --- checked JSON files --------------------------------------------------------------------
-
-
-def write_checked(path: Path, body: Any) -> None:
-    """Write ``body`` as JSON under a header line with the format and its checksum,
-    atomically (temporary file, rename): a reader sees the old file or the new one."""
-    data = orjson.dumps(body)
-    header = orjson.dumps({"format": FORMAT, "sha256": hashlib.sha256(data).hexdigest()})
-    write_file(path, header + b"\n" + data, mode=PRIVATE_FILE)
-
-
-def read_checked(path: Path) -> Any:
-    """The body of a file written by :func:`write_checked`, or None when it is missing,
-    of another format, or fails its checksum."""
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        log.warning("cache file %s unreadable (%s): rebuilding it", path, exc)
-        return None
-    head, sep, data = raw.partition(b"\n")
-    try:
-        header = orjson.loads(head) if sep else None
-        if (
-            isinstance(header, dict)
-            and header.get("format") == FORMAT
-            and header.get("sha256") == hashlib.sha256(data).hexdigest()
-        ):
-            return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    log.warning("cache file %s is damaged or of another version: rebuilding it", path)
-    return None
-
-
 # --- parsed digests, by content hash ---------------------------------------------------------
-
-
-def _paper_row(paper: Paper) -> list[Any]:
-    media = paper.media
-    return [
-        paper.arxiv_id,
-        paper.title,
-        media.kind if media else None,
-        media.url if media else None,
-        paper.votes,
-        list(paper.authors),
-        [list(s) for s in paper.sections],
-        paper.line,
-    ]
-
-
-def _paper(row: list[Any]) -> Paper:
-    arxiv_id, title, kind, url, votes, authors, sections, line = row
-    return Paper(
-        arxiv_id,
-        title,
-        Media(kind, url) if kind else None,
-        votes,
-        tuple(authors),
-        tuple([Section(*s) for s in sections]),
-        line,
-    )
-
-
-def _digests(body: Any, path: str) -> list[Digest]:
-    return [
-        Digest(dt.date.fromisoformat(day), tuple([_paper(p) for p in papers]), (path,))
-        for day, papers in body
-    ]
 
 
 @dataclass
@@ -174,7 +106,7 @@ class _Store:
         if not isinstance(body, list):
             return None
         try:
-            return _digests(body, entry.path)
+            return digests_from_rows(body, entry.path)
         except (TypeError, ValueError):
             log.warning("cache file %s does not hold digests: rebuilding it", entry.sha256)
             return None
@@ -220,19 +152,19 @@ def _parse(store: _Store, path: Path, st: os.stat_result, data: bytes, sha: str)
     except DigestError as exc:
         digests, problems = [], [exc.problem]
     else:
-        write_checked(
-            store.parsed_path(sha),
-            [[d.date.isoformat(), [_paper_row(p) for p in d.papers]] for d in digests],
-        )
+        write_checked(store.parsed_path(sha), digest_rows(digests))
+    return _stat_entry(name, st, sha, tuple(problems), _summary(digests))
+
+
+def _stat_entry(
+    name: str,
+    st: os.stat_result,
+    sha: str,
+    problems: tuple[Problem, ...],
+    days: tuple[DaySummary, ...],
+) -> FileEntry:
     return FileEntry(
-        name,
-        st.st_size,
-        st.st_mtime_ns,
-        st.st_ctime_ns,
-        st.st_ino,
-        sha,
-        tuple(problems),
-        _summary(digests),
+        name, st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino, sha, problems, days
     )
 
 
@@ -317,119 +249,138 @@ class ScanStats:
     removed: int = 0
 
 
-def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanStats]:
-    """Every digest file under ``folder``, parsing only the new and changed ones."""
-    store = _Store(cache_dir)
-    index_path = store.index_path(folder)
-    body = read_checked(index_path)
-    root = str(folder)
-    rows: dict[str, Any] = {}
-    scanned_ns = 0
-    if isinstance(body, dict) and body.get("folder") == str(folder.resolve()):
-        scanned_ns = int(body.get("scanned_ns", 0))
-        files = body.get("files")
-        rows = files if isinstance(files, dict) else {}
-    started_ns = time.time_ns()
-    known: dict[str, FileEntry] = {}
+@dataclass
+class _Scan:
+    """One scan of a folder: what its index knew, and what the walk has found so far."""
+
+    store: _Store
+    folder: Path
+    index_path: Path
+    # Path relative to the folder -> its row in the index, as decoded; emptied at the first
+    # row that does not match this version, as the rest of that index cannot be trusted.
+    rows: dict[str, Any]
+    scanned_ns: int
+    seen: set[str] = field(default_factory=set)
+    # Entries decoded from ``rows``, by path: their rows can be written back as they are.
+    known: dict[str, FileEntry] = field(default_factory=dict)
     by_sha: dict[str, FileEntry] | None = None
-    entries: list[FileEntry] = []
+    entries: list[FileEntry] = field(default_factory=list)
     # Index of an entry in ``entries`` -> its file, to parse once the walk is done.
-    pending: dict[int, str] = {}
-    hashed = outright = 0
-    changed = False
-    # The parser allocates many small objects and frees them with each file; a collection
-    # in the middle of a cold scan only walks them in vain.
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        walked = _walk(folder)
-        seen = {rel for rel, _ in walked}
+    pending: dict[int, str] = field(default_factory=dict)
+    hashed: int = 0
+    outright: int = 0
+    changed: bool = False
+
+    @classmethod
+    def start(cls, store: _Store, folder: Path) -> _Scan:
+        index_path = store.index_path(folder)
+        body = read_checked(index_path)
+        rows: dict[str, Any] = {}
+        scanned_ns = 0
+        if isinstance(body, dict) and body.get("folder") == str(folder.resolve()):
+            scanned_ns = int(body.get("scanned_ns", 0))
+            files = body.get("files")
+            rows = files if isinstance(files, dict) else {}
+        return cls(store, folder, index_path, rows, scanned_ns)
+
+    def visit_all(self, walked: list[tuple[str, str]]) -> None:
+        self.seen = {rel for rel, _ in walked}
         for rel, name in walked:
-            try:
-                st = os.stat(name)
-            except OSError as exc:
-                entries.append(_unreadable(name, exc))
-                changed = True
-                continue
-            row = rows.get(rel)
-            old: FileEntry | None = None
-            if row is not None:
-                try:
-                    old = known[name] = _entry_from_json(name, row)
-                except (TypeError, ValueError):
-                    log.warning(
-                        "cache index %s does not match this version: rebuilding it", index_path
-                    )
-                    rows, known, old = {}, {}, None
-            key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
-            racy = old is not None and old.mtime_ns >= scanned_ns - RACY_NS
-            if old is not None and old.stat_key() == key and not racy:
-                entries.append(old)
-                continue
-            changed = True
-            if not rows:
-                # Nothing known here (a first scan): no content to reuse, parse outright.
-                pending[len(entries)] = name
-                entries.append(_unreadable(name, OSError("not parsed")))
-                outright += 1
-                continue
-            path = Path(name)
-            try:
-                data = path.read_bytes()
-            except OSError as exc:
-                entries.append(_unreadable(name, exc))
-                continue
-            hashed += 1
-            sha = hashlib.sha256(data).hexdigest()
-            same = old if old is not None and old.sha256 == sha else None
-            if same is None:
-                if by_sha is None:
-                    # Renamed files: every entry that is gone from its place, by content.
-                    by_sha = {}
-                    for gone, gone_row in rows.items():
-                        if gone not in seen:
-                            with contextlib.suppress(TypeError, ValueError):
-                                entry = _entry_from_json(_name(root, gone), gone_row)
-                                by_sha[entry.sha256] = entry
-                same = by_sha.get(sha)
-            if same is not None and store.parsed_path(sha).exists():
-                # Same content: only the stat moved (a touch, a copy, a same-tick rewrite),
-                # or the file was renamed.
-                entries.append(
-                    FileEntry(
-                        name,
-                        st.st_size,
-                        st.st_mtime_ns,
-                        st.st_ctime_ns,
-                        st.st_ino,
-                        sha,
-                        tuple(Problem(name, p.line, p.message) for p in same.problems),
-                        same.days,
-                    )
-                )
-            else:
-                pending[len(entries)] = name
-                entries.append(_unreadable(name, OSError("not parsed")))
-        if pending:
-            parsed = _parse_all(cache_dir, list(pending.values()))
-            for index, entry in zip(pending, parsed, strict=True):
-                entries[index] = entry
-            hashed += outright
-    finally:
-        if was_enabled:
-            gc.enable()
-    removed: list[FileEntry] = []
-    for rel, row in rows.items():
-        if rel not in seen:
-            with contextlib.suppress(TypeError, ValueError):
-                removed.append(_entry_from_json(_name(root, rel), row))
-    if changed or removed or (not rows and entries):
-        _forget(store, removed, entries)
+            self.visit(rel, name)
+        if self.pending:
+            parsed = _parse_all(self.store.root, list(self.pending.values()))
+            for index, entry in zip(self.pending, parsed, strict=True):
+                self.entries[index] = entry
+            self.hashed += self.outright
+
+    def visit(self, rel: str, name: str) -> None:
+        """Add the entry of the file ``name`` (``rel`` in the folder): the known one while
+        its stat holds, else one from its content."""
+        try:
+            st = os.stat(name)
+        except OSError as exc:
+            self.entries.append(_unreadable(name, exc))
+            self.changed = True
+            return
+        old = self.known_entry(rel, name)
+        key = (st.st_size, st.st_mtime_ns, st.st_ctime_ns, st.st_ino)
+        racy = old is not None and old.mtime_ns >= self.scanned_ns - RACY_NS
+        if old is not None and old.stat_key() == key and not racy:
+            self.entries.append(old)
+            return
+        self.changed = True
+        if not self.rows:
+            # Nothing known here (a first scan): no content to reuse, parse outright.
+            self.defer(name)
+            self.outright += 1
+            return
+        self.rehash(name, st, old)
+
+    def known_entry(self, rel: str, name: str) -> FileEntry | None:
+        row = self.rows.get(rel)
+        if row is None:
+            return None
+        try:
+            old = self.known[name] = _entry_from_json(name, row)
+        except (TypeError, ValueError):
+            log.warning(
+                "cache index %s does not match this version: rebuilding it", self.index_path
+            )
+            self.rows, self.known = {}, {}
+            return None
+        return old
+
+    def rehash(self, name: str, st: os.stat_result, old: FileEntry | None) -> None:
+        """Reuse what is known of the file's content, or put the file aside to parse."""
+        try:
+            data = Path(name).read_bytes()
+        except OSError as exc:
+            self.entries.append(_unreadable(name, exc))
+            return
+        self.hashed += 1
+        sha = hashlib.sha256(data).hexdigest()
+        same = old if old is not None and old.sha256 == sha else None
+        if same is None:
+            same = self.gone_by_sha().get(sha)
+        if same is not None and self.store.parsed_path(sha).exists():
+            # Same content: only the stat moved (a touch, a copy, a same-tick rewrite),
+            # or the file was renamed.
+            problems = tuple(Problem(name, p.line, p.message) for p in same.problems)
+            self.entries.append(_stat_entry(name, st, sha, problems, same.days))
+        else:
+            self.defer(name)
+
+    def defer(self, name: str) -> None:
+        self.pending[len(self.entries)] = name
+        self.entries.append(_unreadable(name, OSError("not parsed")))
+
+    def gone_by_sha(self) -> dict[str, FileEntry]:
+        """Every entry that is gone from its place, by content: where a renamed file's
+        content was."""
+        if self.by_sha is None:
+            self.by_sha = {}
+            for gone, row in self.rows.items():
+                if gone not in self.seen:
+                    with contextlib.suppress(TypeError, ValueError):
+                        entry = _entry_from_json(_name(str(self.folder), gone), row)
+                        self.by_sha[entry.sha256] = entry
+        return self.by_sha
+
+    def removed(self) -> list[FileEntry]:
+        removed: list[FileEntry] = []
+        for rel, row in self.rows.items():
+            if rel not in self.seen:
+                with contextlib.suppress(TypeError, ValueError):
+                    removed.append(_entry_from_json(_name(str(self.folder), rel), row))
+        return removed
+
+    def save(self, walked: list[tuple[str, str]], started_ns: int) -> None:
         rels = {name: rel for rel, name in walked}
+        rows, known = self.rows, self.known
         write_checked(
-            index_path,
+            self.index_path,
             {
-                "folder": str(folder.resolve()),
+                "folder": str(self.folder.resolve()),
                 "scanned_ns": started_ns,
                 "files": {
                     rels[e.path]: (
@@ -437,14 +388,34 @@ def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanSta
                         if e is known.get(e.path) and rels[e.path] in rows
                         else _entry_json(e)
                     )
-                    for e in entries
+                    for e in self.entries
                     if not e.sha256.startswith("!")
                 },
             },
         )
-    stats = ScanStats(len(entries), hashed, len(pending), len(removed))
+
+
+def scan_folder(cache_dir: Path, folder: Path) -> tuple[list[FileEntry], ScanStats]:
+    """Every digest file under ``folder``, parsing only the new and changed ones."""
+    scan = _Scan.start(_Store(cache_dir), folder)
+    started_ns = time.time_ns()
+    # The parser allocates many small objects and frees them with each file; a collection
+    # in the middle of a cold scan only walks them in vain.
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        walked = _walk(folder)
+        scan.visit_all(walked)
+    finally:
+        if was_enabled:
+            gc.enable()
+    removed = scan.removed()
+    if scan.changed or removed or (not scan.rows and scan.entries):
+        _forget(scan.store, removed, scan.entries)
+        scan.save(walked, started_ns)
+    stats = ScanStats(len(scan.entries), scan.hashed, len(scan.pending), len(removed))
     log.debug("scanned %s: %s", folder, stats)
-    return entries, stats
+    return scan.entries, stats
 
 
 def _name(root: str, rel: str) -> str:
@@ -535,10 +506,7 @@ class Catalog:
             except DigestError:
                 found = []
             sha = hashlib.sha256(data).hexdigest()
-            write_checked(
-                store.parsed_path(sha),
-                [[d.date.isoformat(), [_paper_row(p) for p in d.papers]] for d in found],
-            )
+            write_checked(store.parsed_path(sha), digest_rows(found))
             digests = found
         return digests
 

@@ -166,20 +166,6 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
     paper: _PaperBuilder | None = None
     skipping = False  # inside a block whose heading could not be read
     last_was_text = False
-    last_line = 0
-
-    def finish() -> None:
-        nonlocal paper
-        if paper is None:
-            return
-        built = paper.build()
-        paper = None
-        if not built.sections:
-            problems.append(Problem(file, built.line, "paper has no summary (truncated file?)"))
-        if day is None:
-            return
-        previous = day.get(built.arxiv_id)
-        day[built.arxiv_id] = _merge_papers(previous, built) if previous else built
 
     # str.splitlines() would also split on form feeds and U+2028 inside a title.
     lines = text.split("\n")
@@ -190,58 +176,23 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
             continue
         first = line[0]
         if first == "#" and line.startswith("##"):
+            _finish(paper, day, file, problems)
             if line.startswith("###"):
-                finish()
-                skipping = True
+                paper = _start_paper(line, number, file, day is not None, day_seen, problems)
+                skipping = paper is None
                 last_was_text = False
-                heading = line.lstrip("#").strip()
-                if day is None:
-                    why = (
-                        "paper under an unreadable day heading; skipped"
-                        if day_seen
-                        else "paper before any '## Daily Papers (YYYY-MM-DD)' heading; skipped"
-                    )
-                    problems.append(Problem(file, number, why))
-                    continue
-                built = _read_heading(heading)
-                if isinstance(built, str):
-                    problems.append(Problem(file, number, built))
-                    continue
-                paper = _PaperBuilder(built[0], built[1], number)
-                skipping = False
                 continue
-            finish()
+            paper = None
             skipping = False
-            match = _DAY_RE.match(line)
-            if match is None:
-                problems.append(
-                    Problem(
-                        file,
-                        number,
-                        f"unrecognized heading {line[:60]!r}; expected '## Daily Papers (YYYY-MM-DD)'",
-                    )
-                )
-                day = None
-                day_seen = True
-                continue
-            try:
-                date = dt.date.fromisoformat(match.group(1))
-            except ValueError:
-                problems.append(
-                    Problem(file, number, f"invalid date {match.group(1)!r} in day heading")
-                )
-                day = None
-                day_seen = True
-                continue
             day_seen = True
-            day = days.setdefault(date, {})
+            date = _read_day_heading(line, number, file, problems)
+            day = None if date is None else days.setdefault(date, {})
             continue
-        if (
-            first == "-"
-            and paper is not None
-            and line.startswith("- ")
-            and not line.startswith("- **")
-        ):
+        if paper is None:
+            if not skipping and first != "#":
+                problems.append(_outside_paper(line, number, file, day_seen))
+            continue
+        if first == "-" and line.startswith("- ") and not line.startswith("- **"):
             # The common case, inline: a plain top-level bullet.
             indents = paper.indents
             if len(indents) != 1 or indents[0]:
@@ -251,18 +202,83 @@ def parse_text(text: str, file: str = "<string>") -> tuple[list[Digest], list[Pr
             paper.sections.append([None, body, 0])
             last_was_text = True
             continue
-        if paper is None:
-            if not skipping and first != "#":
-                where = "after the day heading" if day_seen else "before any day heading"
-                problems.append(
-                    Problem(file, number, f"text outside a paper block {where}: {line[:40]!r}")
-                )
-            continue
         _read_body_line(paper, line, number, file, problems, last_was_text)
         last_was_text = bool(paper.sections)
 
-    finish()
-    last_line = len(lines)
+    _finish(paper, day, file, problems)
+    return _digests(text, file, len(lines), days, day_seen, problems)
+
+
+def _finish(
+    paper: _PaperBuilder | None,
+    day: dict[str, Paper] | None,
+    file: str,
+    problems: list[Problem],
+) -> None:
+    """File the paper read so far under its day (a paper seen twice that day is merged)."""
+    if paper is None:
+        return
+    built = paper.build()
+    if not built.sections:
+        problems.append(Problem(file, built.line, "paper has no summary (truncated file?)"))
+    if day is None:
+        return
+    previous = day.get(built.arxiv_id)
+    day[built.arxiv_id] = _merge_papers(previous, built) if previous else built
+
+
+def _start_paper(
+    line: str, number: int, file: str, in_day: bool, day_seen: bool, problems: list[Problem]
+) -> _PaperBuilder | None:
+    """The paper a ``###`` heading opens, or None (and a problem) when it cannot be read."""
+    if not in_day:
+        why = (
+            "paper under an unreadable day heading; skipped"
+            if day_seen
+            else "paper before any '## Daily Papers (YYYY-MM-DD)' heading; skipped"
+        )
+        problems.append(Problem(file, number, why))
+        return None
+    built = _read_heading(line.lstrip("#").strip())
+    if isinstance(built, str):
+        problems.append(Problem(file, number, built))
+        return None
+    return _PaperBuilder(built[0], built[1], number)
+
+
+def _read_day_heading(line: str, number: int, file: str, problems: list[Problem]) -> dt.date | None:
+    """The date of a ``##`` heading, or None (and a problem) when it cannot be read."""
+    match = _DAY_RE.match(line)
+    if match is None:
+        problems.append(
+            Problem(
+                file,
+                number,
+                f"unrecognized heading {line[:60]!r}; expected '## Daily Papers (YYYY-MM-DD)'",
+            )
+        )
+        return None
+    try:
+        return dt.date.fromisoformat(match.group(1))
+    except ValueError:
+        problems.append(Problem(file, number, f"invalid date {match.group(1)!r} in day heading"))
+        return None
+
+
+def _outside_paper(line: str, number: int, file: str, day_seen: bool) -> Problem:
+    where = "after the day heading" if day_seen else "before any day heading"
+    return Problem(file, number, f"text outside a paper block {where}: {line[:40]!r}")
+
+
+def _digests(
+    text: str,
+    file: str,
+    last_line: int,
+    days: dict[dt.date, dict[str, Paper]],
+    day_seen: bool,
+    problems: list[Problem],
+) -> tuple[list[Digest], list[Problem]]:
+    """What :func:`parse_text` read, once its text is read to the end."""
     if not text.endswith("\n"):
         # Every digest writer ends the file with a newline; a missing one means a cut-off copy.
         problems.append(Problem(file, last_line, "file ends mid-line (truncated?)"))

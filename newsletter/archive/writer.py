@@ -41,15 +41,22 @@ from typing import Any
 import httpx
 
 from newsletter.archive.digest import DigestError, parse_text
-from newsletter.archive.papers import ChatClient, DailyPaper, fetch_daily_papers, fetch_full_text
+from newsletter.archive.papers import DailyPaper, fetch_daily_papers
+from newsletter.archive.summaries import (
+    KEYS,
+    SummaryRun,
+    chat_client,
+    parse_summary,
+    summarize_all,
+)
 from newsletter.config import WRITER_API_KEY_ENV, Config
 from newsletter.errors import NewsletterError
 from newsletter.files import PRIVATE_FILE, write_file
 from newsletter.http import ApiError, RetryPolicy
 from newsletter.models import Paper, Section
-from newsletter.pacing import RateLimiter, Stopping, sleep_unless
+from newsletter.pacing import Stopping
 from newsletter.store import Store
-from newsletter.words import count, one_line
+from newsletter.words import count
 
 log = logging.getLogger(__name__)
 
@@ -63,8 +70,6 @@ __all__ = [
     "write_day",
 ]
 
-KEYS = ("What's New", "Technical Details", "Performance Highlights")
-_FENCE_RE = re.compile(r"^```(?:json)?\s*(.*?)\s*```$", re.S | re.IGNORECASE)
 _PART_RE = re.compile(r"^\[(system|user)\]\s*$", re.M)
 
 
@@ -138,32 +143,6 @@ def prompt_hash(cfg: Config, prompt: Prompt) -> str:
     source = f"full_text:{writer.full_text_budget}" if writer.full_text else "abstract"
     key = json.dumps([prompt.system, prompt.user, writer.model, source], ensure_ascii=False)
     return hashlib.sha256(key.encode()).hexdigest()
-
-
-# --- the model's answer -----------------------------------------------------------------------
-
-
-def parse_summary(content: str) -> dict[str, str] | str:
-    """The model's answer -> the three sections, each one line; or why it is unusable."""
-    text = content.strip()
-    fenced = _FENCE_RE.match(text)
-    if fenced:
-        text = fenced.group(1)
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError:
-        return "the answer is not JSON"
-    if not isinstance(data, dict):
-        return f"the answer is a JSON {type(data).__name__}, not an object"
-    found: dict[str, str] = {}
-    for key in KEYS:
-        value = data.get(key)
-        if isinstance(value, list) and all(isinstance(v, str) for v in value):
-            value = " ".join(value)
-        if not isinstance(value, str) or not one_line(value):
-            return f"the answer has no text for {key!r}"
-        found[key] = one_line(value)
-    return found
 
 
 # --- the digest file --------------------------------------------------------------------------
@@ -344,25 +323,14 @@ async def write_day(
     key = prompt_hash(cfg, prompt)
     earlier, others, kept = await asyncio.to_thread(_held, cfg, day)
     path = digest_path(cfg, day)
-    if others:
-        detail = f"already in the archive from {', '.join(others)}: nothing written"
-        return WriteResult(day, "present", detail=detail)
-    if path.exists() and store is not None:
-        row = await asyncio.to_thread(store.writer_day, day)
-        if row is None or row.written_at is None:
-            detail = f"{path} was not written by `newsletter write` (fetched?): left as it is"
-            return WriteResult(day, "present", detail=detail)
-
+    present = await _present(store, day, path, others)
+    if present is not None:
+        return present
     headers = {"User-Agent": f"newsletter (+{cfg.site_url})"}
     async with httpx.AsyncClient(
         timeout=policy.timeouts(), headers=headers, follow_redirects=True
     ) as client:
-        try:
-            listed = await fetch_daily_papers(
-                client, writer.papers_url, day, policy=policy, stopping=stopping
-            )
-        except ApiError as exc:
-            raise WriterError(str(exc)) from None
+        listed = await _listed(cfg, client, day, policy, stopping)
         if not listed:
             return WriteResult(day, "empty", detail=f"no paper listed for {day} yet")
         chosen, on_earlier, over = _plan(listed, earlier, writer.max_papers)
@@ -373,67 +341,101 @@ async def write_day(
             result.status = "empty"
             result.detail = f"every paper listed for {day} was already on an earlier day"
             return result
-        cached: dict[str, dict[str, str]] = {}
-        if store is not None:
-            bodies = await asyncio.to_thread(store.get_summaries, [p.arxiv_id for p in chosen], key)
-            for arxiv_id, body in bodies.items():
-                parsed = parse_summary(body)
-                if isinstance(parsed, dict):
-                    cached[arxiv_id] = parsed
-        for arxiv_id, sections in kept.items():
-            cached.setdefault(arxiv_id, sections)
+        cached = await _cached(store, chosen, key, kept)
         missing = [p for p in chosen if p.arxiv_id not in cached]
         result.cached = len(chosen) - len(missing)
         if dry_run:
-            result.papers = len(chosen)
-            result.summarized = len(missing)
-            result.plan = [
-                f"{p.arxiv_id}  {'-' if p.votes is None else p.votes:>4}  "
-                f"{'cached   ' if p.arxiv_id in cached else 'summarize'}  {p.title}"
-                for p in chosen
-            ]
-            return result
+            return _dry_run(result, chosen, cached)
         assert store is not None
-        chat = ChatClient(
-            client,
-            writer.base_url,
-            writer.model,
-            writer.api_key,
-            RetryPolicy(
-                attempts=1,  # retried below, where an unusable answer also counts
-                timeout=policy.timeout,
-                connect_timeout=policy.connect_timeout,
-            ),
-            RateLimiter(writer.requests_per_minute / 60),
-            stopping,
-        )
-        gate = asyncio.Semaphore(writer.concurrency)
-
-        async def one(paper: DailyPaper) -> None:
-            async with gate:
-                if stopping():
-                    return
-                summary = await _summarize(
-                    cfg, store, chat, client, prompt, key, paper, day, policy, stopping, result
-                )
-                if summary is not None:
-                    cached[paper.arxiv_id] = summary
-                    result.summarized += 1
-                    if echo:
-                        echo(f"summarized {paper.arxiv_id}: {paper.title}")
-
-        await asyncio.gather(*(one(p) for p in missing))
+        chat = chat_client(cfg, client, policy, stopping)
+        run = SummaryRun(cfg, store, client, chat, prompt, key, day, policy, stopping, result)
+        await summarize_all(run, missing, cached, echo)
     if result.refused and not result.summarized:
         # Not a day of papers without summaries: nothing is written until the API accepts.
         raise WriterError(result.refused)
     if stopping():
-        result.status = "stopped"
-        result.detail = (
-            f"stopped before writing; {count(result.summarized, 'summary', 'summaries')} kept "
-            "in the cache for the next run"
-        )
-        return result
+        return _stopped(result)
     entries = [Entry(p, cached.get(p.arxiv_id)) for p in chosen]
+    await _write_digest(store, path, day, entries, result)
+    return result
+
+
+async def _present(
+    store: Store | None, day: dt.date, path: Path, others: list[str]
+) -> WriteResult | None:
+    """Why ``day`` is not ours to write, if it is not: another file holds it, or our file
+    is there but was not written by us."""
+    if others:
+        detail = f"already in the archive from {', '.join(others)}: nothing written"
+        return WriteResult(day, "present", detail=detail)
+    if path.exists() and store is not None:
+        row = await asyncio.to_thread(store.writer_day, day)
+        if row is None or row.written_at is None:
+            detail = f"{path} was not written by `newsletter write` (fetched?): left as it is"
+            return WriteResult(day, "present", detail=detail)
+    return None
+
+
+async def _listed(
+    cfg: Config,
+    client: httpx.AsyncClient,
+    day: dt.date,
+    policy: RetryPolicy,
+    stopping: Stopping,
+) -> list[DailyPaper]:
+    try:
+        return await fetch_daily_papers(
+            client, cfg.writer.papers_url, day, policy=policy, stopping=stopping
+        )
+    except ApiError as exc:
+        raise WriterError(str(exc)) from None
+
+
+async def _cached(
+    store: Store | None, chosen: list[DailyPaper], key: str, kept: dict[str, dict[str, str]]
+) -> dict[str, dict[str, str]]:
+    """The summaries of ``chosen`` already paid for (under ``key``) or in our file, by
+    arXiv id."""
+    cached: dict[str, dict[str, str]] = {}
+    if store is not None:
+        bodies = await asyncio.to_thread(store.get_summaries, [p.arxiv_id for p in chosen], key)
+        for arxiv_id, body in bodies.items():
+            parsed = parse_summary(body)
+            if isinstance(parsed, dict):
+                cached[arxiv_id] = parsed
+    for arxiv_id, sections in kept.items():
+        cached.setdefault(arxiv_id, sections)
+    return cached
+
+
+def _dry_run(
+    result: WriteResult, chosen: list[DailyPaper], cached: dict[str, dict[str, str]]
+) -> WriteResult:
+    """``result`` as a dry run reports it: which papers it would summarize."""
+    result.papers = len(chosen)
+    result.summarized = len(chosen) - result.cached
+    result.plan = [
+        f"{p.arxiv_id}  {'-' if p.votes is None else p.votes:>4}  "
+        f"{'cached   ' if p.arxiv_id in cached else 'summarize'}  {p.title}"
+        for p in chosen
+    ]
+    return result
+
+
+def _stopped(result: WriteResult) -> WriteResult:
+    result.status = "stopped"
+    result.detail = (
+        f"stopped before writing; {count(result.summarized, 'summary', 'summaries')} kept "
+        "in the cache for the next run"
+    )
+    return result
+
+
+async def _write_digest(
+    store: Store, path: Path, day: dt.date, entries: list[Entry], result: WriteResult
+) -> None:
+    """Write ``entries`` as ``day``'s file, unless it holds them already, and record the
+    day as written."""
     result.papers = len(entries)
     result.pending = sum(1 for e in entries if e.summary is None)
     text = render_digest(day, entries)
@@ -456,98 +458,6 @@ async def write_day(
             day,
             count(result.pending, "paper"),
         )
-    return result
-
-
-async def _summarize(
-    cfg: Config,
-    store: Store,
-    chat: ChatClient,
-    client: httpx.AsyncClient,
-    prompt: Prompt,
-    key: str,
-    paper: DailyPaper,
-    day: dt.date,
-    policy: RetryPolicy,
-    stopping: Stopping,
-    result: WriteResult,
-) -> dict[str, str] | None:
-    """One paper's summary, paid for once: tried up to ``max_attempts`` times (an HTTP
-    failure or an unusable answer alike), kept in the cache as soon as it is good."""
-    writer = cfg.writer
-    content, full = paper.abstract, False
-    if writer.full_text:
-        try:
-            text = await fetch_full_text(
-                client,
-                writer.full_text_url,
-                paper.arxiv_id,
-                writer.full_text_budget,
-                policy=policy,
-                stopping=stopping,
-            )
-        except ApiError as exc:
-            log.warning("writer: %s; summarizing the abstract instead", exc)
-            text = None
-        if text:
-            content, full = text, True
-    if not content:
-        log.warning("writer: %s has no abstract to summarize", paper.arxiv_id)
-        return None
-    system, user = prompt.fill(paper, content, full)
-    what = f"summary of {paper.arxiv_id}"
-    why = ""
-    for attempt in range(1, policy.attempts + 1):
-        if stopping():
-            return None
-        failed = 1
-        tokens_in = tokens_out = 0
-        wait: float | None = None
-        retryable = True
-        try:
-            answer = await chat.complete(system, user, what=what)
-        except ApiError as exc:
-            why, wait, retryable = str(exc), exc.wait, exc.retryable
-        else:
-            tokens_in, tokens_out = answer.tokens_in, answer.tokens_out
-            parsed = parse_summary(answer.content)
-            if isinstance(parsed, dict):
-                failed = 0
-                body = json.dumps(parsed, ensure_ascii=False)
-                await asyncio.to_thread(
-                    store.put_summary,
-                    paper.arxiv_id,
-                    key,
-                    writer.model,
-                    body,
-                    tokens_in,
-                    tokens_out,
-                )
-            else:
-                why = f"{what}: {parsed}"
-        result.requests += 1
-        result.failures += failed
-        result.tokens_in += tokens_in
-        result.tokens_out += tokens_out
-        await asyncio.to_thread(
-            store.add_writer_usage,
-            day,
-            requests=1,
-            failures=failed,
-            tokens_in=tokens_in,
-            tokens_out=tokens_out,
-        )
-        if not failed:
-            return parsed  # type: ignore[return-value]
-        if not retryable:
-            result.refused = why
-            break  # a refused key or request: every paper would fail the same way
-        if attempt < policy.attempts and not stopping():
-            delay = min(max(policy.backoff * 2 ** (attempt - 1), wait or 0.0), policy.max_wait)
-            log.info("writer: %s; try %d of %d in %.1fs", why, attempt + 1, policy.attempts, delay)
-            await sleep_unless(stopping, delay)
-    log.warning("writer: %s failed after %d tries: %s", paper.arxiv_id, attempt, why)
-    return None
 
 
 def usage_lines(rows: list[Any]) -> list[str]:

@@ -22,6 +22,7 @@ from newsletter.cli.base import (
     main,
 )
 from newsletter.config import Config
+from newsletter.select import IsoWeek
 from newsletter.words import count
 
 
@@ -93,26 +94,7 @@ def send(
     iso = _parse_week(cfg, week)
     key = secret_key(cfg)
     if to_address or dry_run:
-        from newsletter.app.subscribers import normalize_address
-
-        prepared = delivery.prepare(cfg, _archive(cfg, strict), iso)
-        store = _store(cfg)
-        if dry_run:
-            built, size = delivery.dry_run(cfg, store, prepared, key)
-            click.echo(
-                f"{iso}: {count(built, 'message')} built ({size / 1e6:.1f} MB); "
-                "nothing sent (--dry-run)"
-            )
-            return
-        address = normalize_address(to_address or "")
-        issues.check_links(cfg, allow_insecure=allow_insecure_links)
-        mail_id = delivery.send_test_copy(
-            cfg, store, prepared, key, address, lang or cfg.default_lang
-        )
-        mail = delivery.send_queued_mail(cfg, store, mail_id)
-        if mail.status != "sent":
-            raise _Fail(f"test copy to {address} was not sent: {mail.last_error}")
-        click.echo(f"{iso}: test copy sent to {address}")
+        _copy_or_dry_run(cfg, iso, strict, dry_run, to_address, lang, allow_insecure_links)
         return
     issues.check_links(cfg, allow_insecure=allow_insecure_links)
     store = _store(cfg)
@@ -131,6 +113,40 @@ def send(
             foreground=True,
         )
     _report_exit(report)
+
+
+def _copy_or_dry_run(
+    cfg: Config,
+    iso: IsoWeek,
+    strict: bool,
+    dry_run: bool,
+    to_address: str | None,
+    lang: str | None,
+    allow_insecure_links: bool,
+) -> None:
+    """``send --dry-run`` (build every message, send nothing) or ``send --to`` (one copy
+    for the editor, outside the issue's ledger)."""
+    from newsletter.app import delivery, issues
+    from newsletter.app.subscribers import normalize_address
+    from newsletter.mail.tokens import secret_key
+
+    key = secret_key(cfg)
+    prepared = delivery.prepare(cfg, _archive(cfg, strict), iso)
+    store = _store(cfg)
+    if dry_run:
+        built, size = delivery.dry_run(cfg, store, prepared, key)
+        click.echo(
+            f"{iso}: {count(built, 'message')} built ({size / 1e6:.1f} MB); "
+            "nothing sent (--dry-run)"
+        )
+        return
+    address = normalize_address(to_address or "")
+    issues.check_links(cfg, allow_insecure=allow_insecure_links)
+    mail_id = delivery.send_test_copy(cfg, store, prepared, key, address, lang or cfg.default_lang)
+    mail = delivery.send_queued_mail(cfg, store, mail_id, key)
+    if mail.status != "sent":
+        raise _Fail(f"test copy to {address} was not sent: {mail.last_error}")
+    click.echo(f"{iso}: test copy sent to {address}")
 
 
 def _issue_line(row: Any, counts: dict[str, int]) -> str:

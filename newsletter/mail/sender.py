@@ -23,18 +23,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
+import functools
 import logging
 import os
 import random
-import re
 import secrets
 import socket
 import time
 from collections import Counter, deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from newsletter import lifecycle
 from newsletter.config import Config, span_seconds
@@ -50,13 +49,17 @@ from newsletter.mail.transport import (
     RecipientError,
     ServerError,
     TransportFactory,
+    clean_maildir_tmp,
     describe,
+    pid_alive,
     transport_factory,
 )
 from newsletter.pacing import RateLimiter, sleep_unless
 from newsletter.store import Claimed, Issue, Store, utcnow
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 LEASE = dt.timedelta(minutes=5)
 MAX_BACKOFF = 3600.0
@@ -89,16 +92,6 @@ def backoff(attempts: int, base: float, cap: float = MAX_BACKOFF) -> float:
 def worker_id() -> str:
     """Lease owner: host and pid (so a restart can tell a dead local holder) and a nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-def pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class Breaker:
@@ -210,8 +203,8 @@ class Lane:
         try:
             while not self._halted():
                 if not batch:
-                    self._record(accepted)
-                    batch = self._claim(owner)
+                    await self._record(accepted)
+                    batch = await self._claim(owner)
                     if self._halted():
                         break
                     if not batch:
@@ -221,31 +214,40 @@ class Lane:
                         continue
                 await self._deliver(transport, batch.pop(0), accepted, owner)
         finally:
-            self._record(accepted)
-            self.store.release([r.id for r in batch], owner)
+            await self._record(accepted)
+            await self._ledger(self.store.release, [r.id for r in batch], owner)
             await transport.close()
 
     def _pending(self) -> int:
         return self.store.pending(self.issue_id) if self.issue_id is not None else 0
 
-    def _claim(self, owner: str) -> list[Claimed]:
+    async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """A ledger call of the sending loop: in a thread on PostgreSQL, where each is a
+        network round trip the other workers need not wait for; inline on SQLite, where
+        writers in several threads only wait on its one lock (and its busy handler
+        sleeps)."""
+        if self.outbox.threaded:
+            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+        return fn(*args, **kwargs)
+
+    async def _claim(self, owner: str) -> list[Claimed]:
         batch = self.outbox.batch
         if self.issue_id is None:
-            return self.store.claim(None, owner, batch, LEASE, only=self.only)
-        current = self.store.get_issue_by_id(self.issue_id)
+            return await self._ledger(self.store.claim, None, owner, batch, LEASE, only=self.only)
+        current = await self._ledger(self.store.get_issue_by_id, self.issue_id)
         if current is None or current.status != IssueState.SENDING:
             self.halt.set("state", f"the issue is {current.status if current else 'gone'}")
             return []
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
             self._mails_checked = time.monotonic()
-            mails = self.store.claim(None, owner, batch, LEASE)
+            mails = await self._ledger(self.store.claim, None, owner, batch, LEASE)
             if mails:
                 return mails
-        return self.store.claim(self.issue_id, owner, batch, LEASE)
+        return await self._ledger(self.store.claim, self.issue_id, owner, batch, LEASE)
 
-    def _record(self, accepted: list[tuple[int, str]]) -> None:
+    async def _record(self, accepted: list[tuple[int, str]]) -> None:
         while accepted:
-            self.store.mark_sent(*accepted.pop())
+            await self._ledger(self.store.mark_sent, *accepted.pop())
 
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
@@ -281,7 +283,7 @@ class Lane:
         try:
             message_id, data, wire_ready = self._build(row)
         except HeaderError as exc:
-            self._record(accepted)
+            await self._record(accepted)
             self.store.mark_failed(
                 row.id, str(exc), permanent=False, bounce_threshold=0, error_kind="message"
             )
@@ -290,7 +292,9 @@ class Lane:
         # The ledger is written from this loop's thread only: workers writing SQLite from
         # several threads wait on its lock (and its busy handler sleeps).
         sent = accepted.pop() if accepted else None
-        state = self.store.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
+        state = await self._ledger(
+            self.store.mark_sending, row.id, owner, message_id, sent=sent, lease=LEASE
+        )
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
@@ -426,6 +430,7 @@ class Outbox:
         self.progress = progress
         self.sign = sign or _signer(cfg)
         self.batch = max(cfg.smtp.claim_batch, 1)
+        self.threaded = store.is_postgres
         self.limiter = RateLimiter(cfg.smtp.max_per_second)
         self._frozen: dict[tuple[int, str], Prepared] = {}
         # Issues this drain has taken up, so that the log says so once per process.
@@ -433,7 +438,7 @@ class Outbox:
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
         self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
         if not cfg.smtp.host:
-            clean_outbox_tmp(cfg.outbox_path)
+            clean_maildir_tmp(cfg.outbox_path)
 
     def outage_delay(self, row: Issue | None) -> float:
         """How long to wait before trying the server again: ``smtp.retry_base_seconds``
@@ -575,33 +580,3 @@ def _signer(cfg: Config) -> Sign:
     from newsletter.mail.signing import sign_message
 
     return lambda data: sign_message(cfg, data)
-
-
-# A Maildir writer's temporary file: ``TIME.M...P{pid}Q....HOST`` (mailbox.Maildir).
-_TMP_PID = re.compile(r"P(\d+)Q")
-# Maildir's own rule for a temporary file nobody finished (qmail's maildir(5)).
-_TMP_MAX_AGE = 36 * 3600
-
-
-def clean_outbox_tmp(path: Path) -> int:
-    """Remove from the Maildir outbox's ``tmp/`` the files a killed writer left: those of
-    a process of this host that no longer runs, and any older than 36 hours. Returns how
-    many were removed. Never a file being written: its writer is alive."""
-    folder = path / "tmp"
-    removed = 0
-    host = socket.gethostname()
-    now = time.time()
-    for entry in folder.iterdir() if folder.is_dir() else []:
-        name = entry.name
-        match = _TMP_PID.search(name)
-        try:
-            stale = now - entry.stat().st_mtime > _TMP_MAX_AGE
-            dead = match is not None and name.endswith(host) and not pid_alive(int(match[1]))
-            if stale or dead:
-                entry.unlink()
-                removed += 1
-        except (FileNotFoundError, ValueError):
-            continue
-    if removed:
-        log.info("removed %d unfinished files from %s", removed, folder)
-    return removed

@@ -19,8 +19,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import mailbox
+import os
 import re
+import socket
 import ssl
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
@@ -348,3 +351,44 @@ def describe(exc: BaseException) -> dict[str, Any]:
     if isinstance(exc, DeliveryError):
         return {"error_kind": exc.kind, "smtp_code": exc.code, "enhanced_code": exc.enhanced}
     return {"error_kind": None, "smtp_code": None, "enhanced_code": None}
+
+
+# A Maildir writer's temporary file: ``TIME.M...P{pid}Q....HOST`` (mailbox.Maildir).
+_TMP_PID = re.compile(r"P(\d+)Q")
+# Maildir's own rule for a temporary file nobody finished (qmail's maildir(5)).
+_TMP_MAX_AGE = 36 * 3600
+
+
+def clean_maildir_tmp(path: Path) -> int:
+    """Remove from the Maildir outbox's ``tmp/`` the files a killed writer left: those of
+    a process of this host that no longer runs, and any older than 36 hours. Returns how
+    many were removed. Never a file being written: its writer is alive."""
+    folder = path / "tmp"
+    removed = 0
+    host = socket.gethostname()
+    now = time.time()
+    for entry in folder.iterdir() if folder.is_dir() else []:
+        name = entry.name
+        match = _TMP_PID.search(name)
+        try:
+            stale = now - entry.stat().st_mtime > _TMP_MAX_AGE
+            dead = match is not None and name.endswith(host) and not pid_alive(int(match[1]))
+            if stale or dead:
+                entry.unlink()
+                removed += 1
+        except (FileNotFoundError, ValueError):
+            continue
+    if removed:
+        log.info("removed %d unfinished files from %s", removed, folder)
+    return removed
+
+
+def pid_alive(pid: int) -> bool:
+    """Whether a process of this host with that id exists."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True

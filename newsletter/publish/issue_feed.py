@@ -23,21 +23,11 @@ from markupsafe import Markup
 
 from newsletter.config import Config
 from newsletter.models import Archive
-from newsletter.publish.feed import (
-    AUTHORS_IN_CONTENT,
-    ISSUES_ATOM_NAME,
-    ISSUES_JSON_NAME,
-    AtomEntry,
-    Words,
-    atom_document,
-    byline,
-    json_document,
-    json_html,
-    json_text,
-    points_html,
-    words,
-    write_public,
-)
+from newsletter.publish.atom import AtomEntry, atom_document
+from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
+from newsletter.publish.feed_content import AUTHORS_IN_CONTENT, Words, byline, points_html, words
+from newsletter.publish.json_feed import json_document, json_html, json_text
+from newsletter.publish.public_files import write_public
 from newsletter.publish.render import environment, web_copy_url
 from newsletter.select import IsoWeek, NoIssueError, WeekIssue, build_issue, issue_weeks
 

@@ -25,13 +25,14 @@ from newsletter.config import Config
 from newsletter.files import public_folder
 from newsletter.models import Archive
 from newsletter.publish import site
-from newsletter.publish.feed import ATOM_NAME, JSON_NAME, write_feeds, write_if_changed
+from newsletter.publish.feed import ATOM_NAME, JSON_NAME, write_feeds
 from newsletter.publish.issue_feed import (
     ISSUES_ATOM_NAME,
     ISSUES_JSON_NAME,
     feed_weeks,
     write_issue_feeds,
 )
+from newsletter.publish.public_files import write_if_changed
 from newsletter.publish.render import LANGS, LOCALES_DIR, templates_dir
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 

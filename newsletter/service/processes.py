@@ -249,7 +249,6 @@ async def serve(
     in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
     first; a send stops after its in-flight messages."""
     from newsletter.mail.tokens import secret_key
-    from newsletter.web.app import create_app
 
     # Bound before anything else: a port in use is then all there is to say.
     sock = _bind(host, port) if web else None
@@ -271,55 +270,75 @@ async def serve(
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
             with installed(ctx):
-                scheduler = new_scheduler(cfg)
-                ctx.scheduler = scheduler
-                scheduler.start()
-                try:
-                    ensure_jobs(scheduler, cfg)
-                    await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
-                    for job in scheduler.get_jobs():
-                        when = job.next_run_time
-                        log.info(
-                            "next %s run: %s",
-                            job.id,
-                            when.astimezone(cfg.tz).isoformat() if when else "paused",
-                        )
-                    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
-                    server_task = None
-                    if sock is not None:
-                        server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
-                        _log_listening(cfg, host, port)
-
-                    startup = asyncio.create_task(_start_up(ctx, catalog))
-                    ctx.running.add(startup)
-                    startup.add_done_callback(ctx.running.discard)
-                    poller = asyncio.create_task(poll_bounces(cfg, store, key, stop))
-                    ctx.running.add(poller)
-                    poller.add_done_callback(ctx.running.discard)
-                    stopping = asyncio.create_task(stop.wait())
-                    waiters: set[asyncio.Task[Any]] = {stopping}
-                    if server_task is not None:
-                        waiters.add(server_task)
-                    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
-                    stop.set()
-                    await stopping
-                    log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
-                    while ctx.running:
-                        await asyncio.gather(*list(ctx.running), return_exceptions=True)
-                finally:
-                    await asyncio.to_thread(sender.stop)
-                    if scheduler.running:
-                        scheduler.shutdown(wait=False)
-                        await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
-                if server_task is not None:
-                    server.should_exit = True
-                    await server_task
+                await _schedule_and_serve(ctx, sender, catalog, sock, host, port, now)
             log.info("stopped")
     finally:
         if store is not None:
             store.close()
         if sock is not None:
             sock.close()
+
+
+async def _schedule_and_serve(
+    ctx: JobContext,
+    sender: SenderThread,
+    catalog: Catalog | None,
+    sock: socket.socket | None,
+    host: str,
+    port: int,
+    now: dt.datetime,
+) -> None:
+    """The scheduler, the web app, the start-up work and the bounce poller, until stopped;
+    then the jobs in progress finish, the sender stops after its in-flight messages, and
+    the web app stops last."""
+    from newsletter.web.app import create_app
+
+    cfg, store, stop = ctx.cfg, ctx.store, ctx.stop
+    scheduler = new_scheduler(cfg)
+    ctx.scheduler = scheduler
+    scheduler.start()
+    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+    server_task = None
+    try:
+        ensure_jobs(scheduler, cfg)
+        await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
+        for job in scheduler.get_jobs():
+            when = job.next_run_time
+            log.info(
+                "next %s run: %s",
+                job.id,
+                when.astimezone(cfg.tz).isoformat() if when else "paused",
+            )
+        if sock is not None:
+            server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
+            _log_listening(cfg, host, port)
+        for work in (_start_up(ctx, catalog), poll_bounces(cfg, store, ctx.key, stop)):
+            task = asyncio.create_task(work)
+            ctx.running.add(task)
+            task.add_done_callback(ctx.running.discard)
+        await _until_stopped(stop, server_task)
+        log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
+        while ctx.running:
+            await asyncio.gather(*list(ctx.running), return_exceptions=True)
+    finally:
+        await asyncio.to_thread(sender.stop)
+        if scheduler.running:
+            scheduler.shutdown(wait=False)
+            await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
+    if server_task is not None:
+        server.should_exit = True
+        await server_task
+
+
+async def _until_stopped(stop: asyncio.Event, server_task: asyncio.Task[Any] | None) -> None:
+    """Until ``stop`` is set, or the web server ends by itself; then ``stop`` is set."""
+    stopping = asyncio.create_task(stop.wait())
+    waiters: set[asyncio.Task[Any]] = {stopping}
+    if server_task is not None:
+        waiters.add(server_task)
+    await asyncio.wait(waiters, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()
+    await stopping
 
 
 def _log_listening(cfg: Config, host: str, port: int) -> None:

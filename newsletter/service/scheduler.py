@@ -53,7 +53,8 @@ from newsletter.archive.cache import Catalog
 from newsletter.archive.sources import FetchOptions, ingest_day, local_catalog
 from newsletter.config import Config, duration_seconds
 from newsletter.errors import NewsletterError
-from newsletter.mail.sender import pid_alive, worker_id
+from newsletter.mail.sender import worker_id
+from newsletter.mail.transport import pid_alive
 from newsletter.models import Archive
 from newsletter.publish import outputs
 from newsletter.select import IsoWeek, NoIssueError

@@ -72,6 +72,22 @@ def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
     )
 
 
+# A claimed row as the sender needs it: a single mail's recipient, or the subscriber's.
+_CLAIMED = sa.select(
+    deliveries.c.id,
+    deliveries.c.kind,
+    deliveries.c.issue_id,
+    deliveries.c.subscriber_id,
+    deliveries.c.status,
+    deliveries.c.attempts,
+    deliveries.c.message_id,
+    sa.func.coalesce(deliveries.c.recipient, subscribers.c.email).label("email"),
+    sa.func.coalesce(subscribers.c.name, "").label("name"),
+    sa.func.coalesce(subscribers.c.lang, "").label("lang"),
+    deliveries.c.data,
+).outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+
+
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A message leased to one sender: an issue's delivery (built from the issue's frozen
@@ -185,22 +201,7 @@ class LedgerQueries(StoreBase):
                 .values(lease_owner=owner, lease_until=now + lease)
             )
             rows = conn.execute(
-                sa.select(
-                    d.c.id,
-                    d.c.kind,
-                    d.c.issue_id,
-                    d.c.subscriber_id,
-                    d.c.status,
-                    d.c.attempts,
-                    d.c.message_id,
-                    sa.func.coalesce(d.c.recipient, subscribers.c.email).label("email"),
-                    sa.func.coalesce(subscribers.c.name, "").label("name"),
-                    sa.func.coalesce(subscribers.c.lang, "").label("lang"),
-                    d.c.data,
-                )
-                .outerjoin(subscribers, subscribers.c.id == d.c.subscriber_id)
-                .where(d.c.id.in_(ids), d.c.lease_owner == owner)
-                .order_by(d.c.id)
+                _CLAIMED.where(d.c.id.in_(ids), d.c.lease_owner == owner).order_by(d.c.id)
             ).all()
         return [Claimed(*row) for row in rows]
 

@@ -93,96 +93,97 @@ class ReportQueries(StoreBase):
                     .where(subscribers.c.id == subscriber_id)
                     .with_for_update()
                 )
-            inserted = conn.execute(
-                self._insert(bounce_events)
-                .values(
-                    report_id=report_id[:300],
-                    subscriber_id=subscriber_id,
-                    delivery_id=delivery_id,
-                    kind=kind,
-                    status_code=code,
-                    diagnostic=detail,
-                    source=source,
-                    action="",
-                    created_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["report_id", "subscriber_id"])
+            first_time = self._insert_report(
+                conn,
+                report_id=report_id[:300],
+                subscriber_id=subscriber_id,
+                delivery_id=delivery_id,
+                kind=kind,
+                status_code=code,
+                diagnostic=detail,
+                source=source,
+                created_at=now,
             )
-            if not inserted.rowcount:
+            if not first_time:
                 return None
             if delivery_id is not None:
-                conn.execute(
-                    deliveries.update()
-                    .where(deliveries.c.id == delivery_id)
-                    .values(
-                        bounce_kind=kind,
-                        bounce_status=code,
-                        bounce_detail=detail,
-                        bounced_at=now,
-                        updated_at=now,
-                    )
-                )
-            sub = conn.execute(
-                sa.select(subscribers).where(subscribers.c.id == subscriber_id)
-            ).one()
-            why = {
-                "status_code": code,
-                "status_detail": detail,
-                "status_at": now,
-                "updated_at": now,
-            }
-            action = f"recorded ({sub.status})"
-            if kind == "hard" and sub.status in ("active", "pending"):
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(status="bounced", status_reason="hard_bounce", **why)
-                )
-                action = "bounced"
-            elif kind == "soft":
-                streak = self._soft_streak(conn, subscriber_id, bounce_threshold)
-                values: dict[str, Any] = {"soft_bounces": streak, "updated_at": now}
-                action = f"soft bounce {streak} of {bounce_threshold}"
-                if streak >= bounce_threshold and sub.status == "active":
-                    values.update(status="bounced", status_reason="soft_bounces", **why)
-                    action += ": bounced"
-                conn.execute(
-                    subscribers.update().where(subscribers.c.id == subscriber_id).values(**values)
-                )
-            elif kind == "complaint":
-                # Whatever the status: a complaint must never be mailed again, and the
-                # reason stays on record until the address confirms anew.
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(
-                        status="unsubscribed",
-                        status_reason="complaint",
-                        unsubscribed_at=sub.unsubscribed_at or now,
-                        **why,
-                    )
-                )
-                action = "unsubscribed (complaint)"
-            elif kind == "unsubscribe" and sub.status in ("active", "pending"):
-                conn.execute(
-                    subscribers.update()
-                    .where(subscribers.c.id == subscriber_id)
-                    .values(
-                        status="unsubscribed",
-                        status_reason="unsubscribe_mail",
-                        unsubscribed_at=now,
-                        **why,
-                    )
-                )
-                action = "unsubscribed"
-            conn.execute(
-                bounce_events.update()
-                .where(
-                    bounce_events.c.report_id == report_id[:300],
-                    bounce_events.c.subscriber_id == subscriber_id,
-                )
-                .values(action=action)
+                _mark_delivery(conn, delivery_id, kind, code, detail, now)
+            action = self._apply_report(
+                conn, kind, subscriber_id, code, detail, now, bounce_threshold
             )
+            _note_action(conn, report_id[:300], subscriber_id, action)
+        return action
+
+    def _insert_report(self, conn: Connection, **values: Any) -> bool:
+        """Record a report for a subscriber; False when it was recorded before."""
+        inserted = conn.execute(
+            self._insert(bounce_events)
+            .values(action="", **values)
+            .on_conflict_do_nothing(index_elements=["report_id", "subscriber_id"])
+        )
+        return bool(inserted.rowcount)
+
+    def _apply_report(
+        self,
+        conn: Connection,
+        kind: str,
+        subscriber_id: int,
+        code: str | None,
+        detail: str | None,
+        now: dt.datetime,
+        bounce_threshold: int,
+    ) -> str:
+        """The report's effect on its subscriber; returns what was done."""
+        sub = conn.execute(sa.select(subscribers).where(subscribers.c.id == subscriber_id)).one()
+        why: dict[str, Any] = {
+            "status_code": code,
+            "status_detail": detail,
+            "status_at": now,
+            "updated_at": now,
+        }
+        if kind == "hard" and sub.status in ("active", "pending"):
+            _set_subscriber(
+                conn, subscriber_id, status="bounced", status_reason="hard_bounce", **why
+            )
+            return "bounced"
+        if kind == "soft":
+            return self._soft_bounce(conn, sub, bounce_threshold, why)
+        if kind == "complaint":
+            # Whatever the status: a complaint must never be mailed again, and the
+            # reason stays on record until the address confirms anew.
+            _set_subscriber(
+                conn,
+                subscriber_id,
+                status="unsubscribed",
+                status_reason="complaint",
+                unsubscribed_at=sub.unsubscribed_at or now,
+                **why,
+            )
+            return "unsubscribed (complaint)"
+        if kind == "unsubscribe" and sub.status in ("active", "pending"):
+            _set_subscriber(
+                conn,
+                subscriber_id,
+                status="unsubscribed",
+                status_reason="unsubscribe_mail",
+                unsubscribed_at=now,
+                **why,
+            )
+            return "unsubscribed"
+        return f"recorded ({sub.status})"
+
+    def _soft_bounce(
+        self, conn: Connection, sub: sa.Row[Any], bounce_threshold: int, why: dict[str, Any]
+    ) -> str:
+        """Count the soft bounce; at ``bounce_threshold`` in a row an active subscriber is
+        bounced."""
+        streak = self._soft_streak(conn, sub.id, bounce_threshold)
+        values: dict[str, Any] = {"soft_bounces": streak, "updated_at": why["updated_at"]}
+        action = f"soft bounce {streak} of {bounce_threshold}"
+        if streak >= bounce_threshold and sub.status == "active":
+            values.update(status="bounced", status_reason="soft_bounces", **why)
+            action += ": bounced"
+        _set_subscriber(conn, sub.id, **values)
         return action
 
     @staticmethod
@@ -258,3 +259,40 @@ class ReportQueries(StoreBase):
                 .values(status="unsubscribed", updated_at=utcnow())
             ).rowcount
         return int(deleted or 0), int(restored or 0)
+
+
+def _mark_delivery(
+    conn: Connection,
+    delivery_id: int,
+    kind: str,
+    code: str | None,
+    detail: str | None,
+    now: dt.datetime,
+) -> None:
+    """Note on the delivery what came back for it."""
+    conn.execute(
+        deliveries.update()
+        .where(deliveries.c.id == delivery_id)
+        .values(
+            bounce_kind=kind,
+            bounce_status=code,
+            bounce_detail=detail,
+            bounced_at=now,
+            updated_at=now,
+        )
+    )
+
+
+def _set_subscriber(conn: Connection, subscriber_id: int, **values: Any) -> None:
+    conn.execute(subscribers.update().where(subscribers.c.id == subscriber_id).values(**values))
+
+
+def _note_action(conn: Connection, report_id: str, subscriber_id: int, action: str) -> None:
+    conn.execute(
+        bounce_events.update()
+        .where(
+            bounce_events.c.report_id == report_id,
+            bounce_events.c.subscriber_id == subscriber_id,
+        )
+        .values(action=action)
+    )

@@ -1,0 +1,93 @@
+"""The environment's part: ``NEWSLETTER_*`` variables over the file, and the secrets, which
+only the environment may hold."""
+
+from __future__ import annotations
+
+import dataclasses
+from collections.abc import Mapping
+from typing import Any
+
+from newsletter.config.renames import RENAMED
+from newsletter.config.settings import _NOT_KEYS, _SECTIONS, LANGS, Config, _hints
+from newsletter.errors import ConfigError
+
+__all__ = [
+    "BOUNCES_PASSWORD_ENV",
+    "CONFIG_ENV",
+    "ENV_PREFIX",
+    "SECRET_KEYS",
+    "SECRET_KEY_ENV",
+    "SMTP_PASSWORD_ENV",
+    "WEBHOOK_TOKEN_ENV",
+    "WRITER_API_KEY_ENV",
+]
+
+ENV_PREFIX = "NEWSLETTER_"
+CONFIG_ENV = "NEWSLETTER_CONFIG"
+SECRET_KEY_ENV = "NEWSLETTER_SECRET_KEY"
+SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
+BOUNCES_PASSWORD_ENV = "NEWSLETTER_BOUNCES_PASSWORD"
+WEBHOOK_TOKEN_ENV = "NEWSLETTER_WEBHOOK_TOKEN"
+WRITER_API_KEY_ENV = "NEWSLETTER_WRITER_API_KEY"
+SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
+# Where each secret comes from, for the error that says so.
+_SECRET_ENV = {
+    "secret_key": SECRET_KEY_ENV,
+    "smtp.password": SMTP_PASSWORD_ENV,
+    "bounces.password": BOUNCES_PASSWORD_ENV,
+    "bounces.webhook_token": WEBHOOK_TOKEN_ENV,
+    "webhook_token": WEBHOOK_TOKEN_ENV,
+    "writer.api_key": WRITER_API_KEY_ENV,
+}
+
+
+def _env_overrides(
+    env: Mapping[str, str], renames: Mapping[str, str] = RENAMED
+) -> list[tuple[str, dict[str, Any]]]:
+    found: list[tuple[str, dict[str, Any]]] = []
+    top_hints = _hints(Config)
+    for name in sorted(env):
+        if not name.startswith(ENV_PREFIX) or name in (
+            CONFIG_ENV,
+            SECRET_KEY_ENV,
+            SMTP_PASSWORD_ENV,
+            BOUNCES_PASSWORD_ENV,
+            WEBHOOK_TOKEN_ENV,
+            WRITER_API_KEY_ENV,
+        ):
+            continue
+        rest = name[len(ENV_PREFIX) :].lower()
+        if "__" in rest:
+            section, key = rest.split("__", 1)
+            if section == "email" and key.split("__")[0] in LANGS and "__" in key:
+                lang, key = key.split("__", 1)
+                found.append((name, {section: {lang: {key: env[name]}}}))
+            elif section in _SECTIONS:
+                found.append((name, {section: {key: env[name]}}))
+            elif section in top_hints:
+                raise ConfigError(f"{name}: {section} is not a table")
+            # Other NEWSLETTER_* variables belong to other tools (tests, CI); leave them.
+        elif (rest in top_hints or rest in renames) and rest not in _NOT_KEYS | _SECTIONS.keys():
+            found.append((name, {rest: env[name]}))
+    return found
+
+
+def _with_secrets(sections: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
+    """``sections`` (the tables by name) with the secrets that ``env`` holds."""
+    out = dict(sections)
+    smtp_password = env.get(SMTP_PASSWORD_ENV, "")
+    if smtp_password:
+        out["smtp"] = dataclasses.replace(out["smtp"], password=smtp_password)
+    bounces_secrets = {
+        name: env[variable]
+        for name, variable in (
+            ("password", BOUNCES_PASSWORD_ENV),
+            ("webhook_token", WEBHOOK_TOKEN_ENV),
+        )
+        if env.get(variable)
+    }
+    if bounces_secrets:
+        out["bounces"] = dataclasses.replace(out["bounces"], **bounces_secrets)
+    if env.get(WRITER_API_KEY_ENV):
+        out["writer"] = dataclasses.replace(out["writer"], api_key=env[WRITER_API_KEY_ENV].strip())
+    return out
