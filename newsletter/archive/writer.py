@@ -36,7 +36,6 @@ import string
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import httpx
 
@@ -55,7 +54,7 @@ from newsletter.files import PRIVATE_FILE, write_file
 from newsletter.http import ApiError, RetryPolicy
 from newsletter.models import Paper, Section
 from newsletter.pacing import Stopping
-from newsletter.store import Store
+from newsletter.store import Store, WriterDay
 from newsletter.words import count
 
 log = logging.getLogger(__name__)
@@ -460,7 +459,7 @@ async def _write_digest(
         )
 
 
-def usage_lines(rows: list[Any]) -> list[str]:
+def usage_lines(rows: list[WriterDay]) -> list[str]:
     """``newsletter status``: the writer's latest days, one line each."""
     lines = []
     for row in rows:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import click
 
@@ -24,6 +24,9 @@ from newsletter.cli.base import (
 from newsletter.config import Config
 from newsletter.select import IsoWeek
 from newsletter.words import count
+
+if TYPE_CHECKING:
+    from newsletter.store import Store
 
 
 def _report_exit(report: Any) -> None:
@@ -205,7 +208,7 @@ def status(cfg: Config, week: str | None) -> None:
     _writer_lines(store)
 
 
-def _writer_lines(store: Any) -> None:
+def _writer_lines(store: Store) -> None:
     """The model's usage by `newsletter write`, per day, when it has written anything."""
     from newsletter.archive.writer import usage_lines
 

@@ -442,14 +442,7 @@ def restore_retries(
     for row in store.list_job_runs(DAILY):
         if row.status != "waiting" or row.next_try_at is None:
             continue
-        fire = (
-            row.fire_time.replace(tzinfo=dt.UTC) if row.fire_time.tzinfo is None else row.fire_time
-        )
-        at = (
-            row.next_try_at.replace(tzinfo=dt.UTC)
-            if row.next_try_at.tzinfo is None
-            else row.next_try_at
-        )
+        fire, at = row.fire_time, row.next_try_at
         deadline = daily_deadline(cfg, fire)
         if now < at < deadline and due_fire_time(cfg, DAILY, at) == fire:
             schedule_retry(scheduler, cfg, at, deadline)

@@ -15,12 +15,12 @@ import sqlalchemy as sa
 
 from newsletter.store.base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
 from newsletter.store.issues import FrozenContent, Issue, IssueQueries
-from newsletter.store.jobs import JobQueries
-from newsletter.store.ledger import Claimed, LedgerQueries
+from newsletter.store.jobs import JobQueries, JobRun
+from newsletter.store.ledger import Claimed, FailedDelivery, LedgerQueries
 from newsletter.store.mails import Mail, MailQueries
-from newsletter.store.reports import ReportQueries
+from newsletter.store.reports import BounceEvent, ReportQueries
 from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
-from newsletter.store.subscribers import SubscriberQueries
+from newsletter.store.subscribers import Confirmation, SubscriberQueries
 from newsletter.store.tables import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
@@ -37,7 +37,7 @@ from newsletter.store.tables import (
     summaries,
     writer_days,
 )
-from newsletter.store.writer import WriterQueries
+from newsletter.store.writer import WriterDay, WriterQueries
 
 __all__ = [
     "DELIVERY_STATUSES",
@@ -46,13 +46,18 @@ __all__ = [
     "MIGRATIONS_DIR",
     "REPORT_KINDS",
     "SUBSCRIBER_STATUSES",
+    "BounceEvent",
     "Claimed",
+    "Confirmation",
+    "FailedDelivery",
     "FrozenContent",
     "Issue",
+    "JobRun",
     "Mail",
     "Store",
     "StoreError",
     "Subscriber",
+    "WriterDay",
     "_alembic_config",
     "bounce_events",
     "confirmations",

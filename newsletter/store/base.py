@@ -7,7 +7,7 @@ import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
@@ -59,6 +59,10 @@ class Subscriber:
 REPORT_KINDS = ("hard", "soft", "complaint", "unsubscribe", "blocked")
 
 
+@overload
+def _aware(value: dt.datetime) -> dt.datetime: ...
+@overload
+def _aware(value: dt.datetime | None) -> dt.datetime | None: ...
 def _aware(value: dt.datetime | None) -> dt.datetime | None:
     # SQLite returns naive datetimes even for timezone=True columns; every value stored is UTC.
     if value is not None and value.tzinfo is None:

@@ -6,6 +6,7 @@ import datetime as dt
 import logging
 import socket
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
@@ -16,6 +17,37 @@ from newsletter.store.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRun:
+    """A scheduled run of a job as recorded; every time is timezone-aware (UTC)."""
+
+    id: int
+    job: str
+    fire_time: dt.datetime
+    status: str
+    owner: str | None
+    attempts: int
+    next_try_at: dt.datetime | None
+    detail: str | None
+    started_at: dt.datetime
+    updated_at: dt.datetime
+
+
+def _job_run(row: sa.Row[Any]) -> JobRun:
+    return JobRun(
+        id=row.id,
+        job=row.job,
+        fire_time=_aware(row.fire_time),
+        status=row.status,
+        owner=row.owner,
+        attempts=row.attempts,
+        next_try_at=_aware(row.next_try_at),
+        detail=row.detail,
+        started_at=_aware(row.started_at),
+        updated_at=_aware(row.updated_at),
+    )
 
 
 def _dead_local_owner(owner: str | None, alive: Callable[[int], bool]) -> bool:
@@ -59,11 +91,15 @@ class JobQueries(StoreBase):
             )
             if inserted.rowcount:
                 return True
-            row = conn.execute(
-                sa.select(job_runs).where(job_runs.c.job == job, job_runs.c.fire_time == fire_time)
-            ).one()
+            row = _job_run(
+                conn.execute(
+                    sa.select(job_runs).where(
+                        job_runs.c.job == job, job_runs.c.fire_time == fire_time
+                    )
+                ).one()
+            )
             retry_due = row.status == "waiting" and (
-                row.next_try_at is None or _aware(row.next_try_at) <= now  # type: ignore[operator]
+                row.next_try_at is None or row.next_try_at <= now
             )
             orphaned = row.status == "running" and _dead_local_owner(row.owner, alive)
             if not (retry_due or orphaned):
@@ -100,10 +136,10 @@ class JobQueries(StoreBase):
                 )
             )
 
-    def list_job_runs(self, job: str | None = None) -> list[Any]:
+    def list_job_runs(self, job: str | None = None) -> list[JobRun]:
         """Recorded runs, oldest fire time first (``fire_time`` and ``next_try_at`` in UTC)."""
         query = sa.select(job_runs).order_by(job_runs.c.fire_time, job_runs.c.job)
         if job is not None:
             query = query.where(job_runs.c.job == job)
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            return [_job_run(row) for row in conn.execute(query)]

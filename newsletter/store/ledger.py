@@ -106,6 +106,15 @@ class Claimed:
     data: bytes | None
 
 
+@dataclass(frozen=True, slots=True)
+class FailedDelivery:
+    """An issue's delivery that gave up: to whom, after how many attempts, and why."""
+
+    email: str
+    attempts: int
+    last_error: str | None
+
+
 class LedgerQueries(StoreBase):
     def fan_out(self, issue_id: int) -> int:
         """One queued delivery per active subscriber, idempotently; returns rows added."""
@@ -447,14 +456,13 @@ class LedgerQueries(StoreBase):
         with self.engine.connect() as conn:
             return int(conn.execute(_count_in(issue_id, ("queued", "sending"))).scalar_one())
 
-    def failures(self, issue_id: int, limit: int = 100) -> list[Any]:
+    def failures(self, issue_id: int, limit: int = 100) -> list[FailedDelivery]:
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(subscribers.c.email, deliveries.c.attempts, deliveries.c.last_error)
-                    .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-                    .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
-                    .order_by(deliveries.c.id)
-                    .limit(limit)
-                )
-            )
+            rows = conn.execute(
+                sa.select(subscribers.c.email, deliveries.c.attempts, deliveries.c.last_error)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(deliveries.c.issue_id == issue_id, deliveries.c.status == "failed")
+                .order_by(deliveries.c.id)
+                .limit(limit)
+            ).all()
+        return [FailedDelivery(row.email, row.attempts, row.last_error) for row in rows]

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.base import REPORT_KINDS, StoreBase, utcnow
+from newsletter.store.base import REPORT_KINDS, StoreBase, _aware, utcnow
 from newsletter.store.tables import (
     bounce_events,
     confirmations,
@@ -18,6 +19,38 @@ from newsletter.store.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class BounceEvent:
+    """A report acted on (a bounce, a complaint, a mailed unsubscribe, a webhook event), as
+    recorded; ``created_at`` is timezone-aware (UTC)."""
+
+    id: int
+    report_id: str
+    subscriber_id: int
+    delivery_id: int | None
+    kind: str
+    status_code: str | None
+    diagnostic: str | None
+    source: str
+    action: str
+    created_at: dt.datetime
+
+
+def _bounce_event(row: sa.Row[Any]) -> BounceEvent:
+    return BounceEvent(
+        id=row.id,
+        report_id=row.report_id,
+        subscriber_id=row.subscriber_id,
+        delivery_id=row.delivery_id,
+        kind=row.kind,
+        status_code=row.status_code,
+        diagnostic=row.diagnostic,
+        source=row.source,
+        action=row.action,
+        created_at=_aware(row.created_at),
+    )
 
 
 class ReportQueries(StoreBase):
@@ -227,13 +260,13 @@ class ReportQueries(StoreBase):
         found["refused"] = int(refused)
         return found
 
-    def reports(self, subscriber_id: int | None = None) -> list[Any]:
+    def reports(self, subscriber_id: int | None = None) -> list[BounceEvent]:
         """Recorded reports, oldest first."""
         query = sa.select(bounce_events).order_by(bounce_events.c.id)
         if subscriber_id is not None:
             query = query.where(bounce_events.c.subscriber_id == subscriber_id)
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            return [_bounce_event(row) for row in conn.execute(query)]
 
     def delete_unconfirmed(self, before: dt.datetime) -> tuple[int, int]:
         """Pending subscriptions last asked for before ``before`` and never confirmed: rows

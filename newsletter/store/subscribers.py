@@ -6,11 +6,12 @@ import datetime as dt
 import logging
 import secrets
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
-from newsletter.store.base import StoreBase, Subscriber, _subscriber, utcnow
+from newsletter.store.base import StoreBase, Subscriber, _aware, _subscriber, utcnow
 from newsletter.store.tables import (
     SUBSCRIBER_STATUSES,
     confirmations,
@@ -18,6 +19,39 @@ from newsletter.store.tables import (
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Confirmation:
+    """A subscription request from the form, with the address and status of its subscriber
+    as they are now. ``name`` and ``lang`` are the form's: they apply only on confirming."""
+
+    id: int
+    subscriber_id: int
+    nonce: str
+    name: str
+    lang: str
+    created_at: dt.datetime
+    email: str
+    status: str
+
+
+_CONFIRMATION = sa.select(confirmations, subscribers.c.email, subscribers.c.status).join(
+    subscribers, subscribers.c.id == confirmations.c.subscriber_id
+)
+
+
+def _confirmation(row: sa.Row[Any]) -> Confirmation:
+    return Confirmation(
+        id=row.id,
+        subscriber_id=row.subscriber_id,
+        nonce=row.nonce,
+        name=row.name,
+        lang=row.lang,
+        created_at=_aware(row.created_at),
+        email=row.email,
+        status=row.status,
+    )
 
 
 def _activated(now: dt.datetime) -> dict[str, Any]:
@@ -219,22 +253,18 @@ class SubscriberQueries(StoreBase):
             assert pk is not None
         return int(pk[0]), nonce, str(sub.email)
 
-    def get_confirmation(self, confirmation_id: int) -> Any:
+    def get_confirmation(self, confirmation_id: int) -> Confirmation | None:
         with self.engine.connect() as conn:
-            return conn.execute(
-                sa.select(confirmations, subscribers.c.email, subscribers.c.status)
-                .join(subscribers, subscribers.c.id == confirmations.c.subscriber_id)
-                .where(confirmations.c.id == confirmation_id)
-            ).first()
+            row = conn.execute(_CONFIRMATION.where(confirmations.c.id == confirmation_id)).first()
+        return None if row is None else _confirmation(row)
 
-    def open_confirmations(self, subscriber_id: int) -> list[Any]:
+    def open_confirmations(self, subscriber_id: int) -> list[Confirmation]:
         """The requests of a subscriber whose links still work (at most one)."""
         with self.engine.connect() as conn:
-            return list(
-                conn.execute(
-                    sa.select(confirmations).where(confirmations.c.subscriber_id == subscriber_id)
-                )
-            )
+            rows = conn.execute(
+                _CONFIRMATION.where(confirmations.c.subscriber_id == subscriber_id)
+            ).all()
+        return [_confirmation(row) for row in rows]
 
     def confirm(self, confirmation_id: int, nonce: str) -> Subscriber | None:
         """Use the request once: the subscriber becomes active with the request's name and

@@ -5,18 +5,49 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from collections.abc import Iterable
+from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from newsletter.store.base import StoreBase, utcnow
+from newsletter.store.base import StoreBase, _aware, utcnow
 from newsletter.store.tables import (
     summaries,
     writer_days,
 )
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class WriterDay:
+    """A digest day the writer worked on: the model's usage, and what the last write left
+    (``written_at`` is None until a write finished). Times are timezone-aware (UTC)."""
+
+    day: dt.date
+    requests: int
+    failures: int
+    tokens_in: int
+    tokens_out: int
+    papers: int
+    pending: int
+    written_at: dt.datetime | None
+    updated_at: dt.datetime
+
+
+def _writer_day_row(row: sa.Row[Any]) -> WriterDay:
+    return WriterDay(
+        day=row.day,
+        requests=row.requests,
+        failures=row.failures,
+        tokens_in=row.tokens_in,
+        tokens_out=row.tokens_out,
+        papers=row.papers,
+        pending=row.pending,
+        written_at=_aware(row.written_at),
+        updated_at=_aware(row.updated_at),
+    )
 
 
 class WriterQueries(StoreBase):
@@ -92,15 +123,16 @@ class WriterQueries(StoreBase):
                 .values(papers=papers, pending=pending, written_at=now, updated_at=now)
             )
 
-    def writer_day(self, day: dt.date) -> Any:
+    def writer_day(self, day: dt.date) -> WriterDay | None:
         with self.engine.connect() as conn:
-            return conn.execute(sa.select(writer_days).where(writer_days.c.day == day)).first()
+            row = conn.execute(sa.select(writer_days).where(writer_days.c.day == day)).first()
+        return None if row is None else _writer_day_row(row)
 
-    def writer_days(self, limit: int = 14) -> list[Any]:
+    def writer_days(self, limit: int = 14) -> list[WriterDay]:
         """The latest ``limit`` days the writer worked on, newest first."""
         query = sa.select(writer_days).order_by(writer_days.c.day.desc()).limit(limit)
         with self.engine.connect() as conn:
-            return list(conn.execute(query))
+            return [_writer_day_row(row) for row in conn.execute(query)]
 
     def close(self) -> None:
         self.engine.dispose()

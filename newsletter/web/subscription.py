@@ -45,7 +45,7 @@ from newsletter.mail.tokens import (
 )
 from newsletter.publish.render import LOCALES, N_, environment, translations_for
 from newsletter.publish.site import layout, query_paths, subscribe_path
-from newsletter.store import Store, open_store, utcnow
+from newsletter.store import Confirmation, Store, open_store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -275,7 +275,7 @@ class SubscriptionPages:
             self.wake_sender()
         return self._page(lang, "check_inbox")
 
-    async def _request(self, request: Request) -> Any:
+    async def _request(self, request: Request) -> Confirmation | None:
         """The confirmation request a link names, if its signature and nonce hold."""
         token = request.path_params["token"]
         try:
