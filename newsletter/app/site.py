@@ -5,15 +5,51 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from newsletter.archive.cache import local_catalog
 from newsletter.config import LANGS, Config
+from newsletter.errors import NewsletterError
+from newsletter.files import public_folder
 from newsletter.publish import site
 from newsletter.publish.outputs import SiteBuild, Stop, build_site
 from newsletter.select import IsoWeek
+from newsletter.shipped import SETTINGS_FILE, shipped
 
-__all__ = ["SiteBuild", "build", "web_copy"]
+__all__ = ["NewSite", "SiteBuild", "build", "start", "web_copy"]
+
+
+@dataclass(frozen=True)
+class NewSite:
+    """What :func:`start` made: the settings file and the folders it names."""
+
+    settings: Path
+    archive: Path
+    public: Path
+
+
+def start(folder: Path) -> NewSite:
+    """A new site in ``folder``: the commented settings file (every setting with its
+    default, the same file as the shipped one) and the archive and public folders. An
+    existing settings file is never overwritten: :class:`NewsletterError` then, or when
+    the folder cannot be written."""
+    path = folder / SETTINGS_FILE
+    try:
+        # Searchable by all, as the public folder inside must be; what is private (the
+        # database, the key, the archive, the outbox) is private by its own mode.
+        public_folder(folder)
+        with path.open("xb") as out:
+            out.write(shipped(SETTINGS_FILE).read_bytes())
+    except FileExistsError:
+        raise NewsletterError(f"{path} already exists; init leaves it as it is") from None
+    except OSError as exc:
+        raise NewsletterError(f"cannot write {path}: {exc.strerror or exc}") from None
+    defaults = Config()
+    archive = folder / defaults.archive_dir
+    archive.mkdir(exist_ok=True)
+    public = public_folder(folder / defaults.public_dir)
+    return NewSite(path, archive, public)
 
 
 def build(

@@ -26,6 +26,7 @@ from newsletter.cli.base import (
     main,
 )
 from newsletter.config import Config
+from newsletter.errors import NewsletterError
 from newsletter.models import Pick
 from newsletter.select import IsoWeek, top_daily, top_weekly
 from newsletter.words import count
@@ -42,28 +43,16 @@ def init(folder: Path) -> None:
     Example:
       newsletter init mysite && cd mysite && newsletter run
     """
-    from newsletter.config import Config
-    from newsletter.files import public_folder
-    from newsletter.shipped import SETTINGS_FILE, shipped
+    from newsletter.app import site
 
-    path = folder / SETTINGS_FILE
     try:
-        # Searchable by all, as the public folder inside must be; what is private (the
-        # database, the key, the archive, the outbox) is private by its own mode.
-        public_folder(folder)
-        with path.open("xb") as out:
-            out.write(shipped(SETTINGS_FILE).read_bytes())
-    except FileExistsError:
-        raise _Fail(f"{path} already exists; init leaves it as it is") from None
-    except OSError as exc:
-        raise _Fail(f"cannot write {path}: {exc.strerror or exc}") from None
-    defaults = Config()
-    (folder / defaults.archive_dir).mkdir(exist_ok=True)
-    public_folder(folder / defaults.public_dir)
-    click.echo(f"wrote {path}, with every setting and its default")
+        made = site.start(folder)
+    except NewsletterError as exc:
+        raise _Fail(str(exc)) from None
+    click.echo(f"wrote {made.settings}, with every setting and its default")
     click.echo(
-        f"made {folder / defaults.archive_dir} (the digests `newsletter write` adds) and "
-        f"{folder / defaults.public_dir} (the feeds and web pages)"
+        f"made {made.archive} (the digests `newsletter write` adds) and "
+        f"{made.public} (the feeds and web pages)"
     )
     here = "" if folder.resolve() == Path.cwd() else f"cd {folder} && "
     click.echo(

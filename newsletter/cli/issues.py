@@ -26,7 +26,8 @@ from newsletter.select import IsoWeek
 from newsletter.words import count
 
 if TYPE_CHECKING:
-    from newsletter.store import Store
+    from newsletter.app.status import IssueStatus
+    from newsletter.store import WriterDay
 
 
 def _report_exit(report: Any) -> None:
@@ -186,70 +187,63 @@ def status(cfg: Config, week: str | None) -> None:
     Example:
       newsletter status --week 2024-W05
     """
-    store = _store(cfg)
-    row = store.get_issue(str(_parse_week(cfg, week))) if week else store.latest_issue()
-    if row is None:
-        _writer_lines(store)
-        counts = store.count_subscribers()
+    from newsletter.app.status import status as issue_status
+
+    found = issue_status(_store(cfg), str(_parse_week(cfg, week)) if week else None)
+    if found.issue is None:
+        _writer_lines(found.writer_days)
         click.echo(
             f"{week or 'no issue'}: not sent yet; subscribers: "
-            + ", ".join(f"{k} {v}" for k, v in sorted(counts.items()))
+            + ", ".join(f"{k} {v}" for k, v in sorted(found.subscribers.items()))
         )
         return
-    counts = store.counts(row.id)
-    click.echo(_issue_line(row, counts))
-    click.echo("  " + ", ".join(f"{k} {v}" for k, v in counts.items()))
-    for failure in store.failures(row.id):
+    shown = found.issue
+    click.echo(_issue_line(shown.issue, shown.counts))
+    click.echo("  " + ", ".join(f"{k} {v}" for k, v in shown.counts.items()))
+    for failure in shown.failures:
         click.echo(
             f"  failed: {failure.email} after {count(failure.attempts, 'attempt')}: "
             f"{failure.last_error}"
         )
-    _bounce_lines(store.bounce_counts(row.id), counts)
-    _writer_lines(store)
+    _bounce_lines(shown)
+    _writer_lines(found.writer_days)
 
 
-def _writer_lines(store: Store) -> None:
+def _writer_lines(days: list[WriterDay]) -> None:
     """The model's usage by `newsletter write`, per day, when it has written anything."""
     from newsletter.archive.writer import usage_lines
 
-    rows = store.writer_days()
-    if rows:
+    if days:
         click.echo("writer (tokens per day, newest first):")
-        for line in usage_lines(rows):
+        for line in usage_lines(days):
             click.echo(line)
 
 
-# Above these shares of the messages handed over, mailbox providers throttle or block.
-COMPLAINT_RATE_LIMIT = 0.001
-
-
-BOUNCE_RATE_LIMIT = 0.02
-
-
-def _bounce_lines(found: dict[str, int], counts: dict[str, int]) -> None:
+def _bounce_lines(shown: IssueStatus) -> None:
     """An issue's bounces and complaints, and a warning when either rate is too high."""
-    handed = counts.get("sent", 0) + counts.get("failed", 0)
-    bounced = found.get("hard", 0) + found.get("soft", 0) + found.get("refused", 0)
-    complaints = found.get("complaint", 0)
+    from newsletter.app.status import BOUNCE_RATE_LIMIT, COMPLAINT_RATE_LIMIT
+
+    found = shown.reports
     click.echo(
         f"  bounces: hard {found.get('hard', 0)}, soft {found.get('soft', 0)}, "
         f"refused {found.get('refused', 0)}, blocked {found.get('blocked', 0)}; "
-        f"complaints {complaints}; mailed unsubscribes {found.get('unsubscribe', 0)}"
+        f"complaints {found.get('complaint', 0)}; mailed unsubscribes "
+        f"{found.get('unsubscribe', 0)}"
     )
-    if not handed:
+    rates = shown.rates
+    if rates is None:
         return
-    bounce_rate, complaint_rate = bounced / handed, complaints / handed
-    click.echo(f"  bounce rate {bounce_rate:.2%}, complaint rate {complaint_rate:.2%}")
-    if complaint_rate > COMPLAINT_RATE_LIMIT:
+    click.echo(f"  bounce rate {rates.bounce:.2%}, complaint rate {rates.complaint:.2%}")
+    if rates.too_many_complaints:
         click.echo(
-            f"warning: complaint rate {complaint_rate:.2%} is above "
+            f"warning: complaint rate {rates.complaint:.2%} is above "
             f"{COMPLAINT_RATE_LIMIT:.1%}: mailbox providers throttle or block senders "
             "with many complaints; check how addresses were collected",
             err=True,
         )
-    if bounce_rate > BOUNCE_RATE_LIMIT:
+    if rates.too_many_bounces:
         click.echo(
-            f"warning: bounce rate {bounce_rate:.2%} is above {BOUNCE_RATE_LIMIT:.0%}: "
+            f"warning: bounce rate {rates.bounce:.2%} is above {BOUNCE_RATE_LIMIT:.0%}: "
             "the list holds dead addresses; check where they came from",
             err=True,
         )

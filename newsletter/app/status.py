@@ -1,0 +1,66 @@
+"""What ``newsletter status`` reports: an issue's state and deliveries, its bounces and
+complaints against the rates providers act on, the list, and the writer's usage."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from newsletter.store import FailedDelivery, Issue, Store, WriterDay
+
+# Above these shares of the messages handed over, mailbox providers throttle or block.
+COMPLAINT_RATE_LIMIT = 0.001
+BOUNCE_RATE_LIMIT = 0.02
+
+
+@dataclass(frozen=True)
+class Rates:
+    """An issue's bounces and complaints as shares of the messages handed to a server."""
+
+    bounce: float
+    complaint: float
+
+    @property
+    def too_many_bounces(self) -> bool:
+        return self.bounce > BOUNCE_RATE_LIMIT
+
+    @property
+    def too_many_complaints(self) -> bool:
+        return self.complaint > COMPLAINT_RATE_LIMIT
+
+
+@dataclass(frozen=True)
+class IssueStatus:
+    issue: Issue
+    counts: dict[str, int]
+    failures: list[FailedDelivery]
+    reports: dict[str, int]
+
+    @property
+    def rates(self) -> Rates | None:
+        """None while nothing was handed to a server."""
+        handed = self.counts.get("sent", 0) + self.counts.get("failed", 0)
+        if not handed:
+            return None
+        found = self.reports
+        bounced = found.get("hard", 0) + found.get("soft", 0) + found.get("refused", 0)
+        return Rates(bounced / handed, found.get("complaint", 0) / handed)
+
+
+@dataclass(frozen=True)
+class Status:
+    """The issue asked for (None when there is none yet), the list by state, and the
+    writer's recent days."""
+
+    issue: IssueStatus | None
+    subscribers: dict[str, int]
+    writer_days: list[WriterDay]
+
+
+def status(store: Store, week: str | None = None) -> Status:
+    """The status of ``week``'s issue, or of the latest one."""
+    row = store.get_issue(week) if week else store.latest_issue()
+    issue = None
+    if row is not None:
+        counts = store.counts(row.id)
+        issue = IssueStatus(row, counts, store.failures(row.id), store.bounce_counts(row.id))
+    return Status(issue, store.count_subscribers(), store.writer_days())
