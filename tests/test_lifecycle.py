@@ -7,12 +7,10 @@ import datetime as dt
 from pathlib import Path
 
 import pytest
-import sqlalchemy as sa
-from alembic import command
 
 from newsletter.app import issues
 from newsletter.lifecycle import ISSUE_TRANSITIONS, IssueState, Op, PausedBy, allowed
-from newsletter.store import Store, _alembic_config, open_store, utcnow
+from newsletter.store import Store, open_store, utcnow
 
 WEEK = "2024-W05"
 
@@ -91,35 +89,3 @@ def test_an_operator_pause_takes_over_an_outage_pause(store: Store) -> None:
     assert (paused.paused_by, paused.resume_at) == ("operator", None)
     assert not issues.end_outage(store, paused)
     assert issues.resume(store, WEEK).status == "approved"  # nothing was queued yet
-
-
-def test_the_migration_names_who_paused_each_paused_issue(tmp_path: Path) -> None:
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}", poolclass=sa.NullPool)
-    with engine.begin() as conn:
-        command.upgrade(_alembic_config(conn), "0006")
-        now = dt.datetime(2024, 8, 5, tzinfo=dt.UTC)
-        for week, status, reason, resume_at in (
-            ("2024-W01", "paused", "server: cannot connect", now),
-            ("2024-W02", "paused", "circuit breaker: 9 of the last 10 recipients", None),
-            ("2024-W03", "paused", "paused by the operator", None),
-            ("2024-W04", "sending", None, None),
-        ):
-            conn.execute(
-                sa.text(
-                    "INSERT INTO issues (week, subject, status, paused_reason, resume_at, "
-                    "created_at, updated_at) VALUES (:w, 's', :s, :r, :at, :now, :now)"
-                ),
-                {"w": week, "s": status, "r": reason, "at": resume_at, "now": now},
-            )
-    engine.dispose()
-    store = open_store(f"sqlite:///{tmp_path / 'old.db'}")
-    try:
-        found = {row.week: row.paused_by for row in store.list_issues()}
-    finally:
-        store.close()
-    assert found == {
-        "2024-W01": "outage",
-        "2024-W02": "breaker",
-        "2024-W03": "operator",
-        "2024-W04": None,
-    }

@@ -3,6 +3,7 @@ live tables, and migrating is safe to repeat and to start twice at once."""
 
 from __future__ import annotations
 
+import datetime as dt
 import sqlite3
 import threading
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from click.testing import CliRunner
@@ -19,7 +21,7 @@ from conftest import FIXTURES
 from newsletter import store as store_module
 from newsletter.cli import main
 from newsletter.migrations import same_server_default
-from newsletter.store import Store, StoreError, head_revision, open_store
+from newsletter.store import Store, StoreError, _alembic_config, head_revision, open_store
 
 HEAD = head_revision()
 
@@ -288,3 +290,89 @@ def test_the_migrate_command_reports_revisions(tmp_path: Path) -> None:
     applied = ", ".join(AFTER_RELEASE)
     assert migrate() == f"applied {applied}\ndatabase is at {HEAD} (head)\n"
     assert migrate() == f"database is at {HEAD} (head)\n"
+
+
+# --- 0007 and 0008: who paused an issue; one outbox -------------------------------------
+
+
+def test_the_migration_names_who_paused_each_paused_issue(tmp_path: Path) -> None:
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}", poolclass=sa.NullPool)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0006")
+        now = dt.datetime(2024, 8, 5, tzinfo=dt.UTC)
+        for week, status, reason, resume_at in (
+            ("2024-W01", "paused", "server: cannot connect", now),
+            ("2024-W02", "paused", "circuit breaker: 9 of the last 10 recipients", None),
+            ("2024-W03", "paused", "paused by the operator", None),
+            ("2024-W04", "sending", None, None),
+        ):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO issues (week, subject, status, paused_reason, resume_at, "
+                    "created_at, updated_at) VALUES (:w, 's', :s, :r, :at, :now, :now)"
+                ),
+                {"w": week, "s": status, "r": reason, "at": resume_at, "now": now},
+            )
+    engine.dispose()
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        found = {row.week: row.paused_by for row in store.list_issues()}
+    finally:
+        store.close()
+    assert found == {
+        "2024-W01": "outage",
+        "2024-W02": "breaker",
+        "2024-W03": "operator",
+        "2024-W04": None,
+    }
+
+
+def test_single_mails_queued_before_the_one_outbox_move_into_it_and_go_out(
+    tmp_path: Path,
+) -> None:
+    """A confirmation queued by the release before the outbox (in the outbound table) is a
+    row of the outbox after the migration, and the sender sends it."""
+    import asyncio
+
+    from newsletter.config import load_config
+    from newsletter.mail.sender import Outbox
+
+    db = tmp_path / "old.db"
+    engine = sa.create_engine(f"sqlite:///{db}", poolclass=sa.NullPool)
+    now = dt.datetime(2024, 8, 5, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0007")
+        for kind, status in (("confirm", "queued"), ("test", "sent")):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO outbound (kind, recipient, message_id, data, status, attempts, "
+                    "next_attempt_at, created_at, updated_at) VALUES "
+                    "(:k, 'new@example.org', :mid, :data, :s, 0, :now, :now, :now)"
+                ),
+                {
+                    "k": kind,
+                    "mid": f"<{kind}.1@news.example.org>",
+                    "data": b"To: new@example.org\r\nSubject: hi\r\n\r\nbody\r\n",
+                    "s": status,
+                    "now": now,
+                },
+            )
+    engine.dispose()
+    config = tmp_path / "config.toml"
+    config.write_text(f'database_url = "sqlite:///{db}"\n', encoding="utf-8")
+    cfg = load_config(config, env={})
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        mails = {m.kind: m for m in store.mails()}
+        assert (mails["confirm"].status, mails["test"].status) == ("queued", "sent")
+        assert mails["confirm"].recipient == "new@example.org"
+        assert mails["confirm"].created_at == now
+        tally = asyncio.run(Outbox(cfg, store, b"k" * 32).send_mails())
+        assert tally["sent"] == 1
+        assert {m.kind: m.status for m in store.mails()} == {"confirm": "sent", "test": "sent"}
+        (written,) = (tmp_path / "outbox" / "new").iterdir()
+        assert b"Subject: hi" in written.read_bytes()
+        with store.engine.connect() as conn:
+            assert not sa.inspect(conn).has_table("outbound")
+    finally:
+        store.close()
