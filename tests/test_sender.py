@@ -397,6 +397,18 @@ def test_an_outage_pause_left_by_send_ends_under_cron_a_worker_or_the_service(
     assert (row.status, row.paused_by) == ("paused", "outage")
     assert store.counts(row.id)["queued"] == 12
 
+    if drain == "tick":
+        # Cron before the server is back: the pause stays, is said, and backs off.
+        _wait(lambda: store.get_issue(WEEK).resume_at <= utcnow(), 10, "resume_at to pass")
+        early = run_newsletter(config, "tick", INSECURE)
+        _out, err = early.communicate(timeout=60)
+        assert early.returncode == 0, err
+        assert "2024-W05 is still paused by a server outage: server: cannot connect" in err
+        assert "(next try after " in err
+        still = store.get_issue(WEEK)
+        assert (still.status, still.paused_by) == ("paused", "outage")
+        assert still.resume_at > row.resume_at
+
     handler = FaultySmtpHandler()
     controller = Controller(handler, hostname="127.0.0.1", port=smtp_port)
     controller.start()

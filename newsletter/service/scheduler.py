@@ -53,7 +53,8 @@ from newsletter.archive.cache import Catalog
 from newsletter.archive.sources import FetchOptions, ingest_day, local_catalog
 from newsletter.config import Config, duration_seconds
 from newsletter.errors import NewsletterError
-from newsletter.mail.sender import worker_id
+from newsletter.lifecycle import IssueState, describe_pause
+from newsletter.mail.sender import SendReport, worker_id
 from newsletter.mail.transport import pid_alive
 from newsletter.models import Archive
 from newsletter.publish import outputs
@@ -357,12 +358,26 @@ async def run_due(
     return {job: await run_job(ctx, job, now) for job in jobs}
 
 
-async def resume_sending(ctx: JobContext) -> int:
+async def resume_sending(ctx: JobContext) -> list[SendReport]:
     """The outbox's drain, once: every issue left sending (a crash or a stop mid-send) or
     paused by an outage whose retry is due, from its frozen content, and the single mails;
-    the ledger makes sure nobody gets a message twice. Returns how many issues it took."""
+    the ledger makes sure nobody gets a message twice. A send left paused is said in a
+    warning, with when the server is tried next. Returns a report per issue taken."""
     reports = await delivery.resume_sending(ctx.cfg, ctx.store, ctx.key, stop=ctx.stop)
-    return len(reports)
+    for report in reports:
+        if report.status == IssueState.PAUSED:
+            row = await asyncio.to_thread(ctx.store.get_issue, report.week)
+            after = (
+                row.resume_at.astimezone(ctx.cfg.tz).isoformat() if row and row.resume_at else ""
+            )
+            log.warning(
+                "%s is still paused %s: %s%s",
+                report.week,
+                describe_pause(report.paused_by),
+                report.paused_reason,
+                f" (next try after {after})" if after else "",
+            )
+    return reports
 
 
 # --- the jobs as APScheduler sees them ----------------------------------------------------------
