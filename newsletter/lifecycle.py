@@ -60,6 +60,10 @@ class PausedBy(StrEnum):
     BREAKER = "breaker"
 
 
+# How long a pending subscriber's confirmation link works; a sign-up never confirmed
+# within it is deleted.
+CONFIRM_DAYS = 7
+
 # Deliveries a sender may still take: not yet handed to a server for good.
 WAITING = (DeliveryState.QUEUED, DeliveryState.SENDING)
 

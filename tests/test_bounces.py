@@ -14,13 +14,13 @@ import pytest
 from click.testing import CliRunner
 from conftest import FIXTURES
 
+from newsletter.app.subscription import request_subscription
 from newsletter.cli import main
 from newsletter.config import Config
 from newsletter.mail import bounces
 from newsletter.mail.bounces import read_report, report_id
 from newsletter.mail.tokens import make_delivery_token, make_token
 from newsletter.store import Store, open_store
-from newsletter.web.subscription import request_subscription
 
 REPORTS = FIXTURES / "bounces"
 KEY = b"test-secret-key-of-at-least-32-bytes"

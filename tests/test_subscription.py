@@ -53,7 +53,7 @@ def test_subscribe_then_confirm_activates(
     web: tuple[Config, Store, httpx.Client], caplog: pytest.LogCaptureFixture
 ) -> None:
     cfg, store, client = web
-    caplog.set_level("INFO", logger="newsletter.web.subscription")
+    caplog.set_level("INFO", logger="newsletter.app.subscription")
     form = client.get("/subscribe")
     assert form.status_code == 200 and 'name="email"' in form.text
     response = client.post(
@@ -96,7 +96,7 @@ def test_subscribe_then_confirm_activates(
 def test_the_confirmation_mail_says_how_long_its_link_works(
     web: tuple[Config, Store, httpx.Client], lang: str, says: str
 ) -> None:
-    from newsletter.web.subscription import CONFIRM_DAYS
+    from newsletter.lifecycle import CONFIRM_DAYS
 
     cfg, _store, client = web
     client.post("/subscribe", data={"email": "new@example.org", "lang": lang})
@@ -508,7 +508,7 @@ def test_the_form_does_the_same_work_for_known_and_unknown_addresses(cfg: Config
     unsubscribed or unknown: the response time cannot tell them apart."""
     import sqlalchemy as sa
 
-    from newsletter.web.subscription import request_subscription
+    from newsletter.app.subscription import request_subscription
 
     store = open_store(cfg.database_url, cfg.base_dir)
     store.add_subscriber("active@example.org")

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable
-from typing import Any
 
 from newsletter.app import issues, site
 from newsletter.app.issues import Prepared, prepare
@@ -22,7 +21,7 @@ from newsletter.mail.tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
 from newsletter.models import Archive
 from newsletter.pacing import on_signals, sleep_unless
 from newsletter.select import IsoWeek
-from newsletter.store import Mail, Store, utcnow
+from newsletter.store import Issue, Mail, Store, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +58,7 @@ def ready_to_send(
     *,
     retry_failed: bool = False,
     refreeze: bool = False,
-) -> Any:
+) -> Issue:
     """Approve the week's issue (freezing what it sends) unless it already left draft, and
     queue its deliveries. Returns the issue row; :class:`issues.NoRecipients` when nobody
     would get it."""
@@ -73,7 +72,7 @@ def ready_to_send(
 async def send_issue(
     cfg: Config,
     store: Store,
-    row: Any,
+    row: Issue,
     key: bytes,
     *,
     wait: bool = True,

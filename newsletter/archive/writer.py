@@ -106,9 +106,9 @@ class Prompt:
 def prompt_path(cfg: Config) -> Path:
     if cfg.writer.prompt_file:
         return cfg.resolve(Path(cfg.writer.prompt_file))
-    from newsletter.publish.render import templates_dir
+    from newsletter.shipped import shipped
 
-    return templates_dir() / "writer" / "prompt.txt"
+    return shipped("templates") / "writer" / "prompt.txt"
 
 
 def load_prompt(cfg: Config) -> Prompt:

@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from newsletter.config import BOUNCES_PASSWORD_ENV, Config
 from newsletter.errors import NewsletterError
+from newsletter.lifecycle import CONFIRM_DAYS
 
 # Callers (the webhooks, the commands, the tests) know this module as the one place for
 # reports by mail, so the reading side is reachable from here as well.
@@ -368,7 +369,6 @@ def process_mailbox(cfg: Config, store: Store, key: Keys, source: Source) -> Mai
 
 def expire_unconfirmed(store: Store, now: dt.datetime | None = None) -> tuple[int, int]:
     """Remove subscriptions left pending longer than a confirmation link works."""
-    from newsletter.web.subscription import CONFIRM_DAYS
 
     before = (now or utcnow()) - dt.timedelta(days=CONFIRM_DAYS)
     deleted, restored = store.delete_unconfirmed(before)

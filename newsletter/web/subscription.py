@@ -13,7 +13,6 @@ once, and changes nothing until its page's button is pressed: mail filters open 
 from __future__ import annotations
 
 import collections
-import datetime as dt
 import logging
 import threading
 import time
@@ -28,32 +27,30 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from newsletter.app.delivery import queue_mail
 from newsletter.app.subscribers import AddressError, EncodedWordError, check_name, normalize_address
+from newsletter.app.subscription import (
+    RateLimited,
+    approve_and_start,
+    confirm_purpose,
+    mask_address,
+    request_subscription,
+)
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
-from newsletter.mail.message import confirmation_message
 from newsletter.mail.tokens import (
     APPROVE,
-    CONFIRM,
     PREFERENCES,
     UNSUBSCRIBE,
     TokenError,
-    make_token,
     read_token,
     signing_keys,
 )
 from newsletter.publish.render import LOCALES, N_, environment, translations_for
 from newsletter.publish.site import layout, query_paths, subscribe_path
-from newsletter.store import Confirmation, Store, open_store, utcnow
+from newsletter.store import Confirmation, Store, open_store
 
 log = logging.getLogger(__name__)
 
-# How long a confirmation link works.
-CONFIRM_DAYS = 7
-# Confirmation mails to one address: one per ADDRESS_GAP, at most ADDRESS_DAILY a day.
-ADDRESS_GAP = dt.timedelta(minutes=10)
-ADDRESS_DAILY = 3
 # Pages must never be cached or carry cookies: they act on a token in the URL. Referrers go
 # to this site only: with no-referrer, browsers post the pages' own forms with
 # ``Origin: null`` (Fetch standard), which same_origin must refuse.
@@ -74,70 +71,11 @@ async def _form(request: Request) -> dict[str, str]:
     return {name: values[0] for name, values in fields.items()}
 
 
-def confirm_url(cfg: Config, token: str) -> str:
-    return f"{cfg.site_url}confirm/{token}"
-
-
-class RateLimited(NewsletterError):
-    """Too many requests: answered with 429."""
-
-
-def request_subscription(
-    cfg: Config, store: Store, key: bytes, email: str, name: str, lang: str
-) -> int:
-    """Queue the confirmation mail of a request from the form; returns the mail's id.
-
-    Known or not, active or not, the address gets the same work: a confirmation row
-    bound to a fresh nonce (replacing older ones), the mail rendered and queued. The
-    subscriber changes only when the link's button is pressed. :class:`RateLimited` when
-    the address had a mail in the last ten minutes or three in a day."""
-    now = utcnow()
-    if store.recent_mails(email, "confirm", now - ADDRESS_GAP) or (
-        store.recent_mails(email, "confirm", now - dt.timedelta(days=1)) >= ADDRESS_DAILY
-    ):
-        raise RateLimited("a confirmation was mailed to this address a moment ago")
-    confirmation_id, nonce, address = store.request_confirmation(email, name, lang)
-    expires = int(time.time()) + CONFIRM_DAYS * 86400
-    url = confirm_url(
-        cfg, make_token(key, _confirm_purpose(nonce), confirmation_id, expires=expires)
-    )
-    message = confirmation_message(
-        cfg,
-        lang=lang,
-        to_address=address,
-        to_name=name,
-        confirm_url=url,
-        valid_days=CONFIRM_DAYS,
-    )
-    mail_id = queue_mail(store, "confirm", address, message)
-    if not cfg.smtp.host:
-        # Trying it out, with the Maildir outbox: the link is said where the person running
-        # it looks. Never with real mail, where only the address's owner may see it.
-        log.info(
-            "confirmation link for %s (no SMTP host: the mail goes to %s): %s",
-            mask_address(address),
-            cfg.outbox_path / "new",
-            url,
-        )
-    return mail_id
-
-
-def _confirm_purpose(nonce: str) -> str:
-    # The nonce is part of what is signed: a link works only for the request it was made for.
-    return f"{CONFIRM}:{nonce}"
-
-
 def language_name(lang: str) -> str:
     """A language's name in itself (``한국어``, ``English``): right in a list of choices,
     and on a page shown in that language."""
     name = str(Locale.parse(LOCALES[lang]).language_name)
     return name[:1].upper() + name[1:]
-
-
-def mask_address(email: str) -> str:
-    """``kim@example.com`` -> ``k***@example.com``: enough for its owner to recognise."""
-    local, _, domain = email.rpartition("@")
-    return f"{local[:1]}***@{domain}" if local else email
 
 
 class ClientLimiter:
@@ -286,7 +224,7 @@ class SubscriptionPages:
         if row is None:
             return None
         try:
-            read_token(self.keys(), _confirm_purpose(row.nonce), token)
+            read_token(self.keys(), confirm_purpose(row.nonce), token)
         except TokenError:
             return None
         return row
@@ -511,17 +449,6 @@ def form_error(exc: AddressError, lang: str) -> str:
     """The sentence for what was wrong with the form, in ``lang``."""
     message = _FORM_ERRORS.get(exc.kind, _FORM_ERRORS["invalid"])
     return translations_for(lang).gettext(message)
-
-
-def approve_and_start(cfg: Config, store: Store, row: Any) -> Any:
-    """The Approve button: freeze the draft from the archive as it is now, and queue it."""
-    from newsletter.app import delivery
-    from newsletter.archive.sources import load_local_archive
-    from newsletter.select import IsoWeek
-
-    return delivery.ready_to_send(
-        cfg, store, lambda: load_local_archive(cfg), IsoWeek.parse(row.week)
-    )
 
 
 def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
