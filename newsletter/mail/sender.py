@@ -169,7 +169,7 @@ class Lane:
         self._mails_checked = 0.0
 
     async def run(self) -> Counter[str]:
-        await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
+        await self.outbox.free_dead_leases()
         if self.issue_id is not None:
             self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
         count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
@@ -435,10 +435,19 @@ class Outbox:
         self._frozen: dict[tuple[int, str], Prepared] = {}
         # Issues this drain has taken up, so that the log says so once per process.
         self._taken: set[int] = set()
+        self._leases_freed = False
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
         self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
         if not cfg.smtp.host:
             clean_maildir_tmp(cfg.outbox_path)
+
+    async def free_dead_leases(self) -> None:
+        """Once per process: rows leased by processes of this host that no longer run go
+        back at once (a restart after a kill resumes without waiting for the leases to
+        run out). Once, because finding them reads every row's lease."""
+        if not self._leases_freed:
+            self._leases_freed = True
+            await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
 
     def outage_delay(self, row: Issue | None) -> float:
         """How long to wait before trying the server again: ``smtp.retry_base_seconds``
