@@ -75,3 +75,27 @@ def test_three_workers_and_a_send_share_the_list_without_doubles(
     assert store.counts(issue.id)["sent"] == 300
     assert store.get_issue("2024-W05").status == "sent"
     store.close()
+
+
+def test_the_marks_around_each_message_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    """The one-statement mark: the previous message recorded sent with this one marked
+    sending; a subscriber who left meanwhile is skipped (the previous mark still stands);
+    a row whose lease went to another worker is lost."""
+    import datetime as dt
+
+    store = open_store(postgres_url, tmp_path)
+    for address in ("a@example.org", "b@example.org", "c@example.org"):
+        store.add_subscriber(address)
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+    first, second, third = store.claim(issue.id, "me", 10, dt.timedelta(minutes=5))
+    assert store.mark_sending(first.id, "me", "<1@x>") == "sending"
+    store.remove_subscriber(second.email)
+    assert store.mark_sending(second.id, "me", "<2@x>", sent=(first.id, "<1@x>")) == "skipped"
+    assert store.mark_sending(third.id, "someone else", "<3@x>") == "lost"
+    with store.engine.connect() as conn:
+        rows = dict(
+            conn.execute(sa.select(deliveries.c.id, deliveries.c.status)).all()  # type: ignore[arg-type]
+        )
+    assert rows == {first.id: "sent", second.id: "skipped", third.id: "queued"}
+    store.close()
