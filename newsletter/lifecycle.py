@@ -151,7 +151,7 @@ def allowed(op: Op, state: str, paused_by: str | None = None) -> bool:
     return True
 
 
-_PAUSERS = {
+_PAUSERS: dict[str, str] = {
     PausedBy.OPERATOR: "by the operator",
     PausedBy.OUTAGE: "by a server outage",
     PausedBy.BREAKER: "by the circuit breaker",
@@ -160,10 +160,7 @@ _PAUSERS = {
 
 def describe_pause(paused_by: str | None) -> str:
     """Who paused, in the words `newsletter issues` and `status` use ("" if unknown)."""
-    for who, words in _PAUSERS.items():
-        if paused_by == who:
-            return words
-    return ""
+    return _PAUSERS.get(paused_by or "", "")
 
 
 def refusal(op: Op, week: str, state: str, paused_by: str | None = None) -> str:
@@ -192,8 +189,8 @@ def try_transition(store: Store, row: Issue, op: Op, **values: Any) -> Issue | N
     if t.sets_paused_by is not None:
         values = {"paused_by": t.sets_paused_by.value, "paused_at": now, **values}
     if t.clears_pause:
-        values = {**values, "paused_by": None, "paused_reason": None, "paused_at": None}
-        values["resume_at"] = None
+        cleared = ("paused_by", "paused_reason", "paused_at", "resume_at")
+        values = {**values, **dict.fromkeys(cleared)}
     whose = None if t.paused_by is None else [p.value for p in t.paused_by]
     sources = [s.value for s in t.sources]
     if not store.transition(row.id, sources, t.target.value, when_paused_by=whose, **values):

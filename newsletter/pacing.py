@@ -24,9 +24,21 @@ def never() -> bool:
     return False
 
 
-async def sleep_unless(stop: asyncio.Event | Stopping | None, seconds: float) -> bool:
-    """Sleep ``seconds``, waking early when ``stop`` is set; True when stopped."""
+async def sleep_unless(
+    stop: asyncio.Event | Stopping | None, seconds: float, *, wake: asyncio.Event | None = None
+) -> bool:
+    """Sleep ``seconds``, waking early when ``stop`` is set (or ``wake``, which is then
+    cleared: there is new work); True when stopped."""
     seconds = max(seconds, 0.0)
+    if wake is not None and isinstance(stop, asyncio.Event):
+        waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())}
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in waiters:
+                task.cancel()
+        wake.clear()
+        return stop.is_set()
     if stop is None:
         await asyncio.sleep(seconds)
         return False

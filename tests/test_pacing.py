@@ -41,6 +41,16 @@ def test_a_sleep_ends_early_on_an_event_or_a_stop_set_from_another_thread() -> N
     stopped, took = asyncio.run(on_event())
     assert stopped and took < 5
 
+    async def on_wake() -> tuple[bool, float, bool]:
+        stop, wake = asyncio.Event(), asyncio.Event()
+        asyncio.get_running_loop().call_later(0.05, wake.set)
+        started = time.monotonic()
+        stopped = await sleep_unless(stop, 30, wake=wake)
+        return stopped, time.monotonic() - started, wake.is_set()
+
+    stopped, took, still_set = asyncio.run(on_wake())
+    assert not stopped and took < 5 and not still_set  # woken for new work, and ready again
+
     flag = threading.Event()
     threading.Timer(0.05, flag.set).start()
     started = time.monotonic()

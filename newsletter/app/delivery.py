@@ -1,8 +1,8 @@
-"""Sending an issue, written once: prepare, freeze, deliver.
+"""Sending, as the CLI (``send``, ``worker``, ``tick``), the scheduler and the web app ask
+for it: an issue approved and queued, then sent; the long-running sender; single mails.
 
-The CLI (``send``, ``worker``, ``tick``), the scheduler's weekly job and the web app's
-Approve button all go through these functions; the states they move an issue through
-are :mod:`newsletter.app.issues`', the sending itself is :mod:`newsletter.mail.sender`'s.
+The operations on an issue are :mod:`newsletter.app.issues`'; the sending itself is the
+outbox's drain (:mod:`newsletter.mail.sender`).
 """
 
 from __future__ import annotations
@@ -161,21 +161,8 @@ async def keep_draining(
         delay = poll
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), poll)
-        await _idle(outbox.stop, wake, delay)
+        await sleep_unless(outbox.stop, delay, wake=wake)
     return sent
-
-
-async def _idle(stop: asyncio.Event, wake: asyncio.Event | None, seconds: float) -> None:
-    if wake is None:
-        await sleep_unless(stop, seconds)
-        return
-    waiters = {asyncio.create_task(stop.wait()), asyncio.create_task(wake.wait())}
-    try:
-        await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
-    finally:
-        for task in waiters:
-            task.cancel()
-    wake.clear()
 
 
 # --- single mails ----------------------------------------------------------------------------
@@ -199,7 +186,9 @@ def send_queued_mail(cfg: Config, store: Store, mail_id: int, key: bytes = b"") 
         await Outbox(cfg, store, key or secret_key(cfg)).send_mails(only=mail_id)
 
     asyncio.run(main())
-    return next(m for m in store.mails() if m.id == mail_id)
+    mail = store.mail(mail_id)
+    assert mail is not None  # queued a moment ago, and mails are never deleted
+    return mail
 
 
 def send_test_copy(

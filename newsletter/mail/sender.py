@@ -123,15 +123,16 @@ class Breaker:
 
 @dataclass
 class Halt:
-    """Why workers stopped claiming before the issue was done."""
+    """Why workers stopped claiming before the issue was done: "", "outage", "breaker" or
+    "state" (an operator paused or cancelled it)."""
 
-    why: str = ""  # "", "outage", "breaker", "state"
-    detail: str = ""
+    why: str = ""
 
-    def set(self, why: str, detail: str) -> bool:
+    def set(self, why: str) -> bool:
+        """The first reason wins; True for the worker that gave it."""
         if self.why:
             return False
-        self.why, self.detail = why, detail
+        self.why = why
         return True
 
 
@@ -169,7 +170,7 @@ class Lane:
         self._mails_checked = 0.0
 
     async def run(self) -> Counter[str]:
-        await self.outbox.free_dead_leases()
+        await self.outbox.recover()
         if self.issue_id is not None:
             self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
         count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
@@ -208,7 +209,7 @@ class Lane:
                     if self._halted():
                         break
                     if not batch:
-                        if not self.wait or not self._pending():
+                        if not self.wait or not await self._pending():
                             return
                         await self._idle()
                         continue
@@ -218,8 +219,10 @@ class Lane:
             await self._ledger(self.store.release, [r.id for r in batch], owner)
             await transport.close()
 
-    def _pending(self) -> int:
-        return self.store.pending(self.issue_id) if self.issue_id is not None else 0
+    async def _pending(self) -> int:
+        if self.issue_id is None:
+            return 0
+        return await self._ledger(self.store.pending, self.issue_id)
 
     async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
         """A ledger call of the sending loop: in a thread on PostgreSQL, where each is a
@@ -236,7 +239,7 @@ class Lane:
             return await self._ledger(self.store.claim, None, owner, batch, LEASE, only=self.only)
         current = await self._ledger(self.store.get_issue_by_id, self.issue_id)
         if current is None or current.status != IssueState.SENDING:
-            self.halt.set("state", f"the issue is {current.status if current else 'gone'}")
+            self.halt.set("state")
             return []
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
             self._mails_checked = time.monotonic()
@@ -252,7 +255,7 @@ class Lane:
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
         assert self.issue_id is not None
-        due = self.store.next_retry_at(self.issue_id)
+        due = await self._ledger(self.store.next_retry_at, self.issue_id)
         delay = 1.0
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), 1.0)
@@ -289,8 +292,6 @@ class Lane:
             )
             self._count("failed")
             return
-        # The ledger is written from this loop's thread only: workers writing SQLite from
-        # several threads wait on its lock (and its busy handler sleeps).
         sent = accepted.pop() if accepted else None
         state = await self._ledger(
             self.store.mark_sending, row.id, owner, message_id, sent=sent, lease=LEASE
@@ -327,7 +328,7 @@ class Lane:
         at = resume_at if row.issue_id is None else None
         self.store.requeue([row.id], str(exc), at=at, **describe(exc))
         self._count("deferred")
-        if not self.halt.set("outage", str(exc)):
+        if not self.halt.set("outage"):
             return
         if self.row is not None:
             lifecycle.pause_for_outage(self.store, self.row, f"server: {exc}", resume_at)
@@ -361,7 +362,7 @@ class Lane:
         if row.issue_id is None or self.row is None:
             return  # the breaker watches an issue's recipients; a single mail stands alone
         reason, ids = self.breaker.record(row.id, exc)
-        if reason and self.halt.set("breaker", str(exc)):
+        if reason and self.halt.set("breaker"):
             # Those recipients were not at fault: they get their message after the resume.
             self.store.requeue(ids, str(exc), **detail)
             why = (
@@ -435,19 +436,21 @@ class Outbox:
         self._frozen: dict[tuple[int, str], Prepared] = {}
         # Issues this drain has taken up, so that the log says so once per process.
         self._taken: set[int] = set()
-        self._leases_freed = False
+        self._recovered = False
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
         self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
-        if not cfg.smtp.host:
-            clean_maildir_tmp(cfg.outbox_path)
 
-    async def free_dead_leases(self) -> None:
-        """Once per process: rows leased by processes of this host that no longer run go
-        back at once (a restart after a kill resumes without waiting for the leases to
-        run out). Once, because finding them reads every row's lease."""
-        if not self._leases_freed:
-            self._leases_freed = True
-            await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
+    async def recover(self) -> None:
+        """What processes of this host killed mid-send left, undone before the first
+        message (once: finding dead leases reads every row's lease). Their leased rows go
+        back at once instead of when the leases run out, and in the Maildir outbox their
+        half-written files leave ``tmp/``."""
+        if self._recovered:
+            return
+        self._recovered = True
+        await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
+        if not self.cfg.smtp.host:
+            await asyncio.to_thread(clean_maildir_tmp, self.cfg.outbox_path)
 
     def outage_delay(self, row: Issue | None) -> float:
         """How long to wait before trying the server again: ``smtp.retry_base_seconds``

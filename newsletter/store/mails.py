@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 from dataclasses import dataclass
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -48,6 +49,21 @@ _MAIL_COLUMNS = (
 )
 
 
+def _mail(r: Any) -> Mail:
+    return Mail(
+        r.id,
+        r.kind,
+        r.recipient or "",
+        r.message_id or "",
+        r.data or b"",
+        r.status,
+        r.attempts,
+        r.last_error,
+        _aware(r.created_at),
+        _aware(r.sent_at),
+    )
+
+
 class MailQueries(StoreBase):
     def enqueue_mail(self, kind: str, recipient: str, message_id: str, data: bytes) -> int:
         """Queue a built single mail; returns its row's id (its delivery id)."""
@@ -83,6 +99,15 @@ class MailQueries(StoreBase):
             ).scalar()
         return _aware(value)
 
+    def mail(self, mail_id: int) -> Mail | None:
+        """One single mail."""
+        query = sa.select(*_MAIL_COLUMNS).where(
+            deliveries.c.id == mail_id, deliveries.c.issue_id.is_(None)
+        )
+        with self.engine.connect() as conn:
+            row = conn.execute(query).first()
+        return None if row is None else _mail(row)
+
     def mails(self, kind: str | None = None) -> list[Mail]:
         """Single mails, oldest first."""
         query = sa.select(*_MAIL_COLUMNS).where(deliveries.c.issue_id.is_(None))
@@ -90,21 +115,7 @@ class MailQueries(StoreBase):
             query = query.where(deliveries.c.kind == kind)
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(deliveries.c.id)).all()
-        return [
-            Mail(
-                r.id,
-                r.kind,
-                r.recipient or "",
-                r.message_id or "",
-                r.data or b"",
-                r.status,
-                r.attempts,
-                r.last_error,
-                _aware(r.created_at),
-                _aware(r.sent_at),
-            )
-            for r in rows
-        ]
+        return [_mail(r) for r in rows]
 
     def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
         """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
