@@ -1,5 +1,5 @@
 """The processes: ``newsletter run`` (scheduler, web app and sender), ``serve`` (web app
-and the sender of single mails) and ``tick`` (everything due, once).
+and sender) and ``tick`` (everything due, once).
 
 In ``run`` and ``serve`` the sender has its own thread and event loop: sending (store
 calls, signing, Maildir writes) never holds up a web request, and a send in progress
@@ -398,7 +398,8 @@ async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
 
 
 def serve_web(cfg: Config, host: str, port: int) -> None:
-    """``newsletter serve``: the web app, and a sender thread for the mails it queues."""
+    """``newsletter serve``: the web app, and a sender thread for the mails it queues and
+    any issue being sent."""
     from newsletter.mail.tokens import secret_key
     from newsletter.web.app import create_app
 
