@@ -89,3 +89,19 @@ def test_an_operator_pause_takes_over_an_outage_pause(store: Store) -> None:
     assert (paused.paused_by, paused.resume_at) == ("operator", None)
     assert not issues.end_outage(store, paused)
     assert issues.resume(store, WEEK).status == "approved"  # nothing was queued yet
+
+
+def test_approving_a_cancelled_issue_is_refused_by_the_table(store: Store, tmp_path: Path) -> None:
+    from newsletter.archive.sources import load_local_archive
+    from newsletter.config import load_config
+    from newsletter.select import IsoWeek
+
+    config = tmp_path / "config.toml"
+    config.write_text('source = "seeds"\n', encoding="utf-8")
+    cfg = load_config(
+        config, env={}, overrides={"source": str(Path(__file__).parents[1] / "seeds")}
+    )
+    store.ensure_issue(WEEK, "subject", status="cancelled")
+    prepared = issues.prepare(cfg, load_local_archive(cfg), IsoWeek.parse(WEEK))
+    with pytest.raises(issues.IssueStateError, match=r"^2024-W05 is cancelled: approve is"):
+        issues.approve(store, cfg, prepared)

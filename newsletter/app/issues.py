@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any
 from urllib.parse import urlsplit
 
 from newsletter.config import Config
@@ -125,7 +124,7 @@ def freeze(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = Fa
     """Store the issue's content (once; again with ``refreeze`` while nothing was sent)."""
     row = store.ensure_issue(str(prepared.week), prepared.subject, status=DRAFT)
     if row.status == CANCELLED:
-        raise IssueStateError(f"{row.week} was cancelled")
+        raise IssueStateError(refusal(Op.APPROVE, row.week, row.status))
     if row.content_hash and not refreeze:
         return row
     built = contents(prepared)
@@ -149,7 +148,7 @@ def approve(store: Store, cfg: Config, prepared: Prepared, *, refreeze: bool = F
     row = freeze(store, cfg, prepared, refreeze=refreeze)
     if row.status == DRAFT:
         # Another process may approve it at the same moment: either one's move is enough.
-        row = try_transition(store, row, Op.APPROVE, approved_at=utcnow()) or (reload(store, row))
+        row = try_transition(store, row, Op.APPROVE, approved_at=utcnow()) or reload(store, row)
     return row
 
 
@@ -191,7 +190,7 @@ def resume(store: Store, week: str) -> Issue:
     return transition(store, row, op)
 
 
-def cancel(store: Store, week: str) -> tuple[Any, int]:
+def cancel(store: Store, week: str) -> tuple[Issue, int]:
     """Cancel the issue: nothing more of it is sent. Returns the row and the deliveries
     that will not be made."""
     row = transition(store, find(store, week), Op.CANCEL, cancelled_at=utcnow())
