@@ -99,3 +99,36 @@ def test_the_marks_around_each_message_on_postgres(postgres_url: str, tmp_path: 
         )
     assert rows == {first.id: "sent", second.id: "skipped", third.id: "queued"}
     store.close()
+
+
+def test_a_claim_reads_only_the_rows_left_to_send(postgres_url: str, tmp_path: Path) -> None:
+    """The claim walks the index of unsent rows, not the rows already sent (walking the
+    primary key past them made each claim slower as a send went on)."""
+    import datetime as dt
+
+    from newsletter.store.claims import claim_statement
+
+    store = open_store(postgres_url, tmp_path)
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "insert into subscribers (email, email_key, created_at, updated_at)"
+                " select 'r' || i || '@example.org', 'r' || i || '@example.org', now(), now()"
+                " from generate_series(1, 5000) as i"
+            )
+        )
+    store.fan_out(issue.id)
+    with store.engine.begin() as conn:
+        # As a big send leaves the table: mostly sent, the rest queued.
+        conn.execute(sa.text("update deliveries set status = 'sent' where id % 100 <> 0"))
+        conn.execute(sa.text("analyze deliveries"))
+    now = dt.datetime.now(dt.UTC)
+    params = {"b_now": now, "b_issue": issue.id, "b_only": None, "b_limit": 10}
+    params |= {"b_owner": "me", "b_until": now}
+    compiled = claim_statement(True, False).compile(dialect=store.engine.dialect)
+    with store.engine.connect() as conn:
+        plan = conn.exec_driver_sql("explain " + str(compiled), {**compiled.params, **params})
+        text = "\n".join(row[0] for row in plan)
+    assert "ix_deliveries_due" in text, text
+    store.close()

@@ -237,16 +237,18 @@ class Lane:
         batch = self.outbox.batch
         if self.issue_id is None:
             return await self._ledger(self.store.claim, None, owner, batch, LEASE, only=self.only)
-        current = await self._ledger(self.store.get_issue_by_id, self.issue_id)
-        if current is None or current.status != IssueState.SENDING:
-            self.halt.set("state")
-            return []
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
             self._mails_checked = time.monotonic()
             mails = await self._ledger(self.store.claim, None, owner, batch, LEASE)
             if mails:
                 return mails
-        return await self._ledger(self.store.claim, self.issue_id, owner, batch, LEASE)
+        claimed = await self._ledger(self.store.claim, self.issue_id, owner, batch, LEASE)
+        if not claimed:
+            # An issue that stopped sending has nothing claimable: find out whether it did.
+            current = await self._ledger(self.store.get_issue_by_id, self.issue_id)
+            if current is None or current.status != IssueState.SENDING:
+                self.halt.set("state")
+        return claimed
 
     async def _record(self, accepted: list[tuple[int, str]]) -> None:
         while accepted:

@@ -14,9 +14,10 @@ from pathlib import Path
 import sqlalchemy as sa
 
 from newsletter.store.base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
+from newsletter.store.claims import Claimed
 from newsletter.store.issues import FrozenContent, Issue, IssueQueries
 from newsletter.store.jobs import JobQueries, JobRun
-from newsletter.store.ledger import Claimed, FailedDelivery, LedgerQueries
+from newsletter.store.ledger import FailedDelivery, LedgerQueries
 from newsletter.store.mails import Mail, MailQueries
 from newsletter.store.reports import BounceEvent, ReportQueries
 from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision

@@ -16,6 +16,18 @@ from typing import Any
 import sqlalchemy as sa
 
 from newsletter.store.base import StoreBase, _aware, utcnow
+from newsletter.store.claims import (
+    CLAIMED,
+    MARK_SENDING,
+    MARK_SENT,
+    PG_MARK,
+    Claimed,
+    claim_params,
+    claim_statement,
+    claimable_rows,
+    due_rows,
+    pg_mark_params,
+)
 from newsletter.store.tables import (
     DELIVERY_STATUSES,
     deliveries,
@@ -25,64 +37,6 @@ from newsletter.store.tables import (
 
 log = logging.getLogger(__name__)
 
-_ACTIVE = (
-    sa.select(subscribers.c.id)
-    .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
-    .exists()
-)
-_MARK_SENDING = (
-    deliveries.update()
-    .where(
-        deliveries.c.id == sa.bindparam("b_id"),
-        deliveries.c.lease_owner == sa.bindparam("b_owner"),
-        deliveries.c.status.in_(("queued", "sending")),
-        # An issue goes to active subscribers only; a single mail has its own recipient.
-        sa.or_(deliveries.c.issue_id.is_(None), _ACTIVE),
-    )
-    .values(
-        status="sending",
-        attempts=deliveries.c.attempts + 1,
-        message_id=sa.bindparam("b_message_id"),
-        # A fresh lease for the time the message is on the wire.
-        lease_until=sa.bindparam("b_until"),
-        updated_at=sa.bindparam("b_now"),
-    )
-)
-_MARK_SENT = (
-    deliveries.update()
-    .where(deliveries.c.id == sa.bindparam("b_id"))
-    .values(
-        status="sent",
-        sent_at=sa.bindparam("b_now"),
-        message_id=sa.bindparam("b_message_id"),
-        last_error=None,
-        lease_owner=None,
-        lease_until=None,
-        updated_at=sa.bindparam("b_now"),
-    )
-)
-
-
-# The previous message recorded sent and this one marked sending, in one statement: a
-# data-modifying WITH always runs, and both rows change in one atomic statement.
-_PG_MARK = sa.text(
-    """
-    WITH sent AS (
-        UPDATE deliveries SET status = 'sent', sent_at = :now, message_id = :sent_mid,
-            last_error = NULL, lease_owner = NULL, lease_until = NULL, updated_at = :now
-        WHERE id = :sent_id
-        RETURNING id
-    )
-    UPDATE deliveries AS d SET status = 'sending', attempts = d.attempts + 1,
-        message_id = :mid, lease_until = :until, updated_at = :now
-    WHERE d.id = :id AND d.lease_owner = :owner AND d.status IN ('queued', 'sending')
-        AND (d.issue_id IS NULL OR EXISTS (
-            SELECT 1 FROM subscribers AS s
-            WHERE s.id = d.subscriber_id AND s.status = 'active'))
-    RETURNING d.id
-    """
-)
-
 
 def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
     """How many of an issue's deliveries are in ``statuses``."""
@@ -91,40 +45,6 @@ def _count_in(issue_id: int, statuses: tuple[str, ...]) -> sa.Select[Any]:
         .select_from(deliveries)
         .where(deliveries.c.issue_id == issue_id, deliveries.c.status.in_(statuses))
     )
-
-
-# A claimed row as the sender needs it: a single mail's recipient, or the subscriber's.
-_CLAIMED = sa.select(
-    deliveries.c.id,
-    deliveries.c.kind,
-    deliveries.c.issue_id,
-    deliveries.c.subscriber_id,
-    deliveries.c.status,
-    deliveries.c.attempts,
-    deliveries.c.message_id,
-    sa.func.coalesce(deliveries.c.recipient, subscribers.c.email).label("email"),
-    sa.func.coalesce(subscribers.c.name, "").label("name"),
-    sa.func.coalesce(subscribers.c.lang, "").label("lang"),
-    deliveries.c.data,
-).outerjoin(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
-
-
-@dataclass(frozen=True, slots=True)
-class Claimed:
-    """A message leased to one sender: an issue's delivery (built from the issue's frozen
-    content for this subscriber) or a single mail (``data``, built in advance)."""
-
-    id: int
-    kind: str
-    issue_id: int | None
-    subscriber_id: int | None
-    status: str
-    attempts: int
-    message_id: str | None
-    email: str
-    name: str
-    lang: str
-    data: bytes | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,28 +118,17 @@ class LedgerQueries(StoreBase):
         once without blocking or taking the same row. ``only``: that row alone, if due.
         """
         now = now or utcnow()
+        params = claim_params(issue_id, owner, limit, lease, now, only)
+        if self.is_postgres:
+            with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                result = conn.execute(
+                    claim_statement(issue_id is not None, only is not None), params
+                )
+                return [Claimed(*row) for row in result]
         d = deliveries
-        lane = d.c.issue_id.is_(None) if issue_id is None else d.c.issue_id == issue_id
-        if only is not None:
-            lane = sa.and_(lane, d.c.id == only)
-        claimable = (
-            lane,
-            # The same rows as (queued, due and free) or (sending and free), written so
-            # that the (issue_id, status) index finds them: with the OR of two statuses
-            # SQLite scanned every delivery of the issue per claim (27 ms at 100,000).
-            d.c.status.in_(("queued", "sending")),
-            sa.or_(d.c.lease_until.is_(None), d.c.lease_until < now),
-            sa.or_(d.c.status == "sending", d.c.next_attempt_at <= now),
-        )
-        due = (
-            sa.select(d.c.id)
-            .where(*claimable)
-            .order_by(d.c.id)
-            .limit(limit)
-            .with_for_update(skip_locked=True)
-        )
+        claimable = claimable_rows(issue_id is not None, only is not None)
         with self.engine.begin() as conn:
-            ids = [row.id for row in conn.execute(due)]
+            ids = [row.id for row in conn.execute(due_rows(claimable), params)]
             if not ids:
                 return []
             # SQLite has no row locks and reads before it writes: another process may
@@ -228,10 +137,11 @@ class LedgerQueries(StoreBase):
             conn.execute(
                 d.update()
                 .where(d.c.id.in_(ids), *claimable)
-                .values(lease_owner=owner, lease_until=now + lease)
+                .values(lease_owner=owner, lease_until=now + lease),
+                params,
             )
             rows = conn.execute(
-                _CLAIMED.where(d.c.id.in_(ids), d.c.lease_owner == owner).order_by(d.c.id)
+                CLAIMED.where(d.c.id.in_(ids), d.c.lease_owner == owner).order_by(d.c.id)
             ).all()
         return [Claimed(*row) for row in rows]
 
@@ -261,9 +171,9 @@ class LedgerQueries(StoreBase):
             return "sending"
         with self.engine.begin() as conn:
             if sent is not None and not self.is_postgres:
-                conn.execute(_MARK_SENT, {"b_id": sent[0], "b_message_id": sent[1], "b_now": now})
+                conn.execute(MARK_SENT, {"b_id": sent[0], "b_message_id": sent[1], "b_now": now})
             result = conn.execute(
-                _MARK_SENDING,
+                MARK_SENDING,
                 {
                     "b_id": delivery_id,
                     "b_owner": owner,
@@ -303,26 +213,16 @@ class LedgerQueries(StoreBase):
         its own: each round trip to the server is most of a message's ledger cost there.
         The previous message's ``sent`` is written whatever the answer; False when this
         row was not marked (the caller finds out why)."""
-        now = utcnow()
         with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
             marked = conn.execute(
-                _PG_MARK,
-                {
-                    "sent_id": sent[0] if sent else -1,
-                    "sent_mid": sent[1] if sent else "",
-                    "id": delivery_id,
-                    "owner": owner,
-                    "mid": message_id,
-                    "now": now,
-                    "until": now + lease,
-                },
+                PG_MARK, pg_mark_params(delivery_id, owner, message_id, sent, lease)
             ).first()
         return marked is not None
 
     def mark_sent(self, delivery_id: int, message_id: str) -> None:
         with self.engine.begin() as conn:
             conn.execute(
-                _MARK_SENT, {"b_id": delivery_id, "b_message_id": message_id, "b_now": utcnow()}
+                MARK_SENT, {"b_id": delivery_id, "b_message_id": message_id, "b_now": utcnow()}
             )
 
     def mark_retry(self, delivery_id: int, error: str, at: dt.datetime, **detail: Any) -> None:

@@ -88,6 +88,10 @@ issue_contents = sa.Table(
 # The outbox: every outgoing message, one row each, drained by one sender. An issue's
 # delivery names its issue and subscriber and is built from the issue's frozen content; a
 # single mail (no issue) carries its recipient and its built, unsigned bytes.
+# The rows the sender still has to send. A query uses the partial index on them only when
+# its own condition is this text, literally: a planner cannot see into bound parameters.
+UNSENT = "status IN ('queued', 'sending')"
+
 deliveries = sa.Table(
     "deliveries",
     metadata,
@@ -120,6 +124,14 @@ deliveries = sa.Table(
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
     sa.Index("ix_deliveries_kind_recipient", "kind", "recipient"),
+    # What a claim reads: one lane's unsent rows in id order (revision 0009).
+    sa.Index(
+        "ix_deliveries_due",
+        "issue_id",
+        "id",
+        postgresql_where=sa.text(UNSENT),
+        sqlite_where=sa.text(UNSENT),
+    ),
 )
 
 # Every report acted on (a bounce, a complaint, a mailed unsubscribe, a webhook event), once:
