@@ -101,6 +101,67 @@ def test_the_marks_around_each_message_on_postgres(postgres_url: str, tmp_path: 
     store.close()
 
 
+def test_a_sending_lane_claims_and_marks_over_its_own_connection(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """The lane's asyncio connection runs the store's statements: two lanes never hold the
+    same row, the marks record sent, skipped and lost as the store's do, and a paused
+    issue has nothing to claim."""
+    import asyncio
+    import datetime as dt
+
+    from newsletter.store.lanes import PostgresLaneLedger, lane_ledger
+
+    lease = dt.timedelta(minutes=5)
+    store = open_store(postgres_url, tmp_path)
+    for i in range(5):
+        store.add_subscriber(f"r{i}@example.org")
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+
+    async def scenario() -> dict[int, str]:
+        one, two = await lane_ledger(store), await lane_ledger(store)
+        assert isinstance(one, PostgresLaneLedger)
+        # Marks commit without waiting for the disk (see newsletter.store.lanes).
+        setting = await (await one.conn.execute("show synchronous_commit")).fetchone()
+        assert setting == ("off",)
+        try:
+            mine = await one.claim(issue.id, "one", 3, lease)
+            theirs = await two.claim(issue.id, "two", 3, lease)
+            assert [len(mine), len(theirs)] == [3, 2]
+            assert not {r.id for r in mine} & {r.id for r in theirs}
+            assert {r.email for r in mine + theirs} == {f"r{i}@example.org" for i in range(5)}
+            first, second, third = mine
+            assert await one.mark_sending(first.id, "one", "<1@x>", sent=None, lease=lease) == (
+                "sending"
+            )
+            store.remove_subscriber(second.email)
+            state = await one.mark_sending(
+                second.id, "one", "<2@x>", sent=(first.id, "<1@x>"), lease=lease
+            )
+            assert state == "skipped"
+            assert await one.mark_sending(third.id, "two", "<3@x>", sent=None, lease=lease) == (
+                "lost"
+            )
+            assert await two.mark_sending(theirs[0].id, "two", "<4@x>", sent=None, lease=lease) == (
+                "sending"
+            )
+            await two.mark_sent(theirs[0].id, "<4@x>")
+            store.release([theirs[1].id], "two")
+            with store.engine.begin() as conn:
+                conn.execute(sa.text("update issues set status = 'paused'"))
+            assert await one.claim(issue.id, "one", 10, lease) == []
+        finally:
+            await one.close()
+            await two.close()
+        with store.engine.connect() as conn:
+            return dict(conn.execute(sa.select(deliveries.c.id, deliveries.c.status)).all())  # type: ignore[arg-type]
+
+    rows = asyncio.run(scenario())
+    assert sorted(rows.values()) == ["queued", "queued", "sent", "sent", "skipped"]
+    store.close()
+
+
 def test_a_claim_reads_only_the_rows_left_to_send(postgres_url: str, tmp_path: Path) -> None:
     """The claim walks the index of unsent rows, not the rows already sent (walking the
     primary key past them made each claim slower as a send went on)."""

@@ -30,7 +30,7 @@ import random
 import secrets
 import socket
 import time
-from collections import Counter, deque
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, TypeVar
@@ -39,13 +39,12 @@ from newsletter import lifecycle
 from newsletter.config import Config, span_seconds
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import IssueState, PausedBy
+from newsletter.mail.breaker import Breaker
 from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import HeaderError
 from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
 from newsletter.mail.transport import (
     DeliveryError,
-    MessageError,
-    PolicyError,
     RecipientError,
     ServerError,
     TransportFactory,
@@ -56,6 +55,7 @@ from newsletter.mail.transport import (
 )
 from newsletter.pacing import RateLimiter, sleep_unless
 from newsletter.store import Claimed, Issue, Store, utcnow
+from newsletter.store.lanes import LaneLedger, lane_ledger
 
 log = logging.getLogger(__name__)
 
@@ -92,33 +92,6 @@ def backoff(attempts: int, base: float, cap: float = MAX_BACKOFF) -> float:
 def worker_id() -> str:
     """Lease owner: host and pid (so a restart can tell a dead local holder) and a nonce."""
     return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
-
-
-class Breaker:
-    """Trips when most of the last ``window`` recipients failed for the same reason that
-    says nothing about their address (a policy block, a rejected message)."""
-
-    def __init__(self, window: int, share: float = 0.8) -> None:
-        self.window = window
-        self.needed = max(1, int(window * share + 0.999))
-        self.recent: deque[tuple[int, str | None]] = deque(maxlen=window)
-
-    def record(self, delivery_id: int, failure: DeliveryError | None) -> tuple[str, list[int]]:
-        """Add one outcome; returns (reason, the deliveries it failed) once tripped, else
-        ("", [])."""
-        shared = isinstance(failure, PolicyError | MessageError)
-        self.recent.append((delivery_id, failure.reason if shared and failure else None))
-        if len(self.recent) < self.window:
-            return "", []
-        reasons = Counter(reason for _, reason in self.recent if reason)
-        if not reasons:
-            return "", []
-        reason, count = reasons.most_common(1)[0]
-        if count < self.needed:
-            return "", []
-        ids = [i for i, r in self.recent if r == reason]
-        self.recent.clear()
-        return reason, ids
 
 
 @dataclass
@@ -198,14 +171,18 @@ class Lane:
         # Each worker leases under its own name: rows whose lease ran out while still in
         # this worker's batch can then go to another worker, but never to both.
         transport = self.outbox.factory()
+        ledger = await lane_ledger(self.store)
         batch: list[Claimed] = []
         # The last message the server accepted, not yet recorded (see Store.mark_sending).
         accepted: list[tuple[int, str]] = []
         try:
             while not self._halted():
                 if not batch:
-                    await self._record(accepted)
-                    batch = await self._claim(owner)
+                    # The last message accepted is recorded with the next one's 'sending',
+                    # or here when there is no next one.
+                    batch = await self._claim(ledger, owner)
+                    if not batch:
+                        await self._record(ledger, accepted)
                     if self._halted():
                         break
                     if not batch:
@@ -213,10 +190,11 @@ class Lane:
                             return
                         await self._idle()
                         continue
-                await self._deliver(transport, batch.pop(0), accepted, owner)
+                await self._deliver(transport, ledger, batch.pop(0), accepted, owner)
         finally:
-            await self._record(accepted)
+            await self._record(ledger, accepted)
             await self._ledger(self.store.release, [r.id for r in batch], owner)
+            await ledger.close()
             await transport.close()
 
     async def _pending(self) -> int:
@@ -233,16 +211,16 @@ class Lane:
             return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
         return fn(*args, **kwargs)
 
-    async def _claim(self, owner: str) -> list[Claimed]:
+    async def _claim(self, ledger: LaneLedger, owner: str) -> list[Claimed]:
         batch = self.outbox.batch
         if self.issue_id is None:
-            return await self._ledger(self.store.claim, None, owner, batch, LEASE, only=self.only)
+            return await ledger.claim(None, owner, batch, LEASE, only=self.only)
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
             self._mails_checked = time.monotonic()
-            mails = await self._ledger(self.store.claim, None, owner, batch, LEASE)
+            mails = await ledger.claim(None, owner, batch, LEASE)
             if mails:
                 return mails
-        claimed = await self._ledger(self.store.claim, self.issue_id, owner, batch, LEASE)
+        claimed = await ledger.claim(self.issue_id, owner, batch, LEASE)
         if not claimed:
             # An issue that stopped sending has nothing claimable: find out whether it did.
             current = await self._ledger(self.store.get_issue_by_id, self.issue_id)
@@ -250,9 +228,9 @@ class Lane:
                 self.halt.set("state")
         return claimed
 
-    async def _record(self, accepted: list[tuple[int, str]]) -> None:
+    async def _record(self, ledger: LaneLedger, accepted: list[tuple[int, str]]) -> None:
         while accepted:
-            await self._ledger(self.store.mark_sent, *accepted.pop())
+            await ledger.mark_sent(*accepted.pop())
 
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
@@ -283,21 +261,24 @@ class Lane:
         return message.message_id, message.data, message.wire_ready
 
     async def _deliver(
-        self, transport: Any, row: Claimed, accepted: list[tuple[int, str]], owner: str
+        self,
+        transport: Any,
+        ledger: LaneLedger,
+        row: Claimed,
+        accepted: list[tuple[int, str]],
+        owner: str,
     ) -> None:
         try:
             message_id, data, wire_ready = self._build(row)
         except HeaderError as exc:
-            await self._record(accepted)
+            await self._record(ledger, accepted)
             self.store.mark_failed(
                 row.id, str(exc), permanent=False, bounce_threshold=0, error_kind="message"
             )
             self._count("failed")
             return
         sent = accepted.pop() if accepted else None
-        state = await self._ledger(
-            self.store.mark_sending, row.id, owner, message_id, sent=sent, lease=LEASE
-        )
+        state = await ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
