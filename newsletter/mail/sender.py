@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import datetime as dt
-import functools
 import logging
 import os
 import random
@@ -33,7 +32,7 @@ import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import ParamSpec, TypeVar
 
 from newsletter import lifecycle
 from newsletter.config import Config, span_seconds
@@ -47,6 +46,7 @@ from newsletter.mail.transport import (
     DeliveryError,
     RecipientError,
     ServerError,
+    Transport,
     TransportFactory,
     clean_maildir_tmp,
     describe,
@@ -59,6 +59,7 @@ from newsletter.store.lanes import LaneLedger, lane_ledger
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
 T = TypeVar("T")
 
 LEASE = dt.timedelta(minutes=5)
@@ -202,13 +203,13 @@ class Lane:
             return 0
         return await self._ledger(self.store.pending, self.issue_id)
 
-    async def _ledger(self, fn: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+    async def _ledger(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         """A ledger call of the sending loop: in a thread on PostgreSQL, where each is a
         network round trip the other workers need not wait for; inline on SQLite, where
         writers in several threads only wait on its one lock (and its busy handler
         sleeps)."""
         if self.outbox.threaded:
-            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+            return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
     async def _claim(self, ledger: LaneLedger, owner: str) -> list[Claimed]:
@@ -262,7 +263,7 @@ class Lane:
 
     async def _deliver(
         self,
-        transport: Any,
+        transport: Transport,
         ledger: LaneLedger,
         row: Claimed,
         accepted: list[tuple[int, str]],

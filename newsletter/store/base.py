@@ -124,7 +124,7 @@ class StoreBase:
     def is_postgres(self) -> bool:
         return self.dialect == "postgresql"
 
-    def _insert(self, table: sa.Table) -> Any:
+    def _insert(self, table: sa.Table) -> postgresql.Insert | sqlite.Insert:
         if self.dialect == "postgresql":
             return postgresql.insert(table)
         if self.dialect == "sqlite":

@@ -24,7 +24,8 @@ import asyncio
 import datetime as dt
 import functools
 import logging
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
 import sqlalchemy as sa
 
@@ -43,6 +44,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+P = ParamSpec("P")
+T = TypeVar("T")
+
 
 class LaneLedger:
     """A lane's ledger calls, made inline on the store (SQLite, or a PostgreSQL driver
@@ -51,9 +55,9 @@ class LaneLedger:
     def __init__(self, store: Store) -> None:
         self.store = store
 
-    async def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+    async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
         if self.store.is_postgres:
-            return await asyncio.to_thread(functools.partial(fn, *args, **kwargs))
+            return await asyncio.to_thread(fn, *args, **kwargs)
         return fn(*args, **kwargs)
 
     async def claim(
@@ -66,10 +70,7 @@ class LaneLedger:
         only: int | None = None,
     ) -> list[Claimed]:
         """See :meth:`LedgerQueries.claim`."""
-        rows: list[Claimed] = await self._call(
-            self.store.claim, issue_id, owner, limit, lease, only=only
-        )
-        return rows
+        return await self._call(self.store.claim, issue_id, owner, limit, lease, only=only)
 
     async def mark_sending(
         self,
@@ -81,10 +82,9 @@ class LaneLedger:
         lease: dt.timedelta,
     ) -> str:
         """See :meth:`LedgerQueries.mark_sending`."""
-        state: str = await self._call(
+        return await self._call(
             self.store.mark_sending, delivery_id, owner, message_id, sent=sent, lease=lease
         )
-        return state
 
     async def mark_sent(self, delivery_id: int, message_id: str) -> None:
         await self._call(self.store.mark_sent, delivery_id, message_id)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import logging
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from newsletter.store.base import StoreBase, StoreError
+
+if TYPE_CHECKING:
+    import alembic.config
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +25,7 @@ _RELEASE_0_1_REVISION = "0001"
 _MIGRATING = threading.Lock()
 
 
-def _alembic_config(conn: Connection | None = None) -> Any:
+def _alembic_config(conn: Connection | None = None) -> alembic.config.Config:
     """Alembic's settings in code (no alembic.ini), running on ``conn`` and its transaction."""
     from alembic.config import Config
 

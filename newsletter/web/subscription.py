@@ -47,7 +47,7 @@ from newsletter.mail.tokens import (
 )
 from newsletter.publish.render import LOCALES, N_, environment, translations_for
 from newsletter.publish.site import layout, query_paths, subscribe_path
-from newsletter.store import Confirmation, Store, open_store
+from newsletter.store import Confirmation, Issue, Store, Subscriber, open_store
 
 log = logging.getLogger(__name__)
 
@@ -250,7 +250,7 @@ class SubscriptionPages:
         log.info("subscriber %d confirmed", sub.id)
         return self._page(self._lang(request, sub.lang), "confirmed")
 
-    async def _subscriber(self, request: Request, purpose: str) -> tuple[str, Any]:
+    async def _subscriber(self, request: Request, purpose: str) -> tuple[str, Subscriber | None]:
         """The subscriber a link's token names: ``("ok", sub)``, or ``("invalid", None)``
         for a bad token or a subscriber no longer there, or ``("sample", None)`` for
         subscriber 0, the link of a preview or test copy."""
@@ -268,7 +268,7 @@ class SubscriptionPages:
             return self._page(self._lang(request), "invalid", 400)
         return self._page(self._lang(request), sample_page)
 
-    async def _unsubscribe(self, sub: Any, lang: str) -> Response:
+    async def _unsubscribe(self, sub: Subscriber, lang: str) -> Response:
         if sub.status != "unsubscribed":
             await run_in_threadpool(self.store().set_status, sub.id, "unsubscribed")
             log.info("subscriber %d unsubscribed", sub.id)
@@ -276,33 +276,33 @@ class SubscriptionPages:
 
     async def _opened(
         self, request: Request, purpose: str, sample_page: str
-    ) -> tuple[Any, Response | None]:
+    ) -> Subscriber | Response:
         """For a GET of a subscriber's link: the subscriber still subscribed, or the page
         to answer instead (invalid, sample, or already unsubscribed)."""
         state, sub = await self._subscriber(request, purpose)
         if sub is None:
-            return None, self._no_subscriber(request, state, sample_page)
+            return self._no_subscriber(request, state, sample_page)
         if sub.status == "unsubscribed":
-            return None, self._page(self._lang(request, sub.lang), "unsubscribed")
-        return sub, None
+            return self._page(self._lang(request, sub.lang), "unsubscribed")
+        return sub
 
     async def _posted(
         self, request: Request, purpose: str, sample_page: str
-    ) -> tuple[Any, Response | None]:
+    ) -> Subscriber | Response:
         """For a POST to a subscriber's link: the subscriber, or the page to answer
         instead (403 for a post from another site, invalid, sample)."""
         state, sub = await self._subscriber(request, purpose)
         refused = self._refused(request, self._lang(request, sub.lang if sub is not None else ""))
         if refused is not None:
-            return None, refused
+            return refused
         if sub is None:
-            return None, self._no_subscriber(request, state, sample_page)
-        return sub, None
+            return self._no_subscriber(request, state, sample_page)
+        return sub
 
     async def unsubscribe_form(self, request: Request) -> Response:
-        sub, instead = await self._opened(request, UNSUBSCRIBE, "sample")
-        if instead is not None:
-            return instead
+        sub = await self._opened(request, UNSUBSCRIBE, "sample")
+        if isinstance(sub, Response):
+            return sub
         return self._page(
             self._lang(request, sub.lang), "unsubscribe", email=mask_address(sub.email)
         )
@@ -310,15 +310,15 @@ class SubscriptionPages:
     async def unsubscribe(self, request: Request) -> Response:
         """RFC 8058 one-click (``List-Unsubscribe=One-Click``) and the page's own button:
         200 with a page, no redirect, no cookie."""
-        sub, instead = await self._posted(request, UNSUBSCRIBE, "sample")
-        if instead is not None:
-            return instead
+        sub = await self._posted(request, UNSUBSCRIBE, "sample")
+        if isinstance(sub, Response):
+            return sub
         return await self._unsubscribe(sub, self._lang(request, sub.lang))
 
     # --- the preferences page, linked from every issue ---------------------------------------
 
     def _preferences_page(
-        self, sub: Any, status: int = 200, *, lang: str = "", saved: str = ""
+        self, sub: Subscriber, status: int = 200, *, lang: str = "", saved: str = ""
     ) -> Response:
         """The page in ``lang`` (else the subscriber's language), the email language
         ``saved`` just now (else the stored one) selected."""
@@ -335,18 +335,18 @@ class SubscriptionPages:
     async def preferences_form(self, request: Request) -> Response:
         """The address (masked: the link travels in every issue, and issues get forwarded),
         the email language and an Unsubscribe button. Opening it changes nothing."""
-        sub, instead = await self._opened(request, PREFERENCES, "sample_preferences")
-        if instead is not None:
-            return instead
+        sub = await self._opened(request, PREFERENCES, "sample_preferences")
+        if isinstance(sub, Response):
+            return sub
         # The subscriber's language, unless the page's language switch asked for another.
         return self._preferences_page(sub, lang=self._lang(request, sub.lang))
 
     async def preferences(self, request: Request) -> Response:
         """One of the page's two forms: ``action=language`` with ``lang``, answered in the
         new language, or ``action=unsubscribe``, which does what the unsubscribe link does."""
-        sub, instead = await self._posted(request, PREFERENCES, "sample_preferences")
-        if instead is not None:
-            return instead
+        sub = await self._posted(request, PREFERENCES, "sample_preferences")
+        if isinstance(sub, Response):
+            return sub
         form = await _form(request)
         action = form.get("action")
         if action == "unsubscribe":
@@ -363,7 +363,7 @@ class SubscriptionPages:
 
     # --- the editor's Approve button (draft mode) -------------------------------------------
 
-    async def _draft(self, request: Request) -> Any:
+    async def _draft(self, request: Request) -> Issue | None:
         try:
             issue_id = read_token(self.keys(), APPROVE, request.path_params["token"])
         except TokenError:
