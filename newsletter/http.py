@@ -30,12 +30,20 @@ __all__ = ["ApiError", "Missing", "RetryPolicy", "request"]
 class ApiError(NewsletterError):
     """A server that did not answer usefully after every try; ``str()`` says which and why.
     ``retryable``: a later try may succeed (429, 5xx, timeouts); ``wait``: the server's
-    ``Retry-After``, in seconds."""
+    ``Retry-After``, in seconds; ``status``: the last answer's HTTP status, if any."""
 
-    def __init__(self, message: str, *, retryable: bool = False, wait: float | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool = False,
+        wait: float | None = None,
+        status: int | None = None,
+    ):
         super().__init__(message)
         self.retryable = retryable
         self.wait = wait
+        self.status = status
 
 
 class Missing(ApiError):
@@ -64,11 +72,17 @@ class RetryPolicy:
 
 
 def retry_after(response: httpx.Response) -> float | None:
-    """A ``Retry-After`` in seconds (given as seconds or as an HTTP date)."""
+    """A ``Retry-After`` in seconds (given as seconds or as an HTTP date), or a JSON body's
+    ``retry_after`` (Discord's, in seconds, fractions included)."""
     value = response.headers.get("Retry-After", "").strip()
     if not value:
-        return None
-    if value.isdigit():
+        try:
+            body = response.json()
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            return None
+        wait = body.get("retry_after") if isinstance(body, dict) else None
+        return float(wait) if isinstance(wait, int | float) and wait >= 0 else None
+    if value.replace(".", "", 1).isdigit():
         return float(value)
     try:
         when = email.utils.parsedate_to_datetime(value)
@@ -100,9 +114,11 @@ async def request(
     error = ""
     retryable = True
     wait: float | None = None
+    status: int | None = None
     for attempt in range(1, policy.attempts + 1):
         wait = None
         retryable = True
+        status = None
         try:
             response = await client.request(method, url, json=json_body, headers=headers)
         except httpx.TimeoutException as exc:
@@ -136,7 +152,7 @@ async def request(
         log.info("%s; try %d of %d in %.1fs", error, attempt + 1, policy.attempts, delay)
         if await sleep_unless(stopping, delay):
             break
-    raise ApiError(error, retryable=retryable, wait=wait)
+    raise ApiError(error, retryable=retryable, wait=wait, status=status)
 
 
 def _short_body(response: httpx.Response) -> str:
@@ -146,7 +162,7 @@ def _short_body(response: httpx.Response) -> str:
         data = response.json()
     except (json.JSONDecodeError, UnicodeDecodeError):
         return ""
-    message = data.get("error") if isinstance(data, dict) else None
+    message = (data.get("error") or data.get("message")) if isinstance(data, dict) else None
     if isinstance(message, dict):
         message = message.get("message")
     return f" ({one_line(str(message))[:200]})" if message else ""

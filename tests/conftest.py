@@ -594,3 +594,145 @@ def wait_for_http(url: str, process: Any, timeout: float = 30.0) -> None:
         except httpx.TransportError:
             time.sleep(0.1)
     raise AssertionError(f"{url} did not answer within {timeout}s")
+
+
+# --- chat services: Slack's chat.postMessage and webhooks, a Discord webhook ----------------
+
+SLACK_TOKEN = "xoxb-test-token"
+
+
+class ChatServer:
+    """A loopback server keeping the documented contracts of Slack's ``chat.postMessage``
+    (bearer token; ``ok``, ``ts`` or ``error`` answers; ``429`` with ``Retry-After``), a
+    Slack incoming webhook (``ok``) and a Discord webhook (``?wait=true`` answers the
+    message; ``429`` with ``retry_after`` in the body), and checking every payload against
+    each service's limits. ``fail``: statuses to answer the next requests with instead."""
+
+    def __init__(self) -> None:
+        import threading
+
+        self.posts: list[dict[str, Any]] = []
+        self.problems: list[str] = []
+        self.fail: list[int] = []
+        self.delay = 0.0
+        self.requests = 0
+        self.lock = threading.Lock()
+        self.port = 0
+        self.channels = {"C0PAPERS", "#papers"}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def check_slack(self, payload: dict[str, Any]) -> None:
+        blocks = payload.get("blocks", [])
+        if len(blocks) > 50:
+            self.problems.append(f"{len(blocks)} blocks")
+        if len(payload.get("text", "")) > 40000:
+            self.problems.append("text over 40,000")
+        if not payload.get("text"):
+            self.problems.append("no text fallback")
+        for block in blocks:
+            text = block.get("text", {}).get("text", "")
+            if block["type"] == "section" and len(text) > 3000:
+                self.problems.append(f"section of {len(text)}")
+            for element in block.get("elements", ()):
+                if len(element.get("text", "")) > 3000:
+                    self.problems.append("context element over 3,000")
+
+    def check_discord(self, payload: dict[str, Any]) -> None:
+        embeds = payload.get("embeds", [])
+        if len(embeds) > 10:
+            self.problems.append(f"{len(embeds)} embeds")
+        if len(payload.get("content", "")) > 2000:
+            self.problems.append("content over 2,000")
+        total = 0
+        for embed in embeds:
+            if len(embed.get("description", "")) > 4096:
+                self.problems.append("description over 4,096")
+            if len(embed.get("title", "")) > 256:
+                self.problems.append("title over 256")
+            total += len(embed.get("title", "")) + len(embed.get("description", ""))
+            total += sum(len(f["name"]) + len(f["value"]) for f in embed.get("fields", ()))
+            total += len(embed.get("footer", {}).get("text", ""))
+        if total > 6000:
+            self.problems.append(f"embeds of {total} characters")
+        if not embeds and not payload.get("content"):
+            self.problems.append("empty message")
+
+    def answer(self, path: str, headers: Any, body: bytes) -> tuple[int, dict[str, str], bytes]:
+        import json
+        import time
+
+        with self.lock:
+            self.requests += 1
+            failing = self.fail.pop(0) if self.fail else None
+        if self.delay:
+            time.sleep(self.delay)
+        payload = json.loads(body)
+        service = "discord" if path.startswith("/discord") else "slack"
+        if failing == 429:
+            if service == "discord":
+                return 429, {}, json.dumps({"retry_after": 0.2, "global": False}).encode()
+            return 429, {"Retry-After": "1"}, b'{"ok": false, "error": "ratelimited"}'
+        if failing is not None:
+            return failing, {}, b"upstream trouble"
+        if path == "/api/chat.postMessage":
+            if headers.get("Authorization") != f"Bearer {SLACK_TOKEN}":
+                return 200, {}, b'{"ok": false, "error": "invalid_auth"}'
+            if payload.get("channel") not in self.channels:
+                return 200, {}, b'{"ok": false, "error": "channel_not_found"}'
+            self.check_slack(payload)
+            with self.lock:
+                ts = f"{1700000000 + len(self.posts)}.{len(self.posts):06d}"
+                self.posts.append({"service": "slack", "ts": ts, **payload})
+            answer = {"ok": True, "channel": "C0PAPERS", "ts": ts, "message": {"ts": ts}}
+            return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+        if path == "/slack-webhook/good":
+            self.check_slack(payload)
+            with self.lock:
+                self.posts.append({"service": "slack-webhook", **payload})
+            return 200, {"Content-Type": "text/plain"}, b"ok"
+        if path.startswith("/discord/good"):
+            if "wait=true" not in path:
+                self.problems.append("no ?wait=true")
+            self.check_discord(payload)
+            with self.lock:
+                message_id = str(900000 + len(self.posts))
+                self.posts.append({"service": "discord", "id": message_id, **payload})
+            answer = {"id": message_id, "channel_id": "1", "content": payload.get("content", "")}
+            return 200, {"Content-Type": "application/json"}, json.dumps(answer).encode()
+        if path.startswith("/discord/"):
+            body = b'{"message": "Invalid Webhook Token", "code": 50027}'
+            return 401, {"Content-Type": "application/json"}, body
+        return 404, {}, b"no_service"
+
+
+@pytest.fixture
+def chat_server() -> Iterator[ChatServer]:
+    import http.server
+    import threading
+
+    server = ChatServer()
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+            status, headers, data = server.answer(self.path, self.headers, body)
+            self.send_response(status)
+            for name, value in headers.items():
+                self.send_header(name, value)
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    server.port = httpd.server_address[1]
+    thread = threading.Thread(target=httpd.serve_forever, daemon=True)
+    thread.start()
+    yield server
+    httpd.shutdown()
+    httpd.server_close()

@@ -721,8 +721,7 @@ def test_the_correlation_header_is_in_the_message_and_signed(
 
 
 def test_the_envelope_sender_is_verp_only_with_a_return_path(bounce_cfg: Config) -> None:
-    from newsletter.mail.sender import envelope_sender
-    from newsletter.mail.tokens import read_delivery_token
+    from newsletter.mail.tokens import envelope_sender, read_delivery_token
 
     sender = envelope_sender(bounce_cfg, KEY, 1234)
     local, _, domain = sender.partition("@")

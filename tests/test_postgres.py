@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import sqlalchemy as sa
-from conftest import SEEDS, FaultySmtpHandler, run_newsletter
+from conftest import SEEDS, SLACK_TOKEN, ChatServer, FaultySmtpHandler, run_newsletter
 
 from newsletter.app import issues
 from newsletter.app.issues import prepare
@@ -187,9 +187,32 @@ def test_a_claim_reads_only_the_rows_left_to_send(postgres_url: str, tmp_path: P
     now = dt.datetime.now(dt.UTC)
     params = {"b_now": now, "b_issue": issue.id, "b_only": None, "b_limit": 10}
     params |= {"b_owner": "me", "b_until": now}
-    compiled = claim_statement(True, False).compile(dialect=store.engine.dialect)
+    compiled = claim_statement("issue", False).compile(dialect=store.engine.dialect)
     with store.engine.connect() as conn:
         plan = conn.exec_driver_sql("explain " + str(compiled), {**compiled.params, **params})
         text = "\n".join(row[0] for row in plan)
     assert "ix_deliveries_due" in text, text
+    store.close()
+
+
+def test_a_day_posts_to_slack_from_postgresql(
+    postgres_url: str, tmp_path: Path, chat_server: ChatServer
+) -> None:
+    """The chat lane on PostgreSQL (its claim over the lane's own connection): the day's
+    message, then its papers in its thread; a second run adds nothing."""
+    import datetime as dt
+
+    from newsletter.app import chat
+
+    config = tmp_path / "config.toml"
+    config.write_text(
+        f'source = "{SEEDS}"\ndatabase_url = "{postgres_url}"\n'
+        f'[slack]\nchannel = "C0PAPERS"\napi_url = "{chat_server.url}/api"\npapers = 3\n'
+    )
+    cfg = load_config(config, env={"NEWSLETTER_SLACK_TOKEN": SLACK_TOKEN})
+    store = open_store(postgres_url, tmp_path)
+    for _ in range(2):
+        chat.post_day(cfg, store, load_local_archive(cfg), b"k" * 32, dt.date(2024, 7, 31))
+    day, *papers = chat_server.posts
+    assert len(papers) == 3 and {p["thread_ts"] for p in papers} == {day["ts"]}
     store.close()

@@ -116,7 +116,7 @@ def test_a_claim_reads_only_the_rows_left_to_send(store: Store) -> None:
     is written so that the planner can see that index's condition."""
     from newsletter.store.claims import claimable_rows, due_rows
 
-    statement = due_rows(claimable_rows(True, False)).compile(dialect=store.engine.dialect)
+    statement = due_rows(claimable_rows("issue", False)).compile(dialect=store.engine.dialect)
     now = utcnow()
     params = {**statement.params, "b_now": now, "b_issue": 1, "b_only": None, "b_limit": 10}
     with store.engine.connect() as conn:

@@ -14,9 +14,12 @@ from newsletter.errors import ConfigError
 __all__ = [
     "BOUNCES_PASSWORD_ENV",
     "CONFIG_ENV",
+    "DISCORD_WEBHOOK_ENV",
     "ENV_PREFIX",
     "SECRET_KEYS",
     "SECRET_KEY_ENV",
+    "SLACK_TOKEN_ENV",
+    "SLACK_WEBHOOK_ENV",
     "SMTP_PASSWORD_ENV",
     "WEBHOOK_TOKEN_ENV",
     "WRITER_API_KEY_ENV",
@@ -29,6 +32,9 @@ SMTP_PASSWORD_ENV = "NEWSLETTER_SMTP_PASSWORD"
 BOUNCES_PASSWORD_ENV = "NEWSLETTER_BOUNCES_PASSWORD"
 WEBHOOK_TOKEN_ENV = "NEWSLETTER_WEBHOOK_TOKEN"
 WRITER_API_KEY_ENV = "NEWSLETTER_WRITER_API_KEY"
+SLACK_TOKEN_ENV = "NEWSLETTER_SLACK_TOKEN"
+SLACK_WEBHOOK_ENV = "NEWSLETTER_SLACK_WEBHOOK_URL"
+DISCORD_WEBHOOK_ENV = "NEWSLETTER_DISCORD_WEBHOOK_URL"
 SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
 # Where each secret comes from, for the error that says so.
 _SECRET_ENV = {
@@ -38,6 +44,9 @@ _SECRET_ENV = {
     "bounces.webhook_token": WEBHOOK_TOKEN_ENV,
     "webhook_token": WEBHOOK_TOKEN_ENV,
     "writer.api_key": WRITER_API_KEY_ENV,
+    "slack.token": SLACK_TOKEN_ENV,
+    "slack.webhook_url": SLACK_WEBHOOK_ENV,
+    "discord.webhook_url": DISCORD_WEBHOOK_ENV,
 }
 
 
@@ -54,6 +63,9 @@ def _env_overrides(
             BOUNCES_PASSWORD_ENV,
             WEBHOOK_TOKEN_ENV,
             WRITER_API_KEY_ENV,
+            SLACK_TOKEN_ENV,
+            SLACK_WEBHOOK_ENV,
+            DISCORD_WEBHOOK_ENV,
         ):
             continue
         rest = name[len(ENV_PREFIX) :].lower()
@@ -90,4 +102,15 @@ def _with_secrets(sections: Mapping[str, Any], env: Mapping[str, str]) -> dict[s
         out["bounces"] = dataclasses.replace(out["bounces"], **bounces_secrets)
     if env.get(WRITER_API_KEY_ENV):
         out["writer"] = dataclasses.replace(out["writer"], api_key=env[WRITER_API_KEY_ENV].strip())
+    slack = {
+        name: env[variable].strip()
+        for name, variable in (("token", SLACK_TOKEN_ENV), ("webhook_url", SLACK_WEBHOOK_ENV))
+        if env.get(variable, "").strip()
+    }
+    if slack:
+        out["slack"] = dataclasses.replace(out["slack"], **slack)
+    if env.get(DISCORD_WEBHOOK_ENV, "").strip():
+        out["discord"] = dataclasses.replace(
+            out["discord"], webhook_url=env[DISCORD_WEBHOOK_ENV].strip()
+        )
     return out

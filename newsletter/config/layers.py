@@ -22,6 +22,9 @@ from newsletter.config.settings import (
 )
 from newsletter.errors import ConfigError
 
+# Keys that are secrets in whichever table they appear.
+_SECRET_NAMES = ("password", "webhook_token", "api_key", "token", "webhook_url")
+
 
 def _coerce(key: str, value: Any, kind: Any, from_env: bool) -> Any:
     """Check (from TOML) or convert (from the environment) one value to the field's type."""
@@ -92,7 +95,7 @@ def _apply(
             hints = _hints(_SECTIONS[key])
             for sub, subvalue in value.items():
                 name = f"{key}.{sub}"
-                if name in SECRET_KEYS or sub in ("password", "webhook_token", "api_key"):
+                if name in SECRET_KEYS or name in _SECRET_ENV or sub in _SECRET_NAMES:
                     raise ConfigError(
                         f"{where}: {name} is a secret and is read only from the environment "
                         f"({_SECRET_ENV.get(name, SMTP_PASSWORD_ENV)})"

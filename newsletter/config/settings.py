@@ -188,6 +188,35 @@ class WriterConfig:
 
 
 @dataclass(frozen=True)
+class SlackConfig:
+    """``newsletter post``: the day's papers in a Slack channel."""
+
+    # A channel ID (C0123456789) or name (#papers); empty: no Slack posts.
+    channel: str = ""
+    api_url: str = "https://slack.com/api"
+    # true: each paper a reply in the thread of the day's message; false: in the channel.
+    thread: bool = True
+    papers: int = 10
+    # "ko" or "en"; empty: the site's language.
+    lang: str = ""
+    # NEWSLETTER_SLACK_TOKEN (a bot token, scope chat:write) or, without one,
+    # NEWSLETTER_SLACK_WEBHOOK_URL (an incoming webhook, which cannot thread).
+    token: str = field(default="", repr=False)
+    webhook_url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
+class DiscordConfig:
+    """``newsletter post``: the day's papers in a Discord channel, by its webhook
+    (NEWSLETTER_DISCORD_WEBHOOK_URL; none: no Discord posts)."""
+
+    papers: int = 10
+    # "ko" or "en"; empty: the site's language.
+    lang: str = ""
+    webhook_url: str = field(default="", repr=False)
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = "127.0.0.1"
     port: int = 8000
@@ -224,6 +253,8 @@ class Config:
     web: WebConfig = field(default_factory=WebConfig)
     bounces: BouncesConfig = field(default_factory=BouncesConfig)
     writer: WriterConfig = field(default_factory=WriterConfig)
+    slack: SlackConfig = field(default_factory=SlackConfig)
+    discord: DiscordConfig = field(default_factory=DiscordConfig)
     # Not a key: where relative paths resolve (the config file's folder, else the cwd).
     base_dir: Path = field(default=Path("."), compare=False)
     secret_key: str = field(default="", repr=False)
@@ -304,6 +335,8 @@ _SECTIONS: dict[str, type] = {
     "web": WebConfig,
     "bounces": BouncesConfig,
     "writer": WriterConfig,
+    "slack": SlackConfig,
+    "discord": DiscordConfig,
 }
 # Fields of Config that no layer sets as a key: base_dir follows the file, and secret_key
 # comes only from its own environment variable.

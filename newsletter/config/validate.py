@@ -53,6 +53,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     _validate_schedule(cfg, bad)
     _validate_bounces(cfg, bad)
     _validate_writer(cfg, bad)
+    _validate_chat(cfg, bad)
     if not 0 < cfg.web.port < 65536:
         raise bad("web.port", f"must be a TCP port, got {cfg.web.port}")
     _validate_subjects(cfg, bad)
@@ -194,6 +195,20 @@ def _validate_writer(cfg: Config, bad: _Bad) -> None:
         raise bad("writer.requests_per_minute", "must not be negative (0: no limit)")
     if writer.timeout_seconds <= 0:
         raise bad("writer.timeout_seconds", "must be positive")
+
+
+def _validate_chat(cfg: Config, bad: _Bad) -> None:
+    parts = urlsplit(cfg.slack.api_url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise bad("slack.api_url", f"must be an absolute http(s) URL, got {cfg.slack.api_url!r}")
+    if cfg.slack.channel.strip() != cfg.slack.channel or " " in cfg.slack.channel:
+        raise bad("slack.channel", f"must be a channel ID or name, got {cfg.slack.channel!r}")
+    for table in ("slack", "discord"):
+        section = getattr(cfg, table)
+        if not 1 <= section.papers <= 50:
+            raise bad(f"{table}.papers", f"must be from 1 to 50, got {section.papers}")
+        if section.lang and section.lang not in LANGS:
+            raise bad(f"{table}.lang", f"must be one of {', '.join(LANGS)}, got {section.lang!r}")
 
 
 def _validate_subjects(cfg: Config, bad: _Bad) -> None:

@@ -1,7 +1,7 @@
 """Reading a report that came back by mail: a bounce, a complaint, a mailed unsubscribe.
 
 Relays accept with 250 and report failures later, to the envelope sender. Each delivery
-goes out from its own address (VERP, :func:`newsletter.mail.sender.envelope_sender`), so a
+goes out from its own address (VERP, :func:`newsletter.mail.tokens.envelope_sender`), so a
 report names its delivery even when it says nothing else useful; the
 ``X-Newsletter-Delivery`` header and the Message-ID, which complaints (ARF) and most
 bounces carry back, are the fallbacks.

@@ -39,9 +39,16 @@ from newsletter.config import Config, span_seconds
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import IssueState, PausedBy
 from newsletter.mail.breaker import Breaker
+from newsletter.mail.chat import ChatSetupError, ChatTransport
 from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import HeaderError
-from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_delivery_token, make_token
+from newsletter.mail.tokens import (
+    PREFERENCES,
+    UNSUBSCRIBE,
+    envelope_sender,
+    make_delivery_token,
+    make_token,
+)
 from newsletter.mail.transport import (
     DeliveryError,
     RecipientError,
@@ -55,7 +62,8 @@ from newsletter.mail.transport import (
 )
 from newsletter.pacing import RateLimiter, sleep_unless
 from newsletter.store import Claimed, Issue, Store, utcnow
-from newsletter.store.lanes import LaneLedger, lane_ledger
+from newsletter.store.lanes import LaneLedger, lane_ledger, ledger_call
+from newsletter.store.tables import CHAT_KINDS
 
 log = logging.getLogger(__name__)
 
@@ -67,21 +75,14 @@ MAX_BACKOFF = 3600.0
 # How often a sender busy with an issue looks for single mails that came due meanwhile
 # (a confirmation should not wait for the end of a large send).
 MAIL_CHECK_SECONDS = 1.0
+# How long a long-running sender leaves the chat posts alone after a chat refused its
+# token or webhook (a command such as `newsletter post` stops at once instead).
+CHAT_HOLD_SECONDS = 600.0
 
 # Called after every delivery with this run's tally and how many were due at the start.
 Progress = Callable[[Counter[str], int], None]
 # Turns a built message into the bytes that go out (DKIM signing, or nothing).
 Sign = Callable[[bytes], bytes]
-
-
-def envelope_sender(cfg: Config, key: bytes, delivery_id: int) -> str:
-    """The envelope sender of a delivery: ``LOCAL+TOKEN@DOMAIN`` from ``bounces.return_path``
-    (VERP: a bounce comes back to an address that names its delivery), else the sender."""
-    return_path = cfg.bounces.return_path
-    if not return_path:
-        return cfg.email.from_address
-    local, _, domain = return_path.rpartition("@")
-    return f"{local}+{make_delivery_token(key, delivery_id)}@{domain}"
 
 
 def backoff(attempts: int, base: float, cap: float = MAX_BACKOFF) -> float:
@@ -127,8 +128,11 @@ class Lane:
         *,
         wait: bool = True,
         only: int | None = None,
+        chat: bool = False,
     ) -> None:
         self.outbox = outbox
+        # The chat posts' lane: one worker, so that a thread's replies keep their order.
+        self.chat = chat
         self.cfg = outbox.cfg
         self.store = outbox.store
         self.row = row
@@ -171,7 +175,9 @@ class Lane:
     async def _worker(self, owner: str) -> None:
         # Each worker leases under its own name: rows whose lease ran out while still in
         # this worker's batch can then go to another worker, but never to both.
-        transport = self.outbox.factory()
+        transport: Transport = (
+            ChatTransport(self.cfg, self.store) if self.chat else self.outbox.factory()
+        )
         ledger = await lane_ledger(self.store)
         batch: list[Claimed] = []
         # The last message the server accepted, not yet recorded (see Store.mark_sending).
@@ -204,18 +210,12 @@ class Lane:
         return await self._ledger(self.store.pending, self.issue_id)
 
     async def _ledger(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        """A ledger call of the sending loop: in a thread on PostgreSQL, where each is a
-        network round trip the other workers need not wait for; inline on SQLite, where
-        writers in several threads only wait on its one lock (and its busy handler
-        sleeps)."""
-        if self.outbox.threaded:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
+        return await ledger_call(self.store, fn, *args, **kwargs)
 
     async def _claim(self, ledger: LaneLedger, owner: str) -> list[Claimed]:
         batch = self.outbox.batch
         if self.issue_id is None:
-            return await ledger.claim(None, owner, batch, LEASE, only=self.only)
+            return await ledger.claim(None, owner, batch, LEASE, only=self.only, chat=self.chat)
         if time.monotonic() - self._mails_checked >= MAIL_CHECK_SECONDS:
             self._mails_checked = time.monotonic()
             mails = await ledger.claim(None, owner, batch, LEASE)
@@ -245,6 +245,8 @@ class Lane:
     def _build(self, row: Claimed) -> tuple[str, bytes, bool]:
         """The message of ``row`` as it goes out: (Message-ID, bytes, wire-ready). The one
         place messages are signed: an issue's as it is personalized, a single mail's here."""
+        if row.kind in CHAT_KINDS:
+            return "", row.data or b"", False
         if row.issue_id is None:
             return row.message_id or "", self.outbox.sign(row.data or b""), False
         assert self.prepared is not None
@@ -285,7 +287,7 @@ class Lane:
             return
         await self.outbox.limiter.wait()
         try:
-            await transport.send(
+            posted = await transport.send(
                 envelope_sender(self.cfg, self.outbox.key, row.id),
                 row.email,
                 data,
@@ -297,8 +299,12 @@ class Lane:
         except DeliveryError as exc:
             self._failed(row, exc)
             return
+        except ChatSetupError as exc:
+            # Not this post's fault: it waits, due at once, for the setup to be fixed.
+            self.store.requeue([row.id], str(exc))
+            raise
         # Recorded with the next message's 'sending', or at once if there is none.
-        accepted.append((row.id, message_id))
+        accepted.append((row.id, posted or message_id))
         self._count("sent")
         if row.issue_id is not None:
             self.breaker.record(row.id, None)
@@ -415,12 +421,12 @@ class Outbox:
         self.progress = progress
         self.sign = sign or _signer(cfg)
         self.batch = max(cfg.smtp.claim_batch, 1)
-        self.threaded = store.is_postgres
         self.limiter = RateLimiter(cfg.smtp.max_per_second)
         self._frozen: dict[tuple[int, str], Prepared] = {}
         # Issues this drain has taken up, so that the log says so once per process.
         self._taken: set[int] = set()
         self._recovered = False
+        self._chat_held_until = 0.0
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
         self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
 
@@ -456,6 +462,10 @@ class Outbox:
         """Every single mail that is due now (``only``: that one alone)."""
         return await Lane(self, wait=False, only=only).run()
 
+    async def send_posts(self) -> Counter[str]:
+        """Every chat post that is due now, in the order they were queued."""
+        return await Lane(self, wait=False, chat=True).run()
+
     async def drain(self, *, wait: bool = False) -> tuple[Counter[str], list[SendReport]]:
         """Everything due now, once: the single mails, then every issue being sent or
         paused by an outage whose retry time has come. Retries not yet due are left for
@@ -463,6 +473,13 @@ class Outbox:
         server outage is tried once more before it is left). Returns the single mails'
         tally and a report per issue."""
         mails = await self.send_mails()
+        if time.monotonic() >= self._chat_held_until:
+            try:
+                mails += await self.send_posts()
+            except ChatSetupError as exc:
+                # A refused token must not hold the mail back; said again in a while.
+                log.error("chat posts: %s", exc)
+                self._chat_held_until = time.monotonic() + CHAT_HOLD_SECONDS
         reports = []
         for row in await asyncio.to_thread(
             self.store.issues_in_status, IssueState.SENDING, IssueState.PAUSED

@@ -214,3 +214,13 @@ def _fsync_dir(folder: Path) -> None:
         os.fsync(fd)
     finally:
         os.close(fd)
+
+
+def envelope_sender(cfg: Config, key: bytes, delivery_id: int) -> str:
+    """The envelope sender of a delivery: ``LOCAL+TOKEN@DOMAIN`` from ``bounces.return_path``
+    (VERP: a bounce comes back to an address that names its delivery), else the sender."""
+    return_path = cfg.bounces.return_path
+    if not return_path:
+        return cfg.email.from_address
+    local, _, domain = return_path.rpartition("@")
+    return f"{local}+{make_delivery_token(key, delivery_id)}@{domain}"

@@ -119,7 +119,10 @@ def classify(stage: str, code: int, message: str) -> DeliveryError:
 class Transport(Protocol):
     async def send(
         self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
-    ) -> None: ...
+    ) -> str | None:
+        """Hand one message over; the id the receiving end gave it, when it gives one
+        (a chat service does; a mail server's queue id is not kept)."""
+        ...
 
     async def probe(self) -> None:
         """Raise :class:`ServerError` unless the server takes connections now."""

@@ -186,6 +186,27 @@ def refresh_site(cfg: Config, catalog: Catalog, now: dt.datetime) -> None:
     outputs.build_site(cfg, catalog, now.astimezone(cfg.tz).date())
 
 
+async def post_day(ctx: JobContext, catalog: Catalog, day: dt.date) -> None:
+    """The day's papers to the team's chats once its digest is in: queued once (a retry
+    of the daily job adds nothing), sent by the sender (``run``) or here (``tick``). A
+    chat that refuses is logged; the feeds and the weekly issue do not depend on it."""
+    from newsletter.app import chat
+
+    try:
+        if not chat.channels(ctx.cfg):
+            return
+        archive = await asyncio.to_thread(catalog.load, [day])
+        added = await asyncio.to_thread(chat.queue_day, ctx.cfg, ctx.store, archive, day)
+        if not any(added.values()):
+            return
+        if ctx.wake_sender is not None:
+            ctx.wake_sender()
+        else:
+            await chat.send_posts(ctx.cfg, ctx.store, ctx.key, stop=ctx.stop)
+    except NewsletterError as exc:
+        log.error("chat posts for %s: %s", day, exc)
+
+
 # --- the writer: the day's digest written before the daily job looks for it (issue 16) ---
 
 
@@ -223,6 +244,7 @@ async def _daily(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcom
     deadline = daily_deadline(cfg, fire)
     if result.found:
         await asyncio.to_thread(refresh_site, cfg, catalog, now)
+        await post_day(ctx, catalog, day)
         if pending and now < deadline:
             # Papers written without a summary: the retry runs the writer again for them.
             retry = min(

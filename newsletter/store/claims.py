@@ -13,7 +13,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from newsletter.store.base import utcnow
-from newsletter.store.tables import UNSENT, deliveries, issues, subscribers
+from newsletter.store.tables import CHAT_KINDS, UNSENT, deliveries, issues, subscribers
 
 ACTIVE = (
     sa.select(subscribers.c.id)
@@ -74,29 +74,37 @@ PG_MARK = sa.text(
 )
 
 
-def claimable_rows(
-    issue_lane: bool, only: bool
-) -> tuple[sa.ColumnElement[bool] | sa.TextClause, ...]:
-    """The rows a claim may take from one lane of the outbox, with the moment (``b_now``),
-    the issue (``b_issue``, for an issue's lane) and ``b_only`` as parameters (prefixed:
-    an UPDATE would take a parameter named after a column for a value to set)."""
+def lane_of(issue_id: int | None, chat: bool) -> str:
+    """The lane a claim takes from: an issue's deliveries, the single mails, or the chat
+    posts (a lane of their own: a chat service's outage must not hold a confirmation
+    back, and a thread's replies go out one after another)."""
+    return "issue" if issue_id is not None else "chat" if chat else "mails"
+
+
+def claimable_rows(lane: str, only: bool) -> tuple[sa.ColumnElement[bool] | sa.TextClause, ...]:
+    """The rows a claim may take from one ``lane`` of the outbox (:func:`lane_of`), with
+    the moment (``b_now``), the issue (``b_issue``, for an issue's lane) and ``b_only`` as
+    parameters (prefixed: an UPDATE would take a parameter named after a column for a
+    value to set)."""
     d = deliveries
     now = sa.bindparam("b_now", type_=sa.DateTime(timezone=True))
-    lane: sa.ColumnElement[bool]
-    if issue_lane:
+    if lane == "issue":
         issue_id = sa.bindparam("b_issue", type_=sa.Integer)
         # An issue's lane holds nothing claimable once the issue stops sending (paused,
         # cancelled): the caller learns why from the issue when nothing comes back.
         sending = sa.select(issues.c.id).where(
             issues.c.id == issue_id, issues.c.status == "sending"
         )
-        lane = sa.and_(d.c.issue_id == issue_id, sending.exists())
+        rows = sa.and_(d.c.issue_id == issue_id, sending.exists())
     else:
-        lane = d.c.issue_id.is_(None)
+        # Literal values: a list parameter is expanded only when the engine executes, and a
+        # lane's own connection runs the statement as compiled once.
+        chat = d.c.kind.in_([sa.literal_column(f"'{kind}'") for kind in CHAT_KINDS])
+        rows = sa.and_(d.c.issue_id.is_(None), chat if lane == "chat" else sa.not_(chat))
     if only:
-        lane = sa.and_(lane, d.c.id == sa.bindparam("b_only", type_=sa.Integer))
+        rows = sa.and_(rows, d.c.id == sa.bindparam("b_only", type_=sa.Integer))
     return (
-        lane,
+        rows,
         # Queued and due, or sending with its holder's lease run out (it died mid-send).
         # The status test is literal text so that the index of unsent rows serves it.
         sa.text(f"deliveries.{UNSENT}"),
@@ -118,13 +126,13 @@ def due_rows(claimable: tuple[sa.ColumnElement[bool] | sa.TextClause, ...]) -> s
 
 
 @functools.cache
-def claim_statement(issue_lane: bool, only: bool) -> sa.Select[Any]:
+def claim_statement(lane: str, only: bool) -> sa.Select[Any]:
     """A claim on PostgreSQL as one statement (lock, lease and read the rows as
     :class:`Claimed`), with :func:`claimable_rows`'s parameters, ``b_limit``, ``b_owner`` and
     ``b_until``. Rows it locks are skipped by every other claim until their lease is
     written, so no check after the fact is needed."""
     d = deliveries
-    picked = due_rows(claimable_rows(issue_lane, only)).cte("picked")
+    picked = due_rows(claimable_rows(lane, only)).cte("picked")
     leased = (
         d.update()
         .where(d.c.id.in_(sa.select(picked.c.id)))

@@ -36,6 +36,7 @@ from newsletter.store.claims import (
     Claimed,
     claim_params,
     claim_statement,
+    lane_of,
     pg_mark_params,
 )
 
@@ -48,6 +49,15 @@ P = ParamSpec("P")
 T = TypeVar("T")
 
 
+async def ledger_call(store: Store, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
+    """A store call from the sender's event loop: in a thread on PostgreSQL, where each is
+    a network round trip the other lanes need not wait for; inline on SQLite, where writers
+    in several threads would only wait on its one lock (and its busy handler sleeps)."""
+    if store.is_postgres:
+        return await asyncio.to_thread(fn, *args, **kwargs)
+    return fn(*args, **kwargs)
+
+
 class LaneLedger:
     """A lane's ledger calls, made inline on the store (SQLite, or a PostgreSQL driver
     other than psycopg 3, in a thread)."""
@@ -56,9 +66,7 @@ class LaneLedger:
         self.store = store
 
     async def _call(self, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:
-        if self.store.is_postgres:
-            return await asyncio.to_thread(fn, *args, **kwargs)
-        return fn(*args, **kwargs)
+        return await ledger_call(self.store, fn, *args, **kwargs)
 
     async def claim(
         self,
@@ -68,9 +76,12 @@ class LaneLedger:
         lease: dt.timedelta,
         *,
         only: int | None = None,
+        chat: bool = False,
     ) -> list[Claimed]:
         """See :meth:`LedgerQueries.claim`."""
-        return await self._call(self.store.claim, issue_id, owner, limit, lease, only=only)
+        return await self._call(
+            self.store.claim, issue_id, owner, limit, lease, only=only, chat=chat
+        )
 
     async def mark_sending(
         self,
@@ -136,9 +147,10 @@ class PostgresLaneLedger(LaneLedger):
         lease: dt.timedelta,
         *,
         only: int | None = None,
+        chat: bool = False,
     ) -> list[Claimed]:
         rows = await self._rows(
-            claim_statement(issue_id is not None, only is not None),
+            claim_statement(lane_of(issue_id, chat), only is not None),
             claim_params(issue_id, owner, limit, lease, utcnow(), only),
         )
         return [Claimed(*row) for row in rows]

@@ -26,6 +26,7 @@ from newsletter.store.claims import (
     claim_statement,
     claimable_rows,
     due_rows,
+    lane_of,
     pg_mark_params,
 )
 from newsletter.store.tables import (
@@ -109,24 +110,26 @@ class LedgerQueries(StoreBase):
         now: dt.datetime | None = None,
         *,
         only: int | None = None,
+        chat: bool = False,
     ) -> list[Claimed]:
         """Lease up to ``limit`` messages of one lane of the outbox that are due: an issue's
         deliveries, or the single mails (``issue_id`` None). Due are queued rows whose retry
         time has come, and ``sending`` ones whose holder's lease ran out (it died mid-send).
 
         On PostgreSQL, ``FOR UPDATE SKIP LOCKED`` lets any number of workers claim at
-        once without blocking or taking the same row. ``only``: that row alone, if due.
+        once without blocking or taking the same row. ``only``: that row alone, if due;
+        ``chat``: the chat posts' lane instead of the single mails'.
         """
         now = now or utcnow()
         params = claim_params(issue_id, owner, limit, lease, now, only)
         if self.is_postgres:
             with self.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 result = conn.execute(
-                    claim_statement(issue_id is not None, only is not None), params
+                    claim_statement(lane_of(issue_id, chat), only is not None), params
                 )
                 return [Claimed(*row) for row in result]
         d = deliveries
-        claimable = claimable_rows(issue_id is not None, only is not None)
+        claimable = claimable_rows(lane_of(issue_id, chat), only is not None)
         with self.engine.begin() as conn:
             ids = [row.id for row in conn.execute(due_rows(claimable), params)]
             if not ids:

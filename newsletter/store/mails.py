@@ -8,13 +8,14 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
 
 from newsletter.store.base import StoreBase, _aware, utcnow
-from newsletter.store.tables import MESSAGE_KINDS, deliveries
+from newsletter.store.tables import CHAT_KINDS, MESSAGE_KINDS, deliveries
 
 log = logging.getLogger(__name__)
 
@@ -87,6 +88,65 @@ class MailQueries(StoreBase):
         key = result.inserted_primary_key
         assert key is not None
         return int(key[0])
+
+    def queue_posts(self, kind: str, recipient: str, posts: Sequence[tuple[str, bytes]]) -> int:
+        """Queue chat posts, each ``(topic, data)``, to ``recipient`` (a channel), skipping
+        every topic queued there before; returns how many were added. Their ids follow the
+        order of ``posts``, which is the order they are sent in."""
+        if kind not in CHAT_KINDS:
+            raise ValueError(kind)
+        if not posts:
+            return 0
+        now = utcnow()
+        d = deliveries.c
+        mine = sa.and_(d.kind == kind, d.recipient == recipient, d.topic.is_not(None))
+        count = sa.select(sa.func.count()).select_from(deliveries).where(mine)
+        rows = [
+            {
+                "kind": kind,
+                "recipient": recipient,
+                "topic": topic,
+                "data": data,
+                "status": "queued",
+                "attempts": 0,
+                "next_attempt_at": now,
+                "created_at": now,
+                "updated_at": now,
+            }
+            for topic, data in posts
+        ]
+        with self.engine.begin() as conn:
+            # Counted before and after: drivers disagree on rowcount for a skipped insert.
+            before = conn.execute(count).scalar_one()
+            for row in rows:
+                conn.execute(
+                    self._insert(deliveries)
+                    .values(row)
+                    .on_conflict_do_nothing(index_elements=["kind", "recipient", "topic"])
+                )
+            return int(conn.execute(count).scalar_one() - before)
+
+    def posted(self, kind: str, recipient: str, topic: str) -> str | None:
+        """The id the chat service gave a post that was sent (Slack's ``ts``, Discord's
+        message id); None while it is not sent."""
+        d = deliveries.c
+        query = sa.select(d.message_id).where(
+            d.kind == kind, d.recipient == recipient, d.topic == topic, d.status == "sent"
+        )
+        with self.engine.connect() as conn:
+            value = conn.execute(query).scalar()
+        return str(value) if value else None
+
+    def posts(self, kind: str, recipient: str, prefix: str) -> list[Mail]:
+        """The chat posts to ``recipient`` whose topic begins with ``prefix`` (a day)."""
+        d = deliveries.c
+        query = (
+            sa.select(*_MAIL_COLUMNS)
+            .where(d.kind == kind, d.recipient == recipient, d.topic.startswith(prefix))
+            .order_by(d.id)
+        )
+        with self.engine.connect() as conn:
+            return [_mail(r) for r in conn.execute(query)]
 
     def next_mail_at(self) -> dt.datetime | None:
         """When the next queued single mail is due (None when there is none)."""

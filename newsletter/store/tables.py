@@ -13,8 +13,10 @@ DELIVERY_STATUSES = ("queued", "sending", "sent", "failed", "skipped")
 # The transitions between them belong to newsletter.app.issues; the store only records them.
 ISSUE_STATUSES = ("draft", "approved", "sending", "paused", "sent", "cancelled")
 # What a row of the outbox (the deliveries table) carries: an issue's delivery to a
-# subscriber, or a single mail built in advance (a confirmation, an editor's copy).
-MESSAGE_KINDS = ("issue", "confirm", "test")
+# subscriber, a single mail built in advance (a confirmation, an editor's copy), or a post
+# to a team's chat.
+MESSAGE_KINDS = ("issue", "confirm", "test", "slack", "discord")
+CHAT_KINDS = ("slack", "discord")
 
 metadata = sa.MetaData()
 
@@ -121,9 +123,12 @@ deliveries = sa.Table(
     sa.Column("recipient", sa.String(320)),
     sa.Column("data", sa.LargeBinary),
     sa.Column("created_at", sa.DateTime(timezone=True)),
+    # A chat post's place in its day (2024-01-29/paper:2401.12345): queued once (0010).
+    sa.Column("topic", sa.String(200)),
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
     sa.Index("ix_deliveries_kind_recipient", "kind", "recipient"),
+    sa.Index("uq_deliveries_topic", "kind", "recipient", "topic", unique=True),
     # What a claim reads: one lane's unsent rows in id order (revision 0009).
     sa.Index(
         "ix_deliveries_due",
