@@ -75,6 +75,7 @@ MAX_BACKOFF = 3600.0
 # How often a sender busy with an issue looks for single mails that came due meanwhile
 # (a confirmation should not wait for the end of a large send).
 MAIL_CHECK_SECONDS = 1.0
+PEER_POLL_SECONDS = 0.1
 # How long a long-running sender leaves the chat posts alone after a chat refused its
 # token or webhook (a command such as `newsletter post` stops at once instead).
 CHAT_HOLD_SECONDS = 600.0
@@ -237,7 +238,10 @@ class Lane:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
         assert self.issue_id is not None
         due = await self._ledger(self.store.next_retry_at, self.issue_id)
-        delay = 1.0
+        # Nothing queued: the rest is on the wire in other workers, which are about to
+        # finish (or die, and their leases run out); looked at often, so that the send
+        # ends with them rather than up to a second later.
+        delay = PEER_POLL_SECONDS
         if due is not None:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), 1.0)
         await sleep_unless(self.outbox.stop, delay)
