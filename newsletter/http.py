@@ -64,6 +64,9 @@ class RetryPolicy:
     max_wait: float = 120.0
     timeout: float = 120.0
     connect_timeout: float = 10.0
+    # False for a request that must not happen twice (a chat post): one the server may
+    # have received but did not answer in time is left to the caller, not sent again.
+    repeat_unanswered: bool = True
 
     def timeouts(self) -> httpx.Timeout:
         import httpx  # a start that fetches nothing need not import it
@@ -123,17 +126,15 @@ async def request(
             response = await client.request(method, url, json=json_body, headers=headers)
         except httpx.TimeoutException as exc:
             error = f"{what}: timed out ({type(exc).__name__})"
+            if not policy.repeat_unanswered and not isinstance(exc, httpx.ConnectTimeout):
+                break
         except httpx.TransportError as exc:
             error = f"{what}: {type(exc).__name__}: {exc}"
         else:
             status = response.status_code
             if 200 <= status < 300:
-                if want == "bytes":
-                    return response.content
-                if want == "text":
-                    return response.text
                 try:
-                    return response.json()
+                    return _body(response, want)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     # A cut-off body: the next try usually gets all of it.
                     error = f"{what}: the answer is not valid JSON"
@@ -153,6 +154,12 @@ async def request(
         if await sleep_unless(stopping, delay):
             break
     raise ApiError(error, retryable=retryable, wait=wait, status=status)
+
+
+def _body(response: httpx.Response, want: str) -> Any:
+    if want == "bytes":
+        return response.content
+    return response.text if want == "text" else response.json()
 
 
 def _short_body(response: httpx.Response) -> str:

@@ -19,7 +19,8 @@ __all__ = ["LogfmtFormatter", "configure"]
 # Libraries whose own loggers are noise at INFO: one line per scheduler decision and per
 # schema revision applied is ours to log, and flufl.bounce logs every detector it tries on
 # every message.
-_QUIET = ("alembic", "apscheduler", "flufl.bounce")
+# httpx logs every request's whole URL at INFO, and a webhook's URL is its secret.
+_QUIET = ("alembic", "apscheduler", "flufl.bounce", "httpx", "httpcore")
 # uvicorn installs handlers and formats of its own unless told otherwise; its records go
 # through ours instead.
 _UVICORN = ("uvicorn", "uvicorn.error", "uvicorn.access")

@@ -615,6 +615,8 @@ class ChatServer:
         self.problems: list[str] = []
         self.fail: list[int] = []
         self.delay = 0.0
+        # A Slack post whose text holds this is refused (invalid_blocks).
+        self.refuse = ""
         self.requests = 0
         self.lock = threading.Lock()
         self.port = 0
@@ -628,6 +630,11 @@ class ChatServer:
         blocks = payload.get("blocks", [])
         if len(blocks) > 50:
             self.problems.append(f"{len(blocks)} blocks")
+        # Slack's msg_blocks_too_long: all blocks' text together, at about 13,000.
+        total = sum(len(b.get("text", {}).get("text", "")) for b in blocks)
+        total += sum(len(e.get("text", "")) for b in blocks for e in b.get("elements", ()))
+        if total > 13000:
+            self.problems.append(f"blocks of {total} characters")
         if len(payload.get("text", "")) > 40000:
             self.problems.append("text over 40,000")
         if not payload.get("text"):
@@ -666,7 +673,7 @@ class ChatServer:
 
         with self.lock:
             self.requests += 1
-            failing = self.fail.pop(0) if self.fail else None
+            failing = (self.fail.pop(0) if self.fail else None) or None  # 0: answer normally
         if self.delay:
             time.sleep(self.delay)
         payload = json.loads(body)
@@ -682,6 +689,8 @@ class ChatServer:
                 return 200, {}, b'{"ok": false, "error": "invalid_auth"}'
             if payload.get("channel") not in self.channels:
                 return 200, {}, b'{"ok": false, "error": "channel_not_found"}'
+            if self.refuse and self.refuse in payload.get("text", ""):
+                return 200, {}, b'{"ok": false, "error": "invalid_blocks"}'
             self.check_slack(payload)
             with self.lock:
                 ts = f"{1700000000 + len(self.posts)}.{len(self.posts):06d}"
@@ -719,12 +728,15 @@ def chat_server() -> Iterator[ChatServer]:
         def do_POST(self) -> None:
             body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
             status, headers, data = server.answer(self.path, self.headers, body)
-            self.send_response(status)
-            for name, value in headers.items():
-                self.send_header(name, value)
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
+            try:
+                self.send_response(status)
+                for name, value in headers.items():
+                    self.send_header(name, value)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+            except (BrokenPipeError, ConnectionResetError):
+                pass  # the client stopped waiting (a timeout under test)
 
         def log_message(self, *args: Any) -> None:
             pass

@@ -170,10 +170,11 @@ def test_markup_in_a_title_arrives_as_written(tmp_path: Path, chat_server: ChatS
     store = open_store(cfg.database_url, cfg.base_dir)
     chat.post_day(cfg, store, load_archive(source), KEY.encode(), dt.date(2024, 3, 4))
     store.close()
-    slack = json.dumps(chat_server.posts[1], ensure_ascii=False)
+    by = {p["service"]: p for p in chat_server.posts if p.get("thread_ts") or "embeds" in p}
+    slack = json.dumps(by["slack"], ensure_ascii=False)
     assert "<b>" not in slack and "<script>" not in slack and " & " not in slack
     assert escape_mrkdwn(title) in slack and "&lt;b&gt;bold&lt;/b&gt; &amp; *\u200b" in slack
-    discord = chat_server.posts[2]["embeds"][0]
+    discord = by["discord"]["embeds"][0]
     assert discord["title"] == "1. " + escape_discord(title + " 0")
     assert "\\*starred\\*" in discord["title"] and chat_server.problems == []
 
@@ -233,13 +234,14 @@ def test_a_gone_discord_webhook_stops_at_once_with_one_line(
 ) -> None:
     _config(tmp_path, chat_server)
     hook = f"{chat_server.url}/discord/bad"
-    proc = _cli(tmp_path / "config.toml", NEWSLETTER_DISCORD_WEBHOOK_URL=hook)
+    proc = _cli(tmp_path / "config.toml", "-v", NEWSLETTER_DISCORD_WEBHOOK_URL=hook)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1, out + err
-    assert err.strip().splitlines() == [
+    # -v: information is logged too, and still no line shows the webhook's URL (its secret).
+    assert err.strip().splitlines()[-1] == (
         "error: Discord webhook: HTTP 401 (Invalid Webhook Token): "
         "check NEWSLETTER_DISCORD_WEBHOOK_URL"
-    ]
+    )
     assert chat_server.requests == 1 and "discord/bad" not in err
 
 
@@ -324,6 +326,68 @@ def test_a_refused_token_holds_no_mail_back_in_a_running_sender(
     assert "chat posts: Slack: NEWSLETTER_SLACK_TOKEN was refused" in caplog.text
     posts = store.posts("slack", "C0PAPERS", f"{DAY}/")
     assert {p.status for p in posts} == {"queued"} and chat_server.requests == 1
+    # Held: the sender neither tries the chat again nor wakes up for it.
+    assert asyncio.run(outbox.next_due()) is None
     asyncio.run(outbox.drain())
     assert chat_server.requests == 1
     store.close()
+
+
+def test_a_post_that_must_wait_keeps_the_thread_in_order(
+    tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Slack down for one reply: the replies after it wait behind it, even when they are
+    due before it, and once it goes the rest follow in vote order."""
+    import sqlalchemy as sa
+
+    from newsletter.http import RetryPolicy
+    from newsletter.mail import chat as transport
+
+    monkeypatch.setattr(transport, "POLICY", RetryPolicy(attempts=2, backoff=0.01))
+    cfg = _slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 3\n')
+    # The day's message goes through; the first reply meets a 500 on both tries.
+    chat_server.fail = [0, 500, 500]
+    first = _post(cfg)
+    assert first.tally["deferred"] == 1 and len(chat_server.posts) == 1
+    # Its retry is minutes away; the next two replies are due now, and still wait.
+    second = _post(cfg)
+    assert len(chat_server.posts) == 1 and second.tally["sent"] == 0
+    store = open_store(cfg.database_url, cfg.base_dir)
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("update deliveries set next_attempt_at = '2000-01-01'"))
+    store.close()
+    _post(cfg)
+    assert [_arxiv(p) for p in chat_server.posts[1:]] == TOP
+
+
+def test_replies_to_a_day_message_that_failed_go_to_the_channel(
+    tmp_path: Path, chat_server: ChatServer
+) -> None:
+    chat_server.refuse = "Daily Papers"
+    report = _post(_slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 2\n'))
+    assert report.tally["failed"] == 1
+    assert [_arxiv(p) for p in chat_server.posts] == TOP[:2]
+    assert all("thread_ts" not in p for p in chat_server.posts)
+
+
+def test_a_day_is_posted_once_even_when_its_papers_change(
+    tmp_path: Path, chat_server: ChatServer
+) -> None:
+    _post(_slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 2\n'))
+    again = _post(_slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 5\n'))
+    assert len(chat_server.posts) == 3 and again.queued == {"slack C0PAPERS": 0}
+
+
+def test_a_post_left_unanswered_is_not_sent_again_at_once(
+    tmp_path: Path, chat_server: ChatServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A chat post is not idempotent: one the service may have taken without answering in
+    time waits for the outbox's next try instead of being sent again on the spot."""
+    from newsletter.http import RetryPolicy
+    from newsletter.mail import chat as transport
+
+    policy = RetryPolicy(attempts=4, backoff=0.01, timeout=0.3, repeat_unanswered=False)
+    monkeypatch.setattr(transport, "POLICY", policy)
+    chat_server.delay = 0.6
+    report = _post(_slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 1\n'))
+    assert chat_server.requests == 1 and report.tally["deferred"] == 1

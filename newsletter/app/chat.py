@@ -125,10 +125,14 @@ def dry_run(cfg: Config, archive: Archive, day: dt.date | None = None) -> list[d
 
 
 def queue_day(cfg: Config, store: Store, archive: Archive, day: dt.date) -> dict[str, int]:
-    """Queue the day's posts to every channel, those not queued before; per channel, how
-    many were added."""
+    """Queue the day's posts to every channel that has none of that day yet; per channel,
+    how many were added. A day is posted once: later votes or summaries would only repeat
+    papers already in the channel (and renumber them)."""
     added = {}
     for channel in channels(cfg):
+        if store.posts(channel.kind, channel.recipient, f"{day}/"):
+            added[_name(channel)] = 0
+            continue
         posts = [
             (
                 f"{day}/{m.key}",

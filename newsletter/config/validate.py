@@ -201,6 +201,11 @@ def _validate_chat(cfg: Config, bad: _Bad) -> None:
     parts = urlsplit(cfg.slack.api_url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise bad("slack.api_url", f"must be an absolute http(s) URL, got {cfg.slack.api_url!r}")
+    # The bot token travels with every call: never in the clear beyond this machine.
+    if parts.scheme == "http" and parts.hostname not in ("127.0.0.1", "localhost", "::1"):
+        raise bad(
+            "slack.api_url", f"must be https (it carries the token), got {cfg.slack.api_url!r}"
+        )
     if cfg.slack.channel.strip() != cfg.slack.channel or " " in cfg.slack.channel:
         raise bad("slack.channel", f"must be a channel ID or name, got {cfg.slack.channel!r}")
     for table in ("slack", "discord"):

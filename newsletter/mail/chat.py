@@ -45,7 +45,9 @@ _SLACK_SETUP = {
     "not_in_channel": "the app is not in slack.channel: invite it (/invite @app)",
     "is_archived": "slack.channel is archived",
 }
-POLICY = RetryPolicy(attempts=5, backoff=1.0, max_wait=60.0, timeout=30.0)
+# Retries and waits well within the five minutes a sender leases a post for; a post the
+# service may have taken without answering is not sent again at once.
+POLICY = RetryPolicy(attempts=4, backoff=1.0, max_wait=30.0, timeout=30.0, repeat_unanswered=False)
 
 
 class ChatSetupError(NewsletterError):
@@ -88,12 +90,21 @@ class ChatTransport:
         if service == SLACK_API:
             posted = await self._slack(recipient, payload, post.get("thread"))
         elif service == SLACK_WEBHOOK:
-            await self._call(self.cfg.slack.webhook_url, payload, "Slack webhook", want="text")
+            await self._call(
+                self.cfg.slack.webhook_url,
+                payload,
+                "Slack webhook",
+                check="NEWSLETTER_SLACK_WEBHOOK_URL",
+                want="text",
+            )
             posted = "webhook"
         elif service == DISCORD:
             url = self.cfg.discord.webhook_url
             answer = await self._call(
-                url + ("&" if "?" in url else "?") + "wait=true", payload, "Discord webhook"
+                url + ("&" if "?" in url else "?") + "wait=true",
+                payload,
+                "Discord webhook",
+                check="NEWSLETTER_DISCORD_WEBHOOK_URL",
             )
             posted = str(answer.get("id", "")) if isinstance(answer, dict) else ""
         else:
@@ -106,13 +117,18 @@ class ChatTransport:
             raise ChatSetupError("NEWSLETTER_SLACK_TOKEN is not set (needed to post threads)")
         payload["channel"] = channel
         if thread is not None:
-            parent = self.sent.get((channel, thread)) or self.store.posted("slack", channel, thread)
-            if not parent:
-                raise MessageError(f"{thread} is not posted yet", permanent=False)
-            payload["thread_ts"] = parent
+            parent = self.sent.get((channel, thread)) or self._parent(channel, thread)
+            if parent:
+                payload["thread_ts"] = parent
         url = self.cfg.slack.api_url.rstrip("/") + "/chat.postMessage"
         headers = {"Authorization": f"Bearer {self.cfg.slack.token}"}
-        answer = await self._call(url, payload, "Slack chat.postMessage", headers=headers)
+        answer = await self._call(
+            url,
+            payload,
+            "Slack chat.postMessage",
+            check="NEWSLETTER_SLACK_TOKEN and slack.api_url",
+            headers=headers,
+        )
         if not isinstance(answer, dict) or not answer.get("ok"):
             error = str(answer.get("error", "no answer")) if isinstance(answer, dict) else "?"
             if error in _SLACK_SETUP:
@@ -124,15 +140,29 @@ class ChatTransport:
             raise MessageError(f"Slack refused the message: {error}", permanent=True)
         return str(answer.get("ts", ""))
 
+    def _parent(self, channel: str, thread: str) -> str:
+        """The ts of the post a reply threads to; "" when that post failed for good (the
+        reply then goes to the channel itself rather than nowhere)."""
+        row = self.store.post("slack", channel, thread)
+        if row is not None and row.status == "sent" and row.message_id:
+            return row.message_id
+        if row is None or row.status in ("failed", "skipped"):
+            log.warning("%s was not posted: its replies go to the channel", thread)
+            return ""
+        raise MessageError(f"{thread} is not posted yet", permanent=False)
+
     async def _call(
         self,
         url: str,
         payload: dict[str, Any],
         what: str,
         *,
+        check: str,
         headers: dict[str, str] | None = None,
         want: Any = "json",
     ) -> Any:
+        """The service's answer; ``check``: what to fix when it refuses us (401, 403, 404,
+        410: a bad token, a gone webhook, a wrong address)."""
         assert self.client is not None
         try:
             return await request(
@@ -149,12 +179,7 @@ class ChatTransport:
             if exc.retryable:
                 raise ServerError(str(exc), code=exc.status) from None
             if exc.status in (401, 403, 404, 410):
-                hint = (
-                    "NEWSLETTER_SLACK_WEBHOOK_URL"
-                    if "Slack" in what
-                    else "NEWSLETTER_DISCORD_WEBHOOK_URL"
-                )
-                raise ChatSetupError(f"{exc}: check {hint}") from None
+                raise ChatSetupError(f"{exc}: check {check}") from None
             raise MessageError(str(exc), permanent=True, code=exc.status) from None
 
     async def probe(self) -> None:

@@ -24,10 +24,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
-import os
 import random
-import secrets
-import socket
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -58,11 +55,12 @@ from newsletter.mail.transport import (
     clean_maildir_tmp,
     describe,
     pid_alive,
+    probe,
     transport_factory,
 )
 from newsletter.pacing import RateLimiter, sleep_unless
 from newsletter.store import Claimed, Issue, Store, utcnow
-from newsletter.store.lanes import LaneLedger, lane_ledger, ledger_call
+from newsletter.store.lanes import LaneLedger, lane_ledger, ledger_call, worker_id
 from newsletter.store.tables import CHAT_KINDS
 
 log = logging.getLogger(__name__)
@@ -90,11 +88,6 @@ def backoff(attempts: int, base: float, cap: float = MAX_BACKOFF) -> float:
     """Exponential, with jitter so that retries after an outage do not arrive together."""
     delay: float = min(base * 2.0 ** max(attempts - 1, 0), cap)
     return delay * random.uniform(0.5, 1.5)
-
-
-def worker_id() -> str:
-    """Lease owner: host and pid (so a restart can tell a dead local holder) and a nonce."""
-    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 @dataclass
@@ -176,34 +169,43 @@ class Lane:
     async def _worker(self, owner: str) -> None:
         # Each worker leases under its own name: rows whose lease ran out while still in
         # this worker's batch can then go to another worker, but never to both.
-        transport: Transport = (
-            ChatTransport(self.cfg, self.store) if self.chat else self.outbox.factory()
-        )
-        ledger = await lane_ledger(self.store)
-        batch: list[Claimed] = []
-        # The last message the server accepted, not yet recorded (see Store.mark_sending).
-        accepted: list[tuple[int, str]] = []
-        try:
-            while not self._halted():
-                if not batch:
-                    # The last message accepted is recorded with the next one's 'sending',
-                    # or here when there is no next one.
-                    batch = await self._claim(ledger, owner)
+        async with contextlib.AsyncExitStack() as closing:
+            transport: Transport = (
+                ChatTransport(self.cfg, self.store) if self.chat else self.outbox.factory()
+            )
+            closing.push_async_callback(transport.close)
+            ledger = await lane_ledger(self.store)
+            closing.push_async_callback(ledger.close)
+            batch: list[Claimed] = []
+            # The last message the server accepted, not yet recorded (Store.mark_sending).
+            accepted: list[tuple[int, str]] = []
+            try:
+                while not self._halted():
                     if not batch:
-                        await self._record(ledger, accepted)
-                    if self._halted():
-                        break
-                    if not batch:
-                        if not self.wait or not await self._pending():
-                            return
-                        await self._idle()
-                        continue
-                await self._deliver(transport, ledger, batch.pop(0), accepted, owner)
-        finally:
+                        batch = await self._next_batch(ledger, owner, accepted)
+                        if self._halted():
+                            break
+                        if not batch:
+                            if not self.wait or not await self._pending():
+                                return
+                            await self._idle()
+                            continue
+                    await self._deliver(transport, ledger, batch.pop(0), accepted, owner)
+            finally:
+                await self._record(ledger, accepted)
+                await self._ledger(self.store.release, [r.id for r in batch], owner)
+
+    async def _next_batch(
+        self, ledger: LaneLedger, owner: str, accepted: list[tuple[int, str]]
+    ) -> list[Claimed]:
+        """The next claim. The last message accepted is recorded with the next one's
+        'sending', or here when there is no next one; a channel's next post waits for it."""
+        if self.chat:
             await self._record(ledger, accepted)
-            await self._ledger(self.store.release, [r.id for r in batch], owner)
-            await ledger.close()
-            await transport.close()
+        batch = await self._claim(ledger, owner)
+        if not batch:
+            await self._record(ledger, accepted)
+        return batch
 
     async def _pending(self) -> int:
         if self.issue_id is None:
@@ -511,7 +513,9 @@ class Outbox:
         """When a drain next has something to do (None: nothing is waiting)."""
 
         def due() -> dt.datetime | None:
-            times = [self.store.next_mail_at()]
+            # Chat posts held back after a refusal wait for the hold, not for their time.
+            held = time.monotonic() < self._chat_held_until
+            times = [self.store.next_mail_at(chat=not held)]
             for row in self.store.issues_in_status(IssueState.SENDING, IssueState.PAUSED):
                 if row.status == IssueState.SENDING:
                     times.append(self.store.next_retry_at(row.id))
@@ -575,22 +579,13 @@ class Outbox:
         """Try the server for an issue paused by an outage: back to ``sending`` when it
         answers, else a later retry time. False while the server is still down."""
         try:
-            await _probe(self.factory)
+            await probe(self.factory)
         except ServerError as exc:
             at = utcnow() + dt.timedelta(seconds=self.outage_delay(row))
             await asyncio.to_thread(lifecycle.retry_later, self.store, row, f"server: {exc}", at)
             return False
         await asyncio.to_thread(lifecycle.end_outage, self.store, row)
         return True
-
-
-async def _probe(factory: TransportFactory) -> None:
-    transport = factory()
-    try:
-        await transport.probe()
-    finally:
-        with contextlib.suppress(Exception):
-            await transport.close()
 
 
 def _signer(cfg: Config) -> Sign:

@@ -17,6 +17,7 @@ Enhanced status codes (RFC 3463) refine the basic reply code wherever a server s
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import mailbox
 import os
@@ -347,6 +348,16 @@ def transport_factory(cfg: Config) -> TransportFactory:
             "smtp.tls: a password is set, so TLS (starttls or implicit) is required"
         )
     return lambda: SmtpTransport(cfg)
+
+
+async def probe(factory: TransportFactory) -> None:
+    """Raise :class:`ServerError` unless a transport of ``factory`` reaches its server now."""
+    transport = factory()
+    try:
+        await transport.probe()
+    finally:
+        with contextlib.suppress(Exception):
+            await transport.close()
 
 
 def describe(exc: BaseException) -> dict[str, Any]:

@@ -30,8 +30,16 @@ __all__ = [
     "slack_messages",
 ]
 
-# Slack: blocks a message, characters a section's text, characters of `text`.
-SLACK_LIMITS = {"blocks": 50, "section": 3000, "text": 40000, "header": 150}
+# Slack: blocks a message, characters a section's text, characters of `text`, and the
+# characters of all a message's blocks together (Slack refuses more, msg_blocks_too_long,
+# at about 13,000; the figure is not documented).
+SLACK_LIMITS = {
+    "blocks": 50,
+    "section": 3000,
+    "text": 40000,
+    "header": 150,
+    "blocks_text": 12000,
+}
 # Discord: embeds and characters a message (all embeds' text together), a description,
 # `content`, a title, a field's value, a footer.
 DISCORD_LIMITS = {
@@ -46,6 +54,8 @@ DISCORD_LIMITS = {
 
 # Authors named before "and N more": some papers have hundreds.
 AUTHORS_SHOWN = 10
+# Characters of a title shown: titles run to about 200.
+TITLE_SHOWN = 250
 
 
 @dataclass(frozen=True)
@@ -79,8 +89,21 @@ def escape_discord(text: str) -> str:
     return _DISCORD_MARKS.sub(r"\\\1", text)
 
 
+def _safe_end(text: str, end: int) -> int:
+    """``end`` moved back, if need be, so that a piece ending there keeps every escape
+    whole: an entity (``&amp;``), a backslash and its mark, a mark and its zero-width space."""
+    amp = text.rfind("&", max(0, end - 5), end)
+    if amp != -1 and ";" not in text[amp:end]:
+        end = amp
+    while end > 0 and (text[end - 1] == "\\" or (end < len(text) and text[end] == _ZWSP)):
+        end -= 1
+    return end
+
+
 def _cut(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1].rstrip() + "…"
+    if len(text) <= limit:
+        return text
+    return text[: _safe_end(text, limit - 1)].rstrip() + "…"
 
 
 def _chunks(lines: Iterable[str], limit: int) -> list[str]:
@@ -91,7 +114,7 @@ def _chunks(lines: Iterable[str], limit: int) -> list[str]:
     for line in lines:
         while len(line) > limit:
             cut = line.rfind(" ", limit // 2, limit)
-            cut = cut if cut > 0 else limit
+            cut = cut if cut > 0 else _safe_end(line, limit)
             if current:
                 pieces.append(current)
                 current = ""
@@ -177,33 +200,45 @@ def _slack_day(day: dt.date, day_page: str, w: Words) -> ChatMessage:
 def _slack_paper(pick: Pick, w: Words, thread: str | None) -> list[ChatMessage]:
     """One paper, split over several messages only when its summary outgrows one."""
     paper = pick.paper
-    title = escape_mrkdwn(paper.title)
+    title = escape_mrkdwn(_cut(paper.title, TITLE_SHOWN))
     head = f"*{pick.rank}. <{paper.url}|{title}>*"
     links = f"<{paper.url}|arXiv {paper.arxiv_id}> · <{paper.hf_url}|{escape_mrkdwn(w.hf_page)}>"
     byline = escape_mrkdwn(_byline(pick, w))
-    sections = _chunks(_points(pick, w, escape_mrkdwn), SLACK_LIMITS["section"])
-    fixed = [_section(_cut(head, SLACK_LIMITS["section"])), _context(_cut(links, 3000))]
-    if byline:
-        fixed.append(_context(_cut(byline, 3000)))
-    room = SLACK_LIMITS["blocks"] - len(fixed)
-    parts = [sections[i : i + room] for i in range(0, len(sections), room)] or [[]]
+    fixed = [_section(head), _context(links)] + ([_context(_cut(byline, 3000))] if byline else [])
+    parts = _parts(_chunks(_points(pick, w, escape_mrkdwn), SLACK_LIMITS["section"]), fixed)
     messages = []
     for number, part in enumerate(parts, 1):
         blocks = (fixed if number == 1 else [_context(head)]) + [_section(s) for s in part]
         fallback = "\n".join([f"{pick.rank}. {title} {paper.url}", byline, *part])
         key = f"paper:{paper.arxiv_id}" + (f":{number}" if number > 1 else "")
-        messages.append(
-            ChatMessage(
-                key,
-                {
-                    "text": _cut(fallback, SLACK_LIMITS["text"]),
-                    "blocks": blocks,
-                    "unfurl_links": False,
-                },
-                thread,
-            )
-        )
+        payload = {"text": _cut(fallback, SLACK_LIMITS["text"]), "blocks": blocks}
+        messages.append(ChatMessage(key, payload | {"unfurl_links": False}, thread))
     return messages
+
+
+def _blocks_text(blocks: Iterable[dict[str, Any]]) -> int:
+    """The characters of a message's blocks, as Slack counts them toward its total."""
+    size = 0
+    for block in blocks:
+        size += len(block.get("text", {}).get("text", ""))
+        size += sum(len(e.get("text", "")) for e in block.get("elements", ()))
+    return size
+
+
+def _parts(sections: list[str], fixed: list[dict[str, Any]]) -> list[list[str]]:
+    """Sections grouped into messages: each within the blocks a message may hold and the
+    characters Slack takes in a message's blocks, the first beside the ``fixed`` blocks."""
+    parts: list[list[str]] = [[]]
+    used, count = _blocks_text(fixed), len(fixed)
+    for section in sections:
+        if parts[-1] and (
+            count + 1 > SLACK_LIMITS["blocks"] or used + len(section) > SLACK_LIMITS["blocks_text"]
+        ):
+            parts.append([])
+            used, count = _blocks_text(fixed[:1]), 1
+        parts[-1].append(section)
+        used, count = used + len(section), count + 1
+    return parts
 
 
 def slack_messages(
@@ -229,7 +264,8 @@ def slack_messages(
         ]
         text = "\n".join(lines)
         size = sum(map(len, texts)) + len(text)
-        if len(blocks) + len(more) > SLACK_LIMITS["blocks"] or size > SLACK_LIMITS["text"]:
+        full = _blocks_text(blocks) + _blocks_text(more) > SLACK_LIMITS["blocks_text"]
+        if full or len(blocks) + len(more) > SLACK_LIMITS["blocks"] or size > SLACK_LIMITS["text"]:
             out.append(_webhook_part(len(out), blocks, texts))
             blocks, texts = [], []
         blocks += more
@@ -242,7 +278,7 @@ def _paper_lines(pick: Pick, w: Words) -> list[str]:
     """A paper as mrkdwn lines: linked title, links, votes and authors, the summary."""
     paper = pick.paper
     lines = [
-        f"*{pick.rank}. <{paper.url}|{escape_mrkdwn(paper.title)}>*",
+        f"*{pick.rank}. <{paper.url}|{escape_mrkdwn(_cut(paper.title, TITLE_SHOWN))}>*",
         f"<{paper.url}|arXiv {paper.arxiv_id}> · <{paper.hf_url}|{escape_mrkdwn(w.hf_page)}>",
     ]
     byline = _byline(pick, w)
@@ -273,7 +309,7 @@ def _discord_embeds(pick: Pick, w: Words) -> list[dict[str, Any]]:
     """A paper's embed; a summary longer than a description continues in more embeds."""
     paper = pick.paper
     body = _chunks(_points(pick, w, escape_discord), DISCORD_LIMITS["description"])
-    title = _cut(f"{pick.rank}. {escape_discord(paper.title)}", DISCORD_LIMITS["title"])
+    title = _cut(f"{pick.rank}. {escape_discord(_cut(paper.title, TITLE_SHOWN))}", 256)
     embeds: list[dict[str, Any]] = []
     for number, description in enumerate(body or [""], 1):
         embed: dict[str, Any] = {"title": title, "url": paper.url}
@@ -282,9 +318,11 @@ def _discord_embeds(pick: Pick, w: Words) -> list[dict[str, Any]]:
         if number == 1:
             byline = _byline(pick, w)
             links = f"[arXiv {paper.arxiv_id}]({paper.url}) · [{escape_discord(w.hf_page)}]({paper.hf_url})"
-            embed["fields"] = [{"name": "🔗", "value": _cut(links, DISCORD_LIMITS["field"])}]
+            # A short field and footer: beside a full title and description, an embed
+            # stays within a message's 6,000 characters.
+            embed["fields"] = [{"name": "🔗", "value": _cut(links, 512)}]
             if byline:
-                embed["footer"] = {"text": _cut(byline, DISCORD_LIMITS["footer"])}
+                embed["footer"] = {"text": _cut(byline, 512)}
             if paper.media is not None and paper.media.kind == "image":
                 embed["thumbnail"] = {"url": paper.media.url}
         embeds.append(embed)

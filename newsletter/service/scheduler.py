@@ -54,12 +54,13 @@ from newsletter.archive.sources import FetchOptions, ingest_day, local_catalog
 from newsletter.config import Config, duration_seconds
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import IssueState, describe_pause
-from newsletter.mail.sender import SendReport, worker_id
+from newsletter.mail.sender import SendReport
 from newsletter.mail.transport import pid_alive
 from newsletter.models import Archive
 from newsletter.publish import outputs
 from newsletter.select import IsoWeek, NoIssueError
 from newsletter.store import Store
+from newsletter.store.lanes import worker_id
 
 log = logging.getLogger(__name__)
 
@@ -244,13 +245,15 @@ async def _daily(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outcom
     deadline = daily_deadline(cfg, fire)
     if result.found:
         await asyncio.to_thread(refresh_site, cfg, catalog, now)
-        await post_day(ctx, catalog, day)
         if pending and now < deadline:
             # Papers written without a summary: the retry runs the writer again for them.
             retry = min(
                 now + dt.timedelta(seconds=duration_seconds(cfg.schedule.retry_every)), deadline
             )
             return Outcome("waiting", f"{result.detail}; {pending} without a summary", retry)
+        # Posted once the day is final (every summary in, or the deadline reached): a post
+        # is never taken back, and a day is posted only once.
+        await post_day(ctx, catalog, day)
         return Outcome("done", result.detail)
     if now < deadline:
         retry = min(

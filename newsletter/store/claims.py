@@ -74,6 +74,12 @@ PG_MARK = sa.text(
 )
 
 
+def _literals(values: tuple[str, ...]) -> list[sa.ColumnElement[str]]:
+    """Values written into the SQL: a list parameter is expanded only when the engine
+    executes, and a lane's own connection runs the statement as compiled once."""
+    return [sa.literal_column(f"'{value}'") for value in values]
+
+
 def lane_of(issue_id: int | None, chat: bool) -> str:
     """The lane a claim takes from: an issue's deliveries, the single mails, or the chat
     posts (a lane of their own: a chat service's outage must not hold a confirmation
@@ -96,11 +102,24 @@ def claimable_rows(lane: str, only: bool) -> tuple[sa.ColumnElement[bool] | sa.T
             issues.c.id == issue_id, issues.c.status == "sending"
         )
         rows = sa.and_(d.c.issue_id == issue_id, sending.exists())
+    elif lane == "chat":
+        # A channel's posts go out one after another: only the first one not yet sent is
+        # claimable, so a thread keeps its order through retries, outages and several
+        # processes at once.
+        earlier = deliveries.alias("earlier")
+        ahead = (
+            sa.select(earlier.c.id)
+            .where(
+                earlier.c.kind == d.c.kind,
+                earlier.c.recipient == d.c.recipient,
+                earlier.c.status.in_(_literals(("queued", "sending"))),
+                earlier.c.id < d.c.id,
+            )
+            .exists()
+        )
+        rows = sa.and_(d.c.issue_id.is_(None), d.c.kind.in_(_literals(CHAT_KINDS)), ~ahead)
     else:
-        # Literal values: a list parameter is expanded only when the engine executes, and a
-        # lane's own connection runs the statement as compiled once.
-        chat = d.c.kind.in_([sa.literal_column(f"'{kind}'") for kind in CHAT_KINDS])
-        rows = sa.and_(d.c.issue_id.is_(None), chat if lane == "chat" else sa.not_(chat))
+        rows = sa.and_(d.c.issue_id.is_(None), d.c.kind.not_in(_literals(CHAT_KINDS)))
     if only:
         rows = sa.and_(rows, d.c.id == sa.bindparam("b_only", type_=sa.Integer))
     return (

@@ -24,6 +24,9 @@ import asyncio
 import datetime as dt
 import functools
 import logging
+import os
+import secrets
+import socket
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar
 
@@ -47,6 +50,11 @@ log = logging.getLogger(__name__)
 
 P = ParamSpec("P")
 T = TypeVar("T")
+
+
+def worker_id() -> str:
+    """Lease owner: host and pid (so a restart can tell a dead local holder) and a nonce."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
 
 
 async def ledger_call(store: Store, fn: Callable[P, T], *args: P.args, **kwargs: P.kwargs) -> T:

@@ -126,16 +126,16 @@ class MailQueries(StoreBase):
                 )
             return int(conn.execute(count).scalar_one() - before)
 
-    def posted(self, kind: str, recipient: str, topic: str) -> str | None:
-        """The id the chat service gave a post that was sent (Slack's ``ts``, Discord's
-        message id); None while it is not sent."""
+    def post(self, kind: str, recipient: str, topic: str) -> Mail | None:
+        """A chat post by its place in the day; once sent, its message id is the id the
+        service gave it (Slack's ``ts``, Discord's message id)."""
         d = deliveries.c
-        query = sa.select(d.message_id).where(
-            d.kind == kind, d.recipient == recipient, d.topic == topic, d.status == "sent"
+        query = sa.select(*_MAIL_COLUMNS).where(
+            d.kind == kind, d.recipient == recipient, d.topic == topic
         )
         with self.engine.connect() as conn:
-            value = conn.execute(query).scalar()
-        return str(value) if value else None
+            row = conn.execute(query).first()
+        return None if row is None else _mail(row)
 
     def posts(self, kind: str, recipient: str, prefix: str) -> list[Mail]:
         """The chat posts to ``recipient`` whose topic begins with ``prefix`` (a day)."""
@@ -148,15 +148,17 @@ class MailQueries(StoreBase):
         with self.engine.connect() as conn:
             return [_mail(r) for r in conn.execute(query)]
 
-    def next_mail_at(self) -> dt.datetime | None:
-        """When the next queued single mail is due (None when there is none)."""
+    def next_mail_at(self, *, chat: bool = True) -> dt.datetime | None:
+        """When the next queued single mail (or chat post, with ``chat``) is due (None when
+        there is none)."""
         d = deliveries.c
+        query = sa.select(sa.func.min(d.next_attempt_at)).where(
+            d.issue_id.is_(None), d.status.in_(("queued", "sending"))
+        )
+        if not chat:
+            query = query.where(d.kind.not_in(CHAT_KINDS))
         with self.engine.connect() as conn:
-            value = conn.execute(
-                sa.select(sa.func.min(d.next_attempt_at)).where(
-                    d.issue_id.is_(None), d.status.in_(("queued", "sending"))
-                )
-            ).scalar()
+            value = conn.execute(query).scalar()
         return _aware(value)
 
     def mail(self, mail_id: int) -> Mail | None:
