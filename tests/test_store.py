@@ -135,3 +135,18 @@ def test_an_issue_that_stopped_sending_has_nothing_to_claim(store: Store) -> Non
     with store.engine.begin() as conn:
         conn.execute(sa.text("update issues set status = 'sending'"))
     assert len(store.claim(issue.id, "a", 10, LEASE)) == 1
+
+
+def test_a_message_given_back_after_its_issue_was_cancelled_is_skipped(store: Store) -> None:
+    """On the wire when the operator cancelled, then the server failed: requeued, it would
+    wait forever (nothing sends a cancelled issue), so it is skipped instead."""
+    for i in range(2):
+        store.add_subscriber(f"r{i}@example.org")
+    issue = store.ensure_issue("2024-W05", "s", status="sending")
+    store.fan_out(issue.id)
+    first, _second = store.claim(issue.id, "a", 2, LEASE)
+    assert store.mark_sending(first.id, "a", "<1@x>") == "sending"
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("update issues set status = 'cancelled'"))
+    assert store.requeue([first.id], "server: 421") == 1
+    assert store.counts(issue.id)["skipped"] == 1 and store.counts(issue.id)["queued"] == 1

@@ -152,10 +152,6 @@ class Lane:
         finally:
             for task in workers:
                 task.cancel()
-            if self.halt.why == "state" and self.issue_id is not None:
-                # Cancelled meanwhile: a message given back after the cancel (the server
-                # failed while it was on the wire) must not wait forever.
-                self.store.skip_pending(self.issue_id, "issue cancelled")
         return self.tally
 
     def _count(self, what: str) -> None:

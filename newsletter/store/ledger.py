@@ -255,21 +255,27 @@ class LedgerQueries(StoreBase):
     ) -> int:
         """Back to the queue as if never tried: the failure was not the recipient's (the
         server was down, or a policy block paused the issue), so the attempt is given back.
-        Due again at ``at`` (default: now)."""
+        Due again at ``at`` (default: now). A delivery of an issue cancelled meanwhile (it
+        was on the wire at the cancel) is skipped instead: nothing would ever send it."""
         ids = list(delivery_ids)
         if not ids:
             return 0
         now = utcnow()
+        cancelled = (
+            sa.select(issues.c.id)
+            .where(issues.c.id == deliveries.c.issue_id, issues.c.status == "cancelled")
+            .exists()
+        )
         with self.engine.begin() as conn:
             result = conn.execute(
                 deliveries.update()
                 .where(deliveries.c.id.in_(ids), deliveries.c.status.in_(("sending", "failed")))
                 .values(
-                    status="queued",
+                    status=sa.case((cancelled, "skipped"), else_="queued"),
                     attempts=sa.case(
                         (deliveries.c.attempts > 0, deliveries.c.attempts - 1), else_=0
                     ),
-                    last_error=error[:1000],
+                    last_error=sa.case((cancelled, "issue cancelled"), else_=error[:1000]),
                     next_attempt_at=at or now,
                     lease_owner=None,
                     lease_until=None,
