@@ -617,6 +617,11 @@ class ChatServer:
         self.delay = 0.0
         # A Slack post whose text holds this is refused (invalid_blocks).
         self.refuse = ""
+        # After this many posts, the next request is held (taken, not answered) until
+        # ``release`` is set: a message on the wire, for as long as a test needs.
+        self.hold_after: int | None = None
+        self.holding = threading.Event()
+        self.release = threading.Event()
         self.requests = 0
         self.lock = threading.Lock()
         self.port = 0
@@ -676,6 +681,9 @@ class ChatServer:
             failing = (self.fail.pop(0) if self.fail else None) or None  # 0: answer normally
         if self.delay:
             time.sleep(self.delay)
+        if self.hold_after is not None and len(self.posts) >= self.hold_after:
+            self.holding.set()
+            self.release.wait(60)
         payload = json.loads(body)
         service = "discord" if path.startswith("/discord") else "slack"
         if failing == 429:
