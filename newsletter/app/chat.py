@@ -130,7 +130,7 @@ def queue_day(cfg: Config, store: Store, archive: Archive, day: dt.date) -> dict
     papers already in the channel (and renumber them)."""
     added = {}
     for channel in channels(cfg):
-        if store.posts(channel.kind, channel.recipient, f"{day}/"):
+        if store.post_counts(channel.kind, channel.recipient, f"{day}/"):
             added[_name(channel)] = 0
             continue
         posts = [
@@ -164,8 +164,7 @@ def post_day(
     queued = queue_day(cfg, store, archive, day)
     tally = asyncio.run(send_posts(cfg, store, key, stop=stop))
     posts = {
-        _name(c): sum(m.status == "sent" for m in store.posts(c.kind, c.recipient, f"{day}/"))
-        for c in channels(cfg)
+        _name(c): store.post_counts(c.kind, c.recipient, f"{day}/")["sent"] for c in channels(cfg)
     }
     return PostReport(day, queued, posts, tally)
 

@@ -74,9 +74,6 @@ class ChatTransport:
         self.cfg = cfg
         self.store = store
         self.client: httpx.AsyncClient | None = None
-        # Posts sent in this run by topic: a reply needs its thread's ts before the
-        # sender has recorded it.
-        self.sent: dict[tuple[str, str], str] = {}
 
     async def send(
         self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
@@ -109,7 +106,6 @@ class ChatTransport:
             posted = str(answer.get("id", "")) if isinstance(answer, dict) else ""
         else:
             raise MessageError(f"unknown chat service {service!r}", permanent=True)
-        self.sent[(recipient, post["topic"])] = posted
         return posted
 
     async def _slack(self, channel: str, payload: dict[str, Any], thread: str | None) -> str:
@@ -117,7 +113,9 @@ class ChatTransport:
             raise ChatSetupError("NEWSLETTER_SLACK_TOKEN is not set (needed to post threads)")
         payload["channel"] = channel
         if thread is not None:
-            parent = self.sent.get((channel, thread)) or self._parent(channel, thread)
+            # The day's message is recorded before a reply can be claimed (a channel's
+            # posts go one after another), so its ts is in the ledger.
+            parent = self._parent(channel, thread)
             if parent:
                 payload["thread_ts"] = parent
         url = self.cfg.slack.api_url.rstrip("/") + "/chat.postMessage"

@@ -37,19 +37,20 @@ SLACK_LIMITS = {
     "blocks": 50,
     "section": 3000,
     "text": 40000,
-    "header": 150,
     "blocks_text": 12000,
 }
 # Discord: embeds and characters a message (all embeds' text together), a description,
-# `content`, a title, a field's value, a footer.
+# `content`, a title; and what this project gives a field's value and a footer (well under
+# Discord's 1,024 and 2,048), so that beside a full title and description an embed stays
+# within a message's 6,000.
 DISCORD_LIMITS = {
     "embeds": 10,
     "total": 6000,
     "description": 4096,
     "content": 2000,
     "title": 256,
-    "field": 1024,
-    "footer": 2048,
+    "field": 512,
+    "footer": 512,
 }
 
 # Authors named before "and N more": some papers have hundreds.
@@ -309,7 +310,9 @@ def _discord_embeds(pick: Pick, w: Words) -> list[dict[str, Any]]:
     """A paper's embed; a summary longer than a description continues in more embeds."""
     paper = pick.paper
     body = _chunks(_points(pick, w, escape_discord), DISCORD_LIMITS["description"])
-    title = _cut(f"{pick.rank}. {escape_discord(_cut(paper.title, TITLE_SHOWN))}", 256)
+    title = _cut(
+        f"{pick.rank}. {escape_discord(_cut(paper.title, TITLE_SHOWN))}", DISCORD_LIMITS["title"]
+    )
     embeds: list[dict[str, Any]] = []
     for number, description in enumerate(body or [""], 1):
         embed: dict[str, Any] = {"title": title, "url": paper.url}
@@ -318,11 +321,9 @@ def _discord_embeds(pick: Pick, w: Words) -> list[dict[str, Any]]:
         if number == 1:
             byline = _byline(pick, w)
             links = f"[arXiv {paper.arxiv_id}]({paper.url}) · [{escape_discord(w.hf_page)}]({paper.hf_url})"
-            # A short field and footer: beside a full title and description, an embed
-            # stays within a message's 6,000 characters.
-            embed["fields"] = [{"name": "🔗", "value": _cut(links, 512)}]
+            embed["fields"] = [{"name": "🔗", "value": _cut(links, DISCORD_LIMITS["field"])}]
             if byline:
-                embed["footer"] = {"text": _cut(byline, 512)}
+                embed["footer"] = {"text": _cut(byline, DISCORD_LIMITS["footer"])}
             if paper.media is not None and paper.media.kind == "image":
                 embed["thumbnail"] = {"url": paper.media.url}
         embeds.append(embed)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -137,16 +138,17 @@ class MailQueries(StoreBase):
             row = conn.execute(query).first()
         return None if row is None else _mail(row)
 
-    def posts(self, kind: str, recipient: str, prefix: str) -> list[Mail]:
-        """The chat posts to ``recipient`` whose topic begins with ``prefix`` (a day)."""
+    def post_counts(self, kind: str, recipient: str, prefix: str) -> Counter[str]:
+        """How many chat posts to ``recipient`` whose topic begins with ``prefix`` (a day)
+        are in each status."""
         d = deliveries.c
         query = (
-            sa.select(*_MAIL_COLUMNS)
+            sa.select(d.status, sa.func.count())
             .where(d.kind == kind, d.recipient == recipient, d.topic.startswith(prefix))
-            .order_by(d.id)
+            .group_by(d.status)
         )
         with self.engine.connect() as conn:
-            return [_mail(r) for r in conn.execute(query)]
+            return Counter({status: int(n) for status, n in conn.execute(query)})
 
     def next_mail_at(self, *, chat: bool = True) -> dt.datetime | None:
         """When the next queued single mail (or chat post, with ``chat``) is due (None when
