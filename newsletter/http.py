@@ -30,7 +30,9 @@ __all__ = ["ApiError", "Missing", "RetryPolicy", "request"]
 class ApiError(NewsletterError):
     """A server that did not answer usefully after every try; ``str()`` says which and why.
     ``retryable``: a later try may succeed (429, 5xx, timeouts); ``wait``: the server's
-    ``Retry-After``, in seconds; ``status``: the last answer's HTTP status, if any."""
+    ``Retry-After``, in seconds; ``status``: the last answer's HTTP status, if any;
+    ``unreachable``: no connection could be made at all; ``reason``: the why alone, without
+    what was asked for (``HTTP 401 (Incorrect API key)``, ``connection refused``)."""
 
     def __init__(
         self,
@@ -39,11 +41,15 @@ class ApiError(NewsletterError):
         retryable: bool = False,
         wait: float | None = None,
         status: int | None = None,
+        unreachable: bool = False,
+        reason: str = "",
     ):
         super().__init__(message)
         self.retryable = retryable
         self.wait = wait
         self.status = status
+        self.unreachable = unreachable
+        self.reason = reason or message
 
 
 class Missing(ApiError):
@@ -67,6 +73,9 @@ class RetryPolicy:
     # False for a request that must not happen twice (a chat post): one the server may
     # have received but did not answer in time is left to the caller, not sent again.
     repeat_unanswered: bool = True
+    # False where a wrong address is likelier than a passing outage (the first request of
+    # a run): a connection that cannot be made is reported at once, not after the backoff.
+    retry_unreachable: bool = True
 
     def timeouts(self) -> httpx.Timeout:
         import httpx  # a start that fetches nothing need not import it
@@ -114,46 +123,102 @@ async def request(
     :class:`ApiError` when every try failed or the failure will not fix itself."""
     import httpx
 
-    error = ""
-    retryable = True
-    wait: float | None = None
-    status: int | None = None
+    failed = _Failure("no try made")
     for attempt in range(1, policy.attempts + 1):
-        wait = None
-        retryable = True
-        status = None
         try:
             response = await client.request(method, url, json=json_body, headers=headers)
-        except httpx.TimeoutException as exc:
-            error = f"{what}: timed out ({type(exc).__name__})"
-            if not policy.repeat_unanswered and not isinstance(exc, httpx.ConnectTimeout):
-                break
         except httpx.TransportError as exc:
-            error = f"{what}: {type(exc).__name__}: {exc}"
+            failed = _transport_failure(exc, policy)
         else:
             status = response.status_code
+            if status in missing:
+                raise Missing(f"{what}: HTTP {status}", status)
             if 200 <= status < 300:
                 try:
                     return _body(response, want)
                 except (json.JSONDecodeError, UnicodeDecodeError):
                     # A cut-off body: the next try usually gets all of it.
-                    error = f"{what}: the answer is not valid JSON"
-            elif status in missing:
-                raise Missing(f"{what}: HTTP {status}", status)
+                    failed = _Failure("the answer is not valid JSON")
             else:
-                error = f"{what}: HTTP {status}{_short_body(response)}"
-                if status == 429:
-                    wait = retry_after(response)
-                elif status < 500:
-                    retryable = False
-                    break  # a client error (bad key, bad request) will not fix itself
-        if attempt == policy.attempts or stopping():
+                failed = _status_failure(response)
+        if failed.final or attempt == policy.attempts or stopping():
             break
-        delay = min(max(policy.backoff * 2 ** (attempt - 1), wait or 0.0), policy.max_wait)
-        log.info("%s; try %d of %d in %.1fs", error, attempt + 1, policy.attempts, delay)
+        delay = min(max(policy.backoff * 2 ** (attempt - 1), failed.wait or 0.0), policy.max_wait)
+        log.info(
+            "%s: %s; try %d of %d in %.1fs",
+            what,
+            failed.reason,
+            attempt + 1,
+            policy.attempts,
+            delay,
+        )
         if await sleep_unless(stopping, delay):
             break
-    raise ApiError(error, retryable=retryable, wait=wait, status=status)
+    raise ApiError(
+        f"{what}: {failed.reason}",
+        retryable=failed.retryable,
+        wait=failed.wait,
+        status=failed.status,
+        unreachable=failed.unreachable,
+        reason=failed.reason,
+    )
+
+
+@dataclass(frozen=True)
+class _Failure:
+    """One try that failed: why, and whether another try may help (``final``: not now)."""
+
+    reason: str
+    retryable: bool = True
+    final: bool = False
+    wait: float | None = None
+    status: int | None = None
+    unreachable: bool = False
+
+
+def _transport_failure(exc: Exception, policy: RetryPolicy) -> _Failure:
+    import httpx
+
+    if isinstance(exc, httpx.ConnectError | httpx.ConnectTimeout):
+        reason = f"{type(exc).__name__}: {_connect_reason(exc, policy)}"
+        return _Failure(reason, final=not policy.retry_unreachable, unreachable=True)
+    if isinstance(exc, httpx.TimeoutException):
+        return _Failure(f"timed out ({type(exc).__name__})", final=not policy.repeat_unanswered)
+    return _Failure(f"{type(exc).__name__}: {exc}")
+
+
+def _status_failure(response: httpx.Response) -> _Failure:
+    status = response.status_code
+    reason = f"HTTP {status}{_short_body(response)}"
+    if status == 429:
+        return _Failure(reason, wait=retry_after(response), status=status)
+    if status < 500:
+        # A client error (a bad key, a bad request) will not fix itself.
+        return _Failure(reason, retryable=False, final=True, status=status)
+    return _Failure(reason, status=status)
+
+
+def _connect_reason(exc: Exception, policy: RetryPolicy) -> str:
+    """Why no connection could be made, in words (httpx often says only "All connection
+    attempts failed", the cause being deeper in the chain)."""
+    import socket
+
+    import httpx
+
+    if isinstance(exc, httpx.ConnectTimeout):
+        return f"no connection within {policy.connect_timeout:g} s"
+    cause: BaseException | None = exc
+    deepest: BaseException = exc
+    while cause is not None:
+        deepest = cause
+        cause = cause.__cause__ or cause.__context__
+    if isinstance(deepest, ConnectionRefusedError):
+        return "connection refused (nothing listens there)"
+    if isinstance(deepest, socket.gaierror):
+        return f"cannot resolve the host name ({deepest.strerror})"
+    if isinstance(deepest, OSError) and deepest.strerror:
+        return deepest.strerror
+    return str(exc) or type(exc).__name__
 
 
 def _body(response: httpx.Response, want: str) -> Any:

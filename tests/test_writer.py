@@ -22,9 +22,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from click.testing import CliRunner
+from conftest import free_port
 
 from newsletter.archive.digest import parse_file
-from newsletter.archive.writer import KEYS, WriterError, parse_summary, write_day
+from newsletter.archive.writer import KEYS, WriterError, parse_summary, write_day, writer_policy
 from newsletter.cli import main
 from newsletter.config import Config, ConfigError, load_config
 from newsletter.http import RetryPolicy
@@ -381,6 +382,76 @@ def test_a_refused_key_writes_nothing(api: tuple[Api, str], tmp_path: Path) -> N
     assert not (cfg.archive_path / f"{DAY}.md").exists()
 
 
+def _write_cli(cfg_path: Path, *args: str, key: str = "sk-test-123") -> Any:
+    return CliRunner().invoke(
+        main,
+        ["write", "--config", str(cfg_path), "--date", DAY.isoformat(), *args],
+        env={"NEWSLETTER_WRITER_API_KEY": key},
+    )
+
+
+def _one_error_line(result: Any) -> str:
+    """The command failed with exactly one line on standard error, and nothing written."""
+    assert result.exit_code == 1, result.output
+    lines = result.stderr.splitlines()
+    assert len(lines) == 1, result.stderr
+    assert lines[0].startswith("error: ")
+    return lines[0]
+
+
+@pytest.mark.parametrize("api_name", ["papers_url", "base_url"])
+def test_an_address_nothing_listens_at_is_said_at_once(
+    api: tuple[Api, str], tmp_path: Path, api_name: str
+) -> None:
+    """No backoff for a connection that cannot be made: one line naming the setting and
+    its URL, without a second try."""
+    state, base = api
+    dead = f"http://127.0.0.1:{free_port()}"
+    cfg_path = settings(tmp_path, base)
+    text = cfg_path.read_text(encoding="utf-8")
+    if api_name == "papers_url":
+        url = f"{dead}/api/daily_papers"
+        cfg_path.write_text(text.replace(f"{base}/api/daily_papers", url), encoding="utf-8")
+    else:
+        url = f"{dead}/v1"
+        cfg_path.write_text(text.replace(f"{base}/v1", url), encoding="utf-8")
+    line = _one_error_line(_write_cli(cfg_path))
+    assert line.startswith(f"error: cannot connect to writer.{api_name} ({url}): ")
+    assert "connection refused" in line
+    verbose = _write_cli(cfg_path, "-v")
+    assert verbose.exit_code == 1 and "try 2 of" not in verbose.stderr, verbose.stderr
+    assert state.chat_calls == []
+    assert not (tmp_path / "archive" / f"{DAY}.md").exists()
+    # A host that answers no connection at all is given up on well within 10 s.
+    cfg = load_config(cfg_path, env={"NEWSLETTER_WRITER_API_KEY": "k"})
+    assert writer_policy(cfg).connect_timeout < 10 and not writer_policy(cfg).retry_unreachable
+
+
+@pytest.mark.parametrize("status", [401, 403])
+def test_a_refused_key_stops_the_run_at_the_first_request(
+    api: tuple[Api, str], tmp_path: Path, status: int
+) -> None:
+    state, base = api
+    cfg_path = settings(tmp_path, base, "concurrency = 4\n")
+    refusal = (status, b'{"error": {"message": "Incorrect API key"}}', 0, {})
+    state.chat_script = [refusal] * 10
+    line = _one_error_line(_write_cli(cfg_path))
+    assert len(state.chat_calls) == 1  # not one a paper
+    assert f"HTTP {status} (Incorrect API key) from writer.base_url ({base}/v1)" in line
+    assert "NEWSLETTER_WRITER_API_KEY" in line and "sk-test-123" not in line
+    assert not (tmp_path / "archive" / f"{DAY}.md").exists()
+
+
+def test_an_unknown_model_names_writer_model(api: tuple[Api, str], tmp_path: Path) -> None:
+    state, base = api
+    cfg_path = settings(tmp_path, base, "concurrency = 4\n")
+    missing = b'{"error": {"message": "The model `test-model` does not exist"}}'
+    state.chat_script = [(404, missing, 0, {})] * 10
+    line = _one_error_line(_write_cli(cfg_path))
+    assert len(state.chat_calls) == 1
+    assert 'no model writer.model = "test-model"' in line and "writer.base_url" in line
+
+
 def test_full_text_is_fetched_and_capped(api: tuple[Api, str], tmp_path: Path) -> None:
     state, base = api
     cfg = writer_cfg(tmp_path, base, "full_text = true\nfull_text_budget = 10\nmax_papers = 2\n")
@@ -461,6 +532,11 @@ def test_write_dry_run_writes_nothing(api: tuple[Api, str], tmp_path: Path) -> N
         catch_exceptions=False,
     )
     assert result.exit_code == 0, result.output
+    # The plan is shown, and what would stop the real run is said.
+    assert result.stderr == (
+        "warning: no API key for the model: set NEWSLETTER_WRITER_API_KEY (it is never read "
+        "from the settings file); without it a run stops before the first summary\n"
+    )
     lines = result.stdout.splitlines()
     assert lines[0].startswith("2505.00002    40  summarize  Video Diffusion at Scale")
     assert "would write: 3 papers (3 to summarize" in lines[-1]

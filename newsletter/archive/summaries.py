@@ -3,6 +3,10 @@
 A paper's summary is asked for up to ``writer.max_attempts`` times, an HTTP failure and an
 unusable answer alike, ``writer.concurrency`` requests at once; a good one is kept in the
 ``summaries`` table as soon as it is paid for, and every request is added to the day's usage.
+
+The run's first request goes alone: what every request would get the same way (a refused
+key, an unknown model, an address nothing answers at) stops the run after that one request,
+with one line naming the setting to fix.
 """
 
 from __future__ import annotations
@@ -13,13 +17,13 @@ import json
 import logging
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 import httpx
 
 from newsletter.archive.papers import ChatClient, DailyPaper, fetch_full_text
-from newsletter.config import Config
+from newsletter.config import WRITER_API_KEY_ENV, Config
 from newsletter.http import ApiError, RetryPolicy
 from newsletter.pacing import RateLimiter, Stopping, sleep_unless
 from newsletter.store import Store
@@ -80,12 +84,16 @@ class SummaryRun:
     policy: RetryPolicy
     stopping: Stopping
     result: WriteResult
+    # Set once the API has answered the run's first request (or that paper is done).
+    answered: asyncio.Event = field(default_factory=asyncio.Event)
+    # An answer came back at all: from then on a failed connection is a passing fault.
+    reached: bool = False
 
 
 @dataclass(frozen=True)
 class _Answer:
     """One request for a summary: the summary, or why there is none; and the tokens it
-    cost."""
+    cost. ``stop``: the one line that ends the run, when every request would fail alike."""
 
     summary: dict[str, str] | None
     why: str = ""
@@ -93,6 +101,7 @@ class _Answer:
     retryable: bool = True
     tokens_in: int = 0
     tokens_out: int = 0
+    stop: str = ""
 
 
 def chat_client(
@@ -120,21 +129,27 @@ async def summarize_all(
     cached: dict[str, dict[str, str]],
     echo: Callable[[str], None] | None,
 ) -> None:
-    """Summarize ``papers`` into ``cached``, ``writer.concurrency`` at a time."""
+    """Summarize ``papers`` into ``cached``, ``writer.concurrency`` at a time, once the
+    first request has been answered."""
     gate = asyncio.Semaphore(run.cfg.writer.concurrency)
 
-    async def one(paper: DailyPaper) -> None:
-        async with gate:
-            if run.stopping():
-                return
-            summary = await _summarize(run, paper)
-            if summary is not None:
-                cached[paper.arxiv_id] = summary
-                run.result.summarized += 1
-                if echo:
-                    echo(f"summarized {paper.arxiv_id}: {paper.title}")
+    async def one(index: int, paper: DailyPaper) -> None:
+        if index:
+            await run.answered.wait()
+        try:
+            async with gate:
+                if run.stopping() or run.result.refused:
+                    return
+                summary = await _summarize(run, paper)
+        finally:
+            run.answered.set()
+        if summary is not None:
+            cached[paper.arxiv_id] = summary
+            run.result.summarized += 1
+            if echo:
+                echo(f"summarized {paper.arxiv_id}: {paper.title}")
 
-    await asyncio.gather(*(one(p) for p in papers))
+    await asyncio.gather(*(one(i, p) for i, p in enumerate(papers)))
 
 
 async def _summarize(run: SummaryRun, paper: DailyPaper) -> dict[str, str] | None:
@@ -149,16 +164,20 @@ async def _summarize(run: SummaryRun, paper: DailyPaper) -> dict[str, str] | Non
     what = f"summary of {paper.arxiv_id}"
     why = ""
     for attempt in range(1, policy.attempts + 1):
-        if stopping():
+        if stopping() or run.result.refused:
             return None
         answer = await _ask(run, paper, system, user, what)
         await _count_usage(run, answer)
+        if answer.stop:
+            run.result.refused = run.result.refused or answer.stop
+        run.answered.set()
         if answer.summary is not None:
             return answer.summary
         why = answer.why
+        if answer.stop:
+            return None  # said once, by the run's error
         if not answer.retryable:
-            run.result.refused = why
-            break  # a refused key or request: every paper would fail the same way
+            break
         if attempt < policy.attempts and not stopping():
             wait = answer.wait or 0.0
             delay = min(max(policy.backoff * 2 ** (attempt - 1), wait), policy.max_wait)
@@ -194,7 +213,10 @@ async def _ask(run: SummaryRun, paper: DailyPaper, system: str, user: str, what:
     try:
         reply = await run.chat.complete(system, user, what=what)
     except ApiError as exc:
-        return _Answer(None, str(exc), exc.wait, exc.retryable)
+        stop = _stop_reason(run, exc)
+        run.reached = run.reached or not exc.unreachable
+        return _Answer(None, str(exc), exc.wait, exc.retryable, stop=stop)
+    run.reached = True
     tokens_in, tokens_out = reply.tokens_in, reply.tokens_out
     parsed = parse_summary(reply.content)
     if not isinstance(parsed, dict):
@@ -210,6 +232,29 @@ async def _ask(run: SummaryRun, paper: DailyPaper, system: str, user: str, what:
         tokens_out,
     )
     return _Answer(parsed, tokens_in=tokens_in, tokens_out=tokens_out)
+
+
+def _stop_reason(run: SummaryRun, exc: ApiError) -> str:
+    """The one line that ends the run when ``exc`` is what every request would get, with
+    the setting to fix; else nothing (the paper is tried again, or left without)."""
+    writer = run.cfg.writer
+    where = f"writer.base_url ({writer.base_url})"
+    if exc.status in (401, 403):
+        return (
+            f"{exc.reason} from {where}: the key was refused; check {WRITER_API_KEY_ENV} "
+            "and that it is a key of that server"
+        )
+    if exc.status == 404:
+        return (
+            f'{exc.reason} from {where}: no model writer.model = "{writer.model}" there '
+            "(or no chat-completions API at that address); check writer.model and "
+            "writer.base_url"
+        )
+    if exc.status is not None and not exc.retryable:
+        return f'{exc.reason} from {where} for writer.model = "{writer.model}"'
+    if exc.unreachable and not run.reached:
+        return f"cannot connect to {where}: {exc.reason}"
+    return ""
 
 
 async def _count_usage(run: SummaryRun, answer: _Answer) -> None:

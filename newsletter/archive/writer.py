@@ -27,6 +27,7 @@ new votes and any late papers, from the cache for the papers it already summariz
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import hashlib
 import json
@@ -70,6 +71,9 @@ __all__ = [
 ]
 
 _PART_RE = re.compile(r"^\[(system|user)\]\s*$", re.M)
+# Seconds to wait for a connection to either API: a host that cannot be reached is said
+# well before a person gives up on the command (the reply itself may take minutes).
+CONNECT_TIMEOUT = 5.0
 
 
 class WriterError(NewsletterError):
@@ -298,6 +302,28 @@ def _held(cfg: Config, day: dt.date) -> tuple[set[str], list[str], dict[str, dic
     return earlier, others, kept
 
 
+def missing_key(cfg: Config) -> str:
+    """Why the model cannot be asked (no key), or nothing; a dry run says it too."""
+    if cfg.writer.api_key:
+        return ""
+    return (
+        f"no API key for the model: set {WRITER_API_KEY_ENV} (it is never read from the "
+        "settings file)"
+    )
+
+
+def writer_policy(cfg: Config, policy: RetryPolicy | None = None) -> RetryPolicy:
+    """The run's retries: ``writer.max_attempts`` tries; an address that cannot be
+    connected to is said at once (see :data:`CONNECT_TIMEOUT`), not after every backoff."""
+    writer = cfg.writer
+    policy = policy or RetryPolicy(
+        attempts=writer.max_attempts,
+        timeout=writer.timeout_seconds,
+        connect_timeout=min(CONNECT_TIMEOUT, writer.timeout_seconds),
+    )
+    return dataclasses.replace(policy, retry_unreachable=False)
+
+
 async def write_day(
     cfg: Config,
     store: Store | None,
@@ -310,14 +336,24 @@ async def write_day(
 ) -> WriteResult:
     """Write ``day``'s digest (see the module docstring). ``store`` may be None only for a
     dry run (every summary then counts as not cached)."""
+    no_key = missing_key(cfg)
+    if no_key and not dry_run:
+        raise WriterError(no_key)
+    return await _write_day(
+        cfg, store, day, dry_run, writer_policy(cfg, policy), stopping or (lambda: False), echo
+    )
+
+
+async def _write_day(
+    cfg: Config,
+    store: Store | None,
+    day: dt.date,
+    dry_run: bool,
+    policy: RetryPolicy,
+    stopping: Stopping,
+    echo: Callable[[str], None] | None,
+) -> WriteResult:
     writer = cfg.writer
-    stopping = stopping or (lambda: False)
-    policy = policy or RetryPolicy(attempts=writer.max_attempts, timeout=writer.timeout_seconds)
-    if not writer.api_key and not dry_run:
-        raise WriterError(
-            f"no API key for the model: set {WRITER_API_KEY_ENV} (it is never read from the "
-            "settings file)"
-        )
     prompt = load_prompt(cfg)
     key = prompt_hash(cfg, prompt)
     earlier, others, kept = await asyncio.to_thread(_held, cfg, day)
@@ -352,6 +388,10 @@ async def write_day(
     if result.refused and not result.summarized:
         # Not a day of papers without summaries: nothing is written until the API accepts.
         raise WriterError(result.refused)
+    if result.refused:
+        log.error(
+            "writer: %s; the papers not summarized yet are tried on the next run", result.refused
+        )
     if stopping():
         return _stopped(result)
     entries = [Entry(p, cached.get(p.arxiv_id)) for p in chosen]
@@ -382,12 +422,15 @@ async def _listed(
     policy: RetryPolicy,
     stopping: Stopping,
 ) -> list[DailyPaper]:
+    url = cfg.writer.papers_url
     try:
-        return await fetch_daily_papers(
-            client, cfg.writer.papers_url, day, policy=policy, stopping=stopping
-        )
+        return await fetch_daily_papers(client, url, day, policy=policy, stopping=stopping)
     except ApiError as exc:
-        raise WriterError(str(exc)) from None
+        if exc.unreachable:
+            raise WriterError(
+                f"cannot connect to writer.papers_url ({url}): {exc.reason}"
+            ) from None
+        raise WriterError(f"writer.papers_url ({url}): {exc}") from None
 
 
 async def _cached(

@@ -308,8 +308,11 @@ def write(cfg: Config, day: dt.date | None, dry_run: bool) -> None:
     """
     import asyncio
 
-    from newsletter.archive.writer import write_day
+    from newsletter.archive.writer import missing_key, write_day
 
+    no_key = missing_key(cfg)
+    if dry_run and no_key:
+        click.echo(f"warning: {no_key}; without it a run stops before the first summary", err=True)
     date = day or dt.datetime.now(cfg.tz).date()
     # A dry run reads the summary cache when there is a database, and never creates one.
     store = _existing_store(cfg) if dry_run else _store(cfg)
