@@ -13,11 +13,13 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
+from click.testing import CliRunner
 from conftest import SEEDS, FaultySmtpHandler, run_newsletter, smtp_cfg
 
 from newsletter.app import delivery, issues
 from newsletter.app.delivery import prepare, send_week
-from newsletter.config import Config
+from newsletter.cli import main
+from newsletter.config import Config, load_config
 from newsletter.mail import sender
 from newsletter.mail.sender import backoff
 from newsletter.models import Archive
@@ -58,6 +60,46 @@ def test_maildir_outbox_by_default_and_second_run_sends_nothing(
     assert again.this_run["sent"] == 0
     assert len(box) == 5
     assert store.get_issue("2024-W05").status == "sent"
+
+
+def test_send_tick_and_worker_say_that_the_mail_went_to_the_outbox(
+    tmp_path: Path, seeds_archive: Archive
+) -> None:
+    """With no SMTP host nothing leaves the machine: no command says "sent"."""
+    config = tmp_path / "config.toml"
+    config.write_text(f'source = "{SEEDS}"\noutbox_dir = "mail/out"\n', encoding="utf-8")
+    cfg = load_config(config, env={})
+    store = _store(cfg)
+    _subscribe(store, 2)
+    new = tmp_path / "mail" / "out" / "new"
+    runner = CliRunner()
+    env = {"NEWSLETTER_SECRET_KEY": KEY.decode()}
+
+    def run(*args: str) -> str:
+        result = runner.invoke(main, [*args, "--config", str(config)], env=env)
+        assert result.exit_code == 0, result.output
+        assert " sent" not in result.stdout, result.stdout
+        return result.stdout
+
+    # The Monday after 2024-W05: the weekly job sends that week's issue.
+    ticked = run("tick", "--now", "2024-02-05T08:30+09:00")
+    assert (
+        f"weekly: done: 2024-W05: 2 written to {new} (no SMTP host set), 0 failed, "
+        "0 skipped, 0 waiting (2 in this run)\n"
+    ) in ticked
+    sent = run("send", "--week", "2024-W01")
+    assert sent.splitlines()[-1] == (
+        f"2024-W01: 2 written to {new} (no SMTP host set), 0 failed, 0 skipped, 0 waiting "
+        "(2 in this run)"
+    )
+    delivery.ready_to_send(cfg, store, lambda: seeds_archive, IsoWeek(2024, 21))
+    assert run("worker", "--once") == f"2 written to {new} (no SMTP host set)\n"
+    copy = run("send", "--week", "2024-W21", "--to", "editor@example.org")
+    assert (
+        copy == f"2024-W21: test copy to editor@example.org written to {new} (no SMTP host set)\n"
+    )
+    assert len(list(new.iterdir())) == 7
+    store.close()
 
 
 def test_every_good_message_once_and_faults_classified(

@@ -82,7 +82,10 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
 
     ticked = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="tick.log")
     assert ticked.wait(timeout=120) == 0, (tmp_path / "tick.log").read_text(encoding="utf-8")
-    assert "weekly: done: 2024-W31: 1 sent" in (tmp_path / "tick.log").read_text(encoding="utf-8")
+    assert (
+        f"weekly: done: 2024-W31: 1 written to {tmp_path / 'outbox' / 'new'} (no SMTP host set)"
+        in (tmp_path / "tick.log").read_text(encoding="utf-8")
+    )
     weekly = [m for m in _messages(tmp_path / "outbox") if "31주차" in str(m["Subject"])]
     assert len(weekly) == 1
     assert weekly[0]["To"].addresses[0].addr_spec == READER

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from newsletter.app import issues, site
 from newsletter.app.issues import Prepared, prepare
 from newsletter.config import Config, span_seconds
+from newsletter.lifecycle import IssueState
 from newsletter.mail.message import PreparedMessage
 from newsletter.mail.sender import Outbox, Progress, SendReport
 from newsletter.mail.tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
@@ -30,8 +31,11 @@ __all__ = [
     "Prepared",
     "SendReport",
     "approve_url",
+    "delivered",
+    "describe",
     "dry_run",
     "keep_draining",
+    "outbox_note",
     "prepare",
     "queue_mail",
     "resume_sending",
@@ -48,6 +52,35 @@ APPROVE_DAYS = 14
 def approve_url(cfg: Config, key: bytes, issue_id: int) -> str:
     expires = int(time.time()) + APPROVE_DAYS * 86400
     return f"{cfg.site_url}approve/{make_token(key, APPROVE, issue_id, expires=expires)}"
+
+
+def outbox_note(cfg: Config) -> str:
+    """With no SMTP host, where messages go instead (nobody reading "sent" should believe
+    that mail left the machine); else nothing."""
+    if cfg.smtp.host:
+        return ""
+    return f"written to {cfg.outbox_path / 'new'} (no SMTP host set)"
+
+
+def delivered(cfg: Config, count: int) -> str:
+    """``N sent``, or ``N written to OUTBOX/new (no SMTP host set)``."""
+    return f"{count} {outbox_note(cfg) or 'sent'}"
+
+
+def describe(cfg: Config, report: SendReport) -> str:
+    """A send's outcome in one line, as ``send`` and ``tick`` print it."""
+    if cfg.smtp.host:
+        return report.summary()
+    counts = report.counts
+    waiting = counts.get("queued", 0) + counts.get("sending", 0)
+    text = (
+        f"{report.week}: {delivered(cfg, counts.get('sent', 0))}, {counts.get('failed', 0)} "
+        f"failed, {counts.get('skipped', 0)} skipped, {waiting} waiting "
+        f"({report.this_run['sent']} in this run)"
+    )
+    if report.status == IssueState.PAUSED:
+        text += f"; paused: {report.paused_reason}"
+    return text
 
 
 def ready_to_send(

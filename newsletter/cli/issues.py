@@ -30,11 +30,11 @@ if TYPE_CHECKING:
     from newsletter.store import WriterDay
 
 
-def _report_exit(report: Any) -> None:
+def _report_exit(cfg: Config, report: Any) -> None:
     """Print a send's outcome; exit non-zero when the issue is left paused."""
-    from newsletter.app import issues
+    from newsletter.app import delivery, issues
 
-    click.echo(report.summary())
+    click.echo(delivery.describe(cfg, report))
     if report.stopped:
         click.echo("stopped before the end: run the same command again to resume", err=True)
     elif report.status == issues.PAUSED:
@@ -116,7 +116,7 @@ def send(
             handle_signals=True,
             foreground=True,
         )
-    _report_exit(report)
+    _report_exit(cfg, report)
 
 
 def _copy_or_dry_run(
@@ -150,7 +150,10 @@ def _copy_or_dry_run(
     mail = delivery.send_queued_mail(cfg, store, mail_id, key)
     if mail.status != "sent":
         raise _Fail(f"test copy to {address} was not sent: {mail.last_error}")
-    click.echo(f"{iso}: test copy sent to {address}")
+    note = delivery.outbox_note(cfg)
+    click.echo(
+        f"{iso}: test copy to {address} {note}" if note else f"{iso}: test copy sent to {address}"
+    )
 
 
 def _issue_line(row: Any, counts: dict[str, int]) -> str:
@@ -344,7 +347,11 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
     from newsletter.mail.tokens import secret_key
 
     issues.check_links(cfg, allow_insecure=allow_insecure_links)
+    note = delivery.outbox_note(cfg)
+    if note:
+        click.echo(f"worker: messages are {note}", err=True)
     with _progress() as progress:
-        delivery.run_worker(
+        sent = delivery.run_worker(
             cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=progress
         )
+    click.echo(delivery.delivered(cfg, sent))

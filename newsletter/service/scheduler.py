@@ -275,7 +275,7 @@ async def _weekly(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outco
         report = await delivery.send_issue(
             ctx.cfg, ctx.store, row, ctx.key, wait=ctx.wait, stop=ctx.stop
         )
-        detail = report.summary()
+        detail = delivery.describe(ctx.cfg, report)
         if report.stopped:
             detail += "; stopped, resumes on the next start"
         return Outcome("done", detail)
