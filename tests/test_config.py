@@ -50,6 +50,38 @@ def test_env_values_are_converted_to_the_key_type(tmp_path: Path) -> None:
     assert cfg.public_path == Path("/srv/www")
 
 
+def test_a_variable_that_sets_nothing_is_warned_about(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A misspelt top-level variable used to be ignored without a word (a misspelt table
+    key is an error, as in the file)."""
+    env = {
+        "NEWSLETTER_TOP_N_DAYLY": "3",
+        "NEWSLETTER_SMPT__HOST": "mail.example.org",
+        "NEWSLETTER_SMTP_PASWORD": "hunter2",
+        "NEWSLETTER_SMTP": "mail.example.org",
+        "NEWSLETTER_COLOUR": "blue",
+        # The test suite's own: not settings, and not warned about.
+        "NEWSLETTER_REQUIRE_SERVICES": "1",
+        "NEWSLETTER_TEST_MTA_PORT": "25",
+    }
+    with caplog.at_level("WARNING", logger="newsletter.config"):
+        cfg = load_config(_write(tmp_path, ""), env=env)
+    assert (cfg.top_n_daily, cfg.smtp.host, cfg.smtp.password) == (10, "", "")
+    assert sorted(r.getMessage() for r in caplog.records) == [
+        "NEWSLETTER_COLOUR is not a setting and is ignored; NEWSLETTER_<KEY> sets a "
+        "top-level key, NEWSLETTER_<SECTION>__<KEY> a key in a table",
+        "NEWSLETTER_SMPT__HOST is not a setting and is ignored; did you mean "
+        "NEWSLETTER_SMTP__HOST?",
+        "NEWSLETTER_SMTP is not a setting and is ignored; [smtp] is a table: "
+        "NEWSLETTER_SMTP__<KEY> sets one of its keys",
+        "NEWSLETTER_SMTP_PASWORD is not a setting and is ignored; did you mean "
+        "NEWSLETTER_SMTP_PASSWORD?",
+        "NEWSLETTER_TOP_N_DAYLY is not a setting and is ignored; did you mean "
+        "NEWSLETTER_TOP_N_DAILY?",
+    ]
+
+
 def test_relative_paths_resolve_against_the_config_folder(tmp_path: Path) -> None:
     cfg = load_config(_write(tmp_path, 'source = "digests"\n'), env={})
     assert cfg.source_path == tmp_path / "digests"

@@ -4,12 +4,16 @@ only the environment may hold."""
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import logging
 from collections.abc import Mapping
 from typing import Any
 
 from newsletter.config.renames import RENAMED
 from newsletter.config.settings import _NOT_KEYS, _SECTIONS, LANGS, Config, _hints
 from newsletter.errors import ConfigError
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "BOUNCES_PASSWORD_ENV",
@@ -36,6 +40,21 @@ SLACK_TOKEN_ENV = "NEWSLETTER_SLACK_TOKEN"
 SLACK_WEBHOOK_ENV = "NEWSLETTER_SLACK_WEBHOOK_URL"
 DISCORD_WEBHOOK_ENV = "NEWSLETTER_DISCORD_WEBHOOK_URL"
 SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
+# Variables that are not settings: the settings file's, the secrets', and those of the
+# project's own test suite and CI (NEWSLETTER_TEST_* too), which must not be warned about.
+_NOT_SETTINGS = {
+    CONFIG_ENV,
+    SECRET_KEY_ENV,
+    SMTP_PASSWORD_ENV,
+    BOUNCES_PASSWORD_ENV,
+    WEBHOOK_TOKEN_ENV,
+    WRITER_API_KEY_ENV,
+    SLACK_TOKEN_ENV,
+    SLACK_WEBHOOK_ENV,
+    DISCORD_WEBHOOK_ENV,
+}
+_TOOL_VARIABLES = {"NEWSLETTER_REQUIRE_SERVICES", "NEWSLETTER_REGEN_GOLDEN"}
+_TOOL_PREFIX = "NEWSLETTER_TEST_"
 # Where each secret comes from, for the error that says so.
 _SECRET_ENV = {
     "secret_key": SECRET_KEY_ENV,
@@ -53,20 +72,13 @@ _SECRET_ENV = {
 def _env_overrides(
     env: Mapping[str, str], renames: Mapping[str, str] = RENAMED
 ) -> list[tuple[str, dict[str, Any]]]:
+    """The settings the ``NEWSLETTER_*`` variables of ``env`` give, as layers named by
+    their variable. A variable that names no setting is warned about (with the one it is
+    spelled like), and a key a table does not have is an error, as in the file."""
     found: list[tuple[str, dict[str, Any]]] = []
     top_hints = _hints(Config)
     for name in sorted(env):
-        if not name.startswith(ENV_PREFIX) or name in (
-            CONFIG_ENV,
-            SECRET_KEY_ENV,
-            SMTP_PASSWORD_ENV,
-            BOUNCES_PASSWORD_ENV,
-            WEBHOOK_TOKEN_ENV,
-            WRITER_API_KEY_ENV,
-            SLACK_TOKEN_ENV,
-            SLACK_WEBHOOK_ENV,
-            DISCORD_WEBHOOK_ENV,
-        ):
+        if not name.startswith(ENV_PREFIX) or name in _NOT_SETTINGS:
             continue
         rest = name[len(ENV_PREFIX) :].lower()
         if "__" in rest:
@@ -76,12 +88,43 @@ def _env_overrides(
                 found.append((name, {section: {lang: {key: env[name]}}}))
             elif section in _SECTIONS:
                 found.append((name, {section: {key: env[name]}}))
-            elif section in top_hints:
+            elif section in top_hints and section not in _NOT_KEYS:
                 raise ConfigError(f"{name}: {section} is not a table")
-            # Other NEWSLETTER_* variables belong to other tools (tests, CI); leave them.
+            else:
+                _warn_unknown(name, renames)
         elif (rest in top_hints or rest in renames) and rest not in _NOT_KEYS | _SECTIONS.keys():
             found.append((name, {rest: env[name]}))
+        else:
+            _warn_unknown(name, renames)
     return found
+
+
+def _warn_unknown(name: str, renames: Mapping[str, str]) -> None:
+    """Say that ``name`` sets nothing, unless it belongs to the project's own tools: a
+    misspelt variable must not pass for a setting in force."""
+    if name in _TOOL_VARIABLES or name.startswith(_TOOL_PREFIX):
+        return
+    known = _setting_variables(renames)
+    rest = name[len(ENV_PREFIX) :]
+    match = difflib.get_close_matches(rest, [v[len(ENV_PREFIX) :] for v in known], 1, 0.75)
+    if match:
+        hint = f"did you mean {ENV_PREFIX}{match[0]}?"
+    elif rest.lower() in _SECTIONS:
+        hint = f"[{rest.lower()}] is a table: {name}__<KEY> sets one of its keys"
+    else:
+        hint = (
+            f"{ENV_PREFIX}<KEY> sets a top-level key, {ENV_PREFIX}<SECTION>__<KEY> a key in a table"
+        )
+    log.warning("%s is not a setting and is ignored; %s", name, hint)
+
+
+def _setting_variables(renames: Mapping[str, str]) -> list[str]:
+    """Every variable newsletter reads, as it is spelled."""
+    top = [k for k in _hints(Config) if k not in _NOT_KEYS | _SECTIONS.keys()]
+    tables = [f"{s}__{k}" for s, cls in _SECTIONS.items() for k in _hints(cls)]
+    keys = [*top, *tables, *(old.replace(".", "__") for old in renames)]
+    names = [ENV_PREFIX + key.upper() for key in keys]
+    return [*names, *sorted(_NOT_SETTINGS), *sorted(_TOOL_VARIABLES)]
 
 
 def _with_secrets(sections: Mapping[str, Any], env: Mapping[str, str]) -> dict[str, Any]:
