@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
 
 from newsletter.config import Config, ConfigError, duration_seconds, load_config
+from newsletter.config.settings import _NOT_KEYS
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -21,7 +23,7 @@ def _write(tmp_path: Path, text: str) -> Path:
 def test_shipped_config_toml_equals_the_embedded_defaults() -> None:
     shipped = load_config(ROOT / "config.toml", env={})
     for field in dataclasses.fields(Config):
-        if field.name not in ("base_dir", "secret_key"):
+        if field.name not in _NOT_KEYS:
             assert getattr(shipped, field.name) == getattr(Config(), field.name), field.name
 
 
@@ -303,3 +305,126 @@ def test_other_commands_link_where_the_service_listens(tmp_path: Path) -> None:
     assert recall_listening(public).site_url == "https://papers.example.org/"
     (cfg.cache_path / LISTENING_FILE).write_text("http://[::1:x/\n", encoding="utf-8")
     assert recall_listening(cfg) == cfg
+
+
+# --- newsletter config: the settings in force and where each came from ------------------------
+
+
+def _shown(output: str) -> dict[str, tuple[str, str]]:
+    """``newsletter config``'s lines by key: (the assignment, the source comment); a
+    secret's commented-out line under its key too."""
+    found = {}
+    for line in output.splitlines():
+        body = line.removeprefix("# ")
+        if " = " not in body or body.startswith(("The ", "settings ")):
+            continue
+        assignment, _, comment = body.partition("  # ")
+        found[assignment.split(" = ", 1)[0]] = (assignment.rstrip(), comment)
+    return found
+
+
+def test_config_shows_every_setting_with_its_source(tmp_path: Path) -> None:
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    path = _write(
+        tmp_path,
+        "# my site\n"
+        "top_n_daily = 5\n"
+        'source = "digests"\n'
+        "\n"
+        "[smtp]\n"
+        'host = "mail.example.org"   # the relay\n'
+        "[email.en]\n"
+        'name = "Papers weekly"\n',
+    )
+    env = {
+        "NEWSLETTER_TOP_N_WEEKLY": "8",
+        "NEWSLETTER_SMTP_PASSWORD": "hunter2-very-secret",
+        "NEWSLETTER_WRITER_API_KEY": "sk-also-secret",
+        "NEWSLETTER_DATABASE_URL": "postgresql+psycopg://news:db-pass-secret@db.example/news",
+    }
+    result = CliRunner().invoke(main, ["config", "--config", str(path)], env=env)
+    assert result.exit_code == 0, result.output
+    for secret in ("hunter2-very-secret", "sk-also-secret", "db-pass-secret"):
+        assert secret not in result.output
+    shown = _shown(result.stdout)
+    assert shown["top_n_daily"] == ("top_n_daily = 5", f"{path}:2")
+    assert shown["source"] == ('source = "digests"', f"{path}:3")
+    assert shown["smtp.host"] == ('smtp.host = "mail.example.org"', f"{path}:6")
+    assert shown["email.en.name"] == ('email.en.name = "Papers weekly"', f"{path}:8")
+    assert shown["top_n_weekly"] == ("top_n_weekly = 8", "NEWSLETTER_TOP_N_WEEKLY")
+    assert shown["feed_days"] == ("feed_days = 30", "default")
+    assert shown["archive_dir"] == ('archive_dir = "archive"', f"default; {tmp_path / 'archive'}")
+    assert shown["database_url"] == (
+        'database_url = "postgresql+psycopg://news:********@db.example/news"',
+        "NEWSLETTER_DATABASE_URL",
+    )
+    # Secrets: masked, set or not, and commented out (only the environment holds them).
+    assert '# smtp.password = "********"' in result.stdout
+    assert shown["smtp.password"][1] == "NEWSLETTER_SMTP_PASSWORD (secret, masked)"
+    assert shown["writer.api_key"][0] == 'writer.api_key = "********"'
+    assert shown["bounces.password"] == (
+        'bounces.password = ""',
+        "default: not set (secret: only from NEWSLETTER_BOUNCES_PASSWORD)",
+    )
+    as_json = CliRunner().invoke(main, ["config", "--config", str(path), "--json"], env=env)
+    assert "hunter2-very-secret" not in as_json.output
+    rows = {row["key"]: row for row in json.loads(as_json.stdout)}
+    assert rows["smtp.host"] == {
+        "key": "smtp.host",
+        "value": "mail.example.org",
+        "source": "file",
+        "where": f"{path}:6",
+        "secret": False,
+    }
+    assert rows["smtp.password"]["value"] == "********" and rows["smtp.password"]["secret"]
+
+
+def test_config_output_loads_back_as_the_same_settings(tmp_path: Path) -> None:
+    from newsletter.config import effective_settings, render_settings
+
+    env = {"NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SMTP__PORT": "2525"}
+    path = _write(
+        tmp_path,
+        'source = "digests"\nsite_title = "Tab\\there \\"quoted\\" \\u007f"\n'
+        '[email.ko]\nsubject_template = "{name} {week_id}"\n[smtp]\nmax_per_second = 12.5\n',
+    )
+    cfg = load_config(path, env=env)
+    (tmp_path / "again").mkdir()
+    again = _write(tmp_path / "again", render_settings(cfg, effective_settings(cfg)))
+    # The secret's line is commented out: it still comes from the environment alone.
+    assert load_config(again, env={"NEWSLETTER_SECRET_KEY": "k" * 32}) == cfg
+    assert load_config(again, env={}) == cfg.replace(secret_key="")
+
+
+def test_key_lines_reads_statements_as_toml_does() -> None:
+    from newsletter.config.explain import key_lines
+
+    text = (
+        "# a comment with x = 1\n"  # 1
+        "top = 1\n"  # 2
+        'doc = """\n'  # 3
+        "[fake]\n"  # 4
+        'inside = 2"""\n'  # 5
+        "after = 'x' # = not a key\n"  # 6
+        "  [ smtp ]  # table\n"  # 7
+        '"host" = "h"\n'  # 8
+        "tls.mode = 'x'\n"  # 9
+        "[email.en]\n"  # 10
+        "literal = '''\n"  # 11
+        "name = no\n"  # 12
+        "'''\n"  # 13
+        "inline = { a = 1, b = { c = 2 } }\n"  # 14
+    )
+    assert key_lines(text) == {
+        "top": 2,
+        "doc": 3,
+        "after": 6,
+        "smtp.host": 8,
+        "smtp.tls.mode": 9,
+        "email.en.literal": 11,
+        "email.en.inline.a": 14,
+        "email.en.inline.b.c": 14,
+    }

@@ -15,7 +15,7 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar, cast
 
 import click
 
@@ -36,10 +36,13 @@ if TYPE_CHECKING:
 F = TypeVar("F", bound=Callable[..., Any])
 
 
-def _configured(*, source: bool = False, service: bool = False) -> Callable[[F], F]:
+def _configured(
+    *, source: bool = False, service: bool = False, recall: bool = True
+) -> Callable[[F], F]:
     """Give a command ``--config`` and ``-v`` (and ``--source``), set up logging, and pass
     it the loaded :class:`Config`. ``service``: a long-lived process that listens on
     ``--host`` and ``--port`` (``web.host``, ``web.port``) and logs at least information.
+    ``recall``: links go where a running service listens (see recall_listening).
 
     Library errors become one-line messages with their exit code, never tracebacks.
     """
@@ -56,7 +59,7 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
                 overrides |= {"web.host": kwargs.pop("host"), "web.port": kwargs.pop("port")}
             try:
                 cfg = load_config(config_path, overrides=overrides)
-                if not service:
+                if recall and not service:
                     # Beside a running `newsletter run --port P`, links go where it listens.
                     cfg = recall_listening(cfg)
                 check_keys(cfg)
@@ -66,35 +69,40 @@ def _configured(*, source: bool = False, service: bool = False) -> Callable[[F],
             except NewsletterError as exc:
                 raise _fail(str(exc), exc.exit_code) from None
 
-        wrapper = click.option(
-            "--config",
-            "config_path",
-            type=click.Path(path_type=Path, dir_okay=False),
-            envvar="NEWSLETTER_CONFIG",
-            help="Settings file (default: ./config.toml when present).",
-        )(wrapper)
-        wrapper = click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")(
-            wrapper
-        )
-        if service:
-            wrapper = click.option(
-                "--port",
-                type=click.IntRange(1, 65535),
-                help="TCP port (default: web.port, 8000).",
-            )(wrapper)
-            wrapper = click.option(
-                "--host", help="Address to listen on (default: web.host, 127.0.0.1)."
-            )(wrapper)
-        if source:
-            wrapper = click.option(
-                "--source",
-                type=str,
-                default=None,
-                help="Digest folder (or URL template) to read instead of the configured source.",
-            )(wrapper)
-        return wrapper  # type: ignore[return-value]
+        return _options(cast("F", wrapper), source=source, service=service)
 
     return decorate
+
+
+def _options(wrapper: F, *, source: bool, service: bool) -> F:
+    """The options of :func:`_configured` on ``wrapper``."""
+    wrapper = click.option(
+        "--config",
+        "config_path",
+        type=click.Path(path_type=Path, dir_okay=False),
+        envvar="NEWSLETTER_CONFIG",
+        help="Settings file (default: ./config.toml when present).",
+    )(wrapper)
+    wrapper = click.option("-v", "--verbose", count=True, help="More log output (-vv: debug).")(
+        wrapper
+    )
+    if service:
+        wrapper = click.option(
+            "--port",
+            type=click.IntRange(1, 65535),
+            help="TCP port (default: web.port, 8000).",
+        )(wrapper)
+        wrapper = click.option(
+            "--host", help="Address to listen on (default: web.host, 127.0.0.1)."
+        )(wrapper)
+    if source:
+        wrapper = click.option(
+            "--source",
+            type=str,
+            default=None,
+            help="Digest folder (or URL template) to read instead of the configured source.",
+        )(wrapper)
+    return wrapper
 
 
 class _Fail(click.ClickException):

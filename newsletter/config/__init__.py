@@ -11,8 +11,9 @@ What each part holds: :mod:`~newsletter.config.settings` the settings and their 
 through :mod:`~newsletter.config.layers`, the variables through
 :mod:`~newsletter.config.environment`), :mod:`~newsletter.config.renames` the settings
 that changed name, :mod:`~newsletter.config.validate` the checks they must pass,
-:mod:`~newsletter.config.durations` lengths of time such as ``"30m"``, and
-:mod:`~newsletter.config.listening` the address the web app last listened on.
+:mod:`~newsletter.config.durations` lengths of time such as ``"30m"``,
+:mod:`~newsletter.config.listening` the address the web app last listened on, and
+:mod:`~newsletter.config.explain` every setting in force with where it came from.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from newsletter.config.environment import (
     WEBHOOK_TOKEN_ENV,
     WRITER_API_KEY_ENV,
 )
+from newsletter.config.explain import MASK, Setting, effective_settings, render_settings
 from newsletter.config.listening import LISTENING_FILE, recall_listening, remember_listening
 from newsletter.config.load import load_config
 from newsletter.config.renames import RENAMED
@@ -55,6 +57,7 @@ __all__ = [
     "ENV_PREFIX",
     "LANGS",
     "LISTENING_FILE",
+    "MASK",
     "RENAMED",
     "SECRET_KEYS",
     "SECRET_KEY_ENV",
@@ -69,13 +72,16 @@ __all__ = [
     "EmailConfig",
     "EmailEdition",
     "ScheduleConfig",
+    "Setting",
     "SmtpConfig",
     "Span",
     "WebConfig",
     "WriterConfig",
     "duration_seconds",
+    "effective_settings",
     "load_config",
     "recall_listening",
     "remember_listening",
+    "render_settings",
     "span_seconds",
 ]

@@ -43,7 +43,11 @@ def recall_listening(cfg: Config) -> Config:
         return cfg
     if not host or not port or (host, port) == (cfg.web.host, cfg.web.port):
         return cfg
-    recalled = cfg.replace(web=dataclasses.replace(cfg.web, host=host, port=port))
+    note = f"{cfg.cache_path / LISTENING_FILE} (where the web app last listened)"
+    recalled = cfg.replace(
+        web=dataclasses.replace(cfg.web, host=host, port=port),
+        origins={**cfg.origins, "web.host": note, "web.port": note},
+    )
     log.info(
         "links point to %s, where the web app last listened (base_url is not set)",
         recalled.listen_url,

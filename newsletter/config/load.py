@@ -23,7 +23,11 @@ from newsletter.config.validate import _validate
 from newsletter.errors import ConfigError
 from newsletter.shipped import SAMPLE_ARCHIVE, shipped
 
-__all__ = ["load_config"]
+__all__ = ["COMMAND_LINE", "SAMPLES", "load_config"]
+
+# Where a key was set, besides a file's path and a variable's name (Config.origins).
+COMMAND_LINE = "command line"
+SAMPLES = "no seeds folder here: the sample archive shipped with newsletter"
 
 # One logger for the whole package, so that its lines say logger=newsletter.config wherever
 # in it they come from.
@@ -48,16 +52,19 @@ def load_config(
     values = _empty_values()
     origins: dict[str, str] = {}
     base_dir = Path.cwd()
+    settings_file = None
     if path.exists() or explicit:
         _apply(values, _read_file(path), str(path), False, origins, renames)
         base_dir = path.resolve().parent
+        settings_file = path
     for name, data in _env_overrides(env, renames):
         _apply(values, data, name, True, origins, renames)
     if overrides:
-        _apply(values, _nested(overrides), "command line", True, origins, renames)
+        _apply(values, _nested(overrides), COMMAND_LINE, True, origins, renames)
     cfg = _build(values, env, base_dir)
     _validate(cfg, origins)
-    return _with_samples(cfg, origins)
+    cfg = _with_samples(cfg, origins)
+    return cfg.replace(settings_file=settings_file, origins=origins)
 
 
 def _empty_values() -> dict[str, dict[str, Any]]:
@@ -116,13 +123,13 @@ def _build(values: Mapping[str, dict[str, Any]], env: Mapping[str, str], base_di
     )
 
 
-def _with_samples(cfg: Config, origins: Mapping[str, str]) -> Config:
+def _with_samples(cfg: Config, origins: dict[str, str]) -> Config:
     """The default source where there is no seeds/ folder (outside a clone, a site made
-    by ``newsletter init``): the sample archive shipped in the package, said in the log.
-    A --source flag always means the folder it names."""
+    by ``newsletter init``): the sample archive shipped in the package, said in the log
+    and in ``origins``. A --source flag always means the folder it names."""
     if (
         cfg.source != SAMPLE_ARCHIVE
-        or origins.get("source") == "command line"
+        or origins.get("source") == COMMAND_LINE
         or cfg.source_path.exists()
     ):
         return cfg
@@ -135,4 +142,5 @@ def _with_samples(cfg: Config, origins: Mapping[str, str]) -> Config:
         cfg.source_path,
         samples,
     )
+    origins["source"] = SAMPLES
     return cfg.replace(source=str(samples))

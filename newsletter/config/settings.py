@@ -258,6 +258,10 @@ class Config:
     # Not a key: where relative paths resolve (the config file's folder, else the cwd).
     base_dir: Path = field(default=Path("."), compare=False)
     secret_key: str = field(default="", repr=False)
+    # Not keys: the settings file read (None: none), and where each key that is not its
+    # default was set (the file's path, a variable's name, "command line"), by dotted name.
+    settings_file: Path | None = field(default=None, compare=False)
+    origins: Mapping[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @property
     def tz(self) -> ZoneInfo:
@@ -338,9 +342,9 @@ _SECTIONS: dict[str, type] = {
     "slack": SlackConfig,
     "discord": DiscordConfig,
 }
-# Fields of Config that no layer sets as a key: base_dir follows the file, and secret_key
-# comes only from its own environment variable.
-_NOT_KEYS = {"base_dir", "secret_key"}
+# Fields of Config that no layer sets as a key: base_dir, settings_file and origins follow
+# the layers, and secret_key comes only from its own environment variable.
+_NOT_KEYS = {"base_dir", "secret_key", "settings_file", "origins"}
 
 
 @functools.cache
