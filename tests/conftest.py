@@ -255,6 +255,30 @@ def free_port() -> int:
 
 
 @pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A loopback port where a connection is neither made nor refused: its listener's
+    queue is full and never accepted from, so the kernel drops every new SYN (as a host
+    that does not answer would)."""
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = int(listener.getsockname()[1])
+    fillers = []
+    for _ in range(3):
+        filler = socket.socket()
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))  # in progress: it fills the queue
+        fillers.append(filler)
+    try:
+        yield port
+    finally:
+        for sock in (*fillers, listener):
+            sock.close()
+
+
+@pytest.fixture
 def smtp_server() -> Iterator[tuple[FaultySmtpHandler, int]]:
     """A real SMTP server (aiosmtpd) on a free loopback port: (handler, port)."""
     from aiosmtpd.controller import Controller

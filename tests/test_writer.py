@@ -5,6 +5,7 @@ read back as the same papers, votes, authors, media and sections."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import datetime as dt
 import http.server
 import json
@@ -425,6 +426,23 @@ def test_an_address_nothing_listens_at_is_said_at_once(
     # A host that answers no connection at all is given up on well within 10 s.
     cfg = load_config(cfg_path, env={"NEWSLETTER_WRITER_API_KEY": "k"})
     assert writer_policy(cfg).connect_timeout < 10 and not writer_policy(cfg).retry_unreachable
+
+
+def test_a_host_that_answers_no_connection_is_given_up_at_once(
+    api: tuple[Api, str], tmp_path: Path, silent_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A connect timeout is not retried either: the run ends after one connect timeout."""
+    _, base = api
+    url = f"http://127.0.0.1:{silent_port}/api/daily_papers"
+    cfg = writer_cfg(tmp_path, base)
+    cfg = cfg.replace(writer=dataclasses.replace(cfg.writer, papers_url=url))
+    policy = RetryPolicy(attempts=4, backoff=0.01, timeout=5.0, connect_timeout=0.5)
+    with caplog.at_level("INFO"), pytest.raises(WriterError) as caught:
+        write(cfg, policy)
+    assert str(caught.value) == (
+        f"cannot connect to writer.papers_url ({url}): ConnectTimeout: no connection within 0.5 s"
+    )
+    assert not any("try 2 of" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("status", [401, 403])
