@@ -148,7 +148,8 @@ def test_init_writes_the_shipped_settings_and_never_overwrites(tmp_path: Path) -
         f"made {site / 'archive'} (the digests `newsletter write` adds) and "
         f"{site / 'public'} (the feeds and web pages)",
         f"next: cd {site} && newsletter run; it reads the sample archive shipped with "
-        "newsletter until source names a folder of your own digests",
+        "newsletter until archive/ holds a digest of your own (`newsletter write` adds "
+        "them) or source names a folder of your own digests",
     ]
     # The new site reads the shipped samples until it has digests of its own.
     code, out, _ = _run("digests", "--config", str(site / "config.toml"))

@@ -195,8 +195,9 @@ def test_without_a_seeds_folder_the_shipped_samples_are_read(
     path = _write(tmp_path, 'source = "seeds"\n')  # the default, written or not
     assert load_config(path, env={}).source_path == shipped("seeds")
     assert caplog.messages == [
-        f"there is no {tmp_path / 'seeds'} folder: reading the sample archive shipped with "
-        f"newsletter, {shipped('seeds')} (set source to a folder of your own digests)"
+        f"there is no {tmp_path / 'seeds'} folder: the sample archive shipped with "
+        f"newsletter, {shipped('seeds')}, stands in until {tmp_path / 'archive'} holds a "
+        "digest of the site's own (or source names a folder of digests)"
     ]
     # A flag means the folder it names; a seeds folder of one's own is read.
     assert load_config(path, env={}, overrides={"source": "seeds"}).source == "seeds"

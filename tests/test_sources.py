@@ -177,11 +177,47 @@ def test_a_body_that_does_not_parse_is_kept_aside_with_the_error(
 def test_the_archive_merges_the_source_folder_and_the_stored_digests(
     cfg: Config, tmp_path: Path
 ) -> None:
+    import shutil
+
+    own = tmp_path / "digests"  # a folder of the site's own, not the shipped samples
+    shutil.copytree(SEEDS, own)
+    cfg = cfg.replace(source=str(own))
     stored = tmp_path / "archive"
     stored.mkdir()
     (stored / "2024-08-01.md").write_bytes(DIGEST.replace(b"(2024-05-20)", b"(2024-08-01)"))
     dates = [str(d.date) for d in load_local_archive(cfg).digests]
     assert dates == ["2024-01-02", "2024-02-02", "2024-05-20", "2024-07-31", "2024-08-01"]
+
+
+def test_the_shipped_samples_are_read_only_until_the_site_has_a_digest_of_its_own(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    from newsletter.app.site import start
+    from newsletter.archive.sources import archive_folders, local_catalog, reads_samples
+
+    caplog.set_level("INFO", logger="newsletter.archive.sources")
+    made = start(tmp_path / "site")  # what `newsletter init` makes
+    cfg = load_config(made.settings, env={})
+    assert reads_samples(cfg)
+    samples = [str(d) for d in local_catalog(cfg).dates()]
+    assert samples == ["2024-01-02", "2024-02-02", "2024-05-20", "2024-07-31"]
+    assert archive_folders(cfg) == [cfg.source_path, made.archive]
+    # Not a digest: the samples still stand in.
+    (made.archive / "notes.txt").write_text("to do\n", encoding="utf-8")
+    assert [str(d) for d in local_catalog(cfg).dates()] == samples
+
+    (made.archive / "2025-05-12.md").write_bytes(DIGEST.replace(b"(2024-05-20)", b"(2025-05-12)"))
+    catalog = local_catalog(cfg)
+    assert [str(d) for d in catalog.dates()] == ["2025-05-12"]
+    assert not any(e.path.startswith(str(cfg.source_path)) for e in catalog.entries)
+    assert archive_folders(cfg) == [made.archive]
+    assert [str(d.date) for d in load_local_archive(cfg).digests] == ["2025-05-12"]
+    assert caplog.messages == [
+        f"reading digests from {cfg.source_path} and {made.archive} (the shipped samples "
+        f"stand in until {made.archive} holds a digest)",
+        f"reading digests from {made.archive}; the shipped samples in {cfg.source_path} are "
+        "left out from now on",
+    ]
 
 
 def test_a_url_template_is_checked_when_the_settings_load(tmp_path: Path) -> None:

@@ -8,7 +8,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from newsletter.archive.cache import local_catalog
+from newsletter.archive.sources import local_catalog
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
 from newsletter.files import public_folder

@@ -43,7 +43,6 @@ from newsletter.archive.cache_format import (
     write_checked,
 )
 from newsletter.archive.digest import DigestError, merge_digests, parse_bytes
-from newsletter.config import Config
 from newsletter.models import Archive, Digest, Paper, Problem
 
 log = logging.getLogger(__name__)
@@ -52,9 +51,7 @@ __all__ = [
     "FORMAT",
     "Catalog",
     "FileEntry",
-    "archive_folders",
     "catalog",
-    "local_catalog",
     "read_checked",
     "scan_folder",
     "write_checked",
@@ -560,22 +557,3 @@ def catalog(cache_dir: Path, folders: Iterable[Path]) -> Catalog:
         parsed += stats.parsed
         removed += stats.removed
     return Catalog(cache_dir, entries, ScanStats(files, hashed, parsed, removed))
-
-
-def archive_folders(cfg: Config) -> list[Path]:
-    """The folders digests are read from: the source folder (unless the source is a URL)
-    and the stored archive."""
-    folders: list[Path] = []
-    if not cfg.source_is_url:
-        folders.append(cfg.source_path)
-    archive_dir = cfg.archive_path
-    if archive_dir.is_dir() and (
-        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
-    ):
-        folders.append(archive_dir)
-    return folders
-
-
-def local_catalog(cfg: Config) -> Catalog:
-    """What the parse cache knows of every digest we hold, new and changed files parsed."""
-    return catalog(cfg.cache_path, archive_folders(cfg))

@@ -1,4 +1,5 @@
-"""Where digests come from: a folder, or a URL template fetched over HTTP.
+"""Where digests come from: a folder, or a URL template fetched over HTTP; and which folders
+are read (the shipped samples only until the site has digests of its own).
 
 A folder source is read as it is. A URL source (``source = "https://.../{date:%Y/%m/%d}.md"``)
 is fetched one day at a time, and every digest that parses is stored in ``archive_dir``
@@ -21,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
-from newsletter.archive.cache import Catalog, archive_folders, local_catalog
+from newsletter.archive.cache import Catalog, catalog
 from newsletter.archive.digest import DigestError, parse_bytes
 from newsletter.config import Config
 from newsletter.files import PRIVATE_FILE, write_file
 from newsletter.http import RetryPolicy
 from newsletter.models import Archive
+from newsletter.shipped import SAMPLE_ARCHIVE, shipped
 from newsletter.words import count
 
 log = logging.getLogger(__name__)
@@ -40,6 +42,7 @@ __all__ = [
     "ingest_day",
     "load_local_archive",
     "local_catalog",
+    "reads_samples",
     "rejected_path",
 ]
 
@@ -81,6 +84,72 @@ def digest_url(template: str, day: dt.date) -> str:
 def rejected_path(cfg: Config) -> Path:
     """Unreadable bodies go here, beside (never inside) the archive folder."""
     return cfg.archive_path.parent / "rejected"
+
+
+def archive_folders(cfg: Config) -> list[Path]:
+    """The folders digests are read from: the source folder (unless the source is a URL)
+    and the stored archive; the shipped samples only while the archive holds no digest of
+    the site's own."""
+    return _folders(cfg)[0]
+
+
+def _folders(cfg: Config) -> tuple[list[Path], Catalog | None]:
+    """:func:`archive_folders`, and the archive's catalog when it had to be read to tell."""
+    folders: list[Path] = []
+    if not cfg.source_is_url:
+        folders.append(cfg.source_path)
+    archive_dir = cfg.archive_path
+    if archive_dir.is_dir() and (
+        cfg.source_is_url or archive_dir.resolve() != cfg.source_path.resolve()
+    ):
+        folders.append(archive_dir)
+    if len(folders) > 1 and reads_samples(cfg):
+        own = catalog(cfg.cache_path, [archive_dir])
+        if any(entry.days for entry in own.entries):
+            return [archive_dir], own
+    return folders, None
+
+
+def reads_samples(cfg: Config) -> bool:
+    """Whether the source is the sample archive shipped with the package (a site made by
+    ``newsletter init`` reads it until it has digests of its own)."""
+    if cfg.source_is_url:
+        return False
+    try:
+        return cfg.source_path.resolve() == shipped(SAMPLE_ARCHIVE).resolve()
+    except OSError:
+        return False
+
+
+# The folders each cache_dir was last read from, so that the log says so when they change
+# (the first read of a process, the first digest of a site's own replacing the samples).
+_READ: dict[Path, tuple[Path, ...]] = {}
+
+
+def local_catalog(cfg: Config) -> Catalog:
+    """What the parse cache knows of every digest we hold, new and changed files parsed.
+
+    The shipped samples stand in only while the site has no digest of its own: once
+    ``archive_dir`` holds one, they are neither read nor listed, and nothing made from
+    them is published again."""
+    folders, found = _folders(cfg)
+    if found is None:
+        found = catalog(cfg.cache_path, folders)
+    _say_where(cfg, tuple(folders))
+    return found
+
+
+def _say_where(cfg: Config, folders: tuple[Path, ...]) -> None:
+    if _READ.get(cfg.cache_path) == folders:
+        return
+    _READ[cfg.cache_path] = folders
+    samples = ""
+    if reads_samples(cfg) and cfg.source_path in folders:
+        samples = f" (the shipped samples stand in until {cfg.archive_path} holds a digest)"
+    elif reads_samples(cfg):
+        samples = f"; the shipped samples in {cfg.source_path} are left out from now on"
+    where = " and ".join(str(folder) for folder in folders) or "no folder"
+    log.info("reading digests from %s%s", where, samples)
 
 
 def load_local_archive(cfg: Config) -> Archive:

@@ -277,7 +277,7 @@ def _plan(
 def _held(cfg: Config, day: dt.date) -> tuple[set[str], list[str], dict[str, dict[str, str]]]:
     """From the archive: the papers of earlier days, the files other than ours holding
     ``day``, and the sections our own file already has for each paper."""
-    from newsletter.archive.cache import local_catalog
+    from newsletter.archive.sources import local_catalog
 
     catalog = local_catalog(cfg)
     earlier = {

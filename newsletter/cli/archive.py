@@ -57,7 +57,8 @@ def init(folder: Path) -> None:
     here = "" if folder.resolve() == Path.cwd() else f"cd {folder} && "
     click.echo(
         f"next: {here}newsletter run; it reads the sample archive shipped with newsletter "
-        "until source names a folder of your own digests"
+        f"until {made.archive.name}/ holds a digest of your own (`newsletter write` adds "
+        "them) or source names a folder of your own digests"
     )
 
 

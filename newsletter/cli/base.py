@@ -131,7 +131,7 @@ def _check_source(cfg: Config) -> None:
 
 def _looked_in(cfg: Config) -> str:
     """Where the archive was read from, for a message that found nothing there."""
-    from newsletter.archive.cache import archive_folders
+    from newsletter.archive.sources import archive_folders
 
     folders = archive_folders(cfg) or [cfg.archive_path]
     return " and ".join(str(folder) for folder in folders)
@@ -139,7 +139,7 @@ def _looked_in(cfg: Config) -> str:
 
 def _catalog(cfg: Config, strict: bool) -> Catalog:
     """What the parse cache knows of the source and archive_dir; problems reported."""
-    from newsletter.archive.cache import local_catalog
+    from newsletter.archive.sources import local_catalog
 
     catalog = local_catalog(cfg)
     if not cfg.source_is_url and cfg.source_path.is_file():

@@ -27,7 +27,10 @@ __all__ = ["COMMAND_LINE", "SAMPLES", "load_config"]
 
 # Where a key was set, besides a file's path and a variable's name (Config.origins).
 COMMAND_LINE = "command line"
-SAMPLES = "no seeds folder here: the sample archive shipped with newsletter"
+SAMPLES = (
+    "no seeds folder here: the sample archive shipped with newsletter, read until "
+    "archive_dir holds a digest of its own"
+)
 
 # One logger for the whole package, so that its lines say logger=newsletter.config wherever
 # in it they come from.
@@ -126,7 +129,9 @@ def _build(values: Mapping[str, dict[str, Any]], env: Mapping[str, str], base_di
 def _with_samples(cfg: Config, origins: dict[str, str]) -> Config:
     """The default source where there is no seeds/ folder (outside a clone, a site made
     by ``newsletter init``): the sample archive shipped in the package, said in the log
-    and in ``origins``. A --source flag always means the folder it names."""
+    and in ``origins``; it is read only until archive_dir holds a digest of the site's own
+    (see :func:`newsletter.archive.sources.local_catalog`). A --source flag always means
+    the folder it names."""
     if (
         cfg.source != SAMPLE_ARCHIVE
         or origins.get("source") == COMMAND_LINE
@@ -137,10 +142,11 @@ def _with_samples(cfg: Config, origins: dict[str, str]) -> Config:
     if not samples.is_dir():
         return cfg
     log.info(
-        "there is no %s folder: reading the sample archive shipped with newsletter, %s "
-        "(set source to a folder of your own digests)",
+        "there is no %s folder: the sample archive shipped with newsletter, %s, stands in "
+        "until %s holds a digest of the site's own (or source names a folder of digests)",
         cfg.source_path,
         samples,
+        cfg.archive_path,
     )
     origins["source"] = SAMPLES
     return cfg.replace(source=str(samples))
