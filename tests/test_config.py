@@ -294,18 +294,58 @@ def test_bad_edition_settings_say_which_key(tmp_path: Path, text: str, message: 
     assert "\n" not in str(caught.value)
 
 
-def test_other_commands_link_where_the_service_listens(tmp_path: Path) -> None:
-    from newsletter.config import LISTENING_FILE, recall_listening, remember_listening
+def test_other_commands_link_where_a_live_service_listens(tmp_path: Path) -> None:
+    """The note is believed only while its process lives and its address answers; a
+    service's clean exit removes it, and never another's."""
+    import json
+    import os
+    import socket
+    import subprocess
+    import sys
+
+    from newsletter.config import (
+        LISTENING_FILE,
+        forget_listening,
+        recall_listening,
+        remember_listening,
+    )
 
     cfg = load_config(_write(tmp_path, ""), env={})
     assert recall_listening(cfg) == cfg  # nothing noted yet
-    remember_listening(cfg.replace(web=dataclasses.replace(cfg.web, port=18400)))
-    assert recall_listening(cfg).site_url == "http://127.0.0.1:18400/"
-    # A set base_url wins, and a damaged note is ignored.
-    public = cfg.replace(base_url="https://papers.example.org/")
-    assert recall_listening(public).site_url == "https://papers.example.org/"
-    (cfg.cache_path / LISTENING_FILE).write_text("http://[::1:x/\n", encoding="utf-8")
+    note = cfg.cache_path / LISTENING_FILE
+    with socket.socket() as listening:
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        port = listening.getsockname()[1]
+        remember_listening(cfg.replace(web=dataclasses.replace(cfg.web, port=port)))
+        assert recall_listening(cfg).site_url == f"http://127.0.0.1:{port}/"
+        # A set base_url wins.
+        public = cfg.replace(base_url="https://papers.example.org/")
+        assert recall_listening(public).site_url == "https://papers.example.org/"
+        # The address answers, but the process that noted it is gone (killed: no clean exit).
+        gone = subprocess.run(
+            [sys.executable, "-c", "import os; print(os.getpid())"],
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        body = json.loads(note.read_text(encoding="utf-8"))
+        note.write_text(json.dumps({**body, "pid": int(gone.stdout)}), encoding="utf-8")
+        assert recall_listening(cfg) == cfg
+        # Another live process's note is not this process's to remove.
+        note.write_text(json.dumps({**body, "pid": os.getppid()}), encoding="utf-8")
+        forget_listening(cfg)
+        assert note.exists()
+        # A damaged note, or one of an older version (a bare address), is ignored.
+        for damaged in ("http://[::1:x/\n", f"http://127.0.0.1:{port}/\n", "{}"):
+            note.write_text(damaged, encoding="utf-8")
+            assert recall_listening(cfg) == cfg
+        note.write_text(json.dumps(body), encoding="utf-8")
+        assert recall_listening(cfg).site_url == f"http://127.0.0.1:{port}/"
+    # The process lives but nothing listens there any more.
     assert recall_listening(cfg) == cfg
+    forget_listening(cfg)
+    assert not note.exists()
 
 
 # --- newsletter config: the settings in force and where each came from ------------------------

@@ -90,10 +90,12 @@ def test_run_subscribe_read_then_a_monday_tick_mails_the_issue(tmp_path: Path) -
     assert len(weekly) == 1
     assert weekly[0]["To"].addresses[0].addr_spec == READER
     assert "List-Unsubscribe" in weekly[0]
-    # The tick ran beside `run --port`: the issue links where the site was, not to :8000.
+    # The service has stopped: the tick links to the settings' address, never to the port
+    # of a service that is gone.
     text = _text(weekly[0])
-    assert f"{base}/issues/2024-W31.html" in text and f"{base}/unsubscribe/" in text
-    assert ":8000/" not in text + weekly[0]["List-Unsubscribe"]
+    settings = "http://127.0.0.1:8000"
+    assert f"{settings}/issues/2024-W31.html" in text and f"{settings}/unsubscribe/" in text
+    assert f"{base}/" not in text + weekly[0]["List-Unsubscribe"]
 
     again = start_newsletter(tmp_path, "tick", "--now", "2024-08-05T08:30+09:00", log="again.log")
     assert again.wait(timeout=120) == 0

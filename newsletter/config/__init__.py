@@ -12,7 +12,7 @@ through :mod:`~newsletter.config.layers`, the variables through
 :mod:`~newsletter.config.environment`), :mod:`~newsletter.config.renames` the settings
 that changed name, :mod:`~newsletter.config.validate` the checks they must pass,
 :mod:`~newsletter.config.durations` lengths of time such as ``"30m"``,
-:mod:`~newsletter.config.listening` the address the web app last listened on, and
+:mod:`~newsletter.config.listening` the address a running web app listens on, and
 :mod:`~newsletter.config.explain` every setting in force with where it came from.
 """
 
@@ -30,7 +30,12 @@ from newsletter.config.environment import (
     WRITER_API_KEY_ENV,
 )
 from newsletter.config.explain import MASK, Setting, effective_settings, render_settings
-from newsletter.config.listening import LISTENING_FILE, recall_listening, remember_listening
+from newsletter.config.listening import (
+    LISTENING_FILE,
+    forget_listening,
+    recall_listening,
+    remember_listening,
+)
 from newsletter.config.load import load_config
 from newsletter.config.renames import RENAMED
 from newsletter.config.settings import (
@@ -79,6 +84,7 @@ __all__ = [
     "WriterConfig",
     "duration_seconds",
     "effective_settings",
+    "forget_listening",
     "load_config",
     "recall_listening",
     "remember_listening",
