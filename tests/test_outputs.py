@@ -3,6 +3,7 @@ a template or a setting change renders again exactly what it touches."""
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import shutil
 from collections.abc import Iterator
@@ -215,3 +216,67 @@ def test_a_new_sender_address_reaches_every_pages_contact_line(tmp_path: Path) -
     after = _state(moved)
     pages = [n for n in after if n.endswith(".html")]
     assert pages and all(b"weekly@papers.example.org" in after[n][0] for n in pages)
+
+
+def test_pages_of_days_the_archive_no_longer_holds_are_removed(tmp_path: Path) -> None:
+    folder = tmp_path / "digests"
+    shutil.copytree(SEEDS, folder)
+    cfg = load_config(_cfg(tmp_path).base_dir / "config.toml", env={}).replace(source=str(folder))
+    _refresh(cfg)
+    mine = cfg.public_path / "issues" / "README.txt"  # not a page of the build's
+    mine.write_text("kept\n", encoding="utf-8")
+    before = _state(cfg)
+    assert "days/2024-01-02.html" in before and "issues/2024-W01.en.html" in before
+
+    # A folder that cannot be read for a moment takes no page with it.
+    folder.rename(tmp_path / "away")
+    _refresh(cfg)
+    assert {n for n in before if n.startswith(("days/", "issues/"))} <= set(_state(cfg))
+    (tmp_path / "away").rename(folder)
+
+    (next(p for p in folder.iterdir() if b"(2024-01-02)" in p.read_bytes())).unlink()
+    _refresh(cfg)
+    after = _state(cfg)
+    assert not [n for n in after if "2024-01-02" in n or "2024-W01" in n]
+    assert "days/2024-02-02.html" in after and "issues/README.txt" in after
+    assert b"2024-W01" not in after["index.html"][0]
+    # What the manifest knew of them is gone too: a build with nothing new renders nothing.
+    manifest = outputs.Manifest.load(cfg)
+    assert not [n for n in manifest.entries if "2024-01-02" in n or "2024-W01" in n]
+    assert "2024-W01" not in manifest.leads
+    _refresh(cfg)
+    assert _state(cfg) == after
+
+
+def test_the_manifest_knows_whether_the_outputs_link_to_this_address(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    assert outputs.Manifest.load(cfg).stale(outputs.FEEDS)  # nothing built yet
+    assert outputs.Manifest.load(cfg).stale(outputs.PAGES)
+    _refresh(cfg)
+    built = outputs.Manifest.load(cfg)
+    assert not built.stale(outputs.FEEDS) and not built.stale(outputs.PAGES)
+    elsewhere = cfg.replace(web=dataclasses.replace(cfg.web, port=18555))
+    moved = outputs.Manifest.load(elsewhere)
+    assert moved.stale(outputs.FEEDS) and moved.stale(outputs.PAGES)
+    # The daily feeds alone, rewritten for the other address: the pages still link to the
+    # first, and the feeds no longer do.
+    outputs.refresh_feeds(elsewhere, local_catalog(elsewhere))
+    assert not outputs.Manifest.load(elsewhere).stale(outputs.FEEDS)
+    assert outputs.Manifest.load(elsewhere).stale(outputs.PAGES)
+    assert outputs.Manifest.load(cfg).stale(outputs.FEEDS)
+    # A pass stopped half-way leaves the pages mixed: stale for either address.
+    stop_at = iter([False, False, True])
+
+    class Halfway:
+        def is_set(self) -> bool:
+            return next(stop_at, True)
+
+    outputs.publish_weeks(elsewhere, local_catalog(elsewhere), TODAY, stop=Halfway())
+    assert outputs.Manifest.load(elsewhere).stale(outputs.PAGES)
+    assert outputs.Manifest.load(cfg).stale(outputs.PAGES)
+    outputs.build_site(elsewhere, local_catalog(elsewhere), TODAY)
+    assert not outputs.Manifest.load(elsewhere).stale(outputs.PAGES)
+    pages = list(cfg.public_path.rglob("*.html"))
+    assert pages and all(
+        "http://127.0.0.1:8000/" not in p.read_text(encoding="utf-8") for p in pages
+    )

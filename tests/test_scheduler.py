@@ -472,8 +472,9 @@ def test_tick_at_the_same_moment_twice_does_nothing(tmp_path: Path) -> None:
 def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A first start answers the feed as soon as it is written; the weeks' web copies
-    are written after, in the background, every finished week in both languages."""
+    """A first start answers the feed as soon as it is written; the front page, the issues
+    feed and the weeks' web copies are written after, in the background, every finished
+    week in both languages."""
     import threading
 
     import httpx
@@ -520,10 +521,12 @@ def test_the_feed_answers_before_the_web_copies_are_written_and_they_all_follow(
         before = sorted(p.name for p in issues.glob("*.html")) if issues.is_dir() else []
         release.set()
         deadline = time.monotonic() + 30
-        # The issues feed, which links to the web copies, is written after them.
-        while time.monotonic() < deadline and not (cfg.public_path / "issues.atom").exists():
+        # The front page and the issues feed come first, then the web copies they link to
+        # (answered 503 until written).
+        after: set[str] = set()
+        while time.monotonic() < deadline and not expected <= after:
             await asyncio.sleep(0.05)
-        after = {p.name for p in issues.glob("*.html")}
+            after = {p.name for p in issues.glob("*.html")}
         stop.set()
         await task
         return status, before, after

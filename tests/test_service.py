@@ -1,5 +1,6 @@
 """End to end, as a new user does it: `newsletter run`, subscribe through the web form,
-read the feed and an issue page, stop, and a Monday-morning `tick` mails the weekly issue."""
+read the feed and an issue page, stop, and a Monday-morning `tick` mails the weekly issue;
+links that follow the process that serves."""
 
 from __future__ import annotations
 
@@ -192,3 +193,70 @@ def test_serve_logs_in_the_one_format_without_tokens_and_stops_cleanly(tmp_path:
     )
     assert not any("secret-token-part" in x for x in lines)
     assert any(f"listening on {base}/; links point to {base}/" in x for x in lines)
+
+
+def _settled(client: httpx.Client, path: str) -> httpx.Response:
+    """``path`` once a start's build has written it: until then 503 with Retry-After,
+    never 404."""
+    deadline = time.monotonic() + 60
+    while True:
+        response = client.get(path)
+        if response.status_code != 503:
+            return response
+        assert response.headers["retry-after"] == "5", response.text[-300:]
+        assert time.monotonic() < deadline, f"{path} was still being built after 60 s"
+        time.sleep(0.05)
+
+
+def _links(text: str) -> set[str]:
+    return set(re.findall(r"http://127\.0\.0\.1:\d+/", text))
+
+
+def test_links_follow_the_process_that_serves_never_a_stopped_one(tmp_path: Path) -> None:
+    """A site made by `newsletter init`, without base_url: `run --port Q` links to Q, and
+    so does a command run beside it; once it stopped, a command links to the settings'
+    address, and `serve --port P` rewrites the pages and feeds to link to P."""
+    made = start_newsletter(tmp_path, "init", "site", log="init.log")
+    assert made.wait(timeout=60) == 0
+    site = tmp_path / "site"
+    run_port, serve_port = free_port(), free_port()
+    there = f"http://127.0.0.1:{run_port}/"
+    service = start_newsletter(site, "run", "--port", str(run_port), log="run.log")
+    try:
+        wait_for_http(f"{there}feed.atom", service)
+        with httpx.Client(base_url=there, timeout=10) as client:
+            for path in ("/", "/feed.atom", "/issues.atom", "/issues/2024-W31.html"):
+                page = _settled(client, path)
+                assert page.status_code == 200, path
+                assert _links(page.text) == {there}, path
+        beside = start_newsletter(site, "feed", log="beside.log")
+        assert beside.wait(timeout=120) == 0
+        assert _links((site / "public" / "feed.atom").read_text(encoding="utf-8")) == {there}
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    assert not (site / "cache" / "listening").exists()
+
+    after = start_newsletter(site, "feed", log="after.log")
+    assert after.wait(timeout=120) == 0
+    settings = "http://127.0.0.1:8000/"
+    for name in ("feed.atom", "issues.atom", "index.html", "issues/2024-W31.html"):
+        assert _links((site / "public" / name).read_text(encoding="utf-8")) == {settings}, name
+
+    here = f"http://127.0.0.1:{serve_port}/"
+    served = start_newsletter(site, "serve", "--port", str(serve_port), log="serve.log")
+    try:
+        wait_for_http(f"{here}feed.atom", served)
+        public = site / "public"
+        pages = sorted(str(p.relative_to(public)) for p in public.rglob("*.html"))
+        assert "days/2024-07-31.en.html" in pages
+        with httpx.Client(base_url=here, timeout=10) as client:
+            for path in ("feed.atom", "feed.json", "issues.atom", "issues.json", *pages):
+                page = _settled(client, "/" + path)
+                assert page.status_code == 200, path
+                assert _links(page.text) == {here}, path
+    finally:
+        served.send_signal(signal.SIGTERM)
+        assert served.wait(timeout=30) == 0
+    log = (site / "serve.log").read_text(encoding="utf-8")
+    assert f"listening on {here}; links point to {here} (base_url is not set" in log

@@ -385,3 +385,101 @@ def test_robots_txt_and_favicons_are_served_with_validators(site: Site) -> None:
         assert site.get(path, **{"If-None-Match": etag}).status_code == 304
     assert site.get("/favicon.svg").content.startswith(b"<svg")
     assert site.get("/favicon.ico").content[:4] == b"\x00\x00\x01\x00"
+
+
+# --- a start's build in progress: 503 for the pages still to come, never 404 ------------------
+
+
+def _building(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text[-300:]
+    assert response.headers["retry-after"] == "5"
+    assert response.headers["cache-control"] == "no-store"
+    assert response.headers["content-type"] == "text/html; charset=utf-8"
+
+
+def test_pages_still_to_be_built_answer_503_with_retry_after(
+    cfg: Config, live_server: Callable[..., str]
+) -> None:
+    from newsletter.publish.pending import PendingPages
+
+    pending = PendingPages()
+    site = Site(cfg, live_server(create_app(cfg, pending=pending)))
+    site.public.mkdir(parents=True)
+    (site.public / "days").mkdir()
+    (site.public / "days" / "2024-05-20.html").write_text("<p>old</p>", encoding="utf-8")
+    assert site.get("/").status_code == 404  # no build: nothing is coming
+
+    # Started, not planned yet: any missing page of the site's kinds is coming.
+    pending.start(stale=False)
+    home = site.get("/")
+    _building(home)
+    assert '<html lang="ko">' in home.text and "페이지를 만드는 중입니다" in home.text
+    english = site.get("/days/2024-07-31.en.html")
+    _building(english)
+    assert '<html lang="en">' in english.text and "This page is being built" in english.text
+    assert site.get("/days/2024-05-20.html").text == "<p>old</p>"
+    assert site.get("/nothing.html").status_code == 404
+
+    # Planned: exactly the pages the build writes that are missing.
+    pending.plan(
+        ["index.html", "days/2024-05-20.html", "days/2024-07-31.html"],
+        lambda name: (site.public / name).exists(),
+    )
+    _building(site.get("/days/2024-07-31.html"))
+    assert site.get("/days/2024-07-31.en.html").status_code == 404  # not in this build
+    assert site.get("/days/2024-05-20.html").status_code == 200
+    (site.public / "index.html").write_text("<p>home</p>", encoding="utf-8")
+    pending.done("index.html")
+    assert site.get("/").text == "<p>home</p>"
+    pending.finish()
+    assert site.get("/days/2024-07-31.html").status_code == 404
+
+    # Links changed (another port): the pages there link elsewhere until rewritten.
+    pending.start(stale=True)
+    _building(site.get("/"))
+    pending.plan(["index.html", "days/2024-05-20.html"], lambda name: True)
+    _building(site.get("/days/2024-05-20.html"))
+    pending.done("days/2024-05-20.html")
+    assert site.get("/days/2024-05-20.html").status_code == 200
+    pending.finish()
+    assert site.get("/").status_code == 200
+
+
+def test_a_cold_build_answers_its_pages_503_until_written_and_the_front_page_first(
+    cfg: Config, live_server: Callable[..., str]
+) -> None:
+    """Watched between two pages of a first build (the build asks its stop flag there):
+    the front page and the feeds come first, and a page still to come is never a 404."""
+    from newsletter.archive.sources import local_catalog
+    from newsletter.publish import outputs
+    from newsletter.publish.pending import PendingPages
+
+    pending = PendingPages()
+    site = Site(cfg, live_server(create_app(cfg, pending=pending)))
+    pending.start(stale=True)
+    _building(site.get("/"))
+    seen: list[tuple[int, int, int]] = []
+
+    class Watch:
+        def is_set(self) -> bool:
+            written = {str(p.relative_to(site.public)) for p in site.public.rglob("*.html")}
+            week = site.get("/issues/2024-W31.html")
+            day = site.get("/days/2024-07-31.html")
+            for answer, name in ((week, "issues/2024-W31.html"), (day, "days/2024-07-31.html")):
+                if name not in written:
+                    _building(answer)
+            if "index.html" in written:
+                assert site.get("/issues.atom").status_code == 200
+            else:
+                _building(site.get("/"))
+            seen.append((site.get("/").status_code, week.status_code, day.status_code))
+            return False
+
+    catalog = local_catalog(cfg)
+    outputs.refresh_feeds(cfg, catalog)
+    outputs.publish_weeks(cfg, catalog, dt.date(2024, 8, 5), stop=Watch(), pending=pending)
+    assert (200, 503, 503) in seen  # the front page was there before the pages it links to
+    assert not pending.building
+    for path in ("/", "/issues/2024-W31.html", "/days/2024-07-31.html", "/issues.atom"):
+        assert site.get(path).status_code == 200, path
+    assert site.get("/days/2024-07-30.html").status_code == 404

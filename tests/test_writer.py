@@ -682,3 +682,48 @@ def test_a_day_another_source_has_is_left_alone(api: tuple[Api, str], tmp_path: 
     result = write(cfg)
     assert result.status == "present" and str(theirs) in result.detail
     assert state.chat_calls == [] and not (cfg.archive_path / f"{DAY}.md").exists()
+
+
+def test_a_site_made_by_init_publishes_no_sample_once_write_adds_its_digest(
+    api: tuple[Api, str], tmp_path: Path, seeds_archive: Any
+) -> None:
+    """The shipped samples stand in on a new site, and are gone from every page and feed
+    (their pages removed) once `newsletter write` has written the site's own digest."""
+    _, base = api
+    site = tmp_path / "site"
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", str(site)]).exit_code == 0
+    config = str(site / "config.toml")
+    env = {
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes",
+        "NEWSLETTER_WRITER_API_KEY": "sk-test-123",
+        "NEWSLETTER_WRITER__PAPERS_URL": f"{base}/api/daily_papers",
+        "NEWSLETTER_WRITER__BASE_URL": f"{base}/v1",
+        "NEWSLETTER_WRITER__REQUESTS_PER_MINUTE": "0",
+    }
+    public = site / "public"
+    first = runner.invoke(main, ["feed", "--config", config], env=env)
+    assert first.exit_code == 0, first.output
+    assert (public / "issues" / "2024-W31.html").is_file()  # the samples, as published
+
+    written = runner.invoke(main, ["write", "--config", config, "--date", DAY.isoformat()], env=env)
+    assert written.exit_code == 0, written.output
+    again = runner.invoke(main, ["feed", "--config", config, "-v"], env=env)
+    assert again.exit_code == 0, again.output
+    assert f"reading digests from {site / 'archive'};" in again.stderr
+
+    samples = {p.arxiv_id for d in seeds_archive.digests for p in d.papers}
+    ours = {entry["paper"]["id"] for entry in PAPERS}
+    assert samples and not samples & ours
+    for name in ("index.html", "index.en.html", "feed.atom", "feed.json", "issues.atom"):
+        text = (public / name).read_text(encoding="utf-8")
+        assert not [arxiv_id for arxiv_id in samples if arxiv_id in text], name
+        assert "2505.00002" in text, name
+    week = f"{DAY.isocalendar()[0]}-W{DAY.isocalendar()[1]:02d}"
+    assert sorted(p.name for p in (public / "issues").iterdir()) == [
+        f"{week}.en.html",
+        f"{week}.html",
+    ]
+    assert sorted(p.name for p in (public / "days").iterdir()) == [f"{DAY}.en.html", f"{DAY}.html"]
+    listed = runner.invoke(main, ["digests", "--config", config], env=env)
+    assert DAY.isoformat() in listed.stdout and "2024-" not in listed.stdout

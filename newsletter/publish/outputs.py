@@ -32,7 +32,8 @@ from newsletter.publish.issue_feed import (
     feed_weeks,
     write_issue_feeds,
 )
-from newsletter.publish.public_files import write_if_changed
+from newsletter.publish.pending import PendingPages
+from newsletter.publish.public_files import remove_pages, write_if_changed
 from newsletter.publish.render import LANGS, LOCALES_DIR, templates_dir
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 
@@ -46,6 +47,10 @@ __all__ = [
     "refresh_feeds",
     "refresh_issue_feeds",
 ]
+
+# The groups of outputs whose links the manifest follows: the daily feeds, which a start
+# writes before listening, and the rest (pages and issues feeds), written after.
+FEEDS, PAGES = "feeds", "pages"
 
 try:
     VERSION = version("newsletter")
@@ -120,15 +125,20 @@ def feed_inputs(cfg: Config, catalog: Catalog) -> str:
 
 @dataclass
 class Manifest:
-    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]; and the
+    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]; the
     lead papers of each week (``leads``: week -> [input hash, rows]), which the front page
-    shows for every issue without loading every week's digests."""
+    shows for every issue without loading every week's digests; and ``links``, the address
+    the daily feeds (``feeds``) and the pages and issues feeds (``pages``) all link to
+    ("" when unknown or mixed: a build for another address wrote some of them)."""
 
     path: Path
     public: Path
     entries: dict[str, list[object]] = field(default_factory=dict)
     leads: dict[str, list[object]] = field(default_factory=dict)
     dirty: bool = False
+    links: dict[str, str] = field(default_factory=dict)
+    # The address this process's outputs link to (cfg.site_url).
+    address: str = ""
 
     @classmethod
     def load(cls, cfg: Config) -> Manifest:
@@ -138,12 +148,29 @@ class Manifest:
         body = read_checked(path)
         body = body if isinstance(body, dict) else {}
         entries, leads = body.get("outputs", {}), body.get("leads", {})
+        links = body.get("links", {})
         return cls(
             path,
             public,
             entries if isinstance(entries, dict) else {},
             leads if isinstance(leads, dict) else {},
+            links={k: v for k, v in links.items() if isinstance(v, str)}
+            if isinstance(links, dict)
+            else {},
+            address=cfg.site_url,
         )
+
+    def stale(self, group: str) -> bool:
+        """Whether the outputs of ``group`` (``feeds`` or ``pages``) may link elsewhere
+        than this process's address, or be missing."""
+        return self.links.get(group, "") != self.address
+
+    def settle(self, group: str) -> None:
+        """Every output of ``group`` was just found current or written for this address
+        (their inputs hold the address)."""
+        if self.links.get(group) != self.address:
+            self.links[group] = self.address
+            self.dirty = True
 
     def current(self, name: str, inputs: str) -> bool:
         """Whether ``name`` was written from ``inputs`` and is still as it was written."""
@@ -162,6 +189,17 @@ class Manifest:
         st = (self.public / name).stat()
         self.entries[name] = [inputs, st.st_size, st.st_mtime_ns]
         self.dirty = True
+        group = FEEDS if name in (ATOM_NAME, JSON_NAME) else PAGES
+        if self.links.get(group, "") != self.address:
+            self.links[group] = ""  # some of them link here now, others maybe elsewhere
+
+    def forget(self, name: str) -> None:
+        """Drop what is recorded of a removed page (and of its week's lead papers)."""
+        found = self.entries.pop(name, None) is not None
+        if name.startswith("issues/"):
+            week = name.removeprefix("issues/").split(".", 1)[0]
+            found = self.leads.pop(week, None) is not None or found
+        self.dirty = self.dirty or found
 
     def lead_rows(self, week: IsoWeek, inputs: str) -> list[Any] | None:
         recorded = self.leads.get(str(week))
@@ -176,7 +214,8 @@ class Manifest:
 
     def save(self) -> None:
         if self.dirty:
-            write_checked(self.path, {"outputs": self.entries, "leads": self.leads})
+            body = {"outputs": self.entries, "leads": self.leads, "links": self.links}
+            write_checked(self.path, body)
             self.dirty = False
 
 
@@ -206,11 +245,14 @@ def refresh_feeds(cfg: Config, catalog: Catalog, manifest: Manifest | None = Non
     own = manifest is None
     manifest = manifest or Manifest.load(cfg)
     inputs = feed_inputs(cfg, catalog)
-    if not catalog.dates() or all(manifest.current(n, inputs) for n in (ATOM_NAME, JSON_NAME)):
+    if not catalog.dates():
         return []
-    written = write_feeds(cfg, _feed_archive(cfg, catalog))
-    for name in (ATOM_NAME, JSON_NAME):
-        manifest.record(name, inputs)
+    written = []
+    if not all(manifest.current(n, inputs) for n in (ATOM_NAME, JSON_NAME)):
+        written = write_feeds(cfg, _feed_archive(cfg, catalog))
+        for name in (ATOM_NAME, JSON_NAME):
+            manifest.record(name, inputs)
+    manifest.settle(FEEDS)
     if own:
         manifest.save()
     return written
@@ -243,13 +285,14 @@ def _neighbours(items: list[Any]) -> dict[Any, site.Nav[Any]]:
 
 @dataclass
 class _Build:
-    """One pass over the site: what its three stages (the weeks' copies, the days' pages,
-    the front page) share."""
+    """One pass over the site: what its stages (the front page, the weeks' copies, the
+    days' pages) share."""
 
     cfg: Config
     catalog: Catalog
     manifest: Manifest
     stop: Stop | None
+    pending: PendingPages | None = None
     common: str = field(init=False)
     rendered: list[Path] = field(default_factory=list)
     unsaved: int = 0
@@ -261,29 +304,56 @@ class _Build:
         return self.stop is not None and self.stop.is_set()
 
     def current(self, names: list[str], inputs: str) -> bool:
-        return all(self.manifest.current(name, inputs) for name in names)
+        if not all(self.manifest.current(name, inputs) for name in names):
+            return False
+        if self.pending is not None:
+            for name in names:
+                self.pending.done(name)
+        return True
 
     def write(self, name: str, page: str, inputs: str) -> None:
         _write_page(self.cfg, name, page)
         self.rendered.append(self.cfg.public_path / name)
         self.manifest.record(name, inputs)
+        if self.pending is not None:
+            self.pending.done(name)
         self.unsaved += 1
         if self.unsaved >= 200:  # a long build keeps its progress if stopped
             self.manifest.save()
             self.unsaved = 0
 
+    def plan(self, weeks: list[IsoWeek], days: list[dt.date]) -> None:
+        """Tell the web app which pages this pass writes (it answers 503 for them until
+        they are written)."""
+        if self.pending is None:
+            return
+        default, public = self.cfg.default_lang, self.cfg.public_path
+        names = [site.index_file(lang, default) for lang in LANGS]
+        names += [site.issue_path(week, lang, default) for week in weeks for lang in LANGS]
+        names += [site.day_path(day, lang, default) for day in days for lang in LANGS]
+        self.pending.plan(names, lambda name: os.path.exists(f"{public}{os.sep}{name}"))
+
+    def week_inputs(self, weeks: list[IsoWeek]) -> dict[IsoWeek, str]:
+        """What each week's web copies are made of (its days' files, its neighbours)."""
+        return {
+            week: _hash(
+                self.common, str(week), self.catalog.fingerprint(_week_days(week)), str(nav)
+            )
+            for week, nav in _neighbours(weeks).items()
+        }
+
     def weeks(
-        self, weeks: list[IsoWeek], days_of: dict[IsoWeek, list[dt.date]]
-    ) -> dict[IsoWeek, str] | None:
-        """Each week's web copies; the inputs of every week, or None when stopped."""
+        self,
+        weeks: list[IsoWeek],
+        days_of: dict[IsoWeek, list[dt.date]],
+        week_inputs: dict[IsoWeek, str],
+    ) -> bool:
+        """Each week's web copies; False when stopped."""
         cfg, catalog = self.cfg, self.catalog
-        week_inputs: dict[IsoWeek, str] = {}
         for week, nav in _neighbours(weeks).items():
             if self.stopped():
-                return None
-            in_week = days_of[week]
-            inputs = _hash(self.common, str(week), catalog.fingerprint(_week_days(week)), str(nav))
-            week_inputs[week] = inputs
+                return False
+            in_week, inputs = days_of[week], week_inputs[week]
             names = [site.issue_path(week, lang, cfg.default_lang) for lang in LANGS]
             if self.current(names, inputs):
                 continue
@@ -294,7 +364,7 @@ class _Build:
             for lang, name in zip(LANGS, names, strict=True):
                 self.write(name, site.render_issue_page(cfg, issue, lang, nav, in_week), inputs)
             self.manifest.record_leads(week, inputs, site.leads_of(issue))
-        return week_inputs
+        return True
 
     def days(self, days: list[dt.date], published: set[IsoWeek]) -> int | None:
         """Each day's pages, linked to their week's copy when it is published; how many
@@ -348,33 +418,28 @@ def publish_weeks(
     *,
     include: Iterable[IsoWeek] = (),
     feeds: list[Path] | None = None,
+    pending: PendingPages | None = None,
 ) -> list[Path]:
-    """The website from the archive as it stands: the web copy of every finished week (and
-    of the weeks in ``include``, finished or not), a page per day, the front page, and the
-    issues feeds that link to the weeks' pages. Each page is rendered only when what it
-    shows changed (or the page is gone), and written only when its bytes changed. Returns
-    the pages rendered (and adds the issues feeds written to ``feeds``, if given). A set
-    ``stop`` ends a long build between two pages; what is done stays recorded."""
+    """The website from the archive as it stands: the front page and the issues feeds
+    first (they are what a visitor and a reader ask for first), then the web copy of every
+    finished week (and of the weeks in ``include``, finished or not, and of any week whose
+    copy is already published) and a page per day. Pages of days and weeks the archive no
+    longer holds are removed. Each page is rendered only when what it shows changed (or the
+    page is gone), and written only when its bytes changed. Returns the pages rendered (and
+    adds the issues feeds written to ``feeds``, if given). A set ``stop`` ends a long build
+    between two pages; what is done stays recorded. ``pending`` learns which pages are
+    still to come, and that none is once the pass ends."""
     own = manifest is None
-    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop)
-    days = _days_with_papers(catalog)
-    extra = set(include)
-    days_of: dict[IsoWeek, list[dt.date]] = {}
-    for day in days:
-        days_of.setdefault(IsoWeek.of(day), []).append(day)
-    weeks = sorted(w for w in days_of if w.sunday < today or w in extra)
-
-    week_inputs = build.weeks(weeks, days_of)
-    day_pages = build.days(days, set(weeks)) if week_inputs is not None else None
-    if week_inputs is not None and day_pages is not None:
-        build.front_page(weeks, week_inputs, days)
-        written = refresh_issue_feeds(cfg, catalog, today, build.manifest)
-        if feeds is not None:
-            feeds.extend(written)
-    else:
-        log.info("stopped writing web pages; the next start carries on")
-    if own:
-        build.manifest.save()
+    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop, pending)
+    weeks: list[IsoWeek] = []
+    try:
+        if not _publish(build, today, set(include), weeks, feeds if feeds is not None else []):
+            log.info("stopped writing web pages; the next start carries on")
+    finally:
+        if pending is not None:
+            pending.finish()
+        if own:
+            build.manifest.save()
     rendered = build.rendered
     if rendered:
         log.info(
@@ -385,6 +450,41 @@ def publish_weeks(
             len([p for p in rendered if p.parent.name == "days"]) // len(LANGS),
         )
     return rendered
+
+
+def _publish(
+    build: _Build, today: dt.date, include: set[IsoWeek], weeks: list[IsoWeek], feeds: list[Path]
+) -> bool:
+    """The stages of :func:`publish_weeks` (``weeks`` filled with the weeks published);
+    False when stopped."""
+    cfg, catalog = build.cfg, build.catalog
+    days = _days_with_papers(catalog)
+    days_of: dict[IsoWeek, list[dt.date]] = {}
+    for day in days:
+        days_of.setdefault(IsoWeek.of(day), []).append(day)
+    public, default = cfg.public_path, cfg.default_lang
+    weeks += sorted(
+        w
+        for w in days_of
+        if w.sunday < today
+        or w in include
+        or (public / site.issue_path(w, default, default)).is_file()
+    )
+    build.plan(weeks, days)
+    week_inputs = build.week_inputs(weeks)
+    if build.stopped():
+        return False
+    build.front_page(weeks, week_inputs, days)
+    feeds.extend(refresh_issue_feeds(cfg, catalog, today, build.manifest))
+    if not build.weeks(weeks, days_of, week_inputs) or build.days(days, set(weeks)) is None:
+        return False
+    if not any(entry.sha256.startswith("!") for entry in catalog.entries):
+        # Only from an archive read whole: a folder that cannot be read for a moment
+        # must not take its pages with it.
+        for name in remove_pages(cfg.public_path, set(days), set(days_of)):
+            build.manifest.forget(name)
+    build.manifest.settle(PAGES)
+    return True
 
 
 def refresh_issue_feeds(

@@ -36,6 +36,7 @@ __all__ = [
     "issue_path",
     "layout",
     "leads_of",
+    "render_building",
     "render_day_page",
     "render_index",
     "render_issue_page",
@@ -316,6 +317,11 @@ def render_index(
 
 def render_not_found(cfg: Config, lang: str) -> str:
     return _render(lang, "site/not_found.html", site=layout(cfg, lang, query_paths(), public=False))
+
+
+def render_building(cfg: Config, lang: str) -> str:
+    """The page answered (with 503) for a page a build in progress is about to write."""
+    return _render(lang, "site/building.html", site=layout(cfg, lang, query_paths(), public=False))
 
 
 def robots_txt(cfg: Config) -> str:

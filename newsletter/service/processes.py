@@ -26,14 +26,15 @@ from typing import Any
 from newsletter.app import delivery
 from newsletter.archive.cache import Catalog
 from newsletter.archive.sources import FetchOptions, local_catalog
-from newsletter.config import Config, remember_listening, span_seconds
+from newsletter.config import Config, forget_listening, remember_listening, span_seconds
 from newsletter.errors import NewsletterError
 from newsletter.mail import bounces
 from newsletter.mail.sender import Outbox
 from newsletter.mail.tokens import signing_keys
 from newsletter.pacing import on_signals, sleep_unless
 from newsletter.publish.feed import ATOM_NAME, JSON_NAME
-from newsletter.publish.outputs import refresh_feeds
+from newsletter.publish.outputs import FEEDS, PAGES, Manifest, publish_weeks, refresh_feeds
+from newsletter.publish.pending import PendingPages
 from newsletter.service.scheduler import (
     JobContext,
     Outcome,
@@ -261,22 +262,34 @@ async def serve(
                 on_signals(stop)
             key = secret_key(cfg)
             now = clock()
-            # Feeds written by an earlier life answer at once and are brought up to date
-            # right after; a first start writes them before listening. The weeks' web
-            # copies follow in start_up, after listening.
-            catalog = None
-            if not all((cfg.public_path / name).is_file() for name in (ATOM_NAME, JSON_NAME)):
-                catalog = await _refresh_feeds(cfg)
+            pending = PendingPages()
+            catalog = await _feeds_first(cfg, pending)
             sender = SenderThread(cfg, store, key).start()
             ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
             with installed(ctx):
-                await _schedule_and_serve(ctx, sender, catalog, sock, host, port, now)
+                await _schedule_and_serve(ctx, sender, catalog, sock, (host, port), now, pending)
             log.info("stopped")
     finally:
+        if sock is not None:
+            forget_listening(cfg)
+            sock.close()
         if store is not None:
             store.close()
-        if sock is not None:
-            sock.close()
+
+
+async def _feeds_first(cfg: Config, pending: PendingPages) -> Catalog | None:
+    """Before listening: the feeds, when they are missing or link to another address (a
+    first start; base_url unset and a new --port); the archive read for them, if it was.
+    Feeds written for this address answer at once and are brought up to date right after.
+    The pages follow after listening: until each is written, the web app answers it with
+    503 (``pending``)."""
+    manifest = Manifest.load(cfg)
+    catalog = None
+    feeds = [cfg.public_path / name for name in (ATOM_NAME, JSON_NAME)]
+    if manifest.stale(FEEDS) or not all(path.is_file() for path in feeds):
+        catalog = await _refresh_feeds(cfg)
+    pending.start(stale=manifest.stale(PAGES))
+    return catalog
 
 
 async def _schedule_and_serve(
@@ -284,9 +297,9 @@ async def _schedule_and_serve(
     sender: SenderThread,
     catalog: Catalog | None,
     sock: socket.socket | None,
-    host: str,
-    port: int,
+    address: tuple[str, int],
     now: dt.datetime,
+    pending: PendingPages,
 ) -> None:
     """The scheduler, the web app, the start-up work and the bounce poller, until stopped;
     then the jobs in progress finish, the sender stops after its in-flight messages, and
@@ -297,7 +310,7 @@ async def _schedule_and_serve(
     scheduler = new_scheduler(cfg)
     ctx.scheduler = scheduler
     scheduler.start()
-    server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
+    server = _web_server(create_app(cfg, sender.wake, pending), signals=False)
     server_task = None
     try:
         ensure_jobs(scheduler, cfg)
@@ -311,8 +324,8 @@ async def _schedule_and_serve(
             )
         if sock is not None:
             server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
-            _log_listening(cfg, host, port)
-        for work in (_start_up(ctx, catalog), poll_bounces(cfg, store, ctx.key, stop)):
+            _log_listening(cfg, *address)
+        for work in (_start_up(ctx, catalog, pending), poll_bounces(cfg, store, ctx.key, stop)):
             task = asyncio.create_task(work)
             ctx.running.add(task)
             task.add_done_callback(ctx.running.discard)
@@ -374,32 +387,70 @@ async def _refresh_feeds(cfg: Config) -> Catalog:
     return catalog
 
 
-async def _start_up(ctx: JobContext, catalog: Catalog | None) -> None:
-    if catalog is None:
-        try:
-            catalog = await _refresh_feeds(ctx.cfg)
-        except Exception:
-            log.exception("bringing the feeds up to date failed; the daily job tries again")
-            await run_due(ctx, ctx.clock())
-            return
-    await start_up(ctx, catalog)
+async def _start_up(ctx: JobContext, catalog: Catalog | None, pending: PendingPages) -> None:
+    try:
+        if catalog is None:
+            try:
+                catalog = await _refresh_feeds(ctx.cfg)
+            except Exception:
+                log.exception("bringing the feeds up to date failed; the daily job tries again")
+                pending.finish()
+                await run_due(ctx, ctx.clock())
+                return
+        await start_up(ctx, catalog, pending)
+    finally:
+        pending.finish()  # whatever happened, no page waits for this build any more
 
 
-async def _serve_until_signal(server: Any, sock: socket.socket) -> None:
-    """Serve until SIGTERM or SIGINT, then let the requests in progress finish."""
+async def _serve_until_signal(
+    server: Any, cfg: Config, address: tuple[str, int], sock: socket.socket, pending: PendingPages
+) -> None:
+    """Serve until SIGTERM or SIGINT, bringing the site up to date for this address
+    meanwhile (``pending``: the pages still to come); then let the requests in progress
+    finish."""
     stop = asyncio.Event()
     on_signals(stop)
-    serving = asyncio.create_task(server.serve(sockets=[sock]))
+    writing, catalog = None, None
+    try:
+        catalog = await _feeds_first(cfg, pending)
+    except Exception:
+        # Serving the public folder as it is beats not serving it (one that another
+        # process writes, say).
+        log.exception("bringing the feeds up to date failed; serving the site as it is")
+        pending.finish()
+    serving = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
+    _log_listening(cfg, *address)
+    if pending.building:
+        writing = asyncio.create_task(_write_site(cfg, catalog, pending, stop))
     stopping = asyncio.create_task(stop.wait())
     await asyncio.wait({serving, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    stop.set()  # a build in progress stops between two pages
     stopping.cancel()
+    if writing is not None:
+        await writing
     server.should_exit = True
     await serving
 
 
+async def _write_site(
+    cfg: Config, catalog: Catalog | None, pending: PendingPages, stop: asyncio.Event
+) -> None:
+    """``serve``'s build: the feeds, the front page, then every page, each only when what
+    it shows or where it links changed."""
+    try:
+        if catalog is None:
+            catalog = await _refresh_feeds(cfg)
+        today = dt.datetime.now(cfg.tz).date()
+        await asyncio.to_thread(publish_weeks, cfg, catalog, today, None, stop, pending=pending)
+    except Exception:
+        log.exception("bringing the site up to date failed; the pages stay as they were")
+    finally:
+        pending.finish()
+
+
 def serve_web(cfg: Config, host: str, port: int) -> None:
-    """``newsletter serve``: the web app, and a sender thread for the mails it queues and
-    any issue being sent."""
+    """``newsletter serve``: the web app, the site brought up to date for its address, and
+    a sender thread for the mails it queues and any issue being sent."""
     from newsletter.mail.tokens import secret_key
     from newsletter.web.app import create_app
 
@@ -407,10 +458,11 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
         store = open_store(cfg.database_url, cfg.base_dir)
         sender = SenderThread(cfg, store, secret_key(cfg)).start()
         try:
-            server = _web_server(create_app(cfg, wake_sender=sender.wake), signals=False)
-            _log_listening(cfg, host, port)
-            asyncio.run(_serve_until_signal(server, _listen(sock)))
+            pending = PendingPages()
+            server = _web_server(create_app(cfg, sender.wake, pending), signals=False)
+            asyncio.run(_serve_until_signal(server, cfg, (host, port), sock, pending))
         finally:
+            forget_listening(cfg)
             sender.stop()
             store.close()
 

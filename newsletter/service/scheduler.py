@@ -58,6 +58,7 @@ from newsletter.mail.sender import SendReport
 from newsletter.mail.transport import pid_alive
 from newsletter.models import Archive
 from newsletter.publish import outputs
+from newsletter.publish.pending import PendingPages
 from newsletter.select import IsoWeek, NoIssueError
 from newsletter.store import Store
 from newsletter.store.lanes import worker_id
@@ -508,10 +509,11 @@ def schedule_retry(
     )
 
 
-async def start_up(ctx: JobContext, catalog: Catalog) -> None:
-    """What follows a start once the feeds answer: the finished weeks' web copies (a first
-    build of years of pages takes a while, and the feeds need not wait for it), then every
-    job missed while the service was down."""
+async def start_up(ctx: JobContext, catalog: Catalog, pending: PendingPages | None = None) -> None:
+    """What follows a start once the feeds answer: the front page, the issues feeds and the
+    finished weeks' web copies (a first build of years of pages takes a while, and the feeds
+    need not wait for it; ``pending`` tells the web app which pages are still to come),
+    then every job missed while the service was down."""
     now = ctx.clock()
     try:
         await asyncio.to_thread(
@@ -521,6 +523,7 @@ async def start_up(ctx: JobContext, catalog: Catalog) -> None:
             now.astimezone(ctx.cfg.tz).date(),
             None,
             ctx.stop,
+            pending=pending,
         )
     except Exception:
         log.exception("writing the web copies failed; the daily job tries again")

@@ -40,6 +40,7 @@ from newsletter.publish.feed import (
     JSON_NAME,
     JSON_TYPE,
 )
+from newsletter.publish.pending import PendingPages
 
 log = logging.getLogger(__name__)
 
@@ -56,6 +57,8 @@ __all__ = [
 CACHE_SECONDS = 900
 # The favicon and robots.txt change only with a new release.
 STATIC_SECONDS = 86400
+# A page still being built after a start is there within seconds.
+BUILDING_RETRY_SECONDS = 5
 _UTF8 = "; charset=utf-8"
 _TYPES = {
     ".atom": ATOM_TYPE + _UTF8,
@@ -234,6 +237,14 @@ class SitePages:
         page = render_not_found(self.cfg, self.lang(request))
         return HTMLResponse(page, status_code=404, headers={"Cache-Control": "no-store"})
 
+    def building(self, request: Request) -> Response:
+        """A page a build in progress is about to write: come back in a moment."""
+        from newsletter.publish.site import render_building
+
+        page = render_building(self.cfg, self.lang(request))
+        headers = {"Retry-After": str(BUILDING_RETRY_SECONDS), "Cache-Control": "no-store"}
+        return HTMLResponse(page, status_code=503, headers=headers)
+
     async def favicon_svg(self, request: Request) -> Response:
         return conditional_response(request, self.favicon, max_age=STATIC_SECONDS)
 
@@ -256,7 +267,8 @@ def _not_built(name: str) -> Response:
 
 class PublicFolder:
     """Serves the files under ``root``; nothing outside it, nothing hidden. ``not_found``
-    answers for any other address."""
+    answers for any other address, and ``building`` for a page ``pending`` says a build in
+    progress is about to write (or rewrite: its links changed)."""
 
     def __init__(
         self,
@@ -264,10 +276,14 @@ class PublicFolder:
         *,
         max_age: int = CACHE_SECONDS,
         not_found: Callable[[Request], Response] | None = None,
+        pending: PendingPages | None = None,
+        building: Callable[[Request], Response] | None = None,
     ) -> None:
         self.root = root
         self.max_age = max_age
         self.not_found = not_found or (lambda request: _not_found())
+        self.pending = pending
+        self.building = building or (lambda request: _not_built(request.url.path))
         self._cache: OrderedDict[Path, tuple[tuple[int, int, int], Resource]] = OrderedDict()
 
     def locate(self, relative: str) -> Path | None:
@@ -323,6 +339,8 @@ class PublicFolder:
         if path is None or media_type is None:
             return self.not_found(request)
         resource = await self.resource(path, media_type)
+        if self.pending is not None and self.pending.holds(relative, exists=resource is not None):
+            return self.building(request)
         if resource is None:
             return _not_built(name) if relative in _FEEDS else self.not_found(request)
         return conditional_response(request, resource, max_age=self.max_age)
@@ -334,13 +352,19 @@ class PublicFolder:
         return await self.serve(request, request.path_params["path"])
 
 
-def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
+def routes(
+    cfg: Config,
+    wake_sender: Callable[[], None] | None = None,
+    pending: PendingPages | None = None,
+) -> list[BaseRoute]:
     """Every route of the site, in matching order; the public folder's catch-all is last."""
     from newsletter.mail.webhooks import routes as webhook_routes
     from newsletter.web.subscription import routes as subscription_routes
 
     pages = SitePages(cfg)
-    public = PublicFolder(cfg.public_path, not_found=pages.not_found)
+    public = PublicFolder(
+        cfg.public_path, not_found=pages.not_found, pending=pending, building=pages.building
+    )
     return [
         *subscription_routes(cfg, wake_sender),
         *webhook_routes(cfg),
@@ -457,17 +481,22 @@ def _unavailable(cfg: Config) -> Callable[[Request, Exception], Awaitable[Respon
     return handler
 
 
-def create_app(cfg: Config, wake_sender: Callable[[], None] | None = None) -> Starlette:
+def create_app(
+    cfg: Config,
+    wake_sender: Callable[[], None] | None = None,
+    pending: PendingPages | None = None,
+) -> Starlette:
     """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own.
 
     Mails the pages queue (confirmations) are sent by the process's sender thread;
-    ``wake_sender`` tells it there is one."""
+    ``wake_sender`` tells it there is one. ``pending``: the pages a build in progress is
+    about to write, answered with 503 and Retry-After until they are there."""
     from newsletter.store import StoreError
 
     redact_access_log()
     handler = _unavailable(cfg)
     app = Starlette(
-        routes=routes(cfg, wake_sender),
+        routes=routes(cfg, wake_sender, pending),
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             sa_exc.OperationalError: handler,
