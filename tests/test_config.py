@@ -421,6 +421,18 @@ def test_config_shows_every_setting_with_its_source(tmp_path: Path) -> None:
         "secret": False,
     }
     assert rows["smtp.password"]["value"] == "********" and rows["smtp.password"]["secret"]
+    # The sources line up on a terminal after Korean values too (Hangul takes two columns).
+    lines = {line.split(" = ")[0]: line for line in result.stdout.splitlines()}
+    columns = {
+        _columns(lines[key].split("  # ")[0]) for key in ("site_title", "email.name", "feed_days")
+    }
+    assert len(columns) == 1, [lines[key] for key in ("site_title", "email.name", "feed_days")]
+
+
+def _columns(text: str) -> int:
+    import unicodedata
+
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def test_config_output_loads_back_as_the_same_settings(tmp_path: Path) -> None:

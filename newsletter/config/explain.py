@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import math
 import tomllib
+import unicodedata
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -244,7 +245,14 @@ def _line(setting: Setting) -> str:
             comment = f"derived: {comment}"
     if setting.note:
         comment += f"; {setting.note}"
-    return f"{assignment:<{_COLUMN}}  # {comment}"
+    pad = max(0, _COLUMN - _cells(assignment))
+    return f"{assignment}{' ' * pad}  # {comment}"
+
+
+def _cells(text: str) -> int:
+    """Columns ``text`` takes on a terminal: Hangul and other wide characters take two,
+    so that the sources line up after Korean values too."""
+    return sum(2 if unicodedata.east_asian_width(ch) in "WF" else 1 for ch in text)
 
 
 def toml_value(value: Any) -> str:
