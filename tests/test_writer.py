@@ -694,13 +694,7 @@ def test_a_site_made_by_init_publishes_no_sample_once_write_adds_its_digest(
     runner = CliRunner()
     assert runner.invoke(main, ["init", str(site)]).exit_code == 0
     config = str(site / "config.toml")
-    env = {
-        "NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes",
-        "NEWSLETTER_WRITER_API_KEY": "sk-test-123",
-        "NEWSLETTER_WRITER__PAPERS_URL": f"{base}/api/daily_papers",
-        "NEWSLETTER_WRITER__BASE_URL": f"{base}/v1",
-        "NEWSLETTER_WRITER__REQUESTS_PER_MINUTE": "0",
-    }
+    env = _site_env(base)
     public = site / "public"
     first = runner.invoke(main, ["feed", "--config", config], env=env)
     assert first.exit_code == 0, first.output
@@ -727,3 +721,33 @@ def test_a_site_made_by_init_publishes_no_sample_once_write_adds_its_digest(
     assert sorted(p.name for p in (public / "days").iterdir()) == [f"{DAY}.en.html", f"{DAY}.html"]
     listed = runner.invoke(main, ["digests", "--config", config], env=env)
     assert DAY.isoformat() in listed.stdout and "2024-" not in listed.stdout
+
+
+def test_a_new_site_writes_a_day_the_shipped_samples_hold(
+    api: tuple[Api, str], tmp_path: Path, seeds_archive: Any
+) -> None:
+    """A sample day is no other source's: the site's own digest of it is written, from
+    every paper listed (a sample paper was never sent)."""
+    state, base = api
+    day = seeds_archive.digests[-1].date
+    state.papers[day.isoformat()] = list(PAPERS)
+    site = tmp_path / "site"
+    runner = CliRunner()
+    assert runner.invoke(main, ["init", str(site)]).exit_code == 0
+    env = _site_env(base)
+    config = str(site / "config.toml")
+    result = runner.invoke(main, ["write", "--config", config, "--date", str(day)], env=env)
+    assert result.exit_code == 0, result.output
+    written = (site / "archive" / f"{day}.md").read_text(encoding="utf-8")
+    assert all(entry["paper"]["id"] in written for entry in PAPERS)
+
+
+def _site_env(base: str) -> dict[str, str]:
+    """The environment of a site made by `newsletter init` that writes from ``base``."""
+    return {
+        "NEWSLETTER_SECRET_KEY": "test-secret-key-of-at-least-32-bytes",
+        "NEWSLETTER_WRITER_API_KEY": "sk-test-123",
+        "NEWSLETTER_WRITER__PAPERS_URL": f"{base}/api/daily_papers",
+        "NEWSLETTER_WRITER__BASE_URL": f"{base}/v1",
+        "NEWSLETTER_WRITER__REQUESTS_PER_MINUTE": "0",
+    }

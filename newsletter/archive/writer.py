@@ -277,12 +277,16 @@ def _plan(
 def _held(cfg: Config, day: dt.date) -> tuple[set[str], list[str], dict[str, dict[str, str]]]:
     """From the archive: the papers of earlier days, the files other than ours holding
     ``day``, and the sections our own file already has for each paper."""
-    from newsletter.archive.sources import local_catalog
+    from newsletter.archive.sources import local_catalog, reads_samples
 
     catalog = local_catalog(cfg)
+    # The shipped samples stand in for a site's own digests and give way to the first one:
+    # a sample day is no other source's, and a sample paper was never sent.
+    samples = cfg.source_path.resolve() if reads_samples(cfg) else None
+    entries = [e for e in catalog.entries if Path(e.path).resolve().parent != samples]
     earlier = {
         arxiv_id
-        for entry in catalog.entries
+        for entry in entries
         for date, papers in entry.days
         if date < day
         for arxiv_id, _ in papers
@@ -291,6 +295,8 @@ def _held(cfg: Config, day: dt.date) -> tuple[set[str], list[str], dict[str, dic
     others: list[str] = []
     kept: dict[str, dict[str, str]] = {}
     for entry in catalog.files_for([day]):
+        if Path(entry.path).resolve().parent == samples:
+            continue
         if Path(entry.path).resolve() != ours.resolve():
             others.append(entry.path)
             continue
