@@ -4,7 +4,8 @@
 # and PostgreSQL with a test database; installs the DKIM test tools (Perl's Mail::DKIM, and
 # dnsmasq, which the tests start themselves on a high port) and Dovecot's IMAP server,
 # which the bounce tests start themselves on a high port; installs SpamAssassin and starts
-# rspamd, which score a rendered issue.
+# rspamd, which score a rendered issue; installs nginx and Caddy, which the proxy tests start
+# themselves on high ports.
 # Idempotent; needs root.
 set -euo pipefail
 
@@ -26,6 +27,28 @@ if [ ${#packages[@]} -gt 0 ]; then
     echo "postfix postfix/main_mailer_type select Local only" | debconf-set-selections
     echo "postfix postfix/mailname string localhost" | debconf-set-selections
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${packages[@]}" >/dev/null
+fi
+
+# nginx and Caddy for tests/test_proxy.py. Their packages would start system services on
+# ports 80 and 443, which nothing here needs: a policy-rc.d refuses every service start for
+# the time of the install (one already in place, as in containers, is left as it is).
+proxies=()
+[ -x /usr/sbin/nginx ] || proxies+=(nginx)
+[ -x /usr/bin/caddy ] || proxies+=(caddy)
+if [ ${#proxies[@]} -gt 0 ]; then
+    made_policy=""
+    if [ ! -e /usr/sbin/policy-rc.d ]; then
+        printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d
+        chmod 755 /usr/sbin/policy-rc.d
+        made_policy=1
+        trap 'rm -f /usr/sbin/policy-rc.d' EXIT
+    fi
+    apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${proxies[@]}" >/dev/null
+    if [ -n "$made_policy" ]; then
+        rm -f /usr/sbin/policy-rc.d
+        trap - EXIT
+    fi
 fi
 
 # Postfix: accept mail on 127.0.0.1:25 for local users and deliver into ~/Maildir/.
@@ -82,4 +105,4 @@ su postgres -c "psql -qAtc \"select 1 from pg_roles where rolname='newsletter'\"
     su postgres -c "psql -qc \"create role newsletter login password 'newsletter'\""
 su postgres -c "psql -qAtc \"select 1 from pg_database where datname='newsletter_test'\"" | grep -q 1 ||
     su postgres -c "createdb -O newsletter newsletter_test"
-echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432, rspamd on 127.0.0.1:11333; mail-dkim, dnsmasq, dovecot, spamassassin installed"
+echo "services ready: postfix on 127.0.0.1:25, postgresql on 127.0.0.1:5432, rspamd on 127.0.0.1:11333; mail-dkim, dnsmasq, dovecot, spamassassin, nginx, caddy installed"
