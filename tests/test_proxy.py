@@ -61,7 +61,6 @@ SAME_HEADERS = (
     "cache-control",
     "x-content-type-options",
     "x-frame-options",
-    "referrer-policy",
     "content-security-policy",
 )
 
@@ -203,11 +202,13 @@ class Proxy:
 
 
 def _connections(port: int) -> int:
-    """How many TCP connections are open to ``port`` on this machine (IPv4)."""
+    """How many TCP connections are open to 127.0.0.1:``port``: the kernel's table, in
+    which a client's own end may have the same port on another address."""
+    ours = f"0100007F:{port:04X}"
     count = 0
     for line in Path("/proc/net/tcp").read_text(encoding="ascii").splitlines()[1:]:
         local, state = line.split()[1], line.split()[3]
-        count += int(local.rsplit(":", 1)[1], 16) == port and state == "01"  # ESTABLISHED
+        count += local == ours and state == "01"  # ESTABLISHED
     return count
 
 
@@ -422,6 +423,28 @@ def test_subscribe_confirm_and_one_click_unsubscribe_go_through(nginx: Proxy) ->
         store.close()
 
 
+def test_the_front_pages_form_gets_through_nginx_in_a_browser(
+    nginx: Proxy, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pressed in Chromium, the subscribe form of the front page (a file nginx serves)
+    posts this site's Origin, and the service takes it."""
+    import test_browser_forms
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    if binary is None:
+        need_service("chromium", "its package is not installed")
+    # The test certificate is no authority Chromium knows.
+    flags = [*test_browser_forms.FLAGS, "--ignore-certificate-errors"]
+    monkeypatch.setattr(test_browser_forms, "FLAGS", flags)
+    browser = test_browser_forms.Browser(str(binary), tmp_path / "profile")
+    try:
+        browser.open(nginx.base + "/")
+        browser.run("document.getElementById('subscribe-email').value = 'front@example.org'")
+        assert "확인 링크를 보냈습니다" in browser.press("form button")
+    finally:
+        browser.close()
+
+
 def test_request_limits(nginx: Proxy) -> None:
     """A body over the forms' 16 KB is refused by nginx; the bounce webhook takes more."""
 
@@ -564,7 +587,9 @@ def proxy(request: pytest.FixtureRequest) -> Proxy:
 
 def test_public_files_come_from_disk_with_the_services_headers(proxy: Proxy) -> None:
     """Every public file: the same bytes, content type, caching and security headers as
-    the service gives, from the proxy without a request reaching Python."""
+    the service gives, from the proxy without a request reaching Python. Pages go with
+    ``Referrer-Policy: same-origin``, so that their subscribe form posts this site's
+    Origin (see the browser test below); other files with ``no-referrer``."""
     answers: dict[str, httpx.Response] = {}
 
     def fetch() -> None:
@@ -580,6 +605,9 @@ def test_public_files_come_from_disk_with_the_services_headers(proxy: Proxy) -> 
             assert answer.content == own.content, path
             for name in SAME_HEADERS:
                 assert answer.headers.get_list(name) == own.headers.get_list(name), (path, name)
+            page = answer.headers["content-type"].startswith("text/html")
+            referrer = "same-origin" if page else "no-referrer"
+            assert answer.headers.get_list("referrer-policy") == [referrer], path
             assert answer.headers["server"] == proxy.server, path
             assert answer.headers["strict-transport-security"] == "max-age=63072000"
 
