@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
+import gzip
 import importlib.util
 import json
 import os
@@ -379,11 +380,15 @@ def test_rebuild_is_byte_identical(
     out = tmp_path / "public"
     written = write_feeds(feed_cfg, seeds_archive, out)
     assert written == [out / ATOM_NAME, out / JSON_NAME]
-    for path in written:
+    # Each with its gzip copy, for a web server in front.
+    copies = [path.with_name(path.name + ".gz") for path in written]
+    for path, copy in zip(written, copies, strict=True):
+        assert gzip.decompress(copy.read_bytes()) == path.read_bytes()
+    for path in written + copies:
         os.utime(path, ns=(1_000_000_000, 1_000_000_000))
     assert write_feeds(feed_cfg, seeds_archive, out) == []
-    assert all(path.stat().st_mtime_ns == 1_000_000_000 for path in written)
-    assert sorted(p.name for p in out.iterdir()) == [ATOM_NAME, JSON_NAME]  # no temp files
+    assert all(path.stat().st_mtime_ns == 1_000_000_000 for path in written + copies)
+    assert sorted(out.iterdir()) == sorted(written + copies)  # no temp files
 
 
 def _day(date: dt.date, *papers: Paper) -> Digest:

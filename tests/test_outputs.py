@@ -30,10 +30,12 @@ def _refresh(cfg: Config) -> None:
 
 
 def _state(cfg: Config) -> dict[str, tuple[bytes, int]]:
+    """Every public file's bytes and mtime; not the feeds' gzip copies, which follow their
+    feeds (tests/test_feed.py)."""
     return {
         str(p.relative_to(cfg.public_path)): (p.read_bytes(), p.stat().st_mtime_ns)
         for p in sorted(cfg.public_path.rglob("*"))
-        if p.is_file()
+        if p.is_file() and p.suffix != ".gz"
     }
 
 

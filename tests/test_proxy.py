@@ -154,6 +154,13 @@ def workdir() -> Iterator[Path]:
 
 @pytest.fixture(scope="module")
 def site(workdir: Path) -> Iterator[Site]:
+    with running_site(workdir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_site(workdir: Path) -> Iterator[Site]:
+    """`newsletter run` on the seeds in ``workdir/site``, once its public folder is built."""
     folder = workdir / "site"
     folder.mkdir(mode=0o755)
     app_port, tls_port, http_port = free_port(), free_port(), free_port()
@@ -306,6 +313,13 @@ def nginx_main(folder: Path, site_conf: Path) -> str:
 
 @pytest.fixture(scope="module")
 def nginx(site: Site, workdir: Path) -> Iterator[Proxy]:
+    with running_nginx(site, workdir) as running:
+        yield running
+
+
+@contextlib.contextmanager
+def running_nginx(site: Site, workdir: Path) -> Iterator[Proxy]:
+    """nginx with the shipped site file in front of ``site``, on its TLS and http ports."""
     binary = program("/usr/sbin/nginx")
     folder = workdir / "nginx"
     folder.mkdir(mode=0o755)
@@ -335,7 +349,7 @@ def nginx(site: Site, workdir: Path) -> Iterator[Proxy]:
     log = folder / "error.log"
     args = [binary, "-e", str(log), "-p", str(folder), "-c", str(folder / "nginx.conf")]
     checked = subprocess.run([*args, "-t"], capture_output=True, text=True, check=False)
-    assert checked.returncode == 0, checked.stderr
+    assert checked.returncode == 0 and "[warn]" not in checked.stderr, checked.stderr
     process = subprocess.Popen(
         [*args, "-g", "daemon off;"], stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
@@ -640,6 +654,10 @@ def test_conditional_requests_and_gzip(proxy: Proxy) -> None:
             assert packed.headers["content-encoding"] == "gzip"
             assert packed.headers["vary"] == "Accept-Encoding"
             assert gzip.decompress(wire) == feed.read_bytes() and len(wire) < len(plain.content)
+            # The copy written beside the feed, not one compressed for each request.
+            assert wire == feed.with_name("feed.atom.gz").read_bytes()
+            page = client.get("/issues/2024-W31.html", headers={"Accept-Encoding": "gzip"})
+            assert page.headers["content-encoding"] == "gzip"
             again = client.get(
                 "/feed.atom",
                 headers={"Accept-Encoding": "gzip", "If-None-Match": packed.headers["etag"]},
@@ -667,6 +685,7 @@ def test_what_has_no_file_is_the_services_answer(proxy: Proxy) -> None:
             assert form.headers["strict-transport-security"] == "max-age=63072000"
             (proxy.site.folder / "public" / ".feed.atom.x.tmp").write_text("half", "utf-8")
             assert client.get("/.feed.atom.x.tmp").status_code == 404
+            assert client.get("/feed.atom.gz").status_code == 404
 
     lines = proxy.reached_app(ask)
     assert [re.search(r'"GET (\S+)', line).group(1) for line in lines] == [  # type: ignore[union-attr]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import gzip
 import logging
 import os
 from collections.abc import Iterable
@@ -26,12 +27,18 @@ def write_if_changed(path: Path, data: bytes) -> bool:
 
 def write_public(out: Path, files: Iterable[tuple[str, bytes]], what: str) -> list[Path]:
     """Write each ``(name, bytes)`` into the public folder ``out`` unless the file already
-    holds those bytes. Returns the files that changed; ``what`` says what they hold, for
-    the log."""
+    holds those bytes, and its gzip copy ``NAME.gz`` beside it. Returns the files that
+    changed (not the copies); ``what`` says what they hold, for the log.
+
+    The copy is for a web server in front (nginx's ``gzip_static``, Caddy's
+    ``precompressed``): compressing a large feed for each request would cost it more than
+    serving it. It is written first, so it is never older than its file."""
     public_folder(out)
     written = []
     for name, data in files:
         path = out / name
+        # mtime=0: the same bytes always compress the same, so the copy is left alone too.
+        write_if_changed(out / f"{name}.gz", gzip.compress(data, compresslevel=9, mtime=0))
         if write_if_changed(path, data):
             written.append(path)
             log.info("wrote %s (%s, %d bytes)", path, what, len(data))
