@@ -162,7 +162,8 @@ def site(workdir: Path) -> Iterator[Site]:
 def running_site(workdir: Path) -> Iterator[Site]:
     """`newsletter run` on the seeds in ``workdir/site``, once its public folder is built."""
     folder = workdir / "site"
-    folder.mkdir(mode=0o755)
+    folder.mkdir()
+    folder.chmod(0o755)  # whatever the umask: nginx's workers read below it
     app_port, tls_port, http_port = free_port(), free_port(), free_port()
     (folder / "config.toml").write_text(
         f'source = "{SEEDS}"\nbase_url = "https://127.0.0.1:{tls_port}/"\n'
@@ -322,7 +323,8 @@ def running_nginx(site: Site, workdir: Path) -> Iterator[Proxy]:
     """nginx with the shipped site file in front of ``site``, on its TLS and http ports."""
     binary = program("/usr/sbin/nginx")
     folder = workdir / "nginx"
-    folder.mkdir(mode=0o755)
+    folder.mkdir()
+    folder.chmod(0o755)  # whatever the umask: nginx's workers read below it
     cert, key = _certificate(folder)
     conf = render(
         NGINX_SITE,
@@ -529,7 +531,7 @@ def caddy(site: Site, workdir: Path) -> Iterator[Proxy]:
     """The shipped Caddyfile on plain http (a certificate is Caddy's own business)."""
     binary = program("/usr/bin/caddy")
     folder = workdir / "caddy"
-    folder.mkdir(mode=0o755)
+    folder.mkdir()
     port = free_port()
     conf = render(
         CADDYFILE,
@@ -538,6 +540,9 @@ def caddy(site: Site, workdir: Path) -> Iterator[Proxy]:
             "news.example.org {": f"http://127.0.0.1:{port} {{\n\tbind 127.0.0.1",
             "reverse_proxy 127.0.0.1:8000 {": f"reverse_proxy 127.0.0.1:{site.app_port} {{",
             "/srv/newsletter/public": str(site.folder / "public"),
+            # As for nginx: the slow clients are held for as long as the test needs them.
+            "read_header 10s": "read_header 300s",
+            "read_body 10s": "read_body 300s",
         },
     )
     (folder / "Caddyfile").write_text(conf, encoding="utf-8")
