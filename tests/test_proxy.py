@@ -351,7 +351,11 @@ def running_nginx(site: Site, workdir: Path) -> Iterator[Proxy]:
     log = folder / "error.log"
     args = [binary, "-e", str(log), "-p", str(folder), "-c", str(folder / "nginx.conf")]
     checked = subprocess.run([*args, "-t"], capture_output=True, text=True, check=False)
-    assert checked.returncode == 0 and "[warn]" not in checked.stderr, checked.stderr
+    assert checked.returncode == 0, checked.stderr
+    # Not a warning, but nginx 1.25.1's deprecation of "listen ... http2" (1.22 has no other
+    # way to say it).
+    warnings = [x for x in checked.stderr.splitlines() if "[warn]" in x and "http2" not in x]
+    assert warnings == []
     process = subprocess.Popen(
         [*args, "-g", "daemon off;"], stdin=subprocess.DEVNULL, stderr=subprocess.STDOUT
     )
