@@ -1,5 +1,5 @@
-"""How long work waits: one rate limiter, one sleep that a stop cuts short, and the one way
-the signals say stop.
+"""How long work waits: one rate limiter, one sleep that a stop cuts short, the one way
+the signals say stop, and how long work says how far it is.
 
 A stop is an :class:`asyncio.Event` of the running loop, or, where work runs in a loop of
 its own in another thread (the writer inside ``newsletter run``), the ``is_set`` of the
@@ -15,6 +15,11 @@ import time
 from collections.abc import Callable
 
 Stopping = Callable[[], bool]
+
+# How far a long piece of work is, told as it goes: the steps done so far and the steps in
+# all. The library only counts; the command line decides how to show it (a bar on a
+# terminal, a line every few seconds in a log).
+Steps = Callable[[int, int], None]
 
 # How often a sleep polls a stop it cannot await (one set from another thread or loop).
 _POLL = 0.25

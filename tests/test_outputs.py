@@ -45,7 +45,7 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     folder = tmp_path / "templates"
     shutil.copytree(render.templates_dir(), folder)
     monkeypatch.setattr(render, "templates_dir", lambda: folder)
-    monkeypatch.setattr(outputs, "templates_dir", lambda: folder)
+    monkeypatch.setattr("newsletter.publish.manifest.templates_dir", lambda: folder)
     render.environment.cache_clear()
     yield folder
     render.environment.cache_clear()
@@ -282,3 +282,35 @@ def test_the_manifest_knows_whether_the_outputs_link_to_this_address(tmp_path: P
     assert pages and all(
         "http://127.0.0.1:8000/" not in p.read_text(encoding="utf-8") for p in pages
     )
+
+
+def test_a_build_tells_how_far_it_is_in_pages_and_a_stop_keeps_what_is_done(
+    tmp_path: Path,
+) -> None:
+    import threading
+
+    cfg = _cfg(tmp_path)
+    told: list[tuple[int, int]] = []
+    built = outputs.build_site(cfg, local_catalog(cfg), TODAY, progress=lambda *a: told.append(a))
+    pages = len(built.pages)
+    # Known before the first page: every page rendered, counted up to the end.
+    assert pages > 4 and told[0] == (0, pages) and told[-1] == (pages, pages)
+    assert [total for _, total in told] == [pages] * len(told)
+    assert [done for done, _ in told] == sorted(done for done, _ in told)
+
+    told.clear()
+    again = outputs.build_site(cfg, local_catalog(cfg), TODAY, progress=lambda *a: told.append(a))
+    assert again.pages == [] and told == []  # nothing to render: nothing to tell
+
+    # A stop between two pages: what was rendered stays, the next build does the rest.
+    shutil.rmtree(cfg.public_path)
+    stop = threading.Event()
+
+    def stop_at_four(done: int, total: int) -> None:
+        if done >= 4:
+            stop.set()
+
+    cut = outputs.build_site(cfg, local_catalog(cfg), TODAY, stop=stop, progress=stop_at_four)
+    assert len(cut.pages) == 4
+    rest = outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    assert len(rest.pages) == pages - 4

@@ -57,6 +57,21 @@ def test_import_keeps_good_rows_and_reports_bad_ones_with_their_line(tmp_path: P
     ]
 
 
+def test_import_tells_how_far_it_is_in_lines(tmp_path: Path) -> None:
+    store = open_store("sqlite:///news.db", tmp_path)
+    csv_file = tmp_path / "readers.csv"
+    # Five lines after the header; a quoted name spans two of them, one row is bad.
+    csv_file.write_text(
+        'email,name\none@example.org,One\ntwo@example.org,"Two\nLines"\nbad,X\n'
+        "three@example.org,Three",  # no line break at the end
+        encoding="utf-8",
+    )
+    told: list[tuple[int, int]] = []
+    report = import_csv(store, csv_file, progress=lambda *a: told.append(a))
+    assert (report.added, len(report.problems)) == (2, 2)  # "Two\nLines": a control character
+    assert told == [(0, 5), (1, 5), (3, 5), (4, 5), (5, 5)]
+
+
 def test_import_needs_an_email_column(tmp_path: Path) -> None:
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text("address,name\nx@example.org,X\n")

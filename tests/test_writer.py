@@ -365,6 +365,31 @@ def test_a_failed_summary_is_written_without_one_and_retried_next_run(
     assert all(p.sections for p in read_back(cfg))
 
 
+def test_write_tells_how_far_the_summaries_are(api: tuple[Api, str], tmp_path: Path) -> None:
+    """Papers summarized and papers given up on both count; papers from the cache do not."""
+    state, base = api
+    cfg = writer_cfg(tmp_path, base)
+    state.failing_titles = {"A Third Paper"}
+    told: list[tuple[int, int]] = []
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        policy = RetryPolicy(attempts=2, backoff=0.01, timeout=1.0)
+
+        def progress(done: int, total: int) -> None:
+            told.append((done, total))
+
+        result = asyncio.run(write_day(cfg, store, DAY, policy=policy, progress=progress))
+        assert result.summarized == 2 and result.pending == 1
+        assert told == [(0, 3), (1, 3), (2, 3), (3, 3)]
+        told.clear()
+        state.failing_titles = set()
+        result = asyncio.run(write_day(cfg, store, DAY, policy=policy, progress=progress))
+        assert (result.summarized, result.cached) == (1, 2)
+        assert told == [(0, 1), (1, 1)]
+    finally:
+        store.close()
+
+
 def test_an_unavailable_list_writes_nothing(api: tuple[Api, str], tmp_path: Path) -> None:
     state, base = api
     cfg = writer_cfg(tmp_path, base)

@@ -20,7 +20,7 @@ from newsletter.mail.message import PreparedMessage
 from newsletter.mail.sender import Outbox, Progress, SendReport
 from newsletter.mail.tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
 from newsletter.models import Archive
-from newsletter.pacing import on_signals, sleep_unless
+from newsletter.pacing import Steps, on_signals, sleep_unless
 from newsletter.select import IsoWeek
 from newsletter.store import Issue, Mail, Store, utcnow
 
@@ -129,15 +129,17 @@ def send_week(
     retry_failed: bool = False,
     refreeze: bool = False,
     progress: Progress | None = None,
+    pages: Steps | None = None,
     handle_signals: bool = False,
     foreground: bool = False,
 ) -> SendReport:
     """``newsletter send``: approve if needed, queue, and send in this process. With
     ``foreground``, a server outage is waited out for up to ``smtp.outage_max``. With
     ``handle_signals``, SIGTERM and SIGINT stop the claiming of new deliveries; messages in
-    flight finish and are recorded."""
+    flight finish and are recorded. ``progress`` is told the sender's tally, ``pages`` how
+    far the site build before it is."""
     # The page the mail's "view in browser" link opens, with the site around it.
-    site.web_copy(cfg, week)
+    site.web_copy(cfg, week, progress=pages)
     row = ready_to_send(
         cfg, store, load_archive, week, retry_failed=retry_failed, refreeze=refreeze
     )

@@ -12,6 +12,7 @@ from newsletter.archive.sources import local_catalog
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
 from newsletter.files import public_folder
+from newsletter.pacing import Steps
 from newsletter.publish import site
 from newsletter.publish.outputs import SiteBuild, Stop, build_site
 from newsletter.select import IsoWeek
@@ -58,17 +59,22 @@ def build(
     today: dt.date | None = None,
     include: Iterable[IsoWeek] = (),
     stop: Stop | None = None,
+    progress: Steps | None = None,
 ) -> SiteBuild:
     """The feeds and pages of the public folder, from the archive as it stands (each only
-    when its inputs changed)."""
+    when its inputs changed). ``progress`` is told the web pages rendered and the pages to
+    render."""
     today = today or dt.datetime.now(cfg.tz).date()
-    return build_site(cfg, local_catalog(cfg), today, include=include, stop=stop)
+    catalog = local_catalog(cfg)
+    return build_site(cfg, catalog, today, include=include, stop=stop, progress=progress)
 
 
-def web_copy(cfg: Config, week: IsoWeek, *, today: dt.date | None = None) -> list[Path]:
+def web_copy(
+    cfg: Config, week: IsoWeek, *, today: dt.date | None = None, progress: Steps | None = None
+) -> list[Path]:
     """The site with the web copies of ``week``'s issue, finished or not (its neighbours,
     days and the front page with it). Returns the week's pages and the front page."""
-    build(cfg, today=today, include=[week])
+    build(cfg, today=today, include=[week], progress=progress)
     public = cfg.public_path
     pages = [public / site.issue_path(week, lang, cfg.default_lang) for lang in LANGS]
     return [*pages, public / "index.html"]

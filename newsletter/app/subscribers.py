@@ -16,6 +16,7 @@ from email_validator import EmailNotValidError, validate_email
 from newsletter.config import LANGS
 from newsletter.errors import NewsletterError
 from newsletter.models import Problem
+from newsletter.pacing import Steps
 from newsletter.store import SUBSCRIBER_STATUSES, Store
 
 log = logging.getLogger(__name__)
@@ -117,8 +118,11 @@ def _not_utf8(path: Path, data: bytes, exc: UnicodeDecodeError) -> str:
     )
 
 
-def import_csv(store: Store, path: Path, default_lang: str = "ko") -> ImportReport:
-    """Add every good row of a ``email,name,lang`` CSV; report each bad one with its line."""
+def import_csv(
+    store: Store, path: Path, default_lang: str = "ko", *, progress: Steps | None = None
+) -> ImportReport:
+    """Add every good row of a ``email,name,lang`` CSV; report each bad one with its line.
+    ``progress`` is told the lines read after the header and the lines there are."""
     report = ImportReport()
     try:
         data = path.read_bytes()
@@ -135,7 +139,11 @@ def import_csv(store: Store, path: Path, default_lang: str = "ko") -> ImportRepo
             f"{path}:1: the header row must name an 'email' column (email,name,lang)"
         )
     reader.fieldnames = header
+    # Lines, not rows: a quoted field may hold line breaks, and the reader counts lines.
+    lines = text.count("\n") + (0 if text.endswith("\n") else 1) - 1
     while True:
+        if progress is not None:
+            progress(min(reader.line_num - 1, lines), lines)
         try:
             row = next(reader)
         except StopIteration:

@@ -16,7 +16,6 @@ import datetime as dt
 import json
 import logging
 import re
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
@@ -25,7 +24,7 @@ import httpx
 from newsletter.archive.papers import ChatClient, DailyPaper, fetch_full_text
 from newsletter.config import WRITER_API_KEY_ENV, Config
 from newsletter.http import ApiError, RetryPolicy
-from newsletter.pacing import RateLimiter, Stopping, sleep_unless
+from newsletter.pacing import RateLimiter, Steps, Stopping, sleep_unless
 from newsletter.store import Store
 from newsletter.words import one_line
 
@@ -127,13 +126,18 @@ async def summarize_all(
     run: SummaryRun,
     papers: list[DailyPaper],
     cached: dict[str, dict[str, str]],
-    echo: Callable[[str], None] | None,
+    progress: Steps | None = None,
 ) -> None:
     """Summarize ``papers`` into ``cached``, ``writer.concurrency`` at a time, once the
-    first request has been answered."""
+    first request has been answered, telling ``progress`` how many are done (summarized
+    or given up on) of how many."""
     gate = asyncio.Semaphore(run.cfg.writer.concurrency)
+    done = 0
+    if progress is not None and papers:
+        progress(0, len(papers))
 
     async def one(index: int, paper: DailyPaper) -> None:
+        nonlocal done
         if index:
             await run.answered.wait()
         try:
@@ -146,8 +150,9 @@ async def summarize_all(
         if summary is not None:
             cached[paper.arxiv_id] = summary
             run.result.summarized += 1
-            if echo:
-                echo(f"summarized {paper.arxiv_id}: {paper.title}")
+        done += 1
+        if progress is not None:
+            progress(done, len(papers))
 
     await asyncio.gather(*(one(i, p) for i, p in enumerate(papers)))
 

@@ -34,7 +34,6 @@ import json
 import logging
 import re
 import string
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -54,7 +53,7 @@ from newsletter.errors import NewsletterError
 from newsletter.files import PRIVATE_FILE, write_file
 from newsletter.http import ApiError, RetryPolicy
 from newsletter.models import Paper, Section
-from newsletter.pacing import Stopping
+from newsletter.pacing import Steps, Stopping
 from newsletter.store import Store, WriterDay
 from newsletter.words import count
 
@@ -338,15 +337,16 @@ async def write_day(
     dry_run: bool = False,
     policy: RetryPolicy | None = None,
     stopping: Stopping | None = None,
-    echo: Callable[[str], None] | None = None,
+    progress: Steps | None = None,
 ) -> WriteResult:
     """Write ``day``'s digest (see the module docstring). ``store`` may be None only for a
-    dry run (every summary then counts as not cached)."""
+    dry run (every summary then counts as not cached). ``progress`` is told the papers
+    summarized (or given up on) and the papers to summarize."""
     no_key = missing_key(cfg)
     if no_key and not dry_run:
         raise WriterError(no_key)
     return await _write_day(
-        cfg, store, day, dry_run, writer_policy(cfg, policy), stopping or (lambda: False), echo
+        cfg, store, day, dry_run, writer_policy(cfg, policy), stopping or (lambda: False), progress
     )
 
 
@@ -357,7 +357,7 @@ async def _write_day(
     dry_run: bool,
     policy: RetryPolicy,
     stopping: Stopping,
-    echo: Callable[[str], None] | None,
+    progress: Steps | None,
 ) -> WriteResult:
     writer = cfg.writer
     prompt = load_prompt(cfg)
@@ -390,7 +390,7 @@ async def _write_day(
         assert store is not None
         chat = chat_client(cfg, client, policy, stopping)
         run = SummaryRun(cfg, store, client, chat, prompt, key, day, policy, stopping, result)
-        await summarize_all(run, missing, cached, echo)
+        await summarize_all(run, missing, cached, progress)
     if result.refused and not result.summarized:
         # Not a day of papers without summaries: nothing is written until the API accepts.
         raise WriterError(result.refused)

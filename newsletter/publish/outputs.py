@@ -11,19 +11,19 @@ all, and one rendered to the same bytes is not rewritten, so its mtime and ETag 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
+import functools
 import logging
 import os
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Protocol
 
-from newsletter.archive.cache import Catalog, read_checked, write_checked
+from newsletter.archive.cache import Catalog
 from newsletter.config import Config
 from newsletter.files import public_folder
 from newsletter.models import Archive
+from newsletter.pacing import Steps
 from newsletter.publish import site
 from newsletter.publish.feed import ATOM_NAME, JSON_NAME, write_feeds
 from newsletter.publish.issue_feed import (
@@ -32,14 +32,17 @@ from newsletter.publish.issue_feed import (
     feed_weeks,
     write_issue_feeds,
 )
+from newsletter.publish.manifest import FEEDS, PAGES, Manifest, _hash, feed_inputs, page_inputs
 from newsletter.publish.pending import PendingPages
 from newsletter.publish.public_files import remove_pages, write_if_changed
-from newsletter.publish.render import LANGS, LOCALES_DIR, templates_dir
+from newsletter.publish.render import LANGS
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "FEEDS",
+    "PAGES",
     "Manifest",
     "SiteBuild",
     "build_site",
@@ -47,176 +50,6 @@ __all__ = [
     "refresh_feeds",
     "refresh_issue_feeds",
 ]
-
-# The groups of outputs whose links the manifest follows: the daily feeds, which a start
-# writes before listening, and the rest (pages and issues feeds), written after.
-FEEDS, PAGES = "feeds", "pages"
-
-try:
-    VERSION = version("newsletter")
-except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-    VERSION = ""
-
-
-def _hash(*parts: str) -> str:
-    digest = hashlib.sha256()
-    for part in parts:
-        digest.update(part.encode())
-        digest.update(b"\0")
-    return digest.hexdigest()
-
-
-def _files_hash(folders: Iterable[Path], pattern: str) -> str:
-    digest = hashlib.sha256()
-    for folder in folders:
-        for path in sorted(folder.rglob(pattern)):
-            if path.is_file():
-                digest.update(str(path.relative_to(folder)).encode() + b"\0")
-                digest.update(hashlib.sha256(path.read_bytes()).digest())
-    return digest.hexdigest()
-
-
-def page_inputs(cfg: Config) -> str:
-    """What every web copy depends on besides its papers: templates, catalogs, the settings
-    the templates and file names use, and the package version."""
-    email = cfg.email
-    return _hash(
-        VERSION,
-        _files_hash([templates_dir()], "*"),
-        _files_hash([LOCALES_DIR], "*.mo"),
-        email.name,
-        email.intro,
-        email.contact,
-        email.subject_template,
-        email.postal_address,
-        # The contact's {address}: pages show it in their footer.
-        email.from_address,
-        email.reply_to,
-        str(email.thumbnails),
-        repr(email.ko),
-        repr(email.en),
-        cfg.site_url,
-        cfg.default_lang,
-        str(cfg.top_n_weekly),
-        str(cfg.top_n_daily),
-    )
-
-
-def feed_inputs(cfg: Config, catalog: Catalog) -> str:
-    """What the feeds depend on: every digest (first appearances reach back to the start),
-    the compiled catalogs (labels and words in the feed's language), the feed settings
-    and the package version."""
-    return _hash(
-        VERSION,
-        catalog.fingerprint(),
-        _files_hash([LOCALES_DIR], "*.mo"),
-        cfg.language,
-        cfg.site_url,
-        cfg.site_title,
-        cfg.site_subtitle,
-        cfg.author_name,
-        cfg.tag_domain,
-        cfg.timezone,
-        cfg.feed_time,
-        str(cfg.feed_days),
-        str(cfg.top_n_daily),
-    )
-
-
-@dataclass
-class Manifest:
-    """Output path (relative to the public folder) -> [input hash, size, mtime_ns]; the
-    lead papers of each week (``leads``: week -> [input hash, rows]), which the front page
-    shows for every issue without loading every week's digests; and ``links``, the address
-    the daily feeds (``feeds``) and the pages and issues feeds (``pages``) all link to
-    ("" when unknown or mixed: a build for another address wrote some of them)."""
-
-    path: Path
-    public: Path
-    entries: dict[str, list[object]] = field(default_factory=dict)
-    leads: dict[str, list[object]] = field(default_factory=dict)
-    dirty: bool = False
-    links: dict[str, str] = field(default_factory=dict)
-    # The address this process's outputs link to (cfg.site_url).
-    address: str = ""
-
-    @classmethod
-    def load(cls, cfg: Config) -> Manifest:
-        public = cfg.public_path
-        key = hashlib.sha256(str(public.resolve()).encode()).hexdigest()[:16]
-        path = cfg.cache_path / f"outputs-{key}.json"
-        body = read_checked(path)
-        body = body if isinstance(body, dict) else {}
-        entries, leads = body.get("outputs", {}), body.get("leads", {})
-        links = body.get("links", {})
-        return cls(
-            path,
-            public,
-            entries if isinstance(entries, dict) else {},
-            leads if isinstance(leads, dict) else {},
-            links={k: v for k, v in links.items() if isinstance(v, str)}
-            if isinstance(links, dict)
-            else {},
-            address=cfg.site_url,
-        )
-
-    def stale(self, group: str) -> bool:
-        """Whether the outputs of ``group`` (``feeds`` or ``pages``) may link elsewhere
-        than this process's address, or be missing."""
-        return self.links.get(group, "") != self.address
-
-    def settle(self, group: str) -> None:
-        """Every output of ``group`` was just found current or written for this address
-        (their inputs hold the address)."""
-        if self.links.get(group) != self.address:
-            self.links[group] = self.address
-            self.dirty = True
-
-    def current(self, name: str, inputs: str) -> bool:
-        """Whether ``name`` was written from ``inputs`` and is still as it was written."""
-        recorded = self.entries.get(name)
-        if not isinstance(recorded, list) or len(recorded) != 3 or recorded[0] != inputs:
-            return False
-        try:
-            # os.stat on a joined string: the site's check runs for every page of every
-            # daily job, where pathlib's path building cost more than the system call.
-            st = os.stat(f"{self.public}{os.sep}{name}")
-        except OSError:
-            return False
-        return [st.st_size, st.st_mtime_ns] == recorded[1:]
-
-    def record(self, name: str, inputs: str) -> None:
-        st = (self.public / name).stat()
-        self.entries[name] = [inputs, st.st_size, st.st_mtime_ns]
-        self.dirty = True
-        group = FEEDS if name in (ATOM_NAME, JSON_NAME) else PAGES
-        if self.links.get(group, "") != self.address:
-            self.links[group] = ""  # some of them link here now, others maybe elsewhere
-
-    def forget(self, name: str) -> None:
-        """Drop what is recorded of a removed page (and of its week's lead papers)."""
-        found = self.entries.pop(name, None) is not None
-        if name.startswith("issues/"):
-            week = name.removeprefix("issues/").split(".", 1)[0]
-            found = self.leads.pop(week, None) is not None or found
-        self.dirty = self.dirty or found
-
-    def lead_rows(self, week: IsoWeek, inputs: str) -> list[Any] | None:
-        recorded = self.leads.get(str(week))
-        if isinstance(recorded, list) and len(recorded) == 2 and recorded[0] == inputs:
-            rows = recorded[1]
-            return rows if isinstance(rows, list) else None
-        return None
-
-    def record_leads(self, week: IsoWeek, inputs: str, leads: tuple[site.Lead, ...]) -> None:
-        self.leads[str(week)] = [inputs, [lead.to_json() for lead in leads]]
-        self.dirty = True
-
-    def save(self) -> None:
-        if self.dirty:
-            body = {"outputs": self.entries, "leads": self.leads, "links": self.links}
-            write_checked(self.path, body)
-            self.dirty = False
 
 
 def _feed_archive(cfg: Config, catalog: Catalog) -> Archive:
@@ -285,15 +118,20 @@ def _neighbours(items: list[Any]) -> dict[Any, site.Nav[Any]]:
 
 @dataclass
 class _Build:
-    """One pass over the site: what its stages (the front page, the weeks' copies, the
-    days' pages) share."""
+    """One pass over the site: what its stages (the front page, the issues feeds, the
+    weeks' copies, the days' pages) share. Every output is looked at first and the stale
+    ones queued, in that order, so that the number of pages to render is known before the
+    first one is."""
 
     cfg: Config
     catalog: Catalog
     manifest: Manifest
     stop: Stop | None
     pending: PendingPages | None = None
+    progress: Steps | None = None
     common: str = field(init=False)
+    # What to do, in order, with the pages each step renders (the issues feeds: none).
+    queue: list[tuple[int, Callable[[], None]]] = field(default_factory=list)
     rendered: list[Path] = field(default_factory=list)
     unsaved: int = 0
 
@@ -347,66 +185,93 @@ class _Build:
         weeks: list[IsoWeek],
         days_of: dict[IsoWeek, list[dt.date]],
         week_inputs: dict[IsoWeek, str],
-    ) -> bool:
-        """Each week's web copies; False when stopped."""
-        cfg, catalog = self.cfg, self.catalog
+    ) -> None:
+        """Queue each week whose web copies are stale."""
+        cfg = self.cfg
         for week, nav in _neighbours(weeks).items():
-            if self.stopped():
-                return False
-            in_week, inputs = days_of[week], week_inputs[week]
+            inputs = week_inputs[week]
             names = [site.issue_path(week, lang, cfg.default_lang) for lang in LANGS]
-            if self.current(names, inputs):
-                continue
-            try:
-                issue = build_issue(cfg, catalog.load(in_week), week)
-            except NoIssueError:  # pragma: no cover - days_with_papers found a paper
-                continue
-            for lang, name in zip(LANGS, names, strict=True):
-                self.write(name, site.render_issue_page(cfg, issue, lang, nav, in_week), inputs)
-            self.manifest.record_leads(week, inputs, site.leads_of(issue))
-        return True
+            if not self.current(names, inputs):
+                job = functools.partial(self.week, week, days_of[week], nav, inputs)
+                self.queue.append((len(LANGS), job))
 
-    def days(self, days: list[dt.date], published: set[IsoWeek]) -> int | None:
-        """Each day's pages, linked to their week's copy when it is published; how many
-        days were rendered, or None when stopped."""
+    def week(self, week: IsoWeek, in_week: list[dt.date], nav: site.Nav[Any], inputs: str) -> None:
+        cfg = self.cfg
+        try:
+            issue = build_issue(cfg, self.catalog.load(in_week), week)
+        except NoIssueError:  # pragma: no cover - days_with_papers found a paper
+            return
+        for lang in LANGS:
+            name = site.issue_path(week, lang, cfg.default_lang)
+            self.write(name, site.render_issue_page(cfg, issue, lang, nav, in_week), inputs)
+        self.manifest.record_leads(week, inputs, site.leads_of(issue))
+
+    def days(self, days: list[dt.date], published: set[IsoWeek]) -> None:
+        """Queue each day whose pages are stale, linked to their week's copy when it is
+        published."""
         cfg, catalog = self.cfg, self.catalog
-        count = 0
         for day, nav in _neighbours(days).items():
-            if self.stopped():
-                return None
             week = IsoWeek.of(day)
-            linked = str(week) if week in published else ""
+            linked = week if week in published else None
             inputs = _hash(
-                self.common, day.isoformat(), catalog.fingerprint([day]), str(nav), linked
+                self.common,
+                day.isoformat(),
+                catalog.fingerprint([day]),
+                str(nav),
+                str(linked or ""),
             )
             names = [site.day_path(day, lang, cfg.default_lang) for lang in LANGS]
-            if self.current(names, inputs):
-                continue
-            digest = catalog.load([day]).by_date(day)
-            if digest is None:  # pragma: no cover - the summary said it was there
-                continue
-            for lang, name in zip(LANGS, names, strict=True):
-                page = site.render_day_page(cfg, digest, lang, nav, week if linked else None)
-                self.write(name, page, inputs)
-            count += 1
-        return count
+            if not self.current(names, inputs):
+                job = functools.partial(self.day, day, nav, linked, inputs)
+                self.queue.append((len(LANGS), job))
+
+    def day(self, day: dt.date, nav: site.Nav[Any], week: IsoWeek | None, inputs: str) -> None:
+        cfg = self.cfg
+        digest = self.catalog.load([day]).by_date(day)
+        if digest is None:  # pragma: no cover - the summary said it was there
+            return
+        for lang in LANGS:
+            page = site.render_day_page(cfg, digest, lang, nav, week)
+            self.write(site.day_path(day, lang, cfg.default_lang), page, inputs)
+
+    def render(self) -> bool:
+        """Do what is queued, telling ``progress`` in pages; False when stopped."""
+        total = sum(pages for pages, _ in self.queue)
+        done = 0
+        for pages, job in self.queue:
+            if self.progress is not None and total:
+                self.progress(done, total)
+            # The issues feeds (no page) follow the front page at once: a stop waits for them.
+            if pages and self.stopped():
+                return False
+            job()
+            done += pages
+        if self.progress is not None and total:
+            self.progress(total, total)
+        return True
 
     def front_page(
         self, weeks: list[IsoWeek], week_inputs: dict[IsoWeek, str], days: list[dt.date]
     ) -> None:
-        """The front page, in each language: the latest days and every week's leads."""
+        """Queue the front page, in each language, when stale: the latest days and every
+        week's leads."""
         cfg = self.cfg
         inputs = _hash(self.common, *map(str, days[-site.RECENT_DAYS :]), *week_inputs.values())
         names = [site.index_file(lang, cfg.default_lang) for lang in LANGS]
         if self.current(names, inputs):
             return
-        entries = [
-            site.IssueEntry(week, _leads(cfg, self.catalog, self.manifest, week, week_inputs[week]))
-            for week in reversed(weeks)
-        ]
-        recent = list(reversed(days))
-        for lang, name in zip(LANGS, names, strict=True):
-            self.write(name, site.render_index(cfg, lang, entries, recent), inputs)
+
+        def render() -> None:
+            catalog, manifest = self.catalog, self.manifest
+            entries = [
+                site.IssueEntry(week, _leads(cfg, catalog, manifest, week, week_inputs[week]))
+                for week in reversed(weeks)
+            ]
+            recent = list(reversed(days))
+            for lang, name in zip(LANGS, names, strict=True):
+                self.write(name, site.render_index(cfg, lang, entries, recent), inputs)
+
+        self.queue.append((len(LANGS), render))
 
 
 def publish_weeks(
@@ -419,6 +284,7 @@ def publish_weeks(
     include: Iterable[IsoWeek] = (),
     feeds: list[Path] | None = None,
     pending: PendingPages | None = None,
+    progress: Steps | None = None,
 ) -> list[Path]:
     """The website from the archive as it stands: the front page and the issues feeds
     first (they are what a visitor and a reader ask for first), then the web copy of every
@@ -428,9 +294,10 @@ def publish_weeks(
     page is gone), and written only when its bytes changed. Returns the pages rendered (and
     adds the issues feeds written to ``feeds``, if given). A set ``stop`` ends a long build
     between two pages; what is done stays recorded. ``pending`` learns which pages are
-    still to come, and that none is once the pass ends."""
+    still to come, and that none is once the pass ends; ``progress`` is told the pages
+    rendered and the pages to render."""
     own = manifest is None
-    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop, pending)
+    build = _Build(cfg, catalog, manifest or Manifest.load(cfg), stop, pending, progress)
     weeks: list[IsoWeek] = []
     try:
         if not _publish(build, today, set(include), weeks, feeds if feeds is not None else []):
@@ -475,8 +342,12 @@ def _publish(
     if build.stopped():
         return False
     build.front_page(weeks, week_inputs, days)
-    feeds.extend(refresh_issue_feeds(cfg, catalog, today, build.manifest))
-    if not build.weeks(weeks, days_of, week_inputs) or build.days(days, set(weeks)) is None:
+    build.queue.append(
+        (0, lambda: feeds.extend(refresh_issue_feeds(cfg, catalog, today, build.manifest)))
+    )
+    build.weeks(weeks, days_of, week_inputs)
+    build.days(days, set(weeks))
+    if not build.render():
         return False
     if not any(entry.sha256.startswith("!") for entry in catalog.entries):
         # Only from an archive read whole: a folder that cannot be read for a moment
@@ -554,15 +425,19 @@ def build_site(
     *,
     include: Iterable[IsoWeek] = (),
     stop: Stop | None = None,
+    progress: Steps | None = None,
 ) -> SiteBuild:
     """The one build of the public folder, for the daily job, ``newsletter feed``, the
     weekly job and ``send``: the daily feeds, the web copy of every finished week (and of
     the weeks in ``include``, finished or not), the day pages, the front page and the
-    issues feeds, each only when its inputs changed, from the archive as it stands."""
+    issues feeds, each only when its inputs changed, from the archive as it stands.
+    ``progress`` is told the web pages rendered and the pages to render."""
     manifest = Manifest.load(cfg)
     try:
         feeds = refresh_feeds(cfg, catalog, manifest)
-        pages = publish_weeks(cfg, catalog, today, manifest, stop, include=include, feeds=feeds)
+        pages = publish_weeks(
+            cfg, catalog, today, manifest, stop, include=include, feeds=feeds, progress=progress
+        )
     finally:
         manifest.save()
     return SiteBuild(feeds, pages)

@@ -33,7 +33,8 @@ from newsletter.mail.sender import Outbox
 from newsletter.mail.tokens import signing_keys
 from newsletter.pacing import on_signals, sleep_unless
 from newsletter.publish.feed import ATOM_NAME, JSON_NAME
-from newsletter.publish.outputs import FEEDS, PAGES, Manifest, publish_weeks, refresh_feeds
+from newsletter.publish.manifest import FEEDS, PAGES, Manifest
+from newsletter.publish.outputs import publish_weeks, refresh_feeds
 from newsletter.publish.pending import PendingPages
 from newsletter.service.scheduler import (
     JobContext,
