@@ -299,3 +299,176 @@ def test_every_command_closes_the_database_it_opens(
         assert result.exit_code in (0, 1), result.output
         assert len(opened) > before, args
         assert set(map(id, opened)) == set(map(id, closed)), args
+
+
+# --- how far long work is: a bar on a terminal, a line every few seconds elsewhere ---------------
+
+# A bar's marks: escape codes and the bar itself. Neither may reach a pipe or a file.
+ESCAPE = "\x1b"
+BAR = "━"
+
+
+def _newsletter(folder: Path, *args: str, terminal: bool) -> tuple[int, str]:
+    """``newsletter ARGS`` in ``folder`` with standard input, output and error all on a
+    pseudo-terminal (``terminal``) or all on pipes; its exit code and all it wrote."""
+    import fcntl
+    import pty
+    import select
+    import struct
+    import subprocess
+    import sys
+    import termios
+    import time
+
+    from conftest import service_env
+
+    command = [sys.executable, "-m", "newsletter", *args]
+    env = service_env(TERM="xterm-256color", COLUMNS="120")
+    if not terminal:
+        proc = subprocess.run(
+            command, cwd=folder, env=env, stdin=subprocess.DEVNULL, capture_output=True, timeout=120
+        )
+        return proc.returncode, (proc.stdout + proc.stderr).decode("utf-8")
+    leader, follower = pty.openpty()
+    fcntl.ioctl(follower, termios.TIOCSWINSZ, struct.pack("HHHH", 40, 120, 0, 0))
+    child = subprocess.Popen(
+        command, cwd=folder, env=env, stdin=follower, stdout=follower, stderr=follower
+    )
+    os.close(follower)
+    chunks: list[bytes] = []
+    deadline = time.monotonic() + 120
+    try:
+        while time.monotonic() < deadline:
+            if not select.select([leader], [], [], 1.0)[0]:
+                continue
+            try:
+                data = os.read(leader, 65536)
+            except OSError:  # EIO: the child's end of the terminal is closed
+                break
+            if not data:
+                break
+            chunks.append(data)
+        return child.wait(timeout=10), b"".join(chunks).decode("utf-8", "replace")
+    finally:
+        child.kill()
+        os.close(leader)
+
+
+def _many_days(folder: Path, days: int) -> None:
+    """A digest a day for ``days`` days of 2024, one paper each: two web pages a day."""
+    import datetime as dt
+
+    folder.mkdir()
+    for i in range(days):
+        day = dt.date(2024, 1, 1) + dt.timedelta(days=i)
+        (folder / f"{day}.md").write_text(
+            f"## Daily Papers ({day})\n\n### [Paper {i}](https://arxiv.org/abs/2401.{i:05d})\n"
+            f"Vote: {i}\n- What it does.\n",
+            encoding="utf-8",
+        )
+
+
+def test_feed_shows_a_bar_with_counts_on_a_terminal_and_nothing_in_a_pipe(tmp_path: Path) -> None:
+    _many_days(tmp_path / "digests", 120)
+    (tmp_path / "config.toml").write_text('source = "digests"\n', encoding="utf-8")
+    code, out = _newsletter(tmp_path, "feed", terminal=True)
+    assert code == 0, out
+    rendered = re.search(r"public: (\d+) web pages rendered", out)
+    assert rendered is not None, out
+    pages = int(rendered.group(1))
+    assert pages >= 240  # over the few hundred that earn a bar
+    assert ESCAPE in out and BAR in out
+    assert "rendering web pages" in out and f"{pages}/{pages}" in out
+
+    shutil.rmtree(tmp_path / "public")
+    code, out = _newsletter(tmp_path, "feed", terminal=False)
+    assert code == 0, out
+    assert f"public: {pages} web pages rendered" in out
+    assert ESCAPE not in out and BAR not in out and f"/{pages}" not in out
+    # A slow machine may take a progress line (every few seconds): a line, never a bar.
+    assert all(x.startswith("progress: ") for x in out.splitlines() if "rendering" in x)
+
+    # Nothing to render: no bar either, on a terminal.
+    code, out = _newsletter(tmp_path, "feed", terminal=True)
+    assert code == 0 and "0 web pages rendered" in out and ESCAPE not in out, out
+
+
+def test_a_small_feed_build_shows_no_bar(tmp_path: Path) -> None:
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    code, out = _newsletter(tmp_path, "feed", terminal=True)
+    assert code == 0, out
+    assert "web pages rendered" in out and ESCAPE not in out and "rendering" not in out
+
+
+def _readers(path: Path, count: int) -> None:
+    lines = ["email,name,lang", *(f"reader{i}@example.org,Reader {i},ko" for i in range(count))]
+    path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def test_subscribers_import_shows_a_bar_on_a_terminal_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config.toml").write_text("", encoding="utf-8")
+    _readers(tmp_path / "readers.csv", 600)
+    code, out = _newsletter(tmp_path, "subscribers", "import", "readers.csv", terminal=True)
+    assert code == 0, out
+    assert "600 added, 0 already known, 0 skipped" in out
+    assert ESCAPE in out and BAR in out and "importing lines" in out and "600/600" in out
+
+    code, out = _newsletter(tmp_path, "subscribers", "import", "readers.csv", terminal=False)
+    assert code == 0, out
+    assert "0 added, 600 already known, 0 skipped" in out
+    assert ESCAPE not in out and BAR not in out and "/600" not in out
+
+
+def test_send_shows_a_bar_with_its_tally_on_a_terminal_and_nothing_in_a_pipe(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    _readers(tmp_path / "readers.csv", 30)
+    code, out = _newsletter(tmp_path, "subscribers", "import", "readers.csv", terminal=True)
+    assert code == 0 and ESCAPE not in out, out  # 30 lines: no bar
+    code, out = _newsletter(tmp_path, "send", "--week", "2024-W31", terminal=True)
+    assert code == 0, out
+    assert "2024-W31: 30 written to" in out
+    assert ESCAPE in out and BAR in out and "30/30" in out
+    assert "sending: sent 30 · failed 0 · retrying 0" in out
+
+    code, out = _newsletter(tmp_path, "send", "--week", "2024-W21", terminal=False)
+    assert code == 0, out
+    assert "2024-W21: 30 written to" in out
+    assert ESCAPE not in out and BAR not in out and "/30" not in out
+
+
+def test_without_a_terminal_progress_is_a_line_every_few_seconds(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    from newsletter.cli.progress import Meter
+
+    now = [1000.0]
+    meter = Meter(every=5.0, clock=lambda: now[0])
+    small = meter.track("rendering web pages", at_least=200)
+    for done in range(0, 150, 10):
+        now[0] += 10
+        small(done, 150)  # under the threshold: not a word, however long
+    rows = meter.track("importing lines", at_least=100)
+    for done, seconds in ((0, 0.0), (100, 2.0), (200, 3.0), (400, 4.0), (500, 1.0)):
+        now[0] += seconds
+        rows(done, 1000)
+    out, err = capsys.readouterr()
+    assert out == ""
+    # At 5 s: 200 done, 40 a second, 800 left; at 10 s (5 s later, not 4): 500, 50 a second.
+    assert err == (
+        "progress: importing lines: 200 of 1000 (40.0/s, 20s left)\n"
+        "progress: importing lines: 500 of 1000 (50.0/s, 10s left)\n"
+    )
+
+    # Timed from its first report, not from when it was set up.
+    sending = meter.track("sending")
+    now[0] += 60
+    sending(1, 21, "sent 1 · failed 0 · retrying 0")
+    now[0] += 5
+    sending(21, 21, "sent 20 · failed 1 · retrying 0")
+    assert capsys.readouterr().err == (
+        "progress: sending: sent 20 · failed 1 · retrying 0: 21 of 21 (4.2/s, 0s left)\n"
+    )

@@ -25,6 +25,7 @@ from newsletter.cli.base import (
     _votes,
     main,
 )
+from newsletter.cli.progress import meter, page_meter
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.models import Pick
@@ -188,7 +189,8 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
     if not archive.digests:
         raise _Fail(f"no digest in {_looked_in(cfg)}: nothing to put in the feed")
     site_cfg = cfg if out is None else cfg.replace(public_dir=out.resolve())
-    built = site.build(site_cfg)
+    with page_meter() as pages:
+        built = site.build(site_cfg, progress=pages)
     folder = cfg.public_path if out is None else out
     written = {path.name for path in built.feeds}
     for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
@@ -273,8 +275,9 @@ def preview(
     path.write_bytes(data)
     click.echo(str(path))
     if web:
-        for written in site.web_copy(cfg, iso):
-            click.echo(str(written))
+        with page_meter() as pages:
+            copies = site.web_copy(cfg, iso, progress=pages)
+        click.echo("\n".join(map(str, copies)))
     if open_it and not webbrowser.open(path.resolve().as_uri()):
         click.echo(
             f"warning: no web browser could be started here; open {path.resolve()} in one",
@@ -317,7 +320,9 @@ def write(cfg: Config, day: dt.date | None, dry_run: bool) -> None:
     date = day or dt.datetime.now(cfg.tz).date()
     # A dry run reads the summary cache when there is a database, and never creates one.
     store = _existing_store(cfg) if dry_run else _store(cfg)
-    result = asyncio.run(write_day(cfg, store, date, dry_run=dry_run))
+    with meter() as long_work:
+        summarizing = long_work.track("summarizing papers")
+        result = asyncio.run(write_day(cfg, store, date, dry_run=dry_run, progress=summarizing))
     for line in result.plan:
         click.echo(line)
     click.echo(result.summary() + (" (--dry-run: nothing written)" if dry_run else ""))

@@ -4,16 +4,12 @@ one-line failures, options."""
 from __future__ import annotations
 
 import calendar
-import contextlib
 import datetime as dt
 import functools
 import json
 import os
 import re
-import sys
-import time
-from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar, cast
 
@@ -230,58 +226,6 @@ def main(verbose: int) -> None:
     # The database, its WAL, the signing key, the outbox and the archive are private;
     # the public folder's output sets its own modes (newsletter.files).
     os.umask(PRIVATE_UMASK)
-
-
-@contextlib.contextmanager
-def _progress() -> Iterator[Callable[[Counter[str], int], None]]:
-    """A rich progress bar on a terminal; otherwise a plain log line every few seconds."""
-    if sys.stderr.isatty():
-        from rich.console import Console
-        from rich.progress import (
-            BarColumn,
-            MofNCompleteColumn,
-            Progress,
-            TextColumn,
-            TimeRemainingColumn,
-        )
-
-        columns = (
-            TextColumn("{task.description}"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TextColumn("{task.fields[rate]:.0f}/s"),
-            TimeRemainingColumn(),
-        )
-        with Progress(*columns, console=Console(stderr=True), transient=False) as bar:
-            task = bar.add_task("sending", total=None, rate=0.0)
-            started = time.monotonic()
-
-            def update(tally: Counter[str], total: int) -> None:
-                done = tally["sent"] + tally["failed"] + tally["skipped"]
-                elapsed = max(time.monotonic() - started, 1e-6)
-                bar.update(
-                    task,
-                    total=total or None,
-                    completed=done,
-                    rate=tally["sent"] / elapsed,
-                    description=f"sent {tally['sent']} · failed {tally['failed']} · retrying {tally['retrying']}",
-                )
-
-            yield update
-        return
-    last = [time.monotonic()]
-
-    def log_line(tally: Counter[str], total: int) -> None:
-        now = time.monotonic()
-        if now - last[0] >= 5:
-            last[0] = now
-            click.echo(
-                f"progress: {tally['sent']} sent, {tally['failed']} failed, "
-                f"{tally['retrying']} retrying, of {total}",
-                err=True,
-            )
-
-    yield log_line
 
 
 def _store(cfg: Config) -> Store:

@@ -15,12 +15,12 @@ from newsletter.cli.base import (
     _configured,
     _Fail,
     _parse_week,
-    _progress,
     _store,
     _strict,
     _week_option,
     main,
 )
+from newsletter.cli.progress import meter, pages, sending
 from newsletter.config import Config
 from newsletter.select import IsoWeek
 from newsletter.words import count
@@ -102,7 +102,7 @@ def send(
         return
     issues.check_links(cfg, allow_insecure=allow_insecure_links)
     store = _store(cfg)
-    with _progress() as progress:
+    with meter() as long_work:
         report = delivery.send_week(
             cfg,
             store,
@@ -112,7 +112,8 @@ def send(
             wait=not no_wait,
             retry_failed=retry_failed,
             refreeze=refreeze,
-            progress=progress,
+            progress=sending(long_work),
+            pages=pages(long_work),
             handle_signals=True,
             foreground=True,
         )
@@ -350,8 +351,8 @@ def worker(cfg: Config, once: bool, poll: float, allow_insecure_links: bool) -> 
     note = delivery.outbox_note(cfg)
     if note:
         click.echo(f"worker: messages are {note}", err=True)
-    with _progress() as progress:
+    with meter() as long_work:
         sent = delivery.run_worker(
-            cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=progress
+            cfg, _store(cfg), secret_key(cfg), once=once, poll=poll, progress=sending(long_work)
         )
     click.echo(delivery.delivered(cfg, sent))

@@ -13,7 +13,12 @@ from newsletter.cli.base import (
     _store,
     main,
 )
+from newsletter.cli.progress import meter
 from newsletter.config import Config
+
+# An import shows how far it is from this many lines (each is a database write: a few
+# hundred take about a second).
+ROWS_AT_LEAST = 500
 
 
 @main.group("subscribers")
@@ -90,7 +95,9 @@ def subscribers_import(cfg: Config, csv_file: Path) -> None:
     """
     from newsletter.app.subscribers import import_csv
 
-    report = import_csv(_store(cfg), csv_file, cfg.default_lang)
+    with meter() as long_work:
+        rows = long_work.track("importing lines", at_least=ROWS_AT_LEAST)
+        report = import_csv(_store(cfg), csv_file, cfg.default_lang, progress=rows)
     for problem in report.problems:
         click.echo(f"error: {problem}", err=True)
     click.echo(
