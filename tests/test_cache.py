@@ -3,6 +3,7 @@ damaged cache file is rebuilt, never trusted."""
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import shutil
 from pathlib import Path
@@ -201,3 +202,114 @@ def test_the_scan_walks_the_files_the_parser_would_read_in_its_order(tmp_path: P
     assert [rel for rel, _ in walked] == [str(p.relative_to(root)) for p in digest_files(root)]
     single = root / "b.md"
     assert [path for _, path in _walk(single)] == [str(p) for p in digest_files(single)]
+
+
+# --- a digest another program rewrites in place ------------------------------------------------
+
+LAST_DAY = "2024-07-31"  # the seeds' last day: the one the feed shows
+
+
+def _rewrite_in_place(path: Path, data: bytes) -> None:
+    """As a program that writes no temporary file: the same file, emptied, then written."""
+    with path.open("r+b") as out:
+        out.truncate(0)
+        out.write(data)
+
+
+def _feed(tmp_path: Path, folder: Path) -> list[tuple[str, str]]:
+    """Build the feeds from ``folder``; (arXiv URL, title) of each entry of the last day."""
+    import json
+
+    from newsletter.archive.sources import local_catalog
+    from newsletter.config import load_config
+    from newsletter.publish.outputs import refresh_feeds
+
+    config = tmp_path / "config.toml"
+    config.write_text(f'source = "{folder}"\n', encoding="utf-8")
+    cfg = load_config(config, env={})
+    refresh_feeds(cfg, local_catalog(cfg))
+    items = json.loads((cfg.public_path / "feed.json").read_text(encoding="utf-8"))["items"]
+    return [(i["url"], i["title"]) for i in items if i["date_published"].startswith(LAST_DAY)]
+
+
+def test_a_digest_rewritten_in_place_keeps_its_last_good_version_until_whole(
+    tmp_path: Path, folder: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = next(p for p in folder.iterdir() if f"({LAST_DAY})" in p.read_text(encoding="utf-8"))
+    _age_all(folder)
+    before = _feed(tmp_path, folder)
+    assert len(before) == 10 and before[0][1].startswith("Meltemi")
+    new = path.read_bytes().replace(b"[Meltemi:", b"[Meltemi 2:")
+    # Half of it: cut in the middle of a line, as a reader can catch a writer.
+    cut = new.index(b"\nVote: 18") + 4
+    for partial in (b"", new[:cut]):
+        caplog.clear()
+        _rewrite_in_place(path, partial)
+        assert _feed(tmp_path, folder) == before  # the last good version, not a gap
+        assert f"{path} looks half-written" in caplog.text
+        assert "keeping its last good version, 10 papers, until it is whole" in caplog.text
+        assert catalog(tmp_path / "cache", [folder]).problems == ()  # a warning, not an error
+
+    # The rest: read again at once, with its change.
+    caplog.clear()
+    with path.open("ab") as out:
+        out.write(new[cut:])
+    whole = _feed(tmp_path, folder)
+    assert [url for url, _ in whole] == [url for url, _ in before]
+    assert whole[0][1].startswith("Meltemi 2") and "half-written" not in caplog.text
+
+    # A person's edit, whole: the top paper removed, in place. Fewer papers, but complete
+    # and settled: taken as it is.
+    text = new.decode("utf-8")
+    top = text.index("### [Meltemi 2")
+    edited = text[:top] + text[text.index("### ", top + 4) :]
+    _rewrite_in_place(path, edited.encode("utf-8"))
+    after = _feed(tmp_path, folder)
+    assert [url for url, _ in after] == [url for url, _ in before][1:]
+    assert "half-written" not in caplog.text
+
+
+def test_a_digest_left_cut_off_for_long_is_read_as_it_is(tmp_path: Path, folder: Path) -> None:
+    """Only a fresh half is a writer's: one left for a while is what someone made of it."""
+    path = next(p for p in folder.iterdir() if f"({LAST_DAY})" in p.read_text(encoding="utf-8"))
+    _age_all(folder)
+    cache = tmp_path / "cache"
+    assert catalog(cache, [folder]).papers_on(dt.date(2024, 7, 31)) == 10
+    data = path.read_bytes()
+    _rewrite_in_place(path, data[: data.index(b"\nVote: 18") + 4])
+    _age(path, 3600)
+    stale = catalog(cache, [folder])
+    assert stale.papers_on(dt.date(2024, 7, 31)) == 5
+    assert [p.message for p in stale.problems] == ["file ends mid-line (truncated?)"]
+
+
+def test_a_digest_still_being_written_is_read_again_once_it_stops_changing(
+    tmp_path: Path, folder: Path
+) -> None:
+    """Cut between two papers, a half reads like a file with fewer papers: only its stat
+    still moving tells it from a person's edit."""
+    from newsletter.archive.cache import FileEntry, _parse_path
+    from newsletter.archive.settle import cut_short, settle
+
+    path = next(p for p in folder.iterdir() if f"({LAST_DAY})" in p.read_text(encoding="utf-8"))
+    _age_all(folder)
+    cache = tmp_path / "cache"
+    (old,) = [e for e in catalog(cache, [folder]).entries if e.path == str(path)]
+    data = path.read_bytes()
+    cut = data.index(b"\n### ", len(data) // 2) + 1
+
+    def read_again(name: str) -> FileEntry:
+        return _parse_path(cache, name)
+
+    _rewrite_in_place(path, data[:cut])
+    half = _parse_path(cache, str(path))
+    assert cut_short(half, old) == ("5 papers where it had 10", False)
+    with path.open("ab") as out:  # the writer goes on before the file is looked at again
+        out.write(data[cut:])
+    (whole,) = settle([(half, old)], read_again, lambda _: True)
+    assert whole.sha256 == old.sha256 and sum(len(p) for _, p in whole.days) == 10
+
+    # The same half, left as it is: taken as it is, as a person's edit would be.
+    _rewrite_in_place(path, data[:cut])
+    half = _parse_path(cache, str(path))
+    assert settle([(half, old)], read_again, lambda _: True) == [half]

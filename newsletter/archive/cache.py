@@ -13,7 +13,9 @@ mtime falls within :data:`RACY_NS` of the scan that recorded it: a file rewritte
 the same timestamp tick as that scan could show the same stat with other content, so such
 a file is hashed again (as git does with its index). Any other write changes the ctime,
 which no program can set, so a file replaced with the same size and mtime is hashed again
-too, and parsed again only when its hash moved.
+too, and parsed again only when its hash moved. A file that read well before and now reads
+like a cut-off copy of itself (another program rewriting it in place) keeps its last good
+parse until it is whole (:mod:`newsletter.archive.settle`).
 
 The summary lets the service work without holding the whole archive in memory: feeds and
 the weekly pages' input hashes need only ids and votes, and only the days they show are
@@ -43,6 +45,7 @@ from newsletter.archive.cache_format import (
     write_checked,
 )
 from newsletter.archive.digest import DigestError, merge_digests, parse_bytes
+from newsletter.archive.settle import settle
 from newsletter.models import Archive, Digest, Paper, Problem
 
 log = logging.getLogger(__name__)
@@ -262,8 +265,10 @@ class _Scan:
     known: dict[str, FileEntry] = field(default_factory=dict)
     by_sha: dict[str, FileEntry] | None = None
     entries: list[FileEntry] = field(default_factory=list)
-    # Index of an entry in ``entries`` -> its file, to parse once the walk is done.
+    # Index of an entry in ``entries`` -> its file, to parse once the walk is done; and the
+    # entry it had when it read well before (see newsletter.archive.settle).
     pending: dict[int, str] = field(default_factory=dict)
+    before: dict[int, FileEntry] = field(default_factory=dict)
     hashed: int = 0
     outright: int = 0
     changed: bool = False
@@ -286,6 +291,11 @@ class _Scan:
             self.visit(rel, name)
         if self.pending:
             parsed = _parse_all(self.store.root, list(self.pending.values()))
+            parsed = settle(
+                list(zip(parsed, map(self.before.get, self.pending), strict=True)),
+                lambda name: _parse_path(self.store.root, name),
+                lambda old: self.store.parsed_path(old.sha256).exists(),
+            )
             for index, entry in zip(self.pending, parsed, strict=True):
                 self.entries[index] = entry
             self.hashed += self.outright
@@ -345,9 +355,11 @@ class _Scan:
             problems = tuple(Problem(name, p.line, p.message) for p in same.problems)
             self.entries.append(_stat_entry(name, st, sha, problems, same.days))
         else:
-            self.defer(name)
+            self.defer(name, old)
 
-    def defer(self, name: str) -> None:
+    def defer(self, name: str, old: FileEntry | None = None) -> None:
+        if old is not None and old.days:
+            self.before[len(self.entries)] = old
         self.pending[len(self.entries)] = name
         self.entries.append(_unreadable(name, OSError("not parsed")))
 

@@ -19,6 +19,7 @@ from newsletter.models import HF_BASE, Archive, Digest, Media, MediaKind, Paper,
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "CUT_OFF",
     "DigestError",
     "load_archive",
     "merge_digests",
@@ -35,6 +36,11 @@ class DigestError(Exception):
         super().__init__(str(problem))
         self.problem = problem
 
+
+# The problems that say a file was cut off (a copy still being written, or left half-written).
+ENDS_MID_LINE = "file ends mid-line (truncated?)"
+NO_SUMMARY = "paper has no summary (truncated file?)"
+CUT_OFF = (ENDS_MID_LINE, NO_SUMMARY)
 
 _DAY_RE = re.compile(r"##\s*Daily Papers\s*\(\s*(\d{4}-\d{2}-\d{2})\s*\)\s*$")
 _ARXIV_RE = re.compile(
@@ -220,7 +226,7 @@ def _finish(
         return
     built = paper.build()
     if not built.sections:
-        problems.append(Problem(file, built.line, "paper has no summary (truncated file?)"))
+        problems.append(Problem(file, built.line, NO_SUMMARY))
     if day is None:
         return
     previous = day.get(built.arxiv_id)
@@ -281,7 +287,7 @@ def _digests(
     """What :func:`parse_text` read, once its text is read to the end."""
     if not text.endswith("\n"):
         # Every digest writer ends the file with a newline; a missing one means a cut-off copy.
-        problems.append(Problem(file, last_line, "file ends mid-line (truncated?)"))
+        problems.append(Problem(file, last_line, ENDS_MID_LINE))
     if not day_seen:
         raise DigestError(Problem(file, 1, "no '## Daily Papers (YYYY-MM-DD)' heading"))
     if not days and not problems:
