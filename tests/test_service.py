@@ -260,3 +260,30 @@ def test_links_follow_the_process_that_serves_never_a_stopped_one(tmp_path: Path
         assert served.wait(timeout=30) == 0
     log = (site / "serve.log").read_text(encoding="utf-8")
     assert f"listening on {here}; links point to {here} (base_url is not set" in log
+
+
+def test_ctrl_c_on_run_stops_it_and_nothing_follows_stopped(tmp_path: Path) -> None:
+    """SIGINT, as Ctrl-C sends it: the jobs stop, the web app and the sender end, "stopped"
+    is said last and the process exits 0 right after (nothing left to wait for)."""
+    port = free_port()
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    service = start_newsletter(tmp_path, "run", "--port", str(port), log="run.log")
+    try:
+        wait_for_http(f"http://127.0.0.1:{port}/feed.atom", service)
+        httpx.get(f"http://127.0.0.1:{port}/feed.atom", timeout=10)
+        # Let the start-up work end, so that nothing is in flight.
+        log = tmp_path / "run.log"
+        deadline = time.monotonic() + 30
+        while "rendered" not in log.read_text(encoding="utf-8"):
+            assert time.monotonic() < deadline, log.read_text(encoding="utf-8")
+            time.sleep(0.1)
+    finally:
+        service.send_signal(signal.SIGINT)
+        assert service.wait(timeout=30) == 0
+    lines = (tmp_path / "run.log").read_text(encoding="utf-8").splitlines()
+    said = [re.search(r'msg="([^"]*)', x).group(1) for x in lines]  # type: ignore[union-attr]
+    assert said[-1] == "stopped", lines[-5:]
+    stopping = next(i for i, x in enumerate(said) if x.startswith("stopping: "))
+    finished = next(i for i, x in enumerate(said) if x.startswith("Finished server process"))
+    assert stopping < finished < len(said) - 1
+    assert not any("Traceback" in x or "level=error" in x for x in lines), lines
