@@ -85,3 +85,31 @@ class RateLimiter:
         self.next_at = at + self.interval
         if at > now:
             await asyncio.sleep(at - now)
+
+
+def logged_steps(
+    log: Callable[[str], None],
+    what: str,
+    *,
+    every: float = 5.0,
+    clock: Callable[[], float] = time.monotonic,
+) -> Steps:
+    """A :data:`Steps` for work with no terminal to draw on (the service, its log): a line
+    through ``log`` every ``every`` seconds, the first once the work has run that long, so
+    that short work says nothing."""
+    started: float | None = None
+    last = 0.0
+
+    def update(done: int, total: int) -> None:
+        nonlocal started, last
+        now = clock()
+        if started is None:
+            started = last = now
+        if now - last < every or not total:
+            return
+        last = now
+        rate = done / max(now - started, 1e-6)
+        left = f", about {round((total - done) / rate)} s left" if rate > 0 else ""
+        log(f"{what}: {done} of {total} ({rate:.1f}/s{left})")
+
+    return update

@@ -72,3 +72,25 @@ def test_sigterm_sets_the_stop() -> None:
     finally:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
         signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
+def test_logged_steps_says_how_far_long_work_is_every_few_seconds_and_short_work_nothing() -> None:
+    from newsletter.pacing import logged_steps
+
+    now = [100.0]
+    lines: list[str] = []
+    steps = logged_steps(lines.append, "sending", every=5.0, clock=lambda: now[0])
+    for done in range(0, 40):  # 0.5 s a step: 20 s of work
+        steps(done, 40)
+        now[0] += 0.5
+    # One line each 5 s, none before the work has run 5 s.
+    assert len(lines) == 3, lines
+    assert lines[0] == "sending: 10 of 40 (2.0/s, about 15 s left)"
+    assert lines[-1].startswith("sending: 30 of 40")
+
+    short: list[str] = []
+    quick = logged_steps(short.append, "rendering web pages", every=5.0, clock=lambda: now[0])
+    for done in range(10):
+        quick(done, 10)
+        now[0] += 0.1
+    assert short == []

@@ -157,12 +157,18 @@ def send_week(
 
 
 async def resume_sending(
-    cfg: Config, store: Store, key: bytes, *, stop: asyncio.Event
+    cfg: Config,
+    store: Store,
+    key: bytes,
+    *,
+    stop: asyncio.Event,
+    progress: Progress | None = None,
 ) -> list[SendReport]:
     """Carry on every issue being sent, or paused by a server outage whose retry is due,
     from its frozen content, and send the single mails that are due: the outbox's one
-    drain. The ledger makes sure nobody gets a message twice."""
-    _mails, reports = await Outbox(cfg, store, key, stop=stop).drain()
+    drain. The ledger makes sure nobody gets a message twice. ``progress`` is told the
+    sender's tally."""
+    _mails, reports = await Outbox(cfg, store, key, stop=stop, progress=progress).drain()
     return reports
 
 

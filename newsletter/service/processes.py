@@ -32,7 +32,7 @@ from newsletter.errors import NewsletterError
 from newsletter.mail import bounces
 from newsletter.mail.sender import Outbox
 from newsletter.mail.tokens import signing_keys
-from newsletter.pacing import on_signals, sleep_unless
+from newsletter.pacing import logged_steps, on_signals, sleep_unless
 from newsletter.publish.feed import ATOM_NAME, JSON_NAME
 from newsletter.publish.manifest import FEEDS, PAGES, Manifest
 from newsletter.publish.outputs import publish_weeks, refresh_feeds
@@ -42,6 +42,7 @@ from newsletter.service.scheduler import (
     Outcome,
     ensure_jobs,
     installed,
+    logged_sending,
     new_scheduler,
     restore_retries,
     resume_sending,
@@ -107,7 +108,7 @@ class SenderThread:
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
         self._ready.set()
-        outbox = Outbox(self.cfg, self.store, self.key, stop=self._stop)
+        outbox = Outbox(self.cfg, self.store, self.key, stop=self._stop, progress=logged_sending())
         await delivery.keep_draining(outbox, poll=POLL_SECONDS, wake=self._wake)
 
 
@@ -443,7 +444,10 @@ async def _write_site(
         if catalog is None:
             catalog = await _refresh_feeds(cfg)
         today = dt.datetime.now(cfg.tz).date()
-        await asyncio.to_thread(publish_weeks, cfg, catalog, today, None, stop, pending=pending)
+        pages = logged_steps(log.info, "rendering web pages")
+        await asyncio.to_thread(
+            publish_weeks, cfg, catalog, today, None, stop, pending=pending, progress=pages
+        )
     except Exception:
         log.exception("bringing the site up to date failed; the pages stay as they were")
     finally:

@@ -40,6 +40,7 @@ import asyncio
 import contextlib
 import datetime as dt
 import logging
+from collections import Counter
 from collections.abc import Callable, Coroutine, Iterator
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,9 +55,10 @@ from newsletter.archive.sources import FetchOptions, ingest_day, local_catalog
 from newsletter.config import Config, duration_seconds
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import IssueState, describe_pause
-from newsletter.mail.sender import SendReport
+from newsletter.mail.sender import Progress, SendReport
 from newsletter.mail.transport import pid_alive
 from newsletter.models import Archive
+from newsletter.pacing import logged_steps
 from newsletter.publish import outputs
 from newsletter.publish.pending import PendingPages
 from newsletter.select import IsoWeek, NoIssueError
@@ -183,9 +185,21 @@ class Outcome:
     retry_at: dt.datetime | None = None
 
 
+def logged_sending() -> Progress:
+    """The sender's tally in the log every few seconds of a long send (the service, `tick`
+    under cron: no terminal to draw a bar on)."""
+    steps = logged_steps(log.info, "sending")
+
+    def update(tally: Counter[str], total: int) -> None:
+        steps(tally["sent"] + tally["failed"] + tally["skipped"], total)
+
+    return update
+
+
 def refresh_site(cfg: Config, catalog: Catalog, now: dt.datetime) -> None:
     """The feeds and the finished weeks' web copies, each only when its inputs changed."""
-    outputs.build_site(cfg, catalog, now.astimezone(cfg.tz).date())
+    pages = logged_steps(log.info, "rendering web pages")
+    outputs.build_site(cfg, catalog, now.astimezone(cfg.tz).date(), progress=pages)
 
 
 async def post_day(ctx: JobContext, catalog: Catalog, day: dt.date) -> None:
@@ -274,7 +288,13 @@ async def _weekly(ctx: JobContext, fire: dt.datetime, now: dt.datetime) -> Outco
             return Outcome("done", f"{week} is {row.status}: the sender has it")
     elif row is not None:
         report = await delivery.send_issue(
-            ctx.cfg, ctx.store, row, ctx.key, wait=ctx.wait, stop=ctx.stop
+            ctx.cfg,
+            ctx.store,
+            row,
+            ctx.key,
+            wait=ctx.wait,
+            stop=ctx.stop,
+            progress=logged_sending(),
         )
         detail = delivery.describe(ctx.cfg, report)
         if report.stopped:
@@ -389,7 +409,9 @@ async def resume_sending(ctx: JobContext) -> list[SendReport]:
     paused by an outage whose retry is due, from its frozen content, and the single mails;
     the ledger makes sure nobody gets a message twice. A send left paused is said in a
     warning, with when the server is tried next. Returns a report per issue taken."""
-    reports = await delivery.resume_sending(ctx.cfg, ctx.store, ctx.key, stop=ctx.stop)
+    reports = await delivery.resume_sending(
+        ctx.cfg, ctx.store, ctx.key, stop=ctx.stop, progress=logged_sending()
+    )
     for report in reports:
         if report.status == IssueState.PAUSED:
             row = await asyncio.to_thread(ctx.store.get_issue, report.week)
@@ -524,6 +546,7 @@ async def start_up(ctx: JobContext, catalog: Catalog, pending: PendingPages | No
             None,
             ctx.stop,
             pending=pending,
+            progress=logged_steps(log.info, "rendering web pages"),
         )
     except Exception:
         log.exception("writing the web copies failed; the daily job tries again")
