@@ -178,6 +178,27 @@ def test_subscribe_confirm_and_unsubscribe_by_the_pages_own_buttons(
     assert store.get_subscriber(id=sub.id).status == "unsubscribed"  # type: ignore[union-attr]
 
 
+def test_the_front_pages_subscribe_form_gets_through(
+    web: tuple[Config, Store, httpx.Client],  # noqa: F811
+    browser: Browser,
+) -> None:
+    """Every public page carries the subscribe form: a page sent with no-referrer would
+    make the browser post ``Origin: null``, and the subscription would be refused."""
+    import datetime as dt
+
+    from newsletter.app.site import build
+
+    cfg, store, client = web
+    base = str(client.base_url).rstrip("/")
+    # The pages' form posts to the site's own address: here, the test server's.
+    build(cfg.replace(base_url=f"{base}/"), today=dt.date(2024, 8, 5))
+    browser.open(f"{base}/")
+    browser.run("document.getElementById('subscribe-email').value = 'front@example.org'")
+    assert "확인 링크를 보냈습니다" in browser.press("form button")
+    sub = store.get_subscriber(email="front@example.org")
+    assert sub is not None and sub.status == "pending"
+
+
 def test_the_preferences_page_changes_the_language_then_unsubscribes(
     web: tuple[Config, Store, httpx.Client],  # noqa: F811
     browser: Browser,

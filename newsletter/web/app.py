@@ -391,13 +391,20 @@ _FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/preferences/", "/ap
 _COMMON = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
 ]
+# Every page carries the subscribe form, and browsers post a form from a no-referrer page
+# with "Origin: null", which the same-origin check refuses. same-origin tells other sites
+# no more than no-referrer does; what is not a page keeps no-referrer.
+_REFERRERS = {True: b"same-origin", False: b"no-referrer"}
 
 
-def _csp(path: str, headers: list[tuple[bytes, bytes]]) -> bytes:
+def _is_page(headers: list[tuple[bytes, bytes]]) -> bool:
     content_type = next((v for k, v in headers if k.lower() == b"content-type"), b"")
-    if not content_type.startswith(b"text/html"):
+    return content_type.startswith(b"text/html")
+
+
+def _csp(path: str, page: bool) -> bytes:
+    if not page:
         return _CSP_OTHER.encode()
     return (_CSP_FORM if path.startswith(_FORM_PAGES) else _CSP_PAGE).encode()
 
@@ -419,8 +426,11 @@ class SecurityHeaders:
                 headers = list(message.get("headers", []))
                 present = {k.lower() for k, _ in headers}
                 headers += [(k, v) for k, v in _COMMON if k not in present]
+                page = _is_page(headers)
+                if b"referrer-policy" not in present:
+                    headers.append((b"referrer-policy", _REFERRERS[page]))
                 if b"content-security-policy" not in present:
-                    headers.append((b"content-security-policy", _csp(path, headers)))
+                    headers.append((b"content-security-policy", _csp(path, page)))
                 message = {**message, "headers": headers}
             await send(message)
 
