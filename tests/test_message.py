@@ -28,6 +28,7 @@ from newsletter.mail.message import (
     _SlottedBase64,
     _SlottedText,
     build_message,
+    confirmation_message,
     is_wire_ready,
     message_template,
     unsubscribe_url,
@@ -536,15 +537,29 @@ def _production_message(cfg: Config, archive: Archive, week: str, lang: str) -> 
     )
 
 
-@pytest.mark.parametrize("lang", ["ko", "en"])
-@pytest.mark.parametrize("week", ["2024-W05", "2024-W21", "2024-W31"])
-def test_spamassassin_scores_the_issue_at_most_half_a_point(
-    cfg: Config, seeds_archive: Archive, week: str, lang: str
-) -> None:
+def _production_confirmation(cfg: Config, lang: str) -> bytes:
+    """The confirmation mail of a deployed newsletter, as it goes out over SMTP."""
+    cfg = cfg.replace(
+        base_url=PRODUCTION["base_url"],
+        email=dataclasses.replace(
+            cfg.email, from_address=PRODUCTION["from_address"], contact=PRODUCTION["contact"]
+        ),
+    )
+    return confirmation_message(
+        _over_smtp(cfg),
+        lang=lang,
+        to_address="reader@example.com",
+        to_name="",
+        confirm_url=f"{cfg.site_url}confirm/{'t' * 40}",
+        valid_days=7,
+    ).data
+
+
+def _spamassassin(data: bytes) -> tuple[float, str, str]:
+    """SpamAssassin's score, the rules that fired and its whole X-Spam-Status."""
     binary = shutil.which("spamassassin")
     if binary is None:
         need_service("spamassassin", "not installed")
-    data = _production_message(cfg, seeds_archive, week, lang)
     # -L: local tests only (no network lookups), with the default rules.
     run = subprocess.run(
         [str(binary), "-L", "-t"], input=data, capture_output=True, timeout=180, check=False
@@ -554,20 +569,15 @@ def test_spamassassin_scores_the_issue_at_most_half_a_point(
     assert status is not None, run.stdout[-2000:]
     match = re.search(r"score=(-?\d+(?:\.\d+)?)\s.*tests=(.*?)(?:\s+autolearn|$)", status, re.S)
     assert match is not None, status
-    score, rules = float(match.group(1)), match.group(2).replace("\n", "").replace("\t", "")
-    assert score <= 0.5, status
-    assert not [rule for rule in TEMPLATE_RULES if rule in rules], status
+    rules = match.group(2).replace("\n", "").replace("\t", "")
+    return float(match.group(1)), rules, str(status)
 
 
-@pytest.mark.parametrize("lang", ["ko", "en"])
-@pytest.mark.parametrize("week", ["2024-W05", "2024-W21", "2024-W31"])
-def test_rspamd_takes_no_action_on_the_issue(
-    cfg: Config, seeds_archive: Archive, week: str, lang: str
-) -> None:
+def _rspamd(data: bytes) -> tuple[str, float, dict[str, float]]:
+    """rspamd's action, score and the symbols that scored."""
     binary = shutil.which("rspamc")
     if binary is None:
         need_service("rspamd", "rspamc is not installed")
-    data = _production_message(cfg, seeds_archive, week, lang)
     # As handed over by the sender's own relay on the same host.
     run = subprocess.run(
         [
@@ -587,9 +597,67 @@ def test_rspamd_takes_no_action_on_the_issue(
     if "error" in result or "action" not in result:
         need_service("rspamd", f"{RSPAMD} answered {result}")
     fired = {name: s["score"] for name, s in result["symbols"].items() if s["score"]}
-    assert result["action"] == "no action", fired
-    assert result["score"] < 1.0, fired
+    return result["action"], result["score"], fired
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+@pytest.mark.parametrize("week", ["2024-W05", "2024-W21", "2024-W31"])
+def test_spamassassin_scores_the_issue_at_most_half_a_point(
+    cfg: Config, seeds_archive: Archive, week: str, lang: str
+) -> None:
+    score, rules, status = _spamassassin(_production_message(cfg, seeds_archive, week, lang))
+    assert score <= 0.5, status
+    assert not [rule for rule in TEMPLATE_RULES if rule in rules], status
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+@pytest.mark.parametrize("week", ["2024-W05", "2024-W21", "2024-W31"])
+def test_rspamd_takes_no_action_on_the_issue(
+    cfg: Config, seeds_archive: Archive, week: str, lang: str
+) -> None:
+    action, score, fired = _rspamd(_production_message(cfg, seeds_archive, week, lang))
+    assert action == "no action", fired
+    assert score < 1.0, fired
     assert not [rule for rule in TEMPLATE_RULES if any(rule in name for name in fired)], fired
+
+
+# What the confirmation once drew: a Korean subject whose only Latin letters were the
+# name's capitals, and ASCII text in base64.
+CONFIRMATION_RULES = ("SUBJ_ALL_CAPS", "MIME_BASE64_TEXT_BOGUS")
+
+
+@pytest.mark.parametrize(
+    ("lang", "subject", "cte"),
+    [
+        ("ko", "구독을 확인해 주세요: 주간 HF 논문 (papers.hfkorea.org)", "base64"),
+        ("en", "Confirm your subscription: HF Papers weekly (papers.hfkorea.org)", "7bit"),
+    ],
+)
+def test_the_confirmation_names_the_site_and_sends_ascii_as_it_is(
+    cfg: Config, lang: str, subject: str, cte: str
+) -> None:
+    data = _production_confirmation(cfg, lang)
+    mail = _parse(data)
+    assert mail["Subject"] == subject
+    assert mail["Content-Transfer-Encoding"] == cte
+    assert f"https://papers.hfkorea.org/confirm/{'t' * 40}" in mail.get_content().splitlines()
+    if cte == "7bit":
+        assert b"\r\nhttps://papers.hfkorea.org/confirm/" in data  # unencoded, whole
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_spamassassin_scores_the_confirmation_like_the_issue(cfg: Config, lang: str) -> None:
+    score, rules, status = _spamassassin(_production_confirmation(cfg, lang))
+    assert score <= 0.5, status
+    assert not [rule for rule in CONFIRMATION_RULES if rule in rules], status
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_rspamd_takes_no_action_on_the_confirmation(cfg: Config, lang: str) -> None:
+    action, score, fired = _rspamd(_production_confirmation(cfg, lang))
+    assert action == "no action", fired
+    assert score < 1.0, fired
+    assert not [rule for rule in CONFIRMATION_RULES if rule in fired], fired
 
 
 def test_an_encoded_word_in_a_title_is_not_decoded_by_readers(
