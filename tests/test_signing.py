@@ -26,7 +26,13 @@ from hypothesis import strategies as st
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.mail.message import confirmation_message, message_template
-from newsletter.mail.signing import OVERSIGNED, Signer, body_hash, relaxed_header, sign_message
+from newsletter.mail.signing import (
+    OVERSIGNED,
+    Signer,
+    body_hash,
+    relaxed_header,
+    sign_message,
+)
 from newsletter.publish.render import RenderedIssue, render_issue
 from newsletter.select import IsoWeek, build_issue
 
@@ -73,12 +79,6 @@ def _tags(data: bytes, index: int = 0) -> dict[str, str]:
     fields = re.findall(rb"(?im)^DKIM-Signature:([^\r\n]*(?:\r\n[ \t][^\r\n]*)*)", data)
     value = re.sub(r"\s+", "", fields[index].decode("ascii"))
     return dict(tag.split("=", 1) for tag in value.split(";") if tag)
-
-
-def _add_header(data: bytes, field: bytes) -> bytes:
-    """``data`` with ``field`` inserted just before the first blank line."""
-    head, _, body = data.partition(b"\r\n\r\n")
-    return head + b"\r\n" + field + b"\r\n\r\n" + body
 
 
 # -- canonicalization (RFC 6376, section 3.4.6, and edge cases) ------------------------------
@@ -145,10 +145,12 @@ def test_signature_header_is_folded_crlf_and_over_signs(
     assert rsa_tags["c"] == "relaxed/relaxed" and rsa_tags["d"] == DKIM_DOMAIN
     assert rsa_tags["bh"] == ed_tags["bh"]
     signed = [name.lower() for name in rsa_tags["h"].split(":")]
-    for name in OVERSIGNED:  # each is in the message once, so listed twice
-        assert signed.count(name.lower()) == 2, name
-    for name in ("reply-to", "mime-version", "content-type"):
-        assert signed.count(name) == 1, name
+    present = [line.split(b":")[0].decode().lower() for line in head.split(b"\r\n")[1:]]
+    for name in OVERSIGNED:  # once more than the message has it (absent: once)
+        assert signed.count(name.lower()) == present.count(name.lower()) + 1, name
+    for name in ("reply-to", "mime-version", "content-type", "list-archive", "precedence"):
+        assert signed.count(name) == 2, name
+    assert signed.count("x-auto-response-suppress") == 1
     assert "dkim-signature" not in signed
 
 
@@ -161,8 +163,8 @@ def test_headers_added_before_signing_are_signed(issue_cfg: Config, dkim_key) ->
         b"List-Archive: <https://news.example.org/>\r\nReceived: from x\r\n\r\nbody\r\n"
     )
     signed = [n.lower() for n in _tags(signer.sign(message))["h"].split(":")]
-    for name in ("precedence", "x-auto-response-suppress", "list-archive"):
-        assert signed.count(name) == 1
+    assert signed.count("x-auto-response-suppress") == 1
+    assert signed.count("precedence") == signed.count("list-archive") == 2  # over-signed
     assert "received" not in signed
 
 
@@ -280,27 +282,86 @@ def test_both_signatures_verify_in_both_verifiers(
     assert dkim_verifiers.verdicts(data) == BOTH_PASS
 
 
-@pytest.mark.parametrize(
-    "field",
-    [
-        b"Subject: =?utf-8?b?7ZWc6rWt7Ja0?= urgent",
-        b"To: victim@example.org",
-        b"From: ceo@news.example.org",
-        b"List-Unsubscribe: <https://evil.example/>",
-        b"Reply-To: evil@example.org",
-    ],
+# One more of each of these, put on top of a signed message by whoever replays it, must
+# break both signatures: what it claims to be from and for, where replies and threads go,
+# how its body is read, the list's links, and its bulk marking.
+REPLAYED = (
+    b"From: ceo@news.example.org",
+    b"Sender: ceo@news.example.org",
+    b"Reply-To: evil@example.org",
+    b"To: victim@example.org",
+    b"Cc: victim@example.org",
+    b"Subject: =?utf-8?b?7ZWc6rWt7Ja0?= urgent",
+    b"Date: Mon, 01 Jan 2024 00:00:00 +0000",
+    b"Message-ID: <replay@evil.example>",
+    b"In-Reply-To: <thread@evil.example>",
+    b"References: <thread@evil.example>",
+    b"MIME-Version: 1.0",
+    b"Content-Type: text/plain; charset=us-ascii",
+    b"Content-Transfer-Encoding: 7bit",
+    b"List-Id: <other.evil.example>",
+    b"List-Archive: <https://evil.example/>",
+    b"List-Unsubscribe: <https://evil.example/>",
+    b"List-Unsubscribe-Post: List-Unsubscribe=One-Click",
+    b"List-Help: <https://evil.example/>",
+    b"List-Subscribe: <https://evil.example/>",
+    b"List-Post: <mailto:all@evil.example>",
+    b"List-Owner: <mailto:owner@evil.example>",
+    b"Precedence: list",
 )
-def test_an_added_header_breaks_both_signatures(
-    signing_cfg: Config,
-    rendered: RenderedIssue,
-    dkim_verifiers: DkimVerifiers,
-    field: bytes,
+# What relays add on top: it must leave the signatures intact.
+TRACE = (b"Received: from relay.example.org by mx.example.org", b"X-Spam-Score: 0.0")
+
+
+def _replays_of(data: bytes, verifiers: DkimVerifiers) -> dict[str, object]:
+    """Header name -> dkimpy's verdicts on both signatures and Mail::DKIM's result for the
+    RSA one, once that header is put on top of ``data``; for each of REPLAYED and TRACE."""
+    out: dict[str, object] = {}
+    for field in REPLAYED + TRACE:
+        copy = field + b"\r\n" + data
+        name = field.split(b":")[0].decode()
+        out[name] = (verifiers.dkimpy(copy), verifiers.mail_dkim(copy)["mail"][0])
+    return out
+
+
+def _expected_replays() -> dict[str, object]:
+    expected: dict[str, object] = {}
+    for fields, verdicts, result in ((REPLAYED, BOTH_FAIL, "fail"), (TRACE, BOTH_PASS, "pass")):
+        expected.update({f.split(b":")[0].decode(): (verdicts, result) for f in fields})
+    return expected
+
+
+@pytest.mark.parametrize("reply_to", ["", "editor@news.example.org"])
+def test_a_header_added_on_top_of_an_issue_breaks_both_signatures(
+    signing_cfg: Config, rendered: RenderedIssue, dkim_verifiers: DkimVerifiers, reply_to: str
 ) -> None:
-    data = _issue_message(signing_cfg, rendered)
-    if field.startswith(b"Reply-To"):  # signed only when present: add a second one
-        data = _issue_message(_email(signing_cfg, reply_to="editor@news.example.org"), rendered)
+    """Over-signing: each header of REPLAYED is signed once more than the message has it
+    (absent ones as absent), so one more of it is a change."""
+    data = _issue_message(_email(signing_cfg, reply_to=reply_to), rendered)
+    assert (b"\r\nReply-To: " in data) == bool(reply_to)
     assert dkim_verifiers.verdicts(data) == BOTH_PASS
-    assert dkim_verifiers.verdicts(_add_header(data, field)) == BOTH_FAIL
+    assert _replays_of(data, dkim_verifiers) == _expected_replays()
+
+
+@pytest.mark.parametrize("lang", ["ko", "en"])
+def test_a_header_added_on_top_of_a_confirmation_breaks_both_signatures(
+    signing_cfg: Config, dkim_verifiers: DkimVerifiers, lang: str
+) -> None:
+    """The confirmation mail as it goes out over SMTP: Korean in base64, English 7bit."""
+    cfg = signing_cfg.replace(smtp=dataclasses.replace(signing_cfg.smtp, host="smtp.example.org"))
+    message = confirmation_message(
+        cfg,
+        lang=lang,
+        to_address="kim@example.org",
+        to_name="",
+        confirm_url="https://news.example.org/confirm/abc",
+        valid_days=7,
+    )
+    data = sign_message(cfg, message.data)
+    cte = b"7bit" if lang == "en" else b"base64"
+    assert b"\r\nContent-Transfer-Encoding: " + cte + b"\r\n" in data
+    assert dkim_verifiers.verdicts(data) == BOTH_PASS
+    assert _replays_of(data, dkim_verifiers) == _expected_replays()
 
 
 def test_a_changed_body_breaks_both_signatures(

@@ -7,7 +7,7 @@ pure-Python RSA signature took about 10 ms and capped the sending rate.
 The signed-header list ``h=`` is taken from the message itself: every header it has,
 except those relays add or rewrite in transit, plus one more instance of each header in
 :data:`OVERSIGNED` than the message has. An instance listed but absent signs as empty, so
-a second Subject or From added on the way breaks the signature.
+a second Subject, From, Reply-To or Content-Type added on the way breaks the signature.
 """
 
 from __future__ import annotations
@@ -43,16 +43,33 @@ __all__ = [
     "signing_domain",
 ]
 
-# Signed once more than present: adding another one of these invalidates the signature.
+# Signed once more than present, absent ones as absent, so that a copy replayed with one
+# more of any of them fails: who it is from and for, where replies go, what it answers, how
+# its body reads (a second Content-Type or Content-Transfer-Encoding on top is the one many
+# readers obey), the list's links, and the bulk marking (RFC 6376, sections 5.4.1 and 5.4.2).
 OVERSIGNED = (
     "From",
+    "Sender",
+    "Reply-To",
     "To",
+    "Cc",
     "Subject",
     "Date",
     "Message-ID",
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+    "List-Id",
+    "List-Archive",
     "List-Unsubscribe",
     "List-Unsubscribe-Post",
-    "List-Id",
+    "List-Help",
+    "List-Subscribe",
+    "List-Post",
+    "List-Owner",
+    "Precedence",
 )
 # Never signed: what RFC 6376 (section 5.4.1) says not to sign (Return-Path, Received,
 # Comments, Keywords), Bcc (removed on the way), and the trace and result headers that
