@@ -504,3 +504,41 @@ def test_a_start_after_kill_9_clears_the_files_a_dead_writer_left_in_outbox_tmp(
     assert f"3 written to {tmp.parent / 'new'} (no SMTP host set)" in out
     assert sorted(p.name for p in tmp.iterdir()) == [live.name]
     assert clean_maildir_tmp(tmp.parent) == 0
+
+
+@pytest.mark.parametrize(
+    ("dkim_domain", "over_smtp", "warns"),
+    [("example.org", True, False), ("example.net", True, True), ("example.net", False, False)],
+    ids=["aligned", "not-aligned", "not-aligned-into-the-outbox"],
+)
+def test_a_real_send_warns_when_dmarc_would_not_count_the_dkim_signature(
+    tmp_path: Path,
+    smtp_server: tuple[FaultySmtpHandler, int],
+    dkim_key: tuple[bytes, bytes],
+    dkim_domain: str,
+    over_smtp: bool,
+    warns: bool,
+) -> None:
+    """From news.example.org, signed as d=example.org: aligned (its parent domain). Signed
+    as d=example.net: one warning naming both, for a real send only."""
+    handler, port = smtp_server
+    (tmp_path / "dkim.pem").write_bytes(dkim_key[0])
+    config = _config(tmp_path, port if over_smtp else None)
+    with config.open("a") as fh:
+        fh.write(
+            '[email]\nfrom_address = "weekly@news.example.org"\ndkim_selector = "mail"\n'
+            f'dkim_key_file = "dkim.pem"\ndkim_domain = "{dkim_domain}"\n'
+        )
+    store = open_store("sqlite:///newsletter.db", tmp_path)
+    _subscribe(store, 2)
+    proc = run_newsletter(config, "send", "--week", WEEK, INSECURE)
+    _out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 0, err
+    assert len(handler.counts()) == (2 if over_smtp else 0)
+    warning = (
+        "email.dkim_domain example.net is not aligned with the domain of email.from_address "
+        "news.example.org: receivers applying DMARC will not count the DKIM signature"
+    )
+    assert err.count(warning) == (1 if warns else 0), err
+    assert ("DMARC" in err) == warns
+    store.close()

@@ -29,6 +29,7 @@ from newsletter.mail.message import confirmation_message, message_template
 from newsletter.mail.signing import (
     OVERSIGNED,
     Signer,
+    alignment_problem,
     body_hash,
     relaxed_header,
     sign_message,
@@ -266,6 +267,41 @@ def test_ed25519_settings_are_checked(
 def test_no_key_configured_signs_nothing(issue_cfg: Config) -> None:
     assert Signer.from_config(issue_cfg) is None
     assert sign_message(issue_cfg, b"Subject: x\r\n\r\nbody\r\n") == b"Subject: x\r\n\r\nbody\r\n"
+
+
+# -- DMARC alignment ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("sender", "domain", "aligned"),
+    [
+        ("news.example.org", "", True),  # d= is the From domain
+        ("news.example.org", "example.org", True),  # its parent
+        ("example.org", "news.example.org", True),  # its subdomain
+        ("news.example.org", "mail.example.org", True),  # same registered domain
+        ("News.Example.ORG", "example.org.", True),
+        ("news.example.co.kr", "example.co.kr", True),
+        ("news.example.org", "example.net", False),
+        ("news.example.co.kr", "co.kr", False),  # a public suffix: anyone's parent
+        ("alice.github.io", "bob.github.io", False),  # two sites under a shared suffix
+    ],
+)
+def test_signing_domain_aligned_with_the_from_domain(
+    signing_cfg: Config, sender: str, domain: str, aligned: bool
+) -> None:
+    cfg = _email(signing_cfg, from_address=f"weekly@{sender}", dkim_domain=domain)
+    problem = alignment_problem(cfg)
+    assert (problem == "") == aligned, problem
+    if not aligned:
+        assert problem.startswith(
+            f"email.dkim_domain {domain} is not aligned with the domain of "
+            f"email.from_address {sender.lower()}: "
+        )
+        assert "\n" not in problem
+
+
+def test_nothing_signed_nothing_to_align(issue_cfg: Config) -> None:
+    assert alignment_problem(_email(issue_cfg, dkim_domain="example.net")) == ""
 
 
 # -- both verifiers, through a real DNS server ---------------------------------------------------

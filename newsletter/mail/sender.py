@@ -39,6 +39,7 @@ from newsletter.mail.breaker import Breaker
 from newsletter.mail.chat import ChatSetupError, ChatTransport
 from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import HeaderError
+from newsletter.mail.signing import alignment_problem, sign_message
 from newsletter.mail.tokens import (
     PREFERENCES,
     UNSUBSCRIBE,
@@ -143,6 +144,8 @@ class Lane:
 
     async def run(self) -> Counter[str]:
         await self.outbox.recover()
+        if not self.chat:
+            self.outbox.check_signing()
         if self.issue_id is not None:
             self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
         count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
@@ -428,6 +431,7 @@ class Outbox:
         # Issues this drain has taken up, so that the log says so once per process.
         self._taken: set[int] = set()
         self._recovered = False
+        self._signing_checked = not cfg.smtp.host
         self._chat_held_until = 0.0
         self.base_delay = max(cfg.smtp.retry_base_seconds, 0.05)
         self.max_delay = max(span_seconds(cfg.smtp.outage_retry_max), self.base_delay)
@@ -443,6 +447,13 @@ class Outbox:
         await asyncio.to_thread(self.store.release_dead_local_leases, pid_alive)
         if not self.cfg.smtp.host:
             await asyncio.to_thread(clean_maildir_tmp, self.cfg.outbox_path)
+
+    def check_signing(self) -> None:
+        """Say once, as a real send starts, if receivers applying DMARC would not count its
+        DKIM signature (the Maildir outbox, for trying things out, is not checked)."""
+        if not self._signing_checked and (problem := alignment_problem(self.cfg)):
+            log.warning("%s", problem)
+        self._signing_checked = True
 
     def outage_delay(self, row: Issue | None) -> float:
         """How long to wait before trying the server again: ``smtp.retry_base_seconds``
@@ -585,6 +596,4 @@ class Outbox:
 
 
 def _signer(cfg: Config) -> Sign:
-    from newsletter.mail.signing import sign_message
-
     return lambda data: sign_message(cfg, data)

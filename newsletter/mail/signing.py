@@ -8,6 +8,9 @@ The signed-header list ``h=`` is taken from the message itself: every header it 
 except those relays add or rewrite in transit, plus one more instance of each header in
 :data:`OVERSIGNED` than the message has. An instance listed but absent signs as empty, so
 a second Subject, From, Reply-To or Content-Type added on the way breaks the signature.
+
+Receivers applying DMARC count a signature only when its ``d=`` domain is aligned with
+the From domain: :func:`alignment_problem` says when it is not.
 """
 
 from __future__ import annotations
@@ -26,6 +29,7 @@ from pathlib import Path
 from cryptography.exceptions import UnsupportedAlgorithm
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, padding, rsa
+from publicsuffixlist import PublicSuffixList
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
@@ -36,6 +40,7 @@ __all__ = [
     "OVERSIGNED",
     "DkimKey",
     "Signer",
+    "alignment_problem",
     "body_hash",
     "load_key",
     "relaxed_header",
@@ -255,6 +260,39 @@ def _selector(setting: str, value: str) -> str:
 def signing_domain(cfg: Config) -> str:
     """The ``d=`` domain: ``email.dkim_domain``, else the sender's domain ('' if none)."""
     return (cfg.email.dkim_domain or cfg.email.from_address.rpartition("@")[2]).strip()
+
+
+def alignment_problem(cfg: Config) -> str:
+    """Why receivers applying DMARC would not count the signature, in one line: the
+    ``d=`` domain is not aligned with the From domain. '' when it is, or when nothing is
+    signed.
+
+    Relaxed alignment (RFC 7489, section 3.1.1), what DMARC records ask for unless they
+    say ``adkim=s``: both domains have the same organizational domain, the one just below
+    a public suffix of the Public Suffix List (``example.org`` for ``news.example.org``,
+    ``example.co.kr`` for ``mail.example.co.kr``).
+    """
+    email = cfg.email
+    if not (email.dkim_key_file or email.dkim_ed25519_key_file):
+        return ""
+    signing = signing_domain(cfg).lower().rstrip(".")
+    sender = email.from_address.rpartition("@")[2].strip().lower().rstrip(".")
+    if signing == sender:
+        return ""
+    organizational = _public_suffixes().privatesuffix
+    if organizational(signing) is not None and organizational(signing) == organizational(sender):
+        return ""
+    return (
+        f"email.dkim_domain {signing} is not aligned with the domain of email.from_address "
+        f"{sender}: receivers applying DMARC will not count the DKIM signature (sign with "
+        "the From domain, or a domain under the same registered domain)"
+    )
+
+
+@lru_cache(maxsize=1)
+def _public_suffixes() -> PublicSuffixList:
+    # The list the package ships (kept current by its releases): never fetched at run time.
+    return PublicSuffixList()
 
 
 # -- the signer --------------------------------------------------------------------------------
