@@ -22,6 +22,7 @@ import hmac
 import json
 import logging
 import re
+from collections.abc import Callable
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
@@ -124,6 +125,12 @@ class BounceWebhook:
             self._key = signing_keys(self.cfg)
         return self._store, self._key
 
+    def close(self) -> None:
+        """Close the store, if it was opened (the app is shutting down)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def _authorized(self, request: Request, token: str) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")
         # Constant time: the comparison must not tell how much of a guess was right.
@@ -162,5 +169,9 @@ class BounceWebhook:
         return JSONResponse({"results": results})
 
 
-def routes(cfg: Config) -> list[BaseRoute]:
-    return [Route(PATH, BounceWebhook(cfg).post, methods=["POST"])]
+def routes(cfg: Config, closers: list[Callable[[], None]] | None = None) -> list[BaseRoute]:
+    """The endpoint; ``closers`` is given what closes its store."""
+    webhook = BounceWebhook(cfg)
+    if closers is not None:
+        closers.append(webhook.close)
+    return [Route(PATH, webhook.post, methods=["POST"])]

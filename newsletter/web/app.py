@@ -8,6 +8,7 @@ unsubscribe) belong in :func:`routes`, before the public folder's catch-all rout
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import gzip
 import hashlib
@@ -16,7 +17,7 @@ import os
 import re
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -356,8 +357,10 @@ def routes(
     cfg: Config,
     wake_sender: Callable[[], None] | None = None,
     pending: PendingPages | None = None,
+    closers: list[Callable[[], None]] | None = None,
 ) -> list[BaseRoute]:
-    """Every route of the site, in matching order; the public folder's catch-all is last."""
+    """Every route of the site, in matching order; the public folder's catch-all is last.
+    ``closers`` is given what closes the stores the routes open."""
     from newsletter.mail.webhooks import routes as webhook_routes
     from newsletter.web.subscription import routes as subscription_routes
 
@@ -366,8 +369,8 @@ def routes(
         cfg.public_path, not_found=pages.not_found, pending=pending, building=pages.building
     )
     return [
-        *subscription_routes(cfg, wake_sender),
-        *webhook_routes(cfg),
+        *subscription_routes(cfg, wake_sender, closers),
+        *webhook_routes(cfg, closers),
         Route("/favicon.svg", pages.favicon_svg, methods=["GET"]),
         Route("/favicon.ico", pages.favicon_ico_file, methods=["GET"]),
         Route("/robots.txt", pages.robots_txt, methods=["GET"]),
@@ -505,8 +508,17 @@ def create_app(
 
     redact_access_log()
     handler = _unavailable(cfg)
+    closers: list[Callable[[], None]] = []
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        yield
+        for close in closers:  # where the server runs the lifespan: the stores opened
+            close()
+
     app = Starlette(
-        routes=routes(cfg, wake_sender, pending),
+        routes=routes(cfg, wake_sender, pending, closers),
+        lifespan=lifespan,
         middleware=[Middleware(SecurityHeaders)],
         exception_handlers={
             sa_exc.OperationalError: handler,

@@ -132,6 +132,12 @@ class SubscriptionPages:
             self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
         return self._store
 
+    def close(self) -> None:
+        """Close the store, if it was opened (the app is shutting down)."""
+        if self._store is not None:
+            self._store.close()
+            self._store = None
+
     def keys(self) -> list[bytes]:
         """The signing keys: the current one (signs) first, then old ones (still accepted)."""
         if self._keys is None:
@@ -451,8 +457,15 @@ def form_error(exc: AddressError, lang: str) -> str:
     return translations_for(lang).gettext(message)
 
 
-def routes(cfg: Config, wake_sender: Callable[[], None] | None = None) -> list[BaseRoute]:
+def routes(
+    cfg: Config,
+    wake_sender: Callable[[], None] | None = None,
+    closers: list[Callable[[], None]] | None = None,
+) -> list[BaseRoute]:
+    """The subscription pages; ``closers`` is given what closes their store."""
     pages = SubscriptionPages(cfg, wake_sender)
+    if closers is not None:
+        closers.append(pages.close)
     return [
         Route("/approve/{token}", pages.approve_form, methods=["GET"]),
         Route("/approve/{token}", pages.approve, methods=["POST"]),
