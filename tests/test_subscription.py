@@ -514,6 +514,9 @@ def test_the_form_does_the_same_work_for_known_and_unknown_addresses(cfg: Config
     store.add_subscriber("active@example.org")
     store.add_subscriber("left@example.org", status="unsubscribed")
     store.add_subscriber("waiting@example.org", status="pending")
+    store.add_subscriber("gone@example.org", status="bounced")
+    spam, _ = store.add_subscriber("spam@example.org")
+    store.set_status(spam.id, "unsubscribed", reason="complaint")
     seen: list[str] = []
 
     def record(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
@@ -522,15 +525,16 @@ def test_the_form_does_the_same_work_for_known_and_unknown_addresses(cfg: Config
     sa.event.listen(store.engine, "before_cursor_execute", record)
     shapes = []
     try:
-        for address in ("active@", "left@", "waiting@", "nobody@"):
+        for address in ("active@", "left@", "waiting@", "nobody@", "gone@", "spam@"):
             seen.clear()
             request_subscription(cfg, store, KEY, address + "example.org", "이름", "ko")
             shapes.append(list(seen))
     finally:
         sa.event.remove(store.engine, "before_cursor_execute", record)
     assert len(shapes[0]) >= 5
-    assert shapes[0] == shapes[1] == shapes[2] == shapes[3]
-    assert len(store.mails("confirm")) == 4
+    assert all(shape == shapes[0] for shape in shapes)
+    # Recorded alike, but the bounced and the complained address are never mailed.
+    assert [m.status for m in store.mails("confirm")] == ["queued"] * 4 + ["skipped"] * 2
     store.close()
 
 
@@ -577,3 +581,92 @@ def test_form_mistakes_are_told_in_the_pages_language(
     english = client.post("/subscribe?lang=en", data={"email": address, "lang": "ko"})
     assert '<html lang="en">' in english.text and "@-sign" not in english.text
     assert store.count_subscribers() == {}
+
+
+# --- the per-address limit under concurrency -------------------------------------------------
+
+
+def _post_at_once(base: str, posts: int, data: dict[str, str]) -> list[int]:
+    """``posts`` form posts sent together, each on its own connection: their status codes."""
+    import threading
+
+    start = threading.Barrier(posts)
+    codes: list[int] = []
+    lock = threading.Lock()
+
+    def post() -> None:
+        with httpx.Client(base_url=base, timeout=60) as client:
+            start.wait()
+            code = client.post("/subscribe", data=data).status_code
+        with lock:
+            codes.append(code)
+
+    threads = [threading.Thread(target=post) for _ in range(posts)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=120)
+    return codes
+
+
+@pytest.mark.parametrize("database", ["sqlite", "postgresql"])
+def test_forty_posts_at_once_for_one_address_mail_it_once(
+    cfg: Config, live_server: Callable[[Any], str], request: pytest.FixtureRequest, database: str
+) -> None:
+    """The limit is checked and recorded in one transaction: of forty posts arriving
+    together, one is mailed and the others are told to wait, on either database."""
+    import dataclasses
+
+    if database == "postgresql":
+        cfg = cfg.replace(database_url=request.getfixturevalue("postgres_url"))
+    # Only the per-address limit is under test: the per-client one lets all forty through.
+    cfg = cfg.replace(
+        secret_key=KEY.decode(), web=dataclasses.replace(cfg.web, subscribe_per_minute=1000)
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    sender = SenderThread(cfg, store, KEY).start()
+    try:
+        base = live_server(create_app(cfg, wake_sender=sender.wake))
+        codes = _post_at_once(base, 40, {"email": "target@example.org", "lang": "ko"})
+        assert sorted(codes) == [200] + [429] * 39
+        mails = _outbox(cfg)
+    finally:
+        sender.stop()
+    assert [str(m["To"]) for m in mails] == ["target@example.org"]
+    assert [m.status for m in store.mails("confirm")] == ["sent"]
+    store.close()
+
+
+def test_a_bounced_or_complained_address_is_answered_alike_and_never_mailed(
+    web: tuple[Config, Store, httpx.Client], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Anyone can type any address: one that bounced, or whose owner reported a mail as
+    spam, gets the same page (and the same limit) as any other, and no mail."""
+    cfg, store, client = web
+    caplog.set_level("INFO", logger="newsletter.app.subscription")
+    store.add_subscriber("gone@example.org", status="bounced")
+    spam, _ = store.add_subscriber("spam@example.org")
+    store.set_status(spam.id, "unsubscribed", reason="complaint")
+    pages = [
+        client.post("/subscribe", data={"email": address, "lang": "ko"})
+        for address in ("gone@example.org", "spam@example.org", "new@example.org")
+    ]
+    assert [p.status_code for p in pages] == [200, 200, 200]
+    assert pages[0].text == pages[1].text == pages[2].text
+    again = [
+        client.post("/subscribe", data={"email": address, "lang": "ko"}).status_code
+        for address in ("gone@example.org", "spam@example.org", "new@example.org")
+    ]
+    assert again == [429, 429, 429]
+    assert [str(m["To"]) for m in _outbox(cfg)] == ["new@example.org"]
+    withheld = {m.recipient: (m.status, m.last_error) for m in store.mails("confirm")}
+    assert withheld == {
+        "gone@example.org": ("skipped", "not mailed: the address bounced"),
+        "spam@example.org": ("skipped", "not mailed: the address complained"),
+        "new@example.org": ("sent", None),
+    }
+    assert "confirmation for g***@example.org not mailed: the address bounced" in caplog.messages
+    # Nothing about either changed.
+    assert store.get_subscriber(email="gone@example.org").status == "bounced"
+    complained = store.get_subscriber(email="spam@example.org")
+    assert (complained.status, complained.status_reason) == ("unsubscribed", "complaint")

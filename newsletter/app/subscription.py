@@ -9,13 +9,12 @@ import datetime as dt
 import logging
 import time
 
-from newsletter.app.delivery import queue_mail
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import CONFIRM_DAYS
 from newsletter.mail.message import confirmation_message
 from newsletter.mail.tokens import CONFIRM, make_token
-from newsletter.store import Issue, Store, utcnow
+from newsletter.store import Issue, Store
 
 log = logging.getLogger(__name__)
 
@@ -34,6 +33,7 @@ __all__ = [
 # Confirmation mails to one address: one per ADDRESS_GAP, at most ADDRESS_DAILY a day.
 ADDRESS_GAP = dt.timedelta(minutes=10)
 ADDRESS_DAILY = 3
+_ADDRESS_LIMITS = ((ADDRESS_GAP, 1), (dt.timedelta(days=1), ADDRESS_DAILY))
 
 
 def confirm_url(cfg: Config, token: str) -> str:
@@ -50,38 +50,42 @@ def request_subscription(
     """Queue the confirmation mail of a request from the form; returns the mail's id.
 
     Known or not, active or not, the address gets the same work: a confirmation row
-    bound to a fresh nonce (replacing older ones), the mail rendered and queued. The
-    subscriber changes only when the link's button is pressed. :class:`RateLimited` when
-    the address had a mail in the last ten minutes or three in a day."""
-    now = utcnow()
-    if store.recent_mails(email, "confirm", now - ADDRESS_GAP) or (
-        store.recent_mails(email, "confirm", now - dt.timedelta(days=1)) >= ADDRESS_DAILY
-    ):
-        raise RateLimited("a confirmation was mailed to this address a moment ago")
-    confirmation_id, nonce, address = store.request_confirmation(email, name, lang)
+    bound to a fresh nonce (replacing older ones), the mail rendered and recorded. The
+    subscriber changes only when the link's button is pressed. An address that bounced
+    or complained is answered the same, but its mail is never sent. :class:`RateLimited`
+    when the address had a mail in the last ten minutes or three in a day, checked and
+    recorded in one transaction, so requests arriving together cannot pass it together."""
     expires = int(time.time()) + CONFIRM_DAYS * 86400
-    url = confirm_url(
-        cfg, make_token(key, confirm_purpose(nonce), confirmation_id, expires=expires)
-    )
-    message = confirmation_message(
-        cfg,
-        lang=lang,
-        to_address=address,
-        to_name=name,
-        confirm_url=url,
-        valid_days=CONFIRM_DAYS,
-    )
-    mail_id = queue_mail(store, "confirm", address, message)
-    if not cfg.smtp.host:
+    urls: list[str] = []
+
+    def mail(confirmation_id: int, nonce: str, address: str) -> tuple[str, bytes]:
+        token = make_token(key, confirm_purpose(nonce), confirmation_id, expires=expires)
+        urls.append(confirm_url(cfg, token))
+        message = confirmation_message(
+            cfg,
+            lang=lang,
+            to_address=address,
+            to_name=name,
+            confirm_url=urls[-1],
+            valid_days=CONFIRM_DAYS,
+        )
+        return message.message_id, message.data
+
+    request = store.request_confirmation(email, name, lang, limits=_ADDRESS_LIMITS, mail=mail)
+    if request is None:
+        raise RateLimited("a confirmation was mailed to this address a moment ago")
+    if request.withheld:
+        log.info("confirmation for %s %s", mask_address(request.address), request.withheld)
+    elif not cfg.smtp.host:
         # Trying it out, with the Maildir outbox: the link is said where the person running
         # it looks. Never with real mail, where only the address's owner may see it.
         log.info(
             "confirmation link for %s (no SMTP host: the mail goes to %s): %s",
-            mask_address(address),
+            mask_address(request.address),
             cfg.outbox_path / "new",
-            url,
+            urls[-1],
         )
-    return mail_id
+    return request.mail_id
 
 
 def confirm_purpose(nonce: str) -> str:

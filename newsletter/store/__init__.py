@@ -21,7 +21,11 @@ from newsletter.store.ledger import FailedDelivery, LedgerQueries
 from newsletter.store.mails import Mail, MailQueries
 from newsletter.store.reports import BounceEvent, ReportQueries
 from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
-from newsletter.store.subscribers import Confirmation, SubscriberQueries
+from newsletter.store.subscribers import (
+    Confirmation,
+    SubscriberQueries,
+    SubscriptionRequest,
+)
 from newsletter.store.tables import (
     DELIVERY_STATUSES,
     ISSUE_STATUSES,
@@ -58,6 +62,7 @@ __all__ = [
     "Store",
     "StoreError",
     "Subscriber",
+    "SubscriptionRequest",
     "WriterDay",
     "_alembic_config",
     "bounce_events",

@@ -180,19 +180,3 @@ class MailQueries(StoreBase):
         with self.engine.connect() as conn:
             rows = conn.execute(query.order_by(deliveries.c.id)).all()
         return [_mail(r) for r in rows]
-
-    def recent_mails(self, recipient: str, kind: str, since: dt.datetime) -> int:
-        """How many mails of ``kind`` were queued for ``recipient`` since ``since``."""
-        d = deliveries.c
-        with self.engine.connect() as conn:
-            return int(
-                conn.execute(
-                    sa.select(sa.func.count())
-                    .select_from(deliveries)
-                    .where(
-                        d.kind == kind,
-                        sa.func.lower(d.recipient) == recipient.lower(),
-                        d.created_at >= since,
-                    )
-                ).scalar_one()
-            )

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import logging
 import secrets
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -15,6 +16,7 @@ from newsletter.store.base import StoreBase, Subscriber, _aware, _subscriber, ut
 from newsletter.store.tables import (
     SUBSCRIBER_STATUSES,
     confirmations,
+    deliveries,
     subscribers,
 )
 
@@ -66,6 +68,71 @@ def _activated(now: dt.datetime) -> dict[str, Any]:
         "status_detail": None,
         "status_at": now,
     }
+
+
+@dataclass(frozen=True, slots=True)
+class SubscriptionRequest:
+    """A request recorded by :meth:`SubscriberQueries.request_confirmation`: its
+    confirmation row's id and nonce, the address as stored, and its mail's row (0 when
+    none was built); ``withheld`` says why that mail is not sent (empty: it is queued)."""
+
+    id: int
+    nonce: str
+    address: str
+    mail_id: int = 0
+    withheld: str = ""
+
+
+def unmailable(status: str, reason: str | None) -> str:
+    """Why the form must not mail an address (empty: it may): one that bounced, or whose
+    owner reported a mail as spam, gets nothing more from a request anyone can type."""
+    if status == "bounced":
+        return "not mailed: the address bounced"
+    if reason == "complaint":
+        return "not mailed: the address complained"
+    return ""
+
+
+def _reached(
+    conn: sa.Connection, key: str, limits: Sequence[tuple[dt.timedelta, int]], now: dt.datetime
+) -> bool:
+    """Whether one of ``limits`` (at most N confirmation mails to ``key`` within a span) is
+    reached, counting every confirmation mail recorded, withheld ones too."""
+    d = deliveries.c
+    mine = sa.and_(d.kind == "confirm", sa.func.lower(d.recipient) == key)
+    counts = [
+        sa.func.coalesce(sa.func.sum(sa.case((d.created_at >= now - span, 1), else_=0)), 0)
+        for span, _ in limits
+    ]
+    row = conn.execute(sa.select(*counts).where(mine)).one()
+    return any(int(found) >= most for found, (_, most) in zip(row, limits, strict=True))
+
+
+def _record_mail(
+    conn: sa.Connection,
+    request: SubscriptionRequest,
+    mail: Callable[[int, str, str], tuple[str, bytes]],
+    why_not: str,
+    now: dt.datetime,
+) -> SubscriptionRequest:
+    """Build the request's mail and record it: queued, or ``skipped`` with ``why_not``."""
+    message_id, data = mail(request.id, request.nonce, request.address)
+    inserted = conn.execute(
+        deliveries.insert().values(
+            kind="confirm",
+            recipient=request.address,
+            message_id=message_id,
+            data=data,
+            status="skipped" if why_not else "queued",
+            last_error=why_not or None,
+            attempts=0,
+            next_attempt_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+    ).inserted_primary_key
+    assert inserted is not None
+    return dataclasses.replace(request, mail_id=int(inserted[0]), withheld=why_not)
 
 
 class SubscriberQueries(StoreBase):
@@ -214,35 +281,37 @@ class SubscriberQueries(StoreBase):
 
     # --- confirmation requests ---------------------------------------------------------
 
-    def request_confirmation(self, email: str, name: str, lang: str) -> tuple[int, str, str]:
+    def request_confirmation(
+        self,
+        email: str,
+        name: str,
+        lang: str,
+        *,
+        limits: Sequence[tuple[dt.timedelta, int]] = (),
+        mail: Callable[[int, str, str], tuple[str, bytes]] | None = None,
+    ) -> SubscriptionRequest | None:
         """Record a request from the form: a new ``pending`` subscriber when the address is
-        unknown (a known one is left as it is), and a confirmation row replacing any older
-        one of that address. Returns (confirmation id, nonce, the stored address).
+        unknown (a known one is left as it is), a confirmation row replacing any older one
+        of that address and, with ``mail``, its confirmation mail, built by
+        ``mail(confirmation id, nonce, stored address)`` as ``(Message-ID, bytes)``.
 
-        The same statements run whether or not the address is known, so the time taken
-        does not tell."""
+        All in one transaction that holds the address (the database's write lock on
+        SQLite, the subscriber's row on PostgreSQL): of requests for one address arriving
+        at once, each sees the mails of those before it. None, and nothing recorded, when
+        ``limits`` (each: at most N confirmation mails within a span) are reached.
+
+        The mail of an address that bounced or complained is recorded ``skipped``, never
+        sent: anyone can type any address, and the same statements run whether or not
+        the address is known, so neither the answer nor the time taken tells."""
         now = utcnow()
         key = email.lower()
         nonce = secrets.token_hex(16)
-        with self.engine.begin() as conn:
-            conn.execute(
-                self._insert(subscribers)
-                .values(
-                    email=email,
-                    email_key=key,
-                    name="",
-                    lang=lang,
-                    status="pending",
-                    created_at=now,
-                    updated_at=now,
-                )
-                .on_conflict_do_nothing(index_elements=["email_key"])
-            )
-            sub = conn.execute(
-                sa.select(subscribers.c.id, subscribers.c.email).where(
-                    subscribers.c.email_key == key
-                )
-            ).one()
+        with self.engine.connect() as conn:
+            if self.dialect == "sqlite":
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
+            sub = self._hold_address(conn, email, key, lang, now)
+            if limits and _reached(conn, key, limits, now):
+                return None  # closing without a commit records nothing
             conn.execute(confirmations.delete().where(confirmations.c.subscriber_id == sub.id))
             result = conn.execute(
                 confirmations.insert().values(
@@ -251,7 +320,37 @@ class SubscriberQueries(StoreBase):
             )
             pk = result.inserted_primary_key
             assert pk is not None
-        return int(pk[0]), nonce, str(sub.email)
+            request = SubscriptionRequest(int(pk[0]), nonce, str(sub.email))
+            if mail is not None:
+                why_not = unmailable(sub.status, sub.status_reason)
+                request = _record_mail(conn, request, mail, why_not, now)
+            conn.commit()
+        return request
+
+    def _hold_address(
+        self, conn: sa.Connection, email: str, key: str, lang: str, now: dt.datetime
+    ) -> Any:
+        """The subscriber of ``key``, made ``pending`` when unknown, and held until the
+        transaction ends (on SQLite the write lock already holds everything)."""
+        conn.execute(
+            self._insert(subscribers)
+            .values(
+                email=email,
+                email_key=key,
+                name="",
+                lang=lang,
+                status="pending",
+                created_at=now,
+                updated_at=now,
+            )
+            .on_conflict_do_nothing(index_elements=["email_key"])
+        )
+        s = subscribers.c
+        return conn.execute(
+            sa.select(s.id, s.email, s.status, s.status_reason)
+            .where(s.email_key == key)
+            .with_for_update()
+        ).one()
 
     def get_confirmation(self, confirmation_id: int) -> Confirmation | None:
         with self.engine.connect() as conn:
