@@ -376,3 +376,36 @@ def test_single_mails_queued_before_the_one_outbox_move_into_it_and_go_out(
             assert not sa.inspect(conn).has_table("outbound")
     finally:
         store.close()
+
+
+# --- 0011: addresses with an internationalized domain -----------------------------------------
+
+
+def test_idn_domains_stored_by_an_older_import_take_their_ascii_form(tmp_path: Path) -> None:
+    """Rows an older import stored with a Unicode domain (which every send then failed)
+    take the IDNA form new rows are stored in; one whose new form is taken stays as it is."""
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 'old.db'}", poolclass=sa.NullPool)
+    now = dt.datetime(2024, 8, 5, tzinfo=dt.UTC)
+    with engine.begin() as conn:
+        command.upgrade(_alembic_config(conn), "0010")
+        for email in ("Reader@한국.kr", "twin@例え.jp", "twin@xn--r8jz45g.jp", "a@example.org"):
+            conn.execute(
+                sa.text(
+                    "INSERT INTO subscribers (email, email_key, name, lang, status, "
+                    "created_at, updated_at) VALUES (:e, :k, '', 'ko', 'active', :now, :now)"
+                ),
+                {"e": email, "k": email.lower(), "now": now},
+            )
+    engine.dispose()
+    store = open_store(f"sqlite:///{tmp_path / 'old.db'}")
+    try:
+        stored = [(s.email, s.status) for s in store.iter_subscribers()]
+        assert store.get_subscriber(email="reader@xn--3e0b707e.kr") is not None
+    finally:
+        store.close()
+    assert stored == [
+        ("Reader@xn--3e0b707e.kr", "active"),
+        ("twin@例え.jp", "active"),
+        ("twin@xn--r8jz45g.jp", "active"),
+        ("a@example.org", "active"),
+    ]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
+from typing import Any
 
 import pytest
 from click.testing import CliRunner
@@ -183,3 +184,61 @@ def test_a_name_with_encoded_words_is_refused_from_the_command_line(tmp_path: Pa
     )
     assert result.exit_code == 1
     assert "=? or ?=" in result.output
+
+
+# --- internationalized addresses -------------------------------------------------------------
+
+
+def test_an_idn_domain_is_kept_in_its_ascii_form_and_a_korean_local_part_refused() -> None:
+    from newsletter.app.subscribers import NON_ASCII_LOCAL
+
+    assert normalize_address("reader@한국.kr") == "reader@xn--3e0b707e.kr"
+    assert normalize_address("Reader@XN--3E0B707E.kr") == "Reader@xn--3e0b707e.kr"
+    assert normalize_address("user@例え.jp") == "user@xn--r8jz45g.jp"
+    with pytest.raises(AddressError) as refused:
+        normalize_address("독자@한국.kr")
+    assert str(refused.value) == f"'독자@한국.kr': {NON_ASCII_LOCAL}"
+    assert refused.value.kind == "non_ascii"  # the form says it in the page's language
+
+
+def test_an_imported_idn_address_is_sent_to_and_the_cli_refuses_what_import_refuses(
+    tmp_path: Path, seeds_archive: Any, smtp_server: tuple[Any, int]
+) -> None:
+    """Import, the CLI and a send over a real SMTP server agree: the IDN domain goes out in
+    IDNA form, and an address with Korean before the @ is refused with one reason."""
+    from conftest import smtp_cfg
+
+    from newsletter.app.delivery import send_week
+    from newsletter.app.subscribers import NON_ASCII_LOCAL
+    from newsletter.config import load_config
+    from newsletter.select import IsoWeek
+
+    handler, port = smtp_server
+    config = tmp_path / "config.toml"
+    config.write_text('database_url = "sqlite:///news.db"\n', encoding="utf-8")
+    cfg = smtp_cfg(load_config(config, env={}), port)
+    store = open_store(cfg.database_url, cfg.base_dir)
+    csv_file = tmp_path / "readers.csv"
+    csv_file.write_text(
+        "email,name\nreader@한국.kr,김독자\n독자@한국.kr,X\nplain@example.org,\n", encoding="utf-8"
+    )
+    report = import_csv(store, csv_file)
+    assert report.added == 2
+    assert [(p.line, p.message) for p in report.problems] == [
+        (3, f"'독자@한국.kr': {NON_ASCII_LOCAL}")
+    ]
+    sub = store.get_subscriber(email="reader@xn--3e0b707e.kr")
+    assert sub is not None and sub.status == "active"
+    result = CliRunner().invoke(
+        main, ["subscribers", "add", "독자@한국.kr", "--config", str(config)]
+    )
+    assert result.exit_code == 1
+    assert result.output == f"error: '독자@한국.kr': {NON_ASCII_LOCAL}\n"
+
+    sent = send_week(
+        cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"test-secret-key-of-at-least-32-bytes"
+    )
+    assert sent.counts["sent"] == 2 and sent.counts["failed"] == 0
+    (data,) = handler.received["reader@xn--3e0b707e.kr"]
+    assert b"<reader@xn--3e0b707e.kr>" in data.split(b"\r\n\r\n", 1)[0]
+    store.close()

@@ -670,3 +670,34 @@ def test_a_bounced_or_complained_address_is_answered_alike_and_never_mailed(
     assert store.get_subscriber(email="gone@example.org").status == "bounced"
     complained = store.get_subscriber(email="spam@example.org")
     assert (complained.status, complained.status_reason) == ("unsubscribed", "complaint")
+
+
+def test_an_idn_address_from_the_form_is_mailed_in_ascii_form(
+    cfg: Config, live_server: Callable[[Any], str], smtp_server: tuple[Any, int]
+) -> None:
+    """``user@例え.jp`` is stored and mailed as ``user@xn--r8jz45g.jp`` over a real SMTP
+    server; Korean before the @ is refused with the form's sentence, and nothing kept."""
+    from conftest import smtp_cfg
+
+    handler, port = smtp_server
+    cfg = smtp_cfg(cfg, port).replace(secret_key=KEY.decode())
+    store = open_store(cfg.database_url, cfg.base_dir)
+    sender = SenderThread(cfg, store, KEY).start()
+    try:
+        with httpx.Client(base_url=live_server(create_app(cfg, wake_sender=sender.wake))) as client:
+            page = client.post("/subscribe", data={"email": "user@例え.jp", "lang": "ko"})
+            assert page.status_code == 200 and "확인 링크" in page.text
+            korean = client.post("/subscribe", data={"email": "독자@例え.jp", "lang": "ko"})
+            assert (
+                korean.status_code == 400 and "한글 등 다른 문자가 들어간 주소로는" in korean.text
+            )
+        deadline = time.monotonic() + 30
+        while not handler.counts() and time.monotonic() < deadline:
+            time.sleep(0.05)
+    finally:
+        sender.stop()
+    assert handler.counts() == {"user@xn--r8jz45g.jp": 1}
+    (sub,) = store.iter_subscribers()
+    assert (sub.email, sub.status) == ("user@xn--r8jz45g.jp", "pending")
+    assert [m.status for m in store.mails("confirm")] == ["sent"]
+    store.close()

@@ -46,18 +46,32 @@ class EncodedWordError(AddressError):
 _ENCODED_WORD_MARK = re.compile(r"=\?|\?=")
 
 
+# The one reason an address with other characters before the @ is refused, wherever it is
+# typed (the form says it in the page's language): sending to it needs SMTPUTF8 all the way
+# to the mailbox, which the messages here are not built for.
+NON_ASCII_LOCAL = (
+    "the part before the @ can only hold Latin letters, digits and . _ - +: addresses "
+    "with Korean or other characters there cannot be sent to"
+)
+
+
 def normalize_address(text: str) -> str:
-    """A syntactically valid address in normal form (no DNS lookups); else :class:`AddressError`."""
+    """A syntactically valid address in normal form, its domain in IDNA (ASCII) form
+    (``reader@한국.kr`` -> ``reader@xn--3e0b707e.kr``), which every mail server takes and
+    which is what is stored and sent to; no DNS lookups. Else :class:`AddressError`."""
     raw = text.strip()
     if any(c in raw for c in "\r\n"):
         raise AddressError(
             f"{raw!r} is not a valid email address: it contains a line break", "spaces"
         )
     try:
-        # No SMTPUTF8: every hop of the way must take the address as plain ASCII.
-        return validate_email(raw, check_deliverability=False, allow_smtputf8=False).normalized
+        valid = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
     except EmailNotValidError as exc:
-        raise AddressError(f"{raw!r} is not a valid email address: {exc}", _kind(raw)) from None
+        kind = _kind(raw)
+        if kind == "non_ascii":
+            raise AddressError(f"{raw!r}: {NON_ASCII_LOCAL}", kind) from None
+        raise AddressError(f"{raw!r} is not a valid email address: {exc}", kind) from None
+    return valid.ascii_email or valid.normalized
 
 
 def _kind(address: str) -> str:
