@@ -765,10 +765,11 @@ def test_bounce_secrets_come_from_the_environment(tmp_path: Path) -> None:
 
     path = tmp_path / "config.toml"
     path.write_text('[bounces]\nimap_url = "imaps://b@mail.example.org/INBOX"\n', encoding="utf-8")
-    env = {"NEWSLETTER_BOUNCES_PASSWORD": "pw", "NEWSLETTER_WEBHOOK_TOKEN": "tok"}
+    token = "relay-token-of-at-least-thirty-two-bytes"
+    env = {"NEWSLETTER_BOUNCES_PASSWORD": "pw", "NEWSLETTER_WEBHOOK_TOKEN": token}
     cfg = load_config(path, env=env)
-    assert (cfg.bounces.password, cfg.bounces.webhook_token) == ("pw", "tok")
-    assert "pw" not in repr(cfg) and "tok" not in repr(cfg)
+    assert (cfg.bounces.password, cfg.bounces.webhook_token) == ("pw", token)
+    assert "pw" not in repr(cfg) and token not in repr(cfg)
 
 
 def test_a_complaint_is_matched_by_the_verp_sender_it_reports(bounce_cfg: Config) -> None:

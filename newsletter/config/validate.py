@@ -10,11 +10,19 @@ from urllib.parse import urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from newsletter.config.durations import _DURATION_RE, span_seconds
-from newsletter.config.environment import BOUNCES_PASSWORD_ENV, WRITER_API_KEY_ENV
+from newsletter.config.environment import (
+    BOUNCES_PASSWORD_ENV,
+    WEBHOOK_TOKEN_ENV,
+    WRITER_API_KEY_ENV,
+)
 from newsletter.config.settings import LANGS, Config
 from newsletter.errors import ConfigError
 
-__all__ = ["SUBJECT_PLACEHOLDERS"]
+__all__ = ["MIN_WEBHOOK_TOKEN_BYTES", "SUBJECT_PLACEHOLDERS"]
+
+# The webhook's bearer token acts on the list: as long as a signing key, so no guessing,
+# however many tries, can find it.
+MIN_WEBHOOK_TOKEN_BYTES = 32
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
@@ -164,6 +172,13 @@ def _validate_bounces(cfg: Config, bad: _Bad) -> None:
         raise bad("bounces.processed_folder", "must be a folder name without slashes")
     if span_seconds(bounces.poll_every) < 1:
         raise bad("bounces.poll_every", "must be at least 1 second")
+    size = len(bounces.webhook_token.encode("utf-8"))
+    if bounces.webhook_token and size < MIN_WEBHOOK_TOKEN_BYTES:
+        raise ConfigError(
+            f"{WEBHOOK_TOKEN_ENV}: the webhook token must be at least "
+            f"{MIN_WEBHOOK_TOKEN_BYTES} bytes, it has {size}; make one with: python3 -c "
+            "'import secrets; print(secrets.token_urlsafe(32))'"
+        )
 
 
 def _validate_writer(cfg: Config, bad: _Bad) -> None:

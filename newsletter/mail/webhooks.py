@@ -1,8 +1,9 @@
 """``POST /webhooks/bounce``: relays that post their bounce and complaint events.
 
 The same actions as the bounce mailbox (:func:`newsletter.mail.bounces.act`). Authenticated
-with a bearer token from ``NEWSLETTER_WEBHOOK_TOKEN``, compared in constant time; with no
-token configured the endpoint does not exist (404). The body is one event or a list of
+with a bearer token from ``NEWSLETTER_WEBHOOK_TOKEN`` (at least 32 bytes), compared in
+constant time; a client that sent ten wrong ones within ten minutes is answered 429 with
+Retry-After. With no token configured the endpoint does not exist (404). The body is one event or a list of
 them (or ``{"events": [...]}``)::
 
     {"email": "reader@example.org",        # or "delivery": the X-Newsletter-Delivery token
@@ -17,11 +18,15 @@ nothing the second time.
 
 from __future__ import annotations
 
+import collections
 import hashlib
 import hmac
 import json
 import logging
+import math
 import re
+import threading
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -110,11 +115,52 @@ def apply_events(
     return results
 
 
+# A client that sent this many wrong tokens within LOCKOUT_SECONDS is answered 429 until
+# the oldest of them is that old, whatever it sends: guessing is slowed to a crawl, and a
+# relay elsewhere is never locked out by someone else's guesses.
+MAX_WRONG_TOKENS = 10
+LOCKOUT_SECONDS = 600.0
+
+
+class Lockout:
+    """The wrong tokens each client sent lately (a sliding window, in memory)."""
+
+    def __init__(self, most: int = MAX_WRONG_TOKENS, seconds: float = LOCKOUT_SECONDS) -> None:
+        self.most = most
+        self.seconds = seconds
+        self.wrong: dict[str, collections.deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def wait(self, client: str, now: float | None = None) -> int:
+        """Seconds until ``client`` may try again (0: it may now)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            times = self.wrong.get(client)
+            while times and times[0] <= now - self.seconds:
+                times.popleft()
+            if not times:
+                self.wrong.pop(client, None)
+                return 0
+            if len(times) < self.most:
+                return 0
+            return max(1, math.ceil(times[0] + self.seconds - now))
+
+    def failed(self, client: str, now: float | None = None) -> None:
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if len(self.wrong) > 10_000:  # forget quiet clients; keeps memory bounded
+                self.wrong = {
+                    k: v for k, v in self.wrong.items() if v and v[-1] > now - self.seconds
+                }
+            self.wrong.setdefault(client, collections.deque()).append(now)
+
+
 class BounceWebhook:
     """The endpoint; the store opens on first use."""
 
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
+        self.lockout = Lockout()
         self._store: Store | None = None
         self._key: list[bytes] | None = None
 
@@ -142,7 +188,17 @@ class BounceWebhook:
         token = self.cfg.bounces.webhook_token
         if not token:
             return JSONResponse({"error": "not found"}, status_code=404)
+        client = request.client.host if request.client else "-"
+        wait = self.lockout.wait(client)
+        if wait:
+            return JSONResponse(
+                {"error": f"too many wrong tokens: try again in {wait} s"},
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         if not self._authorized(request, token):
+            self.lockout.failed(client)
+            log.warning("webhook: a wrong bearer token from %s", client)
             return JSONResponse(
                 {"error": "a valid bearer token is required"},
                 status_code=401,
