@@ -30,7 +30,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import BaseRoute, Route
-from starlette.types import ASGIApp, Message, Receive, Scope, Send
+from starlette.types import Message, Receive, Scope, Send
 
 from newsletter.config import LANGS, Config
 from newsletter.publish.feed import (
@@ -42,6 +42,7 @@ from newsletter.publish.feed import (
     JSON_TYPE,
 )
 from newsletter.publish.pending import PendingPages
+from newsletter.web.edge import HttpMiddleware, RequestEdge
 
 log = logging.getLogger(__name__)
 
@@ -412,16 +413,10 @@ def _csp(path: str, page: bool) -> bytes:
     return (_CSP_FORM if path.startswith(_FORM_PAGES) else _CSP_PAGE).encode()
 
 
-class SecurityHeaders:
-    """Adds the security headers to every response (a plain ASGI middleware: cheap)."""
+class SecurityHeaders(HttpMiddleware):
+    """Adds the security headers to every response."""
 
-    def __init__(self, app: ASGIApp) -> None:
-        self.app = app
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+    async def http(self, scope: Scope, receive: Receive, send: Send) -> None:
         path = str(scope.get("path", ""))
 
         async def with_headers(message: Message) -> None:
@@ -519,7 +514,7 @@ def create_app(
     app = Starlette(
         routes=routes(cfg, wake_sender, pending, closers),
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders)],
+        middleware=[Middleware(SecurityHeaders), Middleware(RequestEdge)],
         exception_handlers={
             sa_exc.OperationalError: handler,
             OSError: handler,
