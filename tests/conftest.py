@@ -353,6 +353,35 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def full_disk(tmp_path: Path) -> Iterator[Path]:
+    """A folder on a file system of its own that is full: a 16 KiB tmpfs (mounted as root,
+    as CI runs), filled once ``config.toml`` (empty) is written into it."""
+    import subprocess
+
+    folder = tmp_path / "full"
+    folder.mkdir()
+    mounted = subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=16k,mode=0755", "tmpfs", str(folder)],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if mounted.returncode != 0:
+        need_service("a tmpfs mount (needs root)", mounted.stderr.strip())
+    try:
+        (folder / "config.toml").write_text("", encoding="utf-8")
+        with (folder / "filler").open("wb", buffering=0) as filler:
+            try:
+                while True:
+                    filler.write(b"\0" * 1024)
+            except OSError:
+                pass  # full
+        yield folder
+    finally:
+        subprocess.run(["umount", "--lazy", str(folder)], check=False)
+
+
+@pytest.fixture
 def mta() -> tuple[int, Path]:
     """Postfix on loopback delivering newsletter-test@localhost into a Maildir: (port, Maildir)."""
     import socket
@@ -580,6 +609,24 @@ def service_env(**extra: str) -> dict[str, str]:
     host in UTC (the schedule must not depend on the host's time zone)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("NEWSLETTER_")}
     return {**env, "TZ": "UTC", "PYTHONUNBUFFERED": "1", **extra}
+
+
+def newsletter_in(folder: Path, *args: str, **env: str) -> Any:
+    """``newsletter ARGS`` run to its end in ``folder`` (its config.toml applies, if any),
+    with ``env`` added to :func:`service_env`: the completed process, output captured."""
+    import subprocess
+    import sys
+
+    return subprocess.run(
+        [sys.executable, "-m", "newsletter", *args],
+        cwd=folder,
+        env=service_env(**env),
+        stdin=subprocess.DEVNULL,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
 
 
 def start_newsletter(folder: Path, *args: str, log: str = "newsletter.log") -> Any:

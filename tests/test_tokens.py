@@ -84,3 +84,24 @@ def test_rotation_signs_with_the_new_key_and_still_accepts_the_old(cfg: Config) 
 
 def test_keys_may_be_separated_by_commas(cfg: Config) -> None:
     assert signing_keys(cfg.replace(secret_key=f"{NEW},{OLD}")) == [NEW.encode(), OLD.encode()]
+
+
+def test_a_full_disk_when_the_key_is_made_is_one_line_and_leaves_no_file(
+    full_disk: Path, tmp_path: Path
+) -> None:
+    """A new key is needed (no NEWSLETTER_SECRET_KEY, no key file) beside a config file
+    where nothing more can be written: the command says so in one line, and no key file or
+    temporary file is left to sign with later."""
+    from conftest import newsletter_in
+
+    # The database lies elsewhere: only the key is written beside the config file.
+    database = f"sqlite:///{tmp_path / 'news.db'}"
+    result = newsletter_in(full_disk, "worker", "--once", NEWSLETTER_DATABASE_URL=database)
+    key_file = full_disk / KEY_FILE
+    assert result.returncode == 1 and result.stdout == ""
+    assert "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1] == (
+        f"error: {key_file}: cannot write a new signing key: No space left on device; free "
+        "some disk space or fix the folder, or set NEWSLETTER_SECRET_KEY"
+    )
+    assert sorted(p.name for p in full_disk.iterdir()) == ["config.toml", "filler"]

@@ -189,21 +189,28 @@ def _generate(path: Path) -> bytes:
     """Write a new random key atomically (temporary file, fsync, rename), mode 0600: a
     crash or a full disk can never leave an empty key behind."""
     key = secrets.token_urlsafe(32).encode()
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".newsletter-key-")
     try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(key)
-            fh.flush()
-            os.fsync(fh.fileno())
-        # link, not rename: of two processes starting at once, the first key wins.
+        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".newsletter-key-")
         try:
-            os.link(tmp, path)
-        except FileExistsError:
-            return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))[0]
-    finally:
-        Path(tmp).unlink(missing_ok=True)
-    _fsync_dir(path.parent)
+            os.fchmod(fd, 0o600)
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(key)
+                fh.flush()
+                os.fsync(fh.fileno())
+            # link, not rename: of two processes starting at once, the first key wins.
+            try:
+                os.link(tmp, path)
+            except FileExistsError:
+                return _checked(_split_keys(path.read_text(encoding="ascii")), str(path))[0]
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        _fsync_dir(path.parent)
+    except OSError as exc:
+        # A full disk, a read-only or missing folder: one line, and no key file left behind.
+        raise SigningKeyError(
+            f"{path}: cannot write a new signing key: {exc.strerror or exc}; free some disk "
+            "space or fix the folder, or set NEWSLETTER_SECRET_KEY"
+        ) from None
     log.warning("NEWSLETTER_SECRET_KEY is not set; generated a signing key in %s", path)
     return key
 
