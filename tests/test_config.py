@@ -481,3 +481,24 @@ def test_key_lines_reads_statements_as_toml_does() -> None:
         "email.en.inline.a": 14,
         "email.en.inline.b.c": 14,
     }
+
+
+def test_a_dangling_config_link_is_one_line_naming_it_not_the_defaults(tmp_path: Path) -> None:
+    """./config.toml is a link whose target is gone (a moved /etc file, an unmounted
+    volume): the command stops, in one line naming the link and its target, rather than
+    run on the defaults."""
+    from conftest import newsletter_in
+
+    link = tmp_path / "config.toml"
+    link.symlink_to(tmp_path / "etc" / "newsletter.toml")
+    with pytest.raises(ConfigError) as refused:
+        load_config(link, env={})
+    assert str(refused.value) == (
+        f"{link}: the config file is a link to {tmp_path}/etc/newsletter.toml, which does not exist"
+    )
+    result = newsletter_in(tmp_path, "config")
+    assert result.returncode == 2 and result.stdout == ""  # a settings mistake
+    assert result.stderr.splitlines() == [
+        f"error: config.toml: the config file is a link to {tmp_path}/etc/newsletter.toml, "
+        "which does not exist"
+    ]

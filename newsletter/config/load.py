@@ -56,7 +56,9 @@ def load_config(
     origins: dict[str, str] = {}
     base_dir = Path.cwd()
     settings_file = None
-    if path.exists() or explicit:
+    # A link whose target is gone is a file meant to be read, not "no file": never run on
+    # the defaults because of it.
+    if path.exists() or path.is_symlink() or explicit:
         _apply(values, _read_file(path), str(path), False, origins, renames)
         base_dir = path.resolve().parent
         settings_file = path
@@ -84,6 +86,11 @@ def _read_file(path: Path) -> dict[str, Any]:
         with path.open("rb") as fh:
             return tomllib.load(fh)
     except FileNotFoundError:
+        if path.is_symlink():
+            target = os.readlink(path)
+            raise ConfigError(
+                f"{path}: the config file is a link to {target}, which does not exist"
+            ) from None
         raise ConfigError(f"{path}: config file not found") from None
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read: {exc.strerror or exc}") from None
