@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from newsletter.models import HF_BASE, Pick
-from newsletter.publish import inline
+from newsletter.publish import inline, latex
 from newsletter.publish.feed_content import Words, words
 
 __all__ = [
@@ -248,6 +248,7 @@ def slack_messages(
     """A day for Slack: its message, then each paper (in its thread when ``thread``).
     By an incoming ``webhook`` the whole day is one message, as many as the limits need."""
     w = words(lang)
+    picks = latex.shown_picks(picks)
     head = _slack_day(day, day_page, w)
     if not webhook:
         papers = [m for p in picks for m in _slack_paper(p, w, "day" if thread else None)]
@@ -343,7 +344,7 @@ def discord_messages(
     )
     out: list[ChatMessage] = []
     embeds: list[dict[str, Any]] = []
-    for embed in (e for p in picks for e in _discord_embeds(p, w)):
+    for embed in (e for p in latex.shown_picks(picks) for e in _discord_embeds(p, w)):
         total = sum(map(_embed_size, embeds)) + _embed_size(embed)
         if embeds and (len(embeds) == DISCORD_LIMITS["embeds"] or total > DISCORD_LIMITS["total"]):
             out.append(_discord_part(len(out), content, embeds))

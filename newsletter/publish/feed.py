@@ -26,7 +26,7 @@ from markupsafe import Markup, escape
 
 from newsletter.config import Config
 from newsletter.models import Archive, Digest, Media, Paper, Pick
-from newsletter.publish import inline
+from newsletter.publish import inline, latex
 from newsletter.publish.atom import ATOM_TYPE, AtomEntry, atom_document
 from newsletter.publish.feed_content import Words, byline, points_html, words
 from newsletter.publish.feed_text import plain
@@ -145,7 +145,7 @@ def feed_entries(digests: Iterable[Digest], cfg: Config) -> list[FeedItem]:
     domain = cfg.tag_domain
     items = [
         FeedItem(
-            pick,
+            latex.shown_pick(pick),
             tag_id(domain, first_seen[pick.paper.arxiv_id].year, pick.paper.arxiv_id),
             entry_time(pick, cfg),
         )

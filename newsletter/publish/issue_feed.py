@@ -23,6 +23,7 @@ from markupsafe import Markup
 
 from newsletter.config import Config
 from newsletter.models import Archive
+from newsletter.publish import latex
 from newsletter.publish.atom import AtomEntry, atom_document
 from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 from newsletter.publish.feed_content import AUTHORS_IN_CONTENT, Words, byline, points_html, words
@@ -93,7 +94,7 @@ def issue_entries(cfg: Config, archive: Archive, today: dt.date) -> list[IssueIt
             continue
         items.append(
             IssueItem(
-                issue,
+                latex.shown_issue(issue),
                 issue_id(cfg.tag_domain, week),
                 issue_time(cfg, week),
                 web_copy_url(cfg, week, cfg.language),

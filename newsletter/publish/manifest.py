@@ -14,7 +14,7 @@ from typing import Any
 
 from newsletter.archive.cache import Catalog, read_checked, write_checked
 from newsletter.config import Config
-from newsletter.publish import site
+from newsletter.publish import latex, site
 from newsletter.publish.feed import ATOM_NAME, JSON_NAME
 from newsletter.publish.render import LOCALES_DIR, templates_dir
 from newsletter.select import IsoWeek
@@ -55,6 +55,7 @@ def page_inputs(cfg: Config) -> str:
     email = cfg.email
     return _hash(
         VERSION,
+        latex.REVISION,
         _files_hash([templates_dir()], "*"),
         _files_hash([LOCALES_DIR], "*.mo"),
         email.name,
@@ -81,6 +82,7 @@ def feed_inputs(cfg: Config, catalog: Catalog) -> str:
     and the package version."""
     return _hash(
         VERSION,
+        latex.REVISION,
         catalog.fingerprint(),
         _files_hash([LOCALES_DIR], "*.mo"),
         cfg.language,

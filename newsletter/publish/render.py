@@ -31,7 +31,7 @@ from markupsafe import Markup
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
 from newsletter.models import Pick, Section
-from newsletter.publish import inline
+from newsletter.publish import inline, latex
 from newsletter.select import IsoWeek, WeekIssue
 from newsletter.shipped import shipped
 
@@ -278,7 +278,7 @@ def short_title(title: str, limit: int = LEAD_CHARS) -> str:
 def subject_for(cfg: Config, issue: WeekIssue, lang: str) -> str:
     """The issue's subject in ``lang``, e.g. ``[주간 HF 논문] 2024년 31주차: Meltemi 외 9편``."""
     edition = cfg.email.edition(lang)
-    title = short_title(issue.picks[0].paper.title)
+    title = short_title(latex.shown(issue.picks[0].paper).title)
     more = len(issue.picks) - 1
     lead = (
         translations_for(lang).ngettext(
@@ -328,6 +328,7 @@ def render_issue(
     """
     env = environment(lang)
     translations = translations_for(lang)
+    issue = latex.shown_issue(issue)
     marker = f"urn:x-newsletter{_UNSUBSCRIBE_MARK}{secrets.token_hex(8)}"
     papers = [paper_view(p) for p in issue.picks]
     top = issue.picks[0].paper.title

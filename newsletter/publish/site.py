@@ -21,7 +21,7 @@ from typing import Any, Generic, TypeVar
 
 from newsletter.config import LANGS, Config
 from newsletter.models import Digest, Pick
-from newsletter.publish import inline
+from newsletter.publish import inline, latex
 from newsletter.publish.render import environment, paper_view, web_copy_name
 from newsletter.select import IsoWeek, WeekIssue, top_daily
 
@@ -225,7 +225,7 @@ def _thumbnail(pick: Pick) -> str:
 def leads_of(issue: WeekIssue, n: int = LEADS) -> tuple[Lead, ...]:
     return tuple(
         Lead(p.rank, p.paper.arxiv_id, p.paper.title, p.votes, _thumbnail(p))
-        for p in issue.picks[:n]
+        for p in latex.shown_picks(issue.picks[:n])
     )
 
 
@@ -253,6 +253,7 @@ def render_issue_page(
     """The web copy of ``issue`` in ``lang``: its papers, the days it gathers, the issues
     before and after it, and a call to subscribe."""
     default = cfg.default_lang
+    issue = latex.shown_issue(issue)
     paths = {other: issue_path(issue.week, other, default) for other in LANGS}
     card = Card("", _describe(issue.picks[0]), _image(issue.picks), "article")
     return _render(
@@ -272,7 +273,7 @@ def render_day_page(
 ) -> str:
     """The day's top ``top_n_daily`` papers; ``week`` names its issue when that is published."""
     default = cfg.default_lang
-    picks = top_daily(digest, cfg.top_n_daily)
+    picks = latex.shown_picks(top_daily(digest, cfg.top_n_daily))
     paths = {other: day_path(digest.date, other, default) for other in LANGS}
     card = Card("", _describe(picks[0]) if picks else "", _image(picks), "article")
     return _render(
