@@ -66,7 +66,7 @@ def test_a_day_is_a_message_with_its_papers_in_its_thread_in_vote_order(
     assert "https://news.example.org/days/2024-07-31.html" in json.dumps(day["blocks"])
     assert len(papers) == 10 and {p["thread_ts"] for p in papers} == {day["ts"]}
     assert [_arxiv(p) for p in papers][:3] == TOP
-    assert papers[0]["text"].startswith("1. Meltemi") and "추천 53" in papers[0]["text"]
+    assert papers[0]["text"].startswith("1. Meltemi") and "추천\u00a053" in papers[0]["text"]
     assert chat_server.problems == []
     assert report.posts == {"slack C0PAPERS": 11} and report.queued == {"slack C0PAPERS": 11}
 
@@ -127,7 +127,7 @@ def test_discord_posts_ten_embeds_a_message_and_survives_a_429(
     assert [t.split(".")[0] for t in titles] == [str(n) for n in range(1, 12)]
     embed = first["embeds"][0]
     assert embed["url"].startswith("https://arxiv.org/abs/") and embed["title"].startswith("1. ")
-    assert "42 votes" in embed["footer"]["text"] and "Authors:" in embed["footer"]["text"]
+    assert "42\u00a0votes" in embed["footer"]["text"] and "Authors:" in embed["footer"]["text"]
     assert embed["thumbnail"]["url"].startswith("https://")
     assert chat_server.problems == [] and first["allowed_mentions"] == {"parse": []}
 
@@ -136,8 +136,8 @@ def test_korean_and_english(tmp_path: Path, chat_server: ChatServer) -> None:
     _post(_slack(tmp_path / "ko", chat_server, 'channel = "C0PAPERS"\npapers = 1\n'))
     _post(_slack(tmp_path / "en", chat_server, 'channel = "C0PAPERS"\npapers = 1\nlang = "en"\n'))
     ko, en = chat_server.posts[1]["text"], chat_server.posts[3]["text"]
-    assert "추천 53" in ko and "저자:" in ko and "새로운 점:" in ko
-    assert "53 votes" in en and "Authors:" in en and "What's New:" in en
+    assert "추천\u00a053" in ko and "저자:" in ko and "새로운 점:" in ko
+    assert "53\u00a0votes" in en and "Authors:" in en and "What's New:" in en
     assert "2024년 7월 31일" in json.dumps(chat_server.posts[0], ensure_ascii=False)
     assert "July 31, 2024" in json.dumps(chat_server.posts[2])
 

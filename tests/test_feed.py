@@ -270,7 +270,7 @@ def test_korean_entry_reads_back_exactly(seeds_archive: Archive, feed_cfg: Confi
         "자연 언어 처리(NLP) 작업에서 놀라운 결과를 보였습니다."
     )
     assert entry.published == "2024-05-20T09:00:09+09:00"
-    assert "2024년 5월 20일 일간 1위 · 추천 6" in entry.content[0].value
+    assert "2024년 5월 20일 일간 1위 · 추천\u00a06" in entry.content[0].value
 
 
 def test_labels_and_words_are_in_the_feed_language(
@@ -279,8 +279,8 @@ def test_labels_and_words_are_in_the_feed_language(
     """The Korean feed says 새로운 점, as the email does; the English feed says What's New.
     The summaries themselves stay as written."""
     for lang, label, words in (
-        ("ko", "새로운 점", "2024년 5월 20일 일간 1위 · 추천 6"),
-        ("en", "What's New", "No. 1 of May 20, 2024 · 6 votes"),
+        ("ko", "새로운 점", "2024년 5월 20일 일간 1위 · 추천\u00a06"),
+        ("en", "What's New", "No. 1 of May 20, 2024 · 6\u00a0votes"),
     ):
         cfg = feed_cfg.replace(language=lang)
         atom, data = _build(seeds_archive.digests, cfg)

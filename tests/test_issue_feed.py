@@ -113,7 +113,7 @@ def test_content_is_a_plain_fragment_of_the_issue(seeds_archive: Archive, feed_c
     assert headings[0] == "1위: Meltemi: The first open Large Language Model for Greek"
     assert tree.xpath("//h3[1]/a/@href") == ["https://arxiv.org/abs/2407.20743"]
     text = _shown(content)
-    assert "추천 53 · 저자: Vassilis Papavasileiou, Leon Voukoutis" in text
+    assert "추천\u00a053 · 저자: Vassilis Papavasileiou, Leon Voukoutis" in text
     assert "새로운 점: 최근 발표된 연구는 그리스어 전용" in text
     assert "What's New" not in text and "Hugging Face 논문 페이지" in text
     assert content.startswith("<p>2024년 7월 29일")
@@ -132,7 +132,7 @@ def test_english_issues_feed_links_the_english_web_copy(
     assert entry.findtext(f"{ATOM}title") == "Week 31, 2024"
     assert entry.find(f"{ATOM}link").get("href") == f"{SITE}issues/2024-W31.en.html"
     text = _shown(entry.findtext(f"{ATOM}content"))
-    assert "No. 1: Meltemi" in text and "53 votes · Authors: Vassilis" in text
+    assert "No. 1: Meltemi" in text and "53\u00a0votes · Authors: Vassilis" in text
     assert "What's New: " in text
     assert json.loads(data)["items"][0]["url"] == f"{SITE}issues/2024-W31.en.html"
 

@@ -242,7 +242,8 @@ def test_paper_block(issue_cfg: Config, seeds_archive: Archive) -> None:
     assert f'href="{first.url}"' in ko.html
     assert f'href="{first.hf_url}"' in ko.html
     assert "1위" in ko.html and "No. 1" in en.html
-    assert "추천 53" in ko.html and "53 votes" in en.html
+    # A no-break space keeps the number with its word.
+    assert "추천&nbsp;53" in ko.html and "53&nbsp;votes" in en.html
     assert "Vassilis Papavasileiou, Leon Voukoutis, Prokopis Prokopidis 외 6명" in ko.html
     assert "Vassilis Papavasileiou, Leon Voukoutis, Prokopis Prokopidis and 6 more" in en.html
     # The summaries stay Korean in both languages.
@@ -282,8 +283,8 @@ def test_numbers_are_localized(issue_cfg: Config) -> None:
     paper = make_paper("2405.00002", votes=12345, authors=("Solo",))
     archive = Archive((Digest(IsoWeek.parse("2024-W21").monday, (paper,)),))
     issue = build_issue(issue_cfg, archive, IsoWeek.parse("2024-W21"))
-    assert "추천 12,345" in render_issue(issue_cfg, issue, "ko").text
-    assert "12,345 votes" in render_issue(issue_cfg, issue, "en").text
+    assert "추천\u00a012,345" in render_issue(issue_cfg, issue, "ko").text
+    assert "12,345\u00a0votes" in render_issue(issue_cfg, issue, "en").text
     assert "외" not in render_issue(issue_cfg, issue, "ko").text.split("Solo")[1].split("\n")[0]
 
 

@@ -125,7 +125,7 @@ def test_front_page_features_the_latest_issue_and_lists_every_issue_by_year(
     for paper_id, votes in (("2407.20743", 53), ("2407.20729", 23), ("2407.21018", 20)):
         assert f"2024-W31.html#paper-{paper_id}" in featured, paper_id
         assert f"papers/{paper_id}.png" in featured, paper_id
-        assert f"추천 {votes}" in featured, paper_id
+        assert f"추천\u00a0{votes}" in featured, paper_id
     # Every issue under its year, newest first, with its lead papers.
     listing = page[page.index('id="issues"') :]
     assert listing.count("<h3") == 1 and "2024년</h3>" in listing

@@ -19,6 +19,7 @@ from newsletter.publish import inline
 
 __all__ = ["AUTHORS_IN_CONTENT", "Words", "byline", "points_html", "words"]
 
+NO_BREAK_SPACE = "\u00a0"
 # Names in the content's author line before "and N more": a paper with hundreds of
 # authors would otherwise outweigh a whole day of others.
 AUTHORS_IN_CONTENT = 20
@@ -51,14 +52,15 @@ class Words:
         return text
 
     def votes(self, votes: int) -> str:
-        """``추천 1,234`` / ``1,234 votes``."""
+        """``추천 1,234`` / ``1,234 votes``, the word and the number joined by a no-break
+        space: a narrow screen or a wrapped text line never puts them on two lines."""
         text = self.counts.get(votes)
         if text is None:
             from babel.numbers import format_decimal
 
             number = str(format_decimal(votes, locale=self.locale))
             text = self.ngettext("%(votes)s vote", "%(votes)s votes", votes) % {"votes": number}
-            self.counts[votes] = text
+            text = self.counts[votes] = text.replace(" ", NO_BREAK_SPACE)
         return text
 
     def more(self, count: int) -> str:

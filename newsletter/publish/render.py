@@ -31,7 +31,7 @@ from markupsafe import Markup
 from newsletter.config import LANGS, Config
 from newsletter.errors import NewsletterError
 from newsletter.models import Pick, Section
-from newsletter.publish import inline, latex
+from newsletter.publish import feed_content, inline, latex
 from newsletter.select import IsoWeek, WeekIssue
 from newsletter.shipped import shipped
 
@@ -151,6 +151,8 @@ def environment(lang: str) -> jinja2.Environment:
     env.filters["format_date"] = functools.partial(_date, locale=locale)
     env.filters["format_number"] = functools.partial(_number, locale=locale)
     env.globals["date_range"] = functools.partial(_interval, locale=locale)
+    # ``추천 53`` / ``53 votes``, never broken across lines (the feeds' words).
+    env.globals["votes"] = feed_content.words(lang).votes
     env.globals["lang"] = lang
     env.globals["locale"] = locale
     return env
