@@ -29,7 +29,7 @@ from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 from newsletter.publish.feed_content import AUTHORS_IN_CONTENT, Words, byline, points_html, words
 from newsletter.publish.json_feed import json_document, json_html, json_text
 from newsletter.publish.public_files import write_public
-from newsletter.publish.render import environment, web_copy_url
+from newsletter.publish.render import environment, lead_line, web_copy_url
 from newsletter.select import IsoWeek, NoIssueError, WeekIssue, build_issue, issue_weeks
 
 log = logging.getLogger(__name__)
@@ -142,18 +142,6 @@ def _week_label(w: Words, week: IsoWeek) -> str:
     return w.gettext("Week %(week)d, %(year)d") % {"week": week.week, "year": week.year}
 
 
-def _lead(w: Words, issue: WeekIssue) -> str:
-    """``이번 주 추천 1위: Meltemi... 외 9편``: what a reader's list shows under the title."""
-    top, more = issue.picks[0].paper.title, len(issue.picks) - 1
-    if not more:
-        return w.gettext("This week's most voted: %(title)s") % {"title": top}
-    return w.ngettext(
-        "This week's most voted: %(title)s, and %(num)d more paper",
-        "This week's most voted: %(title)s, and %(num)d more papers",
-        more,
-    ) % {"title": top, "num": more}
-
-
 def issues_atom_bytes(items: Sequence[IssueItem], cfg: Config) -> bytes:
     """The Atom 1.0 document of the weekly issues."""
     w = words(cfg.language)
@@ -163,7 +151,7 @@ def issues_atom_bytes(items: Sequence[IssueItem], cfg: Config) -> bytes:
             title=_week_label(w, item.week),
             time=item.time,
             content=issue_html(cfg, item.issue, w),
-            summary=html.escape(_lead(w, item.issue), quote=False),
+            summary=html.escape(lead_line(w.lang, item.issue), quote=False),
             links=({"href": item.url, "rel": "alternate", "type": "text/html"},),
         )
         for item in items
@@ -185,7 +173,7 @@ def _json_item(item: IssueItem, cfg: Config, w: Words) -> str:
         "id": item.id,
         "url": item.url,
         "title": _week_label(w, item.week),
-        "summary": _lead(w, item.issue),
+        "summary": lead_line(w.lang, item.issue),
         "date_published": time,
         "date_modified": time,
     }

@@ -34,6 +34,7 @@ from newsletter.models import Pick, Section
 from newsletter.publish import feed_content, inline, latex
 from newsletter.select import IsoWeek, WeekIssue
 from newsletter.shipped import shipped
+from newsletter.words import wrap
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,7 @@ __all__ = [
     "LANGS",
     "RenderedIssue",
     "environment",
+    "lead_line",
     "paper_view",
     "render_issue",
     "web_copy_url",
@@ -321,6 +323,21 @@ def inline_css(document: str) -> str:
     return str(_inliner().inline(document))
 
 
+def lead_line(lang: str, issue: WeekIssue) -> str:
+    """``이번 주 추천 1위: Meltemi... 외 9편``: the email's preheader, what inboxes show beside
+    the subject, and what a feed reader's list shows under an issue's title."""
+    translations = translations_for(lang)
+    top = latex.shown(issue.picks[0].paper).title
+    more = len(issue.picks) - 1
+    if not more:
+        return translations.gettext("This week's most voted: %(title)s") % {"title": top}
+    return translations.ngettext(
+        "This week's most voted: %(title)s, and %(num)d more paper",
+        "This week's most voted: %(title)s, and %(num)d more papers",
+        more,
+    ) % {"title": top, "num": more}
+
+
 def render_issue(
     cfg: Config, issue: WeekIssue, lang: str, *, approve_url: str = ""
 ) -> RenderedIssue:
@@ -329,20 +346,10 @@ def render_issue(
     draft notice with that link at the top (the editor's copy).
     """
     env = environment(lang)
-    translations = translations_for(lang)
     issue = latex.shown_issue(issue)
     marker = f"urn:x-newsletter{_UNSUBSCRIBE_MARK}{secrets.token_hex(8)}"
     papers = [paper_view(p) for p in issue.picks]
-    top = issue.picks[0].paper.title
-    more = len(issue.picks) - 1
-    if more:
-        preheader = translations.ngettext(
-            "This week's most voted: %(title)s, and %(num)d more paper",
-            "This week's most voted: %(title)s, and %(num)d more papers",
-            more,
-        ) % {"title": top, "num": more}
-    else:
-        preheader = translations.gettext("This week's most voted: %(title)s") % {"title": top}
+    preheader = lead_line(lang, issue)
     edition = cfg.email.edition(lang)
     context: dict[str, Any] = {
         "name": edition.name,
@@ -364,7 +371,12 @@ def render_issue(
         "approve_url": approve_url,
     }
     document = env.get_template("email/issue.html").render(context)
-    text = env.get_template("email/issue.txt").render(context)
+    # Wrapped for mail clients that show text as it comes; the personal URLs, longer than
+    # their markers, each get a line of their own.
+    text = wrap(
+        env.get_template("email/issue.txt").render(context),
+        alone=(marker, context["preferences_url"]),
+    )
     inlined = inline_css(document)
     if marker not in inlined:
         raise AssertionError("the unsubscribe link was lost while rendering")  # pragma: no cover
