@@ -57,6 +57,12 @@ WEEK = IsoWeek.parse("2024-W30")
         (r"$\textbf{bold}$", "bold"),
         (r"$\frac{a}{b}$", "a/b"),
         (r"$\left(x\right)$", "(x)"),
+        # Spaces as the source has them, not as LaTeX's spacing swallows them.
+        (r"$x \in \mathbb{R}$", "x ∈ ℝ"),
+        (r"$\lambda \cdot x$", "λ · x"),
+        (r"$\mathcal{L} = \|F\|$", "ℒ = ‖F‖"),
+        (r"$O(n \log n)$", "O(n log n)"),
+        (r"$\nabla ^2$", "∇²"),
         (r"$n$-gram and $k$-NN", "n-gram and k-NN"),
         (r"$$E = mc^2$$", "E = mc²"),
         # An escaped dollar is a dollar sign.

@@ -45,6 +45,7 @@ _SPAN = re.compile(
 # Code spans and URLs (bare, or a Markdown link's target): never math.
 _PROTECTED = re.compile(r"(`+)[^`]*?\1|https?://\S+|\]\([^)\s]*\)", re.IGNORECASE)
 _MACRO = re.compile(r"\\(?:[A-Za-z]+|.)", re.DOTALL)
+_BARE_MACRO_SPACE = re.compile(r"(\\[A-Za-z]+)\s+")
 # LaTeX's own specials that change what follows (a comment, a table cell, a parameter).
 _SPECIALS = re.compile(r"(?<!\\)[%&#]")
 
@@ -150,12 +151,23 @@ def _latex(source: str) -> str | None:
         name = macro[1:]
         if name in _NOT_MATH or db.get_macro_spec(name) is None:
             return None
+    # LaTeX (and pylatexenc) swallow the space after a bare macro; a reader of the text
+    # wants it where the source has it: "x ∈ ℝ" for `x \in \mathbb{R}`, not "x ∈ℝ".
+    source = _BARE_MACRO_SPACE.sub(_control_space, source)
     try:
         text = _converter().latex_to_text(f"${source}$")
     except Exception:  # pylatexenc's parse errors have no common base class
         return None
     # Thin spaces (\,) and quads are several spaces in pylatexenc's text; one is enough.
     return " ".join(text.split())
+
+
+def _control_space(match: re.Match[str]) -> str:
+    """A macro of no arguments and the spaces after it as the macro and a control space
+    (``\\ ``), which is text; a macro with arguments as it is (its argument may follow)."""
+    if _walker_context().get_macro_spec(match.group(1)[1:]) is None:
+        return match.group(1) + "\\ "
+    return match.group()
 
 
 def _scripts(source: str) -> str | None:
@@ -179,6 +191,8 @@ def _scripts(source: str) -> str | None:
             script = _script(argument, _SUPER if char == "^" else _SUB)
             if script is None:
                 return None
+            while out and out[-1].isspace():  # a script sits on what it follows
+                out.pop()
             # An empty group ends a macro name before it (\nabla{}²) and adds no text.
             out.append("{}" + script)
         else:
@@ -241,6 +255,14 @@ def _context() -> Any:
         ],
     )
     return db
+
+
+@functools.cache
+def _walker_context() -> Any:
+    """How pylatexenc's parser reads macros: which take arguments."""
+    from pylatexenc.latexwalker import get_default_latex_context_db
+
+    return get_default_latex_context_db()
 
 
 @functools.cache
