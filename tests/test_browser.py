@@ -6,6 +6,7 @@ Screenshots land in test-artifacts/.
 
 from __future__ import annotations
 
+import datetime as dt
 import os
 import re
 import shutil
@@ -15,13 +16,14 @@ from html import escape
 from pathlib import Path
 
 import pytest
-from conftest import SEEDS, long_week
+from conftest import SEEDS, long_week, make_paper
 
 from newsletter.config import Config
 from newsletter.mail.message import preferences_url, unsubscribe_url
-from newsletter.models import Archive
-from newsletter.publish.render import render_issue
-from newsletter.select import IsoWeek, build_issue
+from newsletter.models import Archive, Pick
+from newsletter.publish import site
+from newsletter.publish.render import LANGS, render_issue
+from newsletter.select import IsoWeek, WeekIssue, build_issue, rank
 
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
@@ -122,6 +124,102 @@ def test_preview_has_no_horizontal_scroll_and_no_empty_boxes(
         shot = ARTIFACTS / f"preview-{name}-{width}.png"
         _run(browser, tmp_path / "profile", f"--screenshot={shot}", page.as_uri())
         assert shot.stat().st_size > 10_000
+
+
+# --- a paper's votes stay on one line at 375px -------------------------------------------------
+
+# The page twice, side by side in same-origin frames: as rendered, and a control copy with the
+# no-break spaces and nowrap rules taken out, which must break some votes (else the page
+# never put a line end there, and the check would pass for nothing). For each "추천 53" /
+# "53 votes" a Range over its text gives one box per line it is laid out on: boxes of one
+# line overlap vertically, those of two lines do not.
+VOTES_FRAMES = """<!DOCTYPE html><html><body style="margin:0">
+<iframe id="real" width="{width}" height="4000" style="border:0" srcdoc="{real}"></iframe>
+<iframe id="control" width="{width}" height="4000" style="border:0" srcdoc="{control}"></iframe>
+<script>
+function votes(frame) {{
+  var doc = frame.contentDocument, found = 0, broken = [];
+  var pattern = /추천[ \u00a0][0-9,]+(?![0-9,위])|[0-9,]+[ \u00a0]votes?/g;
+  var walker = doc.createTreeWalker(doc.body, NodeFilter.SHOW_TEXT), node, match;
+  while ((node = walker.nextNode())) {{
+    pattern.lastIndex = 0;
+    while ((match = pattern.exec(node.data))) {{
+      var range = doc.createRange();
+      range.setStart(node, match.index);
+      range.setEnd(node, match.index + match[0].length);
+      var boxes = Array.prototype.filter.call(range.getClientRects(), function (r) {{ return r.width > 0; }});
+      var bottom = Math.min.apply(null, boxes.map(function (r) {{ return r.bottom; }}));
+      var top = Math.max.apply(null, boxes.map(function (r) {{ return r.top; }}));
+      found += 1;
+      if (top >= bottom - 1) broken.push(match[0]);
+    }}
+  }}
+  return found + ' ' + broken.length;
+}}
+window.addEventListener('load', function () {{
+  var p = document.createElement('pre');
+  p.textContent = 'VOTES ' + votes(document.getElementById('real')) + ' '
+    + votes(document.getElementById('control'));
+  document.body.appendChild(p);
+}});
+</script></body></html>"""
+
+
+def _without_no_break(html: str) -> str:
+    return html.replace("\u00a0", " ").replace("&nbsp;", " ").replace("white-space:nowrap;", "")
+
+
+def _votes_on_one_line(browser: str, html: str, tmp: Path, name: str) -> None:
+    page = tmp / f"{name}.votes.html"
+    page.write_text(
+        VOTES_FRAMES.format(
+            width=375,
+            real=escape(html, quote=True),
+            control=escape(_without_no_break(html), quote=True),
+        ),
+        encoding="utf-8",
+    )
+    dom = _run(browser, tmp / "profile", "--virtual-time-budget=5000", "--dump-dom", page.as_uri())
+    match = re.search(r"VOTES (\d+) (\d+) (\d+) (\d+)", dom)
+    assert match is not None, dom[-2000:]
+    found, broken, control_found, control_broken = map(int, match.groups())
+    assert found >= 40 and control_found == found, (name, found, control_found)
+    assert control_broken > 0, f"{name}: no votes at a line end, nothing was checked"
+    assert broken == 0, f"{name} at 375px: {broken} of {found} votes broken across lines"
+
+
+def _varied_titles(count: int = 40) -> list[str]:
+    """Titles one character apart in length, so that at some of them the votes after the
+    title fall at the end of a line, wherever the fonts put it."""
+    return [f"Sparse Mixture of Experts for Long-Context Reasoning {'w' * i}" for i in range(count)]
+
+
+def test_votes_stay_with_their_number_at_375px(issue_cfg: Config, tmp_path: Path) -> None:
+    """The email's contents list and the front page's issue list, in both languages."""
+    browser = _chromium()
+    week = IsoWeek.parse("2024-W21")
+    papers = [
+        make_paper(f"2405.{10000 + i}", title=title, votes=120 + i)
+        for i, title in enumerate(_varied_titles())
+    ]
+    picks = rank(Pick(p, week.monday, i, p.votes) for i, p in enumerate(papers))
+    issue = WeekIssue(week, tuple(picks))
+    entries = [
+        site.IssueEntry(
+            IsoWeek(2024, 1 + n),
+            tuple(
+                site.Lead(r + 1, p.paper.arxiv_id, p.paper.title, p.votes, "")
+                for r, p in enumerate(picks[3 * n : 3 * n + 3])
+            ),
+        )
+        for n in range(len(picks) // 3)
+    ]
+    for lang in LANGS:
+        rendered = render_issue(issue_cfg, issue, lang)
+        html = rendered.html_for(unsubscribe_url(issue_cfg, "t"), preferences_url(issue_cfg, "t"))
+        _votes_on_one_line(browser, html, tmp_path, f"email.{lang}")
+        index = site.render_index(issue_cfg, lang, entries[::-1], [dt.date(2024, 5, 20)])
+        _votes_on_one_line(browser, index, tmp_path, f"index.{lang}")
 
 
 # --- the website: every page at phone and desktop widths, and axe-core's WCAG A/AA rules ------
