@@ -19,11 +19,11 @@ from newsletter.archive.digest import load_archive
 from newsletter.archive.sources import local_catalog
 from newsletter.config import Config
 from newsletter.mail.message import build_message
-from newsletter.models import Archive
+from newsletter.models import Archive, Pick
 from newsletter.publish import chat, feed, latex
 from newsletter.publish.outputs import publish_weeks
 from newsletter.publish.render import render_issue
-from newsletter.select import IsoWeek, build_issue, top_daily
+from newsletter.select import IsoWeek, WeekIssue, build_issue, top_daily
 
 DIGEST = FIXTURES / "digests" / "latex.md"
 WEEK = IsoWeek.parse("2024-W30")
@@ -86,6 +86,8 @@ def test_inline_math_reads_as_unicode(source: str, shown: str) -> None:
         r"$\cite{vaswani}$",
         # A LaTeX comment sign would swallow the rest.
         r"$50%$",
+        # A dollar inside math is text that pylatexenc keeps: the span stays whole, its \$ too.
+        r"$\$5 \times 2$",
         # Prices and lone dollars are not math.
         "$5 million",
         "$5 million and $10 million",
@@ -108,6 +110,15 @@ def test_what_does_not_convert_whole_stays_as_written(source: str) -> None:
 def test_a_span_left_as_written_leaves_its_neighbours_converted() -> None:
     text = r"$x^q$ and $\alpha$ for $5 million"
     assert latex.to_text(text) == r"$x^q$ and α for $5 million"
+
+
+def test_escaped_dollars_are_converted_once(issue_cfg: Config) -> None:
+    """Each output converts a paper once: ``\\$x\\$`` is "$x$", never read again as math."""
+    paper = make_paper("2406.00002", title=r"Pay \$x\$ to $\alpha$", votes=5)
+    issue = WeekIssue(WEEK, (Pick(paper, WEEK.monday, 0, 5, rank=1),))
+    rendered = render_issue(issue_cfg, issue, "en")
+    assert "Pay $x$ to α" in rendered.subject and "Pay $x$ to α" in rendered.preheader
+    assert "Pay $x$ to α" in rendered.text
 
 
 def test_a_paper_is_shown_whole_and_keeps_its_identity() -> None:

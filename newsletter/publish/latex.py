@@ -114,15 +114,19 @@ def to_text(text: str) -> str:
 
 
 def _convert(text: str) -> str:
+    """Math spans converted, and ``\\$`` a dollar sign in the text between them (a span
+    left as written keeps its own)."""
     if "$" not in text:
         return text
-    converted = _SPAN.sub(_span, text)
-    return converted.replace("\\$", "$")
-
-
-def _span(match: re.Match[str]) -> str:
-    source = match.group("display") or match.group("tex") or match.group("inline")
-    return _math(source) or match.group()
+    out: list[str] = []
+    pos = 0
+    for match in _SPAN.finditer(text):
+        out.append(text[pos : match.start()].replace("\\$", "$"))
+        source = match.group("display") or match.group("tex") or match.group("inline")
+        out.append(_math(source) or match.group())
+        pos = match.end()
+    out.append(text[pos:].replace("\\$", "$"))
+    return "".join(out)
 
 
 @functools.lru_cache(maxsize=4096)

@@ -280,9 +280,10 @@ def short_title(title: str, limit: int = LEAD_CHARS) -> str:
 
 
 def subject_for(cfg: Config, issue: WeekIssue, lang: str) -> str:
-    """The issue's subject in ``lang``, e.g. ``[주간 HF 논문] 2024년 31주차: Meltemi 외 9편``."""
+    """The issue's subject in ``lang``, e.g. ``[주간 HF 논문] 2024년 31주차: Meltemi 외 9편``;
+    ``issue`` as shown (:func:`~newsletter.publish.latex.shown_issue`)."""
     edition = cfg.email.edition(lang)
-    title = short_title(latex.shown(issue.picks[0].paper).title)
+    title = short_title(issue.picks[0].paper.title)
     more = len(issue.picks) - 1
     lead = (
         translations_for(lang).ngettext(
@@ -325,9 +326,10 @@ def inline_css(document: str) -> str:
 
 def lead_line(lang: str, issue: WeekIssue) -> str:
     """``이번 주 추천 1위: Meltemi... 외 9편``: the email's preheader, what inboxes show beside
-    the subject, and what a feed reader's list shows under an issue's title."""
+    the subject, and what a feed reader's list shows under an issue's title; ``issue`` as
+    shown (:func:`~newsletter.publish.latex.shown_issue`)."""
     translations = translations_for(lang)
-    top = latex.shown(issue.picks[0].paper).title
+    top = issue.picks[0].paper.title
     more = len(issue.picks) - 1
     if not more:
         return translations.gettext("This week's most voted: %(title)s") % {"title": top}
