@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 from click.testing import CliRunner
-from conftest import FIXTURES
+from conftest import FIXTURES, legacy_delivery_token
 
 from newsletter.app.subscription import request_subscription
 from newsletter.cli import main
@@ -216,9 +216,10 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
 
 def test_verp_token_names_the_delivery_before_anything_else(bounce_cfg: Config) -> None:
     store = open_store(bounce_cfg.database_url, bounce_cfg.base_dir)
-    for address in ("gone@example.net", "other@example.net"):
+    readers = ("gone@example.net", "other@example.net", "earlier@example.net")
+    for address in readers:
         store.add_subscriber(address)
-    ids = deliver(store, "2024-W31", ("gone@example.net", "other@example.net"))
+    ids = deliver(store, "2024-W31", readers)
     raw = (REPORTS / "dsn-hard.eml").read_bytes()
     # The VERP address names other@'s delivery: it wins over the address and Message-ID.
     token = make_delivery_token(KEY, ids["other@example.net"]).encode()
@@ -239,6 +240,12 @@ def test_verp_token_names_the_delivery_before_anything_else(bounce_cfg: Config) 
     )
     actions = bounces.act(bounce_cfg, store, KEY, report, "another report", "mailbox")
     assert [a.email for a in actions] == ["gone@example.net"]
+    # A message sent before tokens were sealed carries an ID-SIG token: still its delivery.
+    earlier = raw.replace(token, legacy_delivery_token(KEY, ids["earlier@example.net"]).encode())
+    earlier = earlier.replace(b"<2024-W31.ko.gone@", b"<not-ours@")
+    report = read_report(bounce_cfg, KEY, earlier)
+    actions = bounces.act(bounce_cfg, store, KEY, report, "a third report", "mailbox")
+    assert [a.email for a in actions] == ["earlier@example.net"]
     store.close()
 
 
@@ -723,13 +730,16 @@ def test_the_correlation_header_is_in_the_message_and_signed(
 
 
 def test_the_envelope_sender_is_verp_only_with_a_return_path(bounce_cfg: Config) -> None:
-    from newsletter.mail.tokens import envelope_sender, read_delivery_token
+    from newsletter.mail.tokens import TokenError, envelope_sender, read_delivery_token
 
     sender = envelope_sender(bounce_cfg, KEY, 1234)
     local, _, domain = sender.partition("@")
     assert domain == "news.example.org" and local.startswith("bounces+")
-    assert read_delivery_token(KEY, local.split("+", 1)[1].upper()) == 1234
-    assert len(sender) < 64
+    token = local.split("+", 1)[1]
+    assert read_delivery_token(KEY, token) == 1234 and "1234" not in token
+    with pytest.raises(TokenError):  # only as made: lower case
+        read_delivery_token(KEY, token.upper())
+    assert len(local) <= 64  # RFC 5321: a local part is at most 64 characters
     plain = bounce_cfg.replace(bounces=dataclasses.replace(bounce_cfg.bounces, return_path=""))
     assert envelope_sender(plain, KEY, 1234) == plain.email.from_address
 

@@ -164,6 +164,9 @@ def test_unsubscribe_page_speaks_the_subscribers_language(
         make_token(KEY, "confirm", 1),  # a token for another purpose
         "2" + make_token(KEY, "unsubscribe", 1)[1:],  # tampered id
         "garbage",
+        # The real token, written another way: only the form it was made in is good.
+        make_token(KEY, "unsubscribe", 1) + "=",
+        make_token(KEY, "unsubscribe", 1) + "%3D%3D",
     ],
 )
 def test_forged_or_tampered_tokens_are_refused(

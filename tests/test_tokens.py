@@ -2,19 +2,27 @@
 
 from __future__ import annotations
 
+import base64
 import os
 import stat
 from pathlib import Path
+from urllib.parse import unquote
 
 import pytest
-from conftest import SEEDS
+from conftest import SEEDS, legacy_delivery_token
 
 from newsletter.config import Config
 from newsletter.mail.tokens import (
+    APPROVE,
+    CONFIRM,
     KEY_FILE,
+    PREFERENCES,
+    UNSUBSCRIBE,
     SigningKeyError,
     TokenError,
+    make_delivery_token,
     make_token,
+    read_delivery_token,
     read_token,
     secret_key,
     signing_keys,
@@ -105,3 +113,102 @@ def test_a_full_disk_when_the_key_is_made_is_one_line_and_leaves_no_file(
         "some disk space or fix the folder, or set NEWSLETTER_SECRET_KEY"
     )
     assert sorted(p.name for p in full_disk.iterdir()) == ["config.toml", "filler"]
+
+
+# --- one token, one form -------------------------------------------------------------------
+
+KEY = b"test-secret-key-of-at-least-32-bytes"
+URLSAFE = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+BASE32 = "abcdefghijklmnopqrstuvwxyz234567"
+
+
+def _spare_bit_set(token: str, alphabet: str) -> str:
+    """The token with the lowest (spare) bit of its last character set: other text for the
+    same bytes, which a lax decoder reads as the token."""
+    last = alphabet.index(token[-1])
+    assert last % 2 == 0, "the spare bits of a token as made are zero"
+    return token[:-1] + alphabet[last | 1]
+
+
+@pytest.mark.parametrize(
+    ("purpose", "expires"),
+    [(UNSUBSCRIBE, None), (PREFERENCES, None), (CONFIRM, 4_102_444_800), (APPROVE, 4_102_444_800)],
+)
+def test_a_link_token_is_accepted_only_as_made(purpose: str, expires: int | None) -> None:
+    token = make_token(KEY, purpose, 42, expires=expires)
+    assert read_token(KEY, purpose, token) == 42
+    signature = token.rpartition(".")[2]
+    other_bits = _spare_bit_set(token, URLSAFE)
+    # The same signature bytes, written otherwise: each was accepted before.
+    assert base64.urlsafe_b64decode(other_bits.rpartition(".")[2] + "==") == (
+        base64.urlsafe_b64decode(signature + "==")
+    )
+    malleated = [
+        token + "=",
+        token + "==",
+        unquote(token + "%3D%3D"),  # what the web layer hands over for a %-encoded "=="
+        other_bits,
+        "0" + token,  # a leading zero on the id
+        f" {token}",
+        token + "\n",
+    ]
+    if expires is not None:
+        subject, _, sig = token.rpartition(".")
+        number, _, stamp = subject.partition(".")
+        malleated.append(f"{number}.0{stamp}.{sig}")
+    for variant in malleated:
+        with pytest.raises(TokenError):
+            read_token(KEY, purpose, variant)
+
+
+def test_delivery_tokens_are_accepted_only_as_made() -> None:
+    for token, read in (
+        (make_delivery_token(KEY, 42), lambda t: read_delivery_token(KEY, t)),
+        (legacy_delivery_token(KEY, 42), lambda t: read_delivery_token(KEY, t)),
+    ):
+        assert read(token) == 42
+        other_bits = _spare_bit_set(token, BASE32)
+        for variant in (
+            token.upper(),
+            token + "=",
+            token + "======",
+            f" {token}",
+            other_bits,
+            "0" + token,
+        ):
+            with pytest.raises(TokenError):
+                read(variant)
+
+
+def test_delivery_tokens_show_no_count_or_order() -> None:
+    numbers = (1, 2, 41, 42, 1_000_041, 1_000_042, 10**12)
+    tokens = {n: make_delivery_token(KEY, n) for n in numbers}
+    assert len(set(tokens.values())) == len(tokens)
+    for number, token in tokens.items():
+        # Every token alike: 26 lower-case letters and digits, whatever the number.
+        assert len(token) == 26 and token.isalnum() and token.islower()
+        # Neither the decimal id nor the base 36 one that tokens used to begin with.
+        base36 = legacy_delivery_token(KEY, number).partition("-")[0]
+        for written in (str(number), base36):
+            assert len(written) < 3 or written not in token, (number, token)
+        assert read_delivery_token(KEY, token) == number
+    for a, b in ((1, 2), (41, 42), (1_000_041, 1_000_042)):
+        # Consecutive deliveries: no shared beginning or end where a counter would show,
+        # and no more characters in the same places than chance gives (26/32 on average).
+        first, second = tokens[a], tokens[b]
+        same = sum(x == y for x, y in zip(first, second, strict=True))
+        assert first[:2] != second[:2] and first[-2:] != second[-2:], (first, second)
+        assert same <= 5, (first, second)
+    # The same delivery always has the same token: a message sent again after a crash is
+    # reported under the name of its first sending.
+    assert make_delivery_token(KEY, 42) == tokens[42]
+
+
+def test_delivery_tokens_of_messages_sent_before_the_upgrade_still_read() -> None:
+    old = legacy_delivery_token(KEY, 1234)
+    assert old.startswith("ya-")  # 1234 in base 36
+    assert read_delivery_token(KEY, old) == 1234
+    with pytest.raises(TokenError):
+        read_delivery_token(KEY, legacy_delivery_token(b"another-key-of-at-least-32-bytes", 1234))
+    with pytest.raises(TokenError):
+        read_delivery_token(KEY, "yb" + old[2:])  # another id under the same signature

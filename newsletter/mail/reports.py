@@ -45,7 +45,9 @@ log = logging.getLogger(__name__)
 
 HEADER = "X-Newsletter-Delivery"
 
-_TOKEN = r"[0-9a-z]{1,13}-[a-z2-7]{13}"
+# A delivery token (newsletter.mail.tokens), or one of the older form: lower case only, as
+# made (a token is accepted only in the form it was made in).
+_TOKEN = r"(?-i:[a-z2-7]{26}|[0-9a-z]{1,13}-[a-z2-7]{13})"
 _VERP_RE = re.compile(r"\+(" + _TOKEN + r")@", re.IGNORECASE)
 _HEADER_RE = re.compile(r"^X-Newsletter-Delivery:\s*(" + _TOKEN + r")\s*$", re.I | re.M)
 _MSGID_RE = re.compile(r"^(?:Message-ID|Original-Message-ID):\s*(<[^<>\s]+@[^<>\s]+>)", re.I | re.M)
@@ -69,7 +71,8 @@ class Report:
     kind: str
     status: str = ""
     diagnostic: str = ""
-    # Signed delivery tokens: from the VERP address first, then X-Newsletter-Delivery.
+    # Delivery tokens (not yet checked): from the VERP address first, then
+    # X-Newsletter-Delivery.
     tokens: list[str] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
@@ -187,7 +190,7 @@ def _envelope_tokens(msg: email.message.Message) -> list[str]:
     tokens = []
     for name in _ENVELOPE_HEADERS:
         for value in msg.get_all(name) or []:
-            tokens += [t.lower() for t in _VERP_RE.findall(str(value))]
+            tokens += _VERP_RE.findall(str(value))
     return tokens
 
 
@@ -197,7 +200,7 @@ def _correlate(report: Report, msg: email.message.Message) -> Report:
     report.tokens += _envelope_tokens(msg)
     original = _original_headers(msg)
     if original is not None:
-        header = str(original.get(HEADER, "")).strip().lower()
+        header = str(original.get(HEADER, "")).strip()
         if header:
             report.tokens.append(header)
         mid = str(original.get("Message-ID", "")).strip()
@@ -205,7 +208,7 @@ def _correlate(report: Report, msg: email.message.Message) -> Report:
             report.message_ids.append(mid)
         report.addresses += _addresses(original.get("To", ""))
     text = _all_text(msg)
-    report.tokens += [t.lower() for t in _HEADER_RE.findall(text)]
+    report.tokens += _HEADER_RE.findall(text)
     report.message_ids += _MSGID_RE.findall(text)
     own = str(msg.get("Message-ID", "")).strip()
     report.message_ids = [m for m in dict.fromkeys(report.message_ids) if m != own]
@@ -264,7 +267,7 @@ def _arf(msg: email.message.Message, part: email.message.Message) -> Report:
         a for a in (_typed_address(v) for v in block.get_all("Original-Rcpt-To") or []) if a
     ]
     # The envelope sender the provider saw: our VERP address, when it kept it.
-    report.tokens += [t.lower() for t in _VERP_RE.findall(str(block.get("Original-Mail-From", "")))]
+    report.tokens += _VERP_RE.findall(str(block.get("Original-Mail-From", "")))
     return report
 
 

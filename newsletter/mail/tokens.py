@@ -1,7 +1,10 @@
 """HMAC-signed tokens for unsubscribe, preferences and confirmation links, and for deliveries.
 
-A token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
-so a link cannot be forged or pointed at someone else. The key comes only from
+A link's token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
+so a link cannot be forged or pointed at someone else. The tokens of deliveries are
+sealed as well (the number and its HMAC encrypted as one AES block), so that what anyone
+can read in a bounce address shows no count or order. Each
+token is accepted only in the one form it is made in. The key comes only from
 ``NEWSLETTER_SECRET_KEY`` (the current key, then any old ones still accepted); with none
 set, a random key is kept in a private file beside the config file, so links keep
 working across restarts.
@@ -19,7 +22,10 @@ import secrets
 import tempfile
 import time
 from collections.abc import Sequence
+from functools import lru_cache
 from pathlib import Path
+
+from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
@@ -48,12 +54,19 @@ def _b64(data: bytes) -> str:
     return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
 
 
-def _unb64(text: str) -> bytes:
-    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-
-
 def _mac(key: bytes, purpose: str, subject: str) -> bytes:
     return hmac.new(key, f"{purpose}\x00{subject}".encode(), hashlib.sha256).digest()[:16]
+
+
+def _keys(key: Keys) -> list[bytes]:
+    return [key] if isinstance(key, bytes) else list(key)
+
+
+def _number(text: str) -> int:
+    """A decimal number written the one way :func:`make_token` writes it."""
+    if not (text.isascii() and text.isdigit()) or str(int(text)) != text:
+        raise TokenError("malformed token")
+    return int(text)
 
 
 def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | None = None) -> str:
@@ -66,62 +79,110 @@ def make_token(key: bytes, purpose: str, subscriber_id: int, *, expires: int | N
 def read_token(key: Keys, purpose: str, token: str, *, now: float | None = None) -> int:
     """The subscriber id in ``token``; :class:`TokenError` if it is forged, altered, made
     for another purpose, or expired. ``key`` may be several keys (the current one and
-    those it replaced): a token made with any of them is good."""
+    those it replaced): a token made with any of them is good.
+
+    Only the form :func:`make_token` writes is accepted: no padding, no other encoding
+    of the same bytes, no leading zeros (a token is a name, and one thing has one name)."""
     subject, _, signature = token.rpartition(".")
     parts = subject.split(".")
-    if len(token) > 100 or not signature or not 1 <= len(parts) <= 2:
+    if len(token) > 100 or len(signature) != _SIGNATURE_CHARS or not 1 <= len(parts) <= 2:
         raise TokenError("malformed token")
-    if not all(p.isdigit() and p.isascii() for p in parts):
-        raise TokenError("malformed token")
+    numbers = [_number(p) for p in parts]
     try:
-        given = _unb64(signature)
+        given = base64.urlsafe_b64decode(signature + "==")
     except (ValueError, TypeError):
         raise TokenError("malformed token") from None
-    keys = [key] if isinstance(key, bytes) else list(key)
+    if _b64(given) != signature:
+        raise TokenError("malformed token")
     # Every key is tried, whichever matches: the time taken does not tell which one did.
-    matched = [hmac.compare_digest(given, _mac(k, purpose, subject)) for k in keys]
+    matched = [hmac.compare_digest(given, _mac(k, purpose, subject)) for k in _keys(key)]
     if not any(matched):
         raise TokenError("bad signature")
-    if len(parts) == 2 and int(parts[1]) < (time.time() if now is None else now):
+    if len(numbers) == 2 and numbers[1] < (time.time() if now is None else now):
         raise TokenError("expired")
-    return int(parts[0])
+    return numbers[0]
 
+
+# 16 bytes of HMAC in unpadded base64.
+_SIGNATURE_CHARS = 22
+
+
+# --- sealed tokens: for deliveries -----------------------------------------------------
+#
+# They travel in an address's local part (VERP), which some MTAs fold to lower case:
+# lower-case base 32 only. And they must not show a count: the number they stand for (a
+# delivery id) and 64 bits of its HMAC are one
+# AES block, encrypted with a key of their own. Decrypting a token that we did not make
+# gives a number whose HMAC does not match (one chance in 2**64).
 
 DELIVERY = "delivery"
-_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
+_B32 = "abcdefghijklmnopqrstuvwxyz234567"
+SEALED_CHARS = 26  # 16 bytes in base 32, without padding
+_LEGACY_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
 
 
-def _base36(number: int) -> str:
-    digits = ""
-    while True:
-        number, digit = divmod(number, 36)
-        digits = _BASE36[digit] + digits
-        if not number:
-            return digits
+def _b32(data: bytes) -> str:
+    return base64.b32encode(data).decode("ascii").rstrip("=").lower()
+
+
+@lru_cache(maxsize=64)
+def _cipher_key(key: bytes, purpose: str) -> bytes:
+    return hmac.new(key, f"aes-256\x00{purpose}".encode(), hashlib.sha256).digest()
+
+
+def _aes(key: bytes, purpose: str) -> Cipher[modes.ECB]:
+    # One block per token, never two: ECB is AES as the keyed permutation it is.
+    return Cipher(algorithms.AES(_cipher_key(key, purpose)), modes.ECB())
+
+
+def _seal(key: bytes, purpose: str, number: int) -> str:
+    if not 0 <= number < 2**63:
+        raise ValueError(f"cannot seal {number}")
+    block = number.to_bytes(8, "big") + _mac(key, purpose, str(number))[:8]
+    encryptor = _aes(key, purpose).encryptor()
+    return _b32(encryptor.update(block) + encryptor.finalize())
+
+
+def _unseal(key: Keys, purpose: str, token: str) -> int:
+    if len(token) != SEALED_CHARS or any(c not in _B32 for c in token):
+        raise TokenError("malformed token")
+    block = base64.b32decode(token.upper() + "======")
+    if _b32(block) != token:  # the last character's two spare bits set
+        raise TokenError("malformed token")
+    found = []
+    for k in _keys(key):  # every key, whichever matches (see read_token)
+        decryptor = _aes(k, purpose).decryptor()
+        plain = decryptor.update(block) + decryptor.finalize()
+        number = int.from_bytes(plain[:8], "big")
+        if hmac.compare_digest(plain[8:], _mac(k, purpose, str(number))[:8]):
+            found.append(number)
+    if not found:
+        raise TokenError("bad signature")
+    return found[0]
 
 
 def make_delivery_token(key: bytes, delivery_id: int) -> str:
-    """``ID-SIG``: the delivery id in base 36 and 64 bits of HMAC in base 32, lower case
-    letters and digits only, because it travels in an address's local part (VERP), which
-    some MTAs fold to lower case."""
-    subject = _base36(delivery_id)
-    signature = base64.b32encode(_mac(key, DELIVERY, subject)[:8]).decode("ascii")
-    return f"{subject}-{signature.rstrip('=').lower()}"
+    """The token of a delivery, for its VERP address and ``X-Newsletter-Delivery``: 26
+    lower-case letters and digits that name the delivery to us alone (sealed, see above).
+    The same delivery always gets the same token, so a message sent again after a crash
+    is reported under the same name."""
+    return _seal(key, DELIVERY, delivery_id)
 
 
 def read_delivery_token(key: Keys, token: str) -> int:
-    """The delivery id in a token from :func:`make_delivery_token` (any case);
-    :class:`TokenError` if it is malformed or not signed with ``key`` (or any of the keys)."""
-    subject, _, signature = token.strip().lower().partition("-")
-    if not subject or len(subject) > 13 or len(signature) != 13:
+    """The delivery id in a token from :func:`make_delivery_token`, or in one of the
+    ``ID-SIG`` tokens written before them (the id in base 36, then 64 bits of HMAC in base
+    32), which reports for messages already sent still carry: both are signed and cannot
+    be forged. :class:`TokenError` if it is malformed, not written exactly as made, or not
+    signed with ``key`` (or any of the keys)."""
+    if "-" not in token:
+        return _unseal(key, DELIVERY, token)
+    subject, _, signature = token.partition("-")
+    if not 1 <= len(subject) <= 13 or len(signature) != 13:
         raise TokenError("malformed delivery token")
-    if not all(c in _BASE36 for c in subject) or not signature.isalnum():
+    if any(c not in _LEGACY_BASE36 for c in subject) or subject[0] == "0" != subject:
         raise TokenError("malformed delivery token")
-    keys = [key] if isinstance(key, bytes) else list(key)
-    expected = [
-        base64.b32encode(_mac(k, DELIVERY, subject)[:8]).decode("ascii").rstrip("=").lower()
-        for k in keys
-    ]
+    expected = [_b32(_mac(k, DELIVERY, subject)[:8]) for k in _keys(key)]
     if not any([hmac.compare_digest(signature, e) for e in expected]):
         raise TokenError("bad signature")
     return int(subject, 36)
