@@ -106,7 +106,7 @@ def test_every_good_message_once_and_faults_classified(
     cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
 ) -> None:
     handler, port = smtp_server
-    cfg = smtp_cfg(cfg, port, concurrency=3, max_attempts=4, bounce_threshold=1)
+    cfg = smtp_cfg(cfg, port, concurrency=3, max_attempts=4)
     store = _store(cfg)
     good = _subscribe(store, 30)
     faulty = {
@@ -134,8 +134,9 @@ def test_every_good_message_once_and_faults_classified(
     assert failures["perm@example.org"].attempts == 1
     assert failures["perm@example.org"].last_error.startswith("550")
     assert failures["never@example.org"].attempts == 4  # smtp.max_attempts, all 4xx
-    assert store.get_subscriber(email="perm@example.org").status == "bounced"
-    assert store.get_subscriber(email="never@example.org").status == "active"
+    assert store.get_subscriber(email="perm@example.org").status == "bounced"  # 5.1.1: at once
+    never = store.get_subscriber(email="never@example.org")
+    assert (never.status, never.soft_bounces) == ("active", 1)  # 4xx: 1 of 3
     with store.engine.connect() as conn:
         temp = conn.execute(
             sa.select(deliveries.c.attempts)
@@ -166,20 +167,37 @@ def test_message_on_the_wire_is_the_prepared_bytes(
     assert message["Message-ID"] == recorded
 
 
-def test_bounce_needs_threshold_permanent_failures(
+def test_a_refused_unknown_address_bounces_at_once_and_a_4xx_counts_toward_the_threshold(
     cfg: Config, seeds_archive: Archive, smtp_server: tuple[FaultySmtpHandler, int]
 ) -> None:
+    """One policy with reports by mail: 5.1.1 at RCPT bounces the address as a DSN with
+    5.1.1 does; a soft refusal counts, and bounces after bounce_threshold issues in a row."""
     handler, port = smtp_server
-    cfg = smtp_cfg(cfg, port, bounce_threshold=2)
+    cfg = smtp_cfg(cfg, port, bounce_threshold=2, max_attempts=2)
     store = _store(cfg)
-    store.add_subscriber("perm@example.org")
-    handler.always["perm@example.org"] = "perm"
-    _send(cfg, store, seeds_archive)
-    assert store.get_subscriber(email="perm@example.org").status == "active"
-    assert store.get_issue("2024-W05").status == "sent"
-    again = _send(cfg, store, seeds_archive, retry_failed=True)
-    assert again.this_run["failed"] == 1
-    assert store.get_subscriber(email="perm@example.org").status == "bounced"
+    for address in ("gone@example.org", "busy@example.org", "fine@example.org"):
+        store.add_subscriber(address)
+    handler.rcpt["gone@example.org"] = "550 5.1.1 No such user"
+    handler.rcpt["busy@example.org"] = "450 4.2.1 Mailbox busy, try again later"
+    first = _send(cfg, store, seeds_archive)
+    assert first.counts["sent"] == 1 and first.counts["failed"] == 2
+    assert handler.attempts == {"fine@example.org": 1}  # refused at RCPT: no DATA
+    gone = store.get_subscriber(email="gone@example.org")
+    assert (gone.status, gone.status_reason, gone.status_code) == ("bounced", "refused", "5.1.1")
+    assert "550 5.1.1 No such user" in (gone.status_detail or "")
+    busy = store.get_subscriber(email="busy@example.org")
+    assert (busy.status, busy.soft_bounces) == ("active", 1)
+    issue = store.get_issue("2024-W05")
+    counts = store.bounce_counts(issue.id)
+    assert (counts["refused"], counts.get("hard", 0), counts.get("soft", 0)) == (2, 0, 0)
+
+    # The next issue refused too: the second soft bounce in a row bounces the address.
+    second = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 21), KEY)
+    assert second.counts["sent"] == 1 and second.counts["failed"] == 1  # gone@ is not sent
+    busy = store.get_subscriber(email="busy@example.org")
+    assert (busy.status, busy.status_reason, busy.soft_bounces) == ("bounced", "soft_bounces", 2)
+    assert busy.status_code == "4.2.1"
+    assert store.get_subscriber(email="fine@example.org").status == "active"
 
 
 def test_reconnects_when_the_server_limits_messages_per_connection(

@@ -101,6 +101,34 @@ def test_the_marks_around_each_message_on_postgres(postgres_url: str, tmp_path: 
     store.close()
 
 
+def test_refused_recipients_on_postgres(postgres_url: str, tmp_path: Path) -> None:
+    """A 5.1.1 refusal bounces at once, a 4xx counts."""
+    import datetime as dt
+
+    store = open_store(postgres_url, tmp_path)
+    for address in ("gone@example.org", "busy@example.org"):
+        store.add_subscriber(address)
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+    rows = {r.email: r for r in store.claim(issue.id, "me", 10, dt.timedelta(minutes=5))}
+    refused = {"error_kind": "recipient", "bounce_threshold": 2}
+    gone, busy = rows["gone@example.org"], rows["busy@example.org"]
+    assert store.mark_failed(
+        gone.id, "550 5.1.1 No such user", bounce="hard", smtp_code=550, enhanced_code="5.1.1",
+        **refused,
+    )  # fmt: skip
+    assert not store.mark_failed(
+        busy.id, "450 4.2.1 Busy", bounce="soft", smtp_code=450, enhanced_code="4.2.1",
+        **refused,
+    )  # fmt: skip
+    after = store.get_subscriber(email="gone@example.org")
+    assert (after.status, after.status_reason, after.status_code) == ("bounced", "refused", "5.1.1")
+    after = store.get_subscriber(email="busy@example.org")
+    assert (after.status, after.soft_bounces) == ("active", 1)
+    assert store.bounce_counts(issue.id)["refused"] == 2
+    store.close()
+
+
 def test_a_sending_lane_claims_and_marks_over_its_own_connection(
     postgres_url: str, tmp_path: Path
 ) -> None:

@@ -28,10 +28,10 @@ from newsletter.lifecycle import CONFIRM_DAYS
 # Callers (the webhooks, the commands, the tests) know this module as the one place for
 # reports by mail, so the reading side is reachable from here as well.
 from newsletter.mail.reports import Report as Report
-from newsletter.mail.reports import bounce_kind as bounce_kind
 from newsletter.mail.reports import read_report as read_report
 from newsletter.mail.reports import report_id as report_id
 from newsletter.mail.tokens import Keys, TokenError, read_delivery_token
+from newsletter.mail.transport import bounce_kind as bounce_kind
 from newsletter.store import Store, utcnow
 
 log = logging.getLogger(__name__)

@@ -40,6 +40,7 @@ from urllib.parse import unquote
 
 from newsletter.config import Config
 from newsletter.mail.tokens import UNSUBSCRIBE, Keys, TokenError, read_token
+from newsletter.mail.transport import bounce_kind
 
 log = logging.getLogger(__name__)
 
@@ -162,28 +163,6 @@ def _typed_address(value: Any) -> str:
 def _code(text: str) -> str:
     found = _STATUS_RE.search(text or "")
     return ".".join(found.groups()) if found else ""
-
-
-def bounce_kind(status: str, permanent: bool = True) -> str:
-    """``hard``, ``soft`` or ``blocked`` for an RFC 3463 status code of a failure.
-
-    Address failures (``5.1.x``; ``5.2.x`` but a full mailbox or a too-large message;
-    ``5.4.x`` routing; ``5.0.0``, which MTAs send for a 5xx that had no code) are hard;
-    ``4.x.x``, ``5.2.2`` and ``5.2.3`` are soft. The mail system, protocol, content and
-    policy subjects (``5.3``, ``5.5``, ``5.6``, ``5.7``) say nothing about the address.
-    """
-    if not status:
-        return "hard" if permanent else "soft"
-    klass, subject, detail = status.split(".")
-    if klass == "4":
-        return "soft"
-    if klass != "5":
-        return "blocked"
-    if subject == "2" and detail in ("2", "3"):
-        return "soft"
-    if subject in ("0", "1", "2", "4"):
-        return "hard"
-    return "blocked"
 
 
 def _envelope_tokens(msg: email.message.Message) -> list[str]:

@@ -11,11 +11,12 @@ repeat the messages that were in flight, never skip anyone.
 
 Failures are acted on by kind (:mod:`newsletter.mail.transport`): a server failure puts the
 message back untouched and pauses the issue (``paused_by`` outage) until the server
-answers again, which any drain ends once the pause's ``resume_at`` has passed; a bad
-address fails at once and, for an issue, counts as a bounce; a soft failure is retried
-with backoff; and when most recent recipients of an issue fail for one reason that is not
-their address (a policy block, a rejected message) the circuit breaker pauses the issue
-for a person to look at. A single mail has no issue to pause: it waits for the server.
+answers again, which any drain ends once the pause's ``resume_at`` has passed; a refused
+address counts as a report by mail with its code would (a ``5.1.x`` bounces at once, a
+soft failure is retried with backoff, then counts toward ``smtp.bounce_threshold``); and
+when most recent recipients of an issue fail for one reason that is not their address
+(a policy block, a rejected message) the circuit breaker pauses the issue for a person.
+A single mail has no issue to pause: it waits for the server.
 """
 
 from __future__ import annotations
@@ -334,12 +335,14 @@ class Lane:
         attempts = row.attempts + 1
         smtp = self.cfg.smtp
         detail = describe(exc)
-        hard = isinstance(exc, RecipientError) and exc.hard
         if exc.permanent or attempts >= smtp.max_attempts:
             bounced = self.store.mark_failed(
                 row.id,
                 str(exc),
-                permanent=hard and row.issue_id is not None,
+                # An issue's refused recipient: hard or soft, as by mail (RecipientError).
+                bounce=exc.counts_as
+                if isinstance(exc, RecipientError) and row.issue_id is not None
+                else None,
                 bounce_threshold=smtp.bounce_threshold,
                 **detail,
             )

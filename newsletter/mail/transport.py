@@ -6,8 +6,9 @@ A failure is classified where it happens, because what the sender must do differ
   timeout before RCPT, TLS or login refused, ``421``, ``454``, a full outbox disk). It
   never consumes a recipient's attempts: the issue pauses and the server is retried.
 - :class:`RecipientError`: RCPT (or a per-recipient DATA reply) refused. ``hard`` for an
-  address that does not exist (``5.1.x``, or a ``5xx`` without an enhanced code); a full
-  mailbox (``5.2.2``) and ``4xx`` replies are soft and retried.
+  address that does not exist (``5.1.x``, or a ``5xx`` without an enhanced code: the same
+  codes as a report by mail, :func:`bounce_kind`); a full mailbox (``5.2.2``) and ``4xx``
+  replies are soft and retried.
 - :class:`MessageError`: the message itself (``552`` too big, ``554`` content).
 - :class:`PolicyError`: a policy block (``5.7.x``): says nothing about the address.
 
@@ -74,9 +75,18 @@ class RecipientError(DeliveryError):
     kind = "recipient"
 
     @property
+    def counts_as(self) -> str | None:
+        """What the address's refusal counts as, once the message fails for good: the same
+        as a report by mail with this code (:func:`bounce_kind`), ``hard`` (bounced at
+        once) or ``soft`` (toward ``smtp.bounce_threshold``); None when the code says
+        nothing about the address."""
+        kind = bounce_kind(self.enhanced or "", self.permanent)
+        return kind if kind in ("hard", "soft") else None
+
+    @property
     def hard(self) -> bool:
-        """A bad address: counts toward ``smtp.bounce_threshold``."""
-        return self.permanent
+        """An address that does not exist."""
+        return self.counts_as == "hard"
 
 
 class MessageError(DeliveryError):
@@ -85,6 +95,28 @@ class MessageError(DeliveryError):
 
 class PolicyError(DeliveryError):
     kind = "policy"
+
+
+def bounce_kind(status: str, permanent: bool = True) -> str:
+    """``hard``, ``soft`` or ``blocked`` for an RFC 3463 status code of a failure.
+
+    Address failures (``5.1.x``; ``5.2.x`` but a full mailbox or a too-large message;
+    ``5.4.x`` routing; ``5.0.0``, which MTAs send for a 5xx that had no code) are hard;
+    ``4.x.x``, ``5.2.2`` and ``5.2.3`` are soft. The mail system, protocol, content and
+    policy subjects (``5.3``, ``5.5``, ``5.6``, ``5.7``) say nothing about the address.
+    """
+    if not status:
+        return "hard" if permanent else "soft"
+    klass, subject, detail = status.split(".")
+    if klass == "4":
+        return "soft"
+    if klass != "5":
+        return "blocked"
+    if subject == "2" and detail in ("2", "3"):
+        return "soft"
+    if subject in ("0", "1", "2", "4"):
+        return "hard"
+    return "blocked"
 
 
 def enhanced_code(message: str) -> str | None:

@@ -29,6 +29,7 @@ from newsletter.store.claims import (
     lane_of,
     pg_mark_params,
 )
+from newsletter.store.reports import soft_bounce
 from newsletter.store.tables import (
     DELIVERY_STATUSES,
     deliveries,
@@ -290,13 +291,18 @@ class LedgerQueries(StoreBase):
         delivery_id: int,
         error: str,
         *,
-        permanent: bool,
+        bounce: str | None = None,
         bounce_threshold: int,
         **detail: Any,
     ) -> bool:
-        """Record a failure; a permanent one (a bad address) counts toward the
-        subscriber's bounces. Returns whether the subscriber became ``bounced``."""
+        """Record a failure. ``bounce`` is what a refused address counts as, the same as a
+        report by mail with that code (:meth:`record_report`): ``hard`` bounces an issue's
+        subscriber at once, ``soft`` counts toward ``bounce_threshold`` soft bounces in
+        consecutive issues; None (the message, a policy, the server) counts nothing, and
+        neither does a single mail. Returns whether the subscriber became ``bounced``."""
         now = utcnow()
+        code = detail.get("enhanced_code") or str(detail.get("smtp_code") or "")
+        noted = {} if bounce is None else {"bounce_kind": bounce, "bounce_status": code or None}
         with self.engine.begin() as conn:
             conn.execute(
                 deliveries.update()
@@ -307,10 +313,11 @@ class LedgerQueries(StoreBase):
                     lease_owner=None,
                     lease_until=None,
                     updated_at=now,
+                    **noted,
                     **detail,
                 )
             )
-            if not permanent:
+            if bounce not in ("hard", "soft"):
                 return False
             sub_id = conn.execute(
                 sa.select(deliveries.c.subscriber_id).where(
@@ -324,21 +331,14 @@ class LedgerQueries(StoreBase):
                 .where(subscribers.c.id == sub_id)
                 .values(bounces=subscribers.c.bounces + 1, updated_at=now)
             )
+            sub = conn.execute(sa.select(subscribers).where(subscribers.c.id == sub_id)).one()
+            why = {"status_code": code, "status_detail": error[:1000], "status_at": now}
+            if bounce == "soft":
+                return soft_bounce(conn, sub, bounce_threshold, why | {"updated_at": now})[1]
             result = conn.execute(
                 subscribers.update()
-                .where(
-                    subscribers.c.id == sub_id,
-                    subscribers.c.bounces >= bounce_threshold,
-                    subscribers.c.status == "active",
-                )
-                .values(
-                    status="bounced",
-                    updated_at=now,
-                    status_reason="refused",
-                    status_code=detail.get("enhanced_code") or str(detail.get("smtp_code") or ""),
-                    status_detail=error[:1000],
-                    status_at=now,
-                )
+                .where(subscribers.c.id == sub_id, subscribers.c.status == "active")
+                .values(status="bounced", status_reason="refused", updated_at=now, **why)
             )
             return bool(result.rowcount)
 

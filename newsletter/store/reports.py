@@ -180,7 +180,7 @@ class ReportQueries(StoreBase):
             )
             return "bounced"
         if kind == "soft":
-            return self._soft_bounce(conn, sub, bounce_threshold, why)
+            return soft_bounce(conn, sub, bounce_threshold, why)[0]
         if kind == "complaint":
             # Whatever the status: a complaint must never be mailed again, and the
             # reason stays on record until the address confirms anew.
@@ -205,56 +205,21 @@ class ReportQueries(StoreBase):
             return "unsubscribed"
         return f"recorded ({sub.status})"
 
-    def _soft_bounce(
-        self, conn: Connection, sub: sa.Row[Any], bounce_threshold: int, why: dict[str, Any]
-    ) -> str:
-        """Count the soft bounce; at ``bounce_threshold`` in a row an active subscriber is
-        bounced."""
-        streak = self._soft_streak(conn, sub.id, bounce_threshold)
-        values: dict[str, Any] = {"soft_bounces": streak, "updated_at": why["updated_at"]}
-        action = f"soft bounce {streak} of {bounce_threshold}"
-        if streak >= bounce_threshold and sub.status == "active":
-            values.update(status="bounced", status_reason="soft_bounces", **why)
-            action += ": bounced"
-        _set_subscriber(conn, sub.id, **values)
-        return action
-
-    @staticmethod
-    def _soft_streak(conn: Connection, subscriber_id: int, limit: int) -> int:
-        """How many of the subscriber's latest deliveries soft-bounced, one after another."""
-        kinds = conn.execute(
-            sa.select(deliveries.c.bounce_kind)
-            .where(
-                deliveries.c.subscriber_id == subscriber_id,
-                deliveries.c.status.in_(("sent", "failed")),
-            )
-            .order_by(deliveries.c.issue_id.desc())
-            .limit(max(limit, 1))
-        ).scalars()
-        streak = 0
-        for kind in kinds:
-            if kind != "soft":
-                break
-            streak += 1
-        return max(streak, 1)
-
     def bounce_counts(self, issue_id: int) -> dict[str, int]:
         """An issue's deliveries by what came back: hard, soft, complaint, unsubscribe,
         blocked, and ``refused`` for addresses refused during the SMTP dialogue."""
         d = deliveries.c
+        # A refused recipient's delivery carries the kind it counted as (hard or soft),
+        # but it is counted once, as refused.
+        refused_rows = sa.and_(d.status == "failed", d.error_kind == "recipient")
         with self.engine.connect() as conn:
             rows = conn.execute(
                 sa.select(d.bounce_kind, sa.func.count())
-                .where(d.issue_id == issue_id, d.bounce_kind.is_not(None))
+                .where(d.issue_id == issue_id, d.bounce_kind.is_not(None), ~refused_rows)
                 .group_by(d.bounce_kind)
             ).all()
             refused = conn.execute(
-                sa.select(sa.func.count()).where(
-                    d.issue_id == issue_id,
-                    d.status == "failed",
-                    d.error_kind == "recipient",
-                    d.bounce_kind.is_(None),
-                )
+                sa.select(sa.func.count()).where(d.issue_id == issue_id, refused_rows)
             ).scalar_one()
         found = {kind: int(count) for kind, count in rows}
         found["refused"] = int(refused)
@@ -292,6 +257,42 @@ class ReportQueries(StoreBase):
                 .values(status="unsubscribed", updated_at=utcnow())
             ).rowcount
         return int(deleted or 0), int(restored or 0)
+
+
+def soft_bounce(
+    conn: Connection, sub: sa.Row[Any], bounce_threshold: int, why: dict[str, Any]
+) -> tuple[str, bool]:
+    """Count a soft bounce (by mail, or refused during the SMTP dialogue); at
+    ``bounce_threshold`` in a row an active subscriber is bounced. Returns what was done,
+    and whether it bounced the subscriber."""
+    streak = _soft_streak(conn, sub.id, bounce_threshold)
+    values: dict[str, Any] = {"soft_bounces": streak, "updated_at": why["updated_at"]}
+    action = f"soft bounce {streak} of {bounce_threshold}"
+    bounced = streak >= bounce_threshold and sub.status == "active"
+    if bounced:
+        values.update(status="bounced", status_reason="soft_bounces", **why)
+        action += ": bounced"
+    _set_subscriber(conn, sub.id, **values)
+    return action, bounced
+
+
+def _soft_streak(conn: Connection, subscriber_id: int, limit: int) -> int:
+    """How many of the subscriber's latest deliveries soft-bounced, one after another."""
+    kinds = conn.execute(
+        sa.select(deliveries.c.bounce_kind)
+        .where(
+            deliveries.c.subscriber_id == subscriber_id,
+            deliveries.c.status.in_(("sent", "failed")),
+        )
+        .order_by(deliveries.c.issue_id.desc())
+        .limit(max(limit, 1))
+    ).scalars()
+    streak = 0
+    for kind in kinds:
+        if kind != "soft":
+            break
+        streak += 1
+    return max(streak, 1)
 
 
 def _mark_delivery(
