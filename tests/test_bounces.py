@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import re
 import shutil
 import time
 from pathlib import Path
@@ -19,7 +20,8 @@ from newsletter.cli import main
 from newsletter.config import Config
 from newsletter.mail import bounces
 from newsletter.mail.bounces import read_report, report_id
-from newsletter.mail.tokens import make_delivery_token, make_token
+from newsletter.mail.message import list_key
+from newsletter.mail.tokens import make_delivery_token, make_mailed_token, make_token
 from newsletter.store import Store, open_store
 
 REPORTS = FIXTURES / "bounces"
@@ -36,6 +38,7 @@ READERS = (
     "Plain.Reader@example.org",
     "slow@example.net",
     "bystander@example.org",
+    "by.mailto@example.org",
 )
 
 
@@ -80,12 +83,27 @@ def drop(box: Path, name: str, data: bytes) -> None:
     (box / "new" / f"{time.time_ns()}.{name}.test").write_bytes(data)
 
 
-def fixtures(store: Store) -> dict[str, bytes]:
+def fixtures(cfg: Config, store: Store, ids: dict[str, int]) -> dict[str, bytes]:
+    """The report fixtures with their placeholders filled in (see fixtures/bounces/README.md)
+    for the subscribers and deliveries ``ids`` (email -> delivery id)."""
+
+    def token(found: re.Match[bytes]) -> bytes:
+        what, address = found.group(1).decode(), found.group(2).decode()
+        if what == "delivery_token":
+            return make_delivery_token(KEY, ids[address]).encode()
+        sub = store.get_subscriber(email=address)
+        assert sub is not None
+        return make_mailed_token(KEY, list_key(cfg), sub.id).encode()
+
     leaving = store.get_subscriber(email="leaving@example.org")
     assert leaving is not None
-    token = make_token(KEY, "unsubscribe", leaving.id).encode()
+    legacy = make_token(KEY, "unsubscribe", leaving.id).encode()
     return {
-        path.name: path.read_bytes().replace(b"{unsubscribe_token}", token)
+        path.name: re.sub(
+            rb"\{(delivery_token|mailto_token):([^}]+)\}",
+            token,
+            path.read_bytes().replace(b"{unsubscribe_token}", legacy),
+        )
         for path in sorted(REPORTS.glob("*.eml"))
     }
 
@@ -97,7 +115,11 @@ def status(store: Store, address: str) -> tuple[str, str, str]:
 
 
 def test_each_report_format_is_classified(bounce_cfg: Config) -> None:
-    data = {path.name: path.read_bytes() for path in REPORTS.glob("*.eml")}
+    # Placeholders left as tokens that are not ours: the kind does not depend on them.
+    data = {
+        path.name: re.sub(rb"\{[a-z_]+:[^}]+\}", b"notours", path.read_bytes())
+        for path in REPORTS.glob("*.eml")
+    }
     kinds = {name: read_report(bounce_cfg, KEY, raw) for name, raw in data.items()}
     assert {name: report.kind for name, report in kinds.items()} == {
         "arf-complaint.eml": "complaint",
@@ -108,8 +130,9 @@ def test_each_report_format_is_classified(bounce_cfg: Config) -> None:
         "exchange-bounce.eml": "hard",
         "garbage.eml": "unknown",
         "gmail-bounce.eml": "hard",
-        # Without a real token, the subject names nobody: the sender's address does.
+        # Without a real token: a mailed unsubscribe that names nobody (see below).
         "unsubscribe-address.eml": "unsubscribe",
+        "unsubscribe-mailto.eml": "unsubscribe",
         "unsubscribe-token.eml": "unsubscribe",
     }
     assert kinds["dsn-hard.eml"].status == "5.1.1"
@@ -150,7 +173,7 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
         store.add_subscriber(address)
     deliveries = deliver(store, "2024-W31")
     box = maildir(tmp_path / "Maildir")
-    for name, data in fixtures(store).items():
+    for name, data in fixtures(bounce_cfg, store, deliveries).items():
         drop(box, name, data)
     (box / "new" / "1.unreadable.test").mkdir()  # a name that cannot be read as a file
 
@@ -160,8 +183,9 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
     assert status(store, "exuser@corp.example.org")[:2] == ("bounced", "hard_bounce")
     assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
     assert status(store, "leaving@example.org")[:2] == ("unsubscribed", "unsubscribe_mail")
-    assert status(store, "Plain.Reader@example.org")[:2] == ("unsubscribed", "unsubscribe_mail")
-    for address in ("full@example.com", "reader@example.org", "slow@example.net"):
+    assert status(store, "by.mailto@example.org")[:2] == ("unsubscribed", "unsubscribe_mail")
+    # Its From: is a subscriber's address, which anyone can write: it acts on nobody.
+    for address in ("Plain.Reader@example.org", "full@example.com", "reader@example.org"):
         assert status(store, address)[0] == "active", address
     assert status(store, "bystander@example.org") == ("active", "", "")
     full = store.get_subscriber(email="full@example.com")
@@ -171,6 +195,7 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
         "soft": 1,
         "complaint": 1,
         "unsubscribe": 2,
+        "unmatched": 1,
         "auto_reply": 1,
         "notice": 1,
         "unknown": 1,
@@ -184,6 +209,12 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
         for line in result.lines
     )
     assert any(line.startswith("unreadable: ") for line in result.lines)
+    assert any(
+        line.startswith(f"unmatched: {box}/new/")
+        and "unsubscribe report with no token or Message-ID of ours" in line
+        and "(names plain.reader@example.org); moved to Unmatched for a person" in line
+        for line in result.lines
+    )
     # Recorded on the delivery too, with the diagnostic.
     with store.engine.connect() as conn:
         kind, code, detail = conn.exec_driver_sql(
@@ -192,8 +223,12 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
         ).one()
     assert (kind, code) == ("hard", "5.1.1") and "User unknown" in detail
 
-    # Handled messages moved aside; the garbage and the unreadable entry flagged and kept.
+    # Handled messages moved aside; the unmatched one set aside, unread, for a person; the
+    # garbage and the unreadable entry flagged and kept.
     assert len(os.listdir(box / ".Processed" / "cur")) == 9
+    (aside,) = os.listdir(box / ".Unmatched" / "new")
+    assert b"please remove me" in (box / ".Unmatched" / "new" / aside).read_bytes()
+    assert store.unmatched().count == 1
     assert all(name.endswith(":2,S") for name in os.listdir(box / ".Processed" / "cur"))
     assert os.listdir(box / "new") == []
     kept = sorted(os.listdir(box / "cur"))
@@ -202,10 +237,11 @@ def test_a_mailbox_of_reports_acts_once_and_keeps_what_it_cannot_read(
     # The same reports again (a second copy, or a crash before the move): nothing changes.
     events = len(store.reports())
     subscribers_before = list(store.iter_subscribers())
-    for name, data in fixtures(store).items():
+    for name, data in fixtures(bounce_cfg, store, deliveries).items():
         drop(box, name, data)
     again = bounces.process(bounce_cfg, store, KEY, maildir=box)
     assert len(store.reports()) == events
+    assert store.unmatched().count == 1  # the same report, noted once
     assert list(store.iter_subscribers()) == subscribers_before
     assert "hard: gone@example.net: already recorded" in again.lines
     # A second run over the same mailbox reads nothing more (the flagged ones are skipped).
@@ -396,19 +432,24 @@ BOUNCE_MAILDIR = Path(
 )
 
 
-def _dsn_for(token: str, timeout: float = 60.0) -> Path:
-    """The DSN Postfix delivered to newsletter-bounces+TOKEN@localhost (asynchronously)."""
+def _arrived(folder: Path, needle: bytes, timeout: float = 60.0) -> Path:
+    """The message with ``needle`` in its first 4 KB that Postfix delivered into the
+    Maildir ``folder`` (asynchronously)."""
     deadline = time.monotonic() + timeout
-    needle = f"newsletter-bounces+{token}@localhost".encode()
     while time.monotonic() < deadline:
         for sub in ("new", "cur"):
-            folder = BOUNCE_MAILDIR / sub
-            for path in folder.iterdir() if folder.is_dir() else []:
+            where = folder / sub
+            for path in where.iterdir() if where.is_dir() else []:
                 with contextlib.suppress(OSError):
                     if needle in path.read_bytes()[:4096]:
                         return path
         time.sleep(0.2)
-    raise AssertionError(f"no DSN for {token} in {BOUNCE_MAILDIR} within {timeout}s")
+    raise AssertionError(f"nothing with {needle!r} in {folder} within {timeout}s")
+
+
+def _dsn_for(token: str) -> Path:
+    """The DSN Postfix delivered to newsletter-bounces+TOKEN@localhost."""
+    return _arrived(BOUNCE_MAILDIR, f"newsletter-bounces+{token}@localhost".encode())
 
 
 def _through_postfix(cfg: Config, port: int, **email: str) -> Config:
@@ -426,16 +467,18 @@ def _through_postfix(cfg: Config, port: int, **email: str) -> Config:
     )
 
 
-def _bounces_command(tmp_path: Path, dsn: Path) -> Any:
-    """`newsletter bounces` on a mailbox holding ``dsn`` alone."""
+def _bounces_command(tmp_path: Path, *reports: Path, config_text: str = "") -> Any:
+    """`newsletter bounces` on a mailbox holding ``reports`` alone."""
     box = maildir(tmp_path / "bounces")
-    shutil.move(dsn, box / "new" / dsn.name.split(":")[0])
+    for report in reports:
+        shutil.move(report, box / "new" / report.name.split(":")[0])
     config = tmp_path / "config.toml"
-    config.write_text('database_url = "sqlite:///newsletter.db"\n', encoding="utf-8")
+    config.write_text('database_url = "sqlite:///newsletter.db"\n' + config_text, encoding="utf-8")
     runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
     result = runner.invoke(main, ["bounces", "--config", str(config), "--maildir", str(box)])
     assert result.exit_code == 0, result.output
-    assert len(os.listdir(box / ".Processed" / "cur")) == 1
+    if len(reports) == 1:
+        assert len(os.listdir(box / ".Processed" / "cur")) == 1
     return result
 
 
@@ -487,6 +530,227 @@ def test_postfix_bounces_a_confirmation_to_its_verp_address_and_bounces_reads_it
     assert status(store, address)[:2] == ("bounced", "hard_bounce")
     (event,) = store.reports()
     assert event.delivery_id == mail_id  # found by the VERP token, not by the address
+    store.close()
+
+
+def _submit(data: bytes, sender: str, recipient: str) -> None:
+    """Hand a mail to the test Postfix, as anyone on the internet can."""
+    import smtplib
+
+    from conftest import MTA_PORT
+
+    with smtplib.SMTP("127.0.0.1", MTA_PORT, timeout=30) as smtp:
+        smtp.sendmail(sender, [recipient], data)
+
+
+def _report_mail(
+    to: str, message_id: str, report_type: str, fields: str, returned: str, subject: str = ""
+) -> bytes:
+    """A multipart/report (a DSN or an ARF) whose returned part is ``returned`` (headers)."""
+    text = (
+        f"From: Mail Delivery System <MAILER-DAEMON@mx.example.net>\n"
+        f"To: <{to}>\nSubject: {subject or 'Undelivered Mail Returned to Sender'}\n"
+        f"Date: Mon, 5 Aug 2024 08:31:02 +0900\nMessage-ID: {message_id}\n"
+        "MIME-Version: 1.0\n"
+        f'Content-Type: multipart/report; report-type={report_type}; boundary="b0"\n\n'
+        "--b0\nContent-Type: text/plain\n\nA report about a message.\n\n"
+        f"--b0\nContent-Type: message/{report_type}\n\n{fields}\n"
+        f"--b0\nContent-Type: text/rfc822-headers\n\n{returned}\n--b0--\n"
+    )
+    return text.replace("\n", "\r\n").encode()
+
+
+def _dsn_fields(recipient: str) -> str:
+    return (
+        "Reporting-MTA: dns; mx.example.net\n\n"
+        f"Final-Recipient: rfc822; {recipient}\nAction: failed\nStatus: 5.1.1\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\n"
+    )
+
+
+def _arf_fields(recipient: str) -> str:
+    return (
+        "Feedback-Type: abuse\nUser-Agent: SomeGenerator/1.0\nVersion: 1\n"
+        f"Original-Mail-From: <redacted@isp.example>\nOriginal-Rcpt-To: <{recipient}>\n"
+    )
+
+
+def _returned(data: bytes, drop: tuple[str, ...]) -> str:
+    """The headers of a delivered copy without ``drop``, as a feedback loop returns them."""
+    import email.parser
+
+    headers = email.parser.BytesHeaderParser().parsebytes(data)
+    kept = [(k, v) for k, v in headers.items() if k.lower() not in drop]
+    return "".join(f"{k}: {' '.join(str(v).split())}\n" for k, v in kept)
+
+
+def test_postfix_forged_reports_act_on_nobody_and_genuine_ones_still_act(
+    cfg: Config, seeds_archive: Any, mta: tuple[int, Path], tmp_path: Path
+) -> None:
+    """The bounce and unsubscribe addresses are public: forged reports that name
+    subscribers by address (an invalid token, none at all, a From:) act on nobody and wait
+    unmatched; a real DSN, a complaint carrying our token and a mail to a reader's own
+    List-Unsubscribe address act."""
+    import email
+    import email.policy
+    import secrets
+
+    from newsletter.app.delivery import send_week
+    from newsletter.select import IsoWeek
+
+    port, delivered = mta
+    run = secrets.token_hex(4)
+    cfg = _through_postfix(cfg, port, unsubscribe_mailto="newsletter-bounces@localhost")
+    store = open_store(cfg.database_url, cfg.base_dir)
+    # newsletter-test+ANYTHING@localhost all reach the test Maildir; nosuch-* does not exist.
+    victims = [f"newsletter-test+victim{i}-{run}@localhost" for i in range(4)]
+    complainer = f"newsletter-test+complainer-{run}@localhost"
+    leaver = f"newsletter-test+leaver-{run}@localhost"
+    unknown = f"nosuch-{run}@localhost"
+    for address in (*victims, complainer, leaver, unknown):
+        store.add_subscriber(address)
+    assert send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 31), KEY).counts["sent"] == 7
+    with store.engine.connect() as conn:
+        rows = conn.exec_driver_sql(
+            "select s.email, d.id, d.message_id from deliveries d"
+            " join subscribers s on s.id = d.subscriber_id order by d.id"
+        ).all()
+    ids = {address: delivery for address, delivery, _ in rows}
+    copies = {a: _arrived(delivered, mid.encode()) for a, _, mid in rows if a != unknown}
+
+    # Each message's VERP address and correlation header: one opaque token, no id in it.
+    first, second = (
+        email.message_from_bytes(copies[v].read_bytes(), policy=email.policy.default)
+        for v in victims[:2]
+    )
+    for message, address in ((first, victims[0]), (second, victims[1])):
+        token = message["X-Newsletter-Delivery"]
+        assert message["Return-Path"] == f"<newsletter-bounces+{token}@localhost>"
+        assert len(token) == 26 and "-" not in token
+        assert token != legacy_delivery_token(KEY, ids[address])
+    assert first["X-Newsletter-Delivery"][:2] != second["X-Newsletter-Delivery"][:2]
+
+    bounce_box = "newsletter-bounces@localhost"
+    forged = {
+        # An invalid VERP token; the subscriber in Final-Recipient and the returned To:.
+        "invalid token": (
+            f"newsletter-bounces+{'a' * 26}@localhost",
+            _report_mail(
+                bounce_box,
+                f"<forged-1-{run}@attacker.example>",
+                "delivery-status",
+                _dsn_fields(victims[0]),
+                f"From: weekly@news.example.org\nTo: {victims[0]}\nMessage-ID: <x-{run}@a>\n",
+            ),
+        ),
+        # No token at all: the subscriber only in the returned message's To:.
+        "no token": (
+            bounce_box,
+            _report_mail(
+                bounce_box,
+                f"<forged-2-{run}@attacker.example>",
+                "delivery-status",
+                _dsn_fields(f"someone-{run}@elsewhere.example"),
+                f"From: weekly@news.example.org\nTo: {victims[1]}\n",
+            ),
+        ),
+        # A subscriber's From: to the unsubscribe address, without its token.
+        "from address": (
+            bounce_box,
+            (
+                f"From: <{victims[2]}>\r\nTo: <{bounce_box}>\r\nSubject: unsubscribe\r\n"
+                f"Message-ID: <forged-3-{run}@attacker.example>\r\n\r\nunsubscribe\r\n"
+            ).encode(),
+        ),
+        # A complaint that carries no token or Message-ID of ours.
+        "complaint": (
+            bounce_box,
+            _report_mail(
+                bounce_box,
+                f"<forged-4-{run}@attacker.example>",
+                "feedback-report",
+                _arf_fields(victims[3]),
+                f"From: weekly@news.example.org\nTo: {victims[3]}\n",
+                subject="complaint",
+            ),
+        ),
+    }
+    for recipient, data in forged.values():
+        _submit(data, "" if b"multipart/report" in data else victims[2], recipient)
+
+    # Genuine: a complaint whose returned headers (recipient and Message-ID redacted) keep
+    # our X-Newsletter-Delivery; an unsubscribe mailed to the reader's own mailto address.
+    returned = _returned(
+        copies[complainer].read_bytes(),
+        ("to", "message-id", "received", "delivered-to", "return-path", "x-original-to"),
+    )
+    assert "X-Newsletter-Delivery: " in returned and complainer not in returned
+    complaint = _report_mail(
+        bounce_box,
+        f"<genuine-arf-{run}@isp.example>",
+        "feedback-report",
+        _arf_fields("redacted@isp.example"),
+        returned,
+        subject="complaint",
+    )
+    _submit(complaint, "", bounce_box)
+    unsubscribe = email.message_from_bytes(
+        copies[leaver].read_bytes(), policy=email.policy.default
+    )["List-Unsubscribe"]
+    mailto = re.search(r"<mailto:([^?>]+)\?subject=unsubscribe>", unsubscribe)
+    assert mailto is not None and mailto.group(1).startswith("newsletter-bounces+")
+    _submit(
+        (
+            f"From: <{leaver}>\r\nTo: <{mailto.group(1)}>\r\nSubject: unsubscribe\r\n"
+            f"Message-ID: <genuine-unsub-{run}@example.org>\r\n\r\nunsubscribe\r\n"
+        ).encode(),
+        leaver,
+        mailto.group(1),
+    )
+
+    reports = [
+        _dsn_for(make_delivery_token(KEY, ids[unknown])),
+        *(_arrived(BOUNCE_MAILDIR, f"<forged-{n}-{run}@".encode()) for n in range(1, 5)),
+        _arrived(BOUNCE_MAILDIR, f"<genuine-arf-{run}@".encode()),
+        _arrived(BOUNCE_MAILDIR, f"<genuine-unsub-{run}@".encode()),
+    ]
+    for copy in copies.values():
+        copy.unlink()
+    email_settings = '[email]\nfrom_address = "weekly@news.example.org"\n'
+    email_settings += f'unsubscribe_mailto = "{bounce_box}"\n'
+    result = _bounces_command(tmp_path, *reports, config_text=email_settings)
+    lines = result.stdout.splitlines()
+    assert f"hard: {unknown}: bounced (5.1.1)" in lines
+    assert f"complaint: {complainer}: unsubscribed (complaint)" in lines
+    assert f"unsubscribe: {leaver}: unsubscribed" in lines
+    unmatched = [line for line in lines if line.startswith("unmatched: ")]
+    assert len(unmatched) == 4 and all("moved to Unmatched" in line for line in unmatched)
+    assert lines[-1].startswith(
+        "hard 1, soft 0, blocked 0, complaint 1, unsubscribe 1, unmatched 4,"
+    )
+
+    for victim in victims:
+        assert status(store, victim) == ("active", "", ""), victim
+    assert status(store, unknown)[:2] == ("bounced", "hard_bounce")
+    assert status(store, complainer)[:2] == ("unsubscribed", "complaint")
+    assert status(store, leaver)[:2] == ("unsubscribed", "unsubscribe_mail")
+    assert len(store.reports()) == 3
+    box = tmp_path / "bounces"
+    aside = [
+        (box / ".Unmatched" / "new" / name).read_bytes()
+        for name in os.listdir(box / ".Unmatched" / "new")
+    ]
+    assert sorted(
+        next(n for n in range(1, 5) if f"<forged-{n}-{run}@".encode() in data) for data in aside
+    ) == [1, 2, 3, 4]
+    assert len(os.listdir(box / ".Processed" / "cur")) == 3
+    assert store.unmatched().count == 4
+
+    runner = CliRunner(env={"NEWSLETTER_SECRET_KEY": KEY.decode()})
+    shown = runner.invoke(main, ["status", "--config", str(tmp_path / "config.toml")])
+    assert shown.exit_code == 0, shown.output
+    assert "unmatched reports: 4 (latest " in shown.stdout
+    assert "they wait in the bounce mailbox's Unmatched folder" in shown.stdout
     store.close()
 
 
@@ -609,15 +873,25 @@ def test_an_imap_mailbox_is_read_over_tls_and_handled_reports_moved(
         store.add_subscriber(address)
     deliver(store, "2024-W31")
     imap = client()
-    for name in ("dsn-hard.eml", "arf-complaint.eml", "auto-reply.eml", "garbage.eml"):
+    for name in (
+        "dsn-hard.eml",
+        "arf-complaint.eml",
+        "auto-reply.eml",
+        "garbage.eml",
+        "unsubscribe-address.eml",  # no token: names nobody
+    ):
         imap.append("INBOX", None, None, (REPORTS / name).read_bytes())
     imap.logout()
 
     result = bounces.process(cfg, store, KEY)
-    assert result.counts["hard"] == result.counts["complaint"] == 1
+    assert result.counts["hard"] == result.counts["complaint"] == result.counts["unmatched"] == 1
     assert "hard: gone@example.net: bounced (5.1.1)" in result.lines
     assert status(store, "complainer@example.com")[:2] == ("unsubscribed", "complaint")
+    assert status(store, "Plain.Reader@example.org")[0] == "active"
     imap = client()
+    imap.select("Unmatched")
+    _, aside = imap.uid("SEARCH", "UNSEEN")
+    assert len(aside[0].split()) == 1  # moved, left unread for a person
     imap.select("INBOX")
     _, left = imap.uid("SEARCH", "ALL")
     _, flagged = imap.uid("SEARCH", "FLAGGED")

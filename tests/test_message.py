@@ -74,6 +74,7 @@ def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> No
         to_name="김철수",
         unsubscribe_token="tok-123",
         preferences_token="tok-123",
+        mailto_token="mailtok7",
     )
     data = prepared.data
     assert data.isascii()
@@ -102,7 +103,7 @@ def test_structure_and_headers(issue_cfg: Config, rendered: RenderedIssue) -> No
     assert re.fullmatch(r"<2024-W05\.ko\.[0-9a-f]{24}@news\.example\.org>", prepared.message_id)
     assert msg["List-Id"] == "주간 HF 논문 <newsletter.news.example.org>"
     assert msg["List-Unsubscribe"] == (
-        f"<{url}>, <mailto:unsubscribe@news.example.org?subject=unsubscribe%20tok-123>"
+        f"<{url}>, <mailto:unsubscribe+mailtok7@news.example.org?subject=unsubscribe>"
     )
     assert msg["List-Unsubscribe-Post"] == "List-Unsubscribe=One-Click"
     assert msg["MIME-Version"] == "1.0"

@@ -101,8 +101,11 @@ def test_the_marks_around_each_message_on_postgres(postgres_url: str, tmp_path: 
     store.close()
 
 
-def test_refused_recipients_on_postgres(postgres_url: str, tmp_path: Path) -> None:
-    """A 5.1.1 refusal bounces at once, a 4xx counts."""
+def test_refused_recipients_and_unmatched_reports_on_postgres(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A 5.1.1 refusal bounces at once, a 4xx counts; a report that proved nothing is
+    noted once."""
     import datetime as dt
 
     store = open_store(postgres_url, tmp_path)
@@ -126,6 +129,12 @@ def test_refused_recipients_on_postgres(postgres_url: str, tmp_path: Path) -> No
     after = store.get_subscriber(email="busy@example.org")
     assert (after.status, after.soft_bounces) == ("active", 1)
     assert store.bounce_counts(issue.id)["refused"] == 2
+
+    assert store.unmatched().count == 0 and store.unmatched().latest is None
+    for _ in range(2):
+        store.record_unmatched(report_id="<r1@x>", kind="hard", addresses=["a@example.org"])
+    found = store.unmatched()
+    assert found.count == 1 and found.latest is not None and found.latest.tzinfo is not None
     store.close()
 
 

@@ -598,6 +598,7 @@ def test_golden_issue(issue_cfg: Config, seeds_archive: Archive, week: str, lang
         to_name="독자",
         unsubscribe_token=GOLDEN_TOKEN,
         preferences_token=GOLDEN_TOKEN,
+        mailto_token="goldenmailtotoken",
         message_id=GOLDEN_ID,
     )
     _check_golden(f"{week}.{lang}.eml", normalize_eml(message.data))

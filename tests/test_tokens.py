@@ -21,8 +21,10 @@ from newsletter.mail.tokens import (
     SigningKeyError,
     TokenError,
     make_delivery_token,
+    make_mailed_token,
     make_token,
     read_delivery_token,
+    read_mailed_token,
     read_token,
     secret_key,
     signing_keys,
@@ -161,9 +163,13 @@ def test_a_link_token_is_accepted_only_as_made(purpose: str, expires: int | None
             read_token(KEY, purpose, variant)
 
 
-def test_delivery_tokens_are_accepted_only_as_made() -> None:
+def test_delivery_and_mailto_tokens_are_accepted_only_as_made() -> None:
     for token, read in (
         (make_delivery_token(KEY, 42), lambda t: read_delivery_token(KEY, t)),
+        (
+            make_mailed_token(KEY, "news.example.org", 42),
+            lambda t: read_mailed_token(KEY, "news.example.org", t),
+        ),
         (legacy_delivery_token(KEY, 42), lambda t: read_delivery_token(KEY, t)),
     ):
         assert read(token) == 42
@@ -178,6 +184,17 @@ def test_delivery_tokens_are_accepted_only_as_made() -> None:
         ):
             with pytest.raises(TokenError):
                 read(variant)
+
+
+def test_a_mailto_token_is_good_for_one_subscriber_of_one_list_only() -> None:
+    token = make_mailed_token(KEY, "news.example.org", 7)
+    assert read_mailed_token([b"x" * 32, KEY], "news.example.org", token) == 7
+    with pytest.raises(TokenError):
+        read_mailed_token(KEY, "other-list.example.org", token)
+    with pytest.raises(TokenError):
+        read_delivery_token(KEY, token)  # not a delivery's
+    with pytest.raises(TokenError):
+        read_mailed_token(KEY, "news.example.org", make_delivery_token(KEY, 7))
 
 
 def test_delivery_tokens_show_no_count_or_order() -> None:

@@ -16,9 +16,9 @@ from newsletter.app import issues, site
 from newsletter.app.issues import Prepared, prepare
 from newsletter.config import Config, span_seconds
 from newsletter.lifecycle import IssueState
-from newsletter.mail.message import PreparedMessage
+from newsletter.mail.message import PreparedMessage, recipient_tokens
 from newsletter.mail.sender import Outbox, Progress, SendReport
-from newsletter.mail.tokens import APPROVE, PREFERENCES, UNSUBSCRIBE, make_token
+from newsletter.mail.tokens import APPROVE, make_token
 from newsletter.models import Archive
 from newsletter.pacing import Steps, on_signals, sleep_unless
 from newsletter.select import IsoWeek
@@ -244,11 +244,7 @@ def send_test_copy(
     template = prepared.template(lang, cfg.default_lang)
     # Subscriber 0 does not exist: the copy's own links work but change nothing.
     message = template.personalize(
-        to_address=address,
-        to_name="",
-        unsubscribe_token=make_token(key, UNSUBSCRIBE, 0),
-        preferences_token=make_token(key, PREFERENCES, 0),
-        sign=False,
+        to_address=address, to_name="", **recipient_tokens(cfg, key, 0), sign=False
     )
     return queue_mail(store, "test", address, message)
 
@@ -259,10 +255,7 @@ def dry_run(cfg: Config, store: Store, prepared: Prepared, key: bytes) -> tuple[
     count = size = 0
     for sub in store.iter_subscribers("active"):
         message = prepared.template(sub.lang, cfg.default_lang).personalize(
-            to_address=sub.email,
-            to_name=sub.name,
-            unsubscribe_token=make_token(key, UNSUBSCRIBE, sub.id),
-            preferences_token=make_token(key, PREFERENCES, sub.id),
+            to_address=sub.email, to_name=sub.name, **recipient_tokens(cfg, key, sub.id)
         )
         count += 1
         size += len(message.data)

@@ -5,8 +5,13 @@ from __future__ import annotations
 from typing import Literal
 
 from newsletter.config import Config
-from newsletter.mail.message import message_template, preferences_url, unsubscribe_url
-from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token, secret_key
+from newsletter.mail.message import (
+    message_template,
+    preferences_url,
+    recipient_tokens,
+    unsubscribe_url,
+)
+from newsletter.mail.tokens import secret_key
 from newsletter.models import Archive
 from newsletter.publish.render import render_issue
 from newsletter.select import IsoWeek, build_issue
@@ -24,19 +29,15 @@ def preview(cfg: Config, archive: Archive, week: IsoWeek, lang: str, fmt: Format
     rendered = render_issue(cfg, build_issue(cfg, archive, week), lang)
     key = secret_key(cfg)
     # Subscriber 0 does not exist: the links open real pages that say it is a sample.
-    sample_token = make_token(key, UNSUBSCRIBE, 0)
-    sample_preferences = make_token(key, PREFERENCES, 0)
-    url = unsubscribe_url(cfg, sample_token)
-    preferences = preferences_url(cfg, sample_preferences)
+    tokens = recipient_tokens(cfg, key, 0)
+    url = unsubscribe_url(cfg, tokens["unsubscribe_token"])
+    preferences = preferences_url(cfg, tokens["preferences_token"])
     if fmt == "html":
         return rendered.html_for(url, preferences).encode("utf-8")
     if fmt == "text":
         return rendered.text_for(url, preferences).encode("utf-8")
     name, address = SAMPLE_RECIPIENT
     message = message_template(cfg, rendered).personalize(
-        to_address=address,
-        to_name=name,
-        unsubscribe_token=sample_token,
-        preferences_token=sample_preferences,
+        to_address=address, to_name=name, **tokens
     )
     return message.data

@@ -1,11 +1,12 @@
 """What ``newsletter status`` reports: an issue's state and deliveries, its bounces and
-complaints against the rates providers act on, the list, and the writer's usage."""
+complaints against the rates providers act on, the list, the reports by mail that acted on
+nobody, and the writer's usage."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from newsletter.store import FailedDelivery, Issue, Store, WriterDay
+from newsletter.store import FailedDelivery, Issue, Store, Unmatched, WriterDay
 
 # Above these shares of the messages handed over, mailbox providers throttle or block.
 COMPLAINT_RATE_LIMIT = 0.001
@@ -48,12 +49,14 @@ class IssueStatus:
 
 @dataclass(frozen=True)
 class Status:
-    """The issue asked for (None when there is none yet), the list by state, and the
-    writer's recent days."""
+    """The issue asked for (None when there is none yet), the list by state, the reports
+    that proved no delivery of ours (``unmatched``, waiting in the mailbox for a person),
+    and the writer's recent days."""
 
     issue: IssueStatus | None
     subscribers: dict[str, int]
     writer_days: list[WriterDay]
+    unmatched: Unmatched
 
 
 def status(store: Store, week: str | None = None) -> Status:
@@ -63,4 +66,4 @@ def status(store: Store, week: str | None = None) -> Status:
     if row is not None:
         counts = store.counts(row.id)
         issue = IssueStatus(row, counts, store.failures(row.id), store.bounce_counts(row.id))
-    return Status(issue, store.count_subscribers(), store.writer_days())
+    return Status(issue, store.count_subscribers(), store.writer_days(), store.unmatched())

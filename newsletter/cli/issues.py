@@ -27,7 +27,7 @@ from newsletter.words import count
 
 if TYPE_CHECKING:
     from newsletter.app.status import IssueStatus
-    from newsletter.store import WriterDay
+    from newsletter.store import Unmatched, WriterDay
 
 
 def _report_exit(cfg: Config, report: Any) -> None:
@@ -200,6 +200,7 @@ def status(cfg: Config, week: str | None) -> None:
             f"{week or 'no issue'}: not sent yet; subscribers: "
             + ", ".join(f"{k} {v}" for k, v in sorted(found.subscribers.items()))
         )
+        _unmatched_line(cfg, found.unmatched)
         return
     shown = found.issue
     click.echo(_issue_line(shown.issue, shown.counts))
@@ -210,7 +211,18 @@ def status(cfg: Config, week: str | None) -> None:
             f"{failure.last_error}"
         )
     _bounce_lines(shown)
+    _unmatched_line(cfg, found.unmatched)
     _writer_lines(found.writer_days)
+
+
+def _unmatched_line(cfg: Config, unmatched: Unmatched) -> None:
+    """The reports by mail that acted on nobody, when there are any: a person looks."""
+    if unmatched.count:
+        click.echo(
+            f"unmatched reports: {unmatched.count} (latest {_when(unmatched.latest)}): "
+            "no token or Message-ID of ours, so they acted on nobody; they wait in the "
+            f"bounce mailbox's {cfg.bounces.unmatched_folder} folder"
+        )
 
 
 def _writer_lines(days: list[WriterDay]) -> None:

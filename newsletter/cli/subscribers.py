@@ -128,9 +128,11 @@ def subscribers_export(cfg: Config, status: str | None) -> None:
     help="Read this Maildir instead of [bounces] maildir or imap_url.",
 )
 def bounces(cfg: Config, maildir: Path | None) -> None:
-    """Process the bounce mailbox once: bounces, complaints and mailed unsubscribes act on
-    the list; prints the counts per kind and one line per action. Handled messages move
-    to the processed folder; the rest are flagged and kept for a person. Also deletes
+    """Process the bounce mailbox once: bounces, complaints and mailed unsubscribes that
+    prove they answer our mail (a token, a Message-ID we sent) act on the list; prints the
+    counts per kind and one line per action. Handled messages move to the processed
+    folder, unmatched ones (an address alone proves nothing) to the unmatched folder; the
+    unreadable are flagged and kept. Needs write access to the mailbox. Also deletes
     subscriptions never confirmed within seven days.
 
     \b

@@ -154,6 +154,9 @@ class BouncesConfig:
     imap_ca_file: str = ""
     # Handled reports are moved to this folder (a Maildir++ subfolder, or an IMAP folder).
     processed_folder: str = "Processed"
+    # Reports that prove no delivery of ours (no valid token, no Message-ID we sent) act on
+    # nobody and are moved to this folder, unread, for a person.
+    unmatched_folder: str = "Unmatched"
     poll_every: Span = Span("10m")
     password: str = field(default="", repr=False)
     webhook_token: str = field(default="", repr=False)

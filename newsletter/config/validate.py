@@ -143,11 +143,13 @@ def _validate_schedule(cfg: Config, bad: _Bad) -> None:
         raise bad("schedule.weekly_mode", f"must be send or draft, got {sched.weekly_mode!r}")
 
 
+# An address that a token can be added to, LOCAL+TOKEN@DOMAIN (VERP, the mailto).
+_PLAIN_ADDRESS_RE = re.compile(r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+")
+
+
 def _validate_bounces(cfg: Config, bad: _Bad) -> None:
     bounces = cfg.bounces
-    if bounces.return_path and not re.fullmatch(
-        r"[A-Za-z0-9._-]+@[A-Za-z0-9.-]+", bounces.return_path
-    ):
+    if bounces.return_path and not _PLAIN_ADDRESS_RE.fullmatch(bounces.return_path):
         raise bad(
             "bounces.return_path",
             f"must be a plain address such as bounces@example.org (no '+'), "
@@ -168,8 +170,19 @@ def _validate_bounces(cfg: Config, bad: _Bad) -> None:
             )
     if bounces.maildir and bounces.imap_url:
         raise bad("bounces.maildir", "and bounces.imap_url are both set: choose one")
-    if not bounces.processed_folder or any(c in bounces.processed_folder for c in "/\\\r\n"):
-        raise bad("bounces.processed_folder", "must be a folder name without slashes")
+    for name in ("processed_folder", "unmatched_folder"):
+        folder = getattr(bounces, name)
+        if not folder or any(c in folder for c in "/\\\r\n"):
+            raise bad(f"bounces.{name}", "must be a folder name without slashes")
+    if bounces.unmatched_folder == bounces.processed_folder:
+        raise bad("bounces.unmatched_folder", "must differ from bounces.processed_folder")
+    mailto = cfg.email.unsubscribe_mailto.strip().removeprefix("mailto:")
+    if mailto and not _PLAIN_ADDRESS_RE.fullmatch(mailto):
+        raise bad(
+            "email.unsubscribe_mailto",
+            "must be a plain address such as unsubscribe@example.org (no '+': each "
+            f"recipient's List-Unsubscribe address is LOCAL+TOKEN@DOMAIN), got {mailto!r}",
+        )
     if span_seconds(bounces.poll_every) < 1:
         raise bad("bounces.poll_every", "must be at least 1 second")
     size = len(bounces.webhook_token.encode("utf-8"))

@@ -3,7 +3,9 @@
 :func:`process_mailbox` reads a Maildir or an IMAP mailbox once, classifies each message
 (:func:`newsletter.mail.reports.read_report`), acts on each report through
 :meth:`newsletter.store.Store.record_report` (idempotent), and only then moves the message
-aside; what it cannot read or attribute is flagged and kept.
+aside. A report acts only when it proves that it answers our own mail (:func:`act`); one
+that does not is ``unmatched``: noted, and moved to a folder of its own for a person. What
+cannot be read or classified is flagged and kept where it is.
 """
 
 from __future__ import annotations
@@ -36,13 +38,15 @@ from newsletter.store import Store, utcnow
 
 log = logging.getLogger(__name__)
 
-# Every kind a message can be, in the order the summary prints them.
+# Every kind a message can be, in the order the summary prints them; "unmatched" is a
+# report of an acting kind that proved no delivery of ours.
 KINDS = (
     "hard",
     "soft",
     "blocked",
     "complaint",
     "unsubscribe",
+    "unmatched",
     "auto_reply",
     "notice",
     "unknown",
@@ -52,6 +56,9 @@ KINDS = (
 ACTING = ("hard", "soft", "blocked", "complaint", "unsubscribe")
 # The kinds that need nothing done: moved aside as handled.
 IGNORED = ("auto_reply", "notice")
+# Where an address alone names a subscriber: the webhook, whose relay proved itself with
+# its bearer token. In mail anyone can write any address.
+TRUSTED_SOURCES = ("webhook",)
 
 
 class BounceError(NewsletterError):
@@ -71,9 +78,12 @@ class Action:
         return f"{self.kind}: {self.email}: {self.what}"
 
 
-def _targets(store: Store, key: Keys, report: Report) -> list[tuple[int, int | None]]:
-    """(subscriber id, delivery id or None) of each subscriber the report is about:
-    by signed delivery token, by Message-ID, by unsubscribe token, by address."""
+def _targets(
+    store: Store, key: Keys, report: Report, trusted: bool
+) -> list[tuple[int, int | None]]:
+    """(subscriber id, delivery id or None) of each subscriber the report proves it is
+    about: by a delivery token we signed, by the Message-ID of a delivery we sent, by an
+    unsubscribe token; by address only when the source is ``trusted``."""
     for token in report.tokens:
         try:
             delivery_id = read_delivery_token(key, token)
@@ -88,6 +98,8 @@ def _targets(store: Store, key: Keys, report: Report) -> list[tuple[int, int | N
             return [(found[1], found[0])]
     if report.subscriber_ids:
         return [(sid, None) for sid in dict.fromkeys(report.subscriber_ids)]
+    if not trusted:
+        return []
     targets = []
     for address in dict.fromkeys(a.lower() for a in report.addresses):
         sub = store.get_subscriber(email=address)
@@ -100,9 +112,10 @@ def _targets(store: Store, key: Keys, report: Report) -> list[tuple[int, int | N
 def act(
     cfg: Config, store: Store, key: Keys, report: Report, rid: str, source: str
 ) -> list[Action]:
-    """Apply a report to every subscriber it names (nothing when it names none)."""
+    """Apply a report to every subscriber it proves it is about (see :func:`_targets`);
+    nothing when it proves none."""
     actions = []
-    for subscriber_id, delivery_id in _targets(store, key, report):
+    for subscriber_id, delivery_id in _targets(store, key, report, source in TRUSTED_SOURCES):
         sub = store.get_subscriber(id=subscriber_id)
         if sub is None:
             continue
@@ -145,6 +158,11 @@ class Source(Protocol):
         """Move a handled message aside (after its action is committed)."""
         ...
 
+    def set_aside(self, item: Item) -> None:
+        """Move a report that proved nothing to the unmatched folder, unread, for a
+        person (never deleted)."""
+        ...
+
     def flag(self, item: Item) -> None:
         """Leave a message for a person, marked so the next run skips it."""
         ...
@@ -154,13 +172,17 @@ class Source(Protocol):
 
 class MaildirSource:
     """A Maildir: reads ``new/`` and ``cur/``, skipping messages flagged ``F`` (left for a
-    person); handled ones move to the Maildir++ folder ``.PROCESSED`` (``cur/``, seen)."""
+    person); handled ones move to the Maildir++ folder ``.PROCESSED`` (``cur/``, seen),
+    unmatched ones to ``.UNMATCHED`` (``new/``, unread)."""
 
-    def __init__(self, path: Path, processed: str = "Processed") -> None:
+    def __init__(
+        self, path: Path, processed: str = "Processed", unmatched: str = "Unmatched"
+    ) -> None:
         if not all((path / sub).is_dir() for sub in ("cur", "new", "tmp")):
             raise BounceError(f"bounces.maildir: {path} is not a Maildir (no cur/, new/, tmp/)")
         self.path = path
         self.processed = path / f".{processed}"
+        self.unmatched = path / f".{unmatched}"
 
     def messages(self) -> Iterator[Item]:
         for sub in ("new", "cur"):
@@ -182,11 +204,17 @@ class MaildirSource:
                 yield Item(f"{sub}/{name}", str(file), data)
 
     def done(self, item: Item) -> None:
-        for sub in ("cur", "new", "tmp"):
-            (self.processed / sub).mkdir(parents=True, exist_ok=True)
-        (self.processed / "maildirfolder").touch()
+        self._move(item, self.processed, "cur", ":2,S")
+
+    def set_aside(self, item: Item) -> None:
+        self._move(item, self.unmatched, "new", "")
+
+    def _move(self, item: Item, folder: Path, sub: str, info: str) -> None:
+        for made in ("cur", "new", "tmp"):
+            (folder / made).mkdir(parents=True, exist_ok=True)
+        (folder / "maildirfolder").touch()
         name = item.key.split("/", 1)[1].split(":", 1)[0]
-        os.rename(self.path / item.key, self.processed / "cur" / f"{name}:2,S")
+        os.rename(self.path / item.key, folder / sub / f"{name}{info}")
 
     def flag(self, item: Item) -> None:
         name = item.key.split("/", 1)[1]
@@ -210,7 +238,8 @@ def _quote(mailbox: str) -> str:
 
 class ImapSource:
     """An IMAP mailbox over TLS: reads unflagged messages (without marking them seen);
-    handled ones move to the folder ``processed``, the rest are flagged for a person."""
+    handled ones move to the folder ``processed``, unmatched ones to ``unmatched``, the
+    rest are flagged for a person."""
 
     def __init__(self, cfg: Config, timeout: float = 60.0) -> None:
         bounces = cfg.bounces
@@ -218,6 +247,7 @@ class ImapSource:
         self.where = f"{url.hostname}:{url.port or 993}"
         self.mailbox = unquote(url.path.lstrip("/")) or "INBOX"
         self.processed = bounces.processed_folder
+        self.unmatched = bounces.unmatched_folder
         if not bounces.password:
             raise BounceError(f"bounces.imap_url: set the password in {BOUNCES_PASSWORD_ENV}")
         context = ssl.create_default_context(
@@ -245,7 +275,7 @@ class ImapSource:
         except BaseException:
             self.close()
             raise
-        self._created = False
+        self._created: set[str] = set()
 
     def _capabilities(self) -> list[bytes]:
         status, data = self.imap.capability()
@@ -270,13 +300,19 @@ class ImapSource:
             yield Item(key, where, body)
 
     def done(self, item: Item) -> None:
-        if not self._created:
-            self.imap.create(_quote(self.processed))  # "already exists" is fine
-            self._created = True
+        self._move(item, self.processed)
+
+    def set_aside(self, item: Item) -> None:
+        self._move(item, self.unmatched)
+
+    def _move(self, item: Item, folder: str) -> None:
+        if folder not in self._created:
+            self.imap.create(_quote(folder))  # "already exists" is fine
+            self._created.add(folder)
         if self.move:
-            self._check("MOVE", self.imap.uid("MOVE", item.key, _quote(self.processed)))
+            self._check("MOVE", self.imap.uid("MOVE", item.key, _quote(folder)))
             return
-        self._check("COPY", self.imap.uid("COPY", item.key, _quote(self.processed)))
+        self._check("COPY", self.imap.uid("COPY", item.key, _quote(folder)))
         self._check("STORE", self.imap.uid("STORE", item.key, "+FLAGS.SILENT", r"(\Deleted)"))
         self._check("EXPUNGE", self.imap.expunge())
 
@@ -300,10 +336,11 @@ def _said(data: Any) -> str:
 
 def open_source(cfg: Config, maildir: Path | None = None) -> Source:
     """The configured bounce mailbox (``maildir`` overrides the settings)."""
+    folders = (cfg.bounces.processed_folder, cfg.bounces.unmatched_folder)
     if maildir is not None:
-        return MaildirSource(maildir, cfg.bounces.processed_folder)
+        return MaildirSource(maildir, *folders)
     if cfg.bounces.maildir:
-        return MaildirSource(cfg.resolve(Path(cfg.bounces.maildir)), cfg.bounces.processed_folder)
+        return MaildirSource(cfg.resolve(Path(cfg.bounces.maildir)), *folders)
     if cfg.bounces.imap_url:
         return ImapSource(cfg)
     raise BounceError(
@@ -328,7 +365,8 @@ class MailboxReport:
 
 
 def process_mailbox(cfg: Config, store: Store, key: Keys, source: Source) -> MailboxReport:
-    """Read every message once: act, then move it aside; flag and keep what needs a person."""
+    """Read every message once: act, then move it aside; set aside what proves nothing,
+    flag and keep what cannot be read."""
     result = MailboxReport()
     for item in source.messages():
         if item.data is None:
@@ -344,27 +382,48 @@ def process_mailbox(cfg: Config, store: Store, key: Keys, source: Source) -> Mai
             result.lines.append(f"unreadable: {item.where}: {type(exc).__name__}: {exc}; kept")
             source.flag(item)
             continue
-        result.counts[report.kind] += 1
-        if report.kind in IGNORED:
-            source.done(item)
-            continue
         if report.kind not in ACTING:
-            result.lines.append(f"unknown: {item.where}: {report.why}; kept for a person")
-            source.flag(item)
+            result.counts[report.kind] += 1
+            if report.kind in IGNORED:
+                source.done(item)
+            else:
+                result.lines.append(f"unknown: {item.where}: {report.why}; kept for a person")
+                source.flag(item)
             continue
         actions = act(cfg, store, key, report, rid, "mailbox")
         if not actions:
-            who = ", ".join(report.addresses) or "no address"
-            result.lines.append(
-                f"{report.kind}: {item.where}: no subscriber matched ({who}); kept for a person"
-            )
-            source.flag(item)
+            _set_aside(cfg, store, source, item, report, rid, result)
             continue
+        result.counts[report.kind] += 1
         result.lines += [a.line() for a in actions]
         # Only now, with the action committed: a crash before this reads it again, and
         # the report's record makes that second reading change nothing.
         source.done(item)
     return result
+
+
+def _set_aside(
+    cfg: Config,
+    store: Store,
+    source: Source,
+    item: Item,
+    report: Report,
+    rid: str,
+    result: MailboxReport,
+) -> None:
+    """A report that proved no delivery of ours: it acts on no one, whoever it names (an
+    address proves nothing); noted for `newsletter status`, and moved for a person."""
+    named = list(dict.fromkeys(a.lower() for a in report.addresses))
+    store.record_unmatched(
+        report_id=rid, kind=report.kind, addresses=named, diagnostic=report.diagnostic
+    )
+    result.counts["unmatched"] += 1
+    result.lines.append(
+        f"unmatched: {item.where}: {report.kind} report with no token or Message-ID of ours "
+        f"(names {', '.join(named) or 'no address'}); moved to {cfg.bounces.unmatched_folder} "
+        "for a person"
+    )
+    source.set_aside(item)
 
 
 def expire_unconfirmed(store: Store, now: dt.datetime | None = None) -> tuple[int, int]:

@@ -26,6 +26,7 @@ import secrets
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
+from typing import TypedDict
 from urllib.parse import quote, urlsplit
 
 from newsletter.config import Config
@@ -43,6 +44,7 @@ from newsletter.mail.mime import (
 from newsletter.mail.mime import SlottedBase64 as _SlottedBase64
 from newsletter.mail.mime import SlottedText as _SlottedText
 from newsletter.mail.signing import Signer, signing_domain
+from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_mailed_token, make_token
 from newsletter.publish.render import RenderedIssue
 
 log = logging.getLogger(__name__)
@@ -53,9 +55,12 @@ __all__ = [
     "MessageTemplate",
     "PreparedMessage",
     "build_message",
+    "list_key",
     "message_domain",
     "message_template",
     "preferences_url",
+    "recipient_tokens",
+    "unsubscribe_mailto",
     "unsubscribe_url",
 ]
 
@@ -115,6 +120,16 @@ def preferences_url(cfg: Config, token: str) -> str:
     return _page_url(cfg, "preferences", token)
 
 
+def list_key(cfg: Config) -> str:
+    """The list as a whole, which a mailed unsubscribe token is bound to: the identifier of
+    ``email.list_id`` (``weekly.example.org`` of ``Weekly <weekly.example.org>``), else
+    ``newsletter.DOMAIN``; the same for every language, as an unsubscribe is."""
+    shared = one_line("email.list_id", cfg.email.list_id.strip())
+    if "<" in shared:
+        shared = shared.partition("<")[2].rstrip(">").strip()
+    return shared or f"newsletter.{message_domain(cfg)}"
+
+
 def _list_id(cfg: Config, lang: str) -> str:
     """Each language's edition is a list of its own, so readers can filter them apart:
     ``[email.LANG] list_id``, else ``[email] list_id`` (or ``newsletter.DOMAIN``) as it is
@@ -125,9 +140,8 @@ def _list_id(cfg: Config, lang: str) -> str:
     shared = one_line("email.list_id", cfg.email.list_id.strip())
     name = cfg.email.edition(lang).name
     if shared and "<" in shared:
-        name, _, shared = shared.partition("<")
-        name, shared = name.strip(), shared.rstrip(">").strip()
-    ident = shared or f"newsletter.{message_domain(cfg)}"
+        name = shared.partition("<")[0].strip()
+    ident = list_key(cfg)
     prefix = "" if lang == cfg.default_lang else f"{lang}."
     # The name is a phrase before the <id>: brackets or quotes in it would end it early.
     name = re.sub(r'[<>"\\]', "", name).strip()
@@ -141,19 +155,46 @@ def _from(cfg: Config, lang: str) -> Address:
     )
 
 
-def _mailto(cfg: Config, token: str) -> str | None:
+def _mailto_address(cfg: Config) -> tuple[str, str]:
     target = one_line("email.unsubscribe_mailto", cfg.email.unsubscribe_mailto.strip())
-    if not target:
-        return None
-    target = target.removeprefix("mailto:")
-    return f"mailto:{target}?subject={quote('unsubscribe ' + token, safe='')}"
+    address = plain_address("email.unsubscribe_mailto", target.removeprefix("mailto:"))
+    local, _, domain = address.rpartition("@")
+    return local, domain
 
 
-def _list_unsubscribe(cfg: Config, token: str) -> str:
+def unsubscribe_mailto(cfg: Config, token: str) -> str:
+    """A recipient's List-Unsubscribe mailto (RFC 2369): ``mailto:LOCAL+TOKEN@DOMAIN?
+    subject=unsubscribe`` for ``email.unsubscribe_mailto`` = ``LOCAL@DOMAIN``, where
+    ``token`` is ``make_mailed_token(key, list_key(cfg), subscriber_id)``. The address
+    itself is the proof: a mail to the bare address, or from a subscriber's own address,
+    names nobody (anyone can write any ``From:``)."""
+    local, domain = _mailto_address(cfg)
+    one_line("mailto token", token)
+    if not token or not token.isascii() or not token.isalnum():
+        raise HeaderError(f"mailto token must be letters and digits: {token!r}")
+    return f"mailto:{local}+{token}@{domain}?subject=unsubscribe"
+
+
+class RecipientTokens(TypedDict):
+    unsubscribe_token: str
+    preferences_token: str
+    mailto_token: str
+
+
+def recipient_tokens(cfg: Config, key: bytes, subscriber_id: int) -> RecipientTokens:
+    """A subscriber's tokens for :meth:`MessageTemplate.personalize` (subscriber 0, who
+    does not exist, for samples and copies: their links work and change nothing)."""
+    return {
+        "unsubscribe_token": make_token(key, UNSUBSCRIBE, subscriber_id),
+        "preferences_token": make_token(key, PREFERENCES, subscriber_id),
+        "mailto_token": make_mailed_token(key, list_key(cfg), subscriber_id),
+    }
+
+
+def _list_unsubscribe(cfg: Config, token: str, mailto_token: str | None) -> str:
     parts = [f"<{unsubscribe_url(cfg, token)}>"]
-    mailto = _mailto(cfg, token)
-    if mailto:
-        parts.append(f"<{mailto}>")
+    if cfg.email.unsubscribe_mailto.strip() and mailto_token is not None:
+        parts.append(f"<{unsubscribe_mailto(cfg, mailto_token)}>")
     return ", ".join(parts)
 
 
@@ -193,6 +234,7 @@ def build_message(
     to_name: str = "",
     unsubscribe_token: str,
     preferences_token: str | None = None,
+    mailto_token: str | None = None,
     message_id: str | None = None,
     date: dt.datetime | None = None,
 ) -> EmailMessage:
@@ -210,7 +252,7 @@ def build_message(
     if cfg.email.reply_to:
         msg["Reply-To"] = plain_address("email.reply_to", cfg.email.reply_to)
     msg["List-Id"] = _list_id(cfg, rendered.lang)
-    msg["List-Unsubscribe"] = _list_unsubscribe(cfg, unsubscribe_token)
+    msg["List-Unsubscribe"] = _list_unsubscribe(cfg, unsubscribe_token, mailto_token)
     msg["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     text, body = rendered.text_for(url, preferences), rendered.html_for(url, preferences)
     msg.set_content(text, subtype="plain", charset="utf-8", cte=_text_cte(cfg, text))
@@ -234,6 +276,8 @@ class MessageTemplate:
         self.cfg = cfg
         self.rendered = rendered
         self._mailto = bool(cfg.email.unsubscribe_mailto.strip())
+        if self._mailto:
+            _mailto_address(cfg)  # a bad setting stops here, not at every recipient
         markers = (rendered.marker, rendered.preferences_marker)
         self._html = _SlottedBase64(canonical(rendered.html), *markers)
         text = canonical(rendered.text)
@@ -299,7 +343,7 @@ class MessageTemplate:
         to_name: str,
         mid: str,
         url: str,
-        unsubscribe_token: str,
+        mailto_token: str | None,
         delivery_token: str | None,
     ) -> tuple[bytes, ...]:
         """The headers that differ per recipient, in pieces, so that the whole message is
@@ -312,8 +356,8 @@ class MessageTemplate:
                 raise HeaderError(f"delivery token must be letters, digits and '-': {token!r}")
             correlation = b"\r\nX-Newsletter-Delivery: " + token.encode("ascii")
         items = [f"<{url}>"]
-        if self._mailto:
-            items.append(f"<{_mailto(self.cfg, unsubscribe_token)}>")
+        if self._mailto and mailto_token is not None:
+            items.append(f"<{unsubscribe_mailto(self.cfg, mailto_token)}>")
         return (
             b"To: ",
             to,
@@ -334,6 +378,7 @@ class MessageTemplate:
         to_name: str,
         unsubscribe_token: str,
         preferences_token: str | None = None,
+        mailto_token: str | None = None,
         message_id: str | None = None,
         delivery_token: str | None = None,
         sign: bool = True,
@@ -343,6 +388,10 @@ class MessageTemplate:
 
         ``preferences_token`` (``tokens.PREFERENCES``) is needed when the issue links the
         preferences page (:attr:`links_preferences`).
+
+        ``mailto_token`` (``make_mailed_token``) makes the recipient's own address of the
+        ``List-Unsubscribe`` mailto, when ``email.unsubscribe_mailto`` is set; without it
+        the header has the https link only.
 
         ``delivery_token`` goes into ``X-Newsletter-Delivery``, so that a report that lost
         the envelope (a complaint carries the original headers) still names its delivery.
@@ -358,7 +407,7 @@ class MessageTemplate:
             preferences = preferences_url(self.cfg, preferences_token)
         mid = _message_id(self.cfg, self.rendered, message_id)
         headers = self._recipient_headers(
-            to_address, to_name, mid, url, unsubscribe_token, delivery_token
+            to_address, to_name, mid, url, mailto_token, delivery_token
         )
         data = b"".join(
             (

@@ -6,6 +6,11 @@ report names its delivery even when it says nothing else useful; the
 ``X-Newsletter-Delivery`` header and the Message-ID, which complaints (ARF) and most
 bounces carry back, are the fallbacks.
 
+Anyone can send mail to the bounce address, and write any ``Final-Recipient``, ``To:`` or
+``From:`` in it: the addresses a report names are kept for the record, but only a token we
+signed or a Message-ID we sent proves which delivery it answers
+(:func:`newsletter.mail.bounces.act`).
+
 :func:`read_report` classifies one message:
 
 - ``hard`` / ``soft`` / ``blocked``: an RFC 3464 delivery status notification (``5.x.x``
@@ -13,8 +18,9 @@ bounces carry back, are the fallbacks.
   content refusal says nothing about the address), or a non-standard bounce recognised by
   Mailman's detectors (``flufl.bounce``);
 - ``complaint``: an RFC 5965 abuse report (ARF) from a feedback loop;
-- ``unsubscribe``: a mail to ``email.unsubscribe_mailto`` (the List-Unsubscribe mailto),
-  with the signed token in its subject or from a subscriber's own address;
+- ``unsubscribe``: a mail to a subscriber's own List-Unsubscribe address
+  ``LOCAL+TOKEN@DOMAIN`` (or, from issues sent before those, with ``unsubscribe TOKEN``
+  in its subject); a mail to ``email.unsubscribe_mailto`` without a token names nobody;
 - ``auto_reply`` and ``notice`` (delayed or delivered DSNs): nothing to do;
 - ``unknown``: left for a person.
 
@@ -39,7 +45,8 @@ from typing import Any
 from urllib.parse import unquote
 
 from newsletter.config import Config
-from newsletter.mail.tokens import UNSUBSCRIBE, Keys, TokenError, read_token
+from newsletter.mail.message import list_key
+from newsletter.mail.tokens import UNSUBSCRIBE, Keys, TokenError, read_mailed_token, read_token
 from newsletter.mail.transport import bounce_kind
 
 log = logging.getLogger(__name__)
@@ -77,7 +84,7 @@ class Report:
     tokens: list[str] = field(default_factory=list)
     message_ids: list[str] = field(default_factory=list)
     addresses: list[str] = field(default_factory=list)
-    # From a signed unsubscribe token: no further matching needed.
+    # From a checked unsubscribe token: no further matching needed.
     subscriber_ids: list[int] = field(default_factory=list)
     why: str = ""
 
@@ -250,7 +257,26 @@ def _arf(msg: email.message.Message, part: email.message.Message) -> Report:
     return report
 
 
+def _mailed_unsubscribes(cfg: Config, key: Keys, msg: email.message.Message) -> list[int]:
+    """The subscribers whose own List-Unsubscribe address (``LOCAL+TOKEN@DOMAIN``, see
+    :func:`newsletter.mail.message.unsubscribe_mailto`) this mail was sent to."""
+    local, _, domain = _unsubscribe_address(cfg).rpartition("@")
+    if not local:
+        return []
+    values = [v for name in (*_ENVELOPE_HEADERS, "Cc") for v in msg.get_all(name) or []]
+    ids = []
+    for address in _addresses(*values):
+        box, _, host = address.rpartition("@")
+        base, plus, token = box.partition("+")
+        if plus and base.lower() == local and host.lower() == domain:
+            with contextlib.suppress(TokenError):
+                ids.append(read_mailed_token(key, list_key(cfg), token))
+    return [i for i in dict.fromkeys(ids) if i > 0]
+
+
 def _subscriber_tokens(key: Keys, subject: str) -> list[int]:
+    """Subscribers named by ``unsubscribe TOKEN`` in a subject: the mailto links of issues
+    sent before the mailto addresses had tokens of their own."""
     ids = []
     for token in _UNSUBSCRIBE_RE.findall(subject):
         with contextlib.suppress(TokenError):
@@ -264,10 +290,15 @@ def _unsubscribe_address(cfg: Config) -> str:
 
 
 def _addressed_to(msg: email.message.Message, address: str) -> bool:
+    """Whether the mail went to ``address``, or to ``LOCAL+ANYTHING@DOMAIN`` of it."""
     values = [
         v for name in ("To", "Cc", "Delivered-To", "X-Original-To") for v in msg.get_all(name) or []
     ]
-    return address in (a.lower() for a in _addresses(*values))
+    for found in _addresses(*values):
+        box, _, host = found.lower().rpartition("@")
+        if f"{box.partition('+')[0]}@{host}" == address:
+            return True
+    return False
 
 
 def _auto_reply(msg: email.message.Message) -> bool:
@@ -329,7 +360,7 @@ def read_report(cfg: Config, key: Keys, data: bytes) -> Report:
     if part is not None:
         return _correlate(_dsn(msg, part), msg)
     subject = _text(msg.get("Subject"))
-    ids = _subscriber_tokens(key, subject)
+    ids = _mailed_unsubscribes(cfg, key, msg) or _subscriber_tokens(key, subject)
     if ids:
         return Report("unsubscribe", diagnostic=subject[:200], subscriber_ids=ids)
     found = _flufl(msg)
@@ -344,7 +375,7 @@ def read_report(cfg: Config, key: Keys, data: bytes) -> Report:
             "unsubscribe",
             diagnostic=f"mail to {target}: {subject[:150]}",
             addresses=sender[:1],
-            why="a mail to the unsubscribe address from an address that is not subscribed",
+            why="a mail to the unsubscribe address without a token (its From proves nothing)",
         )
     return Report("unknown", why="not a bounce, complaint, unsubscribe or auto-reply")
 

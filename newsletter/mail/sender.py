@@ -39,15 +39,9 @@ from newsletter.lifecycle import IssueState, PausedBy
 from newsletter.mail.breaker import Breaker
 from newsletter.mail.chat import ChatSetupError, ChatTransport
 from newsletter.mail.frozen import Prepared, frozen
-from newsletter.mail.message import HeaderError
+from newsletter.mail.message import HeaderError, recipient_tokens
 from newsletter.mail.signing import alignment_problem, sign_message
-from newsletter.mail.tokens import (
-    PREFERENCES,
-    UNSUBSCRIBE,
-    envelope_sender,
-    make_delivery_token,
-    make_token,
-)
+from newsletter.mail.tokens import envelope_sender, make_delivery_token
 from newsletter.mail.transport import (
     DeliveryError,
     RecipientError,
@@ -261,8 +255,7 @@ class Lane:
         message = template.personalize(
             to_address=row.email,
             to_name=row.name,
-            unsubscribe_token=make_token(key, UNSUBSCRIBE, row.subscriber_id or 0),
-            preferences_token=make_token(key, PREFERENCES, row.subscriber_id or 0),
+            **recipient_tokens(self.cfg, key, row.subscriber_id or 0),
             # A re-send after a crash keeps its Message-ID, so receivers can spot it.
             message_id=row.message_id,
             delivery_token=make_delivery_token(key, row.id),

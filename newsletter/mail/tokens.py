@@ -1,9 +1,9 @@
 """HMAC-signed tokens for unsubscribe, preferences and confirmation links, and for deliveries.
 
 A link's token names a purpose and a subscriber id and carries a SHA-256 HMAC over both,
-so a link cannot be forged or pointed at someone else. The tokens of deliveries are
-sealed as well (the number and its HMAC encrypted as one AES block), so that what anyone
-can read in a bounce address shows no count or order. Each
+so a link cannot be forged or pointed at someone else. The tokens of deliveries and of
+mailed unsubscribes are sealed as well (the number and its HMAC encrypted as one AES
+block), so that what anyone can read in a bounce address shows no count or order. Each
 token is accepted only in the one form it is made in. The key comes only from
 ``NEWSLETTER_SECRET_KEY`` (the current key, then any old ones still accepted); with none
 set, a random key is kept in a private file beside the config file, so links keep
@@ -107,15 +107,17 @@ def read_token(key: Keys, purpose: str, token: str, *, now: float | None = None)
 _SIGNATURE_CHARS = 22
 
 
-# --- sealed tokens: for deliveries -----------------------------------------------------
+# --- sealed tokens: for deliveries and mailed unsubscribes -------------------------------
 #
-# They travel in an address's local part (VERP), which some MTAs fold to lower case:
-# lower-case base 32 only. And they must not show a count: the number they stand for (a
-# delivery id) and 64 bits of its HMAC are one
+# They travel in an address's local part (VERP, the List-Unsubscribe mailto), which some
+# MTAs fold to lower case: lower-case base 32 only. And they must not show a count: the
+# number they stand for (a delivery id, a subscriber id) and 64 bits of its HMAC are one
 # AES block, encrypted with a key of their own. Decrypting a token that we did not make
 # gives a number whose HMAC does not match (one chance in 2**64).
 
 DELIVERY = "delivery"
+# A mailed unsubscribe (LOCAL+TOKEN@DOMAIN), for one subscriber of one list.
+MAILED_UNSUBSCRIBE = "unsubscribe-mail"
 _B32 = "abcdefghijklmnopqrstuvwxyz234567"
 SEALED_CHARS = 26  # 16 bytes in base 32, without padding
 _LEGACY_BASE36 = "0123456789abcdefghijklmnopqrstuvwxyz"
@@ -186,6 +188,23 @@ def read_delivery_token(key: Keys, token: str) -> int:
     if not any([hmac.compare_digest(signature, e) for e in expected]):
         raise TokenError("bad signature")
     return int(subject, 36)
+
+
+def _mailed_purpose(list_key: str) -> str:
+    return f"{MAILED_UNSUBSCRIBE}\x00{list_key}"
+
+
+def make_mailed_token(key: bytes, list_key: str, subscriber_id: int) -> str:
+    """The token of a subscriber's List-Unsubscribe mailto address, ``LOCAL+TOKEN@DOMAIN``:
+    sealed like a delivery token, and good for this subscriber of the list ``list_key``
+    only (see :func:`newsletter.mail.message.list_key`)."""
+    return _seal(key, _mailed_purpose(list_key), subscriber_id)
+
+
+def read_mailed_token(key: Keys, list_key: str, token: str) -> int:
+    """The subscriber id in a token from :func:`make_mailed_token`; :class:`TokenError`
+    if it is malformed, forged, or made for another list."""
+    return _unseal(key, _mailed_purpose(list_key), token)
 
 
 # A shorter key can be guessed offline from any one link: 32 bytes is HMAC-SHA256's own size.

@@ -19,7 +19,7 @@ from newsletter.store.issues import FrozenContent, Issue, IssueQueries
 from newsletter.store.jobs import JobQueries, JobRun
 from newsletter.store.ledger import FailedDelivery, LedgerQueries
 from newsletter.store.mails import Mail, MailQueries
-from newsletter.store.reports import BounceEvent, ReportQueries
+from newsletter.store.reports import BounceEvent, ReportQueries, Unmatched
 from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
 from newsletter.store.subscribers import (
     Confirmation,
@@ -40,6 +40,7 @@ from newsletter.store.tables import (
     metadata,
     subscribers,
     summaries,
+    unmatched_reports,
     writer_days,
 )
 from newsletter.store.writer import WriterDay, WriterQueries
@@ -63,6 +64,7 @@ __all__ = [
     "StoreError",
     "Subscriber",
     "SubscriptionRequest",
+    "Unmatched",
     "WriterDay",
     "_alembic_config",
     "bounce_events",
@@ -76,6 +78,7 @@ __all__ = [
     "open_store",
     "subscribers",
     "summaries",
+    "unmatched_reports",
     "utcnow",
     "writer_days",
 ]

@@ -16,6 +16,7 @@ from newsletter.store.tables import (
     confirmations,
     deliveries,
     subscribers,
+    unmatched_reports,
 )
 
 log = logging.getLogger(__name__)
@@ -36,6 +37,14 @@ class BounceEvent:
     source: str
     action: str
     created_at: dt.datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Unmatched:
+    """The reports that acted on nobody: how many, and when the latest came (None: none)."""
+
+    count: int
+    latest: dt.datetime | None
 
 
 def _bounce_event(row: sa.Row[Any]) -> BounceEvent:
@@ -224,6 +233,32 @@ class ReportQueries(StoreBase):
         found = {kind: int(count) for kind, count in rows}
         found["refused"] = int(refused)
         return found
+
+    def record_unmatched(
+        self, *, report_id: str, kind: str, addresses: list[str], diagnostic: str = ""
+    ) -> bool:
+        """Note a report that proved no delivery of ours; False when it was noted before."""
+        with self.engine.begin() as conn:
+            inserted = conn.execute(
+                self._insert(unmatched_reports)
+                .values(
+                    report_id=report_id[:300],
+                    kind=kind[:16],
+                    addresses=", ".join(addresses)[:2000],
+                    diagnostic=(diagnostic or "")[:2000] or None,
+                    created_at=utcnow(),
+                )
+                .on_conflict_do_nothing(index_elements=["report_id"])
+            )
+        return bool(inserted.rowcount)
+
+    def unmatched(self) -> Unmatched:
+        """How many reports acted on nobody, and when the latest came."""
+        with self.engine.connect() as conn:
+            count, latest = conn.execute(
+                sa.select(sa.func.count(), sa.func.max(unmatched_reports.c.created_at))
+            ).one()
+        return Unmatched(int(count), _aware(latest))
 
     def reports(self, subscriber_id: int | None = None) -> list[BounceEvent]:
         """Recorded reports, oldest first."""

@@ -162,6 +162,23 @@ bounce_events = sa.Table(
     sa.Index("ix_bounce_events_delivery_id", "delivery_id"),
 )
 
+# A report by mail (a bounce, a complaint, a mailed unsubscribe) that proved no delivery of
+# ours (no valid token, no Message-ID we sent): it acted on nobody, whatever addresses it
+# named (anyone can write them), and its message waits in the mailbox's unmatched folder.
+unmatched_reports = sa.Table(
+    "unmatched_reports",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("report_id", sa.String(300), nullable=False),
+    # hard, soft, complaint, unsubscribe, blocked
+    sa.Column("kind", sa.String(16), nullable=False),
+    # The addresses it named, comma-separated.
+    sa.Column("addresses", sa.Text, nullable=False, server_default=""),
+    sa.Column("diagnostic", sa.Text),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("report_id", name="uq_unmatched_reports_report_id"),
+)
+
 # A subscription request from the form (see newsletter.web.subscription): its link is signed
 # with the nonce and works once; the form's name and language apply only on confirming.
 confirmations = sa.Table(
