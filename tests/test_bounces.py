@@ -964,6 +964,10 @@ def test_the_webhook_acts_like_the_mailbox_behind_a_bearer_token(
     assert [r["actions"][0]["action"] for r in again] == ["already recorded"] * 2
     nobody = httpx.post(url, json={"email": "x@example.org", "kind": "soft"}, headers=auth)
     assert nobody.json()["results"] == [{"index": 0, "matched": False, "actions": []}]
+    # A token is taken only as made, from the relay too: another case is no token of ours.
+    shouted = make_delivery_token(KEY, ids["gone@example.net"]).upper()
+    upper = httpx.post(url, json={"delivery": shouted, "kind": "soft"}, headers=auth)
+    assert upper.json()["results"] == [{"index": 0, "matched": False, "actions": []}]
     store.close()
 
 

@@ -101,7 +101,7 @@ def apply_events(
     for index, event in enumerate(events):
         report = Report(event["kind"], event["status"], event["diagnostic"])
         if event["delivery"]:
-            report.tokens.append(event["delivery"].lower())
+            report.tokens.append(event["delivery"])
         if event["email"]:
             report.addresses.append(event["email"])
         actions = act(cfg, store, key, report, event_id(event), "webhook")
