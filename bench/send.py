@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from newsletter.app import issues  # noqa: E402
-from newsletter.app.delivery import UNSUBSCRIBE, Prepared, dry_run, prepare, send_issue  # noqa: E402
+from newsletter.app.delivery import Prepared, dry_run, prepare, send_issue  # noqa: E402
 from newsletter.archive.digest import load_archive  # noqa: E402
 from newsletter.config import Config, load_config  # noqa: E402
-from newsletter.mail.tokens import PREFERENCES, make_token  # noqa: E402
+from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 from newsletter.store import Store, open_store, subscribers  # noqa: E402
 
