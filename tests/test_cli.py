@@ -472,3 +472,17 @@ def test_without_a_terminal_progress_is_a_line_every_few_seconds(
     assert capsys.readouterr().err == (
         "progress: sending: sent 20 · failed 1 · retrying 0: 21 of 21 (4.2/s, 0s left)\n"
     )
+
+
+def test_search_finds_papers_in_korean_english_and_by_id(seeds_dir: Path) -> None:
+    code, out, _ = _run("search", "가지치기", "--source", str(seeds_dir))
+    assert code == 0
+    assert "2407.21018  ThinK" in out and out.strip().endswith("1 paper found for '가지치기'")
+    code, out, _ = _run("search", "KV cache", "--source", str(seeds_dir), "--json", "--n", "5")
+    found = json.loads(out)
+    assert "2407.21018" in [hit["arxiv_id"] for hit in found]
+    assert all({"date", "title", "votes", "snippet", "url", "hf_url"} <= set(h) for h in found)
+    code, out, _ = _run("search", "Trivedi", "--source", str(seeds_dir), "--json")
+    assert [hit["arxiv_id"] for hit in json.loads(out)] == ["2405.10725"]
+    code, out, _ = _run("search", "<script>zzqx</script>", "--source", str(seeds_dir))
+    assert code == 0 and "0 papers found" in out

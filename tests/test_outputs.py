@@ -165,8 +165,15 @@ def test_a_changed_digest_renders_its_week_only(tmp_path: Path) -> None:
     after = _state(cfg)
     changed = {n for n in after if after[n] != before[n]}
     assert changed and all(
-        n.startswith(("issues/", "issues.", "days/", "feed.", "index")) for n in changed
+        n.startswith(("issues/", "issues.", "days/", "feed.", "index", "search/")) for n in changed
     )
+    # The search index: the changed day's file and its year's segment, not the other days.
+    assert "search/2024/docs.json" in changed
+    assert [n for n in changed if n.startswith("search/days/")] == [
+        f"search/days/{n.split('/')[-1].split('.')[0]}.json"
+        for n in changed
+        if n.startswith("days/") and n.endswith(".html") and n.count(".") == 1
+    ]
     assert {"issues.atom", "issues.json"} <= changed  # the week is in the issues feed
     assert "issues/2024-W21.html" in before and "issues/2024-W21.html" not in changed
     # The changed day's page and its week's; other days are untouched.

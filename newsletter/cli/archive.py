@@ -1,4 +1,4 @@
-"""Commands over the archive: init, digests, top, feed, preview and write."""
+"""Commands over the archive: init, digests, top, feed, preview, write and search."""
 
 from __future__ import annotations
 
@@ -326,3 +326,54 @@ def write(cfg: Config, day: dt.date | None, dry_run: bool) -> None:
     for line in result.plan:
         click.echo(line)
     click.echo(result.summary() + (" (--dry-run: nothing written)" if dry_run else ""))
+
+
+@main.command()
+@_configured(source=True)
+@click.argument("query")
+@click.option(
+    "--n",
+    "n",
+    type=click.IntRange(min=1),
+    default=10,
+    show_default=True,
+    help="How many papers to show.",
+)
+@_json
+def search(cfg: Config, query: str, n: int, as_json: bool) -> None:
+    """Find papers in the archive by title, authors, arXiv id or Korean summary, ranked
+    as the site's search page ranks them (most voted first among equals).
+
+    \b
+    Examples:
+      newsletter search "가지치기"
+      newsletter search "KV cache" --n 5 --json
+    """
+    from newsletter.app.search import find
+    from newsletter.publish.search_text import snippet
+
+    hits = find(cfg, query, n)
+    if as_json:
+        _dump(
+            [
+                {
+                    "date": h.entry.day,
+                    "arxiv_id": h.entry.arxiv_id,
+                    "title": h.entry.title,
+                    "authors": h.entry.authors,
+                    "votes": h.entry.votes,
+                    "score": h.score,
+                    "url": f"https://arxiv.org/abs/{h.entry.arxiv_id}",
+                    "hf_url": f"https://huggingface.co/papers/{h.entry.arxiv_id}",
+                    "snippet": snippet(h.entry.summary, query)[0],
+                }
+                for h in hits
+            ]
+        )
+        return
+    for h in hits:
+        click.echo(
+            f"{h.entry.day}  {h.entry.votes:>5}  {h.entry.arxiv_id}  {_clip(h.entry.title, 70)}"
+        )
+        click.echo(f"    {snippet(h.entry.summary, query, 100)[0]}")
+    click.echo(f"{count(len(hits), 'paper')} found for {query!r}")

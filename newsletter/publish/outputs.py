@@ -36,6 +36,7 @@ from newsletter.publish.manifest import FEEDS, PAGES, Manifest, _hash, feed_inpu
 from newsletter.publish.pending import PendingPages
 from newsletter.publish.public_files import remove_pages, write_if_changed
 from newsletter.publish.render import LANGS
+from newsletter.publish.search_index import refresh_index
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 
 log = logging.getLogger(__name__)
@@ -348,6 +349,8 @@ def _publish(
     build.weeks(weeks, days_of, week_inputs)
     build.days(days, set(weeks))
     if not build.render():
+        return False
+    if not refresh_index(catalog, build.manifest, days, build.stopped):
         return False
     if not any(entry.sha256.startswith("!") for entry in catalog.entries):
         # Only from an archive read whole: a folder that cannot be read for a moment

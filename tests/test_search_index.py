@@ -1,0 +1,96 @@
+"""The site's search index: built with the site, read as the client reads it (same
+ranking as ``newsletter search``), and rebuilt only where the archive changed."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+
+from conftest import SEEDS
+
+from newsletter.app.search import find
+from newsletter.archive.sources import local_catalog
+from newsletter.config import Config, load_config
+from newsletter.publish import outputs
+from newsletter.publish.search_text import query_words, rank, shard_of
+
+TODAY = dt.date(2024, 8, 5)
+
+
+def _cfg(tmp_path: Path) -> Config:
+    source = tmp_path / "digests"
+    shutil.copytree(SEEDS, source)
+    path = tmp_path / "config.toml"
+    path.write_text(f'source = "{source}"\n', encoding="utf-8")
+    return load_config(path, env={})
+
+
+def _client_rank(public: Path, query: str) -> list[str]:
+    """What the search page does: read index.json, each segment's docs and the shards of
+    the query's terms, decode the postings, rank, and look the winners up by day."""
+    index = json.loads((public / "search/index.json").read_text())
+    postings: dict[str, dict[int, bool]] = {}
+    votes: list[int] = []
+    days: list[str] = []
+    where: list[tuple[str, int]] = []
+    for year, count, _version in index["segments"]:
+        docs = json.loads((public / f"search/{year}/docs.json").read_text())
+        offset = len(votes)
+        votes += docs["votes"]
+        for day, n in docs["days"]:
+            days += [day] * n
+            where += [(day, k) for k in range(n)]
+        assert len(votes) - offset == count
+        for _, word_terms in query_words(query):
+            for term in word_terms:
+                shard = public / f"search/{year}/{shard_of(term, index['shards'])}.json"
+                encoded = json.loads(shard.read_text()).get(term, []) if shard.exists() else []
+                doc = 0
+                for value in encoded:
+                    doc += value >> 1
+                    postings.setdefault(term, {})[offset + doc] = bool(value & 1)
+    ids = []
+    for doc, _score in rank(query, postings, len(votes), votes, days):
+        day, k = where[doc]
+        row = json.loads((public / f"search/days/{day}.json").read_text())[k]
+        if row[0] not in ids:
+            ids.append(row[0])
+    return ids
+
+
+def test_the_index_ranks_as_the_command_line_does(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    for query in ("가지치기", "언어 모델", "KV 캐시", "kv cache", "2405.10725", "Trivedi", "모델"):
+        expected = [hit.entry.arxiv_id for hit in find(cfg, query, 1000)]
+        assert expected, query
+        assert _client_rank(cfg.public_path, query) == expected, query
+    assert _client_rank(cfg.public_path, "없는말zzqx") == []
+
+
+def test_a_new_day_rebuilds_its_year_only(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    day = (SEEDS / sorted(p.name for p in SEEDS.iterdir())[0]).read_text(encoding="utf-8")
+    (cfg.source_path / "2023.md").write_text(day.replace("2024-05-20", "2023-05-20"), "utf-8")
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    public = cfg.public_path / "search"
+    before = {p: p.stat().st_mtime_ns for p in public.rglob("*.json")}
+    assert public / "2023/docs.json" in before and public / "2024/docs.json" in before
+    later = day.replace("2024-05-20", "2024-08-01").replace("2405.10725", "2408.00001")
+    (cfg.source_path / "2024-08-01.md").write_text(later, "utf-8")
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    after = {p: p.stat().st_mtime_ns for p in public.rglob("*.json")}
+    changed = {str(p.relative_to(public)) for p in after if before.get(p) != after[p]}
+    assert "days/2024-08-01.json" in changed and "2024/docs.json" in changed
+    assert not [name for name in changed if name.startswith(("2023/", "days/2023"))]
+    assert [h.entry.arxiv_id for h in find(cfg, "2408.00001")] == ["2408.00001"]
+    assert _client_rank(cfg.public_path, "2408.00001") == ["2408.00001"]
+    # Nothing changed: nothing is written.
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    assert {p: p.stat().st_mtime_ns for p in public.rglob("*.json")} == after
+    # A day removed from the archive takes its files with it.
+    (cfg.source_path / "2023.md").unlink()
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    assert not (public / "2023").exists() and not (public / "days/2023-05-20.json").exists()
