@@ -165,16 +165,16 @@ def test_subscribe_confirm_and_unsubscribe_by_the_pages_own_buttons(
     browser.open(f"{base}/subscribe")
     browser.run("document.getElementById('email').value = 'reader@example.org'")
     browser.run("document.getElementById('lang').value = 'ko'")
-    assert "확인 링크를 보냈습니다" in browser.press("form button")
+    assert "확인 링크를 보냈습니다" in browser.press("main form button")
     (mail,) = _outbox(cfg)
     link = re.search(r"/confirm/\S+", mail.get_content())
     assert link is not None
     assert "r***@example.org" in browser.open(base + link.group(0))
-    assert "구독이 확인되었습니다" in browser.press("form button")
+    assert "구독이 확인되었습니다" in browser.press("main form button")
     sub = store.get_subscriber(email="reader@example.org")
     assert sub is not None and sub.status == "active"
     browser.open(f"{base}/unsubscribe/{make_token(KEY, 'unsubscribe', sub.id)}")
-    assert "구독이 해지되었습니다" in browser.press("form button")
+    assert "구독이 해지되었습니다" in browser.press("main form button")
     assert store.get_subscriber(id=sub.id).status == "unsubscribed"  # type: ignore[union-attr]
 
 
@@ -194,7 +194,7 @@ def test_the_front_pages_subscribe_form_gets_through(
     build(cfg.replace(base_url=f"{base}/"), today=dt.date(2024, 8, 5))
     browser.open(f"{base}/")
     browser.run("document.getElementById('subscribe-email').value = 'front@example.org'")
-    assert "확인 링크를 보냈습니다" in browser.press("form button")
+    assert "확인 링크를 보냈습니다" in browser.press("main form button")
     sub = store.get_subscriber(email="front@example.org")
     assert sub is not None and sub.status == "pending"
 
@@ -208,7 +208,7 @@ def test_the_preferences_page_changes_the_language_then_unsubscribes(
     page = f"{str(client.base_url).rstrip('/')}/preferences/{make_token(KEY, PREFERENCES, sub.id)}"
     assert "r***@example.org 주소의 구독 설정" in browser.open(page)
     browser.run("document.getElementById('lang').value = 'en'")
-    saved = browser.press("form button")
+    saved = browser.press("main form button")
     assert "Saved: from the next issue on, the newsletter comes in English." in saved
     assert browser.run("document.documentElement.lang") == "en"
     assert store.get_subscriber(id=sub.id).lang == "en"  # type: ignore[union-attr]

@@ -460,7 +460,7 @@ def test_the_front_pages_form_gets_through_nginx_in_a_browser(
     try:
         browser.open(nginx.base + "/")
         browser.run("document.getElementById('subscribe-email').value = 'front@example.org'")
-        assert "확인 링크를 보냈습니다" in browser.press("form button")
+        assert "확인 링크를 보냈습니다" in browser.press("main form button")
     finally:
         browser.close()
 

@@ -83,6 +83,8 @@ def test_a_page_per_issue_day_and_language(built: Config) -> None:
     assert names == {
         "index.html",
         "index.en.html",
+        "search.html",
+        "search.en.html",
         *(f"issues/{w}{s}.html" for w in weeks for s in ("", ".en")),
         *(f"days/{d}{s}.html" for d in days for s in ("", ".en")),
     }
@@ -110,7 +112,9 @@ def test_every_page_discovers_the_feeds_and_links_its_other_language(
         other = built.site_url + "index.en.html"
     assert head.rel("alternate", hreflang="en" if not english else "ko") == [other]
     assert other in head.hrefs  # the visible switch
-    assert head.forms == [f"{built.site_url}subscribe?lang={'en' if english else 'ko'}"]
+    # The search box (a plain form: it works without script) and the subscribe form.
+    search = f"{built.site_url}search{'.en' if english else ''}.html"
+    assert head.forms == [search, f"{built.site_url}subscribe?lang={'en' if english else 'ko'}"]
     assert f'<html lang="{"en" if english else "ko"}">' in _page(built, name)
 
 

@@ -35,11 +35,14 @@ from newsletter.publish.issue_feed import (
 from newsletter.publish.manifest import FEEDS, PAGES, Manifest, _hash, feed_inputs, page_inputs
 from newsletter.publish.pending import PendingPages
 from newsletter.publish.public_files import remove_pages, write_if_changed
-from newsletter.publish.render import LANGS
+from newsletter.publish.render import LANGS, templates_dir
 from newsletter.publish.search_index import refresh_index
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 
 log = logging.getLogger(__name__)
+
+# The search page's script, beside its pages.
+SCRIPT = "search.js"
 
 __all__ = [
     "FEEDS",
@@ -274,6 +277,22 @@ class _Build:
 
         self.queue.append((len(LANGS), render))
 
+    def search_page(self) -> None:
+        """Queue the search page, in each language, and its script, when stale."""
+        cfg = self.cfg
+        names = [site.page_name("search", lang, cfg.default_lang) for lang in LANGS]
+        if self.current([*names, SCRIPT], self.common):
+            return
+
+        def render() -> None:
+            for lang, name in zip(LANGS, names, strict=True):
+                self.write(name, site.render_search(cfg, lang), self.common)
+            # Not a page: written beside them, without counting as one.
+            _write_page(cfg, SCRIPT, (templates_dir() / "site" / SCRIPT).read_text("utf-8"))
+            self.manifest.record(SCRIPT, self.common)
+
+        self.queue.append((len(LANGS), render))
+
 
 def publish_weeks(
     cfg: Config,
@@ -346,6 +365,7 @@ def _publish(
     build.queue.append(
         (0, lambda: feeds.extend(refresh_issue_feeds(cfg, catalog, today, build.manifest)))
     )
+    build.search_page()
     build.weeks(weeks, days_of, week_inputs)
     build.days(days, set(weeks))
     if not build.render():

@@ -41,7 +41,9 @@ __all__ = [
     "render_index",
     "render_issue_page",
     "render_not_found",
+    "render_search",
     "robots_txt",
+    "search_path",
 ]
 
 # Each language's name in itself: the switch speaks the language it leads to.
@@ -80,6 +82,11 @@ def index_path(lang: str, default_lang: str) -> str:
 
 def index_file(lang: str, default_lang: str) -> str:
     return index_path(lang, default_lang) or "index.html"
+
+
+def search_path(lang: str, default_lang: str) -> str:
+    """``search.html``: the search page, which reads ``?q=``."""
+    return page_name("search", lang, default_lang)
 
 
 def subscribe_path(lang: str, default_lang: str) -> str:
@@ -129,6 +136,10 @@ class Layout:
     @property
     def canonical(self) -> str:
         return self.alternates.get(self.lang, "")
+
+    @property
+    def search_url(self) -> str:
+        return self.site_url + search_path(self.lang, self.default_lang)
 
     def feed(self, name: str) -> str:
         return self.site_url + name
@@ -318,6 +329,12 @@ def render_index(
 
 def render_not_found(cfg: Config, lang: str) -> str:
     return _render(lang, "site/not_found.html", site=layout(cfg, lang, query_paths(), public=False))
+
+
+def render_search(cfg: Config, lang: str) -> str:
+    """The search page (its results come from ``search.js`` and the index in ``search/``)."""
+    paths = {other: search_path(other, cfg.default_lang) for other in LANGS}
+    return _render(lang, "site/search.html", site=layout(cfg, lang, paths))
 
 
 def render_building(cfg: Config, lang: str) -> str:

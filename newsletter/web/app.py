@@ -380,8 +380,10 @@ def routes(
     ]
 
 
-# Content-Security-Policy by kind of response. No page has a script; styles are inline
-# (each page carries its one <style> block, so it is whole wherever it is served from).
+# Content-Security-Policy by kind of response. No page has a script but the search page,
+# which may run this site's search.js and read its index (never an inline script); styles
+# are inline (each page carries its one <style> block, so it is whole wherever it is
+# served from).
 _CSP_FORM = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
@@ -390,6 +392,11 @@ _CSP_PAGE = (
     "default-src 'none'; style-src 'unsafe-inline'; img-src 'self' https: data:; "
     "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+_CSP_SEARCH = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+_SEARCH_PAGES = frozenset({"/search.html", "/search.en.html"})
 _CSP_OTHER = "default-src 'none'; frame-ancestors 'none'; sandbox"
 _FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/preferences/", "/approve/")
 _COMMON = [
@@ -410,6 +417,8 @@ def _is_page(headers: list[tuple[bytes, bytes]]) -> bool:
 def _csp(path: str, page: bool) -> bytes:
     if not page:
         return _CSP_OTHER.encode()
+    if path in _SEARCH_PAGES:
+        return _CSP_SEARCH.encode()
     return (_CSP_FORM if path.startswith(_FORM_PAGES) else _CSP_PAGE).encode()
 
 

@@ -1,0 +1,123 @@
+"""The search page in headless Chromium, on the seeds' site served by the app: Korean with
+particles, English, mixed, an arXiv id, an author, nothing found, and a query holding HTML
+shown as text. Skips only when Chromium is absent and NEWSLETTER_REQUIRE_SERVICES is unset.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+import socket
+import threading
+from collections.abc import Iterator
+from urllib.parse import quote
+
+import pytest
+from conftest import SEEDS
+from test_browser import _chromium
+from test_browser_forms import Browser
+
+from newsletter.archive.sources import local_catalog
+from newsletter.config import load_config
+from newsletter.publish.outputs import build_site
+from newsletter.web.app import create_app
+
+
+@pytest.fixture(scope="module")
+def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Browser]]:
+    import uvicorn
+
+    root = tmp_path_factory.mktemp("search")
+    shutil.copytree(SEEDS, root / "digests")
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    (root / "config.toml").write_text(
+        f'source = "{root / "digests"}"\nbase_url = "{base}"\n', encoding="utf-8"
+    )
+    cfg = load_config(root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "k" * 40})
+    build_site(cfg, local_catalog(cfg), dt.date(2024, 8, 5))
+    server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    browser = Browser(_chromium(), root / "profile")
+    try:
+        while not server.started:
+            assert thread.is_alive(), "the test server did not start"
+            threading.Event().wait(0.01)
+        yield base, browser
+    finally:
+        browser.close()
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+
+
+def search(browser: Browser, url: str, query: str) -> dict[str, object]:
+    """Open the search page for ``query`` and wait for its results."""
+    browser.open(url + "?q=" + quote(query))
+    for _ in range(300):
+        if browser.run("document.getElementById('search-results').dataset.done") == query:
+            break
+        threading.Event().wait(0.05)
+    else:
+        raise AssertionError(f"no results shown for {query!r}")
+    script = """JSON.stringify({
+      status: document.getElementById('search-status').textContent,
+      ids: [...document.querySelectorAll('#search-list .links a[href*="arxiv.org"]')]
+        .map(a => a.href.split('/abs/')[1]),
+      marks: [...document.querySelectorAll('#search-list mark')].map(m => m.textContent),
+      days: [...document.querySelectorAll('#search-list h2 a')].map(a => a.getAttribute('href')),
+      markup: document.querySelectorAll('#search-results img, #search-results script, #search-results b').length,
+      nojs: document.getElementById('search-nojs').hidden,
+    })"""
+    return dict(json.loads(browser.run(script)))
+
+
+def test_korean_english_mixed_id_and_author_queries(searchable: tuple[str, Browser]) -> None:
+    base, browser = searchable
+    page = base + "search.html"
+    found = search(browser, page, "가지치기")
+    assert found["ids"] == ["2407.21018"] and found["nojs"] is True
+    assert "가지치기" in found["marks"]  # inside 가지치기하는
+    assert found["days"] == [base + "days/2024-07-31.html"]
+    many = search(browser, page, "언어 모델")
+    assert len(many["ids"]) >= 10 and {"언어", "모델"} <= set(many["marks"])  # type: ignore[arg-type]
+    english = search(browser, page, "KV Cache")
+    mixed = search(browser, page, "KV 캐시")
+    assert "2407.21018" in english["ids"] and "2407.21018" in mixed["ids"]  # type: ignore[operator]
+    assert search(browser, page, "2405.10725")["ids"] == ["2405.10725"]
+    assert search(browser, page, "Trivedi")["ids"] == ["2405.10725"]
+    in_english = search(browser, base + "search.en.html", "pruning")
+    assert "2407.21018" in in_english["ids"]  # type: ignore[operator]
+    assert all(str(d).endswith(".en.html") for d in in_english["days"])  # type: ignore[attr-defined]
+
+
+def test_no_results_and_html_in_the_query_stays_text(searchable: tuple[str, Browser]) -> None:
+    base, browser = searchable
+    nothing = search(browser, base + "search.html", "zzqxv 없는단어")
+    assert nothing["ids"] == [] and "zzqxv 없는단어" in str(nothing["status"])
+    hostile = '<img src=x onerror="document.title=1"><b>zzqxv</b>'
+    shown = search(browser, base + "search.en.html", hostile)
+    assert shown["ids"] == [] and hostile in str(shown["status"])
+    assert shown["markup"] == 0
+    assert browser.run("document.title") != "1"
+
+
+def test_the_search_box_is_on_every_page_and_the_page_allows_only_its_script(
+    searchable: tuple[str, Browser],
+) -> None:
+    import httpx
+
+    base, _browser = searchable
+    for path in ("", "days/2024-07-31.html", "issues/2024-W31.en.html"):
+        html = httpx.get(base + path).text
+        assert 'role="search"' in html and "search" in html, path
+        assert "<script" not in html, path
+    page = httpx.get(base + "search.html")
+    csp = page.headers["content-security-policy"]
+    assert "script-src 'self'" in csp and "unsafe-inline" not in csp.split("style-src")[0]
+    assert "script-src" not in httpx.get(base).headers["content-security-policy"]
+    # Without JavaScript the page says so and links to the archive.
+    assert "자바스크립트가 필요" in page.text and 'href="' + base + '#issues"' in page.text
