@@ -348,6 +348,8 @@ SITE_PAGES = {
     "day.en": "days/2024-07-31.en.html",
     "subscribe": "subscribe",
     "subscribe.en": "subscribe?lang=en",
+    "search": "search.html?q=%EB%AA%A8%EB%8D%B8",
+    "search.en": "search.en.html?q=pruning",
     "not-found": "issues/2099-W01.html",
     "not-found.en": "no/such/page?lang=en",
     "confirm-invalid": "confirm/1.bad",
