@@ -602,7 +602,7 @@ def test_feed_command_writes_then_leaves_files_alone(seeds_dir: Path, tmp_path: 
     lines = first.stdout.splitlines()
     assert lines[:-1] == [f"{out / name}: written" for name in names]
     # And the website those feeds link to, in the same folder.
-    assert lines[-1] == f"{out}: 18 web pages rendered"
+    assert lines[-1] == f"{out}: 20 web pages rendered"
     assert (out / "days" / "2024-07-31.html").is_file()
     # The seeds' weeks are long over: the issues feed has every one of them.
     assert (out / ISSUES_ATOM_NAME).read_text(encoding="utf-8").count("<entry>") == 4
