@@ -3,7 +3,10 @@ Chromium: bytes transferred for the first query (nothing cached) and time to res
 the queries after it, with the CPU slowed fourfold as on a phone, side by side in one run.
 Also how long the index takes to build whole, and again after one new day.
 
-    .venv/bin/python bench/search.py [--years 10] [--folder DIR]
+    .venv/bin/python bench/search.py [--years 10] [--folder DIR] [--script FILE ...]
+
+--script measures other versions of the client (say one from `git show REV:templates/site/
+search.js`) against the same index in the same run, each in turn.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--years", type=int, default=10)
     parser.add_argument("--folder", type=Path)
+    parser.add_argument("--script", type=Path, action="append", default=[])
     args = parser.parse_args()
     root = args.folder or Path(tempfile.mkdtemp(prefix="search-bench-"))
     digests = root / "digests"
@@ -96,8 +100,6 @@ def main() -> None:
     cfg = load_config(root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "k" * 40})
     whole, days = _index(cfg)
     cfg.public_path.joinpath("search.html").write_text(render_search(cfg, "ko"), "utf-8")
-    script = (templates_dir() / "site" / SCRIPT).read_bytes()
-    cfg.public_path.joinpath(SCRIPT).write_bytes(script)
     last = max(dt.date.fromisoformat(p.stem) for p in digests.glob("*.md"))
     new = last + dt.timedelta(days=1)
     text = (digests / f"{last}.md").read_text("utf-8").replace(str(last), str(new))
@@ -116,17 +118,24 @@ def main() -> None:
         time.sleep(0.01)
     browser = Browser(_chromium(), root / "profile")
     try:
-        print(f"{'query':<22} {'first: KB':>9} {'files':>5} {'ms':>7}   {'then (CPU/4): ms':>16}")
-        for query in QUERIES:
-            size, count, first = _first_query(browser, base, query)
-            browser._call("Emulation.setCPUThrottlingRate", {"rate": 4}, session=True)
-            then = sorted(_later(browser, query) for _ in range(3))
-            browser._call("Emulation.setCPUThrottlingRate", {"rate": 1}, session=True)
-            print(f"{query:<22} {size / 1024:>9.1f} {count:>5} {first:>7.1f}   {then[1]:>16.1f}")
+        for script in [*args.script, templates_dir() / "site" / SCRIPT]:
+            cfg.public_path.joinpath(SCRIPT).write_bytes(script.read_bytes())
+            print(f"client: {script}")
+            _queries(browser, base)
     finally:
         browser.close()
         server.should_exit = True
         thread.join(timeout=10)
+
+
+def _queries(browser: Browser, base: str) -> None:
+    print(f"{'query':<22} {'first: KB':>9} {'files':>5} {'ms':>7}   {'then (CPU/4): ms':>16}")
+    for query in QUERIES:
+        size, count, first = _first_query(browser, base, query)
+        browser._call("Emulation.setCPUThrottlingRate", {"rate": 4}, session=True)
+        then = sorted(_later(browser, query) for _ in range(3))
+        browser._call("Emulation.setCPUThrottlingRate", {"rate": 1}, session=True)
+        print(f"{query:<22} {size / 1024:>9.1f} {count:>5} {first:>7.1f}   {then[1]:>16.1f}")
 
 
 def _chromium() -> str:

@@ -11,6 +11,7 @@ import shutil
 import socket
 import threading
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import quote
 
 import pytest
@@ -63,6 +64,11 @@ def search(browser: Browser, url: str, query: str) -> dict[str, object]:
         threading.Event().wait(0.05)
     else:
         raise AssertionError(f"no results shown for {query!r}")
+    return search_state(browser)
+
+
+def search_state(browser: Browser) -> dict[str, object]:
+    """What the search page shows now."""
     script = """JSON.stringify({
       status: document.getElementById('search-status').textContent,
       ids: [...document.querySelectorAll('#search-list .links a[href*="arxiv.org"]')]
@@ -71,6 +77,7 @@ def search(browser: Browser, url: str, query: str) -> dict[str, object]:
       days: [...document.querySelectorAll('#search-list h2 a')].map(a => a.getAttribute('href')),
       markup: document.querySelectorAll('#search-results img, #search-results script, #search-results b').length,
       nojs: document.getElementById('search-nojs').hidden,
+      more: document.getElementById('search-more').hidden,
     })"""
     return dict(json.loads(browser.run(script)))
 
@@ -92,6 +99,27 @@ def test_korean_english_mixed_id_and_author_queries(searchable: tuple[str, Brows
     in_english = search(browser, base + "search.en.html", "pruning")
     assert "2407.21018" in in_english["ids"]  # type: ignore[operator]
     assert all(str(d).endswith(".en.html") for d in in_english["days"])  # type: ignore[attr-defined]
+
+
+def test_the_page_ranks_as_the_command_line_does_page_after_page(
+    searchable: tuple[str, Browser], tmp_path: Path
+) -> None:
+    from newsletter.app.search import find
+
+    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
+    cfg = load_config(tmp_path / "config.toml", env={})
+    expected = [hit.entry.arxiv_id for hit in find(cfg, "모델", 1000)]
+    assert len(expected) > 20  # more than one page
+    base, browser = searchable
+    first = search(browser, base + "search.html", "모델")
+    assert first["ids"] == expected[:20] and first["more"] is False
+    browser.run("document.getElementById('search-more').click()")
+    for _ in range(200):
+        shown = search_state(browser)
+        if len(shown["ids"]) > 20:  # type: ignore[arg-type]
+            break
+        threading.Event().wait(0.05)
+    assert shown["ids"] == expected and shown["more"] is True
 
 
 def test_no_results_and_html_in_the_query_stays_text(searchable: tuple[str, Browser]) -> None:

@@ -1,6 +1,7 @@
 /* The site's search (public/search.js, for search.html only): reads the static index in
    search/ that newsletter/publish/search_index.py writes, and ranks as
-   newsletter/publish/search_text.py does; the two are kept line for line alike. Results
+   newsletter/publish/search_text.py does: its terms are made line for line alike, and its
+   order is the same (score, votes, the later day, the earlier document). Results
    are built with textContent only, so nothing a query or a summary holds is ever markup. */
 (function () {
   'use strict';
@@ -56,63 +57,148 @@
     return cache[path];
   }
 
-  function decode(encoded, offset, into) {
-    var doc = 0;
-    for (var i = 0; i < encoded.length; i++) {
-      doc += encoded[i] >> 1;
-      into.set(offset + doc, (encoded[i] & 1) === 1);
+  /* What the index says, decoded once and kept for the page's life: a query reuses the
+     postings of terms it shares with earlier ones, and per document its votes, day and
+     place in typed arrays, so ranking a term found in every paper allocates little. */
+  var layout = null;
+
+  function load() {
+    if (!layout) {
+      layout = get('index.json').then(function (index) {
+        var offsets = [], total = 0;
+        index.segments.forEach(function (s) { offsets.push(total); total += s[1]; });
+        return {
+          index: index, offsets: offsets, total: total, terms: {}, segments: {},
+          votes: new Int32Array(total), date: new Int32Array(total), dayOf: new Int32Array(total),
+          days: [], starts: [], versions: []
+        };
+      });
     }
+    return layout;
   }
 
-  /* Every document holding all the query's terms, best first: [doc, score] pairs, and
-     where each document is (its day and place in the day's file). */
+  /* A term's documents over the whole archive, ascending, and whether each holds it in
+     its heading; segs: the segments where it occurs. */
+  function postings(L, term) {
+    if (!L.terms[term]) {
+      var segments = L.index.segments;
+      L.terms[term] = Promise.all(segments.map(function (s) {
+        return get(s[0] + '/' + shardOf(term, L.index.shards) + '.json?v=' + s[2]);
+      })).then(function (shards) {
+        var size = 0, segs = [];
+        shards.forEach(function (shard, k) { if (shard && shard[term]) { segs.push(k); size += shard[term].length; } });
+        var docs = new Int32Array(size), head = new Uint8Array(size), n = 0;
+        segs.forEach(function (k) {
+          var encoded = shards[k][term], doc = L.offsets[k];
+          for (var i = 0; i < encoded.length; i++, n++) {
+            doc += encoded[i] >> 1;
+            docs[n] = doc;
+            head[n] = encoded[i] & 1;
+          }
+        });
+        return {docs: docs, head: head, segs: segs};
+      });
+    }
+    return L.terms[term];
+  }
+
+  /* Fill the per-document arrays from a segment's docs.json (once). */
+  function segment(L, k) {
+    if (!L.segments[k]) {
+      var s = L.index.segments[k];
+      L.segments[k] = get(s[0] + '/docs.json?v=' + s[2]).then(function (docs) {
+        var doc = L.offsets[k];
+        docs.votes.forEach(function (v, i) { L.votes[doc + i] = v; });
+        docs.days.forEach(function (row) {
+          var at = L.days.length, date = parseInt(row[0].replace(/-/g, ''), 10);
+          L.days.push(row[0]); L.starts.push(doc); L.versions.push(s[2]);
+          for (var p = 0; p < row[1]; p++, doc++) { L.date[doc] = date; L.dayOf[doc] = at; }
+        });
+      });
+    }
+    return L.segments[k];
+  }
+
+  /* Every document holding all the query's terms, with its score: {L, docs, scores, n}. */
   async function find(query) {
-    var index = await get('index.json');
+    var L = await load();
     var wanted = [];
     queryWords(query).forEach(function (w) { w[1].forEach(function (t) { if (wanted.indexOf(t) < 0) wanted.push(t); }); });
-    if (!wanted.length) return [];
-    var segments = index.segments, total = 0, offsets = [];
-    segments.forEach(function (s) { offsets.push(total); total += s[1]; });
-    var shards = await Promise.all(segments.map(function (s) {
-      return Promise.all(wanted.map(function (t) { return get(s[0] + '/' + shardOf(t, index.shards) + '.json?v=' + s[2]); }));
-    }));
-    var lists = wanted.map(function () { return new Map(); });
-    var useful = [];
-    segments.forEach(function (s, k) {
-      var all = true;
-      wanted.forEach(function (t, j) {
-        var found = shards[k][j] && shards[k][j][t];
-        if (found) decode(found, offsets[k], lists[j]); else all = false;
-      });
-      if (all) useful.push(k);
-    });
-    if (lists.some(function (l) { return l.size === 0; })) return [];
-    var docs = await Promise.all(useful.map(function (k) { return get(segments[k][0] + '/docs.json?v=' + segments[k][2]); }));
-    var info = new Map();
-    useful.forEach(function (k, i) {
-      var doc = offsets[k];
-      docs[i].days.forEach(function (row) {
-        for (var p = 0; p < row[1]; p++, doc++) info.set(doc, [row[0], p, docs[i].votes[doc - offsets[k]], segments[k][2]]);
-      });
-    });
-    return rank(lists, total, info);
+    var none = {L: L, docs: new Int32Array(0), scores: new Float64Array(0), n: 0};
+    if (!wanted.length) return none;
+    var lists = await Promise.all(wanted.map(function (t) { return postings(L, t); }));
+    if (lists.some(function (l) { return l.docs.length === 0; })) return none;
+    var useful = lists[0].segs.filter(function (k) { return lists.every(function (l) { return l.segs.indexOf(k) >= 0; }); });
+    await Promise.all(useful.map(function (k) { return segment(L, k); }));
+    return intersect(L, lists);
   }
 
-  function rank(lists, total, info) {
-    var smallest = lists.reduce(function (a, b) { return b.size < a.size ? b : a; });
-    var scores = [];
-    smallest.forEach(function (_flag, doc) {
-      var score = 0;
-      for (var i = 0; i < lists.length; i++) {
-        if (!lists[i].has(doc)) return;
-        score += Math.log(1 + total / lists[i].size) * (lists[i].get(doc) ? FIELD_WEIGHT : 1);
+  /* The first place at or after from where list holds doc or more (galloping). */
+  function seek(list, from, doc) {
+    var step = 1, hi = from;
+    while (hi < list.length && list[hi] < doc) { from = hi + 1; hi += step; step *= 2; }
+    if (hi > list.length) hi = list.length;
+    while (from < hi) { var mid = (from + hi) >> 1; if (list[mid] < doc) from = mid + 1; else hi = mid; }
+    return from;
+  }
+
+  function intersect(L, lists) {
+    var smallest = 0;
+    lists.forEach(function (l, i) { if (l.docs.length < lists[smallest].docs.length) smallest = i; });
+    var idf = lists.map(function (l) { return Math.log(1 + L.total / l.docs.length); });
+    var at = lists.map(function () { return 0; }), m = lists.length;
+    var from = lists[smallest].docs, docs = new Int32Array(from.length), scores = new Float64Array(from.length), n = 0;
+    next: for (var d = 0; d < from.length; d++) {
+      var doc = from[d];
+      for (var i = 0; i < m; i++) {
+        if (i === smallest) { at[i] = d; continue; }
+        at[i] = seek(lists[i].docs, at[i], doc);
+        if (at[i] >= lists[i].docs.length) break next;
+        if (lists[i].docs[at[i]] !== doc) continue next;
       }
-      scores.push([doc, Math.round(score * 1e6) / 1e6, info.get(doc)]);
-    });
-    scores.sort(function (a, b) {
-      return b[1] - a[1] || b[2][2] - a[2][2] || (a[2][0] < b[2][0] ? 1 : a[2][0] > b[2][0] ? -1 : 0) || a[0] - b[0];
-    });
-    return scores;
+      var score = 0;
+      for (i = 0; i < m; i++) score += idf[i] * (lists[i].head[at[i]] ? FIELD_WEIGHT : 1);
+      docs[n] = doc;
+      scores[n++] = Math.round(score * 1e6) / 1e6;
+    }
+    return {L: L, docs: docs, scores: scores, n: n};
+  }
+
+  /* Whether match a ranks before match b: score, then votes, then the later day. */
+  function before(found, a, b) {
+    var L = found.L, x = found.docs[a], y = found.docs[b];
+    if (found.scores[a] !== found.scores[b]) return found.scores[a] > found.scores[b];
+    if (L.votes[x] !== L.votes[y]) return L.votes[x] > L.votes[y];
+    if (L.date[x] !== L.date[y]) return L.date[x] > L.date[y];
+    return x < y;
+  }
+
+  /* The k best matches, best first (documents): a bounded heap, worst on top, rather than
+     sorting every match when only a page is shown. */
+  function top(found, k) {
+    var heap = [], i, j, c;
+    function down(p) {
+      for (;;) {
+        var worst = p, l = 2 * p + 1, r = l + 1;
+        if (l < heap.length && before(found, heap[worst], heap[l])) worst = l;
+        if (r < heap.length && before(found, heap[worst], heap[r])) worst = r;
+        if (worst === p) return;
+        c = heap[p]; heap[p] = heap[worst]; heap[worst] = c; p = worst;
+      }
+    }
+    for (i = 0; i < found.n; i++) {
+      if (heap.length < k) {
+        heap.push(i);
+        for (j = heap.length - 1; j > 0 && before(found, heap[(j - 1) >> 1], heap[j]); j = (j - 1) >> 1) {
+          c = heap[j]; heap[j] = heap[(j - 1) >> 1]; heap[(j - 1) >> 1] = c;
+        }
+      } else if (k > 0 && before(found, i, heap[0])) {
+        heap[0] = i;
+        down(0);
+      }
+    }
+    heap.sort(function (a, b) { return before(found, a, b) ? -1 : 1; });
+    return heap.map(function (m) { return found.docs[m]; });
   }
 
   function snippet(text, query) {
@@ -155,9 +241,12 @@
     return p;
   }
 
+  var dates = null;  // one formatter for every result: making one is slow
+
   function dateLabel(day) {
     try {
-      return new Intl.DateTimeFormat(document.documentElement.lang, {dateStyle: 'long', timeZone: 'UTC'}).format(new Date(day + 'T00:00:00Z'));
+      dates = dates || new Intl.DateTimeFormat(document.documentElement.lang, {dateStyle: 'long', timeZone: 'UTC'});
+      return dates.format(new Date(day + 'T00:00:00Z'));
     } catch (e) { return day; }
   }
 
@@ -186,34 +275,40 @@
   var more = document.getElementById('search-more');
   var state = null;
 
+  /* Show count more papers, each once (its best showing); the ranking grows as pages are
+     asked for. */
   async function show(count) {
-    var s = state, shown = [];
-    while (shown.length < count && s.next < s.ranked.length) {
-      var batch = s.ranked.slice(s.next, s.next + count - shown.length);
+    var s = state, L = s.found.L, shown = [];
+    while (shown.length < count && s.next < s.found.n) {
+      var want = s.next + count - shown.length;
+      if (s.order.length < want) s.order = top(s.found, Math.max(want, 2 * s.order.length));
+      var batch = s.order.slice(s.next, want);
       s.next += batch.length;
-      var rows = await Promise.all(batch.map(function (r) { return get('days/' + r[2][0] + '.json?v=' + r[2][3]); }));
-      batch.forEach(function (r, i) {
-        var entry = rows[i] && rows[i][r[2][1]];
-        if (entry && !s.seen.has(entry[0])) { s.seen.add(entry[0]); shown.push([entry, r[2][0]]); }
+      var rows = await Promise.all(batch.map(function (doc) {
+        return get('days/' + L.days[L.dayOf[doc]] + '.json?v=' + L.versions[L.dayOf[doc]]);
+      }));
+      batch.forEach(function (doc, i) {
+        var entry = rows[i] && rows[i][doc - L.starts[L.dayOf[doc]]];
+        if (entry && !s.seen.has(entry[0])) { s.seen.add(entry[0]); shown.push([entry, L.days[L.dayOf[doc]]]); }
       });
     }
     if (s !== state) return;
     shown.forEach(function (hit) { list.appendChild(hitNode(hit[0], hit[1], s.query)); });
-    more.hidden = s.next >= s.ranked.length;
+    more.hidden = s.next >= s.found.n;
   }
 
   async function run(query) {
     var started = performance.now();
-    state = {query: query, ranked: [], next: 0, seen: new Set()};
+    state = {query: query, found: null, order: [], next: 0, seen: new Set()};
     var mine = state;
     list.textContent = '';
     more.hidden = true;
     try {
-      mine.ranked = await find(query);
+      mine.found = await find(query);
       if (mine !== state) return;
       await show(PAGE);
       if (mine !== state) return;
-      var n = mine.ranked.length;
+      var n = mine.found.n;
       status.textContent = n ? D.found.replace('{n}', n).replace('{q}', query) : D.none.replace('{q}', query);
     } catch (e) {
       status.textContent = D.error;
