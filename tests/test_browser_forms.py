@@ -108,10 +108,13 @@ class Browser:
                     return
             self._events.append(self._read(deadline))
 
-    def run(self, expression: str) -> Any:
-        """Evaluate JavaScript in the page (DevTools is not bound by the page's CSP)."""
+    def run(self, expression: str, *, wait: bool = False) -> Any:
+        """Evaluate JavaScript in the page (DevTools is not bound by the page's CSP); with
+        ``wait``, the value the promise it gives settles to."""
         answer = self._call(
-            "Runtime.evaluate", {"expression": expression, "returnByValue": True}, session=True
+            "Runtime.evaluate",
+            {"expression": expression, "returnByValue": True, "awaitPromise": wait},
+            session=True,
         )
         return answer["result"].get("value")
 
