@@ -16,6 +16,7 @@ title, the authors or the id; ties go to the most voted, then the latest.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 import unicodedata
@@ -65,12 +66,15 @@ def _normal(text: str) -> str:
     return unicodedata.normalize("NFKC", text).lower()
 
 
-def _word_terms(word: str) -> list[str]:
+# Words repeat across summaries far more than they differ: an index build meets each
+# distinct word about a hundred times.
+@functools.lru_cache(maxsize=1 << 16)
+def _word_terms(word: str) -> tuple[str, ...]:
     if _HANGUL.match(word):
         if len(word) == 1:
-            return [word]
-        return [word[i : i + 2] for i in range(len(word) - 1)]
-    return [_stem(word)]
+            return (word,)
+        return tuple(word[i : i + 2] for i in range(len(word) - 1))
+    return (_stem(word),)
 
 
 def terms(text: str) -> set[str]:
@@ -83,7 +87,7 @@ def terms(text: str) -> set[str]:
 
 def query_words(query: str) -> list[tuple[str, list[str]]]:
     """The words of a query, each with its terms (a paper must hold them all)."""
-    return [(word, _word_terms(word)) for word in _WORD.findall(_normal(query))]
+    return [(word, list(_word_terms(word))) for word in _WORD.findall(_normal(query))]
 
 
 def shard_of(term: str, shards: int) -> int:
