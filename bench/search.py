@@ -14,10 +14,8 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
-import socket
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from urllib.parse import quote
@@ -27,29 +25,20 @@ sys.path.insert(0, str(ROOT / "tests"))
 sys.path.insert(0, str(ROOT / "bench"))
 
 import synthetic  # noqa: E402
-import uvicorn  # noqa: E402
 from test_browser_forms import Browser  # noqa: E402
+from test_browser_search import search_only, served, site_config  # noqa: E402
 
-from newsletter.archive.sources import local_catalog  # noqa: E402
-from newsletter.config import load_config  # noqa: E402
-from newsletter.publish.manifest import Manifest  # noqa: E402
+from newsletter.config import Config  # noqa: E402
 from newsletter.publish.outputs import SCRIPT  # noqa: E402
 from newsletter.publish.render import templates_dir  # noqa: E402
-from newsletter.publish.search_index import refresh_index  # noqa: E402
-from newsletter.publish.site import render_search  # noqa: E402
-from newsletter.web.app import create_app  # noqa: E402
 
 QUERIES = ("언어 모델", "가지치기", "KV 캐시", "multimodal reasoning", "2405.10725", "Trivedi")
 
 
-def _index(cfg: object) -> tuple[float, int]:
-    catalog = local_catalog(cfg)  # type: ignore[arg-type]
-    days = sorted({d for e in catalog.entries for d, papers in e.days if papers})
-    manifest = Manifest.load(cfg)  # type: ignore[arg-type]
+def _index(cfg: Config) -> tuple[float, int]:
     started = time.perf_counter()
-    refresh_index(catalog, manifest, days, lambda: False)
-    manifest.save()
-    return time.perf_counter() - started, len(days)
+    days = search_only(cfg)
+    return time.perf_counter() - started, days
 
 
 def _wait(browser: Browser, query: str) -> float:
@@ -93,13 +82,8 @@ def main() -> None:
     digests = root / "digests"
     if not digests.exists():
         synthetic.write(digests, 365 * args.years)
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    (root / "config.toml").write_text(f'source = "{digests}"\nbase_url = "{base}"\n', "utf-8")
-    cfg = load_config(root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "k" * 40})
+    cfg, sock, base = site_config(root, digests)
     whole, days = _index(cfg)
-    cfg.public_path.joinpath("search.html").write_text(render_search(cfg, "ko"), "utf-8")
     last = max(dt.date.fromisoformat(p.stem) for p in digests.glob("*.md"))
     new = last + dt.timedelta(days=1)
     text = (digests / f"{last}.md").read_text("utf-8").replace(str(last), str(new))
@@ -110,22 +94,12 @@ def main() -> None:
         f"archive: {days} days, index {sum(f.stat().st_size for f in files) / 1e6:.1f} MB "
         f"in {len(files)} files"
     )
-    print(f"index build: whole {whole:.1f} s; after one new day {one_day:.1f} s")
-    server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.01)
-    browser = Browser(_chromium(), root / "profile")
-    try:
+    print(f"index build, archive read: whole {whole:.1f} s; after one new day {one_day:.1f} s")
+    with served(cfg, sock, root / "profile") as browser:
         for script in [*args.script, templates_dir() / "site" / SCRIPT]:
             cfg.public_path.joinpath(SCRIPT).write_bytes(script.read_bytes())
             print(f"client: {script}")
             _queries(browser, base)
-    finally:
-        browser.close()
-        server.should_exit = True
-        thread.join(timeout=10)
 
 
 def _queries(browser: Browser, base: str) -> None:
@@ -136,15 +110,6 @@ def _queries(browser: Browser, base: str) -> None:
         then = sorted(_later(browser, query) for _ in range(3))
         browser._call("Emulation.setCPUThrottlingRate", {"rate": 1}, session=True)
         print(f"{query:<22} {size / 1024:>9.1f} {count:>5} {first:>7.1f}   {then[1]:>16.1f}")
-
-
-def _chromium() -> str:
-    import shutil
-
-    found = shutil.which("chromium") or shutil.which("chromium-browser")
-    if found is None:
-        raise SystemExit("chromium is needed")
-    return found
 
 
 if __name__ == "__main__":

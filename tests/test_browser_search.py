@@ -5,54 +5,87 @@ shown as text. Skips only when Chromium is absent and NEWSLETTER_REQUIRE_SERVICE
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import shutil
 import socket
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import quote
 
 import pytest
-from conftest import SEEDS
+from conftest import ROOT, SEEDS
 from test_browser import _chromium
 from test_browser_forms import Browser
+from test_search_index import client_rank
 
 from newsletter.archive.sources import local_catalog
-from newsletter.config import load_config
-from newsletter.publish.outputs import build_site
+from newsletter.config import Config, load_config
+from newsletter.publish.manifest import Manifest
+from newsletter.publish.outputs import SCRIPT, build_site
+from newsletter.publish.render import LANGS, templates_dir
+from newsletter.publish.search_index import refresh_index
+from newsletter.publish.site import page_name, render_search
 from newsletter.web.app import create_app
 
 
-@pytest.fixture(scope="module")
-def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Browser]]:
+@contextlib.contextmanager
+def served(cfg: Config, sock: socket.socket, profile: Path) -> Iterator[Browser]:
+    """The app serving ``cfg``'s public folder on ``sock``, and a browser to read it."""
     import uvicorn
 
-    root = tmp_path_factory.mktemp("search")
-    shutil.copytree(SEEDS, root / "digests")
-    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-    sock.bind(("127.0.0.1", 0))
-    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
-    (root / "config.toml").write_text(
-        f'source = "{root / "digests"}"\nbase_url = "{base}"\n', encoding="utf-8"
-    )
-    cfg = load_config(root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "k" * 40})
-    build_site(cfg, local_catalog(cfg), dt.date(2024, 8, 5))
     server = uvicorn.Server(uvicorn.Config(create_app(cfg), log_level="warning", lifespan="off"))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    browser = Browser(_chromium(), root / "profile")
+    browser = Browser(_chromium(), profile)
     try:
         while not server.started:
             assert thread.is_alive(), "the test server did not start"
             threading.Event().wait(0.01)
-        yield base, browser
+        yield browser
     finally:
         browser.close()
         server.should_exit = True
         thread.join(timeout=10)
         sock.close()
+
+
+def site_config(root: Path, digests: Path) -> tuple[Config, socket.socket, str]:
+    """A configuration for ``digests`` whose site is at a loopback socket's address."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    sock.bind(("127.0.0.1", 0))
+    base = f"http://127.0.0.1:{sock.getsockname()[1]}/"
+    (root / "config.toml").write_text(f'source = "{digests}"\nbase_url = "{base}"\n', "utf-8")
+    return load_config(root / "config.toml", env={"NEWSLETTER_SECRET_KEY": "k" * 40}), sock, base
+
+
+def search_only(cfg: Config) -> int:
+    """Of a site, only what search needs: the index of every day, the search page in each
+    language and its script (no day or week pages); how many days it indexed."""
+    catalog = local_catalog(cfg)
+    days = sorted({day for entry in catalog.entries for day, papers in entry.days if papers})
+    manifest = Manifest.load(cfg)
+    refresh_index(catalog, manifest, days, lambda: False)
+    manifest.save()
+    for lang in LANGS:
+        name = page_name("search", lang, cfg.default_lang)
+        cfg.public_path.joinpath(name).write_text(render_search(cfg, lang), "utf-8")
+    script = (templates_dir() / "site" / SCRIPT).read_bytes()
+    cfg.public_path.joinpath(SCRIPT).write_bytes(script)
+    return len(days)
+
+
+@pytest.fixture(scope="module")
+def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Browser]]:
+    root = tmp_path_factory.mktemp("search")
+    shutil.copytree(SEEDS, root / "digests")
+    cfg, sock, base = site_config(root, root / "digests")
+    build_site(cfg, local_catalog(cfg), dt.date(2024, 8, 5))
+    with served(cfg, sock, root / "profile") as browser:
+        yield base, browser
 
 
 def search(browser: Browser, url: str, query: str) -> dict[str, object]:
@@ -149,3 +182,25 @@ def test_the_search_box_is_on_every_page_and_the_page_allows_only_its_script(
     assert "script-src" not in httpx.get(base).headers["content-security-policy"]
     # Without JavaScript the page says so and links to the archive.
     assert "자바스크립트가 필요" in page.text and 'href="' + base + '#issues"' in page.text
+
+
+def test_ten_years_of_digests(tmp_path: Path) -> None:
+    """A synthetic ten-year archive (bench/synthetic.py, 16 papers a day), indexed as a
+    build does but without its pages: the page finds what the index says it should."""
+    sys.path.insert(0, str(ROOT / "bench"))
+    import synthetic
+
+    synthetic.write(tmp_path / "digests", 365 * 10)
+    cfg, sock, base = site_config(tmp_path, tmp_path / "digests")
+    assert search_only(cfg) == 3650
+    public = cfg.public_path
+    day = json.loads((public / "search/days/2029-02-14.json").read_text("utf-8"))
+    with served(cfg, sock, tmp_path / "profile") as browser:
+        for query in ("가지치기", "언어 모델", "KV cache", "Trivedi"):
+            found = search(browser, base + "search.html", query)
+            assert found["ids"] == client_rank(public, query, 20), query
+            assert len(found["ids"]) == 20 and found["more"] is False, query  # type: ignore[arg-type]
+        # 가지치기 inside 가지치기하는, the pairs of 언어 모델 across its particles.
+        assert "가지치기" in search(browser, base + "search.html", "가지치기")["marks"]  # type: ignore[operator]
+        found = search(browser, base + "search.en.html", day[3][0])
+        assert found["ids"] == [day[3][0]] and found["days"] == [base + "days/2029-02-14.en.html"]

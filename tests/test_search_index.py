@@ -27,9 +27,10 @@ def _cfg(tmp_path: Path) -> Config:
     return load_config(path, env={})
 
 
-def _client_rank(public: Path, query: str) -> list[str]:
+def client_rank(public: Path, query: str, n: int | None = None) -> list[str]:
     """What the search page does: read index.json, each segment's docs and the shards of
-    the query's terms, decode the postings, rank, and look the winners up by day."""
+    the query's terms, decode the postings, rank, and look the winners up by day (the
+    first ``n`` papers, each once; all of them without ``n``)."""
     index = json.loads((public / "search/index.json").read_text())
     postings: dict[str, dict[int, bool]] = {}
     votes: list[int] = []
@@ -39,9 +40,9 @@ def _client_rank(public: Path, query: str) -> list[str]:
         docs = json.loads((public / f"search/{year}/docs.json").read_text())
         offset = len(votes)
         votes += docs["votes"]
-        for day, n in docs["days"]:
-            days += [day] * n
-            where += [(day, k) for k in range(n)]
+        for day, papers in docs["days"]:
+            days += [day] * papers
+            where += [(day, k) for k in range(papers)]
         assert len(votes) - offset == count
         for _, word_terms in query_words(query):
             for term in word_terms:
@@ -51,13 +52,16 @@ def _client_rank(public: Path, query: str) -> list[str]:
                 for value in encoded:
                     doc += value >> 1
                     postings.setdefault(term, {})[offset + doc] = bool(value & 1)
-    ids = []
+    ids: dict[str, None] = {}
+    rows: dict[str, list[list[str]]] = {}
     for doc, _score in rank(query, postings, len(votes), votes, days):
         day, k = where[doc]
-        row = json.loads((public / f"search/days/{day}.json").read_text())[k]
-        if row[0] not in ids:
-            ids.append(row[0])
-    return ids
+        if day not in rows:
+            rows[day] = json.loads((public / f"search/days/{day}.json").read_text())
+        ids[rows[day][k][0]] = None
+        if len(ids) == n:
+            break
+    return list(ids)
 
 
 def test_the_index_ranks_as_the_command_line_does(tmp_path: Path) -> None:
@@ -66,8 +70,8 @@ def test_the_index_ranks_as_the_command_line_does(tmp_path: Path) -> None:
     for query in ("가지치기", "언어 모델", "KV 캐시", "kv cache", "2405.10725", "Trivedi", "모델"):
         expected = [hit.entry.arxiv_id for hit in find(cfg, query, 1000)]
         assert expected, query
-        assert _client_rank(cfg.public_path, query) == expected, query
-    assert _client_rank(cfg.public_path, "없는말zzqx") == []
+        assert client_rank(cfg.public_path, query) == expected, query
+    assert client_rank(cfg.public_path, "없는말zzqx") == []
 
 
 def test_a_new_day_rebuilds_its_year_only(tmp_path: Path) -> None:
@@ -86,7 +90,7 @@ def test_a_new_day_rebuilds_its_year_only(tmp_path: Path) -> None:
     assert "days/2024-08-01.json" in changed and "2024/docs.json" in changed
     assert not [name for name in changed if name.startswith(("2023/", "days/2023"))]
     assert [h.entry.arxiv_id for h in find(cfg, "2408.00001")] == ["2408.00001"]
-    assert _client_rank(cfg.public_path, "2408.00001") == ["2408.00001"]
+    assert client_rank(cfg.public_path, "2408.00001") == ["2408.00001"]
     # Nothing changed: nothing is written.
     outputs.build_site(cfg, local_catalog(cfg), TODAY)
     assert {p: p.stat().st_mtime_ns for p in public.rglob("*.json")} == after
