@@ -8,6 +8,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import json
+import re
 import shutil
 import socket
 import sys
@@ -79,13 +80,19 @@ def search_only(cfg: Config) -> int:
 
 
 @pytest.fixture(scope="module")
-def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Browser]]:
+def searchable(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, Browser, Config]]:
+    """The seeds' site, and a day after 2024-05-20 listing its papers again with one vote
+    each, but for one new paper (2405.99999) in place of 2405.10370."""
     root = tmp_path_factory.mktemp("search")
     shutil.copytree(SEEDS, root / "digests")
+    seed = next(p for p in SEEDS.iterdir() if "(2024-05-20)" in p.read_text("utf-8"))
+    again = seed.read_text("utf-8").replace("2024-05-20", "2024-05-21")
+    again = re.sub(r"^Vote: \d+$", "Vote: 1", again.replace("2405.10370", "2405.99999"), flags=re.M)
+    (root / "digests" / "2024-05-21.md").write_text(again, "utf-8")
     cfg, sock, base = site_config(root, root / "digests")
     build_site(cfg, local_catalog(cfg), dt.date(2024, 8, 5))
     with served(cfg, sock, root / "profile") as browser:
-        yield base, browser
+        yield base, browser, cfg
 
 
 def search(browser: Browser, url: str, query: str) -> dict[str, object]:
@@ -111,12 +118,15 @@ def search_state(browser: Browser) -> dict[str, object]:
       markup: document.querySelectorAll('#search-results img, #search-results script, #search-results b').length,
       nojs: document.getElementById('search-nojs').hidden,
       more: document.getElementById('search-more').hidden,
+      votes: [...document.querySelectorAll('#search-list .votes')].map(v => v.textContent),
     })"""
     return dict(json.loads(browser.run(script)))
 
 
-def test_korean_english_mixed_id_and_author_queries(searchable: tuple[str, Browser]) -> None:
-    base, browser = searchable
+def test_korean_english_mixed_id_and_author_queries(
+    searchable: tuple[str, Browser, Config],
+) -> None:
+    base, browser, _cfg = searchable
     page = base + "search.html"
     found = search(browser, page, "가지치기")
     assert found["ids"] == ["2407.21018"] and found["nojs"] is True
@@ -135,17 +145,16 @@ def test_korean_english_mixed_id_and_author_queries(searchable: tuple[str, Brows
 
 
 def test_the_page_ranks_as_the_command_line_does_page_after_page(
-    searchable: tuple[str, Browser], tmp_path: Path
+    searchable: tuple[str, Browser, Config],
 ) -> None:
     from newsletter.app.search import find
 
-    (tmp_path / "config.toml").write_text(f'source = "{SEEDS}"\n', encoding="utf-8")
-    cfg = load_config(tmp_path / "config.toml", env={})
+    base, browser, cfg = searchable
     expected = [hit.entry.arxiv_id for hit in find(cfg, "모델", 1000)]
     assert len(expected) > 20  # more than one page
-    base, browser = searchable
     first = search(browser, base + "search.html", "모델")
     assert first["ids"] == expected[:20] and first["more"] is False
+    assert f"검색 결과 {len(expected)}건" in str(first["status"])  # each paper once
     browser.run("document.getElementById('search-more').click()")
     for _ in range(200):
         shown = search_state(browser)
@@ -155,8 +164,22 @@ def test_the_page_ranks_as_the_command_line_does_page_after_page(
     assert shown["ids"] == expected and shown["more"] is True
 
 
-def test_no_results_and_html_in_the_query_stays_text(searchable: tuple[str, Browser]) -> None:
-    base, browser = searchable
+def test_a_paper_listed_on_two_days_is_shown_and_counted_once(
+    searchable: tuple[str, Browser, Config],
+) -> None:
+    base, browser, _cfg = searchable
+    once = search(browser, base + "search.en.html", "Trivedi")
+    assert once["ids"] == ["2405.10725"] and once["status"] == "1 result for “Trivedi”"
+    assert once["votes"] == ["6\xa0votes"]  # its best showing: 6 votes, not the later 1
+    single = search(browser, base + "search.en.html", "2405.99999")
+    assert single["votes"] == ["1\xa0vote"] and single["status"].startswith("1 result ")  # type: ignore[union-attr]
+    assert search(browser, base + "search.html", "2405.99999")["votes"] == ["추천\xa01"]
+
+
+def test_no_results_and_html_in_the_query_stays_text(
+    searchable: tuple[str, Browser, Config],
+) -> None:
+    base, browser, _cfg = searchable
     nothing = search(browser, base + "search.html", "zzqxv 없는단어")
     assert nothing["ids"] == [] and "zzqxv 없는단어" in str(nothing["status"])
     hostile = '<img src=x onerror="document.title=1"><b>zzqxv</b>'
@@ -167,11 +190,11 @@ def test_no_results_and_html_in_the_query_stays_text(searchable: tuple[str, Brow
 
 
 def test_the_search_box_is_on_every_page_and_the_page_allows_only_its_script(
-    searchable: tuple[str, Browser],
+    searchable: tuple[str, Browser, Config],
 ) -> None:
     import httpx
 
-    base, _browser = searchable
+    base, _browser, _cfg = searchable
     for path in ("", "days/2024-07-31.html", "issues/2024-W31.en.html"):
         html = httpx.get(base + path).text
         assert 'role="search"' in html and "search" in html, path

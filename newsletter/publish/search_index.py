@@ -6,8 +6,10 @@ reads with no server behind it, built with the site and only where the archive c
   digests change.
 - ``search/YEAR/``: one segment per year, its terms spread over ``SHARDS`` files by a
   hash of the term (``N.json``: term -> postings) and ``docs.json`` (its days with their
-  number of papers, and each paper's votes). A segment is made again from its days'
-  files when one of them changed, so a new day rebuilds its year and nothing else.
+  number of papers, each paper's votes, and ``same``: [doc, earlier doc] for a paper
+  listed again on a later day of the year, so a count of results counts it once). A
+  segment is made again from its days' files when one of them changed, so a new day
+  rebuilds its year and nothing else.
 - ``search/index.json``: the segments, each with its paper count and a version that
   changes with its content (the client asks for ``?v=``, so a cache never mixes two).
 
@@ -43,7 +45,7 @@ __all__ = ["FOLDER", "SHARDS", "entries_of", "read_day", "refresh_index"]
 FOLDER = "search"
 SHARDS = 256
 # Changes whenever what the files hold, or how terms are made, changes.
-REVISION = "search-1"
+REVISION = "search-2"
 # Days parsed at once while writing day files: bounds memory on a first build.
 _BATCH = 60
 
@@ -135,11 +137,16 @@ def _segment(public: Path, year: int, days: list[dt.date]) -> int:
     last: dict[str, int] = {}
     counts: list[list[object]] = []
     votes: list[int] = []
+    first: dict[str, int] = {}
+    same: list[list[int]] = []
     doc = 0
     for day in days:
         entries = read_day(public, day.isoformat())
         counts.append([day.isoformat(), len(entries)])
         for entry in entries:
+            earlier = first.setdefault(entry.arxiv_id, doc)
+            if earlier != doc:
+                same.append([doc, earlier])
             heading = terms(entry.heading())
             for term in heading | terms(entry.summary):
                 gap = doc - last.get(term, 0)
@@ -160,7 +167,7 @@ def _segment(public: Path, year: int, days: list[dt.date]) -> int:
         if name not in written and name != "docs.json":
             with contextlib.suppress(FileNotFoundError):
                 (public / folder / name).unlink()
-    _write(public, f"{folder}/docs.json", {"days": counts, "votes": votes})
+    _write(public, f"{folder}/docs.json", {"days": counts, "votes": votes, "same": same})
     return doc
 
 

@@ -70,6 +70,7 @@
         return {
           index: index, offsets: offsets, total: total, terms: {}, segments: {},
           votes: new Int32Array(total), date: new Int32Array(total), dayOf: new Int32Array(total),
+          paper: new Int32Array(total),
           days: [], starts: [], versions: []
         };
       });
@@ -109,6 +110,10 @@
       L.segments[k] = get(s[0] + '/docs.json?v=' + s[2]).then(function (docs) {
         var doc = L.offsets[k];
         docs.votes.forEach(function (v, i) { L.votes[doc + i] = v; });
+        // A paper listed on several days: each listing names its first (plus one; 0: once).
+        (docs.same || []).forEach(function (pair) {
+          L.paper[doc + pair[0]] = L.paper[doc + pair[1]] = doc + pair[1] + 1;
+        });
         docs.days.forEach(function (row) {
           var at = L.days.length, date = parseInt(row[0].replace(/-/g, ''), 10);
           L.days.push(row[0]); L.starts.push(doc); L.versions.push(s[2]);
@@ -162,6 +167,17 @@
       scores[n++] = Math.round(score * 1e6) / 1e6;
     }
     return {L: L, docs: docs, scores: scores, n: n};
+  }
+
+  /* How many papers the matches are: a paper listed on two days is shown, and counted,
+     once. */
+  function papers(found) {
+    var L = found.L, once = 0, several = new Set();
+    for (var i = 0; i < found.n; i++) {
+      var paper = L.paper[found.docs[i]];
+      if (paper) several.add(paper); else once++;
+    }
+    return once + several.size;
   }
 
   /* Whether match a ranks before match b: score, then votes, then the later day. */
@@ -242,6 +258,16 @@
   }
 
   var dates = null;  // one formatter for every result: making one is slow
+  var plurals = null, numbers = null;
+
+  /* "1 vote", "2 votes", "1,234 votes": the page gives each form with {n} in it. */
+  function counted(one, other, n) {
+    try {
+      plurals = plurals || new Intl.PluralRules(document.documentElement.lang);
+      numbers = numbers || new Intl.NumberFormat(document.documentElement.lang);
+      return (plurals.select(n) === 'one' ? one : other).replace('{n}', numbers.format(n));
+    } catch (e) { return other.replace('{n}', n); }
+  }
 
   function dateLabel(day) {
     try {
@@ -256,7 +282,7 @@
     heading.appendChild(el('a', {href: D.site + 'days/' + day + D.suffix}, entry[1]));
     item.appendChild(heading);
     var meta = el('p', {'class': 'meta'}, dateLabel(day) + ' · ');
-    meta.appendChild(el('span', {'class': 'votes'}, D.votes.replace('{n}', entry[3])));
+    meta.appendChild(el('span', {'class': 'votes'}, counted(D.votesOne, D.votes, entry[3])));
     item.appendChild(meta);
     if (entry[2]) item.appendChild(el('p', {'class': 'meta'}, entry[2].length > 200 ? entry[2].slice(0, 199) + '…' : entry[2]));
     item.appendChild(snippetNode(entry, query));
@@ -308,8 +334,8 @@
       if (mine !== state) return;
       await show(PAGE);
       if (mine !== state) return;
-      var n = mine.found.n;
-      status.textContent = n ? D.found.replace('{n}', n).replace('{q}', query) : D.none.replace('{q}', query);
+      var n = papers(mine.found);
+      status.textContent = n ? counted(D.foundOne, D.found, n).replace('{q}', query) : D.none.replace('{q}', query);
     } catch (e) {
       status.textContent = D.error;
     }
