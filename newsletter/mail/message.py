@@ -475,7 +475,9 @@ def confirmation_message(
     # subject of Hangul and a name of capitals ("주간 HF 논문") from reading as all capitals
     # to spam filters, which look at Latin letters only (SUBJ_ALL_CAPS).
     host = urlsplit(cfg.site_url).hostname or ""
-    subject = f"{gettext('Confirm your subscription')}: {edition.name} ({host})"
+    # Outside the f-string: the catalog's extractor does not look inside one.
+    label = gettext("Confirm your subscription")
+    subject = f"{label}: {edition.name} ({host})"
     msg["Subject"] = one_line("subject", subject)
     msg["Date"] = dt.datetime.now(dt.UTC)
     message_id = f"<confirm.{secrets.token_hex(12)}@{message_domain(cfg)}>"
