@@ -54,6 +54,11 @@ STATIC = (
     "/issues.json",
     "/issues/2024-W31.html",
     "/days/2024-07-31.en.html",
+    # The search page may run its one script (its own policy), and the files it fetches.
+    "/search.html",
+    "/search.en.html",
+    "/search.js",
+    "/search/index.json",
 )
 # What the service says about a public file besides its bytes: a proxy must say the same.
 SAME_HEADERS = (
@@ -62,6 +67,7 @@ SAME_HEADERS = (
     "x-content-type-options",
     "x-frame-options",
     "content-security-policy",
+    "referrer-policy",
 )
 
 
