@@ -20,10 +20,12 @@ import os
 import re
 import secrets
 import tempfile
+import threading
 import time
 from collections.abc import Sequence
 from functools import lru_cache
 from pathlib import Path
+from typing import Any
 
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
@@ -137,12 +139,32 @@ def _aes(key: bytes, purpose: str) -> Cipher[modes.ECB]:
     return Cipher(algorithms.AES(_cipher_key(key, purpose)), modes.ECB())
 
 
+# Each thread's AES contexts, by key and purpose. Making a context costs several times what
+# encrypting one block does (OpenSSL looks the cipher up each time), and a send seals two
+# tokens per message; an ECB context keeps no state between blocks, so one serves them all.
+# cryptography's contexts are not to be shared between threads, hence one set per thread.
+_CONTEXTS = threading.local()
+
+
+def _context(key: bytes, purpose: str, encrypt: bool) -> Any:
+    found: dict[tuple[bytes, str, bool], Any] | None = getattr(_CONTEXTS, "found", None)
+    if found is None:
+        found = _CONTEXTS.found = {}
+    context = found.get((key, purpose, encrypt))
+    if context is None:
+        cipher = _aes(key, purpose)
+        context = cipher.encryptor() if encrypt else cipher.decryptor()
+        if len(found) >= 64:
+            found.clear()
+        found[key, purpose, encrypt] = context
+    return context
+
+
 def _seal(key: bytes, purpose: str, number: int) -> str:
     if not 0 <= number < 2**63:
         raise ValueError(f"cannot seal {number}")
     block = number.to_bytes(8, "big") + _mac(key, purpose, str(number))[:8]
-    encryptor = _aes(key, purpose).encryptor()
-    return _b32(encryptor.update(block) + encryptor.finalize())
+    return _b32(_context(key, purpose, True).update(block))
 
 
 def _unseal(key: Keys, purpose: str, token: str) -> int:
@@ -153,8 +175,7 @@ def _unseal(key: Keys, purpose: str, token: str) -> int:
         raise TokenError("malformed token")
     found = []
     for k in _keys(key):  # every key, whichever matches (see read_token)
-        decryptor = _aes(k, purpose).decryptor()
-        plain = decryptor.update(block) + decryptor.finalize()
+        plain = _context(k, purpose, False).update(block)
         number = int.from_bytes(plain[:8], "big")
         if hmac.compare_digest(plain[8:], _mac(k, purpose, str(number))[:8]):
             found.append(number)
