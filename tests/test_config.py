@@ -436,7 +436,7 @@ def _columns(text: str) -> int:
 
 
 def test_config_output_loads_back_as_the_same_settings(tmp_path: Path) -> None:
-    from newsletter.config import effective_settings, render_settings
+    from newsletter.config.explain import effective_settings, render_settings
 
     env = {"NEWSLETTER_SECRET_KEY": "k" * 32, "NEWSLETTER_SMTP__PORT": "2525"}
     path = _write(

@@ -23,7 +23,7 @@ def show_config(cfg: Config, as_json: bool) -> None:
       newsletter config --json
       newsletter config | grep -v '# default'
     """
-    from newsletter.config import effective_settings, render_settings
+    from newsletter.config.explain import effective_settings, render_settings
 
     settings = effective_settings(cfg)
     if as_json:

@@ -13,7 +13,8 @@ through :mod:`~newsletter.config.layers`, the variables through
 that changed name, :mod:`~newsletter.config.validate` the checks they must pass,
 :mod:`~newsletter.config.durations` lengths of time such as ``"30m"``,
 :mod:`~newsletter.config.listening` the address a running web app listens on, and
-:mod:`~newsletter.config.explain` every setting in force with where it came from.
+:mod:`~newsletter.config.explain` every setting in force with where it came from (for
+``newsletter config`` alone, so imported only there).
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from newsletter.config.environment import (
     WEBHOOK_TOKEN_ENV,
     WRITER_API_KEY_ENV,
 )
-from newsletter.config.explain import MASK, Setting, effective_settings, render_settings
 from newsletter.config.listening import (
     LISTENING_FILE,
     forget_listening,
@@ -62,7 +62,6 @@ __all__ = [
     "ENV_PREFIX",
     "LANGS",
     "LISTENING_FILE",
-    "MASK",
     "RENAMED",
     "SECRET_KEYS",
     "SECRET_KEY_ENV",
@@ -77,17 +76,14 @@ __all__ = [
     "EmailConfig",
     "EmailEdition",
     "ScheduleConfig",
-    "Setting",
     "SmtpConfig",
     "Span",
     "WebConfig",
     "WriterConfig",
     "duration_seconds",
-    "effective_settings",
     "forget_listening",
     "load_config",
     "recall_listening",
     "remember_listening",
-    "render_settings",
     "span_seconds",
 ]
