@@ -87,6 +87,45 @@ class RateLimiter:
             await asyncio.sleep(at - now)
 
 
+class Pace:
+    """How fast long work goes, and when it is time to say how far it is where no bar can
+    be drawn: at most every ``every`` seconds, the first once the work has run that long,
+    so that short work says nothing."""
+
+    def __init__(self, every: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every = every
+        self.clock = clock
+        self.started: float | None = None
+        self.last = 0.0
+
+    def rate(self, done: int) -> float:
+        """Steps a second since the first call."""
+        now = self.clock()
+        if self.started is None:
+            self.started = self.last = now
+        return done / max(now - self.started, 1e-6)
+
+    def line(self, what: str, done: int, total: int) -> str | None:
+        """``WHAT: DONE of TOTAL (RATE/s, TIME left)`` when it is time to say it, else None."""
+        rate = self.rate(done)
+        if not total or self.clock() - self.last < self.every:
+            return None
+        self.last = self.clock()
+        left = f", {duration((total - done) / rate)} left" if rate > 0 else ""
+        return f"{what}: {done} of {total} ({rate:.1f}/s{left})"
+
+
+def duration(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``."""
+    seconds = round(seconds)
+    if seconds < 60:
+        return f"{seconds}s"
+    minutes, seconds = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes}m{seconds:02d}s"
+    return f"{minutes // 60}h{minutes % 60:02d}m"
+
+
 def logged_steps(
     log: Callable[[str], None],
     what: str,
@@ -94,22 +133,13 @@ def logged_steps(
     every: float = 5.0,
     clock: Callable[[], float] = time.monotonic,
 ) -> Steps:
-    """A :data:`Steps` for work with no terminal to draw on (the service, its log): a line
-    through ``log`` every ``every`` seconds, the first once the work has run that long, so
-    that short work says nothing."""
-    started: float | None = None
-    last = 0.0
+    """A :data:`Steps` for work with no terminal to draw on (the service, its log): a
+    :class:`Pace` line through ``log``."""
+    pace = Pace(every, clock)
 
     def update(done: int, total: int) -> None:
-        nonlocal started, last
-        now = clock()
-        if started is None:
-            started = last = now
-        if now - last < every or not total:
-            return
-        last = now
-        rate = done / max(now - started, 1e-6)
-        left = f", about {round((total - done) / rate)} s left" if rate > 0 else ""
-        log(f"{what}: {done} of {total} ({rate:.1f}/s{left})")
+        line = pace.line(what, done, total)
+        if line is not None:
+            log(line)
 
     return update

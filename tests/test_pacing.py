@@ -85,7 +85,7 @@ def test_logged_steps_says_how_far_long_work_is_every_few_seconds_and_short_work
         now[0] += 0.5
     # One line each 5 s, none before the work has run 5 s.
     assert len(lines) == 3, lines
-    assert lines[0] == "sending: 10 of 40 (2.0/s, about 15 s left)"
+    assert lines[0] == "sending: 10 of 40 (2.0/s, 15s left)"
     assert lines[-1].startswith("sending: 30 of 40")
 
     short: list[str] = []

@@ -19,6 +19,8 @@ from typing import Any
 
 import click
 
+from newsletter.pacing import Pace
+
 __all__ = ["EVERY", "PAGES_AT_LEAST", "Meter", "Task", "meter", "page_meter", "pages", "sending"]
 
 # How often long work says how far it is where no bar can be drawn.
@@ -37,27 +39,24 @@ class Task:
         self.meter = meter
         self.what = what
         self.at_least = at_least
-        self.started: float | None = None
-        self.last = 0.0
+        self.pace = Pace(meter.every, meter.clock)
         self.bar_task: Any = None
 
     def __call__(self, done: int, total: int, note: str = "") -> None:
-        now = self.meter.clock()
-        if self.started is None:
-            self.started = self.last = now
         if total < self.at_least:
+            self.pace.rate(done)  # the clock starts with the work, shown or not
             return
-        rate = done / max(now - self.started, 1e-6)
         label = f"{self.what}: {note}" if note else self.what
         bar = self.meter.shown()
-        if bar is not None:
-            if self.bar_task is None:
-                self.bar_task = bar.add_task(label, total=total, rate=0.0)
-            bar.update(self.bar_task, total=total, completed=done, rate=rate, description=label)
-        elif now - self.last >= self.meter.every:
-            self.last = now
-            left = f", {_duration((total - done) / rate)} left" if rate > 0 else ""
-            click.echo(f"progress: {label}: {done} of {total} ({rate:.1f}/s{left})", err=True)
+        if bar is None:
+            line = self.pace.line(label, done, total)
+            if line is not None:
+                click.echo(f"progress: {line}", err=True)
+            return
+        if self.bar_task is None:
+            self.bar_task = bar.add_task(label, total=total, rate=0.0)
+        rate = self.pace.rate(done)
+        bar.update(self.bar_task, total=total, completed=done, rate=rate, description=label)
 
 
 class Meter:
@@ -90,16 +89,6 @@ class Meter:
     def close(self) -> None:
         if self.drawn:
             self.bar.stop()
-
-
-def _duration(seconds: float) -> str:
-    seconds = round(seconds)
-    if seconds < 60:
-        return f"{seconds}s"
-    minutes, seconds = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes}m{seconds:02d}s"
-    return f"{minutes // 60}h{minutes % 60:02d}m"
 
 
 def _bar() -> Any:
