@@ -9,8 +9,11 @@ service's event passed as a plain callable.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
+import math
 import signal
+import threading
 import time
 from collections.abc import Callable
 
@@ -143,3 +146,55 @@ def logged_steps(
             log(line)
 
     return update
+
+
+class ClientWindow:
+    """At most ``most`` events per client address within ``seconds`` (a sliding window, in
+    memory): form posts per minute, wrong webhook tokens per ten minutes."""
+
+    # Past this many clients, the quiet ones are forgotten: memory stays bounded whoever
+    # sends from however many addresses.
+    CLIENTS = 10_000
+
+    def __init__(self, most: int, seconds: float) -> None:
+        self.most = most
+        self.seconds = seconds
+        self.events: dict[str, collections.deque[float]] = {}
+        self.lock = threading.Lock()
+
+    def wait(self, client: str, now: float | None = None) -> int:
+        """Whole seconds until ``client`` may have another event (0: now)."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            return self._wait(client, now)
+
+    def add(self, client: str, now: float | None = None) -> None:
+        """Count an event of ``client``."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            self._add(client, now)
+
+    def allow(self, client: str, now: float | None = None) -> bool:
+        """Count an event of ``client`` if the window has room for it; whether it had."""
+        now = time.monotonic() if now is None else now
+        with self.lock:
+            if self._wait(client, now):
+                return False
+            self._add(client, now)
+            return True
+
+    def _wait(self, client: str, now: float) -> int:
+        times = self.events.get(client)
+        while times and times[0] <= now - self.seconds:
+            times.popleft()
+        if not times:
+            self.events.pop(client, None)
+            return 0
+        if len(times) < self.most:
+            return 0
+        return max(1, math.ceil(times[0] + self.seconds - now))
+
+    def _add(self, client: str, now: float) -> None:
+        if len(self.events) > self.CLIENTS:
+            self.events = {k: v for k, v in self.events.items() if v and v[-1] > now - self.seconds}
+        self.events.setdefault(client, collections.deque()).append(now)

@@ -18,15 +18,11 @@ nothing the second time.
 
 from __future__ import annotations
 
-import collections
 import hashlib
 import hmac
 import json
 import logging
-import math
 import re
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 
@@ -38,6 +34,7 @@ from starlette.routing import BaseRoute, Route
 from newsletter.config import Config
 from newsletter.mail.bounces import Report, act
 from newsletter.mail.tokens import Keys, signing_keys
+from newsletter.pacing import ClientWindow
 from newsletter.store import REPORT_KINDS, Store, open_store
 from newsletter.words import count
 
@@ -122,37 +119,14 @@ MAX_WRONG_TOKENS = 10
 LOCKOUT_SECONDS = 600.0
 
 
-class Lockout:
-    """The wrong tokens each client sent lately (a sliding window, in memory)."""
+class Lockout(ClientWindow):
+    """The wrong tokens each client sent lately."""
 
     def __init__(self, most: int = MAX_WRONG_TOKENS, seconds: float = LOCKOUT_SECONDS) -> None:
-        self.most = most
-        self.seconds = seconds
-        self.wrong: dict[str, collections.deque[float]] = {}
-        self.lock = threading.Lock()
-
-    def wait(self, client: str, now: float | None = None) -> int:
-        """Seconds until ``client`` may try again (0: it may now)."""
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            times = self.wrong.get(client)
-            while times and times[0] <= now - self.seconds:
-                times.popleft()
-            if not times:
-                self.wrong.pop(client, None)
-                return 0
-            if len(times) < self.most:
-                return 0
-            return max(1, math.ceil(times[0] + self.seconds - now))
+        super().__init__(most, seconds)
 
     def failed(self, client: str, now: float | None = None) -> None:
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            if len(self.wrong) > 10_000:  # forget quiet clients; keeps memory bounded
-                self.wrong = {
-                    k: v for k, v in self.wrong.items() if v and v[-1] > now - self.seconds
-                }
-            self.wrong.setdefault(client, collections.deque()).append(now)
+        self.add(client, now)
 
 
 class BounceWebhook:

@@ -12,10 +12,7 @@ once, and changes nothing until its page's button is pressed: mail filters open 
 
 from __future__ import annotations
 
-import collections
 import logging
-import threading
-import time
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
@@ -45,6 +42,7 @@ from newsletter.mail.tokens import (
     read_token,
     signing_keys,
 )
+from newsletter.pacing import ClientWindow
 from newsletter.publish.render import LOCALES, N_, environment, translations_for
 from newsletter.publish.site import layout, query_paths, subscribe_path
 from newsletter.store import Confirmation, Issue, Store, Subscriber, open_store
@@ -78,26 +76,11 @@ def language_name(lang: str) -> str:
     return name[:1].upper() + name[1:]
 
 
-class ClientLimiter:
+class ClientLimiter(ClientWindow):
     """At most ``per_minute`` form posts per client address (a sliding minute)."""
 
     def __init__(self, per_minute: int) -> None:
-        self.per_minute = per_minute
-        self.seen: dict[str, collections.deque[float]] = {}
-        self.lock = threading.Lock()
-
-    def allow(self, client: str, now: float | None = None) -> bool:
-        now = time.monotonic() if now is None else now
-        with self.lock:
-            if len(self.seen) > 10_000:  # forget idle clients; keeps memory bounded
-                self.seen = {k: v for k, v in self.seen.items() if v and v[-1] > now - 60}
-            times = self.seen.setdefault(client, collections.deque())
-            while times and times[0] <= now - 60:
-                times.popleft()
-            if len(times) >= self.per_minute:
-                return False
-            times.append(now)
-            return True
+        super().__init__(per_minute, 60.0)
 
 
 def same_origin(request: Request, site_url: str) -> bool:
