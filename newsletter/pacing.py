@@ -1,5 +1,6 @@
-"""How long work waits: one rate limiter, one sleep that a stop cuts short, the one way
-the signals say stop, and how long work says how far it is.
+"""How long work waits: one rate limiter, one per-client window (how often a client may
+post), one sleep that a stop cuts short, the one way the signals say stop, and how long
+work says how far it is (:class:`Pace`).
 
 A stop is an :class:`asyncio.Event` of the running loop, or, where work runs in a loop of
 its own in another thread (the writer inside ``newsletter run``), the ``is_set`` of the
