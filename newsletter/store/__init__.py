@@ -2,7 +2,7 @@
 
 SQLite by default, PostgreSQL by URL. :class:`Store` gathers the queries, one module per
 concept (subscribers, issues, the ledger, reports, single mails, job runs, the writer's
-usage); :mod:`.tables` is the newest schema, which the Alembic revisions in
+usage, the console's accounts); :mod:`.tables` is the newest schema, which the Alembic revisions in
 ``newsletter/migrations/versions`` build step by step, and :func:`open_store` applies the
 pending ones on first use.
 """
@@ -13,6 +13,7 @@ from pathlib import Path
 
 import sqlalchemy as sa
 
+from newsletter.store.admins import Admin, AdminQueries, AdminSession
 from newsletter.store.base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
 from newsletter.store.claims import Claimed
 from newsletter.store.issues import FrozenContent, Issue, IssueQueries
@@ -52,6 +53,8 @@ __all__ = [
     "MIGRATIONS_DIR",
     "REPORT_KINDS",
     "SUBSCRIBER_STATUSES",
+    "Admin",
+    "AdminSession",
     "BounceEvent",
     "Claimed",
     "Confirmation",
@@ -86,6 +89,7 @@ __all__ = [
 
 class Store(
     SchemaQueries,
+    AdminQueries,
     SubscriberQueries,
     IssueQueries,
     LedgerQueries,

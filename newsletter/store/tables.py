@@ -247,5 +247,34 @@ writer_days = sa.Table(
 )
 
 
+# The editor's console: accounts (argon2id hashes, never the password) and their sessions.
+# A session is stored under the SHA-256 of its cookie, so a copy of the database signs no
+# one in; it ends at ``expires_at`` or when idle too long (``seen_at``), and with its account.
+admins = sa.Table(
+    "admins",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("username", sa.String(64), nullable=False),
+    sa.Column("password_hash", sa.String(200), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("updated_at", sa.DateTime(timezone=True), nullable=False),
+    sa.UniqueConstraint("username", name="uq_admins_username"),
+)
+
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("token_hash", sa.String(64), primary_key=True),
+    sa.Column(
+        "admin_id", sa.Integer, sa.ForeignKey("admins.id", ondelete="CASCADE"), nullable=False
+    ),
+    sa.Column("csrf", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("seen_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("expires_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Index("ix_admin_sessions_admin_id", "admin_id"),
+)
+
+
 # The two writes of every message, built once: building and cache-keying a statement
 # costs SQLAlchemy more than SQLite takes to run it (about 0.5 ms of 0.85 per message).
