@@ -4,7 +4,8 @@ Precedence: embedded defaults < config.toml < environment < command-line flags.
 ``NEWSLETTER_<KEY>`` overrides a top-level key, ``NEWSLETTER_<SECTION>__<KEY>`` a key in
 a table. Secrets (``NEWSLETTER_SECRET_KEY``, ``NEWSLETTER_SMTP_PASSWORD``,
 ``NEWSLETTER_BOUNCES_PASSWORD``, ``NEWSLETTER_WEBHOOK_TOKEN``,
-``NEWSLETTER_WRITER_API_KEY``) come only from the environment.
+``NEWSLETTER_WRITER_API_KEY``, ``NEWSLETTER_METRICS_TOKEN``, the chat services' tokens and
+webhook URLs) come only from the environment.
 
 What each part holds: :mod:`~newsletter.config.settings` the settings and their defaults,
 :mod:`~newsletter.config.load` how they are read, layer over layer (the file and flags
@@ -24,6 +25,7 @@ from newsletter.config.environment import (
     BOUNCES_PASSWORD_ENV,
     CONFIG_ENV,
     ENV_PREFIX,
+    METRICS_TOKEN_ENV,
     SECRET_KEY_ENV,
     SECRET_KEYS,
     SMTP_PASSWORD_ENV,
@@ -62,6 +64,7 @@ __all__ = [
     "ENV_PREFIX",
     "LANGS",
     "LISTENING_FILE",
+    "METRICS_TOKEN_ENV",
     "RENAMED",
     "SECRET_KEYS",
     "SECRET_KEY_ENV",

@@ -20,6 +20,7 @@ __all__ = [
     "CONFIG_ENV",
     "DISCORD_WEBHOOK_ENV",
     "ENV_PREFIX",
+    "METRICS_TOKEN_ENV",
     "SECRET_KEYS",
     "SECRET_KEY_ENV",
     "SLACK_TOKEN_ENV",
@@ -39,6 +40,7 @@ WRITER_API_KEY_ENV = "NEWSLETTER_WRITER_API_KEY"
 SLACK_TOKEN_ENV = "NEWSLETTER_SLACK_TOKEN"
 SLACK_WEBHOOK_ENV = "NEWSLETTER_SLACK_WEBHOOK_URL"
 DISCORD_WEBHOOK_ENV = "NEWSLETTER_DISCORD_WEBHOOK_URL"
+METRICS_TOKEN_ENV = "NEWSLETTER_METRICS_TOKEN"
 SECRET_KEYS = {"secret_key", "smtp.password", "password", "webhook_token"}
 # Variables that are not settings: the settings file's, the secrets', and those of the
 # project's own test suite and CI (NEWSLETTER_TEST_* too), which must not be warned about.
@@ -52,6 +54,7 @@ _NOT_SETTINGS = {
     SLACK_TOKEN_ENV,
     SLACK_WEBHOOK_ENV,
     DISCORD_WEBHOOK_ENV,
+    METRICS_TOKEN_ENV,
 }
 _TOOL_VARIABLES = {"NEWSLETTER_REQUIRE_SERVICES", "NEWSLETTER_REGEN_GOLDEN"}
 _TOOL_PREFIX = "NEWSLETTER_TEST_"
@@ -66,6 +69,7 @@ _SECRET_ENV = {
     "slack.token": SLACK_TOKEN_ENV,
     "slack.webhook_url": SLACK_WEBHOOK_ENV,
     "discord.webhook_url": DISCORD_WEBHOOK_ENV,
+    "web.metrics_token": METRICS_TOKEN_ENV,
 }
 
 
@@ -156,4 +160,6 @@ def _with_secrets(sections: Mapping[str, Any], env: Mapping[str, str]) -> dict[s
         out["discord"] = dataclasses.replace(
             out["discord"], webhook_url=env[DISCORD_WEBHOOK_ENV].strip()
         )
+    if env.get(METRICS_TOKEN_ENV, "").strip():
+        out["web"] = dataclasses.replace(out["web"], metrics_token=env[METRICS_TOKEN_ENV].strip())
     return out

@@ -225,6 +225,9 @@ class WebConfig:
     port: int = 8000
     # Subscription form posts a client address may make per minute.
     subscribe_per_minute: int = 10
+    # The bearer token /metrics asks for (NEWSLETTER_METRICS_TOKEN); empty: only clients
+    # on this machine's loopback may read it.
+    metrics_token: str = field(default="", repr=False)
 
 
 @dataclass(frozen=True)

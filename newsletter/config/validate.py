@@ -12,6 +12,7 @@ from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 from newsletter.config.durations import _DURATION_RE, span_seconds
 from newsletter.config.environment import (
     BOUNCES_PASSWORD_ENV,
+    METRICS_TOKEN_ENV,
     WEBHOOK_TOKEN_ENV,
     WRITER_API_KEY_ENV,
 )
@@ -23,6 +24,10 @@ __all__ = ["MIN_WEBHOOK_TOKEN_BYTES", "SUBJECT_PLACEHOLDERS"]
 # The webhook's bearer token acts on the list: as long as a signing key, so no guessing,
 # however many tries, can find it.
 MIN_WEBHOOK_TOKEN_BYTES = 32
+# The metrics token only reads counts, but must not be guessable either; it travels in an
+# Authorization header, so it is a bearer token's characters (RFC 6750).
+MIN_METRICS_TOKEN_BYTES = 16
+_BEARER_RE = re.compile(r"[A-Za-z0-9._~+/-]+=*")
 
 _TIME_RE = re.compile(r"([01]?\d|2[0-3]):([0-5]\d)$")
 _WEEKLY_RE = re.compile(r"(mon|tue|wed|thu|fri|sat|sun)\s+([01]?\d|2[0-3]):([0-5]\d)$")
@@ -57,6 +62,7 @@ def _validate(cfg: Config, origins: Mapping[str, str]) -> None:
     _validate_smtp_server(cfg, bad)
     if cfg.web.subscribe_per_minute < 1:
         raise bad("web.subscribe_per_minute", "must be at least 1")
+    _validate_metrics_token(cfg.web.metrics_token)
     _validate_smtp_pacing(cfg, bad)
     _validate_schedule(cfg, bad)
     _validate_bounces(cfg, bad)
@@ -191,6 +197,21 @@ def _validate_bounces(cfg: Config, bad: _Bad) -> None:
             f"{WEBHOOK_TOKEN_ENV}: the webhook token must be at least "
             f"{MIN_WEBHOOK_TOKEN_BYTES} bytes, it has {size}; make one with: python3 -c "
             "'import secrets; print(secrets.token_urlsafe(32))'"
+        )
+
+
+def _validate_metrics_token(token: str) -> None:
+    hint = "make one with: python3 -c 'import secrets; print(secrets.token_urlsafe(32))'"
+    if token and not _BEARER_RE.fullmatch(token):
+        raise ConfigError(
+            f"{METRICS_TOKEN_ENV}: the metrics token may hold only letters, digits and "
+            f"-._~+/ (a bearer token); {hint}"
+        )
+    size = len(token.encode("utf-8"))
+    if token and size < MIN_METRICS_TOKEN_BYTES:
+        raise ConfigError(
+            f"{METRICS_TOKEN_ENV}: the metrics token must be at least "
+            f"{MIN_METRICS_TOKEN_BYTES} bytes, it has {size}; {hint}"
         )
 
 

@@ -313,7 +313,9 @@ async def _schedule_and_serve(
     scheduler = new_scheduler(cfg)
     ctx.scheduler = scheduler
     scheduler.start()
-    server = _web_server(create_app(cfg, sender.wake, pending), signals=False)
+    # /readyz: not ready once the scheduler has stopped (an error, or shutting down).
+    app = create_app(cfg, sender.wake, pending, scheduler_running=lambda: scheduler.running)
+    server = _web_server(app, signals=False)
     server_task = None
     try:
         ensure_jobs(scheduler, cfg)

@@ -4,7 +4,8 @@ SQLite by default, PostgreSQL by URL. :class:`Store` gathers the queries, one mo
 concept (subscribers, issues, the ledger, reports, single mails, job runs, the writer's
 usage, the console's accounts); :mod:`.tables` is the newest schema, which the Alembic revisions in
 ``newsletter/migrations/versions`` build step by step, and :func:`open_store` applies the
-pending ones on first use.
+pending ones on first use. :func:`open_monitor` reads what monitoring shows, on an engine
+of its own that fails fast.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from newsletter.store.issues import FrozenContent, Issue, IssueQueries
 from newsletter.store.jobs import JobQueries, JobRun
 from newsletter.store.ledger import FailedDelivery, LedgerQueries
 from newsletter.store.mails import Mail, MailQueries
+from newsletter.store.monitor import LatestIssue, Monitor, Tallies, WriterTotals, open_monitor
 from newsletter.store.reports import BounceEvent, ReportQueries, Unmatched
 from newsletter.store.schema import MIGRATIONS_DIR, SchemaQueries, _alembic_config, head_revision
 from newsletter.store.subscribers import (
@@ -62,13 +64,17 @@ __all__ = [
     "FrozenContent",
     "Issue",
     "JobRun",
+    "LatestIssue",
     "Mail",
+    "Monitor",
     "Store",
     "StoreError",
     "Subscriber",
     "SubscriptionRequest",
+    "Tallies",
     "Unmatched",
     "WriterDay",
+    "WriterTotals",
     "_alembic_config",
     "bounce_events",
     "confirmations",
@@ -78,6 +84,7 @@ __all__ = [
     "issues",
     "job_runs",
     "metadata",
+    "open_monitor",
     "open_store",
     "subscribers",
     "summaries",

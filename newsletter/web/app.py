@@ -43,6 +43,8 @@ from newsletter.publish.feed import (
 )
 from newsletter.publish.pending import PendingPages
 from newsletter.web.edge import HttpMiddleware, RequestEdge
+from newsletter.web.health import Health
+from newsletter.web.metrics import RequestTimer
 
 log = logging.getLogger(__name__)
 
@@ -502,17 +504,20 @@ def create_app(
     cfg: Config,
     wake_sender: Callable[[], None] | None = None,
     pending: PendingPages | None = None,
+    scheduler_running: Callable[[], bool] | None = None,
 ) -> Starlette:
     """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own.
 
     Mails the pages queue (confirmations) are sent by the process's sender thread;
     ``wake_sender`` tells it there is one. ``pending``: the pages a build in progress is
-    about to write, answered with 503 and Retry-After until they are there."""
+    about to write, answered with 503 and Retry-After until they are there.
+    ``scheduler_running``: whether the scheduler runs (``newsletter run``), for /readyz."""
     from newsletter.store import StoreError
 
     redact_access_log()
     handler = _unavailable(cfg)
-    closers: list[Callable[[], None]] = []
+    health = Health(cfg, scheduler_running)
+    closers: list[Callable[[], None]] = [health.close]
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -521,9 +526,14 @@ def create_app(
             close()
 
     app = Starlette(
-        routes=routes(cfg, wake_sender, pending, closers),
+        routes=[*health.routes(), *routes(cfg, wake_sender, pending, closers)],
         lifespan=lifespan,
-        middleware=[Middleware(SecurityHeaders), Middleware(RequestEdge)],
+        # The timer first: it times everything the other layers do too.
+        middleware=[
+            Middleware(RequestTimer, histogram=health.metrics.requests),
+            Middleware(SecurityHeaders),
+            Middleware(RequestEdge),
+        ],
         exception_handlers={
             sa_exc.OperationalError: handler,
             OSError: handler,
