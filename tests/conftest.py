@@ -646,9 +646,10 @@ def newsletter_in(folder: Path, *args: str, **env: str) -> Any:
     )
 
 
-def start_newsletter(folder: Path, *args: str, log: str = "newsletter.log") -> Any:
+def start_newsletter(folder: Path, *args: str, log: str = "newsletter.log", **env: str) -> Any:
     """``newsletter ARGS`` in ``folder`` (its config.toml applies), output in ``folder/log``
-    (a file, so a chatty service can never block on a full pipe)."""
+    (a file, so a chatty service can never block on a full pipe), with ``env`` added to
+    :func:`service_env`."""
     import subprocess
     import sys
 
@@ -657,7 +658,7 @@ def start_newsletter(folder: Path, *args: str, log: str = "newsletter.log") -> A
         return subprocess.Popen(
             [sys.executable, "-m", "newsletter", *args],
             cwd=folder,
-            env=service_env(),
+            env=service_env(**env),
             stdin=subprocess.DEVNULL,
             stdout=out,
             stderr=subprocess.STDOUT,

@@ -152,6 +152,42 @@ def test_secrets_come_from_the_environment(tmp_path: Path) -> None:
     assert "hunter2" not in repr(cfg) and "k" * 32 not in repr(cfg)
 
 
+def test_the_metrics_token_is_a_secret_of_the_environment(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """NEWSLETTER_METRICS_TOKEN: read from the environment only, never shown, checked as a
+    bearer token, and a misspelling of it is warned about."""
+    from click.testing import CliRunner
+
+    from newsletter.cli import main
+
+    token = "metrics-0123456789-abcdef"
+    path = _write(tmp_path, "")
+    cfg = load_config(path, env={"NEWSLETTER_METRICS_TOKEN": f" {token}\n"})
+    assert cfg.web.metrics_token == token and token not in repr(cfg)
+    in_file = tmp_path / "in-file.toml"
+    in_file.write_text('[web]\nmetrics_token = "x"\n', encoding="utf-8")
+    with pytest.raises(ConfigError, match="NEWSLETTER_METRICS_TOKEN") as info:
+        load_config(in_file, env={})
+    assert "read only from the environment" in str(info.value)
+    for bad, why in [("short", "at least 16 bytes"), ("has spaces in it, sixteen", "letters")]:
+        with pytest.raises(ConfigError, match=why) as info:
+            load_config(path, env={"NEWSLETTER_METRICS_TOKEN": bad})
+        assert bad not in str(info.value)
+    with caplog.at_level("WARNING", logger="newsletter.config"):
+        load_config(path, env={"NEWSLETTER_METRIC_TOKEN": token})
+    assert [r.getMessage() for r in caplog.records] == [
+        "NEWSLETTER_METRIC_TOKEN is not a setting and is ignored; did you mean "
+        "NEWSLETTER_METRICS_TOKEN?"
+    ]
+    shown = CliRunner().invoke(
+        main, ["config", "--config", str(path)], env={"NEWSLETTER_METRICS_TOKEN": token}
+    )
+    assert shown.exit_code == 0, shown.output
+    assert token not in shown.output
+    assert '# web.metrics_token = "********"' in shown.stdout
+
+
 def test_config_path_from_environment(tmp_path: Path) -> None:
     path = _write(tmp_path, "feed_days = 3\n")
     assert load_config(None, env={"NEWSLETTER_CONFIG": str(path)}).feed_days == 3

@@ -6,7 +6,8 @@ place of the ones an operator edits. Static answers come from disk and never rea
 (the service's access log, read up to a marker request, shows no line for them); 304, gzip
 and the service's own headers hold; subscribe, confirm and one-click unsubscribe go
 through; and slow or idle clients held by nginx do not keep a normal request from its
-answer. nginx runs its workers as www-data when the tests run as root, as in production.
+answer; /metrics reaches the service only with a token, /healthz and /readyz always. nginx
+runs its workers as www-data when the tests run as root, as in production.
 """
 
 from __future__ import annotations
@@ -44,6 +45,8 @@ DEPLOY = ROOT / "deploy"
 NGINX_SITE = DEPLOY / "nginx" / "newsletter.conf"
 CADDYFILE = DEPLOY / "caddy" / "Caddyfile"
 READER = "reader@example.org"
+# The service's NEWSLETTER_METRICS_TOKEN.
+TOKEN = "proxy-metrics-token-0123456789"
 # The files of the public folder, each with a request path.
 STATIC = (
     "/",
@@ -176,7 +179,7 @@ def running_site(workdir: Path) -> Iterator[Site]:
         f"[web]\nport = {app_port}\n",
         encoding="utf-8",
     )
-    service = start_newsletter(folder, "run", log="run.log")
+    service = start_newsletter(folder, "run", log="run.log", NEWSLETTER_METRICS_TOKEN=TOKEN)
     app = f"http://127.0.0.1:{app_port}"
     try:
         wait_for_http(f"{app}/subscribe", service)
@@ -708,3 +711,39 @@ def test_what_has_no_file_is_the_services_answer(proxy: Proxy) -> None:
         "/favicon.svg",
         "/subscribe",
     ]
+
+
+def test_metrics_go_through_only_with_a_token_and_health_always(proxy: Proxy) -> None:
+    """Behind a proxy every client's peer is the proxy: /metrics without a token never
+    reaches the service (the proxy answers 404), a wrong token is the service's 401, and
+    Prometheus with the token reads them. /healthz and /readyz (``run``: the scheduler
+    runs) go through."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    def anonymous() -> None:
+        with proxy.client() as client:
+            for path in (b"/metrics", b"/metrics?x=1", b"//metrics", b"/%6detrics"):
+                url = httpx.URL(proxy.base).copy_with(raw_path=path)
+                assert client.get(url).status_code == 404, path
+
+    assert proxy.reached_app(anonymous) == []
+    found: dict[str, float] = {}
+
+    def with_tokens() -> None:
+        with proxy.client() as client:
+            wrong = client.get("/metrics", headers={"Authorization": "Bearer wrong"})
+            assert wrong.status_code == 401 and wrong.headers["cache-control"] == "no-store"
+            right = client.get("/metrics", headers={"Authorization": f"Bearer {TOKEN}"})
+            assert right.status_code == 200, right.text
+            for family in text_string_to_metric_families(right.text):
+                for sample in family.samples:
+                    found.setdefault(sample.name, sample.value)
+            for path, text in (("/healthz", "ok\n"), ("/readyz", "ready\n")):
+                answer = client.get(path)
+                assert (answer.status_code, answer.text) == (200, text), path
+                assert answer.headers["cache-control"] == "no-store"
+
+    lines = proxy.reached_app(with_tokens)
+    assert len([line for line in lines if '"GET /metrics ' in line]) == 2
+    assert found["newsletter_database_up"] == 1
+    assert "newsletter_messages_total" in found
