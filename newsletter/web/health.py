@@ -53,7 +53,7 @@ class Health:
         self.scheduler_running = scheduler_running
         self._monitor: Monitor | None = None
         self._opening = threading.Lock()
-        self._probing = False
+        self._probing = threading.Lock()
         self._complaint = Complaint("readiness")
         self.metrics: Metrics = new_metrics(self.monitor)
 
@@ -91,9 +91,6 @@ class Health:
         if self.scheduler_running is not None and not self.scheduler_running():
             self._complaint.say("the scheduler is not running")
             return "the scheduler is not running"
-        if self._probing:  # the last probe's thread still waits: do not start another
-            return "the database does not answer"
-        self._probing = True
         error = f"no answer within {PROBE_SECONDS:g} s"
         with anyio.move_on_after(PROBE_SECONDS):
             error = await anyio.to_thread.run_sync(self._probe, abandon_on_cancel=True)
@@ -104,13 +101,16 @@ class Health:
         return ""
 
     def _probe(self) -> str:
+        # A probe given up on goes on in its thread: the next ones do not wait beside it.
+        if not self._probing.acquire(blocking=False):
+            return "the previous probe has not had an answer yet"
         try:
             self.monitor().ping()
             return ""
         except (SQLAlchemyError, StoreError, OSError) as exc:
             return one_line(exc)
         finally:
-            self._probing = False
+            self._probing.release()
 
     async def metrics_page(self, request: Request) -> Response:
         refusal = self._refusal(request)

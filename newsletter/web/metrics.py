@@ -70,7 +70,7 @@ class Complaint:
 
     def clear(self) -> None:
         if self._last:
-            log.info("%s: the database answers again", self.what)
+            log.info("%s: over: %s", self.what, self._last)
         self._last = ""
 
 
