@@ -4,6 +4,7 @@ nobody, and the writer's usage."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 from newsletter.store import FailedDelivery, Issue, Store, Unmatched, WriterDay
@@ -39,12 +40,17 @@ class IssueStatus:
     @property
     def rates(self) -> Rates | None:
         """None while nothing was handed to a server."""
-        handed = self.counts.get("sent", 0) + self.counts.get("failed", 0)
-        if not handed:
-            return None
-        found = self.reports
-        bounced = found.get("hard", 0) + found.get("soft", 0) + found.get("refused", 0)
-        return Rates(bounced / handed, found.get("complaint", 0) / handed)
+        return rates(self.counts, self.reports)
+
+
+def rates(counts: Mapping[str, int], reports: Mapping[str, int]) -> Rates | None:
+    """The rates of an issue whose deliveries are ``counts`` by state and ``reports`` by
+    what came back (``refused`` included); None while nothing was handed to a server."""
+    handed = counts.get("sent", 0) + counts.get("failed", 0)
+    if not handed:
+        return None
+    bounced = reports.get("hard", 0) + reports.get("soft", 0) + reports.get("refused", 0)
+    return Rates(bounced / handed, reports.get("complaint", 0) / handed)
 
 
 @dataclass(frozen=True)

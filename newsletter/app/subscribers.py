@@ -182,14 +182,29 @@ def import_csv(
     return report
 
 
-def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
-    """Write subscribers as CSV (``email,name,lang,status``), streaming; returns the count."""
+def check_filters(status: str | None, lang: str | None) -> None:
+    """Refuse a state or a language the list cannot hold, in one line."""
     if status is not None and status not in SUBSCRIBER_STATUSES:
         raise NewsletterError(f"status must be one of {', '.join(SUBSCRIBER_STATUSES)}")
+    if lang is not None and lang not in LANGS:
+        raise NewsletterError(f"language must be one of {', '.join(LANGS)}, got {lang!r}")
+
+
+def export_csv(
+    store: Store,
+    out: TextIO,
+    status: str | None = None,
+    *,
+    query: str = "",
+    lang: str | None = None,
+) -> int:
+    """Write subscribers as CSV (``email,name,lang,status``), streaming; returns the count.
+    ``status``, ``lang`` and ``query`` (part of the address or name) narrow the list."""
+    check_filters(status, lang)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_FIELDS, "status"])
     count = 0
-    for sub in store.iter_subscribers(status):
+    for sub in store.iter_subscribers(status, query=query, lang=lang):
         writer.writerow([sub.email, sub.name, sub.lang, sub.status])
         count += 1
     return count
@@ -199,11 +214,13 @@ def export_csv(store: Store, out: TextIO, status: str | None = None) -> int:
 LIST_HEADER = "email\tname\tlang\tstatus\twhy"
 
 
-def rows(store: Store, status: str | None = None) -> Iterator[str]:
-    """:data:`LIST_HEADER`, then one tab-separated line per subscriber; the fifth column
-    says why the status changed (a bounce, a complaint: reason, status code, time and
-    diagnostic) when it is known."""
+def rows(
+    store: Store, status: str | None = None, *, query: str = "", lang: str | None = None
+) -> Iterator[str]:
+    """:data:`LIST_HEADER`, then one tab-separated line per subscriber (narrowed as by
+    :func:`export_csv`); the fifth column says why the status changed (a bounce, a
+    complaint: reason, status code, time and diagnostic) when it is known."""
     yield LIST_HEADER
-    for sub in store.iter_subscribers(status):
+    for sub in store.iter_subscribers(status, query=query, lang=lang):
         line = f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
         yield f"{line}\t{sub.why}" if sub.why else line

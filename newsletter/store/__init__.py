@@ -2,7 +2,8 @@
 
 SQLite by default, PostgreSQL by URL. :class:`Store` gathers the queries, one module per
 concept (subscribers, issues, the ledger, reports, single mails, job runs, the writer's
-usage, the console's accounts); :mod:`.tables` is the newest schema, which the Alembic revisions in
+usage, the console's accounts and what it reads); :mod:`.tables` is the newest schema,
+which the Alembic revisions in
 ``newsletter/migrations/versions`` build step by step, and :func:`open_store` applies the
 pending ones on first use. :func:`open_monitor` reads what monitoring shows, on an engine
 of its own that fails fast.
@@ -17,6 +18,13 @@ import sqlalchemy as sa
 from newsletter.store.admins import Admin, AdminQueries, AdminSession
 from newsletter.store.base import REPORT_KINDS, StoreError, Subscriber, _engine, utcnow
 from newsletter.store.claims import Claimed
+from newsletter.store.console import (
+    ConsoleQueries,
+    DeliveryTally,
+    ReportRow,
+    SendPace,
+    UnmatchedReport,
+)
 from newsletter.store.issues import FrozenContent, Issue, IssueQueries
 from newsletter.store.jobs import JobQueries, JobRun
 from newsletter.store.ledger import FailedDelivery, LedgerQueries
@@ -60,6 +68,7 @@ __all__ = [
     "BounceEvent",
     "Claimed",
     "Confirmation",
+    "DeliveryTally",
     "FailedDelivery",
     "FrozenContent",
     "Issue",
@@ -67,12 +76,15 @@ __all__ = [
     "LatestIssue",
     "Mail",
     "Monitor",
+    "ReportRow",
+    "SendPace",
     "Store",
     "StoreError",
     "Subscriber",
     "SubscriptionRequest",
     "Tallies",
     "Unmatched",
+    "UnmatchedReport",
     "WriterDay",
     "WriterTotals",
     "_alembic_config",
@@ -104,6 +116,7 @@ class Store(
     MailQueries,
     JobQueries,
     WriterQueries,
+    ConsoleQueries,
 ):
     """Queries over one database. Every method is one short transaction."""
 

@@ -39,6 +39,7 @@ class Subscriber:
     status_detail: str = ""
     status_at: dt.datetime | None = None
     soft_bounces: int = 0
+    created_at: dt.datetime | None = None
 
     @property
     def why(self) -> str:
@@ -83,6 +84,7 @@ def _subscriber(row: Any) -> Subscriber:
         row.status_detail or "",
         _aware(row.status_at),
         row.soft_bounces,
+        _aware(row.created_at),
     )
 
 

@@ -135,6 +135,48 @@ def _record_mail(
     return dataclasses.replace(request, mail_id=int(inserted[0]), withheld=why_not)
 
 
+def _like(text: str) -> str:
+    """A LIKE pattern finding ``text`` anywhere, its own ``%``, ``_`` and ``\\`` literal."""
+    escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+def _ascii_domain(text: str) -> str:
+    """``text`` with a non-ASCII domain in the IDNA form addresses are stored in
+    (``@한국.kr`` finds ``@xn--3e0b707e.kr``); ``text`` itself when it has none."""
+    local, at, domain = text.rpartition("@")
+    try:
+        return local + at + domain.encode("idna").decode("ascii")
+    except UnicodeError:
+        return text
+
+
+def matching(
+    dialect: str, *, query: str = "", status: str | None = None, lang: str | None = None
+) -> list[sa.ColumnElement[bool]]:
+    """The conditions of a search of the list: ``status`` and ``lang`` exactly, and
+    ``query`` anywhere in the address or the name, whatever the case (SQLite folds only
+    ASCII letters; PostgreSQL every letter)."""
+    s = subscribers.c
+    found: list[sa.ColumnElement[bool]] = []
+    if status:
+        found.append(s.status == status)
+    if lang:
+        found.append(s.lang == lang)
+    text = query.strip()
+    if text:
+        address = _ascii_domain(text.lower()) if not text.isascii() else text.lower()
+        # SQLite's LIKE ignores the case of ASCII letters already; lower() there would
+        # fold only those too, and miss a name typed with its own capitals (É).
+        name = (
+            s.name.ilike(_like(text), escape="\\")
+            if dialect == "postgresql"
+            else s.name.like(_like(text), escape="\\")
+        )
+        found.append(sa.or_(s.email_key.like(_like(address), escape="\\"), name))
+    return found
+
+
 class SubscriberQueries(StoreBase):
     def add_subscriber(
         self,
@@ -251,21 +293,26 @@ class SubscriberQueries(StoreBase):
         return bool(found) and self.set_status(found.id, "unsubscribed")  # type: ignore[union-attr]
 
     def iter_subscribers(
-        self, status: str | None = None, batch: int = 1000
+        self,
+        status: str | None = None,
+        batch: int = 1000,
+        *,
+        query: str = "",
+        lang: str | None = None,
     ) -> Iterator[Subscriber]:
-        """Stream subscribers in id order, a page at a time (flat memory on long lists)."""
+        """Stream subscribers in id order, a page at a time (flat memory on long lists);
+        ``status``, ``lang`` and ``query`` narrow them as :func:`matching` says."""
         last = 0
+        where = matching(self.dialect, query=query, status=status, lang=lang)
         while True:
-            query = (
+            select = (
                 sa.select(subscribers)
-                .where(subscribers.c.id > last)
+                .where(subscribers.c.id > last, *where)
                 .order_by(subscribers.c.id)
                 .limit(batch)
             )
-            if status:
-                query = query.where(subscribers.c.status == status)
             with self.engine.connect() as conn:
-                rows = conn.execute(query).all()
+                rows = conn.execute(select).all()
             if not rows:
                 return
             for row in rows:

@@ -44,6 +44,8 @@ subscribers = sa.Table(
     # Consecutive issues whose delivery soft-bounced (a full mailbox, a 4.x.x).
     sa.Column("soft_bounces", sa.Integer, nullable=False, server_default="0"),
     sa.Index("ix_subscribers_status", "status"),
+    # The console's counts by language, and its pages of one language and state (0013).
+    sa.Index("ix_subscribers_lang_status", "lang", "status", "id"),
 )
 
 issues = sa.Table(
@@ -136,6 +138,22 @@ deliveries = sa.Table(
         "id",
         postgresql_where=sa.text(UNSENT),
         sqlite_where=sa.text(UNSENT),
+    ),
+    # A send's pace: its messages handed over in the last minute, and its first (0013).
+    sa.Index(
+        "ix_deliveries_sent",
+        "issue_id",
+        "sent_at",
+        postgresql_where=sa.text("sent_at IS NOT NULL"),
+        sqlite_where=sa.text("sent_at IS NOT NULL"),
+    ),
+    # What came back for an issue's deliveries: the few rows a report marked (0013).
+    sa.Index(
+        "ix_deliveries_bounced",
+        "issue_id",
+        "bounce_kind",
+        postgresql_where=sa.text("bounce_kind IS NOT NULL"),
+        sqlite_where=sa.text("bounce_kind IS NOT NULL"),
     ),
 )
 
