@@ -17,9 +17,9 @@ from typing import Any
 from newsletter.app.console_list import (
     MAX_PAGE,
     SubscriberPage,
-    in_utc,
     export_filtered,
     find_subscribers,
+    in_utc,
     subscribers_over_time,
 )
 from newsletter.app.status import Rates, rates
