@@ -71,8 +71,8 @@ class ConsoleError(NewsletterError):
 class Live:
     """An issue's deliveries at ``at``: by state, what came back, and the pace.
 
-    ``rate``: messages handed to a server per second over the last minute (over the
-    time since the first one, in a send's first minute). ``seconds_left``: what still
+    ``rate``: messages handed to a server per second over the last minute (from the
+    first of them: a send that began or resumed within it is not slow). ``seconds_left``: what still
     waits (queued or being sent) at that rate; 0 when nothing waits, None while the rate
     is unknown (nothing sent in the last minute)."""
 
@@ -135,13 +135,13 @@ class Live:
 
 
 def _pace(store: Store, issue_id: int, now: dt.datetime) -> float:
-    """Messages per second over the last minute, or since the send's first message."""
+    """Messages per second over the last minute: those handed over in it, over the time
+    from the first of them to ``now`` (a send that started or resumed within the minute
+    is not taken for a slow one)."""
     pace = store.send_pace(issue_id, now - PACE_WINDOW)
-    if not pace.sent_since or pace.first_sent is None:
+    if not pace.sent or pace.first is None:
         return 0.0
-    elapsed = (now - pace.first_sent).total_seconds()
-    span = min(PACE_WINDOW.total_seconds(), max(elapsed, 1.0))
-    return pace.sent_since / span
+    return pace.sent / max((now - pace.first).total_seconds(), 1.0)
 
 
 def _live(issue: Issue, tally: DeliveryTally, rate: float, now: dt.datetime) -> Live:
