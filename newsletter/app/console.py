@@ -211,12 +211,17 @@ def dashboard(store: Store, now: dt.datetime) -> Dashboard:
     if issue is not None:
         tally = store.delivery_tally(issue.id)
         current = _live(issue, tally, _pace(store, issue.id, now), now)
+    states: dict[str, int] = {}
+    langs: dict[str, int] = {}
+    for (lang, state), count in store.count_by_lang_and_state().items():
+        states[state] = states.get(state, 0) + count
+        langs[lang] = langs.get(lang, 0) + count
     return Dashboard(
         issue=issue,
         live=current,
         rates=None if current is None else current.rates,
-        subscribers=_with_zeros(store.count_subscribers(), SUBSCRIBER_STATUSES),
-        languages=_with_zeros(store.count_by_lang(), LANGS),
+        subscribers=_with_zeros(states, SUBSCRIBER_STATUSES),
+        languages=_with_zeros(langs, LANGS),
         writer_days=store.writer_days(),
         unmatched=store.unmatched(),
         at=now,

@@ -145,11 +145,19 @@ def _joined_and_left() -> tuple[Any, Any]:
 class ConsoleQueries(StoreBase):
     def count_by_lang(self) -> dict[str, int]:
         """Subscribers by language, whatever their state."""
+        found: dict[str, int] = {}
+        for (lang, _), count in self.count_by_lang_and_state().items():
+            found[lang] = found.get(lang, 0) + count
+        return found
+
+    def count_by_lang_and_state(self) -> dict[tuple[str, str], int]:
+        """Subscribers by (language, state): one read of the (language, state) index."""
+        s = subscribers.c
         with self.engine.connect() as conn:
             rows = conn.execute(
-                sa.select(subscribers.c.lang, sa.func.count()).group_by(subscribers.c.lang)
+                sa.select(s.lang, s.status, sa.func.count()).group_by(s.lang, s.status)
             ).all()
-        return {lang: int(count) for lang, count in rows}
+        return {(lang, state): int(count) for lang, state, count in rows}
 
     def subscriber_page(
         self,
