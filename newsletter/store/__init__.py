@@ -3,9 +3,8 @@
 SQLite by default, PostgreSQL by URL. :class:`Store` gathers the queries, one module per
 concept (subscribers, issues, the ledger, reports, single mails, job runs, the writer's
 usage, the console's accounts and what it reads); :mod:`.tables` is the newest schema,
-which the Alembic revisions in
-``newsletter/migrations/versions`` build step by step, and :func:`open_store` applies the
-pending ones on first use. :func:`open_monitor` reads what monitoring shows, on an engine
+which the Alembic revisions in ``newsletter/migrations/versions`` build step by step, and
+:func:`open_store` applies the pending ones on first use. :func:`open_monitor` reads what monitoring shows, on an engine
 of its own that fails fast.
 """
 

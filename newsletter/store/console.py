@@ -3,7 +3,7 @@ tallied, a send's pace, the reports, and the list's size over time.
 
 Every query here is one statement (or a few in one connection) whose cost does not grow
 with the page asked for: pages are keyset (``id > after``), never OFFSET, and the counts
-of a send read indexes only (revision 0013_console).
+of a send read indexes only (revision 0014).
 """
 
 from __future__ import annotations

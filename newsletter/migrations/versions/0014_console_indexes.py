@@ -1,6 +1,6 @@
 """Indexes for the editor's console: a send's pace and bounces, the list by language.
 
-Revision 0013_console, after 0012. Written out in full: a revision never imports
+Revision 0014, after 0013. Written out in full: a revision never imports
 newsletter.store, whose tables describe only the newest schema.
 
 - ix_deliveries_sent: (issue_id, sent_at) of the rows handed to a server. The console
@@ -18,8 +18,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0013_console"
-down_revision = "0012"
+revision = "0014"
+down_revision = "0013"
 branch_labels = None
 depends_on = None
 
