@@ -17,7 +17,7 @@ from newsletter.config import LANGS
 from newsletter.errors import NewsletterError
 from newsletter.models import Problem
 from newsletter.pacing import Steps
-from newsletter.store import SUBSCRIBER_STATUSES, Store
+from newsletter.store import SUBSCRIBER_STATUSES, Store, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -224,3 +224,14 @@ def rows(
     for sub in store.iter_subscribers(status, query=query, lang=lang):
         line = f"{sub.email}\t{sub.name}\t{sub.lang}\t{sub.status}"
         yield f"{line}\t{sub.why}" if sub.why else line
+
+
+def unsubscribe(store: Store, subscriber_id: int, reason: str = "console") -> Subscriber | None:
+    """An operator takes one subscriber off the list (the console's button); its history
+    stays. None when there is no such subscriber."""
+    found = store.get_subscriber(id=subscriber_id)
+    if found is None:
+        return None
+    if found.status != "unsubscribed":
+        store.set_status(found.id, "unsubscribed", reason=reason)
+    return store.get_subscriber(id=subscriber_id)

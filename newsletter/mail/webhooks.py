@@ -35,7 +35,7 @@ from newsletter.config import Config
 from newsletter.mail.bounces import Report, act
 from newsletter.mail.tokens import Keys, signing_keys
 from newsletter.pacing import ClientWindow
-from newsletter.store import REPORT_KINDS, Store, open_store
+from newsletter.store import REPORT_KINDS, LazyStore, Store
 from newsletter.words import count
 
 log = logging.getLogger(__name__)
@@ -135,21 +135,14 @@ class BounceWebhook:
     def __init__(self, cfg: Config) -> None:
         self.cfg = cfg
         self.lockout = Lockout()
-        self._store: Store | None = None
+        self.store = LazyStore(cfg.database_url, cfg.base_dir)
+        self.close = self.store.close
         self._key: list[bytes] | None = None
 
     def _open(self) -> tuple[Store, list[bytes]]:
-        if self._store is None:
-            self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
         if self._key is None:
             self._key = signing_keys(self.cfg)
-        return self._store, self._key
-
-    def close(self) -> None:
-        """Close the store, if it was opened (the app is shutting down)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
+        return self.store(), self._key
 
     def _authorized(self, request: Request, token: str) -> bool:
         scheme, _, given = request.headers.get("authorization", "").partition(" ")

@@ -10,6 +10,7 @@ of its own that fails fast.
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import sqlalchemy as sa
@@ -73,6 +74,7 @@ __all__ = [
     "Issue",
     "JobRun",
     "LatestIssue",
+    "LazyStore",
     "Mail",
     "Monitor",
     "ReportRow",
@@ -118,6 +120,33 @@ class Store(
     ConsoleQueries,
 ):
     """Queries over one database. Every method is one short transaction."""
+
+
+class LazyStore:
+    """A store opened on its first use and closed with :meth:`close`: the web app's pages
+    share one, and serving the feeds needs no database. Calling it gives the store."""
+
+    def __init__(self, database_url: str, base_dir: Path = Path(".")) -> None:
+        self.database_url = database_url
+        self.base_dir = base_dir
+        self._store: Store | None = None
+        self._lock = threading.Lock()
+
+    def __call__(self) -> Store:
+        store = self._store
+        if store is None:
+            with self._lock:  # pages run in threads: open it once
+                if self._store is None:
+                    self._store = open_store(self.database_url, self.base_dir)
+                store = self._store
+        return store
+
+    def close(self) -> None:
+        """Close the store, if it was opened (the app is shutting down)."""
+        with self._lock:
+            if self._store is not None:
+                self._store.close()
+                self._store = None
 
 
 def open_store(database_url: str, base_dir: Path = Path("."), *, migrate: bool = True) -> Store:

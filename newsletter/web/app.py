@@ -365,6 +365,7 @@ def routes(
     """Every route of the site, in matching order; the public folder's catch-all is last.
     ``closers`` is given what closes the stores the routes open."""
     from newsletter.mail.webhooks import routes as webhook_routes
+    from newsletter.web.console import routes as console_routes
     from newsletter.web.subscription import routes as subscription_routes
 
     pages = SitePages(cfg)
@@ -372,6 +373,7 @@ def routes(
         cfg.public_path, not_found=pages.not_found, pending=pending, building=pages.building
     )
     return [
+        *console_routes(cfg, wake_sender, closers),
         *subscription_routes(cfg, wake_sender, closers),
         *webhook_routes(cfg, closers),
         Route("/favicon.svg", pages.favicon_svg, methods=["GET"]),
@@ -398,6 +400,12 @@ _CSP_SEARCH = (
     "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
     "img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
 )
+# The console runs its one script, /admin/console.js, and reads /admin/live.json; an
+# issue's email is shown in a sandboxed srcdoc frame, whose images come from anywhere.
+_CSP_CONSOLE = (
+    "default-src 'none'; script-src 'self'; connect-src 'self'; style-src 'unsafe-inline'; "
+    "img-src 'self' https: data:; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 _SEARCH_PAGES = frozenset({"/search.html", "/search.en.html"})
 _CSP_OTHER = "default-src 'none'; frame-ancestors 'none'; sandbox"
 _FORM_PAGES = ("/subscribe", "/confirm/", "/unsubscribe/", "/preferences/", "/approve/")
@@ -421,6 +429,8 @@ def _csp(path: str, page: bool) -> bytes:
         return _CSP_OTHER.encode()
     if path in _SEARCH_PAGES:
         return _CSP_SEARCH.encode()
+    if path == "/admin" or path.startswith("/admin/"):
+        return _CSP_CONSOLE.encode()
     return (_CSP_FORM if path.startswith(_FORM_PAGES) else _CSP_PAGE).encode()
 
 

@@ -45,7 +45,7 @@ from newsletter.mail.tokens import (
 from newsletter.pacing import ClientWindow
 from newsletter.publish.render import LOCALES, N_, environment, translations_for
 from newsletter.publish.site import layout, query_paths, subscribe_path
-from newsletter.store import Confirmation, Issue, Store, Subscriber, open_store
+from newsletter.store import Confirmation, Issue, LazyStore, Subscriber
 
 log = logging.getLogger(__name__)
 
@@ -58,7 +58,7 @@ _HEADERS = {"Cache-Control": "no-store", "Referrer-Policy": "same-origin"}
 _MAX_FORM = 16_384
 
 
-async def _form(request: Request) -> dict[str, str]:
+async def read_form(request: Request) -> dict[str, str]:
     """The fields of a urlencoded form (the only kind these pages send), size-capped."""
     body = b""
     async for chunk in request.stream():
@@ -107,19 +107,9 @@ class SubscriptionPages:
         self.cfg = cfg
         self.wake_sender = wake_sender
         self.limiter = ClientLimiter(cfg.web.subscribe_per_minute)
-        self._store: Store | None = None
+        self.store = LazyStore(cfg.database_url, cfg.base_dir)
+        self.close = self.store.close
         self._keys: list[bytes] | None = None
-
-    def store(self) -> Store:
-        if self._store is None:
-            self._store = open_store(self.cfg.database_url, self.cfg.base_dir)
-        return self._store
-
-    def close(self) -> None:
-        """Close the store, if it was opened (the app is shutting down)."""
-        if self._store is not None:
-            self._store.close()
-            self._store = None
 
     def keys(self) -> list[bytes]:
         """The signing keys: the current one (signs) first, then old ones (still accepted)."""
@@ -162,7 +152,7 @@ class SubscriptionPages:
         return self._page(lang, "forbidden", 403)
 
     async def subscribe(self, request: Request) -> Response:
-        form = await _form(request)
+        form = await read_form(request)
         # The emails' language is the form's choice; the page answers in the language of the
         # page the form was on (its action carries ?lang=), else in the one chosen.
         chosen = str(form.get("lang") or "")
@@ -336,7 +326,7 @@ class SubscriptionPages:
         sub = await self._posted(request, PREFERENCES, "sample_preferences")
         if isinstance(sub, Response):
             return sub
-        form = await _form(request)
+        form = await read_form(request)
         action = form.get("action")
         if action == "unsubscribe":
             return await self._unsubscribe(sub, sub.lang)

@@ -1,0 +1,352 @@
+"""The editor's console: dashboard, issues, subscribers, bounces and charts under /admin/.
+
+Every page reads through :mod:`newsletter.app.console` and every button calls the same
+application functions as the CLI (:mod:`newsletter.app.issues`, :mod:`.delivery`), so the
+console can do nothing the lifecycle refuses; a refusal is shown as the CLI's one line.
+Signing in, sessions and CSRF belong to :mod:`newsletter.web.admin`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from typing import TextIO, cast
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response, StreamingResponse
+from starlette.routing import BaseRoute, Route
+
+from newsletter.app import console, console_list, review
+from newsletter.app import issues as issue_ops
+from newsletter.app.subscribers import AddressError, normalize_address
+from newsletter.app.subscribers import unsubscribe as unsubscribe_one
+from newsletter.app.subscription import approve_and_start
+from newsletter.config import LANGS, Config
+from newsletter.errors import NewsletterError
+from newsletter.lifecycle import (
+    IssueState,
+    IssueStateError,
+    Op,
+    SubscriberState,
+    allowed,
+    describe_pause,
+    refusal,
+)
+from newsletter.mail.tokens import secret_key
+from newsletter.publish import charts
+from newsletter.publish.render import LOCALES, translations_for
+from newsletter.store import AdminSession, Issue, utcnow
+from newsletter.web.admin import HEADERS, PREFIX, Console
+
+log = logging.getLogger(__name__)
+
+PAGE_SIZE = 50
+SUBSCRIBER_STATES = tuple(state.value for state in SubscriberState)
+_CSV_CHUNK = 64 * 1024
+# The buttons of an issue's page, in order, with the lifecycle operation each needs.
+BUTTONS = (
+    ("approve", Op.APPROVE),
+    ("pause", Op.PAUSE),
+    ("resume", Op.RESUME),
+    ("cancel", Op.CANCEL),
+)
+
+
+def buttons(row: Issue) -> list[str]:
+    """The operations the lifecycle allows on ``row`` now."""
+    shown = []
+    for name, op in BUTTONS:
+        ok = allowed(op, row.status, row.paused_by)
+        if name == "resume":
+            ok = row.status == IssueState.PAUSED
+        if name == "pause" and row.status == IssueState.PAUSED:
+            ok = row.paused_by != "operator"
+        if ok:
+            shown.append(name)
+    return shown
+
+
+class Pages:
+    """The console's pages, over :class:`Console`'s sessions and rendering."""
+
+    def __init__(self, base: Console) -> None:
+        self.base = base
+        self.cfg = base.cfg
+
+    def _paused(self, row: Issue | None, lang: str) -> str:
+        if row is None or row.status != IssueState.PAUSED:
+            return ""
+        return translations_for(lang).gettext(describe_pause(row.paused_by))
+
+    # -- dashboard ------------------------------------------------------------------------
+
+    async def dashboard(self, request: Request, session: AdminSession) -> Response:
+        board = await run_in_threadpool(console.dashboard, self.base.store(), utcnow())
+        return self.base.render(
+            request, "dashboard.html", session=session, board=board, buttons=buttons
+        )
+
+    async def live(self, request: Request, session: AdminSession) -> Response:
+        try:
+            issue_id = int(request.query_params.get("issue", ""))
+        except ValueError:
+            return JSONResponse({"error": "issue: a number"}, status_code=400, headers=HEADERS)
+        try:
+            counts = await run_in_threadpool(console.live, self.base.store(), issue_id, utcnow())
+        except NewsletterError as exc:
+            return JSONResponse({"error": str(exc)}, status_code=404, headers=HEADERS)
+        return JSONResponse(counts.as_json(), headers=HEADERS)
+
+    # -- issues ---------------------------------------------------------------------------
+
+    async def issue_list(self, request: Request, session: AdminSession) -> Response:
+        rows = await run_in_threadpool(console.issue_rows, self.base.store())
+        return self.base.render(request, "issues.html", session=session, rows=rows)
+
+    async def _issue(self, request: Request) -> Issue | None:
+        week = request.path_params["week"]
+        return await run_in_threadpool(self.base.store().get_issue, week)
+
+    async def issue_page(
+        self,
+        request: Request,
+        session: AdminSession,
+        *,
+        status: int = 200,
+        error: str = "",
+    ) -> Response:
+        row = await self._issue(request)
+        if row is None:
+            return self.base.render(request, "missing.html", status=404, session=session)
+        lang = request.query_params.get("edition", "")
+        lang = lang if lang in LANGS else self.cfg.default_lang
+        shown = await run_in_threadpool(review.issue_view, self.cfg, self.base.store(), row, lang)
+        live = await run_in_threadpool(console.live, self.base.store(), row.id, utcnow())
+        return self.base.render(
+            request,
+            "issue.html",
+            status=status,
+            session=session,
+            view=shown,
+            row=shown.issue,
+            live=live,
+            edition=lang,
+            editions=LANGS,
+            actions=buttons(shown.issue),
+            error=error,
+            done=request.query_params.get("done", "") if not error else "",
+        )
+
+    async def issue_action(
+        self, request: Request, session: AdminSession, form: dict[str, str]
+    ) -> Response:
+        row = await self._issue(request)
+        if row is None:
+            return self.base.render(request, "missing.html", status=404, session=session)
+        action = request.path_params["action"]
+        try:
+            done = await run_in_threadpool(self._act, row, action, form)
+        except (NewsletterError, AddressError) as exc:
+            log.warning("console: %s %s by %s refused: %s", action, row.week, session.username, exc)
+            return await self.issue_page(request, session, status=409, error=str(exc))
+        log.info("console: %s %s by %s", action, row.week, session.username)
+        if self.base.wake_sender is not None and action in ("approve", "resume", "test"):
+            self.base.wake_sender()
+        return self.base.redirect(f"{PREFIX}/issues/{row.week}?done={done}")
+
+    def _act(self, row: Issue, action: str, form: dict[str, str]) -> str:
+        store = self.base.store()
+        if action == "approve":
+            if not allowed(Op.APPROVE, row.status, row.paused_by):
+                raise IssueStateError(refusal(Op.APPROVE, row.week, row.status, row.paused_by))
+            approve_and_start(self.cfg, store, row)
+        elif action == "pause":
+            issue_ops.pause(store, row.week, "paused from the console")
+        elif action == "resume":
+            issue_ops.resume(store, row.week)
+        elif action == "cancel":
+            issue_ops.cancel(store, row.week)
+        elif action == "test":
+            address = normalize_address(form.get("address", ""))
+            lang = form.get("lang", "") if form.get("lang", "") in LANGS else self.cfg.default_lang
+            review.test_copy(self.cfg, store, row, secret_key(self.cfg), address, lang)
+        else:
+            raise NewsletterError(f"unknown action {action!r}")
+        return action
+
+    # -- subscribers ------------------------------------------------------------------------
+
+    def _filters(self, request: Request) -> dict[str, str | None]:
+        params = request.query_params
+        state = params.get("state", "")
+        lang = params.get("language", "")
+        return {
+            "query": params.get("q", "").strip()[:320],
+            "state": state if state in SUBSCRIBER_STATES else None,
+            "lang": lang if lang in LANGS else None,
+        }
+
+    async def subscriber_list(self, request: Request, session: AdminSession) -> Response:
+        filters = self._filters(request)
+        try:
+            after = int(request.query_params.get("after", "") or 0) or None
+        except ValueError:
+            after = None
+        found = await run_in_threadpool(
+            lambda: console_list.find_subscribers(
+                self.base.store(),
+                query=filters["query"] or "",
+                state=filters["state"],
+                lang=filters["lang"],
+                after=after,
+                limit=PAGE_SIZE,
+            )
+        )
+        return self.base.render(
+            request,
+            "subscribers.html",
+            session=session,
+            found=found,
+            filters=filters,
+            after=after,
+            states=SUBSCRIBER_STATES,
+            done=request.query_params.get("done", ""),
+        )
+
+    async def subscriber_csv(self, request: Request, session: AdminSession) -> Response:
+        filters = self._filters(request)
+        # Closed by the response's generator once streamed; on disk past 1 MB, so a long
+        # list never sits in memory.
+        spool = cast(
+            TextIO,
+            tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", newline=""),  # noqa: SIM115
+        )
+
+        def write() -> int:
+            return console_list.export_filtered(
+                self.base.store(),
+                spool,
+                query=filters["query"] or "",
+                state=filters["state"],
+                lang=filters["lang"],
+            )
+
+        written = await run_in_threadpool(write)
+        spool.seek(0)
+        log.info("console: %s exported %d subscribers", session.username, written)
+
+        async def chunks() -> AsyncIterator[bytes]:
+            try:
+                while text := await run_in_threadpool(spool.read, _CSV_CHUNK):
+                    yield text.encode("utf-8")
+            finally:
+                spool.close()
+
+        name = f"subscribers-{dt.date.today().isoformat()}.csv"
+        headers = {**HEADERS, "Content-Disposition": f'attachment; filename="{name}"'}
+        return StreamingResponse(chunks(), media_type="text/csv; charset=utf-8", headers=headers)
+
+    async def unsubscribe(
+        self, request: Request, session: AdminSession, form: dict[str, str]
+    ) -> Response:
+        try:
+            subscriber_id = int(request.path_params["id"])
+        except ValueError:
+            return self.base.render(request, "missing.html", status=404, session=session)
+        done = await run_in_threadpool(unsubscribe_one, self.base.store(), subscriber_id)
+        if done is None:
+            return self.base.render(request, "missing.html", status=404, session=session)
+        log.info("console: subscriber %d unsubscribed by %s", subscriber_id, session.username)
+        back = form.get("back", "")
+        back = back if back.startswith(f"{PREFIX}/subscribers") else f"{PREFIX}/subscribers"
+        return self.base.redirect(back + ("&" if "?" in back else "?") + "done=unsubscribed")
+
+    # -- bounces and charts --------------------------------------------------------------
+
+    async def bounces(self, request: Request, session: AdminSession) -> Response:
+        reports = await run_in_threadpool(console.recent_reports, self.base.store())
+        return self.base.render(request, "bounces.html", session=session, reports=reports)
+
+    async def chart_page(self, request: Request, session: AdminSession) -> Response:
+        lang = self.base.lang(request)
+        gettext = translations_for(lang).gettext
+        store = self.base.store()
+        over_time = await run_in_threadpool(console_list.subscribers_over_time, store, utcnow())
+        per_issue = await run_in_threadpool(console.issue_deliveries, store)
+        drawn = {
+            "growth": charts.line_chart(
+                over_time,
+                title=gettext("Active subscribers over time"),
+                description=gettext("Active subscribers at the end of each day."),
+                y_label=gettext("Active subscribers"),
+                locale=LOCALES[lang],
+                empty=gettext("No subscribers yet."),
+            ),
+            "deliveries": charts.bar_chart(
+                [row.week for row in per_issue],
+                [
+                    (gettext("Sent"), [row.sent - row.bounced for row in per_issue]),
+                    (gettext("Bounced"), [row.bounced for row in per_issue]),
+                    (gettext("Failed"), [row.failed for row in per_issue]),
+                ],
+                title=gettext("Deliveries per issue"),
+                description=gettext(
+                    "For each issue: messages delivered, bounced after delivery, and failed."
+                ),
+                y_label=gettext("Messages"),
+                locale=LOCALES[lang],
+                empty=gettext("No issue sent yet."),
+            ),
+        }
+        return self.base.render(
+            request,
+            "charts.html",
+            session=session,
+            over_time=over_time,
+            per_issue=per_issue,
+            drawn=drawn,
+        )
+
+    async def script(self, request: Request) -> Response:
+        from newsletter.publish.render import templates_dir
+
+        body = (templates_dir() / "admin" / "console.js").read_bytes()
+        return Response(body, media_type="text/javascript; charset=utf-8", headers=HEADERS)
+
+
+def routes(
+    cfg: Config,
+    wake_sender: Callable[[], None] | None = None,
+    closers: list[Callable[[], None]] | None = None,
+) -> list[BaseRoute]:
+    """The console's routes; ``closers`` is given what closes its store."""
+    base = Console(cfg, wake_sender)
+    if closers is not None:
+        closers.append(base.close)
+    pages = Pages(base)
+    page, action = base.page, base.action
+    return [
+        Route(PREFIX, lambda request: base.redirect(f"{PREFIX}/"), methods=["GET"]),
+        Route(f"{PREFIX}/login", base.login_form, methods=["GET"]),
+        Route(f"{PREFIX}/login", base.login, methods=["POST"]),
+        Route(f"{PREFIX}/logout", action(base.logout), methods=["POST"]),
+        Route(f"{PREFIX}/console.js", pages.script, methods=["GET"]),
+        Route(f"{PREFIX}/", page(pages.dashboard), methods=["GET"]),
+        Route(f"{PREFIX}/live.json", page(pages.live), methods=["GET"]),
+        Route(f"{PREFIX}/issues", page(pages.issue_list), methods=["GET"]),
+        Route(f"{PREFIX}/issues/{{week}}", page(pages.issue_page), methods=["GET"]),
+        Route(f"{PREFIX}/issues/{{week}}/{{action}}", action(pages.issue_action), methods=["POST"]),
+        Route(f"{PREFIX}/subscribers", page(pages.subscriber_list), methods=["GET"]),
+        Route(f"{PREFIX}/subscribers.csv", page(pages.subscriber_csv), methods=["GET"]),
+        Route(
+            f"{PREFIX}/subscribers/{{id}}/unsubscribe",
+            action(pages.unsubscribe),
+            methods=["POST"],
+        ),
+        Route(f"{PREFIX}/bounces", page(pages.bounces), methods=["GET"]),
+        Route(f"{PREFIX}/charts", page(pages.chart_page), methods=["GET"]),
+        Route(f"{PREFIX}/{{path:path}}", lambda request: base.not_found(), methods=["GET", "POST"]),
+    ]
