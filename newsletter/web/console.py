@@ -284,6 +284,7 @@ class Pages:
                 y_label=gettext("Active subscribers"),
                 locale=LOCALES[lang],
                 empty=gettext("No subscribers yet."),
+                id="growth",
             ),
             "deliveries": charts.bar_chart(
                 [row.week for row in per_issue],
@@ -299,6 +300,7 @@ class Pages:
                 y_label=gettext("Messages"),
                 locale=LOCALES[lang],
                 empty=gettext("No issue sent yet."),
+                id="deliveries",
             ),
         }
         return self.base.render(
