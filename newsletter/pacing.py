@@ -184,6 +184,13 @@ class ClientWindow:
             self._add(client, now)
             return True
 
+    def give_back(self, client: str) -> None:
+        """Forget ``client``'s latest event (an attempt counted up front that succeeded)."""
+        with self.lock:
+            times = self.events.get(client)
+            if times:
+                times.pop()
+
     def _wait(self, client: str, now: float) -> int:
         times = self.events.get(client)
         while times and times[0] <= now - self.seconds:

@@ -46,7 +46,7 @@ def client_for(url: str) -> httpx.Client:
 def test_no_console_without_an_account(site: tuple[Store, str]) -> None:
     _, url = site
     with client_for(url) as client:
-        for path in ("/admin/", "/admin/login", "/admin/issues", "/admin/metrics-nope"):
+        for path in ("/admin", "/admin/", "/admin/login", "/admin/console.js", "/admin/nope"):
             assert client.get(path).status_code == 404, path
         assert client.post("/admin/login", data={"username": "x"}).status_code == 404
 
@@ -238,3 +238,68 @@ def test_a_test_copy_from_the_console_is_queued_for_the_sender(site: tuple[Store
         assert sent.status_code == 303 and sent.headers["location"].endswith("?done=test")
     (mail,) = store.mails("test")
     assert mail.recipient == "Editor@example.org"
+
+
+def test_a_burst_of_guesses_meets_the_limit_all_the_same(site: tuple[Store, str]) -> None:
+    """Attempts are counted before the password is checked: thirty posted at once get no
+    more checks than five posted one after another."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsletter.web.admin import ACCOUNT_FAILURES
+
+    store, url = site
+    admins.add(store, "editor", PASSWORD)
+    with client_for(url) as client:
+        page = client.get("/admin/login")
+        form = {"csrf": _csrf(page), "username": "editor", "password": "a wrong guess!"}
+
+        def guess(_: int) -> int:
+            return client.post("/admin/login", data=form).status_code
+
+        with ThreadPoolExecutor(30) as pool:
+            answers = list(pool.map(guess, range(30)))
+    assert answers.count(401) == ACCOUNT_FAILURES
+    assert answers.count(429) == 30 - ACCOUNT_FAILURES
+
+
+def test_a_right_password_does_not_count_against_the_limit(site: tuple[Store, str]) -> None:
+    store, url = site
+    admins.add(store, "editor", PASSWORD)
+    for _ in range(8):
+        with client_for(url) as client:
+            assert sign_in(client, "editor", PASSWORD).status_code == 303
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/admin/subscribers?after=99999999999999999999999",
+        "/admin/subscribers?after=-3&q=%00x",
+        "/admin/subscribers.csv?q=%00",
+        "/admin/live.json?issue=99999999999999999999999",
+        "/admin/live.json?issue=x",
+        "/admin/live.json?issue=12345",
+        "/admin/issues/..%2F..%2Fetc",
+        "/admin/subscribers?state=nonsense&language=xx",
+    ],
+)
+def test_bad_addresses_are_answered_not_crashed_on(site: tuple[Store, str], path: str) -> None:
+    store, url = site
+    admins.add(store, "editor", PASSWORD)
+    with client_for(url) as client:
+        sign_in(client, "editor", PASSWORD)
+        assert client.get(path).status_code in (200, 400, 404)
+        csrf = _csrf(client.get("/admin/"))
+        target = "/admin/subscribers/99999999999999999999999/unsubscribe"
+        assert client.post(target, data={"csrf": csrf}).status_code == 404
+
+
+def test_the_csv_keeps_formulas_from_running_in_a_spreadsheet(site: tuple[Store, str]) -> None:
+    store, url = site
+    admins.add(store, "editor", PASSWORD)
+    store.add_subscriber("a@example.org", '=HYPERLINK("http://evil.example","x")', "ko")
+    store.add_subscriber("b@example.org", "김독자", "ko")
+    with client_for(url) as client:
+        sign_in(client, "editor", PASSWORD)
+        body = client.get("/admin/subscribers.csv").text
+    assert "'=HYPERLINK(" in body and ",김독자," in body

@@ -63,7 +63,7 @@ def test_mistakes_are_one_line(
     code, _, err = _cli(cfg, "admin", *args, stdin=stdin)
     assert code == 1
     assert error in err and err.count("\n") == 1
-    assert store.list_admins() == []
+    assert admins.accounts(store) == []
 
 
 def test_an_account_is_added_once(cfg: Config, store: Store) -> None:
@@ -111,3 +111,14 @@ def test_the_database_holds_no_session_cookie(store: Store, cfg: Config) -> None
     made = admins.sign_in(store, admin)
     assert made.token not in Path(cfg.base_dir / "newsletter.db").read_bytes().decode("latin-1")
     assert made.session.token_hash != made.token
+
+
+def test_polling_does_not_keep_a_session_alive(store: Store) -> None:
+    admin = admins.add(store, "editor", PASSWORD)
+    now = dt.datetime(2026, 12, 7, 9, 0, tzinfo=dt.UTC)
+    made = admins.sign_in(store, admin, now)
+    at = now
+    while at < now + admins.IDLE_TIMEOUT - dt.timedelta(minutes=10):
+        at += dt.timedelta(minutes=10)
+        assert admins.session(store, made.token, at, touch=False) is not None
+    assert admins.session(store, made.token, now + admins.IDLE_TIMEOUT, touch=False) is None

@@ -76,8 +76,9 @@ def remove(store: Store, username: str) -> None:
     log.info("admin %s removed, with its sessions", name)
 
 
-def accounts(store: Store) -> list[Admin]:
-    return store.list_admins()
+def accounts(store: Store, now: dt.datetime | None = None) -> list[Admin]:
+    now = now or utcnow()
+    return store.list_admins(now, now - IDLE_TIMEOUT)
 
 
 def _digest(token: str) -> str:
@@ -133,8 +134,12 @@ def sign_in(store: Store, admin: Admin, now: dt.datetime | None = None) -> NewSe
     return NewSession(token, session)
 
 
-def session(store: Store, token: str, now: dt.datetime | None = None) -> AdminSession | None:
-    """The live session a cookie holds, or None (unknown, ended, expired or idle too long)."""
+def session(
+    store: Store, token: str, now: dt.datetime | None = None, *, touch: bool = True
+) -> AdminSession | None:
+    """The live session a cookie holds, or None (unknown, ended, expired or idle too long).
+    A request a person made ``touch``es it; the page's own polling does not, so an open tab
+    left alone still ends after :data:`IDLE_TIMEOUT`."""
     if not token or len(token) > 100:
         return None
     now = now or utcnow()
@@ -144,7 +149,7 @@ def session(store: Store, token: str, now: dt.datetime | None = None) -> AdminSe
     if found.expires_at <= now or found.seen_at + IDLE_TIMEOUT <= now:
         store.end_admin_session(found.token_hash)
         return None
-    if now - found.seen_at >= _TOUCH_EVERY:
+    if touch and now - found.seen_at >= _TOUCH_EVERY:
         store.touch_admin_session(found.token_hash, now)
     return found
 

@@ -90,8 +90,11 @@ def export_filtered(
 ) -> int:
     """The list as :func:`find_subscribers` finds it, as the CSV of ``newsletter
     subscribers export`` (``email,name,lang,status``), streamed a batch at a time;
-    returns the rows written."""
-    return export_csv(store, out, state or None, query=_search(query), lang=lang or None)
+    returns the rows written. Names that a spreadsheet would run as a formula are made
+    inert: this file is downloaded to be opened in one."""
+    return export_csv(
+        store, out, state or None, query=_search(query), lang=lang or None, spreadsheet=True
+    )
 
 
 # --- the list over time ------------------------------------------------------------------

@@ -197,17 +197,29 @@ def export_csv(
     *,
     query: str = "",
     lang: str | None = None,
+    spreadsheet: bool = False,
 ) -> int:
     """Write subscribers as CSV (``email,name,lang,status``), streaming; returns the count.
-    ``status``, ``lang`` and ``query`` (part of the address or name) narrow the list."""
+    ``status``, ``lang`` and ``query`` (part of the address or name) narrow the list.
+    With ``spreadsheet``, a name a spreadsheet would read as a formula (anyone may type
+    ``=HYPERLINK(...)`` into the subscribe form) is written with a leading ``'``."""
     check_filters(status, lang)
     writer = csv.writer(out, lineterminator="\n")
     writer.writerow([*CSV_FIELDS, "status"])
     count = 0
     for sub in store.iter_subscribers(status, query=query, lang=lang):
-        writer.writerow([sub.email, sub.name, sub.lang, sub.status])
+        name = _inert(sub.name) if spreadsheet else sub.name
+        writer.writerow([sub.email, name, sub.lang, sub.status])
         count += 1
     return count
+
+
+# What spreadsheets take for the start of a formula (OWASP, "CSV injection").
+_FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r")
+
+
+def _inert(cell: str) -> str:
+    return "'" + cell if cell.startswith(_FORMULA_STARTS) else cell
 
 
 # The first line of `newsletter subscribers list`: scripts skip it with `tail -n +2`.

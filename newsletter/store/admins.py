@@ -94,13 +94,15 @@ class AdminQueries(StoreBase):
             conn.execute(admins.delete().where(admins.c.id == found))
         return True
 
-    def list_admins(self) -> list[Admin]:
-        """Every account, by name, with its number of live sessions."""
+    def list_admins(self, now: dt.datetime, idle_before: dt.datetime) -> list[Admin]:
+        """Every account, by name, with its number of live sessions: not past their end
+        at ``now``, and used since ``idle_before``."""
         live = (
             sa.select(sa.func.count())
             .where(
                 admin_sessions.c.admin_id == admins.c.id,
-                admin_sessions.c.expires_at > utcnow(),
+                admin_sessions.c.expires_at > now,
+                admin_sessions.c.seen_at >= idle_before,
             )
             .scalar_subquery()
             .label("sessions")

@@ -16,10 +16,11 @@ import hmac
 import logging
 import secrets
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 from zoneinfo import ZoneInfo
 
+import anyio
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
@@ -28,7 +29,7 @@ from newsletter.app import admins
 from newsletter.config import LANGS, Config
 from newsletter.pacing import ClientWindow
 from newsletter.publish.render import environment
-from newsletter.store import AdminSession, LazyStore
+from newsletter.store import AdminSession, LazyStore, Store
 from newsletter.web.subscription import read_form, same_origin
 
 log = logging.getLogger(__name__)
@@ -52,6 +53,7 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+T = TypeVar("T")
 Handler = Callable[[Request, AdminSession], Awaitable[Response]]
 
 
@@ -69,6 +71,14 @@ class Console:
         self.tz = ZoneInfo(cfg.timezone)
         self.store = LazyStore(cfg.database_url, cfg.base_dir)
         self.close = self.store.close
+        # An argon2id check takes 64 MiB and a core for about 0.1 s: two at a time, so that
+        # a burst of sign-ins queues here instead of filling memory and the thread pool.
+        self.checks = anyio.CapacityLimiter(2)
+
+    async def db(self, work: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``work(store, *args)`` in a worker thread: the store is opened (connected,
+        migrated) there too, never on the event loop."""
+        return await run_in_threadpool(lambda: work(self.store(), *args, **kwargs))
 
     # -- rendering ----------------------------------------------------------------------
 
@@ -128,17 +138,19 @@ class Console:
 
     # -- sessions -----------------------------------------------------------------------
 
-    async def session(self, request: Request) -> AdminSession | None:
+    async def session(self, request: Request, *, touch: bool = True) -> AdminSession | None:
         token = request.cookies.get(COOKIE, "")
         if not token:
             return None
-        return await run_in_threadpool(admins.session, self.store(), token)
+        return await self.db(admins.session, token, touch=touch)
 
-    async def _open(self) -> bool:
+    async def exists(self) -> bool:
         """Whether the console exists: it has an account."""
-        return await run_in_threadpool(self.store().has_admins)
+        return await self.db(Store.has_admins)
 
     def _to_login(self, request: Request) -> Response:
+        if request.method != "GET":  # after signing in, a GET of a POST's address is a 404
+            return self.redirect(f"{PREFIX}/login")
         target = request.url.path + (f"?{request.url.query}" if request.url.query else "")
         return self.redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
 
@@ -146,11 +158,13 @@ class Console:
         """A GET page: 404 without accounts, the login without a session."""
 
         async def endpoint(request: Request) -> Response:
-            if not await self._open():
+            if not await self.exists():
                 return self.not_found()
-            found = await self.session(request)
+            # The page's own polling is no sign of a person: it does not keep a session alive.
+            polled = request.url.path.endswith(".json")
+            found = await self.session(request, touch=not polled)
             if found is None:
-                if request.url.path.endswith(".json"):
+                if polled:
                     return Response(status_code=401, headers=HEADERS)
                 return self._to_login(request)
             return await handler(request, found)
@@ -164,7 +178,7 @@ class Console:
         CSRF token and comes from this site."""
 
         async def endpoint(request: Request) -> Response:
-            if not await self._open():
+            if not await self.exists():
                 return self.not_found()
             found = await self.session(request)
             if found is None:
@@ -188,7 +202,7 @@ class Console:
     # -- the login ------------------------------------------------------------------------
 
     async def login_form(self, request: Request) -> Response:
-        if not await self._open():
+        if not await self.exists():
             return self.not_found()
         if await self.session(request) is not None:
             return self.redirect(_next(request.query_params.get("next", "")))
@@ -220,7 +234,7 @@ class Console:
         return max(self.clients.wait(client), self.accounts.wait(account) if account else 0)
 
     async def login(self, request: Request) -> Response:
-        if not await self._open():
+        if not await self.exists():
             return self.not_found()
         form = await read_form(request)
         username = form.get("username", "")[:200]
@@ -232,18 +246,23 @@ class Console:
             and hmac.compare_digest(token.encode(), expected.encode())
         ):
             return self._login_page(request, status=403, error="csrf", username=username)
-        if self._wait(request, username):
+        client = request.client.host if request.client else "-"
+        account = username.strip().lower()
+        # Counted before the check, so that attempts in flight at once count too; given
+        # back when the password was right.
+        if not self.clients.allow(client):
             return self._login_page(request, status=429, error="locked", username=username)
-        admin = await run_in_threadpool(
-            admins.verify, self.store(), username, form.get("password", "")
-        )
+        if not self.accounts.allow(account):
+            self.clients.give_back(client)
+            return self._login_page(request, status=429, error="locked", username=username)
+        async with self.checks:
+            admin = await self.db(admins.verify, username, form.get("password", ""))
         if admin is None:
-            client = request.client.host if request.client else "-"
-            self.clients.add(client)
-            self.accounts.add(username.strip().lower())
             log.warning("console: failed sign-in as %r from %s", username[:64], client)
             return self._login_page(request, status=401, error="wrong", username=username)
-        made = await run_in_threadpool(admins.sign_in, self.store(), admin)
+        self.clients.give_back(client)
+        self.accounts.give_back(account)
+        made = await self.db(admins.sign_in, admin)
         response = self.redirect(_next(form.get("next", "")))
         self._cookie(
             response, COOKIE, made.token, max_age=int(admins.SESSION_LIFETIME.total_seconds())
@@ -254,7 +273,7 @@ class Console:
     async def logout(
         self, request: Request, session: AdminSession, form: dict[str, str]
     ) -> Response:
-        await run_in_threadpool(admins.sign_out, self.store(), request.cookies.get(COOKIE, ""))
+        await self.db(admins.sign_out, request.cookies.get(COOKIE, ""))
         log.info("admin %s signed out", session.username)
         response = self.redirect(f"{PREFIX}/login")
         response.delete_cookie(

@@ -38,7 +38,7 @@ from newsletter.lifecycle import (
 from newsletter.mail.tokens import secret_key
 from newsletter.publish import charts
 from newsletter.publish.render import LOCALES, translations_for
-from newsletter.store import AdminSession, Issue, utcnow
+from newsletter.store import AdminSession, Issue, Store, utcnow
 from newsletter.web.admin import HEADERS, PREFIX, Console
 
 log = logging.getLogger(__name__)
@@ -53,6 +53,17 @@ BUTTONS = (
     ("resume", Op.RESUME),
     ("cancel", Op.CANCEL),
 )
+
+
+def row_id(text: str) -> int | None:
+    """A row's id from a URL: None when empty, ValueError unless 1 <= id < 2**63 (what
+    either database can hold; a larger number would fail in the driver)."""
+    if not text:
+        return None
+    value = int(text)
+    if not 1 <= value < 2**63:
+        raise ValueError(text)
+    return value
 
 
 def buttons(row: Issue) -> list[str]:
@@ -84,18 +95,20 @@ class Pages:
     # -- dashboard ------------------------------------------------------------------------
 
     async def dashboard(self, request: Request, session: AdminSession) -> Response:
-        board = await run_in_threadpool(console.dashboard, self.base.store(), utcnow())
+        board = await self.base.db(console.dashboard, utcnow())
         return self.base.render(
             request, "dashboard.html", session=session, board=board, buttons=buttons
         )
 
     async def live(self, request: Request, session: AdminSession) -> Response:
         try:
-            issue_id = int(request.query_params.get("issue", ""))
+            issue_id = row_id(request.query_params.get("issue", ""))
+            if issue_id is None:
+                raise ValueError
         except ValueError:
             return JSONResponse({"error": "issue: a number"}, status_code=400, headers=HEADERS)
         try:
-            counts = await run_in_threadpool(console.live, self.base.store(), issue_id, utcnow())
+            counts = await self.base.db(console.live, issue_id, utcnow())
         except NewsletterError as exc:
             return JSONResponse({"error": str(exc)}, status_code=404, headers=HEADERS)
         return JSONResponse(counts.as_json(), headers=HEADERS)
@@ -103,12 +116,12 @@ class Pages:
     # -- issues ---------------------------------------------------------------------------
 
     async def issue_list(self, request: Request, session: AdminSession) -> Response:
-        rows = await run_in_threadpool(console.issue_rows, self.base.store())
+        rows = await self.base.db(console.issue_rows)
         return self.base.render(request, "issues.html", session=session, rows=rows)
 
     async def _issue(self, request: Request) -> Issue | None:
         week = request.path_params["week"]
-        return await run_in_threadpool(self.base.store().get_issue, week)
+        return await self.base.db(Store.get_issue, week)
 
     async def issue_page(
         self,
@@ -123,8 +136,8 @@ class Pages:
             return self.base.render(request, "missing.html", status=404, session=session)
         lang = request.query_params.get("edition", "")
         lang = lang if lang in LANGS else self.cfg.default_lang
-        shown = await run_in_threadpool(review.issue_view, self.cfg, self.base.store(), row, lang)
-        live = await run_in_threadpool(console.live, self.base.store(), row.id, utcnow())
+        shown = await self.base.db(lambda store: review.issue_view(self.cfg, store, row, lang))
+        live = await self.base.db(console.live, row.id, utcnow())
         return self.base.render(
             request,
             "issue.html",
@@ -184,7 +197,8 @@ class Pages:
         state = params.get("state", "")
         lang = params.get("language", "")
         return {
-            "query": params.get("q", "").strip()[:320],
+            # NUL is no character of an address or a name, and PostgreSQL refuses it in text.
+            "query": params.get("q", "").replace("\x00", "").strip()[:320],
             "state": state if state in SUBSCRIBER_STATES else None,
             "lang": lang if lang in LANGS else None,
         }
@@ -192,18 +206,16 @@ class Pages:
     async def subscriber_list(self, request: Request, session: AdminSession) -> Response:
         filters = self._filters(request)
         try:
-            after = int(request.query_params.get("after", "") or 0) or None
+            after = row_id(request.query_params.get("after", ""))
         except ValueError:
             after = None
-        found = await run_in_threadpool(
-            lambda: console_list.find_subscribers(
-                self.base.store(),
-                query=filters["query"] or "",
-                state=filters["state"],
-                lang=filters["lang"],
-                after=after,
-                limit=PAGE_SIZE,
-            )
+        found = await self.base.db(
+            console_list.find_subscribers,
+            query=filters["query"] or "",
+            state=filters["state"],
+            lang=filters["lang"],
+            after=after,
+            limit=PAGE_SIZE,
         )
         return self.base.render(
             request,
@@ -225,16 +237,17 @@ class Pages:
             tempfile.SpooledTemporaryFile(max_size=1 << 20, mode="w+", newline=""),  # noqa: SIM115
         )
 
-        def write() -> int:
-            return console_list.export_filtered(
-                self.base.store(),
+        try:
+            written = await self.base.db(
+                console_list.export_filtered,
                 spool,
                 query=filters["query"] or "",
                 state=filters["state"],
                 lang=filters["lang"],
             )
-
-        written = await run_in_threadpool(write)
+        except BaseException:
+            spool.close()
+            raise
         spool.seek(0)
         log.info("console: %s exported %d subscribers", session.username, written)
 
@@ -253,10 +266,10 @@ class Pages:
         self, request: Request, session: AdminSession, form: dict[str, str]
     ) -> Response:
         try:
-            subscriber_id = int(request.path_params["id"])
+            subscriber_id = row_id(request.path_params["id"])
         except ValueError:
             return self.base.render(request, "missing.html", status=404, session=session)
-        done = await run_in_threadpool(unsubscribe_one, self.base.store(), subscriber_id)
+        done = await self.base.db(unsubscribe_one, subscriber_id)
         if done is None:
             return self.base.render(request, "missing.html", status=404, session=session)
         log.info("console: subscriber %d unsubscribed by %s", subscriber_id, session.username)
@@ -267,15 +280,16 @@ class Pages:
     # -- bounces and charts --------------------------------------------------------------
 
     async def bounces(self, request: Request, session: AdminSession) -> Response:
-        reports = await run_in_threadpool(console.recent_reports, self.base.store())
+        reports = await self.base.db(console.recent_reports)
         return self.base.render(request, "bounces.html", session=session, reports=reports)
 
     async def chart_page(self, request: Request, session: AdminSession) -> Response:
         lang = self.base.lang(request)
         gettext = translations_for(lang).gettext
-        store = self.base.store()
-        over_time = await run_in_threadpool(console_list.subscribers_over_time, store, utcnow())
-        per_issue = await run_in_threadpool(console.issue_deliveries, store)
+        # Days as the site counts them (Seoul's, by default), not UTC's.
+        now = utcnow().astimezone(self.base.tz)
+        over_time = await self.base.db(console_list.subscribers_over_time, now)
+        per_issue = await self.base.db(console.issue_deliveries)
         drawn = {
             "growth": charts.line_chart(
                 over_time,
@@ -284,7 +298,7 @@ class Pages:
                 y_label=gettext("Active subscribers"),
                 locale=LOCALES[lang],
                 empty=gettext("No subscribers yet."),
-                id="growth",
+                id="growth-chart",
             ),
             "deliveries": charts.bar_chart(
                 [row.week for row in per_issue],
@@ -300,7 +314,7 @@ class Pages:
                 y_label=gettext("Messages"),
                 locale=LOCALES[lang],
                 empty=gettext("No issue sent yet."),
-                id="deliveries",
+                id="deliveries-chart",
             ),
         }
         return self.base.render(
@@ -312,8 +326,16 @@ class Pages:
             drawn=drawn,
         )
 
+    async def home(self, request: Request) -> Response:
+        if not await self.base.exists():
+            return self.base.not_found()
+        return self.base.redirect(f"{PREFIX}/")
+
     async def script(self, request: Request) -> Response:
         from newsletter.publish.render import templates_dir
+
+        if not await self.base.exists():
+            return self.base.not_found()
 
         body = (templates_dir() / "admin" / "console.js").read_bytes()
         return Response(body, media_type="text/javascript; charset=utf-8", headers=HEADERS)
@@ -331,7 +353,7 @@ def routes(
     pages = Pages(base)
     page, action = base.page, base.action
     return [
-        Route(PREFIX, lambda request: base.redirect(f"{PREFIX}/"), methods=["GET"]),
+        Route(PREFIX, pages.home, methods=["GET"]),
         Route(f"{PREFIX}/login", base.login_form, methods=["GET"]),
         Route(f"{PREFIX}/login", base.login, methods=["POST"]),
         Route(f"{PREFIX}/logout", action(base.logout), methods=["POST"]),
