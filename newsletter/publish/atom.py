@@ -20,10 +20,10 @@ from typing import Any
 
 from newsletter.config import Config
 from newsletter.publish.feed_text import clean_html, html_text, plain
+from newsletter.publish.names import ATOM_TYPE
 
 __all__ = ["ATOM_TYPE", "AtomEntry", "atom_document"]
 
-ATOM_TYPE = "application/atom+xml"
 MEDIA_NS = "http://search.yahoo.com/mrss/"
 GENERATOR = "newsletter"
 # Feeds carry no clock; an empty feed still needs an `updated`, and this one never moves.

@@ -27,10 +27,18 @@ from markupsafe import Markup, escape
 from newsletter.config import Config
 from newsletter.models import Archive, Digest, Media, Paper, Pick
 from newsletter.publish import inline, latex
-from newsletter.publish.atom import ATOM_TYPE, AtomEntry, atom_document
+from newsletter.publish.atom import AtomEntry, atom_document
 from newsletter.publish.feed_content import Words, byline, points_html, words
 from newsletter.publish.feed_text import plain
-from newsletter.publish.json_feed import JSON_TYPE, json_document, json_html, json_text
+from newsletter.publish.json_feed import json_document, json_html, json_text
+from newsletter.publish.names import (
+    ATOM_NAME,
+    ATOM_TYPE,
+    ISSUES_ATOM_NAME,
+    ISSUES_JSON_NAME,
+    JSON_NAME,
+    JSON_TYPE,
+)
 from newsletter.publish.public_files import write_if_changed, write_public
 from newsletter.select import top_daily
 
@@ -62,11 +70,6 @@ __all__ = [
     "write_public",
 ]
 
-ATOM_NAME = "feed.atom"
-JSON_NAME = "feed.json"
-# The weekly issues' feeds (newsletter.publish.issue_feed).
-ISSUES_ATOM_NAME = "issues.atom"
-ISSUES_JSON_NAME = "issues.json"
 # Author elements per entry. Papers with dozens or hundreds of authors are common; the
 # rest are named in the content, never as a made-up "and N more" author.
 MAX_AUTHORS = 5

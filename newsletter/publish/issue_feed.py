@@ -25,9 +25,9 @@ from newsletter.config import Config
 from newsletter.models import Archive
 from newsletter.publish import latex
 from newsletter.publish.atom import AtomEntry, atom_document
-from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 from newsletter.publish.feed_content import AUTHORS_IN_CONTENT, Words, byline, points_html, words
 from newsletter.publish.json_feed import json_document, json_html, json_text
+from newsletter.publish.names import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 from newsletter.publish.public_files import write_public
 from newsletter.publish.render import environment, lead_line, web_copy_url
 from newsletter.select import IsoWeek, NoIssueError, WeekIssue, build_issue, issue_weeks

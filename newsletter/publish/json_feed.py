@@ -11,10 +11,10 @@ from collections.abc import Iterable, Sequence
 from typing import Any
 
 from newsletter.config import Config
+from newsletter.publish.names import JSON_TYPE
 
 __all__ = ["JSON_TYPE", "json_document", "json_html", "json_text"]
 
-JSON_TYPE = "application/feed+json"
 JSON_FEED_VERSION = "https://jsonfeed.org/version/1.1"
 # json.dumps leaves these as they are; escaped, the JSON can also sit inside an HTML page.
 # str.replace per character: str.translate looks every character up in a dict, which made

@@ -10,14 +10,16 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from newsletter.archive.cache import Catalog, read_checked, write_checked
+from newsletter.archive.cache_format import read_checked, write_checked
 from newsletter.config import Config
-from newsletter.publish import latex, site
-from newsletter.publish.feed import ATOM_NAME, JSON_NAME
-from newsletter.publish.render import LOCALES_DIR, templates_dir
-from newsletter.select import IsoWeek
+from newsletter.publish.names import ATOM_NAME, JSON_NAME
+
+if TYPE_CHECKING:
+    from newsletter.archive.cache import Catalog
+    from newsletter.publish.site import Lead
+    from newsletter.select import IsoWeek
 
 __all__ = ["FEEDS", "PAGES", "Manifest", "feed_inputs", "page_inputs"]
 
@@ -52,6 +54,11 @@ def _files_hash(folders: Iterable[Path], pattern: str) -> str:
 def page_inputs(cfg: Config) -> str:
     """What every web copy depends on besides its papers: templates, catalogs, the settings
     the templates and file names use, and the package version."""
+    # Here, not at the top: a start reads the manifest before it listens, and needs no
+    # renderer for that.
+    from newsletter.publish import latex
+    from newsletter.publish.render import LOCALES_DIR, templates_dir
+
     email = cfg.email
     return _hash(
         VERSION,
@@ -80,6 +87,9 @@ def feed_inputs(cfg: Config, catalog: Catalog) -> str:
     """What the feeds depend on: every digest (first appearances reach back to the start),
     the compiled catalogs (labels and words in the feed's language), the feed settings
     and the package version."""
+    from newsletter.publish import latex
+    from newsletter.publish.render import LOCALES_DIR
+
     return _hash(
         VERSION,
         latex.REVISION,
@@ -183,7 +193,7 @@ class Manifest:
             return rows if isinstance(rows, list) else None
         return None
 
-    def record_leads(self, week: IsoWeek, inputs: str, leads: tuple[site.Lead, ...]) -> None:
+    def record_leads(self, week: IsoWeek, inputs: str, leads: tuple[Lead, ...]) -> None:
         self.leads[str(week)] = [inputs, [lead.to_json() for lead in leads]]
         self.dirty = True
 

@@ -1,0 +1,25 @@
+"""The feeds' file names in the public folder and their media types.
+
+Apart from the renderers, so that what only serves or looks for the files (the web app,
+the manifest, a service answering its feeds while it starts) imports none of them.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ATOM_NAME",
+    "ATOM_TYPE",
+    "ISSUES_ATOM_NAME",
+    "ISSUES_JSON_NAME",
+    "JSON_NAME",
+    "JSON_TYPE",
+]
+
+# The daily feeds (newsletter.publish.feed).
+ATOM_NAME = "feed.atom"
+JSON_NAME = "feed.json"
+# The weekly issues' feeds (newsletter.publish.issue_feed).
+ISSUES_ATOM_NAME = "issues.atom"
+ISSUES_JSON_NAME = "issues.json"
+ATOM_TYPE = "application/atom+xml"
+JSON_TYPE = "application/feed+json"
