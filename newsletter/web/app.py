@@ -24,7 +24,6 @@ from pathlib import Path
 
 import anyio.to_thread
 from markupsafe import Markup
-from sqlalchemy import exc as sa_exc
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.requests import Request
@@ -33,7 +32,7 @@ from starlette.routing import BaseRoute, Route
 from starlette.types import Message, Receive, Scope, Send
 
 from newsletter.config import LANGS, Config
-from newsletter.publish.feed import (
+from newsletter.publish.names import (
     ATOM_NAME,
     ATOM_TYPE,
     ISSUES_ATOM_NAME,
@@ -43,8 +42,6 @@ from newsletter.publish.feed import (
 )
 from newsletter.publish.pending import PendingPages
 from newsletter.web.edge import HttpMiddleware, RequestEdge
-from newsletter.web.health import Health
-from newsletter.web.metrics import RequestTimer
 
 log = logging.getLogger(__name__)
 
@@ -482,6 +479,8 @@ def redact_access_log() -> None:
 
 def _storage_failure(exc: BaseException) -> bool:
     """A full disk or a database that cannot be written: the visitor should retry later."""
+    from sqlalchemy import exc as sa_exc
+
     from newsletter.store import StoreError
 
     if isinstance(exc, StoreError):
@@ -522,7 +521,13 @@ def create_app(
     ``wake_sender`` tells it there is one. ``pending``: the pages a build in progress is
     about to write, answered with 503 and Retry-After until they are there.
     ``scheduler_running``: whether the scheduler runs (``newsletter run``), for /readyz."""
+    # Here, not at the top: a service answers its feeds while it starts
+    # (newsletter.web.starting) before any of the database is imported.
+    from sqlalchemy import exc as sa_exc
+
     from newsletter.store import StoreError
+    from newsletter.web.health import Health
+    from newsletter.web.metrics import RequestTimer
 
     redact_access_log()
     handler = _unavailable(cfg)
