@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import logging
-from urllib.parse import urlsplit
 
+from newsletter.app.links import InsecureLinks, check_links
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.lifecycle import (
@@ -37,14 +37,14 @@ from newsletter.mail.frozen import (
     frozen,
     frozen_settings,
 )
-from newsletter.mail.message import message_domain, message_template
+from newsletter.mail.message import message_template
 from newsletter.models import Archive
 from newsletter.publish.render import LANGS, render_issue
 from newsletter.select import IsoWeek, build_issue
 from newsletter.store import Issue, Store, utcnow
 
-# The sender's transitions and the frozen content are defined below this layer; they are
-# named here too, as the operations of an issue.
+# The sender's transitions and the frozen content are defined below this layer, and the
+# check before a real send beside it; they are named here too, as the operations of an issue.
 __all__ = [
     "APPROVED",
     "CANCELLED",
@@ -195,33 +195,3 @@ def cancel(store: Store, week: str) -> tuple[Issue, int]:
     that will not be made."""
     row = transition(store, find(store, week), Op.CANCEL, cancelled_at=utcnow())
     return row, store.skip_pending(row.id, "issue cancelled")
-
-
-# --- checks before a real send ------------------------------------------------------------------
-
-
-class InsecureLinks(NewsletterError):
-    pass
-
-
-def check_links(cfg: Config, *, allow_insecure: bool) -> None:
-    """A real SMTP send needs https links (RFC 8058 one-click) and a real Message-ID domain;
-    the Maildir outbox is for trying things out and is exempt."""
-    if not cfg.smtp.host or allow_insecure:
-        return
-    if urlsplit(cfg.site_url).scheme != "https":
-        where = (
-            f"base_url is {cfg.base_url}"
-            if cfg.base_url
-            else f"base_url is not set, so links point to the listening address {cfg.site_url}"
-        )
-        raise InsecureLinks(
-            f"{where}: one-click unsubscribe (RFC 8058) needs an https base_url in a real "
-            "send (--allow-insecure-links to send anyway, for testing)"
-        )
-    domain = message_domain(cfg)
-    if domain in ("localhost", "localhost.localdomain") or "." not in domain:
-        raise InsecureLinks(
-            f"Message-IDs would end in @{domain}: set email.from_address (or "
-            "email.dkim_domain) to your domain (--allow-insecure-links to send anyway)"
-        )

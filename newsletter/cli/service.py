@@ -65,7 +65,7 @@ def run(cfg: Config, allow_insecure_links: bool) -> None:
     Example:
       newsletter run --host 127.0.0.1 --port 8000
     """
-    from newsletter.app.issues import check_links
+    from newsletter.app.links import check_links
     from newsletter.service.processes import run_service
 
     check_links(cfg, allow_insecure=allow_insecure_links)
@@ -106,7 +106,7 @@ def tick(cfg: Config, now_text: str | None, allow_insecure_links: bool) -> None:
     """
     import asyncio
 
-    from newsletter.app.issues import check_links
+    from newsletter.app.links import check_links
     from newsletter.service.processes import tick as run_tick
 
     check_links(cfg, allow_insecure=allow_insecure_links)
