@@ -24,12 +24,8 @@ from conftest import SEEDS, FaultySmtpHandler, free_port, start_newsletter, wait
 
 from newsletter.cli import main
 from newsletter.config import Config, load_config
-from newsletter.service.processes import (
-    AlreadyRunning,
-    scheduler_lock,
-    serve,
-    tick,
-)
+from newsletter.errors import NewsletterError
+from newsletter.service.processes import serve, tick
 from newsletter.service.scheduler import (
     DAILY,
     WEEKLY,
@@ -43,6 +39,7 @@ from newsletter.service.scheduler import (
     run_job,
     weekly_trigger,
 )
+from newsletter.service.scheduler_lock import AlreadyRunning, scheduler_lock, sqlite_file
 from newsletter.store import Store, open_store
 
 SEOUL = dt.timezone(dt.timedelta(hours=9))
@@ -299,33 +296,60 @@ def test_the_jobs_follow_the_settings_at_each_start(tmp_path: Path) -> None:
 
 def test_the_scheduler_lock_is_exclusive(tmp_path: Path) -> None:
     cfg = _cfg(tmp_path)
-    one = open_store(cfg.database_url, cfg.base_dir)
-    two = open_store(cfg.database_url, cfg.base_dir)
+    url, base = cfg.database_url, cfg.base_dir
     with (
-        scheduler_lock(one),
+        scheduler_lock(url, base),
         pytest.raises(AlreadyRunning, match="only one may run per database"),
-        scheduler_lock(two),
+        scheduler_lock(url, base),
     ):
         pass
-    with scheduler_lock(two):  # released with the first holder
+    with scheduler_lock(url, base):  # released with the first holder
         pass
-    one.close()
-    two.close()
 
 
 def test_the_postgres_scheduler_lock_is_exclusive(postgres_url: str, tmp_path: Path) -> None:
-    one = open_store(postgres_url, tmp_path)
-    two = open_store(postgres_url, tmp_path)
     with (
-        scheduler_lock(one),
+        scheduler_lock(postgres_url, tmp_path),
         pytest.raises(AlreadyRunning, match="newsletter worker"),
-        scheduler_lock(two),
+        scheduler_lock(postgres_url, tmp_path),
     ):
         pass
-    with scheduler_lock(two):
+    with scheduler_lock(postgres_url, tmp_path):
         pass
-    one.close()
-    two.close()
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///newsletter.db",
+        "sqlite:///data/news.db?timeout=5",
+        "sqlite:///{tmp}/abs.db",
+        "sqlite+pysqlite:///{tmp}/driver.db",
+        "sqlite:///{tmp}/with%20space.db",
+        "sqlite:///:memory:",
+        "sqlite://",
+        "sqlite:///",
+    ],
+)
+def test_the_scheduler_lock_sits_beside_the_file_the_store_opens(tmp_path: Path, url: str) -> None:
+    """The lock finds the SQLite file without SQLAlchemy, where the store opens it."""
+    url = url.format(tmp=tmp_path)
+    (tmp_path / "data").mkdir()
+    store = open_store(url, tmp_path, migrate=False)
+    try:
+        assert sqlite_file(url, tmp_path) == (store.engine.url.database or "").replace(
+            ":memory:", ""
+        )
+    finally:
+        store.close()
+    assert sqlite_file("postgresql+psycopg://news@db/news", tmp_path) is None
+
+
+def test_a_scheduler_lock_that_cannot_be_made_is_one_line(tmp_path: Path) -> None:
+    url = f"sqlite:///{tmp_path}/missing/news.db"
+    refused = pytest.raises(NewsletterError, match=r"cannot open the scheduler lock .*missing")
+    with refused, scheduler_lock(url, tmp_path):
+        pass
 
 
 def _write_config(folder: Path, text: str = "") -> int:

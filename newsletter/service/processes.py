@@ -13,15 +13,12 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import fcntl
 import gc
 import logging
-import os
 import socket
 import threading
 import time
 from collections.abc import Callable, Generator
-from pathlib import Path
 from typing import Any
 
 from newsletter.app import delivery
@@ -37,6 +34,7 @@ from newsletter.publish.feed import ATOM_NAME, JSON_NAME
 from newsletter.publish.manifest import FEEDS, PAGES, Manifest
 from newsletter.publish.outputs import publish_weeks, refresh_feeds
 from newsletter.publish.pending import PendingPages
+from newsletter.service.scheduler_lock import scheduler_lock
 from newsletter.service.scheduler import (
     JobContext,
     Outcome,
@@ -55,15 +53,9 @@ from newsletter.words import count
 
 log = logging.getLogger(__name__)
 
-# pg_advisory_lock key of the one scheduler per database (migrations use 7245001).
-PG_LOCK_KEY = 7245002
 # How often the sender looks for work nobody woke it for (a `newsletter send` elsewhere,
 # a retry coming due).
 POLL_SECONDS = 5.0
-
-
-class AlreadyRunning(NewsletterError):
-    """Another ``newsletter run`` holds this database's scheduler lock."""
 
 
 class SenderThread:
@@ -110,56 +102,6 @@ class SenderThread:
         self._ready.set()
         outbox = Outbox(self.cfg, self.store, self.key, stop=self._stop, progress=logged_sending())
         await delivery.keep_draining(outbox, poll=POLL_SECONDS, wake=self._wake)
-
-
-@contextlib.contextmanager
-def scheduler_lock(store: Store) -> Generator[None, None, None]:
-    """Hold the database's scheduler lock: a PostgreSQL advisory lock, or an flock on a
-    file beside the SQLite file. :class:`AlreadyRunning` when another process has it."""
-    url = store.engine.url
-    if store.is_postgres:
-        conn = store.engine.connect()
-        try:
-            import sqlalchemy as sa
-
-            got = conn.execute(sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": PG_LOCK_KEY})
-            held = bool(got.scalar())
-            conn.commit()  # a session lock outlives the transaction; don't idle in one
-            if not held:
-                raise AlreadyRunning(
-                    f"another `newsletter run` is already scheduling jobs on "
-                    f"{url.render_as_string()}: only one may run per database "
-                    "(start `newsletter worker` processes to help sending)"
-                )
-            try:
-                yield
-            finally:
-                conn.execute(sa.text("SELECT pg_advisory_unlock(:k)"), {"k": PG_LOCK_KEY})
-                conn.commit()
-        finally:
-            conn.close()
-        return
-    database = url.database or ""
-    if store.dialect != "sqlite" or database in ("", ":memory:"):
-        yield  # a private database: nobody else can schedule on it
-        return
-    path = Path(database + ".scheduler.lock")
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            holder = os.pread(fd, 100, 0).decode(errors="replace").strip() or "another process"
-            raise AlreadyRunning(
-                f"another `newsletter run` ({holder}) is already scheduling jobs on {database}: "
-                f"only one may run per database (lock: {path}); "
-                "start `newsletter worker` processes to help sending"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"pid {os.getpid()} on {socket.gethostname()}\n".encode(), 0)
-        yield
-    finally:
-        os.close(fd)  # closing releases the flock
 
 
 # --- newsletter run and newsletter tick -----------------------------------------------------
@@ -259,7 +201,7 @@ async def serve(
     store = None
     try:
         store = open_store(cfg.database_url, cfg.base_dir)
-        with scheduler_lock(store):
+        with scheduler_lock(cfg.database_url, cfg.base_dir):
             stop = stop or asyncio.Event()
             if signals:
                 on_signals(stop)
