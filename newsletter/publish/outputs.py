@@ -153,6 +153,14 @@ class _Build:
                 self.pending.done(name)
         return True
 
+    def issue_feeds(self, today: dt.date) -> list[Path]:
+        """The issues feeds (:func:`refresh_issue_feeds`), no longer pending once written."""
+        written = refresh_issue_feeds(self.cfg, self.catalog, today, self.manifest)
+        if self.pending is not None:
+            self.pending.done(ISSUES_ATOM_NAME)
+            self.pending.done(ISSUES_JSON_NAME)
+        return written
+
     def write(self, name: str, page: str, inputs: str) -> None:
         _write_page(self.cfg, name, page)
         self.rendered.append(self.cfg.public_path / name)
@@ -173,6 +181,7 @@ class _Build:
         names = [site.index_file(lang, default) for lang in LANGS]
         names += [site.issue_path(week, lang, default) for week in weeks for lang in LANGS]
         names += [site.day_path(day, lang, default) for day in days for lang in LANGS]
+        names += [ISSUES_ATOM_NAME, ISSUES_JSON_NAME]
         self.pending.plan(names, lambda name: os.path.exists(f"{public}{os.sep}{name}"))
 
     def week_inputs(self, weeks: list[IsoWeek]) -> dict[IsoWeek, str]:
@@ -362,9 +371,7 @@ def _publish(
     if build.stopped():
         return False
     build.front_page(weeks, week_inputs, days)
-    build.queue.append(
-        (0, lambda: feeds.extend(refresh_issue_feeds(cfg, catalog, today, build.manifest)))
-    )
+    build.queue.append((0, lambda: feeds.extend(build.issue_feeds(today))))
     build.search_page()
     build.weeks(weeks, days_of, week_inputs)
     build.days(days, set(weeks))
