@@ -164,7 +164,9 @@ def _segment(public: Path, year: int, days: list[dt.date]) -> int:
             _write(public, f"{folder}/{number}.json", shard)
             written.add(f"{number}.json")
     for name in os.listdir(public / folder):
-        if name not in written and name != "docs.json":
+        # Hidden names are files being written (newsletter.files), maybe by another
+        # process building the same site: `newsletter feed` beside a starting service.
+        if name not in written and name != "docs.json" and not name.startswith("."):
             with contextlib.suppress(FileNotFoundError):
                 (public / folder / name).unlink()
     _write(public, f"{folder}/docs.json", {"days": counts, "votes": votes, "same": same})
