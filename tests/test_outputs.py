@@ -45,7 +45,6 @@ def templates(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]
     folder = tmp_path / "templates"
     shutil.copytree(render.templates_dir(), folder)
     monkeypatch.setattr(render, "templates_dir", lambda: folder)
-    monkeypatch.setattr("newsletter.publish.manifest.templates_dir", lambda: folder)
     render.environment.cache_clear()
     yield folder
     render.environment.cache_clear()
