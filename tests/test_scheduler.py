@@ -574,9 +574,9 @@ def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(
 
     import httpx
 
+    from newsletter.archive import sources
     from newsletter.archive.sources import local_catalog
     from newsletter.publish import outputs
-    from newsletter.service import processes as service
 
     source = tmp_path / "digests"
     shutil.copytree(SEEDS, source)
@@ -594,13 +594,13 @@ def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(
         encoding="utf-8",
     )
     release = threading.Event()
-    real = service.local_catalog
+    real = sources.local_catalog
 
     def held(*args: object, **kwargs: object) -> object:
         release.wait(30)
         return real(*args, **kwargs)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(service, "local_catalog", held)
+    monkeypatch.setattr(sources, "local_catalog", held)
     port = free_port()
     feed = cfg.public_path / "feed.atom"
 
@@ -630,3 +630,54 @@ def test_a_start_with_feeds_answers_them_at_once_and_brings_them_up_to_date(
     first, later = asyncio.run(life())
     assert first and b"2408.99999" not in first
     assert b"2408.99999" in later
+
+
+def test_a_slow_database_holds_up_the_subscription_pages_not_the_feeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The feeds answer while the database is still being opened (a slow disk, a long
+    migration); a subscription page waits for it, and is answered once it is open."""
+    import threading
+
+    import httpx
+
+    from newsletter import store as stores
+    from newsletter.archive.sources import local_catalog
+    from newsletter.publish import outputs
+
+    cfg = _cfg(tmp_path)
+    outputs.refresh_feeds(cfg, local_catalog(cfg))
+    release = threading.Event()
+    real = stores.open_store
+
+    def slow(*args: object, **kwargs: object) -> Store:
+        release.wait(30)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stores, "open_store", slow)
+    port = free_port()
+    sunday = dt.datetime(2024, 8, 4, 20, 0, tzinfo=SEOUL)
+
+    async def life() -> tuple[int, bool, int]:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            serve(cfg, host="127.0.0.1", port=port, clock=lambda: sunday, stop=stop, signals=False)
+        )
+        feed = 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while not feed and time.monotonic() < deadline and not task.done():
+                try:
+                    feed = (await client.get("/feed.atom")).status_code
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+            form = asyncio.create_task(client.get("/subscribe"))
+            await asyncio.sleep(0.3)
+            waited = not form.done()
+            release.set()
+            answer = (await form).status_code
+        stop.set()
+        await task
+        return feed, waited, answer
+
+    assert asyncio.run(life()) == (200, True, 200)

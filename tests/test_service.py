@@ -287,3 +287,78 @@ def test_ctrl_c_on_run_stops_it_and_nothing_follows_stopped(tmp_path: Path) -> N
     finished = next(i for i, x in enumerate(said) if x.startswith("Finished server process"))
     assert stopping < finished < len(said) - 1
     assert not any("Traceback" in x or "level=error" in x for x in lines), lines
+
+
+# `newsletter run`, writing the modules it has imported when it starts listening to argv[1].
+_LISTENING = """
+import json, sys
+from newsletter.service import processes
+real = processes._listen
+def listen(sock):
+    with open(sys.argv[1], "w", encoding="utf-8") as out:
+        json.dump(sorted(sys.modules), out)
+    return real(sock)
+processes._listen = listen
+from newsletter.cli import main
+main(sys.argv[2:])
+"""
+# What the feeds do not need: the database, the scheduler, the sender, the archive, the
+# renderers and the pages that use them.
+_NOT_BEFORE_LISTENING = {
+    "alembic",
+    "apscheduler",
+    "babel",
+    "feedgen",
+    "jinja2",
+    "lxml",
+    "sqlalchemy",
+    "newsletter.app.delivery",
+    "newsletter.archive.cache",
+    "newsletter.mail.sender",
+    "newsletter.publish.render",
+    "newsletter.service.scheduler",
+    "newsletter.store",
+    "newsletter.web.subscription",
+}
+
+
+def test_run_listens_before_importing_what_its_feeds_do_not_need(tmp_path: Path) -> None:
+    """Feeds written by an earlier life answer as soon as `run` listens; the database, the
+    scheduler and the rest of the web app come after, and then answer too."""
+    import json
+    import subprocess
+    import sys
+
+    from conftest import newsletter_in, service_env
+
+    port = free_port()
+    base = f"http://127.0.0.1:{port}"
+    (tmp_path / "config.toml").write_text(
+        f'source = "{SEEDS}"\nbase_url = "{base}/"\n[web]\nport = {port}\n', encoding="utf-8"
+    )
+    assert newsletter_in(tmp_path, "feed").returncode == 0
+    modules = tmp_path / "modules.json"
+    with (tmp_path / "run.log").open("ab") as log:
+        service = subprocess.Popen(
+            [sys.executable, "-c", _LISTENING, str(modules), "run"],
+            cwd=tmp_path,
+            env=service_env(),
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        wait_for_http(f"{base}/feed.atom", service)
+        assert httpx.get(f"{base}/feed.atom", timeout=10).status_code == 200
+        assert httpx.get(f"{base}/subscribe", timeout=30).status_code == 200
+    finally:
+        service.send_signal(signal.SIGTERM)
+        assert service.wait(timeout=30) == 0
+    imported = set(json.loads(modules.read_text(encoding="utf-8")))
+    early = {name for name in imported if name.split(".")[0] in _NOT_BEFORE_LISTENING}
+    early |= imported & _NOT_BEFORE_LISTENING
+    assert early == set()
+    assert {"newsletter.web.starting", "newsletter.service.scheduler_lock"} <= imported
+    said = (tmp_path / "run.log").read_text(encoding="utf-8")
+    assert said.index("listening on") < said.index("next daily run")
+    assert "reading digests" not in said.split("listening on")[0]  # the cache, after

@@ -4,6 +4,12 @@ and sender) and ``tick`` (everything due, once).
 In ``run`` and ``serve`` the sender has its own thread and event loop: sending (store
 calls, signing, Maildir writes) never holds up a web request, and a send in progress
 never delays a job. The web app and the scheduler only queue work and wake the sender.
+
+``run`` listens as soon as its feeds are in the public folder and nothing refuses the
+start (the port taken, another ``run`` on the database, the settings): the database, the
+scheduler, the sender and the rest of the web app are imported and opened after that,
+while the feeds already answer (:mod:`newsletter.web.starting`). So the modules they need
+are imported in the functions that use them, not here.
 """
 
 from __future__ import annotations
@@ -19,37 +25,23 @@ import socket
 import threading
 import time
 from collections.abc import Callable, Generator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from newsletter.app import delivery
-from newsletter.archive.cache import Catalog
-from newsletter.archive.sources import FetchOptions, local_catalog
 from newsletter.config import Config, forget_listening, remember_listening, span_seconds
 from newsletter.errors import NewsletterError
-from newsletter.mail import bounces
-from newsletter.mail.sender import Outbox
 from newsletter.mail.tokens import signing_keys
 from newsletter.pacing import logged_steps, on_signals, sleep_unless
-from newsletter.publish.feed import ATOM_NAME, JSON_NAME
 from newsletter.publish.manifest import FEEDS, PAGES, Manifest
-from newsletter.publish.outputs import publish_weeks, refresh_feeds
+from newsletter.publish.names import ATOM_NAME, JSON_NAME
 from newsletter.publish.pending import PendingPages
 from newsletter.service.scheduler_lock import scheduler_lock
-from newsletter.service.scheduler import (
-    JobContext,
-    Outcome,
-    ensure_jobs,
-    installed,
-    logged_sending,
-    new_scheduler,
-    restore_retries,
-    resume_sending,
-    run_due,
-    start_up,
-    utcnow,
-)
-from newsletter.store import Store, open_store
 from newsletter.words import count
+
+if TYPE_CHECKING:
+    from newsletter.archive.cache import Catalog
+    from newsletter.archive.sources import FetchOptions
+    from newsletter.service.scheduler import JobContext, Outcome
+    from newsletter.store import Store
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +89,10 @@ class SenderThread:
             self._ready.set()
 
     async def _main(self) -> None:
+        from newsletter.app import delivery
+        from newsletter.mail.sender import Outbox
+        from newsletter.service.scheduler import logged_sending
+
         self._loop = asyncio.get_running_loop()
         self._stop, self._wake = asyncio.Event(), asyncio.Event()
         self._ready.set()
@@ -111,6 +107,8 @@ async def poll_bounces(cfg: Config, store: Store, key: bytes, stop: asyncio.Even
     """Every ``bounces.poll_every``: the bounce mailbox (when one is configured) and the
     subscriptions never confirmed. In a thread: IMAP, Maildir and the database would
     otherwise hold up the web app on this loop."""
+    from newsletter.mail import bounces
+
     every = span_seconds(cfg.bounces.poll_every)
     while not stop.is_set():
         try:
@@ -186,40 +184,90 @@ async def serve(
     *,
     host: str,
     port: int,
-    clock: Callable[[], dt.datetime] = utcnow,
+    clock: Callable[[], dt.datetime] | None = None,
     web: bool = True,
     stop: asyncio.Event | None = None,
     signals: bool = True,
 ) -> None:
     """``newsletter run``: the scheduler and the web app in this event loop, and the sender
     in its own thread, until SIGTERM or SIGINT (or ``stop``). Jobs in progress finish
-    first; a send stops after its in-flight messages."""
+    first; a send stops after its in-flight messages.
+
+    Before listening, only what may refuse the start or what the feeds need: the port, the
+    scheduler lock, the signing key, and the feeds when they are missing or link elsewhere.
+    The database, the whole web app, the sender and the scheduler follow, while the feeds
+    answer."""
     from newsletter.mail.tokens import secret_key
+    from newsletter.web.starting import StartingApp
 
     # Bound before anything else: a port in use is then all there is to say.
     sock = _bind(host, port) if web else None
-    store = None
     try:
-        store = open_store(cfg.database_url, cfg.base_dir)
         with scheduler_lock(cfg.database_url, cfg.base_dir):
             stop = stop or asyncio.Event()
             if signals:
                 on_signals(stop)
             key = secret_key(cfg)
+            clock = clock or _utcnow
             now = clock()
             pending = PendingPages()
             catalog = await _feeds_first(cfg, pending)
-            sender = SenderThread(cfg, store, key).start()
-            ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
-            with installed(ctx):
-                await _schedule_and_serve(ctx, sender, catalog, sock, (host, port), now, pending)
+            app = StartingApp(cfg, pending)
+            server = _web_server(app, signals=False)
+            server_task = None
+            if sock is not None:
+                server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
+                _log_listening(cfg, host, port)
+            try:
+                built = await asyncio.to_thread(_build, cfg, key, stop, clock, pending)
+                ctx, sender, whole = built
+                try:
+                    app.attach(whole)
+                    await _schedule_and_serve(ctx, sender, catalog, server_task, now, pending)
+                finally:
+                    ctx.store.close()
+            finally:
+                # The web app stops last; a request still waiting for it is answered.
+                app.close()
+                if server_task is not None:
+                    server.should_exit = True
+                    await server_task
             log.info("stopped")
     finally:
         if sock is not None:
             forget_listening(cfg)
             sock.close()
-        if store is not None:
-            store.close()
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
+
+
+def _build(
+    cfg: Config,
+    key: bytes,
+    stop: asyncio.Event,
+    clock: Callable[[], dt.datetime],
+    pending: PendingPages,
+) -> tuple[JobContext, SenderThread, Any]:
+    """In a worker thread while the feeds answer: the scheduler's and the web app's
+    imports, the database (its schema brought up to date), the jobs' context with their
+    scheduler, the sender (neither started yet) and the whole web app."""
+    from newsletter.service.scheduler import JobContext, new_scheduler
+    from newsletter.store import open_store
+    from newsletter.web.app import create_app
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    try:
+        sender = SenderThread(cfg, store, key)
+        ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
+        scheduler = ctx.scheduler = new_scheduler(cfg)
+        # /readyz: not ready until the scheduler runs, nor once it has stopped.
+        app = create_app(cfg, sender.wake, pending, scheduler_running=lambda: scheduler.running)
+        return ctx, sender, app
+    except BaseException:
+        store.close()
+        raise
 
 
 async def _feeds_first(cfg: Config, pending: PendingPages) -> Catalog | None:
@@ -241,53 +289,43 @@ async def _schedule_and_serve(
     ctx: JobContext,
     sender: SenderThread,
     catalog: Catalog | None,
-    sock: socket.socket | None,
-    address: tuple[str, int],
+    server_task: asyncio.Task[Any] | None,
     now: dt.datetime,
     pending: PendingPages,
 ) -> None:
-    """The scheduler, the web app, the start-up work and the bounce poller, until stopped;
-    then the jobs in progress finish, the sender stops after its in-flight messages, and
-    the web app stops last."""
-    from newsletter.web.app import create_app
+    """The sender, the scheduler, the start-up work and the bounce poller, until stopped
+    (or the web server ends); then the jobs in progress finish, and the sender stops after
+    its in-flight messages."""
+    from newsletter.service.scheduler import ensure_jobs, installed, restore_retries
 
-    cfg, store, stop = ctx.cfg, ctx.store, ctx.stop
-    scheduler = new_scheduler(cfg)
-    ctx.scheduler = scheduler
-    scheduler.start()
-    # /readyz: not ready once the scheduler has stopped (an error, or shutting down).
-    app = create_app(cfg, sender.wake, pending, scheduler_running=lambda: scheduler.running)
-    server = _web_server(app, signals=False)
-    server_task = None
+    cfg, store, stop, scheduler = ctx.cfg, ctx.store, ctx.stop, ctx.scheduler
+    assert scheduler is not None
+    sender.start()
     try:
-        ensure_jobs(scheduler, cfg)
-        await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
-        for job in scheduler.get_jobs():
-            when = job.next_run_time
-            log.info(
-                "next %s run: %s",
-                job.id,
-                when.astimezone(cfg.tz).isoformat() if when else "paused",
-            )
-        if sock is not None:
-            server_task = asyncio.create_task(server.serve(sockets=[_listen(sock)]))
-            _log_listening(cfg, *address)
-        for work in (_start_up(ctx, catalog, pending), poll_bounces(cfg, store, ctx.key, stop)):
-            task = asyncio.create_task(work)
-            ctx.running.add(task)
-            task.add_done_callback(ctx.running.discard)
-        await _until_stopped(stop, server_task)
-        log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
-        while ctx.running:
-            await asyncio.gather(*list(ctx.running), return_exceptions=True)
+        with installed(ctx):
+            scheduler.start()
+            ensure_jobs(scheduler, cfg)
+            await asyncio.to_thread(restore_retries, scheduler, cfg, store, now)
+            for job in scheduler.get_jobs():
+                when = job.next_run_time
+                log.info(
+                    "next %s run: %s",
+                    job.id,
+                    when.astimezone(cfg.tz).isoformat() if when else "paused",
+                )
+            for work in (_start_up(ctx, catalog, pending), poll_bounces(cfg, store, ctx.key, stop)):
+                task = asyncio.create_task(work)
+                ctx.running.add(task)
+                task.add_done_callback(ctx.running.discard)
+            await _until_stopped(stop, server_task)
+            log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
+            while ctx.running:
+                await asyncio.gather(*list(ctx.running), return_exceptions=True)
     finally:
         await asyncio.to_thread(sender.stop)
         if scheduler.running:
             scheduler.shutdown(wait=False)
             await asyncio.sleep(0)  # AsyncIOScheduler shuts down on the next loop turn
-    if server_task is not None:
-        server.should_exit = True
-        await server_task
 
 
 async def _until_stopped(stop: asyncio.Event, server_task: asyncio.Task[Any] | None) -> None:
@@ -318,6 +356,9 @@ def _log_listening(cfg: Config, host: str, port: int) -> None:
 async def _refresh_feeds(cfg: Config) -> Catalog:
     """The archive from the parse cache (new and changed files parsed), and the feeds
     brought up to date with it."""
+    from newsletter.archive.sources import local_catalog
+    from newsletter.publish.outputs import refresh_feeds
+
     catalog = await asyncio.to_thread(local_catalog, cfg)
     for problem in catalog.problems:
         log.warning("%s", problem)
@@ -335,6 +376,8 @@ async def _refresh_feeds(cfg: Config) -> Catalog:
 
 
 async def _start_up(ctx: JobContext, catalog: Catalog | None, pending: PendingPages) -> None:
+    from newsletter.service.scheduler import run_due, start_up
+
     try:
         if catalog is None:
             try:
@@ -384,6 +427,8 @@ async def _write_site(
 ) -> None:
     """``serve``'s build: the feeds, the front page, then every page, each only when what
     it shows or where it links changed."""
+    from newsletter.publish.outputs import publish_weeks
+
     try:
         if catalog is None:
             catalog = await _refresh_feeds(cfg)
@@ -402,6 +447,7 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
     """``newsletter serve``: the web app, the site brought up to date for its address, and
     a sender thread for the mails it queues and any issue being sent."""
     from newsletter.mail.tokens import secret_key
+    from newsletter.store import open_store
     from newsletter.web.app import create_app
 
     with _bind(host, port) as sock:
@@ -438,7 +484,11 @@ async def tick(
     """``newsletter tick``: resume any send left unfinished, then run once each job due
     at ``now`` that has not run yet, and return. Retries not yet due are left for the
     next tick, so the command never lingers."""
+    from newsletter.archive.sources import FetchOptions
+    from newsletter.mail import bounces
     from newsletter.mail.tokens import secret_key
+    from newsletter.service.scheduler import JobContext, resume_sending, run_due
+    from newsletter.store import open_store
 
     store = open_store(cfg.database_url, cfg.base_dir)
     try:

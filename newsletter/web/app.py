@@ -201,6 +201,12 @@ def _not_found() -> Response:
     return _page(404, "찾을 수 없습니다 (404 Not Found)", "요청한 페이지가 없습니다.")
 
 
+def _media_type(relative: str) -> str | None:
+    """The Content-Type of a public file, None for a kind the site does not serve."""
+    name = relative.rsplit("/", 1)[-1]
+    return _NAMED_TYPES.get(relative) or _TYPES.get(os.path.splitext(name)[1].lower())
+
+
 def _file_resource(path: Path) -> Resource:
     media_type = _TYPES[path.suffix]
     return Resource.from_bytes(path.read_bytes(), media_type, path.stat().st_mtime)
@@ -335,7 +341,7 @@ class PublicFolder:
 
     async def serve(self, request: Request, relative: str) -> Response:
         name = relative.rsplit("/", 1)[-1]
-        media_type = _NAMED_TYPES.get(relative) or _TYPES.get(os.path.splitext(name)[1].lower())
+        media_type = _media_type(relative)
         path = self.locate(relative) if media_type else None
         if path is None or media_type is None:
             return self.not_found(request)
@@ -345,6 +351,20 @@ class PublicFolder:
         if resource is None:
             return _not_built(name) if relative in _FEEDS else self.not_found(request)
         return conditional_response(request, resource, max_age=self.max_age)
+
+    async def present(self, relative: str) -> Resource | None:
+        """The file that :meth:`serve` would answer ``relative`` with (200, or 304), or None
+        when it would answer otherwise: no such file, not to be served, or pending."""
+        media_type = _media_type(relative)
+        path = self.locate(relative) if media_type else None
+        if path is None or media_type is None:
+            return None
+        resource = await self.resource(path, media_type)
+        if resource is None or (
+            self.pending is not None and self.pending.holds(relative, exists=True)
+        ):
+            return None
+        return resource
 
     async def index(self, request: Request) -> Response:
         return await self.serve(request, "index.html")
