@@ -147,6 +147,32 @@ def test_gzip_for_clients_that_accept_it(built: Site) -> None:
     assert refused.headers["vary"] == "Accept-Encoding"
 
 
+def test_gzip_sends_the_copy_beside_a_feed_only_when_it_holds_the_feed(built: Site) -> None:
+    """The feeds are written with a gzip copy beside them (for a web server in front); the
+    app sends that copy rather than compressing the feed again, unless it is stale."""
+
+    def sent() -> bytes:
+        with httpx.stream(
+            "GET", built.base + "/" + JSON_NAME, headers={"Accept-Encoding": "gzip"}
+        ) as response:
+            assert response.headers["content-encoding"] == "gzip"
+            return b"".join(response.iter_raw())
+
+    feed = built.public / JSON_NAME
+    copy = feed.with_name(JSON_NAME + ".gz")
+    assert gzip.decompress(copy.read_bytes()) == feed.read_bytes()
+    assert sent() == copy.read_bytes()
+    body = feed.read_bytes().replace(b"}", b" }", 1)  # the feed changes; the copy is stale
+    feed.write_bytes(body)
+    os.utime(feed, ns=(time.time_ns(), time.time_ns() + 10**9))
+    raw = sent()
+    assert raw != copy.read_bytes() and gzip.decompress(raw) == body
+    copy.write_bytes(gzip.compress(body) + b"trailing bytes")  # not one gzip member
+    os.utime(feed, ns=(time.time_ns(), time.time_ns() + 2 * 10**9))
+    raw = sent()
+    assert raw != copy.read_bytes() and gzip.decompress(raw) == body
+
+
 def test_head_has_headers_and_no_body(built: Site) -> None:
     response = httpx.head(built.base + "/" + ATOM_NAME, headers=IDENTITY)
     assert response.status_code == 200
