@@ -176,6 +176,8 @@ def _web_server(app: Any, *, signals: bool = True) -> Any:
             yield
 
     config = uvicorn.Config(app, log_config=None, lifespan="off")
+    # Its protocol classes now rather than once listening, where the first request waits.
+    config.load()
     return uvicorn.Server(config) if signals else Server(config)
 
 
@@ -213,6 +215,7 @@ async def serve(
             pending = PendingPages()
             catalog = await _feeds_first(cfg, pending)
             app = StartingApp(cfg, pending)
+            await app.preload()
             server = _web_server(app, signals=False)
             server_task = None
             if sock is not None:

@@ -43,6 +43,13 @@ class StartingApp:
         self._app: ASGIApp | None = None
         self._attached = asyncio.Event()
 
+    async def preload(self) -> None:
+        """Read the feeds into memory before listening: the first request for each is then
+        answered at once, not after a read in a worker thread that competes with the rest
+        of the service being imported."""
+        for path in sorted(_EARLY):
+            await self.public.present(path[1:])
+
     def attach(self, app: ASGIApp) -> None:
         """``app`` answers every request from now on, those waiting for it first."""
         self._app = app
