@@ -4,11 +4,11 @@ output whose inputs and file are as recorded is not rendered again."""
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import os
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -27,10 +27,17 @@ __all__ = ["FEEDS", "PAGES", "Manifest", "feed_inputs", "page_inputs"]
 # writes before listening, and the rest (pages and issues feeds), written after.
 FEEDS, PAGES = "feeds", "pages"
 
-try:
-    VERSION = version("newsletter")
-except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
-    VERSION = ""
+
+@functools.cache
+def _version() -> str:
+    """The package's version, which every output depends on; asked when first needed (the
+    package metadata is slow to read, and a start reads the manifest before it listens)."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("newsletter")
+    except PackageNotFoundError:  # pragma: no cover - running from a bare source tree
+        return ""
 
 
 def _hash(*parts: str) -> str:
@@ -61,7 +68,7 @@ def page_inputs(cfg: Config) -> str:
 
     email = cfg.email
     return _hash(
-        VERSION,
+        _version(),
         latex.REVISION,
         _files_hash([templates_dir()], "*"),
         _files_hash([LOCALES_DIR], "*.mo"),
@@ -91,7 +98,7 @@ def feed_inputs(cfg: Config, catalog: Catalog) -> str:
     from newsletter.publish.render import LOCALES_DIR
 
     return _hash(
-        VERSION,
+        _version(),
         latex.REVISION,
         catalog.fingerprint(),
         _files_hash([LOCALES_DIR], "*.mo"),
