@@ -681,3 +681,52 @@ def test_a_slow_database_holds_up_the_subscription_pages_not_the_feeds(
         return feed, waited, answer
 
     assert asyncio.run(life()) == (200, True, 200)
+
+
+def test_a_stop_while_starting_leaves_the_start_up_work_to_the_next_start(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGTERM while the database is still being opened: the service stops as soon as it is
+    open, without reading the archive or rendering anything first."""
+    import threading
+
+    import httpx
+
+    from newsletter import store as stores
+    from newsletter.archive import sources
+    from newsletter.publish import outputs
+
+    cfg = _cfg(tmp_path)
+    outputs.refresh_feeds(cfg, sources.local_catalog(cfg))
+    release = threading.Event()
+    real = stores.open_store
+    read: list[object] = []
+
+    def slow(*args: object, **kwargs: object) -> Store:
+        release.wait(30)
+        return real(*args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(stores, "open_store", slow)
+    monkeypatch.setattr(sources, "local_catalog", lambda *args: read.append(args))
+    port = free_port()
+
+    async def life() -> int:
+        stop = asyncio.Event()
+        task = asyncio.create_task(
+            serve(cfg, host="127.0.0.1", port=port, stop=stop, signals=False)
+        )
+        feed = 0
+        async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as client:
+            deadline = time.monotonic() + 30
+            while not feed and time.monotonic() < deadline and not task.done():
+                try:
+                    feed = (await client.get("/feed.atom")).status_code
+                except httpx.TransportError:
+                    await asyncio.sleep(0.02)
+        stop.set()
+        release.set()
+        await asyncio.wait_for(task, 30)
+        return feed
+
+    assert asyncio.run(life()) == 200
+    assert read == []

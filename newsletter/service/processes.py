@@ -316,10 +316,14 @@ async def _schedule_and_serve(
                     job.id,
                     when.astimezone(cfg.tz).isoformat() if when else "paused",
                 )
-            for work in (_start_up(ctx, catalog, pending), poll_bounces(cfg, store, ctx.key, stop)):
-                task = asyncio.create_task(work)
-                ctx.running.add(task)
-                task.add_done_callback(ctx.running.discard)
+            if not stop.is_set():  # else stopped while starting: the next start does it
+                for work in (
+                    _start_up(ctx, catalog, pending),
+                    poll_bounces(cfg, store, ctx.key, stop),
+                ):
+                    task = asyncio.create_task(work)
+                    ctx.running.add(task)
+                    task.add_done_callback(ctx.running.discard)
             await _until_stopped(stop, server_task)
             log.info("stopping: %s to finish first", count(len(ctx.running), "job"))
             while ctx.running:
