@@ -7,9 +7,12 @@ so a recipient's unsubscribe and preferences URLs are spliced in by encoding onl
 bytes around them (:mod:`newsletter.mail.mime`, which also folds the headers written per
 recipient). Into the Maildir outbox (no SMTP host) the text part is 8bit instead,
 UTF-8 as it is, so that ``cat`` shows it and its links (:func:`readable_text`).
-:meth:`MessageTemplate.personalize` then writes four headers, joins pre-encoded bytes
-and, when a key is configured, DKIM-signs the result (:mod:`newsletter.mail.signing`, keys
-loaded once per template). Delivery sends exactly those bytes.
+:meth:`MessageTemplate.personalize` then writes four headers and joins pre-encoded
+bytes once; when a key is configured it DKIM-signs them, from the pieces, with what the
+template's :class:`~newsletter.mail.signplan.SigningPlan` worked out once (keys loaded once
+per template). Delivery sends exactly those bytes. A sender may :meth:`~MessageTemplate.
+compose` a recipient's parts on its event loop and :meth:`~MessageTemplate.finish` them in
+a signing thread.
 
 :func:`build_message` is the plain reference: one full EmailMessage per recipient.
 """
@@ -23,10 +26,11 @@ import html
 import logging
 import re
 import secrets
+import time
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
-from typing import TypedDict
+from typing import Required, TypedDict, Unpack
 from urllib.parse import quote, urlsplit
 
 from newsletter.config import Config
@@ -44,6 +48,7 @@ from newsletter.mail.mime import (
 from newsletter.mail.mime import SlottedBase64 as _SlottedBase64
 from newsletter.mail.mime import SlottedText as _SlottedText
 from newsletter.mail.signing import Signer, signing_domain
+from newsletter.mail.signplan import SigningPlan
 from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_mailed_token, make_token
 from newsletter.publish.render import RenderedIssue
 
@@ -51,6 +56,7 @@ log = logging.getLogger(__name__)
 
 __all__ = [
     "POLICY",
+    "Composed",
     "HeaderError",
     "MessageTemplate",
     "PreparedMessage",
@@ -69,6 +75,29 @@ POLICY = email.policy.SMTP.clone(max_line_length=76)
 # Room left on a line for an unsubscribe token (tokens are well under 100 characters).
 _LONGEST_TOKEN = 200
 _MSGID_RE = re.compile(r"<?([A-Za-z0-9.!#$%&'*+/=?^_`{|}~-]+@[A-Za-z0-9.\-\[\]]+)>?")
+
+
+class Recipient(TypedDict, total=False):
+    """What :meth:`MessageTemplate.compose` takes about a recipient."""
+
+    to_address: Required[str]
+    to_name: Required[str]
+    unsubscribe_token: Required[str]
+    preferences_token: str | None
+    mailto_token: str | None
+    message_id: str | None
+    delivery_token: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Composed:
+    """One recipient's message before it is joined and signed: its Message-ID (with the
+    ``<>``), its own header fields (above the shared ones, each without CRLF) and its body
+    after the shared lead, in pieces."""
+
+    message_id: str
+    own: list[bytes]
+    body: list[bytes]
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,9 +323,17 @@ class MessageTemplate:
             self._wire_ready = True
         self.links_preferences = self._html.has_slot(1) or self._text.has_slot(1)
         self._head, self._between, self._tail = self._skeleton()
-        self._signer = signer
+        self._plan: SigningPlan | None = None
+        if signer is not None:
+            shared, _, lead = self._head.partition(CRLF + CRLF)
+            self._plan = SigningPlan(signer, shared, lead + self._text.lead)
         self._date_second = -1
         self._date = b""
+
+    @property
+    def signs(self) -> bool:
+        """Whether :meth:`finish` DKIM-signs (a key is configured)."""
+        return self._plan is not None
 
     def _skeleton(self) -> tuple[bytes, bytes, bytes]:
         """The shared headers and MIME frame, from the email package, around two slots."""
@@ -330,11 +367,11 @@ class MessageTemplate:
         return head, between, tail
 
     def _now(self) -> bytes:
-        now = dt.datetime.now(dt.UTC)
-        second = int(now.timestamp())
+        second = int(time.time())
         if second != self._date_second:
+            now = dt.datetime.fromtimestamp(second, dt.UTC)
+            self._date = email.utils.format_datetime(now).encode("ascii")
             self._date_second = second
-            self._date = email.utils.format_datetime(now.replace(microsecond=0)).encode("ascii")
         return self._date
 
     def _recipient_headers(
@@ -345,33 +382,32 @@ class MessageTemplate:
         url: str,
         mailto_token: str | None,
         delivery_token: str | None,
-    ) -> tuple[bytes, ...]:
-        """The headers that differ per recipient, in pieces, so that the whole message is
-        joined once."""
-        to = mailbox_header(to_name, to_address, len("To: "))
-        correlation = b""
+    ) -> list[bytes]:
+        """The header fields that differ per recipient, each without its CRLF; they come
+        above the shared ones."""
+        own = [
+            b"To: " + mailbox_header(to_name, to_address, len("To: ")),
+            b"Date: " + self._now(),
+            b"Message-ID: " + mid.encode("ascii"),
+        ]
         if delivery_token is not None:
             token = one_line("delivery token", delivery_token)
             if not token.isascii() or not token.replace("-", "").isalnum():
                 raise HeaderError(f"delivery token must be letters, digits and '-': {token!r}")
-            correlation = b"\r\nX-Newsletter-Delivery: " + token.encode("ascii")
+            own.append(b"X-Newsletter-Delivery: " + token.encode("ascii"))
         items = [f"<{url}>"]
         if self._mailto and mailto_token is not None:
             items.append(f"<{unsubscribe_mailto(self.cfg, mailto_token)}>")
-        return (
-            b"To: ",
-            to,
-            b"\r\nDate: ",
-            self._now(),
-            b"\r\nMessage-ID: ",
-            mid.encode("ascii"),
-            correlation,
-            b"\r\nList-Unsubscribe: ",
-            fold_list(len("List-Unsubscribe: "), items),
-            CRLF,
-        )
+        own.append(b"List-Unsubscribe: " + fold_list(len("List-Unsubscribe: "), items))
+        return own
 
-    def personalize(
+    def personalize(self, *, sign: bool = True, **recipient: Unpack[Recipient]) -> PreparedMessage:
+        """The message for one recipient (:meth:`compose`, then :meth:`finish`): CRLF line
+        endings, DKIM-signed when configured (unless ``sign`` is false: a queued single
+        mail is signed when it goes out)."""
+        return self.finish(self.compose(**recipient), sign=sign)
+
+    def compose(
         self,
         *,
         to_address: str,
@@ -381,10 +417,8 @@ class MessageTemplate:
         mailto_token: str | None = None,
         message_id: str | None = None,
         delivery_token: str | None = None,
-        sign: bool = True,
-    ) -> PreparedMessage:
-        """The message for one recipient: CRLF line endings, DKIM-signed when configured
-        (unless ``sign`` is false: a queued single mail is signed when it goes out).
+    ) -> Composed:
+        """One recipient's own parts of the message, checked.
 
         ``preferences_token`` (``tokens.PREFERENCES``) is needed when the issue links the
         preferences page (:attr:`links_preferences`).
@@ -406,29 +440,28 @@ class MessageTemplate:
                 raise HeaderError("this issue links the preferences page: no preferences token")
             preferences = preferences_url(self.cfg, preferences_token)
         mid = _message_id(self.cfg, self.rendered, message_id)
-        headers = self._recipient_headers(
-            to_address, to_name, mid, url, mailto_token, delivery_token
+        own = self._recipient_headers(to_address, to_name, mid, url, mailto_token, delivery_token)
+        text = self._text.pieces(url.encode("utf-8"), preferences.encode("utf-8"))
+        html_pieces = self._html.pieces(
+            html.escape(url, quote=True).encode("utf-8"),
+            html.escape(preferences, quote=True).encode("utf-8"),
         )
-        data = b"".join(
-            (
-                *headers,
-                self._head,
-                self._text.encode(url.encode("utf-8"), preferences.encode("utf-8")),
-                self._between,
-                self._html.encode(
-                    html.escape(url, quote=True).encode("utf-8"),
-                    html.escape(preferences, quote=True).encode("utf-8"),
-                ),
-                self._tail,
-            )
-        )
-        if sign and self._signer is not None:
-            data = b"".join(self._signer.signatures(data)) + data
+        # The body after the lead (the shared start of the text part), in pieces.
+        body = [*text[1:], self._between, *html_pieces, self._tail]
+        return Composed(mid, own, body)
+
+    def finish(self, composed: Composed, *, sign: bool = True) -> PreparedMessage:
+        """The message of :meth:`compose`'s parts, DKIM-signed when configured and
+        ``sign``: joined once, the signatures worked out from the pieces. Safe to call
+        from another thread (the signing threads)."""
+        own, body = composed.own, composed.body
+        signatures = self._plan.signatures(own, body) if sign and self._plan else []
+        data = b"".join((*signatures, CRLF.join(own), CRLF, self._head, self._text.lead, *body))
         # Wire-ready by construction: CRLF everywhere (the policy, the canonical bodies and
         # the signature's folding) and no line can start with a dot (base64 has none, an
         # 8bit text was checked once, headers start with a name or folding white space,
         # boundaries with "--").
-        return PreparedMessage(mid, data, wire_ready=self._wire_ready)
+        return PreparedMessage(composed.message_id, data, wire_ready=self._wire_ready)
 
 
 def message_template(

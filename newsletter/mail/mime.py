@@ -220,7 +220,19 @@ class SlottedBase64:
     def has_slot(self, kind: int) -> bool:
         return kind in self._kinds
 
+    @property
+    def lead(self) -> bytes:
+        """The first of :meth:`pieces`, the same for any values."""
+        variant = self._variants[0][0]
+        assert variant is not None  # no bytes taken by a joint: always there
+        return variant[0]
+
     def encode(self, *values: bytes) -> bytes:
+        return b"".join(self.pieces(*values))
+
+    def pieces(self, *values: bytes) -> list[bytes]:
+        """The encoding around ``values`` in pieces, to be joined once with the rest of
+        the message; the first is :attr:`lead`."""
         out: list[bytes] = []
         carry = b""
         for index, part in enumerate(self._parts):
@@ -238,7 +250,7 @@ class SlottedBase64:
             out.append(middle)
         if carry:
             out.append(_b64_lines(carry))
-        return b"".join(out)
+        return out
 
 
 class SlottedText:
@@ -252,8 +264,17 @@ class SlottedText:
     def has_slot(self, kind: int) -> bool:
         return kind in self._kinds
 
+    @property
+    def lead(self) -> bytes:
+        """The first of :meth:`pieces`, the same for any values."""
+        return self._parts[0]
+
     def encode(self, *values: bytes) -> bytes:
+        return b"".join(self.pieces(*values))
+
+    def pieces(self, *values: bytes) -> list[bytes]:
+        """The text around ``values`` in pieces; the first is :attr:`lead`."""
         out = [self._parts[0]]
         for kind, part in zip(self._kinds, self._parts[1:], strict=True):
             out += (values[kind], part)
-        return b"".join(out)
+        return out

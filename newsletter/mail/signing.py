@@ -40,12 +40,18 @@ __all__ = [
     "OVERSIGNED",
     "DkimKey",
     "Signer",
+    "SigningInput",
     "alignment_problem",
     "body_hash",
+    "has_wsp_to_rewrite",
+    "header_names",
     "load_key",
     "relaxed_header",
+    "relaxed_lines",
     "sign_message",
+    "signed_order",
     "signing_domain",
+    "split_message",
 ]
 
 # Signed once more than present, absent ones as absent, so that a copy replayed with one
@@ -119,12 +125,19 @@ def relaxed_header(field: bytes) -> bytes:
     return name.strip(b" \t").lower() + b":" + value.strip(b" \t")
 
 
+def relaxed_lines(lines: bytes) -> bytes:
+    """Whole lines (each ending in CRLF) in relaxed form: white space runs as one space,
+    none at a line's end. Trailing empty lines are the body's end's business."""
+    if has_wsp_to_rewrite(lines):
+        return _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", lines))
+    return lines
+
+
 def body_hash(body: bytes) -> bytes:
     """SHA-256 of the body in relaxed form (``body`` has CRLF line endings)."""
     if body and not body.endswith(b"\r\n"):
         body += b"\r\n"  # a last line without its line break (rare): give it one
-    if _has_wsp_to_rewrite(body):
-        body = _WSP.sub(b" ", _TRAILING_WSP.sub(b"\r\n", body))
+    body = relaxed_lines(body)
     end = len(body)
     while end >= 2 and body[end - 2 : end] == b"\r\n":
         end -= 2
@@ -134,7 +147,7 @@ def body_hash(body: bytes) -> bytes:
     return digest.digest()
 
 
-def _has_wsp_to_rewrite(body: bytes) -> bool:
+def has_wsp_to_rewrite(body: bytes) -> bool:
     """Whether relaxed canonicalization changes any white space in ``body``.
 
     Single spaces inside lines are already canonical; only tabs, runs of spaces and
@@ -154,7 +167,7 @@ def _has_wsp_to_rewrite(body: bytes) -> bool:
     return b"  " in body or b" \r" in body  # text with many spaces: let the searches run
 
 
-def _split(data: bytes) -> tuple[list[bytes], bytes]:
+def split_message(data: bytes) -> tuple[list[bytes], bytes]:
     """The header fields (folded, without their final CRLF) and the body of a message."""
     if data.startswith(b"\r\n"):
         return [], data[2:]
@@ -170,25 +183,31 @@ def _split(data: bytes) -> tuple[list[bytes], bytes]:
     return fields, body
 
 
-def _header_names(fields: Sequence[bytes]) -> list[str]:
+def header_names(fields: Sequence[bytes]) -> list[str]:
     """The ``h=`` list: each signable header as often as present, OVERSIGNED once more."""
     names = [f.partition(b":")[0].strip(b" \t").decode("ascii") for f in fields]
     signed = [n for n in names if n.lower() not in UNSIGNED]
     return signed + list(OVERSIGNED)
 
 
-def _signed_fields(fields: Sequence[bytes], names: Sequence[str]) -> bytes:
-    """The canonical headers named by ``h=``, each name taking its instances bottom-up."""
-    by_name: dict[bytes, list[bytes]] = {}
-    for field in fields:
+def signed_order(fields: Sequence[bytes], names: Sequence[str]) -> list[int]:
+    """Which of ``fields`` each name of ``h=`` signs, in order: each name takes its
+    instances bottom-up, and an absent or used-up one signs as nothing (over-signing)."""
+    by_name: dict[bytes, list[int]] = {}
+    for index, field in enumerate(fields):
         key = field.partition(b":")[0].strip(b" \t").lower()
-        by_name.setdefault(key, []).append(field)
-    out = []
+        by_name.setdefault(key, []).append(index)
+    order = []
     for name in names:
         instances = by_name.get(name.lower().encode("ascii"))
-        if instances:  # an absent or used-up instance signs as nothing (over-signing)
-            out.append(relaxed_header(instances.pop()) + b"\r\n")
-    return b"".join(out)
+        if instances:
+            order.append(instances.pop())
+    return order
+
+
+def _signed_fields(fields: Sequence[bytes], names: Sequence[str]) -> bytes:
+    """The canonical headers named by ``h=``, each ending in CRLF."""
+    return b"".join(relaxed_header(fields[i]) + b"\r\n" for i in signed_order(fields, names))
 
 
 # -- keys --------------------------------------------------------------------------------------
@@ -298,6 +317,16 @@ def _public_suffixes() -> PublicSuffixList:
 # -- the signer --------------------------------------------------------------------------------
 
 
+@dataclass(frozen=True, slots=True)
+class SigningInput:
+    """What a message's signatures cover besides their own header: the ``h=`` list, the
+    canonical header fields it names (each ending in CRLF) and the body's SHA-256."""
+
+    names: str
+    headers: bytes
+    body_hash: bytes
+
+
 class Signer:
     """Signs messages for one domain with one or more keys (one signature each)."""
 
@@ -353,21 +382,28 @@ class Signer:
 
     def signatures(self, data: bytes) -> list[bytes]:
         """The DKIM-Signature header fields (each ending in CRLF) for CRLF ``data``."""
-        fields, body = _split(data)
+        fields, body = split_message(data)
         done = _signed_by(fields)
         keys = [k for k in self.keys if (self.domain.lower(), k.selector.lower()) not in done]
         if not keys:
             return []
-        names = ":".join(_header_names(fields))
-        headers = _signed_fields(fields, names.split(":"))
+        names = ":".join(header_names(fields))
+        signed = SigningInput(names, _signed_fields(fields, names.split(":")), body_hash(body))
+        return self.signatures_over(signed, keys)
+
+    def signatures_over(
+        self, signed: SigningInput, keys: Sequence[DkimKey] | None = None
+    ) -> list[bytes]:
+        """The DKIM-Signature header fields (each ending in CRLF) over ``signed``, one per
+        key of ``keys`` (all of the signer's by default)."""
         stamp = str(int(self._clock()))
-        bh = base64.b64encode(body_hash(body))
+        bh = base64.b64encode(signed.body_hash)
         # bh= and b= each start a line: relaxed, the folds read as single spaces.
         tail = b" bh=" + bh + b"; b="
         out = []
-        for key in keys:
-            folded, canonical = self._prefix(key, stamp, names)
-            signature = base64.b64encode(key.sign(headers + canonical + tail))
+        for key in self.keys if keys is None else keys:
+            folded, canonical = self._prefix(key, stamp, signed.names)
+            signature = base64.b64encode(key.sign(signed.headers + canonical + tail))
             out.append(
                 b"".join((folded, b"\r\n bh=", bh, b";\r\n b=", _fold_b(signature), b"\r\n"))
             )
