@@ -41,6 +41,7 @@ from newsletter.mail.chat import ChatSetupError, ChatTransport
 from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import HeaderError, recipient_tokens
 from newsletter.mail.signing import alignment_problem, sign_message
+from newsletter.mail.signplan import off_loop
 from newsletter.mail.tokens import envelope_sender, make_delivery_token
 from newsletter.mail.transport import (
     DeliveryError,
@@ -242,9 +243,10 @@ class Lane:
             delay = min(max((due - utcnow()).total_seconds(), 0.05), 1.0)
         await sleep_unless(self.outbox.stop, delay)
 
-    def _build(self, row: Claimed) -> tuple[str, bytes, bool]:
+    async def _build(self, row: Claimed) -> tuple[str, bytes, bool]:
         """The message of ``row`` as it goes out: (Message-ID, bytes, wire-ready). The one
-        place messages are signed: an issue's as it is personalized, a single mail's here."""
+        place messages are signed: an issue's as it is personalized (in a signing thread
+        where there are cores to spare), a single mail's here."""
         if row.kind in CHAT_KINDS:
             return "", row.data or b"", False
         if row.issue_id is None:
@@ -252,7 +254,7 @@ class Lane:
         assert self.prepared is not None
         key = self.outbox.key
         template = self.prepared.template(row.lang, self.cfg.default_lang)
-        message = template.personalize(
+        composed = template.compose(
             to_address=row.email,
             to_name=row.name,
             **recipient_tokens(self.cfg, key, row.subscriber_id or 0),
@@ -260,6 +262,7 @@ class Lane:
             message_id=row.message_id,
             delivery_token=make_delivery_token(key, row.id),
         )
+        message = await off_loop(template.finish, composed, template.signs)
         return message.message_id, message.data, message.wire_ready
 
     async def _deliver(
@@ -271,7 +274,7 @@ class Lane:
         owner: str,
     ) -> None:
         try:
-            message_id, data, wire_ready = self._build(row)
+            message_id, data, wire_ready = await self._build(row)
         except HeaderError as exc:
             await self._record(ledger, accepted)
             self.store.mark_failed(
