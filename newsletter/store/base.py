@@ -100,19 +100,20 @@ def _engine(url: str, base_dir: Path) -> Engine:
             f"database_url: cannot use {sa.engine.make_url(url).render_as_string()}: {exc}"
         ) from None
     if engine.dialect.name == "sqlite":
-
-        @sa.event.listens_for(engine, "connect")
-        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
-            cur = dbapi_conn.cursor()
-            # WAL lets readers (the web app) run beside a send; NORMAL keeps every commit
-            # safe from a killed process at a fraction of FULL's fsync cost.
-            cur.execute("PRAGMA journal_mode=WAL")
-            cur.execute("PRAGMA synchronous=NORMAL")
-            cur.execute("PRAGMA busy_timeout=30000")
-            cur.execute("PRAGMA foreign_keys=ON")
-            cur.close()
-
+        sa.event.listen(engine, "connect", sqlite_pragmas)
     return engine
+
+
+def sqlite_pragmas(dbapi_conn: Any, _record: Any = None) -> None:
+    """What every SQLite connection is opened with (the store's, and a sending lane's)."""
+    cur = dbapi_conn.cursor()
+    # WAL lets readers (the web app) run beside a send; NORMAL keeps every commit
+    # safe from a killed process at a fraction of FULL's fsync cost.
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=NORMAL")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.close()
 
 
 class StoreBase:
