@@ -2,19 +2,25 @@
 
 from __future__ import annotations
 
+import dataclasses
 import email
 import email.policy
 import mailbox
 import re
 import shutil
 import signal
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from aiosmtpd.controller import Controller
-from conftest import SEEDS, FaultySmtpHandler, free_port, run_newsletter
+from conftest import SEEDS, DkimVerifiers, FaultySmtpHandler, free_port, run_newsletter, smtp_cfg
 
+from newsletter.config import Config
+from newsletter.models import Archive
+from newsletter.select import IsoWeek
 from newsletter.store import Store, open_store
 
 WEEK = "2024-W05"
@@ -541,4 +547,50 @@ def test_a_real_send_warns_when_dmarc_would_not_count_the_dkim_signature(
     )
     assert err.count(warning) == (1 if warns else 0), err
     assert ("DMARC" in err) == warns
+    store.close()
+
+
+def test_messages_signed_in_signing_threads_verify_and_go_out_once(
+    issue_cfg: Config,
+    seeds_archive: Archive,
+    smtp_server: tuple[FaultySmtpHandler, int],
+    dkim_key: tuple[bytes, bytes],
+    dkim_verifiers: DkimVerifiers,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """With more than two cores the messages are finished and signed in threads beside
+    the event loop: each recipient still gets one message, signed as it should be."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from newsletter.app.delivery import send_week
+    from newsletter.mail import signplan
+    from newsletter.mail.message import MessageTemplate, PreparedMessage
+
+    handler, port = smtp_server
+    (tmp_path / "dkim.pem").write_bytes(dkim_key[0])
+    cfg = smtp_cfg(issue_cfg, port, concurrency=4)
+    cfg = cfg.replace(
+        email=dataclasses.replace(
+            cfg.email, dkim_selector="mail", dkim_key_file=str(tmp_path / "dkim.pem")
+        )
+    )
+    store = open_store(cfg.database_url, cfg.base_dir)
+    addresses = _subscribe(store, 40)
+    finish, threads = MessageTemplate.finish, []
+
+    def recorded(self: MessageTemplate, *args: Any, **kwargs: Any) -> PreparedMessage:
+        threads.append(threading.current_thread().name)
+        return finish(self, *args, **kwargs)
+
+    monkeypatch.setattr(MessageTemplate, "finish", recorded)
+    with ThreadPoolExecutor(2, thread_name_prefix="dkim") as pool:
+        monkeypatch.setattr(signplan, "signing_pool", lambda: pool)
+        report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"k" * 32)
+    assert report.counts["sent"] == 40
+    assert len(threads) == 40 and all(name.startswith("dkim") for name in threads)
+    assert handler.counts() == dict.fromkeys(addresses, 1)
+    for address in addresses:
+        (data,) = handler.received[address]
+        assert dkim_verifiers.dkimpy(data) == {"mail": True}, address
     store.close()
