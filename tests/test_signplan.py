@@ -167,6 +167,7 @@ _PIECE = st.lists(_BYTES, max_size=12).map(b"".join)
 @example(lead=b"a\r\nb ", pieces=[b"\r\nQUJD\r\n"])  # a space ends the lead's last line
 @example(lead=b"a\r\n", pieces=[b"b ", b" c\r\n"])  # a run of spaces across pieces
 @example(lead=b"a\r\n\r\n", pieces=[b"\r\n"])  # nothing but empty lines after the lead
+@example(lead=b"a\r\n\r", pieces=[b"\n"])  # an empty last line, its CRLF split
 def test_body_hash_from_the_lead_equals_the_whole_body(lead: bytes, pieces: list[bytes]) -> None:
     plan = SigningPlan(Signer(DKIM_DOMAIN, [_ed_key()]), b"Subject: s", lead)
     assert plan.body_hash(pieces) == body_hash(lead + b"".join(pieces))
@@ -182,6 +183,9 @@ def test_body_hash_from_the_lead_equals_the_whole_body(lead: bytes, pieces: list
         ([b"a ", b" b\r\n"], False),  # two spaces, across pieces
         ([b"a\tb\r\n"], False),
         ([b"a\r\n", b"\r\n"], False),  # an empty line at the end
+        ([b"a\r\n\r", b"\n"], False),  # the same, its line break across two pieces
+        ([b"\r", b"\n\r\n"], False),
+        ([b"abc\r", b"\n"], True),
         ([b"ab"], False),  # no line break at the end
         ([b"\r\n"], False),
         ([], False),

@@ -136,18 +136,18 @@ class SigningPlan:
 
 
 def canonical_as_is(pieces: Sequence[bytes]) -> bool:
-    """Whether the joined ``pieces`` are a body's end already in relaxed form: CRLF
-    line endings, no tab, no run of spaces, no space before a line break or at a
-    piece's end (where the next piece could continue it), and one line break at the
-    end. Cautious: False sends the body the whole way."""
-    last = b""
+    """Whether the joined ``pieces`` are a body's end already in relaxed form: no tab, no
+    run of spaces, no space before a line break or at a piece's end (where the next piece
+    could continue it), and a last line with something on it, ended by a line break.
+    Cautious: False sends the body the whole way."""
+    tail = b""  # the joined pieces' last four bytes: a line break may span two pieces
     for piece in pieces:
         if not piece:
             continue
         if piece.endswith(b" ") or has_wsp_to_rewrite(piece):
             return False
-        last = piece
-    return len(last) >= 3 and last.endswith(_CRLF) and not last.endswith(_CRLF + _CRLF)
+        tail = (tail + piece[-4:])[-4:]
+    return len(tail) >= 3 and tail.endswith(_CRLF) and not tail.endswith(_CRLF + _CRLF)
 
 
 def signing_threads(cores: int | None = None) -> int:
