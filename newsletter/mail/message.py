@@ -10,9 +10,9 @@ UTF-8 as it is, so that ``cat`` shows it and its links (:func:`readable_text`).
 :meth:`MessageTemplate.personalize` then writes four headers and joins pre-encoded
 bytes once; when a key is configured it DKIM-signs them, from the pieces, with what the
 template's :class:`~newsletter.mail.signplan.SigningPlan` worked out once (keys loaded once
-per template). Delivery sends exactly those bytes. A sender may :meth:`~MessageTemplate.
-compose` a recipient's parts on its event loop and :meth:`~MessageTemplate.finish` them in
-a signing thread.
+per template). Delivery sends exactly those bytes. A sender may compose a recipient's parts
+on its event loop (:meth:`MessageTemplate.compose`) and finish them in a signing thread
+(:meth:`MessageTemplate.finish`).
 
 :func:`build_message` is the plain reference: one full EmailMessage per recipient.
 """

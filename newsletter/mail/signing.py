@@ -2,7 +2,9 @@
 
 Both use relaxed/relaxed canonicalization. Keys are loaded once into a :class:`Signer`,
 which then signs any finished message (bytes) in well under a millisecond per key; a
-pure-Python RSA signature took about 10 ms and capped the sending rate.
+pure-Python RSA signature took about 10 ms and capped the sending rate. An issue's
+messages are signed from their pieces instead, with what their template shares worked out
+once (:mod:`newsletter.mail.signplan`); the rules here are the ones both follow.
 
 The signed-header list ``h=`` is taken from the message itself: every header it has,
 except those relays add or rewrite in transit, plus one more instance of each header in
