@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import sqlalchemy as sa
 from conftest import SEEDS, SLACK_TOKEN, ChatServer, FaultySmtpHandler, run_newsletter
@@ -31,7 +33,7 @@ def test_fan_out_is_idempotent_and_addresses_case_insensitive(
     assert not created
     store.add_subscriber("other@example.org")
     issue = store.ensure_issue("2024-W05", "subject", status="sending")
-    assert store.fan_out(issue.id) == 2
+    assert store.fan_out(issue.id, batch=1) == 2  # a subscriber id per transaction
     assert store.fan_out(issue.id) == 0
     store.add_subscriber("late@example.org")
     assert store.fan_out(issue.id) == 1
@@ -252,4 +254,55 @@ def test_a_day_posts_to_slack_from_postgresql(
         chat.post_day(cfg, store, load_local_archive(cfg), b"k" * 32, dt.date(2024, 7, 31))
     day, *papers = chat_server.posts
     assert len(papers) == 3 and {p["thread_ts"] for p in papers} == {day["ts"]}
+    store.close()
+
+
+def test_a_claim_on_a_long_list_reads_only_the_rows_it_takes(
+    postgres_url: str, tmp_path: Path
+) -> None:
+    """A claim goes through the index of unsent rows, whatever the statistics say: those
+    taken as the send began (every row queued) would otherwise make the planner walk the
+    primary key past every row sent since, a little longer at each claim."""
+    import datetime as dt
+
+    from newsletter.store.claims import claim_params, claim_statement
+
+    lease = dt.timedelta(minutes=5)
+    store = open_store(postgres_url, tmp_path)
+    with store.engine.begin() as conn:
+        conn.execute(
+            sa.text(
+                "INSERT INTO subscribers (email, email_key, name, lang, status, created_at, "
+                "updated_at) SELECT 'r' || i || '@example.org', 'r' || i || '@example.org', "
+                "'', 'ko', 'active', now(), now() FROM generate_series(1, 100000) AS i"
+            )
+        )
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    assert store.fan_out(issue.id) == 100_000
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE"))  # as autovacuum does after the fan-out
+    with store.engine.begin() as conn:
+        conn.execute(sa.text("UPDATE deliveries SET status = 'sent' WHERE id <= 10000"))
+    statement = claim_statement("issue", False).compile(dialect=store.engine.dialect)
+    now = dt.datetime.now(dt.UTC)
+    params = {**statement.params, **claim_params(issue.id, "me", 10, lease, now, None)}
+    with store.engine.connect() as conn:
+        (plan,) = conn.exec_driver_sql(
+            f"EXPLAIN (ANALYZE, FORMAT JSON) {statement}", params
+        ).scalar_one()
+        conn.rollback()
+
+    def nodes(node: dict[str, Any]) -> Iterator[dict[str, Any]]:
+        yield node
+        for child in node.get("Plans", []):
+            yield from nodes(child)
+
+    read = [
+        (node.get("Index Name"), node["Actual Rows"] + node.get("Rows Removed by Filter", 0))
+        for node in nodes(plan["Plan"])
+        if node.get("Relation Name") == "deliveries" and node["Node Type"] != "ModifyTable"
+    ]
+    assert ("ix_deliveries_due", 10) in read, read
+    assert sum(rows for _, rows in read) <= 20, read
+    assert [row.id for row in store.claim(issue.id, "me", 10, lease)] == list(range(10001, 10011))
     store.close()
