@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
+import tracemalloc
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any, TypeVar
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +15,7 @@ import sqlalchemy as sa
 from newsletter.store import Store, deliveries, head_revision, open_store, utcnow
 
 LEASE = dt.timedelta(minutes=5)
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -150,3 +155,117 @@ def test_a_message_given_back_after_its_issue_was_cancelled_is_skipped(store: St
         conn.execute(sa.text("update issues set status = 'cancelled'"))
     assert store.requeue([first.id], "server: 421") == 1
     assert store.counts(issue.id)["skipped"] == 1 and store.counts(issue.id)["queued"] == 1
+
+
+# --- a long list: what the send does with it stays in the database ----------------------
+
+
+def many_subscribers(store: Store, count: int, *, inactive_every: int = 0) -> None:
+    """``count`` subscribers made by the database itself (a recursive CTE); with
+    ``inactive_every``, every such one has unsubscribed."""
+    status = "'active'"
+    if inactive_every:
+        status = f"CASE WHEN i % {inactive_every} = 0 THEN 'unsubscribed' ELSE 'active' END"
+    statement = sa.text(
+        "WITH RECURSIVE seq(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM seq WHERE i < :count) "
+        "INSERT INTO subscribers (email, email_key, name, lang, status, created_at, updated_at) "
+        f"SELECT 'r' || i || '@example.org', 'r' || i || '@example.org', '', 'ko', {status}, "
+        ":now, :now FROM seq"
+    ).bindparams(sa.bindparam("now", type_=sa.DateTime(timezone=True)))
+    with store.engine.begin() as conn:
+        conn.execute(statement, {"count": count, "now": utcnow()})
+
+
+@contextlib.contextmanager
+def vm_steps(store: Store) -> Iterator[list[int]]:
+    """SQLite's virtual-machine instructions, in hundreds, of the statements run inside:
+    the work they did, whatever the machine's speed."""
+    steps = [0]
+
+    def tick() -> int:
+        steps[0] += 1
+        return 0
+
+    def hook(dbapi_conn: Any, _record: Any) -> None:
+        dbapi_conn.set_progress_handler(tick, 100)
+
+    store.engine.dispose()
+    sa.event.listen(store.engine, "connect", hook)
+    try:
+        yield steps
+    finally:
+        sa.event.remove(store.engine, "connect", hook)
+        store.engine.dispose()
+
+
+def python_peak(work: Callable[[], T]) -> tuple[T, int]:
+    """What ``work`` returns, and the most memory Python held for it at once (bytes)."""
+    tracemalloc.start()
+    try:
+        result = work()
+        return result, tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+
+
+def test_fan_out_goes_a_range_of_subscribers_at_a_time(store: Store) -> None:
+    many_subscribers(store, 20, inactive_every=4)
+    issue = store.ensure_issue("2024-W05", "s", status="approved")
+    assert not store.has_deliveries(issue.id)
+    assert store.fan_out(issue.id, batch=3) == 15
+    assert store.has_deliveries(issue.id)
+    assert store.fan_out(issue.id, batch=7) == 0
+    late = store.add_subscriber("late@example.org")[0]
+    assert store.fan_out(issue.id, batch=100) == 1
+    with store.engine.connect() as conn:
+        found = conn.execute(sa.select(deliveries.c.subscriber_id)).scalars().all()
+        recipients = conn.execute(sa.text("select recipients from issues")).scalar()
+    expected = [i for i in range(1, 21) if i % 4] + [late.id]
+    assert sorted(found) == expected and recipients == 16
+
+
+def test_a_fan_out_to_a_long_list_never_holds_it(store: Store) -> None:
+    """The deliveries are made by one INSERT ... SELECT per range of subscribers: none of
+    them passes through Python (200,000 ids alone would take 7 MB there)."""
+    many_subscribers(store, 200_000)
+    issue = store.ensure_issue("2024-W05", "s", status="approved")
+    store.fan_out(issue.id)  # the statements compiled once, as in any process
+    other = store.ensure_issue("2024-W06", "s", status="approved")
+    added, peak = python_peak(lambda: store.fan_out(other.id))
+    assert added == 200_000
+    assert peak < 500_000, peak
+
+
+def test_a_claim_works_as_much_on_a_long_list_as_on_a_short_one(tmp_path: Path) -> None:
+    """A claim finds the next rows through the index of unsent rows, by id: no reading of
+    the list, neither of what is left to send nor of what was sent."""
+    work = {}
+    for count in (1_000, 200_000):
+        store = open_store(f"sqlite:///{count}.db", tmp_path)
+        many_subscribers(store, count)
+        issue = store.ensure_issue("2024-W05", "s", status="sending")
+        store.fan_out(issue.id)
+        with vm_steps(store) as steps:
+            assert len(store.claim(issue.id, "a", 10, LEASE)) == 10
+        work[count] = steps[0]
+        if count > 1_000:
+            # All but the last 20 sent: the claim does not walk past what was sent.
+            with store.engine.begin() as conn:
+                conn.execute(
+                    sa.text(f"update deliveries set status = 'sent' where id <= {count - 20}")
+                )
+            with vm_steps(store) as steps:
+                claimed = store.claim(issue.id, "b", 10, LEASE)
+            assert [row.id for row in claimed] == list(range(count - 19, count - 9))
+            work["near the end"] = steps[0]
+        store.close()
+    assert work[200_000] <= 2 * work[1_000] + 10, work
+    assert work["near the end"] <= 2 * work[1_000] + 10, work
+
+
+def test_subscribers_are_read_a_page_at_a_time(store: Store) -> None:
+    """The dry run and the exports go through the list with at most a page in memory."""
+    many_subscribers(store, 200_000)
+    count, peak = python_peak(lambda: sum(1 for _ in store.iter_subscribers("active")))
+    assert count == 200_000
+    assert peak < 3_000_000, peak

@@ -165,7 +165,7 @@ def start(store: Store, row: Issue, *, retry_failed: bool = False) -> Issue:
         return row
     added = store.fan_out(row.id)
     log.info("%s: %d new deliveries queued", row.week, added)
-    if not any(store.counts(row.id).values()):
+    if not store.has_deliveries(row.id):
         raise NoRecipients(f"{row.week}: there are no active subscribers: nothing was sent")
     if row.status in (APPROVED, SENT):
         row = try_transition(store, row, Op.START) or reload(store, row)
@@ -186,7 +186,7 @@ def resume(store: Store, week: str) -> Issue:
     row = find(store, week)
     if row.status != PAUSED:
         raise IssueStateError(refusal(Op.RESUME, row.week, row.status))
-    op = Op.RESUME if any(store.counts(row.id).values()) else Op.UNQUEUE
+    op = Op.RESUME if store.has_deliveries(row.id) else Op.UNQUEUE
     return transition(store, row, op)
 
 

@@ -32,6 +32,7 @@ from newsletter.store.claims import (
 from newsletter.store.reports import soft_bounce
 from newsletter.store.tables import (
     DELIVERY_STATUSES,
+    UNSENT,
     deliveries,
     issues,
     subscribers,
@@ -58,42 +59,56 @@ class FailedDelivery:
     last_error: str | None
 
 
+# Subscriber ids per statement of a fan-out. Each range is its own short transaction: a
+# fan-out to a million holds SQLite's one write lock (and a PostgreSQL transaction) for a
+# fraction of a second at a time, and keeps what it made if it is cut short.
+FAN_OUT_IDS = 50_000
+
+
+def _fan_out_statement(insert: Any, issue_id: int, now: dt.datetime) -> Any:
+    """One queued delivery of ``issue_id`` per active subscriber whose id is above
+    ``b_low`` and at most ``b_high``, made in the database (no subscriber passes through
+    this process); a subscriber who has one already is left as is."""
+    s = subscribers.c
+    select = sa.select(
+        sa.literal(issue_id),
+        s.id,
+        sa.literal("queued"),
+        sa.literal(0),
+        sa.literal(now, sa.DateTime(timezone=True)),
+        sa.literal(now, sa.DateTime(timezone=True)),
+    ).where(
+        s.status == "active",
+        s.id > sa.bindparam("b_low", type_=sa.Integer),
+        s.id <= sa.bindparam("b_high", type_=sa.Integer),
+    )
+    columns = ["issue_id", "subscriber_id", "status", "attempts", "next_attempt_at", "updated_at"]
+    return insert.from_select(columns, select).on_conflict_do_nothing(
+        index_elements=["issue_id", "subscriber_id"]
+    )
+
+
 class LedgerQueries(StoreBase):
-    def fan_out(self, issue_id: int) -> int:
-        """One queued delivery per active subscriber, idempotently; returns rows added."""
+    def fan_out(self, issue_id: int, *, batch: int = FAN_OUT_IDS) -> int:
+        """One queued delivery per active subscriber, idempotently, ``batch`` subscriber
+        ids per transaction (:data:`FAN_OUT_IDS`); returns rows added. Those who
+        subscribe meanwhile are left to the next fan-out, as they would be by one
+        statement begun before them."""
         now = utcnow()
-        select = sa.select(
-            sa.literal(issue_id),
-            subscribers.c.id,
-            sa.literal("queued"),
-            sa.literal(0),
-            sa.literal(now, sa.DateTime(timezone=True)),
-            sa.literal(now, sa.DateTime(timezone=True)),
-        ).where(subscribers.c.status == "active")
-        stmt = (
-            self._insert(deliveries)
-            .from_select(
-                [
-                    "issue_id",
-                    "subscriber_id",
-                    "status",
-                    "attempts",
-                    "next_attempt_at",
-                    "updated_at",
-                ],
-                select,
-            )
-            .on_conflict_do_nothing(index_elements=["issue_id", "subscriber_id"])
-        )
+        stmt = _fan_out_statement(self._insert(deliveries), issue_id, now)
         count = (
             sa.select(sa.func.count())
             .select_from(deliveries)
             .where(deliveries.c.issue_id == issue_id)
         )
-        with self.engine.begin() as conn:
+        with self.engine.connect() as conn:
             # Counted before and after: drivers disagree on rowcount for INSERT ... SELECT.
             before = conn.execute(count).scalar_one()
-            conn.execute(stmt)
+            top = conn.execute(sa.select(sa.func.max(subscribers.c.id))).scalar() or 0
+        for low in range(0, top, max(batch, 1)):
+            with self.engine.begin() as conn:
+                conn.execute(stmt, {"b_low": low, "b_high": low + max(batch, 1)})
+        with self.engine.begin() as conn:
             total = conn.execute(count).scalar_one()
             conn.execute(
                 issues.update()
@@ -101,6 +116,15 @@ class LedgerQueries(StoreBase):
                 .values(recipients=total, updated_at=now)
             )
         return int(total - before)
+
+    def has_deliveries(self, issue_id: int) -> bool:
+        """Whether the issue has any delivery at all, in whatever state (the first row
+        found answers: no count of a long list)."""
+        with self.engine.connect() as conn:
+            found = conn.execute(
+                sa.select(sa.exists().where(deliveries.c.issue_id == issue_id))
+            ).scalar()
+        return bool(found)
 
     def claim(
         self,
@@ -363,6 +387,9 @@ class LedgerQueries(StoreBase):
                 conn.execute(
                     sa.select(deliveries.c.lease_owner)
                     .distinct()
+                    # A leased row is always unsent: the index of unsent rows finds them
+                    # without reading the ledger of every issue ever sent.
+                    .where(sa.text(f"deliveries.{UNSENT}"))
                     .where(deliveries.c.lease_owner.like(prefix + "%"))
                 )
                 .scalars()
