@@ -191,14 +191,14 @@ def child(url: str, messages: int, concurrency: int, folder: Path) -> None:
     row = issues.start(store, row)
     fan_out = time.perf_counter() - started
     after_fan_out = vm_kb("VmHWM")
-    samples: list[tuple[int, int]] = []
+    samples: list[tuple[int, int, float]] = []
 
     async def main() -> Counter[str]:
         stop = asyncio.Event()
 
         def progress(tally: Counter[str], _total: int) -> None:
             if tally["sent"] % SAMPLE_EVERY == 0 and tally["sent"] > len(samples) * SAMPLE_EVERY:
-                samples.append((tally["sent"], vm_kb("VmRSS")))
+                samples.append((tally["sent"], vm_kb("VmRSS"), time.perf_counter() - started))
             if messages and tally["sent"] >= messages:
                 stop.set()
 
@@ -278,8 +278,12 @@ def report(count: int, concurrency: int, results: list[dict[str, Any]]) -> None:
     )
     for r in results:
         if r["samples"]:
-            seen = ", ".join(f"{sent // 1000}k: {mb(kb)}" for sent, kb in r["samples"])
-            print(f"{names[r['db']]} RSS while sending: {seen}")
+            print(f"{names[r['db']]} while sending (messages: RSS, rate since the last line):")
+            last = (0, 0, 0.0)
+            for sent, kb, at in r["samples"]:
+                rate = (sent - last[0]) / max(at - last[2], 1e-9)
+                print(f"  {sent:>9,}: {mb(kb):>7}, {rate:6,.0f} msg/s")
+                last = (sent, kb, at)
 
 
 def main() -> None:
