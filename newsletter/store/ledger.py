@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
 from newsletter.store.base import StoreBase, _aware, utcnow
 from newsletter.store.claims import (
@@ -65,7 +66,9 @@ class FailedDelivery:
 FAN_OUT_IDS = 50_000
 
 
-def _fan_out_statement(insert: Any, issue_id: int, now: dt.datetime) -> Any:
+def _fan_out_statement(
+    insert: postgresql.Insert | sqlite.Insert, issue_id: int, now: dt.datetime
+) -> postgresql.Insert | sqlite.Insert:
     """One queued delivery of ``issue_id`` per active subscriber whose id is above
     ``b_low`` and at most ``b_high``, made in the database (no subscriber passes through
     this process); a subscriber who has one already is left as is."""
@@ -92,8 +95,8 @@ class LedgerQueries(StoreBase):
     def fan_out(self, issue_id: int, *, batch: int = FAN_OUT_IDS) -> int:
         """One queued delivery per active subscriber, idempotently, ``batch`` subscriber
         ids per transaction (:data:`FAN_OUT_IDS`); returns rows added. Those who
-        subscribe meanwhile are left to the next fan-out, as they would be by one
-        statement begun before them."""
+        subscribe after it began (above the highest id it saw) are left to the next one,
+        as they would be by one statement begun before them."""
         now = utcnow()
         stmt = _fan_out_statement(self._insert(deliveries), issue_id, now)
         count = (
@@ -105,9 +108,10 @@ class LedgerQueries(StoreBase):
             # Counted before and after: drivers disagree on rowcount for INSERT ... SELECT.
             before = conn.execute(count).scalar_one()
             top = conn.execute(sa.select(sa.func.max(subscribers.c.id))).scalar() or 0
-        for low in range(0, top, max(batch, 1)):
+        step = max(batch, 1)
+        for low in range(0, top, step):
             with self.engine.begin() as conn:
-                conn.execute(stmt, {"b_low": low, "b_high": low + max(batch, 1)})
+                conn.execute(stmt, {"b_low": low, "b_high": low + step})
         with self.engine.begin() as conn:
             total = conn.execute(count).scalar_one()
             conn.execute(
