@@ -446,6 +446,8 @@ def test_pages_still_to_be_built_answer_503_with_retry_after(
     assert '<html lang="en">' in english.text and "This page is being built" in english.text
     assert site.get("/days/2024-05-20.html").text == "<p>old</p>"
     assert site.get("/nothing.html").status_code == 404
+    for coming in ("/search.html", "/search.en.html", "/search.js", "/search/index.json"):
+        _building(site.get(coming))
 
     # Planned: exactly the pages the build writes that are missing.
     pending.plan(

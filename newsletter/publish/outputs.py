@@ -36,7 +36,7 @@ from newsletter.publish.manifest import FEEDS, PAGES, Manifest, _hash, feed_inpu
 from newsletter.publish.pending import PendingPages
 from newsletter.publish.public_files import remove_pages, write_if_changed
 from newsletter.publish.render import LANGS, templates_dir
-from newsletter.publish.search_index import refresh_index
+from newsletter.publish.search_index import INDEX_NAME, refresh_index
 from newsletter.select import IsoWeek, NoIssueError, build_issue
 
 log = logging.getLogger(__name__)
@@ -182,6 +182,10 @@ class _Build:
         names += [site.issue_path(week, lang, default) for week in weeks for lang in LANGS]
         names += [site.day_path(day, lang, default) for day in days for lang in LANGS]
         names += [ISSUES_ATOM_NAME, ISSUES_JSON_NAME]
+        names += [site.page_name("search", lang, default) for lang in LANGS] + [SCRIPT]
+        # The search index holds no link: pending only while missing, until the build ends.
+        if not os.path.exists(f"{public}{os.sep}{INDEX_NAME}"):
+            names.append(INDEX_NAME)
         self.pending.plan(names, lambda name: os.path.exists(f"{public}{os.sep}{name}"))
 
     def week_inputs(self, weeks: list[IsoWeek]) -> dict[IsoWeek, str]:

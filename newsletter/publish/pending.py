@@ -18,10 +18,11 @@ from collections.abc import Callable, Iterable
 __all__ = ["PAGE_NAME", "PendingPages"]
 
 # The addresses of what a build writes after listening: the front page, the weeks' web
-# copies and the days' pages, in each language, and the issues feeds, which link to them.
+# copies, the days' pages and the search page, in each language, the search page's script
+# and index, and the issues feeds, which link to them.
 PAGE_NAME = re.compile(
-    r"(?:index|issues/\d{4}-W\d{2}|days/\d{4}-\d{2}-\d{2})(?:\.[a-z]{2})?\.html"
-    r"|issues\.(?:atom|json)",
+    r"(?:index|search|issues/\d{4}-W\d{2}|days/\d{4}-\d{2}-\d{2})(?:\.[a-z]{2})?\.html"
+    r"|issues\.(?:atom|json)|search\.js|search/index\.json",
     re.ASCII,
 )
 

@@ -40,9 +40,10 @@ from newsletter.publish.search_text import Entry, shard_of, terms
 
 log = logging.getLogger(__name__)
 
-__all__ = ["FOLDER", "SHARDS", "entries_of", "read_day", "refresh_index"]
+__all__ = ["FOLDER", "INDEX_NAME", "SHARDS", "entries_of", "read_day", "refresh_index"]
 
 FOLDER = "search"
+INDEX_NAME = f"{FOLDER}/index.json"
 SHARDS = 256
 # Changes whenever what the files hold, or how terms are made, changes.
 REVISION = "search-2"
@@ -197,7 +198,7 @@ def refresh_index(
             manifest.record(name, inputs)
             log.info("search: indexed %d papers of %d", count, year)
         segments.append([str(year), count, inputs[:12]])
-    _write(public, f"{FOLDER}/index.json", {"v": REVISION, "shards": SHARDS, "segments": segments})
+    _write(public, INDEX_NAME, {"v": REVISION, "shards": SHARDS, "segments": segments})
     if not any(entry.sha256.startswith("!") for entry in catalog.entries):
         _remove_gone(manifest, {d.isoformat() for d in days}, {str(y) for y in years})
     return True
