@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import logging
 import shutil
 from pathlib import Path
 
+import pytest
 from conftest import SEEDS
 
 from newsletter.app.search import find
@@ -98,3 +100,54 @@ def test_a_new_day_rebuilds_its_year_only(tmp_path: Path) -> None:
     (cfg.source_path / "2023.md").unlink()
     outputs.build_site(cfg, local_catalog(cfg), TODAY)
     assert not (public / "2023").exists() and not (public / "days/2023-05-20.json").exists()
+
+
+def test_a_day_after_the_last_is_appended_as_a_whole_build_makes_it(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    first = (SEEDS / sorted(p.name for p in SEEDS.iterdir())[0]).read_text(encoding="utf-8")
+    # Enough distinct words to fill every shard of 2024: a segment is appended to only
+    # with all its shard files in place.
+    words = " ".join(f"w{k}" for k in range(4000))
+    filled = first.replace("- 일반 영역", f"- {words} 일반 영역", 1)
+    # A later day listing the same papers again (``same`` pairs) and a new one.
+    later = first.replace("2024-05-20", "2024-08-01").replace("Vote: 6", "Vote: 7", 1)
+    later += later.split("\n\n", 1)[1].replace("2405.10725", "2408.00001")
+
+    def site(name: str, days: dict[str, str]) -> Config:
+        cfg = _cfg(tmp_path / name)
+        for file, text in days.items():
+            (cfg.source_path / file).write_text(text, "utf-8")
+        return cfg
+
+    cfg = site("appended", {"000_472715385765befd.txt": filled})
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    assert len(list((cfg.public_path / "search/2024").glob("*.json"))) == 256 + 1
+    (cfg.source_path / "2024-08-01.md").write_text(later, "utf-8")
+    with caplog.at_level(logging.INFO, logger="newsletter.publish.search_index"):
+        outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    assert "search: added 1 days to 2024" in caplog.text
+    whole = site("whole", {"000_472715385765befd.txt": filled, "2024-08-01.md": later})
+    outputs.build_site(whole, local_catalog(whole), TODAY)
+    # Every file alike but index.json, whose versions hash the digests' paths too.
+    appended = cfg.public_path / "search"
+    made = {str(p.relative_to(appended)): p.read_bytes() for p in appended.rglob("*.json")}
+    expected = whole.public_path / "search"
+    wanted = {str(p.relative_to(expected)): p.read_bytes() for p in expected.rglob("*.json")}
+    assert len(made) > 256 and made.keys() == wanted.keys()
+    assert [n for n in made if made[n] != wanted[n]] == ["index.json"]
+    assert json.loads(made["2024/docs.json"])["same"]
+    assert client_rank(cfg.public_path, "2408.00001") == ["2408.00001"]
+
+
+def test_a_damaged_segment_is_made_whole_again(tmp_path: Path) -> None:
+    cfg = _cfg(tmp_path)
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    day = (SEEDS / sorted(p.name for p in SEEDS.iterdir())[0]).read_text(encoding="utf-8")
+    shard = sorted((cfg.public_path / "search/2024").glob("[0-9]*.json"))[0]
+    shard.write_text("{damaged", encoding="utf-8")
+    later = day.replace("2024-05-20", "2024-08-01").replace("2405.10725", "2408.00001")
+    (cfg.source_path / "2024-08-01.md").write_text(later, "utf-8")
+    outputs.build_site(cfg, local_catalog(cfg), TODAY)
+    json.loads(shard.read_text(encoding="utf-8"))
+    assert client_rank(cfg.public_path, "2408.00001") == ["2408.00001"]

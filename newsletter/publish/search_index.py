@@ -8,8 +8,9 @@ reads with no server behind it, built with the site and only where the archive c
   hash of the term (``N.json``: term -> postings) and ``docs.json`` (its days with their
   number of papers, each paper's votes, and ``same``: [doc, earlier doc] for a paper
   listed again on a later day of the year, so a count of results counts it once). A
-  segment is made again from its days' files when one of them changed, so a new day
-  rebuilds its year and nothing else.
+  segment is made again from its days' files when one of them changed; a day added after
+  the segment's last (the daily job's case) is appended to it instead, reading the new
+  day's file and the year's shards, and nothing else is touched.
 - ``search/index.json``: the segments, each with its paper count and a version that
   changes with its content (the client asks for ``?v=``, so a cache never mixes two).
 
@@ -21,6 +22,7 @@ times two plus one when the term is in the heading (title, authors, id).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import datetime as dt
 import json
@@ -29,6 +31,7 @@ import os
 import shutil
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
 from newsletter.archive.cache import Catalog
 from newsletter.files import public_folder
@@ -113,8 +116,8 @@ def _batches(items: list[dt.date], size: int) -> Iterator[list[dt.date]]:
 
 def _write_days(
     catalog: Catalog, manifest: Manifest, days: list[dt.date], stopped: Callable[[], bool]
-) -> set[int] | None:
-    """Write the stale day files; the years they are in (None when stopped)."""
+) -> set[dt.date] | None:
+    """Write the stale day files; those days (None when stopped)."""
     stale = []
     for day in days:
         inputs = _hash(REVISION, catalog.fingerprint([day]))
@@ -129,7 +132,7 @@ def _write_days(
             name = _day_name(day.isoformat())
             _write(manifest.public, name, [e.to_json() for e in entries_of(by_day.get(day, []))])
             manifest.record(name, inputs_of[day])
-    return {day.year for day, _ in stale}
+    return {day for day, _ in stale}
 
 
 def _segment(public: Path, year: int, days: list[dt.date]) -> int:
@@ -158,20 +161,165 @@ def _segment(public: Path, year: int, days: list[dt.date]) -> int:
     shards: list[dict[str, list[int]]] = [{} for _ in range(SHARDS)]
     for term in sorted(postings):
         shards[shard_of(term, SHARDS)][term] = postings[term]
+    _write_segment(public, year, shards, range(SHARDS))
+    _write(public, f"{FOLDER}/{year}/docs.json", {"days": counts, "votes": votes, "same": same})
+    return doc
+
+
+def _write_segment(
+    public: Path, year: int, shards: list[dict[str, list[int]]], touched: Iterable[int]
+) -> None:
+    """Write the ``touched`` shards that hold terms, and remove the year's other files."""
     folder = f"{FOLDER}/{year}"
-    written = set()
-    for number, shard in enumerate(shards):
-        if shard:
-            _write(public, f"{folder}/{number}.json", shard)
-            written.add(f"{number}.json")
+    for number in touched:
+        if shards[number]:
+            _write(public, f"{folder}/{number}.json", shards[number])
+    written = {f"{number}.json" for number, shard in enumerate(shards) if shard}
     for name in os.listdir(public / folder):
         # Hidden names are files being written (newsletter.files), maybe by another
         # process building the same site: `newsletter feed` beside a starting service.
         if name not in written and name != "docs.json" and not name.startswith("."):
             with contextlib.suppress(FileNotFoundError):
                 (public / folder / name).unlink()
-    _write(public, f"{folder}/docs.json", {"days": counts, "votes": votes, "same": same})
+
+
+class _Unlike(Exception):
+    """A segment's files are not as written: it is made whole instead of extended."""
+
+
+def _appended(
+    catalog: Catalog,
+    manifest: Manifest,
+    docs: dict[str, Any] | None,
+    in_year: list[dt.date],
+    changed: set[dt.date],
+) -> list[dt.date] | None:
+    """The days of ``in_year`` after those the segment ``docs`` was made from, when it was
+    made from just the days before them as they still are; None when it must be made whole."""
+    try:
+        made = [str(row[0]) for row in docs["days"]]  # type: ignore[index]
+    except (TypeError, KeyError, IndexError):
+        return None
+    kept = in_year[: len(made)]
+    if not 0 < len(made) < len(in_year) or [d.isoformat() for d in kept] != made:
+        return None
+    if any(day in changed for day in kept):
+        return None
+    inputs = _hash(REVISION, str(SHARDS), catalog.fingerprint(kept))
+    if not manifest.current(f"{FOLDER}/{in_year[0].year}/docs.json", inputs):
+        return None
+    return in_year[len(made) :]
+
+
+def _extend(
+    public: Path, year: int, docs: dict[str, Any] | None, added: list[dt.date]
+) -> int | None:
+    """Append the papers of ``added`` (days after the segment's last) to the year's segment,
+    byte for byte as :func:`_segment` would make it whole; its paper count, or None when
+    its files are not as written."""
+    try:
+        return _append(public, year, docs, added)
+    except (_Unlike, OSError, ValueError, TypeError, KeyError, IndexError):
+        log.info("search: the segment of %d is not as written; making it whole", year)
+        return None
+
+
+def _append(public: Path, year: int, docs: Any, added: list[dt.date]) -> int:
+    folder = public / FOLDER / str(year)
+    shards: list[dict[str, list[int]]] = []
+    for number in range(SHARDS):
+        # A year's terms fill every shard but in its first days: a missing one is damage.
+        shard = json.loads((folder / f"{number}.json").read_bytes())
+        if not isinstance(shard, dict):
+            raise _Unlike
+        shards.append(shard)
+    counts, votes, same = list(docs["days"]), list(docs["votes"]), list(docs["same"])
+    old = _Earlier(public, [(str(day), int(n)) for day, n in counts], shards)
+    if old.limit != len(votes):
+        raise _Unlike
+    first: dict[str, int] = {}
+    last: dict[str, int] = {}
+    touched: set[int] = set()
+    doc = len(votes)
+    for day in added:
+        entries = read_day(public, day.isoformat())
+        counts.append([day.isoformat(), len(entries)])
+        for entry in entries:
+            if entry.arxiv_id not in first:
+                found = old.find(entry.arxiv_id)
+                first[entry.arxiv_id] = doc if found is None else found
+            if first[entry.arxiv_id] != doc:
+                same.append([doc, first[entry.arxiv_id]])
+            heading = terms(entry.heading())
+            for term in heading | terms(entry.summary):
+                number = shard_of(term, SHARDS)
+                postings = shards[number].setdefault(term, [])
+                before = last.get(term)
+                if before is None:
+                    before = _last_doc(postings)
+                postings.append((doc - before) * 2 + (term in heading))
+                last[term] = doc
+                touched.add(number)
+            votes.append(entry.votes)
+            doc += 1
+    for number in touched:
+        shards[number] = dict(sorted(shards[number].items()))
+    _write_segment(public, year, shards, sorted(touched))
+    _write(public, f"{FOLDER}/{year}/docs.json", {"days": counts, "votes": votes, "same": same})
     return doc
+
+
+def _last_doc(postings: list[int]) -> int:
+    """The doc number of a term's last posting (0 when none: a first gap counts from 0)."""
+    # Each posting is gap * 2 + flag: the gaps' sum without a Python loop.
+    return (sum(postings) - sum(map((1).__and__, postings))) // 2
+
+
+class _Earlier:
+    """The first paper of a segment's days with a given id: the docs whose heading holds
+    the id's terms, checked against their day files."""
+
+    def __init__(
+        self, public: Path, counts: list[tuple[str, int]], shards: list[dict[str, list[int]]]
+    ) -> None:
+        self.public = public
+        self.days = [day for day, _ in counts]
+        self.starts: list[int] = []
+        self.limit = 0
+        for _, n in counts:
+            self.starts.append(self.limit)
+            self.limit += n
+        self.shards = shards
+        self.read: dict[int, list[Entry]] = {}
+
+    def find(self, arxiv_id: str) -> int | None:
+        found: set[int] | None = None
+        for term in terms(arxiv_id):
+            docs = self._heading_docs(self.shards[shard_of(term, SHARDS)].get(term, []))
+            found = docs if found is None else found & docs
+        for doc in range(self.limit) if found is None else sorted(found):
+            index = bisect.bisect_right(self.starts, doc) - 1
+            if index not in self.read:
+                self.read[index] = read_day(self.public, self.days[index])
+                if len(self.read[index]) != self.starts_count(index):
+                    raise _Unlike
+            if self.read[index][doc - self.starts[index]].arxiv_id == arxiv_id:
+                return doc
+        return None
+
+    def starts_count(self, index: int) -> int:
+        end = self.starts[index + 1] if index + 1 < len(self.starts) else self.limit
+        return end - self.starts[index]
+
+    def _heading_docs(self, postings: list[int]) -> set[int]:
+        found, doc = set(), 0
+        for posting in postings:
+            doc += posting >> 1
+            if doc >= self.limit:
+                break
+            if posting & 1:
+                found.add(doc)
+        return found
 
 
 def refresh_index(
@@ -190,13 +338,17 @@ def refresh_index(
     for year, in_year in sorted(years.items()):
         name = f"{FOLDER}/{year}/docs.json"
         inputs = _hash(REVISION, str(SHARDS), catalog.fingerprint(in_year))
-        count = _recorded_count(public, name)
-        if year in changed or count is None or not manifest.current(name, inputs):
+        docs = _recorded(public, name)
+        count = _count(docs)
+        if (
+            count is None
+            or any(d.year == year for d in changed)
+            or not manifest.current(name, inputs)
+        ):
             if stopped():
                 return False
-            count = _segment(public, year, in_year)
+            count = _remake(catalog, manifest, docs, in_year, changed)
             manifest.record(name, inputs)
-            log.info("search: indexed %d papers of %d", count, year)
         segments.append([str(year), count, inputs[:12]])
     _write(public, INDEX_NAME, {"v": REVISION, "shards": SHARDS, "segments": segments})
     if not any(entry.sha256.startswith("!") for entry in catalog.entries):
@@ -204,11 +356,40 @@ def refresh_index(
     return True
 
 
-def _recorded_count(public: Path, name: str) -> int | None:
+def _remake(
+    catalog: Catalog,
+    manifest: Manifest,
+    docs: dict[str, Any] | None,
+    in_year: list[dt.date],
+    changed: set[dt.date],
+) -> int:
+    """Bring a year's segment up to date, by appending the days added after it when it can;
+    its paper count."""
+    public, year = manifest.public, in_year[0].year
+    added = _appended(catalog, manifest, docs, in_year, changed)
+    if added is not None:
+        count = _extend(public, year, docs, added)
+        if count is not None:
+            log.info("search: added %d days to %d (%d papers)", len(added), year, count)
+            return count
+    count = _segment(public, year, in_year)
+    log.info("search: indexed %d papers of %d", count, year)
+    return count
+
+
+def _recorded(public: Path, name: str) -> dict[str, Any] | None:
+    """A segment's ``docs.json`` as written (None when missing or damaged)."""
     try:
         body = json.loads((public / name).read_bytes())
-        return len(body["votes"])
-    except (OSError, ValueError, TypeError, KeyError):
+    except (OSError, ValueError):
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def _count(docs: dict[str, Any] | None) -> int | None:
+    try:
+        return len(docs["votes"]) if docs is not None else None
+    except (TypeError, KeyError):
         return None
 
 
