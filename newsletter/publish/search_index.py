@@ -33,8 +33,10 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+import orjson
+
 from newsletter.archive.cache import Catalog
-from newsletter.files import public_folder
+from newsletter.files import PUBLIC_FILE, public_folder, write_file
 from newsletter.models import Archive, Digest
 from newsletter.publish import inline
 from newsletter.publish.manifest import Manifest, _hash
@@ -167,12 +169,23 @@ def _segment(public: Path, year: int, days: list[dt.date]) -> int:
 
 
 def _write_segment(
-    public: Path, year: int, shards: list[dict[str, list[int]]], touched: Iterable[int]
+    public: Path,
+    year: int,
+    shards: list[dict[str, list[int]]],
+    touched: Iterable[int],
+    *,
+    grown: bool = False,
 ) -> None:
-    """Write the ``touched`` shards that hold terms, and remove the year's other files."""
+    """Write the ``touched`` shards that hold terms, and remove the year's other files.
+    ``grown``: each touched shard gained postings, so its file differs and is not read
+    back to compare."""
     folder = f"{FOLDER}/{year}"
     for number in touched:
-        if shards[number]:
+        if not shards[number]:
+            continue
+        if grown:
+            write_file(public / folder / f"{number}.json", _dump(shards[number]), mode=PUBLIC_FILE)
+        else:
             _write(public, f"{folder}/{number}.json", shards[number])
     written = {f"{number}.json" for number, shard in enumerate(shards) if shard}
     for name in os.listdir(public / folder):
@@ -229,7 +242,8 @@ def _append(public: Path, year: int, docs: Any, added: list[dt.date]) -> int:
     shards: list[dict[str, list[int]]] = []
     for number in range(SHARDS):
         # A year's terms fill every shard but in its first days: a missing one is damage.
-        shard = json.loads((folder / f"{number}.json").read_bytes())
+        # orjson: a year's shards are megabytes of JSON, read on every daily job.
+        shard = orjson.loads((folder / f"{number}.json").read_bytes())
         if not isinstance(shard, dict):
             raise _Unlike
         shards.append(shard)
@@ -264,7 +278,7 @@ def _append(public: Path, year: int, docs: Any, added: list[dt.date]) -> int:
             doc += 1
     for number in touched:
         shards[number] = dict(sorted(shards[number].items()))
-    _write_segment(public, year, shards, sorted(touched))
+    _write_segment(public, year, shards, sorted(touched), grown=True)
     _write(public, f"{FOLDER}/{year}/docs.json", {"days": counts, "votes": votes, "same": same})
     return doc
 
