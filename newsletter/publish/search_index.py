@@ -83,6 +83,13 @@ def _day_name(day: str) -> str:
     return f"{FOLDER}/days/{day}.json"
 
 
+def _dump_shard(shard: dict[str, list[int]]) -> bytes:
+    """A shard as :func:`_dump` makes it, several times faster: its terms hold only
+    lowercase Latin letters, digits, dots and Hangul syllables (search_text's words), which
+    neither escapes, and its postings are small integers."""
+    return orjson.dumps(shard)
+
+
 def _dump(body: object) -> bytes:
     return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
@@ -184,9 +191,10 @@ def _write_segment(
         if not shards[number]:
             continue
         if grown:
-            write_file(public / folder / f"{number}.json", _dump(shards[number]), mode=PUBLIC_FILE)
+            data = _dump_shard(shards[number])
+            write_file(public / folder / f"{number}.json", data, mode=PUBLIC_FILE)
         else:
-            _write(public, f"{folder}/{number}.json", shards[number])
+            write_if_changed(public / folder / f"{number}.json", _dump_shard(shards[number]))
     written = {f"{number}.json" for number, shard in enumerate(shards) if shard}
     for name in os.listdir(public / folder):
         # Hidden names are files being written (newsletter.files), maybe by another
