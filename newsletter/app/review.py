@@ -7,8 +7,6 @@ import logging
 from dataclasses import dataclass
 
 from newsletter.app import delivery
-from newsletter.app.status import IssueStatus
-from newsletter.app.status import status as issue_status
 from newsletter.config import Config
 from newsletter.mail.frozen import Prepared, frozen
 from newsletter.mail.message import preferences_url, recipient_tokens, unsubscribe_url
@@ -21,12 +19,11 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class IssueView:
-    """An issue with its deliveries and reports, and its email in one language: ``html``
-    with a sample recipient's links ("" when there is nothing to show, then ``problem``
-    says why). ``frozen``: whether this is the content approved, not a draft's render."""
+    """An issue's email in one language: ``html`` with a sample recipient's links (""
+    when there is nothing to show, then ``problem`` says why). ``frozen``: whether this is
+    the content approved, not a draft's render."""
 
     issue: Issue
-    status: IssueStatus
     lang: str
     html: str
     frozen: bool
@@ -42,12 +39,10 @@ def _prepared(cfg: Config, store: Store, row: Issue) -> tuple[Prepared, bool]:
 
 
 def issue_view(cfg: Config, store: Store, row: Issue, lang: str) -> IssueView:
-    shown = issue_status(store, row.week).issue
-    assert shown is not None  # the row was read a moment ago, and issues are never deleted
     try:
         prepared, is_frozen = _prepared(cfg, store, row)
     except (NoIssueError, OSError) as exc:
-        return IssueView(shown.issue, shown, lang, "", False, str(exc))
+        return IssueView(row, lang, "", False, str(exc))
     template = prepared.template(lang, cfg.default_lang)
     # Subscriber 0 does not exist: the links open real pages that say it is a sample.
     tokens = recipient_tokens(cfg, secret_key(cfg), 0)
@@ -55,7 +50,7 @@ def issue_view(cfg: Config, store: Store, row: Issue, lang: str) -> IssueView:
         unsubscribe_url(cfg, tokens["unsubscribe_token"]),
         preferences_url(cfg, tokens["preferences_token"]),
     )
-    return IssueView(shown.issue, shown, template.rendered.lang, html, is_frozen)
+    return IssueView(row, template.rendered.lang, html, is_frozen)
 
 
 def test_copy(cfg: Config, store: Store, row: Issue, key: bytes, address: str, lang: str) -> int:

@@ -30,7 +30,7 @@ from newsletter.config import LANGS, Config
 from newsletter.pacing import ClientWindow
 from newsletter.publish.render import environment
 from newsletter.store import AdminSession, LazyStore, Store
-from newsletter.web.subscription import read_form, same_origin
+from newsletter.web.subscription import language_name, read_form, same_origin
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +53,8 @@ HEADERS = {
     "Referrer-Policy": "same-origin",
 }
 
+# Each language by its own name (한국어, English): the console's language switch and lists.
+LANGUAGE_NAMES = {lang: language_name(lang) for lang in LANGS}
 T = TypeVar("T")
 Handler = Callable[[Request, AdminSession], Awaitable[Response]]
 
@@ -109,6 +111,7 @@ class Console:
                 site_name=self.cfg.site_title,
                 here=request.url.path,
                 langs=LANGS,
+                language_names=LANGUAGE_NAMES,
                 tz=self.tz,
                 clock=clock,
                 **context,

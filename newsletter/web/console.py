@@ -9,6 +9,7 @@ Signing in, sessions and CSRF belong to :mod:`newsletter.web.admin`.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import logging
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -30,21 +31,19 @@ from newsletter.lifecycle import (
     IssueState,
     IssueStateError,
     Op,
-    SubscriberState,
+    PausedBy,
     allowed,
-    describe_pause,
     refusal,
 )
 from newsletter.mail.tokens import secret_key
 from newsletter.publish import charts
 from newsletter.publish.render import LOCALES, translations_for
-from newsletter.store import AdminSession, Issue, Store, utcnow
+from newsletter.store import SUBSCRIBER_STATUSES, AdminSession, Issue, Store, utcnow
 from newsletter.web.admin import HEADERS, PREFIX, Console
 
 log = logging.getLogger(__name__)
 
 PAGE_SIZE = 50
-SUBSCRIBER_STATES = tuple(state.value for state in SubscriberState)
 _CSV_CHUNK = 64 * 1024
 # The buttons of an issue's page, in order, with the lifecycle operation each needs.
 BUTTONS = (
@@ -71,10 +70,8 @@ def buttons(row: Issue) -> list[str]:
     shown = []
     for name, op in BUTTONS:
         ok = allowed(op, row.status, row.paused_by)
-        if name == "resume":
-            ok = row.status == IssueState.PAUSED
-        if name == "pause" and row.status == IssueState.PAUSED:
-            ok = row.paused_by != "operator"
+        if op == Op.PAUSE and (row.status, row.paused_by) == (IssueState.PAUSED, PausedBy.OPERATOR):
+            ok = False  # pausing it again changes nothing (newsletter.app.issues.pause)
         if ok:
             shown.append(name)
     return shown
@@ -86,11 +83,6 @@ class Pages:
     def __init__(self, base: Console) -> None:
         self.base = base
         self.cfg = base.cfg
-
-    def _paused(self, row: Issue | None, lang: str) -> str:
-        if row is None or row.status != IssueState.PAUSED:
-            return ""
-        return translations_for(lang).gettext(describe_pause(row.paused_by))
 
     # -- dashboard ------------------------------------------------------------------------
 
@@ -144,11 +136,11 @@ class Pages:
             status=status,
             session=session,
             view=shown,
-            row=shown.issue,
+            row=row,
             live=live,
             edition=lang,
             editions=LANGS,
-            actions=buttons(shown.issue),
+            actions=buttons(row),
             error=error,
             done=request.query_params.get("done", "") if not error else "",
         )
@@ -199,7 +191,7 @@ class Pages:
         return {
             # NUL is no character of an address or a name, and PostgreSQL refuses it in text.
             "query": params.get("q", "").replace("\x00", "").strip()[:320],
-            "state": state if state in SUBSCRIBER_STATES else None,
+            "state": state if state in SUBSCRIBER_STATUSES else None,
             "lang": lang if lang in LANGS else None,
         }
 
@@ -224,7 +216,6 @@ class Pages:
             found=found,
             filters=filters,
             after=after,
-            states=SUBSCRIBER_STATES,
             done=request.query_params.get("done", ""),
         )
 
@@ -331,14 +322,17 @@ class Pages:
             return self.base.not_found()
         return self.base.redirect(f"{PREFIX}/")
 
-    async def script(self, request: Request) -> Response:
+    @functools.cached_property
+    def _script(self) -> bytes:
         from newsletter.publish.render import templates_dir
 
+        return (templates_dir() / "admin" / "console.js").read_bytes()
+
+    async def script(self, request: Request) -> Response:
         if not await self.base.exists():
             return self.base.not_found()
-
-        body = (templates_dir() / "admin" / "console.js").read_bytes()
-        return Response(body, media_type="text/javascript; charset=utf-8", headers=HEADERS)
+        # Sent with the console's no-store like the rest of /admin/, but read once.
+        return Response(self._script, media_type="text/javascript; charset=utf-8", headers=HEADERS)
 
 
 def routes(
