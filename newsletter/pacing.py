@@ -13,6 +13,7 @@ import asyncio
 import collections
 import contextlib
 import math
+import os
 import signal
 import threading
 import time
@@ -206,3 +207,12 @@ class ClientWindow:
         if len(self.events) > self.CLIENTS:
             self.events = {k: v for k, v in self.events.items() if v and v[-1] > now - self.seconds}
         self.events.setdefault(client, collections.deque()).append(now)
+
+
+def usable_cores() -> int:
+    """The cores this process may run on (its CPU affinity, which a container or taskset
+    narrows), for sizing pools of workers."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # pragma: no cover - not Linux
+        return os.cpu_count() or 1

@@ -177,7 +177,7 @@ def test_a_cold_scan_in_worker_processes_gives_what_a_serial_one_gives(
     _age_all(folder)
     serial = catalog(tmp_path / "serial", [folder])
     monkeypatch.setattr(cache_module, "PARALLEL_MIN", 2)
-    monkeypatch.setattr(cache_module, "_workers", lambda: 2)
+    monkeypatch.setattr(cache_module, "usable_cores", lambda: 2)
     parallel = catalog(tmp_path / "parallel", [folder])
     assert parallel.entries == serial.entries
     assert parallel.stats == serial.stats

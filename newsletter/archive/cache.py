@@ -47,6 +47,7 @@ from newsletter.archive.cache_format import (
 from newsletter.archive.digest import DigestError, merge_digests, parse_bytes
 from newsletter.archive.settle import settle
 from newsletter.models import Archive, Digest, Paper, Problem
+from newsletter.pacing import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -185,17 +186,10 @@ def _parse_path(cache_dir: Path, name: str) -> FileEntry:
 PARALLEL_MIN = 200
 
 
-def _workers() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # pragma: no cover - not Linux
-        return os.cpu_count() or 1
-
-
 def _parse_all(cache_dir: Path, names: list[str]) -> list[FileEntry]:
     """:func:`_parse_path` of each of ``names``, in order: in worker processes when there
     are many (a first scan of years of digests), here otherwise."""
-    workers = min(_workers(), 4)
+    workers = min(usable_cores(), 4)
     if len(names) < PARALLEL_MIN or workers < 2:
         return [_parse_path(cache_dir, name) for name in names]
     import multiprocessing

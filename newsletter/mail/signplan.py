@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
-import os
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -41,6 +40,7 @@ from newsletter.mail.signing import (
     signed_order,
     split_message,
 )
+from newsletter.pacing import usable_cores
 
 log = logging.getLogger(__name__)
 
@@ -156,7 +156,7 @@ def signing_threads(cores: int | None = None) -> int:
     as much as ours: measured on two busy cores, a signing thread took 40% off the loop's
     CPU per message and gained nothing in messages per second."""
     if cores is None:
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else 1
+        cores = usable_cores()
     return cores - 1 if cores > 2 else 0
 
 
