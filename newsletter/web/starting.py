@@ -65,7 +65,9 @@ class StartingApp:
         if self._app is None:
             resource = await self._feed(scope)
             if resource is not None:
-                await SecurityHeaders(RequestEdge(_Answer(resource)))(scope, receive, send)
+                await SecurityHeaders(RequestEdge(_Answer(resource, self.public.max_age)))(
+                    scope, receive, send
+                )
                 return
             await self._attached.wait()
         assert self._app is not None
@@ -82,11 +84,16 @@ class StartingApp:
 class _Answer:
     """The public folder's answer with one file, as :class:`PublicFolder` gives it."""
 
-    def __init__(self, resource: Resource) -> None:
+    def __init__(self, resource: Resource, max_age: int) -> None:
         self.resource = resource
+        self.max_age = max_age
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        response = conditional_response(Request(scope, receive), self.resource)
+        # The folder's own freshness, so that an early answer is the whole app's, byte
+        # for byte and header for header.
+        response = conditional_response(
+            Request(scope, receive), self.resource, max_age=self.max_age
+        )
         await response(scope, receive, send)
 
 
