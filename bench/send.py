@@ -7,7 +7,9 @@ Starts ``smtp-sink`` on a free loopback port, then:
   2024-W05 issue rendered from the seeds, approved (frozen) untimed, then fanned out and sent by ``send_issue`` (leases and
   every ledger write included) with ``smtp.concurrency`` N; subscriber creation is not
   timed;
-- the same send with DKIM on (a 2048-bit RSA key made here) and off again, alternately
+- the same send with DKIM on (a 2048-bit RSA key made here; signed by as many signing
+  processes beside the event loop as ``newsletter.mail.signproc.signing_processes``
+  gives this machine) and off again, alternately
   for ``--rounds`` rounds, and the ratio of the best of each (alternating keeps a busy
   neighbour on a shared machine from favouring either); each send also says how much CPU
   its event loop's thread took per message, which a busy neighbour disturbs far less
@@ -50,6 +52,7 @@ from newsletter.app import issues  # noqa: E402
 from newsletter.app.delivery import Prepared, dry_run, prepare, send_issue  # noqa: E402
 from newsletter.archive.digest import load_archive  # noqa: E402
 from newsletter.config import Config, load_config  # noqa: E402
+from newsletter.mail.signproc import signing_processes  # noqa: E402
 from newsletter.mail.tokens import PREFERENCES, UNSUBSCRIBE, make_token  # noqa: E402
 from newsletter.select import IsoWeek  # noqa: E402
 from newsletter.store import Store, open_store, subscribers  # noqa: E402
@@ -304,6 +307,7 @@ def main() -> None:
                     f"setup {setup:.1f}s untimed; the loop's thread took "
                     f"{cpu[dkim][-1]:,.0f} us of CPU per message)"
                 )
+        print(f"DKIM signing processes beside the event loop: {signing_processes()}")
         ratio_dkim = max(rates[True]) / max(rates[False])
         print(
             f"DKIM on: {max(rates[True]):,.0f} messages/s, off: {max(rates[False]):,.0f} "

@@ -20,8 +20,8 @@ from newsletter.app import delivery, issues
 from newsletter.app.delivery import prepare, send_week
 from newsletter.cli import main
 from newsletter.config import Config, load_config
-from newsletter.mail import sender
-from newsletter.mail.sender import backoff
+from newsletter.mail import lane, sender
+from newsletter.mail.lane import backoff
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
 from newsletter.store import Store, deliveries, open_store
@@ -376,7 +376,7 @@ def test_a_lease_running_out_mid_batch_never_doubles_a_message(
     import asyncio
     import datetime as dt
 
-    monkeypatch.setattr(sender, "LEASE", dt.timedelta(seconds=0.2))
+    monkeypatch.setattr(lane, "LEASE", dt.timedelta(seconds=0.2))
     cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=2))
     store = _store(cfg)
     addresses = _subscribe(store, 40)
@@ -385,7 +385,7 @@ def test_a_lease_running_out_mid_batch_never_doubles_a_message(
     outbox = sender.Outbox(cfg, store, KEY, factory=lambda: _SlowTransport(sent))
 
     async def send() -> None:
-        await sender.Lane(outbox, row, await outbox.frozen(row)).run()
+        await lane.Lane(outbox, row, await outbox.frozen(row)).run()
 
     asyncio.run(send())
     assert sorted(sent) == addresses  # batches of 10 take 0.5 s, leases last 0.2 s

@@ -9,7 +9,6 @@ import mailbox
 import re
 import shutil
 import signal
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -550,7 +549,8 @@ def test_a_real_send_warns_when_dmarc_would_not_count_the_dkim_signature(
     store.close()
 
 
-def test_messages_signed_in_signing_threads_verify_and_go_out_once(
+@pytest.mark.parametrize("killed", [False, True])
+def test_messages_signed_in_signing_processes_verify_and_go_out_once(
     issue_cfg: Config,
     seeds_archive: Archive,
     smtp_server: tuple[FaultySmtpHandler, int],
@@ -558,14 +558,17 @@ def test_messages_signed_in_signing_threads_verify_and_go_out_once(
     dkim_verifiers: DkimVerifiers,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
+    killed: bool,
 ) -> None:
-    """With more than two cores the messages are finished and signed in threads beside
-    the event loop: each recipient still gets one message, signed as it should be."""
-    from concurrent.futures import ThreadPoolExecutor
+    """A large enough send is signed by processes beside the event loop (none of it on
+    the loop); when they are killed, the loop signs instead. Either way each recipient
+    gets one message, signed as it should be."""
+    import asyncio
 
     from newsletter.app.delivery import send_week
-    from newsletter.mail import signplan
-    from newsletter.mail.message import MessageTemplate, PreparedMessage
+    from newsletter.mail import lane
+    from newsletter.mail.signing import Signer, SigningInput
+    from newsletter.mail.signproc import SigningPool
 
     handler, port = smtp_server
     (tmp_path / "dkim.pem").write_bytes(dkim_key[0])
@@ -577,18 +580,31 @@ def test_messages_signed_in_signing_threads_verify_and_go_out_once(
     )
     store = open_store(cfg.database_url, cfg.base_dir)
     addresses = _subscribe(store, 40)
-    finish, threads = MessageTemplate.finish, []
+    monkeypatch.setattr(lane, "SIGN_IN_PROCESSES_FROM", 10)
+    monkeypatch.setattr(lane, "signing_processes", lambda: 2)
+    on_loop: list[str] = []
+    signatures_over, start = Signer.signatures_over, SigningPool.start
 
-    def recorded(self: MessageTemplate, *args: Any, **kwargs: Any) -> PreparedMessage:
-        threads.append(threading.current_thread().name)
-        return finish(self, *args, **kwargs)
+    def recorded(self: Signer, signed: SigningInput, *args: Any) -> list[bytes]:
+        on_loop.append(signed.names)
+        return signatures_over(self, signed, *args)
 
-    monkeypatch.setattr(MessageTemplate, "finish", recorded)
-    with ThreadPoolExecutor(2, thread_name_prefix="dkim") as pool:
-        monkeypatch.setattr(signplan, "signing_pool", lambda: pool)
-        report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"k" * 32)
+    async def started(signer: Signer, count: int) -> SigningPool:
+        pool = await start(signer, count)
+        if killed:
+            for process in pool._processes:
+                assert process.channel.transport is not None
+                process.channel.transport.kill()
+        else:  # ready before the first message, so that none is signed on the loop
+            while not pool.ready:
+                await asyncio.sleep(0.01)
+        return pool
+
+    monkeypatch.setattr(Signer, "signatures_over", recorded)
+    monkeypatch.setattr(SigningPool, "start", started)
+    report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"k" * 32)
     assert report.counts["sent"] == 40
-    assert len(threads) == 40 and all(name.startswith("dkim") for name in threads)
+    assert len(on_loop) == (40 if killed else 0)
     assert handler.counts() == dict.fromkeys(addresses, 1)
     for address in addresses:
         (data,) = handler.received[address]

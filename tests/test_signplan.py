@@ -3,12 +3,9 @@ signing each whole message, for any recipient; verified by dkimpy and Mail::DKIM
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import hashlib
-import threading
 from collections.abc import Iterator
-from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 from conftest import DKIM_DOMAIN, DKIM_ED25519_SELECTOR, DkimVerifiers
@@ -18,7 +15,6 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from newsletter.config import Config
-from newsletter.mail import signplan
 from newsletter.mail.message import MessageTemplate
 from newsletter.mail.signing import (
     DkimKey,
@@ -29,7 +25,7 @@ from newsletter.mail.signing import (
     signed_order,
     split_message,
 )
-from newsletter.mail.signplan import SigningPlan, canonical_as_is, off_loop, signing_threads
+from newsletter.mail.signplan import SigningPlan, canonical_as_is
 from newsletter.publish.render import RenderedIssue, render_issue
 from newsletter.select import IsoWeek, build_issue
 
@@ -239,25 +235,3 @@ _ED_KEY = ed25519.Ed25519PrivateKey.generate()
 
 def _ed_key() -> DkimKey:
     return DkimKey("mail-ed", _ED_KEY)
-
-
-# -- signing threads -------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize(("cores", "threads"), [(1, 0), (2, 0), (3, 2), (8, 7)])
-def test_signing_threads_only_with_cores_to_spare(cores: int, threads: int) -> None:
-    assert signing_threads(cores) == threads
-
-
-def test_off_loop_runs_in_a_signing_thread_when_there_is_one(
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    def where(_: object) -> str:
-        return threading.current_thread().name
-
-    with ThreadPoolExecutor(1, thread_name_prefix="dkim") as pool:
-        monkeypatch.setattr(signplan, "signing_pool", lambda: pool)
-        assert asyncio.run(off_loop(where, None)).startswith("dkim")
-        assert asyncio.run(off_loop(where, None, signs=False)) == "MainThread"
-    monkeypatch.setattr(signplan, "signing_pool", lambda: None)
-    assert asyncio.run(off_loop(where, None)) == "MainThread"

@@ -16,7 +16,8 @@ from typing import Any
 
 from newsletter.config import Config, EmailConfig, EmailEdition
 from newsletter.errors import NewsletterError
-from newsletter.mail.message import MessageTemplate, message_template
+from newsletter.mail.message import MessageTemplate
+from newsletter.mail.signing import Signer
 from newsletter.publish.render import LANGS, RenderedIssue
 from newsletter.select import IsoWeek
 from newsletter.store import Issue, Store
@@ -104,6 +105,9 @@ def frozen(store: Store, cfg: Config, row: Issue) -> Prepared:
         email=_frozen_email(cfg.email, settings.get("email", {})),
     )
     week = IsoWeek.parse(row.week)
+    # One signer for every language: the keys are read once, and a signing process
+    # (newsletter.mail.signproc) signs for all of them.
+    signer = Signer.from_config(built)
     templates = {}
     for content in store.frozen_contents(row.id):
         rendered = RenderedIssue(
@@ -116,7 +120,7 @@ def frozen(store: Store, cfg: Config, row: Issue) -> Prepared:
             marker=content.marker,
             web_url=content.web_url,
         )
-        templates[content.lang] = message_template(built, rendered)
+        templates[content.lang] = MessageTemplate(built, rendered, signer=signer)
     if not templates:
         raise FrozenError(f"{row.week}: its frozen content is missing")
     default = built.default_lang if built.default_lang in templates else next(iter(templates))

@@ -11,8 +11,9 @@ UTF-8 as it is, so that ``cat`` shows it and its links (:func:`readable_text`).
 bytes once; when a key is configured it DKIM-signs them, from the pieces, with what the
 template's :class:`~newsletter.mail.signplan.SigningPlan` worked out once (keys loaded once
 per template). Delivery sends exactly those bytes. A sender may compose a recipient's parts
-on its event loop (:meth:`MessageTemplate.compose`) and finish them in a signing thread
-(:meth:`MessageTemplate.finish`).
+(:meth:`MessageTemplate.compose`), have them signed in a signing process
+(:meth:`MessageTemplate.signing_parts`, :mod:`newsletter.mail.signproc`), and join them
+with those signatures (:meth:`MessageTemplate.finish`).
 
 :func:`build_message` is the plain reference: one full EmailMessage per recipient.
 """
@@ -27,6 +28,7 @@ import logging
 import re
 import secrets
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from email.headerregistry import Address
 from email.message import EmailMessage
@@ -324,9 +326,10 @@ class MessageTemplate:
         self.links_preferences = self._html.has_slot(1) or self._text.has_slot(1)
         self._head, self._between, self._tail = self._skeleton()
         self._plan: SigningPlan | None = None
+        shared, _, lead = self._head.partition(CRLF + CRLF)
+        self._plan_args = (shared, lead + self._text.lead)
         if signer is not None:
-            shared, _, lead = self._head.partition(CRLF + CRLF)
-            self._plan = SigningPlan(signer, shared, lead + self._text.lead)
+            self._plan = SigningPlan(signer, *self._plan_args)
         self._date_second = -1
         self._date = b""
 
@@ -334,6 +337,18 @@ class MessageTemplate:
     def signs(self) -> bool:
         """Whether :meth:`finish` DKIM-signs (a key is configured)."""
         return self._plan is not None
+
+    @property
+    def signer(self) -> Signer | None:
+        return self._plan.signer if self._plan is not None else None
+
+    def signing_parts(self) -> tuple[bytes, bytes, list[bytes]]:
+        """What signs this template's messages elsewhere (:mod:`newsletter.mail.signproc`):
+        the :class:`SigningPlan`'s shared header block and body lead, and the body pieces
+        every :meth:`compose` returns as they are (the same objects), which a signing
+        process keeps so that a message need only name them."""
+        chunks = [self._between, self._tail, *self._html.shared(), *self._text.shared()]
+        return (*self._plan_args, chunks)
 
     def _skeleton(self) -> tuple[bytes, bytes, bytes]:
         """The shared headers and MIME frame, from the email package, around two slots."""
@@ -450,12 +465,19 @@ class MessageTemplate:
         body = [*text[1:], self._between, *html_pieces, self._tail]
         return Composed(mid, own, body)
 
-    def finish(self, composed: Composed, *, sign: bool = True) -> PreparedMessage:
+    def finish(
+        self,
+        composed: Composed,
+        *,
+        sign: bool = True,
+        signatures: Sequence[bytes] | None = None,
+    ) -> PreparedMessage:
         """The message of :meth:`compose`'s parts, DKIM-signed when configured and
-        ``sign``: joined once, the signatures worked out from the pieces. Safe to call
-        from another thread (the signing threads)."""
+        ``sign``: joined once, the signatures worked out from the pieces, or the
+        ``signatures`` made elsewhere of :meth:`signing_input`."""
         own, body = composed.own, composed.body
-        signatures = self._plan.signatures(own, body) if sign and self._plan else []
+        if signatures is None:
+            signatures = self._plan.signatures(own, body) if sign and self._plan else []
         data = b"".join((*signatures, CRLF.join(own), CRLF, self._head, self._text.lead, *body))
         # Wire-ready by construction: CRLF everywhere (the policy, the canonical bodies and
         # the signature's folding) and no line can start with a dot (base64 has none, an

@@ -230,6 +230,11 @@ class SlottedBase64:
     def encode(self, *values: bytes) -> bytes:
         return b"".join(self.pieces(*values))
 
+    def shared(self) -> list[bytes]:
+        """The pieces :meth:`pieces` returns as they are, whatever the values (the
+        same objects each time)."""
+        return [variant[0] for variants in self._variants for variant in variants if variant]
+
     def pieces(self, *values: bytes) -> list[bytes]:
         """The encoding around ``values`` in pieces, to be joined once with the rest of
         the message; the first is :attr:`lead`."""
@@ -271,6 +276,10 @@ class SlottedText:
 
     def encode(self, *values: bytes) -> bytes:
         return b"".join(self.pieces(*values))
+
+    def shared(self) -> list[bytes]:
+        """The pieces :meth:`pieces` returns as they are, whatever the values."""
+        return list(self._parts)
 
     def pieces(self, *values: bytes) -> list[bytes]:
         """The text around ``values`` in pieces; the first is :attr:`lead`."""

@@ -13,20 +13,16 @@ link is hashed per message). The result is the same :class:`SigningInput` that
 signatures are the same; whatever the fast path cannot prove canonical as it is goes the
 whole way instead.
 
-RSA signing takes about 0.3 ms, and OpenSSL runs it (and hashlib its hashing) without
-holding the GIL: :func:`signing_pool` gives the threads that sign beside the event loop
-where there are cores to spare.
+What is left per message is the RSA signature itself, about 0.3 ms, which
+:mod:`newsletter.mail.signproc` makes in processes beside the event loop.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
-from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
 from typing import TypeVar
 
 from newsletter.mail.signing import (
@@ -40,20 +36,13 @@ from newsletter.mail.signing import (
     signed_order,
     split_message,
 )
-from newsletter.pacing import usable_cores
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 R = TypeVar("R")
 
-__all__ = [
-    "SigningPlan",
-    "canonical_as_is",
-    "off_loop",
-    "signing_pool",
-    "signing_threads",
-]
+__all__ = ["SigningPlan", "canonical_as_is"]
 
 _CRLF = b"\r\n"
 
@@ -148,33 +137,3 @@ def canonical_as_is(pieces: Sequence[bytes]) -> bool:
             return False
         tail = (tail + piece[-4:])[-4:]
     return len(tail) >= 3 and tail.endswith(_CRLF) and not tail.endswith(_CRLF + _CRLF)
-
-
-def signing_threads(cores: int | None = None) -> int:
-    """How many threads sign beside the event loop: one per core but the loop's, and none
-    on two cores or fewer. There the second core is the SMTP server's and the database's
-    as much as ours: measured on two busy cores, a signing thread took 40% off the loop's
-    CPU per message and gained nothing in messages per second."""
-    if cores is None:
-        cores = usable_cores()
-    return cores - 1 if cores > 2 else 0
-
-
-@cache
-def signing_pool() -> ThreadPoolExecutor | None:
-    """The process's signing threads (:func:`signing_threads`), or None to sign inline."""
-    threads = signing_threads()
-    if not threads:
-        return None
-    log.debug("signing in %d threads beside the event loop", threads)
-    return ThreadPoolExecutor(threads, thread_name_prefix="dkim")
-
-
-async def off_loop(fn: Callable[[T], R], arg: T, signs: bool = True) -> R:
-    """``fn(arg)`` in a signing thread when there are any and ``signs`` (the work is
-    mostly signing and hashing, which OpenSSL and hashlib do without the GIL), else at
-    once on the event loop."""
-    pool = signing_pool() if signs else None
-    if pool is None:
-        return fn(arg)
-    return await asyncio.get_running_loop().run_in_executor(pool, fn, arg)
