@@ -106,3 +106,46 @@ def test_an_in_memory_database_keeps_the_stores_connection() -> None:
     ledger = asyncio.run(lane_ledger(store))
     assert type(ledger) is LaneLedger
     store.close()
+
+
+def test_a_lanes_claims_take_what_the_stores_claims_take(tmp_path: Path) -> None:
+    """The same outbox claimed by the store and by a lane, step by step: due rows in
+    order up to the limit (fewer when fewer are due), none leased to another owner or
+    waiting for a retry, single mails apart from the issue's, one row alone (``only``),
+    and a chat channel's posts one at a time."""
+
+    async def claims(store: Any, issue_id: int, lane: bool) -> list[list[tuple[int, str]]]:
+        ledger = await lane_ledger(store) if lane else LaneLedger(store)
+        assert isinstance(ledger, SqliteLaneLedger) == lane
+        steps = [
+            await ledger.claim(issue_id, "one", 3, LEASE),
+            await ledger.claim(issue_id, "two", 10, LEASE),  # what "one" holds is skipped
+            await ledger.claim(issue_id, "three", 10, LEASE),  # nothing is left
+            await ledger.claim(None, "one", 10, LEASE),
+            await ledger.claim(None, "one", 10, LEASE, only=99),
+            await ledger.claim(None, "one", 10, LEASE, chat=True),
+        ]
+        await ledger.close()
+        return [[(row.id, row.email) for row in step] for step in steps]
+
+    results = {}
+    for lane in (False, True):
+        store = open_store(f"sqlite:///claims-{lane}.db", tmp_path)
+        for i in range(8):
+            store.add_subscriber(f"r{i}@example.org")
+        issue = store.ensure_issue("2024-W05", "subject", status="sending")
+        store.fan_out(issue.id)
+        first = min(_rows(store))
+        later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
+        store.mark_retry(first + 4, "busy", later)  # not due for an hour
+        store.enqueue_mail("confirm", "c@example.org", "<c@x>", b"Subject: c\r\n\r\nc\r\n")
+        store.queue_posts("slack", "#papers", [("<p1@x>", b"first"), ("<p2@x>", b"second")])
+        results[lane] = asyncio.run(claims(store, issue.id, lane))
+        store.close()
+    assert results[True] == results[False]
+    steps = results[True]
+    assert [len(step) for step in steps] == [3, 4, 0, 1, 0, 1]
+    assert [email for _, email in steps[0] + steps[1]] == [
+        f"r{i}@example.org" for i in (0, 1, 2, 3, 5, 6, 7)
+    ]
+    assert steps[3][0][1] == "c@example.org" and steps[5][0][1] == "#papers"

@@ -39,15 +39,19 @@ from sqlalchemy.sql.compiler import SQLCompiler
 
 from newsletter.store.base import sqlite_pragmas, utcnow
 from newsletter.store.claims import (
+    CLAIMED,
     MARK_SENDING,
     MARK_SENT,
     PG_MARK,
     Claimed,
     claim_params,
     claim_statement,
+    claimable_rows,
+    due_rows,
     lane_of,
     pg_mark_params,
 )
+from newsletter.store.tables import deliveries
 
 if TYPE_CHECKING:
     from newsletter.store import Store
@@ -205,21 +209,42 @@ class _Positional:
     names: tuple[str, ...]
     own: Mapping[str, Any]
     processors: Mapping[str, Callable[[Any], Any] | None]
+    # A list parameter's placeholders: (its name, the position in the list) by name.
+    items: Mapping[str, tuple[str, int]]
 
     @classmethod
     def of(
-        cls, statement: sa.ClauseElement, dialect: sa.Dialect, given: tuple[str, ...]
+        cls,
+        statement: sa.ClauseElement,
+        dialect: sa.Dialect,
+        given: tuple[str, ...],
+        lists: Mapping[str, int] | None = None,
     ) -> _Positional:
+        """``given`` names the parameters given at each run; ``lists`` the list ones
+        (``expanding``), each with its length, fixed here."""
         compiled = statement.compile(dialect=dialect)
         assert isinstance(compiled, SQLCompiler)
+        lists = lists or {}
         # Expanded as the engine would (a list of values becomes one placeholder each).
-        expanded = compiled.construct_expanded_state(dict.fromkeys(given))
+        expanded = compiled.construct_expanded_state(
+            {**dict.fromkeys(given), **{name: [None] * size for name, size in lists.items()}}
+        )
         processors = {
             name: compiled.binds[name].type.dialect_impl(dialect).bind_processor(dialect)
             for name in given
         }
+        items = {
+            item: (name, index)
+            for name, placeholders in (expanded.parameter_expansion or {}).items()
+            if name in lists
+            for index, item in enumerate(placeholders)
+        }
         return cls(
-            expanded.statement, tuple(expanded.positiontup or ()), expanded.parameters, processors
+            expanded.statement,
+            tuple(expanded.positiontup or ()),
+            expanded.parameters,
+            processors,
+            items,
         )
 
     def args(self, values: dict[str, Any]) -> list[Any]:
@@ -228,9 +253,44 @@ class _Positional:
             if name in values:
                 process = self.processors[name]
                 out.append(values[name] if process is None else process(values[name]))
+            elif name in self.items:
+                listed, index = self.items[name]
+                out.append(values[listed][index])
             else:
                 out.append(self.own[name])
         return out
+
+
+@functools.cache
+def _sqlite_claim(
+    dialect: sa.Dialect, lane: str, only: bool, limit: int
+) -> tuple[_Positional, _Positional, _Positional]:
+    """The store's SQLite claim (:meth:`LedgerQueries.claim`) as three statements compiled
+    once: the due rows' ids, their lease, and the rows leased. The ids are a list of
+    ``limit`` values, padded with ids no row has."""
+    d = deliveries
+    claimable = claimable_rows(lane, only)
+    given = ("b_now", "b_issue", "b_only", "b_limit", "b_owner", "b_until")
+    ids: sa.BindParameter[list[int]] = sa.bindparam("b_ids", expanding=True)
+    lists = {"b_ids": limit}
+    lease = (
+        d.update()
+        .where(d.c.id.in_(ids), *claimable)
+        .values(lease_owner=sa.bindparam("b_owner"), lease_until=sa.bindparam("b_until"))
+    )
+    leased = CLAIMED.where(d.c.id.in_(ids), d.c.lease_owner == sa.bindparam("b_owner"))
+    return (
+        _Positional.of(due_rows(claimable), dialect, _present(due_rows(claimable), given)),
+        _Positional.of(lease, dialect, _present(lease, given), lists),
+        _Positional.of(leased.order_by(d.c.id), dialect, ("b_owner",), lists),
+    )
+
+
+def _present(statement: sa.ClauseElement, names: tuple[str, ...]) -> tuple[str, ...]:
+    """Those of ``names`` that are parameters of ``statement``."""
+    compiled = statement.compile()
+    assert isinstance(compiled, SQLCompiler)
+    return tuple(name for name in names if name in compiled.binds)
 
 
 @functools.cache
@@ -251,7 +311,8 @@ class SqliteLaneLedger(LaneLedger):
     def __init__(self, store: Store, conn: Any) -> None:
         super().__init__(store)
         self.conn = conn
-        self.sent, self.sending = _sqlite_marks(store.engine.dialect)
+        self.dialect = store.engine.dialect
+        self.sent, self.sending = _sqlite_marks(self.dialect)
 
     @classmethod
     def connect(cls, store: Store) -> SqliteLaneLedger:
@@ -260,6 +321,32 @@ class SqliteLaneLedger(LaneLedger):
         conn = engine.dialect.loaded_dbapi.connect(*args, **kwargs)
         sqlite_pragmas(conn)
         return cls(store, conn)
+
+    async def claim(
+        self,
+        issue_id: int | None,
+        owner: str,
+        limit: int,
+        lease: dt.timedelta,
+        *,
+        only: int | None = None,
+        chat: bool = False,
+    ) -> list[Claimed]:
+        """:meth:`LedgerQueries.claim` on SQLite, over this lane's connection: the rows
+        are read, then leased by an UPDATE that checks again that each is claimable
+        (another process may have leased it since), and only those leased are returned."""
+        pick, take, read = _sqlite_claim(
+            self.dialect, lane_of(issue_id, chat), only is not None, limit
+        )
+        values = claim_params(issue_id, owner, limit, lease, utcnow(), only)
+        with self.conn:  # one transaction: committed, or rolled back on an error
+            ids: list[int] = [row[0] for row in self.conn.execute(pick.sql, pick.args(values))]
+            if not ids:
+                return []
+            values["b_ids"] = ids + [0] * (limit - len(ids))  # ids start at 1
+            self.conn.execute(take.sql, take.args(values))
+            rows = self.conn.execute(read.sql, read.args(values)).fetchall()
+        return [Claimed(*row) for row in rows]
 
     async def mark_sending(
         self,
