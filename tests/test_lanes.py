@@ -149,3 +149,50 @@ def test_a_lanes_claims_take_what_the_stores_claims_take(tmp_path: Path) -> None
         f"r{i}@example.org" for i in (0, 1, 2, 3, 5, 6, 7)
     ]
     assert steps[3][0][1] == "c@example.org" and steps[5][0][1] == "#papers"
+
+
+def test_marks_asked_for_together_are_committed_together(tmp_path: Path) -> None:
+    """Workers' marks of one turn of the event loop: one transaction for all, each told
+    its own outcome; when that transaction fails, every one of them fails and none is
+    written."""
+    store = open_store("sqlite:///group.db", tmp_path)
+    for i in range(6):
+        store.add_subscriber(f"r{i}@example.org")
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+    store.remove_subscriber("r2@example.org")
+
+    async def scenario() -> tuple[list[str], list[str], list[object]]:
+        ledger = await lane_ledger(store)
+        assert isinstance(ledger, SqliteLaneLedger) and ledger.shared
+        begun: list[str] = []
+        ledger.conn.set_trace_callback(
+            lambda sql: begun.append(sql) if sql.startswith("BEGIN") else None
+        )
+        rows = await ledger.claim(issue.id, "one", 6, LEASE)
+        begun.clear()
+        states = await asyncio.gather(
+            *(
+                ledger.mark_sending(row.id, "one", f"<{row.id}@x>", sent=None, lease=LEASE)
+                for row in rows[:4]
+            )
+        )
+        together = begun[:]
+        ledger.sending = dataclasses.replace(ledger.sending, sql="not sql", names=())
+        failed = await asyncio.gather(
+            *(
+                ledger.mark_sending(row.id, "one", f"<{row.id}@x>", sent=None, lease=LEASE)
+                for row in rows[4:]
+            ),
+            return_exceptions=True,
+        )
+        await ledger.close()
+        return states, together, failed
+
+    states, together, failed = asyncio.run(scenario())
+    assert states == ["sending", "sending", "skipped", "sending"]
+    assert len(together) == 1
+    assert all(isinstance(exc, sqlite3.OperationalError) for exc in failed)
+    statuses = [row["status"] for _, row in sorted(_rows(store).items())]
+    assert statuses == ["sending", "sending", "skipped", "sending", "queued", "queued"]
+    store.close()

@@ -158,6 +158,8 @@ class Lane:
         self.tally: Counter[str] = Counter()
         self.total = 0
         self.pool: SigningPool | None = None
+        # The lane's ledger, when its workers share one (:attr:`LaneLedger.shared`).
+        self.ledger: LaneLedger | None = None
         # The pool's plans, by the id of the template they sign for.
         self.plans: dict[int, RemotePlan] = {}
         self._mails_checked = 0.0
@@ -170,12 +172,15 @@ class Lane:
             self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
         count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
         self.pool = await self._signing_pool()
+        self.ledger = await lane_ledger(self.store)
         workers = [asyncio.create_task(self._worker(f"{self.owner}:{i}")) for i in range(count)]
         try:
             await asyncio.gather(*workers)
         finally:
             for task in workers:
                 task.cancel()
+            await asyncio.gather(*workers, return_exceptions=True)
+            await self.ledger.close()
             if self.pool is not None:
                 await self.pool.close()
         return self.tally
@@ -216,8 +221,10 @@ class Lane:
                 ChatTransport(self.cfg, self.store) if self.chat else self.outbox.factory()
             )
             closing.push_async_callback(transport.close)
-            ledger = await lane_ledger(self.store)
-            closing.push_async_callback(ledger.close)
+            ledger = self.ledger
+            if ledger is None or not ledger.shared:
+                ledger = await lane_ledger(self.store)
+                closing.push_async_callback(ledger.close)
             hand = _Hand()
             # The last message the server accepted, not yet recorded (Store.mark_sending).
             accepted: list[tuple[int, str]] = []
