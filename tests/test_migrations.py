@@ -409,3 +409,23 @@ def test_idn_domains_stored_by_an_older_import_take_their_ascii_form(tmp_path: P
         ("twin@xn--r8jz45g.jp", "active"),
         ("a@example.org", "active"),
     ]
+
+
+def test_a_database_at_the_newest_revision_is_known_without_alembic(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The revision files' numbers give the newest revision as Alembic does; a database
+    there starts without loading Alembic, one behind still migrates."""
+    from newsletter.store.schema import numbered_head
+
+    assert numbered_head() == HEAD
+    store = open_store("sqlite:///fast.db", tmp_path)
+    assert store._at_head()
+    monkeypatch.setattr(command, "upgrade", lambda *a, **k: pytest.fail("Alembic ran"))
+    assert store.migrate() == []
+    monkeypatch.undo()
+    with store.engine.begin() as conn:
+        command.downgrade(_alembic_config(conn), "-1")
+    assert not store._at_head()
+    assert store.migrate() == [HEAD]
+    store.close()
