@@ -113,7 +113,7 @@ def test_signatures_from_processes_verify_and_match_the_loops(
 
 
 def test_a_killed_process_answers_every_request_with_signing_gone(
-    template: MessageTemplate,
+    template: MessageTemplate, caplog: pytest.LogCaptureFixture
 ) -> None:
     one = _composed(template, 1)[0]
 
@@ -137,6 +137,7 @@ def test_a_killed_process_answers_every_request_with_signing_gone(
         return results, late
 
     results, late = asyncio.run(run())
+    assert "a signing process ended: signing on the event loop" in caplog.text
     assert all(isinstance(r, list | SigningGone) for r in results)
     assert any(isinstance(r, SigningGone) for r in results)
     assert isinstance(late, SigningGone)

@@ -94,6 +94,7 @@ class _Channel(asyncio.SubprocessProtocol):
         self.waiting: collections.deque[asyncio.Future[Answer]] = collections.deque()
         self.buffer = bytearray()
         self.gone = False
+        self.closing = False
         # Called once the process cannot answer: requests not yet sent fail too.
         self.on_gone: Callable[[], None] | None = None
         self.exited = asyncio.get_running_loop().create_future()
@@ -117,6 +118,8 @@ class _Channel(asyncio.SubprocessProtocol):
                 return
             answer = pickle.loads(self.buffer[_LENGTH.size : end])
             del self.buffer[:end]
+            if not self.waiting:
+                continue  # an answer to nothing asked: cannot be placed, so dropped
             future = self.waiting.popleft()
             if future.done():
                 continue
@@ -135,6 +138,8 @@ class _Channel(asyncio.SubprocessProtocol):
             self.exited.set_result(None)
 
     def fail(self) -> None:
+        if not self.gone and not self.closing:
+            log.warning("a signing process ended: signing on the event loop")
         self.gone = True
         while self.waiting:
             future = self.waiting.popleft()
@@ -226,18 +231,22 @@ class SigningPool:
         """``count`` processes, each handed the signer's domain and keys as it starts
         (:attr:`ready` once they have loaded them)."""
         loop = asyncio.get_running_loop()
-        processes = []
-        for _ in range(count):
-            _, channel = await loop.subprocess_exec(
-                _Channel,
-                sys.executable,
-                "-m",
-                __name__,
-                stdin=asyncio.subprocess.PIPE,
-                stdout=asyncio.subprocess.PIPE,
-                stderr=None,
-            )
-            processes.append(_Process(channel))
+        processes: list[_Process] = []
+        try:
+            for _ in range(count):
+                _, channel = await loop.subprocess_exec(
+                    _Channel,
+                    sys.executable,
+                    "-m",
+                    __name__,
+                    stdin=asyncio.subprocess.PIPE,
+                    stdout=asyncio.subprocess.PIPE,
+                    stderr=None,
+                )
+                processes.append(_Process(channel))
+        except BaseException:
+            await cls(signer, processes).close()  # the ones that did start
+            raise
         log.debug("signing in %d processes beside the event loop", count)
         return cls(signer, processes)
 
@@ -287,6 +296,7 @@ class SigningPool:
         for future in self._ready:
             future.cancel()
         for process in self._processes:
+            process.channel.closing = True
             process.fail_queued()
             if process.channel.transport is not None:
                 pipe = process.channel.transport.get_pipe_transport(0)
