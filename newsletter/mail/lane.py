@@ -158,7 +158,8 @@ class Lane:
         self.tally: Counter[str] = Counter()
         self.total = 0
         self.pool: SigningPool | None = None
-        # The lane's ledger, when its workers share one (:attr:`LaneLedger.shared`).
+        # The lane's ledger, when its workers share one (:attr:`LaneLedger.shared`); else
+        # the first worker's, until that worker takes it.
         self.ledger: LaneLedger | None = None
         # The pool's plans, by the id of the template they sign for.
         self.plans: dict[int, RemotePlan] = {}
@@ -180,7 +181,8 @@ class Lane:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            await self.ledger.close()
+            if self.ledger is not None:  # shared, or not taken by a worker
+                await self.ledger.close()
             if self.pool is not None:
                 await self.pool.close()
         return self.tally
@@ -223,7 +225,8 @@ class Lane:
             closing.push_async_callback(transport.close)
             ledger = self.ledger
             if ledger is None or not ledger.shared:
-                ledger = await lane_ledger(self.store)
+                # A ledger of its own: the lane's first one, or a new one.
+                ledger, self.ledger = ledger or await lane_ledger(self.store), None
                 closing.push_async_callback(ledger.close)
             hand = _Hand()
             # The last message the server accepted, not yet recorded (Store.mark_sending).
