@@ -423,3 +423,45 @@ def test_a_real_send_refuses_links_to_the_listening_address(cfg: Config) -> None
     )
     issues.check_links(real, allow_insecure=True)
     issues.check_links(cfg, allow_insecure=False)  # the Maildir outbox is exempt
+
+
+def test_a_failed_mark_keeps_the_previous_message_to_record_as_sent(
+    cfg: Config, seeds_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The server accepted a message, and the transaction that was to record it with the
+    next one's mark fails (the database locked too long): the worker records it on its
+    way out, so it is never sent again."""
+    import asyncio
+    import sqlite3
+
+    from newsletter.store.lanes import SqliteLaneLedger
+
+    cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=1))
+    store = _store(cfg)
+    _subscribe(store, 5)
+    row = issues.start(store, issues.approve(store, cfg, prepare(cfg, seeds_archive, WEEK)))
+    sent: list[str] = []
+    outbox = sender.Outbox(cfg, store, KEY, factory=lambda: _SlowTransport(sent))
+    mark, calls = SqliteLaneLedger._mark, []
+
+    def failing(self: SqliteLaneLedger, *args: object) -> int:
+        calls.append(args)
+        if len(calls) == 3:
+            raise sqlite3.OperationalError("database is locked")
+        return mark(self, *args)
+
+    monkeypatch.setattr(SqliteLaneLedger, "_mark", failing)
+
+    async def send() -> None:
+        await lane.Lane(outbox, row, await outbox.frozen(row)).run()
+
+    with pytest.raises(sqlite3.OperationalError, match="locked"):
+        asyncio.run(send())
+    assert len(sent) == 2
+    with store.engine.connect() as conn:
+        statuses = sorted(
+            conn.execute(
+                sa.select(deliveries.c.status).where(deliveries.c.issue_id == row.id)
+            ).scalars()
+        )
+    assert statuses == ["queued", "queued", "queued", "sent", "sent"]

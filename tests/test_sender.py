@@ -6,6 +6,7 @@ import dataclasses
 import email
 import email.policy
 import mailbox
+import os
 import re
 import shutil
 import signal
@@ -549,7 +550,7 @@ def test_a_real_send_warns_when_dmarc_would_not_count_the_dkim_signature(
     store.close()
 
 
-@pytest.mark.parametrize("killed", [False, True])
+@pytest.mark.parametrize("fault", ["", "killed", "stopped"])
 def test_messages_signed_in_signing_processes_verify_and_go_out_once(
     issue_cfg: Config,
     seeds_archive: Archive,
@@ -558,11 +559,12 @@ def test_messages_signed_in_signing_processes_verify_and_go_out_once(
     dkim_verifiers: DkimVerifiers,
     tmp_path: Path,
     monkeypatch: pytest.MonkeyPatch,
-    killed: bool,
+    fault: str,
 ) -> None:
     """A large enough send is signed by processes beside the event loop (none of it on
-    the loop); when they are killed, the loop signs instead. Either way each recipient
-    gets one message, signed as it should be."""
+    the loop); when they are killed, or stopped (a message waits for its signatures
+    ``SIGN_WAIT_SECONDS``), the loop signs instead. Either way each recipient gets one
+    message, signed as it should be."""
     import asyncio
 
     from newsletter.app.delivery import send_week
@@ -582,6 +584,7 @@ def test_messages_signed_in_signing_processes_verify_and_go_out_once(
     addresses = _subscribe(store, 40)
     monkeypatch.setattr(lane, "SIGN_IN_PROCESSES_FROM", 10)
     monkeypatch.setattr(lane, "signing_processes", lambda: 2)
+    monkeypatch.setattr(lane, "SIGN_WAIT_SECONDS", 0.3)
     on_loop: list[str] = []
     signatures_over, start = Signer.signatures_over, SigningPool.start
 
@@ -591,20 +594,22 @@ def test_messages_signed_in_signing_processes_verify_and_go_out_once(
 
     async def started(signer: Signer, count: int) -> SigningPool:
         pool = await start(signer, count)
-        if killed:
-            for process in pool._processes:
-                assert process.channel.transport is not None
-                process.channel.transport.kill()
-        else:  # ready before the first message, so that none is signed on the loop
+        if fault != "killed":  # ready before the first message
             while not pool.ready:
                 await asyncio.sleep(0.01)
+        for process in pool._processes:
+            assert process.channel.transport is not None
+            if fault == "killed":
+                process.channel.transport.kill()
+            elif fault == "stopped":
+                os.kill(process.channel.transport.get_pid(), signal.SIGSTOP)
         return pool
 
     monkeypatch.setattr(Signer, "signatures_over", recorded)
     monkeypatch.setattr(SigningPool, "start", started)
     report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"k" * 32)
     assert report.counts["sent"] == 40
-    assert len(on_loop) == (40 if killed else 0)
+    assert len(on_loop) == (40 if fault else 0)
     assert handler.counts() == dict.fromkeys(addresses, 1)
     for address in addresses:
         (data,) = handler.received[address]

@@ -243,3 +243,45 @@ asyncio.run(main())
 @pytest.mark.parametrize(("cores", "processes"), [(1, 0), (2, 1), (3, 2), (16, 8)])
 def test_one_signing_process_per_core_but_the_loops(cores: int, processes: int) -> None:
     assert signing_processes(cores) == processes
+
+
+def test_requests_behind_cancelled_ones_are_still_sent(template: MessageTemplate) -> None:
+    """Workers that stop cancel what they asked for; a request queued behind those still
+    goes to the process once it has answered them (the process's in-flight slots free)."""
+    one = _composed(template, 1)[0]
+
+    async def run() -> Answer:
+        assert template.signer is not None
+        pool = await SigningPool.start(template.signer, 1)
+        plan = pool.plan(*template.signing_parts())
+        try:
+            await pool.submit(plan, one.own, one.body)  # the keys and the plan taken
+            cancelled = [pool.submit(plan, one.own, one.body) for _ in range(8)]
+            waiting = pool.submit(plan, one.own, one.body)
+            for future in cancelled:
+                future.cancel()
+            return await asyncio.wait_for(waiting, 10)
+        finally:
+            await pool.close()
+
+    answer = asyncio.run(run())
+    assert isinstance(answer, list) and len(answer) == 2
+
+
+def test_bytes_that_are_no_answer_end_the_process_s_requests(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Something other than answers on the channel (a library printing to standard
+    output): the waiting requests fail at once, to be signed on the loop, instead of
+    waiting for a frame of a gigabyte."""
+    from newsletter.mail.signproc import _Channel
+
+    async def run() -> BaseException | None:
+        channel = _Channel()
+        future: asyncio.Future[Answer] = asyncio.get_running_loop().create_future()
+        channel.waiting.append(future)
+        channel.pipe_data_received(1, b"hello from a library\n")
+        return future.exception()
+
+    assert isinstance(asyncio.run(run()), SigningGone)
+    assert "a signing process wrote something other than answers" in caplog.text

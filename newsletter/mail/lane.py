@@ -65,6 +65,9 @@ PEER_POLL_SECONDS = 0.1
 # wire: the signatures are ready when their turn comes, and a signing process is never
 # asked for one long before it is needed (it signs in the order it is asked).
 AHEAD = 3
+# How long a message waits for a signing process (stopped, or stuck) before the event
+# loop signs it itself.
+SIGN_WAIT_SECONDS = 10.0
 # Signing processes start for a send of at least this many messages (starting one takes
 # about a tenth of a second); smaller ones are signed on the loop.
 SIGN_IN_PROCESSES_FROM = 200
@@ -172,8 +175,18 @@ class Lane:
         if self.issue_id is not None:
             self.total = await asyncio.to_thread(self.store.pending, self.issue_id)
         count = self.cfg.smtp.concurrency if self.issue_id is not None else 1
-        self.pool = await self._signing_pool()
-        self.ledger = await lane_ledger(self.store)
+        try:
+            self.pool = await self._signing_pool()
+            self.ledger = await lane_ledger(self.store)
+            await self._run_workers(count)
+        finally:
+            if self.ledger is not None:  # shared, or not taken by a worker
+                await self.ledger.close()
+            if self.pool is not None:
+                await self.pool.close()
+        return self.tally
+
+    async def _run_workers(self, count: int) -> None:
         workers = [asyncio.create_task(self._worker(f"{self.owner}:{i}")) for i in range(count)]
         try:
             await asyncio.gather(*workers)
@@ -181,11 +194,6 @@ class Lane:
             for task in workers:
                 task.cancel()
             await asyncio.gather(*workers, return_exceptions=True)
-            if self.ledger is not None:  # shared, or not taken by a worker
-                await self.ledger.close()
-            if self.pool is not None:
-                await self.pool.close()
-        return self.tally
 
     async def _signing_pool(self) -> SigningPool | None:
         """Processes to sign this send's messages, when it is large enough to pay for
@@ -203,8 +211,12 @@ class Lane:
         except OSError as exc:
             log.warning("signing on the event loop: cannot start a signing process: %s", exc)
             return None
-        for template in self.prepared.templates.values():
-            self.plans[id(template)] = pool.plan(*template.signing_parts())
+        try:
+            for template in self.prepared.templates.values():
+                self.plans[id(template)] = pool.plan(*template.signing_parts())
+        except BaseException:
+            await pool.close()
+            raise
         return pool
 
     def _count(self, what: str) -> None:
@@ -355,11 +367,11 @@ class Lane:
         signatures = None
         if out.signatures is not None:
             try:
-                answer = await out.signatures
+                answer = await asyncio.wait_for(out.signatures, SIGN_WAIT_SECONDS)
                 assert isinstance(answer, list)
                 signatures = answer
-            except SigningGone as exc:
-                log.debug("signing on the event loop: %s", exc)  # finish signs, below
+            except (SigningGone, TimeoutError) as exc:
+                log.debug("signing on the event loop: %r", exc)  # finish signs, below
         message = out.template.finish(out.composed, signatures=signatures)
         return message.message_id, message.data, message.wire_ready
 
@@ -382,7 +394,12 @@ class Lane:
             self._count("failed")
             return
         sent = accepted.pop() if accepted else None
-        state = await ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
+        try:
+            state = await ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
+        except BaseException:
+            if sent is not None:  # not written: recorded on the way out instead
+                accepted.append(sent)
+            raise
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return

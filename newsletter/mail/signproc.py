@@ -52,6 +52,8 @@ log = logging.getLogger(__name__)
 __all__ = ["Answer", "RemotePlan", "SigningGone", "SigningPool", "signing_processes"]
 
 _LENGTH = struct.Struct("!I")
+# No answer or request comes near this: a longer frame means the stream is not ours.
+_MAX_FRAME = 1 << 24
 # A process's requests answered before another is sent it: enough to keep it busy while
 # answers travel, few enough that a request never waits behind work not yet needed.
 _IN_FLIGHT = 4
@@ -97,6 +99,8 @@ class _Channel(asyncio.SubprocessProtocol):
         self.closing = False
         # Called once the process cannot answer: requests not yet sent fail too.
         self.on_gone: Callable[[], None] | None = None
+        # Called when answers made room for more requests.
+        self.on_room: Callable[[], None] | None = None
         self.exited = asyncio.get_running_loop().create_future()
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
@@ -111,22 +115,32 @@ class _Channel(asyncio.SubprocessProtocol):
 
     def pipe_data_received(self, fd: int, data: bytes) -> None:
         self.buffer += data
-        while len(self.buffer) >= _LENGTH.size:
+        answered = False
+        while len(self.buffer) >= _LENGTH.size and not self.gone:
             (size,) = _LENGTH.unpack_from(self.buffer)
+            if size > _MAX_FRAME:
+                # Not an answer (something else wrote to the channel): nothing that
+                # follows can be trusted either.
+                log.warning("a signing process wrote something other than answers")
+                self.fail()
+                return
             end = _LENGTH.size + size
             if len(self.buffer) < end:
-                return
+                break
             answer = pickle.loads(self.buffer[_LENGTH.size : end])
             del self.buffer[:end]
             if not self.waiting:
                 continue  # an answer to nothing asked: cannot be placed, so dropped
+            answered = True
             future = self.waiting.popleft()
             if future.done():
-                continue
+                continue  # cancelled meanwhile (its worker stopped)
             if isinstance(answer, str):
                 future.set_exception(NewsletterError(f"DKIM signing failed: {answer}"))
             else:
                 future.set_result(answer)
+        if answered and self.on_room is not None:
+            self.on_room()  # fewer in flight, cancelled ones too: send what is queued
 
     def pipe_connection_lost(self, fd: int, exc: Exception | None) -> None:
         if fd == 1:
@@ -156,6 +170,7 @@ class _Process:
     def __init__(self, channel: _Channel) -> None:
         self.channel = channel
         channel.on_gone = self.fail_queued
+        channel.on_room = self.pump
         self.queued: collections.deque[tuple[tuple[Any, ...], asyncio.Future[Answer]]] = (
             collections.deque()
         )
@@ -176,7 +191,6 @@ class _Process:
             request, future = self.queued.popleft()
             if future.done():
                 continue
-            future.add_done_callback(self.pump)
             channel.waiting.append(future)
             batch.append(request)
         if not batch:
