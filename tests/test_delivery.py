@@ -465,3 +465,51 @@ def test_a_failed_mark_keeps_the_previous_message_to_record_as_sent(
             ).scalars()
         )
     assert statuses == ["queued", "queued", "queued", "sent", "sent"]
+
+
+class _PausingTransport(_SlowTransport):
+    """Pauses the issue as the operator would, while its third message is on the wire."""
+
+    def __init__(self, sent: list[str], store: Store, week: str) -> None:
+        super().__init__(sent)
+        self.store, self.week = store, week
+
+    async def send(
+        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+    ) -> None:
+        await super().send(sender, recipient, data, wire_ready=wire_ready)
+        if len(self.sent) == 3:
+            issues.pause(self.store, self.week)
+
+
+def test_a_pause_stops_the_messages_a_sender_holds(cfg: Config, seeds_archive: Archive) -> None:
+    """An operator's pause stops the send at the messages already on the wire, not after
+    everything its workers had claimed; those go back, and the resume sends each reader
+    exactly one message."""
+    import asyncio
+
+    cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=2))
+    store = _store(cfg)
+    addresses = _subscribe(store, 30)
+    row = issues.start(store, issues.approve(store, cfg, prepare(cfg, seeds_archive, WEEK)))
+    sent: list[str] = []
+    outbox = sender.Outbox(
+        cfg, store, KEY, factory=lambda: _PausingTransport(sent, store, str(WEEK))
+    )
+
+    async def send() -> None:
+        await lane.Lane(outbox, row, await outbox.frozen(row)).run()
+
+    asyncio.run(send())
+    assert 3 <= len(sent) <= 4  # the other worker's message may have been on the wire
+    with store.engine.connect() as conn:
+        held = conn.execute(
+            sa.select(sa.func.count())
+            .select_from(deliveries)
+            .where(deliveries.c.issue_id == row.id, deliveries.c.lease_owner.is_not(None))
+        ).scalar_one()
+    assert held == 0
+    issues.resume(store, str(WEEK))
+    resumed = issues.find(store, str(WEEK))
+    asyncio.run(outbox.send_issue(resumed))
+    assert sorted(sent) == addresses

@@ -400,6 +400,9 @@ class Lane:
             if sent is not None:  # not written: recorded on the way out instead
                 accepted.append(sent)
             raise
+        if state == "stopped":
+            self.halt.set("state")  # paused or cancelled: what the workers hold goes back
+            return
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return

@@ -20,6 +20,13 @@ ACTIVE = (
     .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
     .exists()
 )
+# The delivery's issue is being sent: a pause or a cancel stops the messages a sender
+# already holds, not only its next claim.
+SENDING = (
+    sa.select(issues.c.id)
+    .where(issues.c.id == deliveries.c.issue_id, issues.c.status == "sending")
+    .exists()
+)
 MARK_SENDING = (
     deliveries.update()
     .where(
@@ -27,7 +34,7 @@ MARK_SENDING = (
         deliveries.c.lease_owner == sa.bindparam("b_owner"),
         deliveries.c.status.in_(("queued", "sending")),
         # An issue goes to active subscribers only; a single mail has its own recipient.
-        sa.or_(deliveries.c.issue_id.is_(None), ACTIVE),
+        sa.or_(deliveries.c.issue_id.is_(None), sa.and_(ACTIVE, SENDING)),
     )
     .values(
         status="sending",
@@ -66,9 +73,10 @@ PG_MARK = sa.text(
     UPDATE deliveries AS d SET status = 'sending', attempts = d.attempts + 1,
         message_id = :mid, lease_until = :until, updated_at = :now
     WHERE d.id = :id AND d.lease_owner = :owner AND d.status IN ('queued', 'sending')
-        AND (d.issue_id IS NULL OR EXISTS (
+        AND (d.issue_id IS NULL OR (EXISTS (
             SELECT 1 FROM subscribers AS s
-            WHERE s.id = d.subscriber_id AND s.status = 'active'))
+            WHERE s.id = d.subscriber_id AND s.status = 'active') AND EXISTS (
+            SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')))
     RETURNING d.id
     """
 )

@@ -22,6 +22,7 @@ from newsletter.store.claims import (
     MARK_SENDING,
     MARK_SENT,
     PG_MARK,
+    SENDING,
     Claimed,
     claim_params,
     claim_statement,
@@ -188,7 +189,8 @@ class LedgerQueries(StoreBase):
     ) -> str:
         """Just before DATA: ``sending`` if the row is still ours and, for an issue's
         delivery, the subscriber still active; ``skipped`` when they left meanwhile;
-        ``lost`` when the lease was lost (or the issue was cancelled meanwhile).
+        ``stopped`` when the issue is no longer being sent (paused or cancelled
+        meanwhile: the row is let go, as it was); ``lost`` when the lease was lost.
 
         ``sent`` (delivery id, Message-ID) records the worker's previous message as sent
         in the same transaction: it is written in the instant between that message's 250
@@ -216,6 +218,20 @@ class LedgerQueries(StoreBase):
             )
             if result.rowcount:
                 return "sending"
+            # The issue stopped being sent (paused, cancelled): the row goes back untouched.
+            result = conn.execute(
+                d.update()
+                .where(
+                    d.c.id == delivery_id,
+                    d.c.lease_owner == owner,
+                    d.c.status.in_(("queued", "sending")),
+                    d.c.issue_id.is_not(None),
+                    ~SENDING,
+                )
+                .values(lease_owner=None, lease_until=None)
+            )
+            if result.rowcount:
+                return "stopped"
             result = conn.execute(
                 d.update()
                 .where(
