@@ -198,7 +198,6 @@ class LedgerQueries(StoreBase):
         each message costs one commit instead of two.
         """
         now = utcnow()
-        d = deliveries
         if self.is_postgres and self._marked_in_one_trip(
             delivery_id, owner, message_id, sent, lease
         ):
@@ -218,36 +217,7 @@ class LedgerQueries(StoreBase):
             )
             if result.rowcount:
                 return "sending"
-            # The issue stopped being sent (paused, cancelled): the row goes back untouched.
-            result = conn.execute(
-                d.update()
-                .where(
-                    d.c.id == delivery_id,
-                    d.c.lease_owner == owner,
-                    d.c.status.in_(("queued", "sending")),
-                    d.c.issue_id.is_not(None),
-                    ~SENDING,
-                )
-                .values(lease_owner=None, lease_until=None)
-            )
-            if result.rowcount:
-                return "stopped"
-            result = conn.execute(
-                d.update()
-                .where(
-                    d.c.id == delivery_id,
-                    d.c.lease_owner == owner,
-                    d.c.status.in_(("queued", "sending")),
-                )
-                .values(
-                    status="skipped",
-                    last_error="subscriber is no longer active",
-                    lease_owner=None,
-                    lease_until=None,
-                    updated_at=now,
-                )
-            )
-            return "skipped" if result.rowcount else "lost"
+            return _not_marked(conn, delivery_id, owner, now)
 
     def _marked_in_one_trip(
         self,
@@ -475,3 +445,30 @@ class LedgerQueries(StoreBase):
                 .limit(limit)
             ).all()
         return [FailedDelivery(row.email, row.attempts, row.last_error) for row in rows]
+
+
+def _not_marked(conn: sa.Connection, delivery_id: int, owner: str, now: dt.datetime) -> str:
+    """Why a row held by ``owner`` was not marked sending, acted on (see
+    :meth:`LedgerQueries.mark_sending`): its issue stopped being sent (the row is let go),
+    its subscriber left (skipped), or it is no longer ``owner``'s (lost)."""
+    d = deliveries
+    held = (d.c.id == delivery_id, d.c.lease_owner == owner, d.c.status.in_(("queued", "sending")))
+    stopped = conn.execute(
+        d.update()
+        .where(*held, d.c.issue_id.is_not(None), ~SENDING)
+        .values(lease_owner=None, lease_until=None)
+    )
+    if stopped.rowcount:
+        return "stopped"
+    skipped = conn.execute(
+        d.update()
+        .where(*held)
+        .values(
+            status="skipped",
+            last_error="subscriber is no longer active",
+            lease_owner=None,
+            lease_until=None,
+            updated_at=now,
+        )
+    )
+    return "skipped" if skipped.rowcount else "lost"
