@@ -31,10 +31,6 @@ from newsletter.cli import main
 from newsletter.config import Config
 from newsletter.models import Archive, Digest, Media, Paper, Section
 from newsletter.publish.feed import (
-    ATOM_NAME,
-    ISSUES_ATOM_NAME,
-    ISSUES_JSON_NAME,
-    JSON_NAME,
     FeedItem,
     atom_bytes,
     feed_entries,
@@ -42,6 +38,7 @@ from newsletter.publish.feed import (
     plain,
     write_feeds,
 )
+from newsletter.publish.names import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"

@@ -22,7 +22,6 @@ from lxml import etree, html
 
 from newsletter.config import Config
 from newsletter.models import Archive, Digest, Section
-from newsletter.publish.feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 from newsletter.publish.issue_feed import (
     ISSUES_SHOWN,
     issue_entries,
@@ -30,6 +29,7 @@ from newsletter.publish.issue_feed import (
     issues_json_bytes,
     write_issue_feeds,
 )
+from newsletter.publish.names import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
 
 HERE = Path(__file__).resolve().parent
 GOLDEN = HERE / "golden"

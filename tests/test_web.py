@@ -20,14 +20,9 @@ import pytest
 
 from newsletter.config import Config
 from newsletter.models import Archive
-from newsletter.publish.feed import (
-    ATOM_NAME,
-    ISSUES_ATOM_NAME,
-    ISSUES_JSON_NAME,
-    JSON_NAME,
-    write_feeds,
-)
+from newsletter.publish.feed import write_feeds
 from newsletter.publish.issue_feed import write_issue_feeds
+from newsletter.publish.names import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME
 from newsletter.web.app import CACHE_SECONDS, create_app
 
 IDENTITY = {"Accept-Encoding": "identity"}

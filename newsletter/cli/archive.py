@@ -182,8 +182,8 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
       newsletter feed --source seeds/ --out /var/www/newsletter
     """
     from newsletter.app import site
-    from newsletter.publish.feed import ATOM_NAME, JSON_NAME
     from newsletter.publish.issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
+    from newsletter.publish.names import ATOM_NAME, JSON_NAME
 
     archive = _archive(cfg, strict)
     if not archive.digests:

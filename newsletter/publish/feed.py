@@ -31,24 +31,11 @@ from newsletter.publish.atom import AtomEntry, atom_document
 from newsletter.publish.feed_content import Words, byline, points_html, words
 from newsletter.publish.feed_text import plain
 from newsletter.publish.json_feed import json_document, json_html, json_text
-from newsletter.publish.names import (
-    ATOM_NAME,
-    ATOM_TYPE,
-    ISSUES_ATOM_NAME,
-    ISSUES_JSON_NAME,
-    JSON_NAME,
-    JSON_TYPE,
-)
+from newsletter.publish.names import ATOM_NAME, JSON_NAME
 from newsletter.publish.public_files import write_if_changed, write_public
 from newsletter.select import top_daily
 
 __all__ = [
-    "ATOM_NAME",
-    "ATOM_TYPE",
-    "ISSUES_ATOM_NAME",
-    "ISSUES_JSON_NAME",
-    "JSON_NAME",
-    "JSON_TYPE",
     "AtomEntry",
     "FeedItem",
     "Words",

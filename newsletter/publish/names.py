@@ -9,6 +9,7 @@ from __future__ import annotations
 __all__ = [
     "ATOM_NAME",
     "ATOM_TYPE",
+    "FEED_NAMES",
     "ISSUES_ATOM_NAME",
     "ISSUES_JSON_NAME",
     "JSON_NAME",
@@ -23,3 +24,5 @@ ISSUES_ATOM_NAME = "issues.atom"
 ISSUES_JSON_NAME = "issues.json"
 ATOM_TYPE = "application/atom+xml"
 JSON_TYPE = "application/feed+json"
+# Every feed, by file name: what the web app answers as a feed.
+FEED_NAMES = frozenset({ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME})

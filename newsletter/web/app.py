@@ -34,9 +34,8 @@ from starlette.types import Message, Receive, Scope, Send
 
 from newsletter.config import LANGS, Config
 from newsletter.publish.names import (
-    ATOM_NAME,
     ATOM_TYPE,
-    ISSUES_ATOM_NAME,
+    FEED_NAMES,
     ISSUES_JSON_NAME,
     JSON_NAME,
     JSON_TYPE,
@@ -80,7 +79,7 @@ _TYPES = {
 }
 # JSON Feeds are told apart from other JSON by name.
 _NAMED_TYPES = {JSON_NAME: JSON_TYPE + _UTF8, ISSUES_JSON_NAME: JSON_TYPE + _UTF8}
-_FEEDS = frozenset({ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME})
+_FEEDS = FEED_NAMES
 _GZIP_MIN = 512  # below this, headers outweigh what gzip saves
 _CACHE_FILES = 256
 

@@ -29,6 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.lifecycle import WAITING, DeliveryState, PausedBy
+from newsletter.publish.names import FEED_NAMES
 from newsletter.store import (
     ISSUE_STATUSES,
     MESSAGE_KINDS,
@@ -188,7 +189,7 @@ def _writer_families(tallies: Tallies) -> Iterator[Metric]:
 # --- request durations ----------------------------------------------------------------------
 
 _METHODS = frozenset({"GET", "HEAD", "POST"})
-_FEEDS = frozenset({"/feed.atom", "/feed.json", "/issues.atom", "/issues.json"})
+_FEEDS = frozenset(f"/{name}" for name in FEED_NAMES)
 # By the first segment of the path; everything else is a page, a static file or "other".
 _BY_SEGMENT = {
     "subscribe": "subscribe",

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.config import Config
-from newsletter.publish.names import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME
+from newsletter.publish.names import FEED_NAMES
 from newsletter.publish.pending import PendingPages
 from newsletter.web.app import PublicFolder, Resource, SecurityHeaders, conditional_response
 from newsletter.web.edge import RequestEdge
@@ -29,9 +29,7 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StartingApp"]
 
-_EARLY = frozenset(
-    f"/{name}" for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME)
-)
+_EARLY = frozenset(f"/{name}" for name in FEED_NAMES)
 _UNAVAILABLE = b"The service is stopping.\n"
 
 
