@@ -365,9 +365,14 @@ class Lane:
             raise out.error
         assert out.template is not None and out.composed is not None
         signatures = None
-        if out.signatures is not None:
+        if (future := out.signatures) is not None:
             try:
-                answer = await asyncio.wait_for(out.signatures, SIGN_WAIT_SECONDS)
+                # Most are ready by now: no timer for those.
+                answer = (
+                    future.result()
+                    if future.done()
+                    else await asyncio.wait_for(future, SIGN_WAIT_SECONDS)
+                )
                 assert isinstance(answer, list)
                 signatures = answer
             except (SigningGone, TimeoutError) as exc:

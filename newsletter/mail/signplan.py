@@ -20,10 +20,8 @@ What is left per message is the RSA signature itself, about 0.3 ms, which
 from __future__ import annotations
 
 import hashlib
-import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TypeVar
 
 from newsletter.mail.signing import (
     Signer,
@@ -36,11 +34,6 @@ from newsletter.mail.signing import (
     signed_order,
     split_message,
 )
-
-log = logging.getLogger(__name__)
-
-T = TypeVar("T")
-R = TypeVar("R")
 
 __all__ = ["SigningPlan", "canonical_as_is"]
 

@@ -183,7 +183,7 @@ class _Process:
         self.queued.append((request, future))
         self.pump()
 
-    def pump(self, _: object = None) -> None:
+    def pump(self) -> None:
         """Send queued requests while fewer than ``_IN_FLIGHT`` are unanswered."""
         channel = self.channel
         batch = []
