@@ -1,10 +1,11 @@
 """What a sending lane asks of the ledger for every message: a claim, and the marks around
 each message, awaited on the sender's event loop.
 
-On SQLite each is a local write of a few dozen microseconds, made inline. The marks go
-over a connection of the lane's own, the ledger's statements compiled once and run by the
-sqlite3 driver itself: SQLAlchemy's work around each statement (a connection from the pool,
-a transaction, the cache lookup of the compiled statement) cost three times the write.
+On SQLite each is a local write of a few dozen microseconds, made inline. The claims and
+marks go over a connection the lane's workers share, the ledger's statements compiled
+once and run by the sqlite3 driver itself: SQLAlchemy's work around each statement (a
+connection from the pool, a transaction, the cache lookup of the compiled statement) cost
+three times the write. Marks asked for together commit together.
 On PostgreSQL each is a network round trip: made in a thread, as the ledger's other calls
 are, it cost about 2 ms under a send's load (the hand-over to the thread and back, on a
 busy machine) against 0.3 ms for the round trip itself. There a lane has a connection of its own, in
