@@ -14,7 +14,7 @@ import pytest
 import sqlalchemy as sa
 
 from newsletter.store import deliveries, open_store
-from newsletter.store.lanes import LaneLedger, SqliteLaneLedger, lane_ledger
+from newsletter.store.lanes import GROUP_TURNS, LaneLedger, SqliteLaneLedger, lane_ledger
 
 LEASE = dt.timedelta(minutes=5)
 COLUMNS = ("status", "attempts", "message_id", "lease_owner", "last_error")
@@ -195,4 +195,45 @@ def test_marks_asked_for_together_are_committed_together(tmp_path: Path) -> None
     assert all(isinstance(exc, sqlite3.OperationalError) for exc in failed)
     statuses = [row["status"] for _, row in sorted(_rows(store).items())]
     assert statuses == ["sending", "sending", "skipped", "sending", "queued", "queued"]
+    store.close()
+
+
+def test_a_group_gathers_marks_for_a_few_turns_of_the_loop(tmp_path: Path) -> None:
+    """Workers wake one at a time: a mark asked for two turns after the first joins its
+    commit; one asked for after GROUP_TURNS turns starts the next group."""
+    store = open_store("sqlite:///turns.db", tmp_path)
+    for i in range(3):
+        store.add_subscriber(f"r{i}@example.org")
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+
+    async def later(turns: int, ledger: SqliteLaneLedger, row_id: int) -> str:
+        for _ in range(turns):
+            await asyncio.sleep(0)
+        return await ledger.mark_sending(row_id, "one", f"<{row_id}@x>", sent=None, lease=LEASE)
+
+    async def scenario() -> tuple[list[str], list[list[int]]]:
+        ledger = await lane_ledger(store)
+        assert isinstance(ledger, SqliteLaneLedger)
+        groups: list[list[int]] = []
+        commit = ledger._commit_marks
+
+        def recorded() -> None:
+            groups.append([args[0] for args, _ in ledger._marks])
+            commit()
+
+        ledger._commit_marks = recorded  # type: ignore[method-assign]
+        rows = await ledger.claim(issue.id, "one", 3, LEASE)
+        turns = (0, 2, GROUP_TURNS + 2)
+        states = await asyncio.gather(
+            *(later(n, ledger, row.id) for n, row in zip(turns, rows, strict=True))
+        )
+        await ledger.close()
+        return states, groups
+
+    states, groups = asyncio.run(scenario())
+    assert states == ["sending"] * 3
+    first, second, third = sorted(_rows(store))
+    assert groups == [[first, second], [third]]
+    assert [row["status"] for row in _rows(store).values()] == ["sending"] * 3
     store.close()

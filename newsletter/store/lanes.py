@@ -59,6 +59,12 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
+# How many turns of the event loop the first mark of a group waits for others to join its
+# commit. Workers wake one at a time, each on its own server's reply: committed in the
+# turn it was asked for, 96% of marks went alone, and their commits were a tenth of the
+# loop's time. A few turns gather two to four; on an idle loop they pass in microseconds.
+GROUP_TURNS = 4
+
 P = ParamSpec("P")
 T = TypeVar("T")
 
@@ -311,9 +317,9 @@ class SqliteLaneLedger(LaneLedger):
     """A lane's claims and marks over its own sqlite3 connection (the same statements,
     the same durability as the store's); the rare cases stay with the store.
 
-    One per lane, shared by its workers: the marks its workers ask for in one turn of the
-    event loop are committed together (a group commit), each still before its message is
-    handed to the server. A commit writes the pages it changed to the log, and the marks
+    One per lane, shared by its workers: the marks its workers ask for within a few turns
+    of the event loop (:data:`GROUP_TURNS`) are committed together (a group commit), each
+    still before its message is handed to the server. A commit writes the pages it changed to the log, and the marks
     of neighbouring rows change the same pages: about half of a mark's cost was its own
     commit."""
 
@@ -325,6 +331,7 @@ class SqliteLaneLedger(LaneLedger):
         self.dialect = store.engine.dialect
         self.sent, self.sending = _sqlite_marks(self.dialect)
         self._marks: list[tuple[tuple[Any, ...], asyncio.Future[int]]] = []
+        self._turns = 0
 
     @classmethod
     def connect(cls, store: Store) -> SqliteLaneLedger:
@@ -371,13 +378,23 @@ class SqliteLaneLedger(LaneLedger):
     ) -> str:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._marks:
-            asyncio.get_running_loop().call_soon(self._commit_marks)
+            self._turns = 0
+            asyncio.get_running_loop().call_soon(self._gather)
         self._marks.append(((delivery_id, owner, message_id, sent, lease), future))
         if await future:
             return "sending"
         # Not marked (the subscriber left, or the lease is gone): rare, and the store
         # finds out which; the previous message's 'sent' is already written.
         return await super().mark_sending(delivery_id, owner, message_id, sent=None, lease=lease)
+
+    def _gather(self) -> None:
+        """Waits :data:`GROUP_TURNS` turns of the event loop for other workers' marks, then
+        commits them all."""
+        if self._turns < GROUP_TURNS:
+            self._turns += 1
+            asyncio.get_running_loop().call_soon(self._gather)
+            return
+        self._commit_marks()
 
     def _commit_marks(self) -> None:
         """The marks asked for since the last commit, in one transaction: each mark's
