@@ -394,3 +394,29 @@ def test_a_post_left_unanswered_is_not_sent_again_at_once(
     chat_server.delay = 0.6
     report = _post(_slack(tmp_path, chat_server, 'channel = "C0PAPERS"\npapers = 1\n'))
     assert chat_server.requests == 1 and report.tally["deferred"] == 1
+
+
+def test_a_post_goes_only_through_an_open_gate(tmp_path: Path, chat_server: ChatServer) -> None:
+    """A post waits for its row's mark like a mail (the transport's gate): closed, nothing
+    reaches the service."""
+    from newsletter.mail.chat import SLACK_API, ChatTransport, post_data
+
+    cfg = _slack(tmp_path, chat_server)
+    store = open_store(cfg.database_url, cfg.base_dir)
+    data = post_data(SLACK_API, "day", {"text": "papers"}, None)
+
+    async def send(answer: bool) -> str | None:
+        async def gate() -> bool:
+            return answer
+
+        transport = ChatTransport(cfg, store)
+        try:
+            return await transport.send("", "C0PAPERS", data, gate=gate)
+        finally:
+            await transport.close()
+
+    assert asyncio.run(send(False)) is None
+    assert chat_server.requests == 0
+    assert asyncio.run(send(True))
+    assert [post["text"] for post in chat_server.posts] == ["papers"]
+    store.close()

@@ -22,6 +22,7 @@ from newsletter.cli import main
 from newsletter.config import Config, load_config
 from newsletter.mail import lane, sender
 from newsletter.mail.lane import backoff
+from newsletter.mail.transport import Gate
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
 from newsletter.store import Store, deliveries, open_store
@@ -356,12 +357,19 @@ class _SlowTransport:
         self.sent = sent
 
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         import asyncio
 
         await asyncio.sleep(0.05)
-        self.sent.append(recipient)
+        if gate is None or await gate():
+            self.sent.append(recipient)
 
     async def probe(self) -> None:
         return None
@@ -475,9 +483,15 @@ class _PausingTransport(_SlowTransport):
         self.store, self.week = store, week
 
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> None:
-        await super().send(sender, recipient, data, wire_ready=wire_ready)
+        await super().send(sender, recipient, data, wire_ready=wire_ready, gate=gate)
         if len(self.sent) == 3:
             issues.pause(self.store, self.week)
 

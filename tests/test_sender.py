@@ -615,3 +615,59 @@ def test_messages_signed_in_signing_processes_verify_and_go_out_once(
         (data,) = handler.received[address]
         assert dkim_verifiers.dkimpy(data) == {"mail": True}, address
     store.close()
+
+
+class _LedgerWatch(FaultySmtpHandler):
+    """Looks up each message's row in the ledger as the message arrives: it must be
+    marked sending, with this message's Message-ID, before the server has it."""
+
+    def __init__(self, store: Store) -> None:
+        super().__init__()
+        self.store = store
+        self.seen: dict[str, tuple[str, str | None, str]] = {}
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        import sqlalchemy as sa
+
+        from newsletter.store import deliveries, subscribers
+
+        (address,) = envelope.rcpt_tos
+        message = email.message_from_bytes(envelope.content, policy=email.policy.default)
+        with self.store.engine.connect() as conn:
+            status, message_id = conn.execute(
+                sa.select(deliveries.c.status, deliveries.c.message_id)
+                .join(subscribers, subscribers.c.id == deliveries.c.subscriber_id)
+                .where(subscribers.c.email == address)
+            ).one()
+        self.seen[address] = (status, message_id, str(message["Message-ID"]))
+        return await super().handle_DATA(server, session, envelope)
+
+
+def test_each_message_reaches_the_server_only_after_its_row_is_marked(
+    issue_cfg: Config, seeds_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The mark is written while the server takes the envelope, and the message is handed
+    over only once it is: a crash at any moment never leaves a message sent whose row
+    says it was never tried. (Marks made slow here, so that a message handed over
+    before its mark would be seen.)"""
+    from newsletter.app.delivery import send_week
+    from newsletter.store import lanes
+
+    monkeypatch.setattr(lanes, "GROUP_TURNS", 500)
+
+    port = free_port()
+    store = open_store(issue_cfg.database_url, issue_cfg.base_dir)
+    handler = _LedgerWatch(store)
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    try:
+        addresses = _subscribe(store, 24)
+        cfg = smtp_cfg(issue_cfg, port, concurrency=4)
+        report = send_week(cfg, store, lambda: seeds_archive, IsoWeek(2024, 5), b"k" * 32)
+    finally:
+        controller.stop()
+    assert report.counts["sent"] == 24
+    assert sorted(handler.seen) == addresses
+    for address, (status, marked, received) in handler.seen.items():
+        assert (status, marked) == ("sending", received), address
+    store.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import socket
 from pathlib import Path
+from typing import Any
 
 import pytest
 from conftest import FaultySmtpHandler, free_port, smtp_cfg
@@ -12,6 +13,7 @@ from conftest import FaultySmtpHandler, free_port, smtp_cfg
 from newsletter.config import Config
 from newsletter.mail.transport import (
     DeliveryError,
+    Gate,
     MaildirTransport,
     MessageError,
     PolicyError,
@@ -148,3 +150,76 @@ def test_an_unwritable_outbox_is_the_servers_failure(tmp_path: Path) -> None:
     (box / "tmp").write_text("")
     with pytest.raises(ServerError, match="cannot write to the outbox"):
         asyncio.run(transport.send("a@example.org", "b@example.org", MESSAGE))
+
+
+class _Steps(FaultySmtpHandler):
+    """Records each SMTP step the server sees, in order."""
+
+    def __init__(self, steps: list[str]) -> None:
+        super().__init__()
+        self.steps = steps
+
+    async def handle_MAIL(self, *args: Any) -> str:
+        self.steps.append("MAIL")
+        return await super().handle_MAIL(*args)
+
+    async def handle_RCPT(self, *args: Any) -> str:
+        self.steps.append("RCPT")
+        return await super().handle_RCPT(*args)
+
+    async def handle_DATA(self, *args: Any) -> str:
+        self.steps.append("DATA")
+        return await super().handle_DATA(*args)
+
+
+@pytest.mark.parametrize("wire_ready", [True, False])
+def test_a_message_goes_only_through_an_open_gate(cfg: Config, wire_ready: bool) -> None:
+    """The gate is asked once the server has taken the envelope (before the whole
+    transaction for a message that still needs dot-stuffing); closed, the transaction is
+    abandoned and the connection still serves the next message."""
+    from aiosmtpd.controller import Controller
+
+    steps: list[str] = []
+    handler = _Steps(steps)
+    port = free_port()
+    controller = Controller(handler, hostname="127.0.0.1", port=port)
+    controller.start()
+    message = MESSAGE if wire_ready else MESSAGE + b".dot-stuffed\r\n"
+
+    def gate(answer: bool) -> Gate:
+        async def asked() -> bool:
+            steps.append(f"gate {answer}")
+            return answer
+
+        return asked
+
+    async def main() -> None:
+        transport = SmtpTransport(smtp_cfg(cfg, port))
+        try:
+            for answer, to in ((False, "closed@example.org"), (True, "open@example.org")):
+                await transport.send(
+                    "a@example.org", to, message, wire_ready=wire_ready, gate=gate(answer)
+                )
+        finally:
+            await transport.close()
+
+    try:
+        asyncio.run(main())
+    finally:
+        controller.stop()
+    assert handler.counts() == {"open@example.org": 1}
+    envelope = ["MAIL", "RCPT"]
+    if wire_ready:
+        assert steps == [*envelope, "gate False", *envelope, "gate True", "DATA"]
+    else:
+        assert steps == ["gate False", "gate True", *envelope, "DATA"]
+
+
+def test_a_closed_gate_writes_nothing_to_the_outbox(tmp_path: Path) -> None:
+    async def closed() -> bool:
+        return False
+
+    box = tmp_path / "outbox"
+    transport = MaildirTransport(box)
+    asyncio.run(transport.send("a@example.org", "b@example.org", MESSAGE, gate=closed))
+    assert list((box / "new").iterdir()) == []

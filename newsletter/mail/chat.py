@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.http import ApiError, RetryPolicy, request
-from newsletter.mail.transport import MessageError, ServerError
+from newsletter.mail.transport import Gate, MessageError, ServerError
 
 if TYPE_CHECKING:
     import httpx
@@ -76,8 +76,16 @@ class ChatTransport:
         self.client: httpx.AsyncClient | None = None
 
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> str | None:
+        if gate is not None and not await gate():
+            return None
         post = json.loads(data)
         service, payload = post["service"], dict(post["payload"])
         if self.client is None:

@@ -398,12 +398,20 @@ class Lane:
             )
             self._count("failed")
             return
+        await self.outbox.limiter.wait()
         sent = accepted.pop() if accepted else None
+        # Marked while the server takes the envelope: the transport hands the message
+        # over only once the mark is written (its gate).
+        marking = asyncio.ensure_future(
+            ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
+        )
         try:
-            state = await ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
+            posted, failure = await self._send(transport, row, data, wire_ready, marking)
+            state = await marking
         except BaseException:
-            if sent is not None:  # not written: recorded on the way out instead
+            if sent is not None:  # maybe not written: recorded on the way out instead
                 accepted.append(sent)
+            marking.cancel()
             raise
         if state == "stopped":
             self.halt.set("state")  # paused or cancelled: what the workers hold goes back
@@ -411,24 +419,16 @@ class Lane:
         if state != "sending":
             self._count("skipped" if state == "skipped" else "lost")
             return
-        await self.outbox.limiter.wait()
-        try:
-            posted = await transport.send(
-                envelope_sender(self.cfg, self.outbox.key, row.id),
-                row.email,
-                data,
-                wire_ready=wire_ready,
-            )
-        except ServerError as exc:
-            self._outage(row, exc)
+        if isinstance(failure, ServerError):
+            self._outage(row, failure)
             return
-        except DeliveryError as exc:
-            self._failed(row, exc)
+        if isinstance(failure, DeliveryError):
+            self._failed(row, failure)
             return
-        except ChatSetupError as exc:
+        if failure is not None:
             # Not this post's fault: it waits, due at once, for the setup to be fixed.
-            self.store.requeue([row.id], str(exc))
-            raise
+            self.store.requeue([row.id], str(failure))
+            raise failure
         # Recorded with the next message's 'sending', or at once if there is none.
         accepted.append((row.id, posted or message_id))
         self._count("sent")
@@ -436,6 +436,35 @@ class Lane:
             self.breaker.record(row.id, None)
         else:
             log.info("%s mail %s sent", row.kind, message_id)
+
+    async def _send(
+        self,
+        transport: Transport,
+        row: Claimed,
+        data: bytes,
+        wire_ready: bool,
+        marking: asyncio.Future[str],
+    ) -> tuple[str | None, DeliveryError | ChatSetupError | None]:
+        """The message handed to ``transport`` once ``marking`` says its row is marked
+        sending: what the receiving end called it, or why it was not taken."""
+
+        async def marked() -> bool:
+            try:
+                return await marking == "sending"
+            except Exception:
+                return False  # raised where the lane awaits the mark
+
+        try:
+            posted = await transport.send(
+                envelope_sender(self.cfg, self.outbox.key, row.id),
+                row.email,
+                data,
+                wire_ready=wire_ready,
+                gate=marked,
+            )
+        except (DeliveryError, ChatSetupError) as exc:
+            return None, exc
+        return posted, None
 
     def _outage(self, row: Claimed, exc: ServerError) -> None:
         """The server, not the recipient: the message goes back as if never tried, and

@@ -13,6 +13,12 @@ A failure is classified where it happens, because what the sender must do differ
 - :class:`PolicyError`: a policy block (``5.7.x``): says nothing about the address.
 
 Enhanced status codes (RFC 3463) refine the basic reply code wherever a server sends one.
+
+Every transport takes a ``gate``: awaited right before the message itself is handed over,
+after the server has taken the envelope. The sender marks the message's row in the
+ledger meanwhile, and a message goes only once its mark is written, so a crash never
+leaves a message sent and its row unmarked. When the gate answers False the transaction
+is abandoned and nothing is sent.
 """
 
 from __future__ import annotations
@@ -26,7 +32,7 @@ import re
 import socket
 import ssl
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -36,6 +42,14 @@ from newsletter.config import Config
 from newsletter.errors import NewsletterError
 
 log = logging.getLogger(__name__)
+
+# Awaited before a message is handed over: False to abandon it (see the module's docstring).
+Gate = Callable[[], Awaitable[bool]]
+
+
+async def _open(gate: Gate | None) -> bool:
+    return gate is None or await gate()
+
 
 _ENHANCED = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})\b")
 
@@ -151,10 +165,17 @@ def classify(stage: str, code: int, message: str) -> DeliveryError:
 
 class Transport(Protocol):
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> str | None:
-        """Hand one message over; the id the receiving end gave it, when it gives one
-        (a chat service does; a mail server's queue id is not kept)."""
+        """Hand one message over once ``gate`` allows; the id the receiving end gave
+        it, when it gives one (a chat service does; a mail server's queue id is not
+        kept)."""
         ...
 
     async def probe(self) -> None:
@@ -181,8 +202,16 @@ class MaildirTransport:
         self.box.add(data.replace(b"\r\n", b"\n"))
 
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> None:
+        if not await _open(gate):
+            return
         # In a thread: a file write with fsync must not hold up the loop (signal handlers,
         # the other workers, and in `serve` the web app).
         try:
@@ -256,22 +285,30 @@ class SmtpTransport:
             raise ServerError(f"{self.where} does not answer: {exc}") from None
 
     async def send(
-        self, sender: str, recipient: str, data: bytes, *, wire_ready: bool = False
+        self,
+        sender: str,
+        recipient: str,
+        data: bytes,
+        *,
+        wire_ready: bool = False,
+        gate: Gate | None = None,
     ) -> None:
         """Send one message; ``wire_ready`` bytes (CRLF, no line starting with a dot) go
-        out as they are, anything else through aiosmtplib's ``sendmail``."""
+        out as they are, anything else through aiosmtplib's ``sendmail``. ``gate`` is
+        awaited once the server has taken the envelope (before the whole transaction
+        for ``sendmail``)."""
         from newsletter.mail.message import is_wire_ready
 
-        fast = (wire_ready or is_wire_ready(data)) and hasattr(
-            self.client.protocol, "read_response"
-        )
+        ready = wire_ready or is_wire_ready(data)
         for attempt in (1, 2):
             if not self.client.is_connected:
                 await self._connect()
+            # Asked once connected: before, the client has no protocol to ask.
+            fast = ready and hasattr(self.client.protocol, "read_response")
             try:
                 if fast:
-                    await self._transaction(sender, recipient, data)
-                else:
+                    await self._transaction(sender, recipient, data, gate)
+                elif await _open(gate):
                     await self._sendmail(sender, recipient, data)
                 return
             except _Refused as exc:
@@ -314,8 +351,11 @@ class SmtpTransport:
             code, message = next(iter(errors.values()))
             raise _Refused("RCPT", code, message)
 
-    async def _transaction(self, sender: str, recipient: str, data: bytes) -> None:
-        """MAIL, RCPT and DATA for a message that is already wire-ready.
+    async def _transaction(
+        self, sender: str, recipient: str, data: bytes, gate: Gate | None
+    ) -> None:
+        """MAIL, RCPT and DATA for a message that is already wire-ready; DATA only once
+        ``gate`` allows, else the transaction is reset.
 
         ``sendmail`` runs two regular-expression passes over every message (line endings
         and dot-stuffing) and parses both addresses again: with 80 KB messages that was
@@ -334,6 +374,9 @@ class SmtpTransport:
             (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", (250, 251)),
             (b"DATA", None, (354,)),
         ):
+            if verb == b"DATA" and not await _open(gate):
+                await self._reset()
+                return
             args = (verb,) if argument is None else (verb, argument)
             response = await client.execute_command(*args)
             if response.code not in accepted:
