@@ -25,7 +25,7 @@ from newsletter.mail.lane import backoff
 from newsletter.mail.transport import Gate
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
-from newsletter.store import Store, deliveries, open_store
+from newsletter.store import Store, deliveries, open_store, subscribers
 
 WEEK = IsoWeek(2024, 5)
 KEY = b"test-secret-key-of-at-least-32-bytes"
@@ -527,3 +527,66 @@ def test_a_pause_stops_the_messages_a_sender_holds(cfg: Config, seeds_archive: A
     resumed = issues.find(store, str(WEEK))
     asyncio.run(outbox.send_issue(resumed))
     assert sorted(sent) == addresses
+
+
+def test_a_rate_limited_worker_records_the_last_message_before_it_waits(
+    cfg: Config, seeds_archive: Archive, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With smtp.max_per_second set, workers spend most of their time waiting for their
+    turn: the message the server took last is recorded sent while they wait, so a kill -9
+    in that wait sends nobody a second copy."""
+    import asyncio
+
+    from newsletter.pacing import RateLimiter
+
+    cfg = cfg.replace(smtp=dataclasses.replace(cfg.smtp, concurrency=1, max_per_second=20.0))
+    store = _store(cfg)
+    _subscribe(store, 6)
+    row = issues.start(store, issues.approve(store, cfg, prepare(cfg, seeds_archive, WEEK)))
+    sent: list[str] = []
+    outbox = sender.Outbox(cfg, store, KEY, factory=lambda: _SlowTransport(sent))
+    wait, exposed = RateLimiter.wait, []
+
+    async def watched(limiter: RateLimiter) -> None:
+        await wait(limiter)
+        await asyncio.sleep(0.02)  # a kill -9 now leaves the ledger as it is
+        with store.engine.connect() as conn:
+            statuses = dict(
+                conn.execute(
+                    sa.select(subscribers.c.email, deliveries.c.status).join(
+                        subscribers, subscribers.c.id == deliveries.c.subscriber_id
+                    )
+                ).all()
+            )
+        exposed.extend(address for address in sent if statuses[address] != "sent")
+
+    monkeypatch.setattr(RateLimiter, "wait", watched)
+
+    async def send() -> None:
+        await lane.Lane(outbox, row, await outbox.frozen(row)).run()
+
+    asyncio.run(send())
+    assert len(sent) == 6
+    assert exposed == []
+
+
+def test_a_write_of_sent_that_fails_keeps_it_to_write_again() -> None:
+    """The last messages accepted leave the worker's list only once written: a write that
+    fails (or is cancelled) leaves them there for the next try."""
+    import asyncio
+
+    written: list[tuple[int, str]] = []
+
+    class Flaky:
+        async def mark_sent(self, delivery_id: int, message_id: str) -> None:
+            if not written:
+                written.append((0, "failed"))
+                raise OSError("connection lost")
+            written.append((delivery_id, message_id))
+
+    accepted = [(7, "<7@x>")]
+    with pytest.raises(OSError):
+        asyncio.run(lane.Lane._record(None, Flaky(), accepted))  # type: ignore[arg-type]
+    assert accepted == [(7, "<7@x>")]
+    asyncio.run(lane.Lane._record(None, Flaky(), accepted))  # type: ignore[arg-type]
+    assert accepted == [] and written[-1] == (7, "<7@x>")

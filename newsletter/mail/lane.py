@@ -312,7 +312,9 @@ class Lane:
 
     async def _record(self, ledger: LaneLedger, accepted: list[tuple[int, str]]) -> None:
         while accepted:
-            await ledger.mark_sent(*accepted.pop())
+            # Taken off the list once written: a write cancelled or failed keeps it there.
+            await ledger.mark_sent(*accepted[-1])
+            accepted.pop()
 
     async def _idle(self) -> None:
         """Nothing claimable now: wait for the next retry (or a peer's lease), or a stop."""
@@ -398,14 +400,15 @@ class Lane:
             )
             self._count("failed")
             return
-        await self.outbox.limiter.wait()
         sent = accepted.pop() if accepted else None
-        # Marked while the server takes the envelope: the transport hands the message
-        # over only once the mark is written (its gate).
+        # Marked while the rate limit is waited for and the server takes the envelope:
+        # the previous message's 'sent' goes with it at once, and the transport hands
+        # this message over only once the mark is written (its gate).
         marking = asyncio.ensure_future(
             ledger.mark_sending(row.id, owner, message_id, sent=sent, lease=LEASE)
         )
         try:
+            await self.outbox.limiter.wait()
             posted, failure = await self._send(transport, row, data, wire_ready, marking)
             state = await marking
         except BaseException:
