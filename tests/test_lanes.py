@@ -237,3 +237,33 @@ def test_a_group_gathers_marks_for_a_few_turns_of_the_loop(tmp_path: Path) -> No
     assert groups == [[first, second], [third]]
     assert [row["status"] for row in _rows(store).values()] == ["sending"] * 3
     store.close()
+
+
+def test_a_mark_whose_worker_has_gone_is_not_written(tmp_path: Path) -> None:
+    """A worker cancelled while its mark waits for the group's commit: its row stays as it
+    was (no attempt counted, no lease taken), and the others' marks are written."""
+    store = open_store("sqlite:///gone.db", tmp_path)
+    for i in range(2):
+        store.add_subscriber(f"r{i}@example.org")
+    issue = store.ensure_issue("2024-W05", "subject", status="sending")
+    store.fan_out(issue.id)
+
+    async def scenario() -> str:
+        ledger = await lane_ledger(store)
+        kept, gone = await ledger.claim(issue.id, "one", 2, LEASE)
+        staying = asyncio.ensure_future(
+            ledger.mark_sending(kept.id, "one", "<1@x>", sent=None, lease=LEASE)
+        )
+        leaving = asyncio.ensure_future(
+            ledger.mark_sending(gone.id, "one", "<2@x>", sent=None, lease=LEASE)
+        )
+        await asyncio.sleep(0)
+        leaving.cancel()
+        state = await staying
+        await ledger.close()
+        return state
+
+    assert asyncio.run(scenario()) == "sending"
+    rows = sorted(_rows(store).values(), key=lambda row: row["id"])
+    assert [(row["status"], row["attempts"]) for row in rows] == [("sending", 1), ("queued", 0)]
+    store.close()

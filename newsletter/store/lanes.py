@@ -400,7 +400,10 @@ class SqliteLaneLedger(LaneLedger):
         """The marks asked for since the last commit, in one transaction: each mark's
         future gets how many rows it marked sending, or, if the transaction failed (and
         none of it was written), the error."""
-        marks, self._marks = self._marks, []
+        # A mark whose worker has gone (cancelled) is not written: its message will not
+        # be sent, and the 'sent' it carried is recorded by that worker on its way out.
+        marks = [mark for mark in self._marks if not mark[1].cancelled()]
+        self._marks = []
         now = utcnow()
         try:
             with self.conn:  # one transaction: committed, or rolled back on an error
