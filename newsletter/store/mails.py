@@ -123,7 +123,10 @@ class MailQueries(StoreBase):
                 conn.execute(
                     self._insert(deliveries)
                     .values(row)
-                    .on_conflict_do_nothing(index_elements=["kind", "recipient", "topic"])
+                    .on_conflict_do_nothing(
+                        index_elements=["kind", "recipient", "topic"],
+                        index_where=deliveries.c.topic.is_not(None),
+                    )
                 )
             return int(conn.execute(count).scalar_one() - before)
 

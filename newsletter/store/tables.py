@@ -129,8 +129,24 @@ deliveries = sa.Table(
     sa.Column("topic", sa.String(200)),
     sa.UniqueConstraint("issue_id", "subscriber_id", name="uq_deliveries_issue_subscriber"),
     sa.Index("ix_deliveries_issue_status", "issue_id", "status"),
-    sa.Index("ix_deliveries_kind_recipient", "kind", "recipient"),
-    sa.Index("uq_deliveries_topic", "kind", "recipient", "topic", unique=True),
+    # A single mail's or a chat post's rows only: an issue's have no recipient of their
+    # own, and no topic (0015).
+    sa.Index(
+        "ix_deliveries_kind_recipient",
+        "kind",
+        "recipient",
+        postgresql_where=sa.text("recipient IS NOT NULL"),
+        sqlite_where=sa.text("recipient IS NOT NULL"),
+    ),
+    sa.Index(
+        "uq_deliveries_topic",
+        "kind",
+        "recipient",
+        "topic",
+        unique=True,
+        postgresql_where=sa.text("topic IS NOT NULL"),
+        sqlite_where=sa.text("topic IS NOT NULL"),
+    ),
     # What a claim reads: one lane's unsent rows in id order (revision 0009).
     sa.Index(
         "ix_deliveries_due",
