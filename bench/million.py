@@ -161,21 +161,12 @@ def build(db: str, folder: Path, count: int) -> None:
     print(json.dumps({"url": url, "built": seconds}))
 
 
-def vm_kb(field: str) -> int:
-    """A line of /proc/self/status in KiB: VmHWM (the peak resident set so far, of this
-    process alone) or VmRSS (now)."""
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith(f"{field}:"):
-            return int(line.split()[1])
-    return 0
-
-
 def child(url: str, messages: int, concurrency: int, folder: Path) -> None:
     """Runs in its own process, the one measured: the fan-out and the send into a sink of
     its own, then JSON on standard output."""
     import asyncio
 
-    from send import KEY, WEEK, bench_config, start_sink
+    from send import KEY, WEEK, bench_config, start_sink, vm_kb
 
     from newsletter.app import issues
     from newsletter.app.delivery import send_issue

@@ -35,7 +35,6 @@ import datetime as dt
 import json
 import os
 import pwd
-import resource
 import shutil
 import smtplib
 import socket
@@ -209,6 +208,16 @@ def smtp_source(port: int, sessions: int, messages: int, size: int, reuse: bool)
     return time.perf_counter() - started
 
 
+def vm_kb(field: str) -> int:
+    """A line of /proc/self/status in KiB: VmHWM (the peak resident set so far, of this
+    process alone) or VmRSS (now). Not ``ru_maxrss``: Linux carries a process's peak over
+    ``exec``, so a child started by a big parent reports at least the parent's size."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
+
+
 def rss_child(port: int, count: int, concurrency: int) -> None:
     """Runs in its own process: prints JSON with its peak RSS before and after sending."""
     with tempfile.TemporaryDirectory(prefix="bench-send-rss-") as tmp:
@@ -219,11 +228,11 @@ def rss_child(port: int, count: int, concurrency: int) -> None:
         add_subscribers(store, count)
         row = issues.approve(store, cfg, prepare(cfg, load_archive(ROOT / "seeds"), WEEK))
         setup = time.perf_counter() - started
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        before = vm_kb("VmHWM")
         started = time.perf_counter()
         report = asyncio.run(send_issue(cfg, store, issues.start(store, row), KEY))
         seconds = time.perf_counter() - started
-        after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+        after = vm_kb("VmHWM")
         store.close()
     print(
         json.dumps(
