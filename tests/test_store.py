@@ -269,3 +269,30 @@ def test_subscribers_are_read_a_page_at_a_time(store: Store) -> None:
     count, peak = python_peak(lambda: sum(1 for _ in store.iter_subscribers("active")))
     assert count == 200_000
     assert peak < 3_000_000, peak
+
+
+def test_the_confirmation_limit_reads_the_addresss_mails_from_the_index(store: Store) -> None:
+    """The form's rate limit counts one address's confirmation mails inside the write lock:
+    from the index of single mails, never by reading every delivery."""
+    seen: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, sql: str, params: Any, *rest: Any) -> None:
+        if "'confirm'" in sql or "confirm" in str(params):
+            seen.append((sql, params))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    try:
+        store.request_confirmation(
+            "Reader@example.org", "", "ko", limits=[(dt.timedelta(hours=1), 3)]
+        )
+    finally:
+        sa.event.remove(store.engine, "before_cursor_execute", record)
+    counting = [(sql, params) for sql, params in seen if sql.lstrip().upper().startswith("SELECT")]
+    assert counting
+    with store.engine.connect() as conn:
+        for sql, params in counting:
+            plan = " | ".join(
+                row[-1] for row in conn.exec_driver_sql(f"EXPLAIN QUERY PLAN {sql}", params)
+            )
+            assert "INDEX ix_deliveries_kind_recipient" in plan, plan
+            assert "SCAN deliveries" not in plan, plan

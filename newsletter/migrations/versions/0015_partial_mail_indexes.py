@@ -7,8 +7,10 @@ ix_deliveries_kind_recipient (kind, recipient) and uq_deliveries_topic (kind, re
 topic) held an entry for every delivery, an issue's too, although an issue's deliveries
 have neither a recipient of their own nor a topic. Every change of state of a delivery
 wrote a new entry in both: a send marks each row twice. Partial, they hold only the rows
-they are asked about (every query on them names the recipient, and the topic); what
-uq_deliveries_topic forbids is unchanged, since rows without a topic never collided.
+they are asked about (a query on them must say so: an equality on the recipient or the
+topic does; an address compared through lower() needs ``recipient IS NOT NULL`` beside
+it); what uq_deliveries_topic forbids is unchanged, since rows without a topic never
+collided.
 """
 
 from __future__ import annotations
