@@ -8,9 +8,11 @@ connection from the pool, a transaction, the cache lookup of the compiled statem
 three times the write. Marks asked for together commit together.
 On PostgreSQL each is a network round trip: made in a thread, as the ledger's other calls
 are, it cost about 2 ms under a send's load (the hand-over to the thread and back, on a
-busy machine) against 0.3 ms for the round trip itself. There a lane has a connection of its own, in
-psycopg's asyncio mode, and the event loop waits on its socket beside the SMTP ones. The
-statements are the ledger's own, compiled once.
+busy machine) against 0.3 ms for the round trip itself. There each worker has a
+connection of its own, in psycopg's asyncio mode, and the event loop waits on its socket
+beside the SMTP ones. The statements are the ledger's own, compiled once. (One connection
+for a lane's workers, with their marks in one statement, was slower: each mark then waited
+for the others' round trips.)
 
 That connection commits with ``synchronous_commit`` off: a commit returns once it is in
 the server's memory, and reaches the disk within a fraction of a second (PostgreSQL's
@@ -319,9 +321,9 @@ class SqliteLaneLedger(LaneLedger):
 
     One per lane, shared by its workers: the marks its workers ask for within a few turns
     of the event loop (:data:`GROUP_TURNS`) are committed together (a group commit), each
-    still before its message is handed to the server. A commit writes the pages it changed to the log, and the marks
-    of neighbouring rows change the same pages: about half of a mark's cost was its own
-    commit."""
+    still before its message is handed to the server. A commit writes the pages it
+    changed to the log, and the marks of neighbouring rows change the same pages: about
+    half of a mark's cost was its own commit."""
 
     shared = True
 
