@@ -333,7 +333,6 @@ class SqliteLaneLedger(LaneLedger):
         self.dialect = store.engine.dialect
         self.sent, self.sending = _sqlite_marks(self.dialect)
         self._marks: list[tuple[tuple[Any, ...], asyncio.Future[int]]] = []
-        self._turns = 0
 
     @classmethod
     def connect(cls, store: Store) -> SqliteLaneLedger:
@@ -380,8 +379,7 @@ class SqliteLaneLedger(LaneLedger):
     ) -> str:
         future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
         if not self._marks:
-            self._turns = 0
-            asyncio.get_running_loop().call_soon(self._gather)
+            asyncio.get_running_loop().call_soon(self._gather, 1)
         self._marks.append(((delivery_id, owner, message_id, sent, lease), future))
         if await future:
             return "sending"
@@ -389,14 +387,13 @@ class SqliteLaneLedger(LaneLedger):
         # finds out which; the previous message's 'sent' is already written.
         return await super().mark_sending(delivery_id, owner, message_id, sent=None, lease=lease)
 
-    def _gather(self) -> None:
+    def _gather(self, turn: int) -> None:
         """Waits :data:`GROUP_TURNS` turns of the event loop for other workers' marks, then
         commits them all."""
-        if self._turns < GROUP_TURNS:
-            self._turns += 1
-            asyncio.get_running_loop().call_soon(self._gather)
-            return
-        self._commit_marks()
+        if turn <= GROUP_TURNS:
+            asyncio.get_running_loop().call_soon(self._gather, turn + 1)
+        else:
+            self._commit_marks()
 
     def _commit_marks(self) -> None:
         """The marks asked for since the last commit, in one transaction: each mark's
