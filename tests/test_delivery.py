@@ -22,7 +22,7 @@ from newsletter.cli import main
 from newsletter.config import Config, load_config
 from newsletter.mail import lane, sender
 from newsletter.mail.lane import backoff
-from newsletter.mail.transport import Gate
+from newsletter.mail.transport import Gate, opened
 from newsletter.models import Archive
 from newsletter.select import IsoWeek
 from newsletter.store import Store, deliveries, open_store, subscribers
@@ -368,7 +368,7 @@ class _SlowTransport:
         import asyncio
 
         await asyncio.sleep(0.05)
-        if gate is None or await gate():
+        if await opened(gate):
             self.sent.append(recipient)
 
     async def probe(self) -> None:

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from newsletter.config import Config
 from newsletter.errors import NewsletterError
 from newsletter.http import ApiError, RetryPolicy, request
-from newsletter.mail.transport import Gate, MessageError, ServerError
+from newsletter.mail.transport import Gate, MessageError, ServerError, opened
 
 if TYPE_CHECKING:
     import httpx
@@ -84,7 +84,7 @@ class ChatTransport:
         wire_ready: bool = False,
         gate: Gate | None = None,
     ) -> str | None:
-        if gate is not None and not await gate():
+        if not await opened(gate):
             return None
         post = json.loads(data)
         service, payload = post["service"], dict(post["payload"])

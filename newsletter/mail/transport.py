@@ -47,7 +47,8 @@ log = logging.getLogger(__name__)
 Gate = Callable[[], Awaitable[bool]]
 
 
-async def _open(gate: Gate | None) -> bool:
+async def opened(gate: Gate | None) -> bool:
+    """Whether a message may be handed over: no gate, or one that says so."""
     return gate is None or await gate()
 
 
@@ -210,7 +211,7 @@ class MaildirTransport:
         wire_ready: bool = False,
         gate: Gate | None = None,
     ) -> None:
-        if not await _open(gate):
+        if not await opened(gate):
             return
         # In a thread: a file write with fsync must not hold up the loop (signal handlers,
         # the other workers, and in `serve` the web app).
@@ -308,7 +309,7 @@ class SmtpTransport:
             try:
                 if fast:
                     await self._transaction(sender, recipient, data, gate)
-                elif await _open(gate):
+                elif await opened(gate):
                     await self._sendmail(sender, recipient, data)
                 return
             except _Refused as exc:
@@ -374,7 +375,7 @@ class SmtpTransport:
             (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", (250, 251)),
             (b"DATA", None, (354,)),
         ):
-            if verb == b"DATA" and not await _open(gate):
+            if verb == b"DATA" and not await opened(gate):
                 await self._reset()
                 return
             args = (verb,) if argument is None else (verb, argument)
