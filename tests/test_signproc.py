@@ -172,7 +172,7 @@ def test_a_request_the_process_cannot_sign_fails_alone(template: MessageTemplate
         assert template.signer is not None
         pool = await SigningPool.start(template.signer, 1)
         plan = pool.plan(*template.signing_parts())
-        unknown = RemotePlan(plan.number + 1, (), {})  # a plan the process was never given
+        unknown = RemotePlan(plan.number + 1, ())  # a plan the process was never given
         try:
             with pytest.raises(NewsletterError, match="DKIM signing failed: KeyError"):
                 await pool.submit(unknown, one.own, one.body)
@@ -188,8 +188,7 @@ def test_shared_body_pieces_are_sent_by_number(template: MessageTemplate) -> Non
     """Only what differs per recipient travels to a process: the pieces every message
     shares go as numbers."""
     chunks = template.signing_parts()[2]
-    index = {id(chunk): i for i, chunk in enumerate(chunks)}
-    plan = RemotePlan(1, tuple(chunks), index)
+    plan = RemotePlan(1, chunks)
     body = _composed(template, 1)[0].body
     spec = plan.spec(body)
     sent = sum(len(piece) for piece in spec if isinstance(piece, bytes))

@@ -334,11 +334,6 @@ class MessageTemplate:
         self._date = b""
 
     @property
-    def signs(self) -> bool:
-        """Whether :meth:`finish` DKIM-signs (a key is configured)."""
-        return self._plan is not None
-
-    @property
     def signer(self) -> Signer | None:
         return self._plan.signer if self._plan is not None else None
 

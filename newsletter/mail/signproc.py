@@ -36,7 +36,6 @@ import signal
 import struct
 import sys
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from typing import IO, Any
 
 from cryptography.hazmat.primitives import serialization
@@ -208,23 +207,23 @@ class _Process:
                 future.set_exception(SigningGone("the signing process is gone"))
 
 
-@dataclass(frozen=True, slots=True)
 class RemotePlan:
     """A signing plan the pool's processes hold (:meth:`SigningPool.plan`), and the body
     pieces they know by number."""
 
-    number: int
-    chunks: tuple[bytes, ...]
-    index: dict[int, int]
+    __slots__ = ("chunks", "index", "number")
+
+    def __init__(self, number: int, chunks: Sequence[bytes]) -> None:
+        self.number = number
+        # Kept alive here, so that no other object can take one of their ids.
+        self.chunks = tuple(chunks)
+        self.index = {id(chunk): i for i, chunk in enumerate(self.chunks)}
 
     def spec(self, body: Sequence[bytes]) -> list[int | bytes]:
         """``body``'s pieces, each shared one as its number (by identity: an equal piece
         made for one recipient is sent as it is)."""
-        out: list[int | bytes] = []
-        for piece in body:
-            number = self.index.get(id(piece))
-            out.append(number if number is not None and self.chunks[number] is piece else piece)
-        return out
+        index = self.index
+        return [index.get(id(piece), piece) for piece in body]
 
 
 class SigningPool:
@@ -233,7 +232,6 @@ class SigningPool:
     CRLF), or of :class:`SigningGone` when no process could answer."""
 
     def __init__(self, signer: Signer, processes: Sequence[_Process]) -> None:
-        self.signer = signer
         self._processes = list(processes)
         self._ready = [
             _quiet(self._ask(p, ("keys", signer.domain, _keys(signer)))) for p in processes
@@ -277,10 +275,10 @@ class SigningPool:
         """Hand every process a :class:`SigningPlan` of ``head`` and ``lead``, and the body
         pieces ``chunks`` that messages may then name by number."""
         self._plans += 1
-        kept = tuple(chunks)
+        plan = RemotePlan(self._plans, chunks)
         for process in self._processes:
-            _quiet(self._ask(process, ("plan", self._plans, head, lead, kept)))
-        return RemotePlan(self._plans, kept, {id(chunk): i for i, chunk in enumerate(kept)})
+            _quiet(self._ask(process, ("plan", plan.number, head, lead, plan.chunks)))
+        return plan
 
     def submit(
         self, plan: RemotePlan, own: Sequence[bytes], body: Sequence[bytes]
