@@ -182,8 +182,7 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
       newsletter feed --source seeds/ --out /var/www/newsletter
     """
     from newsletter.app import site
-    from newsletter.publish.issue_feed import ISSUES_ATOM_NAME, ISSUES_JSON_NAME
-    from newsletter.publish.names import ATOM_NAME, JSON_NAME
+    from newsletter.publish.names import FEED_NAMES
 
     archive = _archive(cfg, strict)
     if not archive.digests:
@@ -193,7 +192,7 @@ def feed(cfg: Config, out: Path | None, strict: bool) -> None:
         built = site.build(site_cfg, progress=pages)
     folder = cfg.public_path if out is None else out
     written = {path.name for path in built.feeds}
-    for name in (ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME):
+    for name in sorted(FEED_NAMES):
         click.echo(f"{folder / name}: {'written' if name in written else 'unchanged'}")
     click.echo(f"{folder}: {count(len(built.pages), 'web page')} rendered")
 

@@ -35,8 +35,6 @@ from newsletter.select import IsoWeek, NoIssueError, WeekIssue, build_issue, iss
 log = logging.getLogger(__name__)
 
 __all__ = [
-    "ISSUES_ATOM_NAME",
-    "ISSUES_JSON_NAME",
     "ISSUES_SHOWN",
     "IssueItem",
     "feed_weeks",

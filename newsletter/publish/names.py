@@ -10,6 +10,7 @@ __all__ = [
     "ATOM_NAME",
     "ATOM_TYPE",
     "FEED_NAMES",
+    "FEED_PATHS",
     "ISSUES_ATOM_NAME",
     "ISSUES_JSON_NAME",
     "JSON_NAME",
@@ -26,3 +27,5 @@ ATOM_TYPE = "application/atom+xml"
 JSON_TYPE = "application/feed+json"
 # Every feed, by file name: what the web app answers as a feed.
 FEED_NAMES = frozenset({ATOM_NAME, JSON_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME})
+# The same, as the paths a request asks for.
+FEED_PATHS = frozenset(f"/{name}" for name in FEED_NAMES)

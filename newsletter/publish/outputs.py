@@ -26,14 +26,9 @@ from newsletter.models import Archive
 from newsletter.pacing import Steps
 from newsletter.publish import site
 from newsletter.publish.feed import write_feeds
-from newsletter.publish.issue_feed import (
-    ISSUES_ATOM_NAME,
-    ISSUES_JSON_NAME,
-    feed_weeks,
-    write_issue_feeds,
-)
+from newsletter.publish.issue_feed import feed_weeks, write_issue_feeds
 from newsletter.publish.manifest import FEEDS, PAGES, Manifest, _hash, feed_inputs, page_inputs
-from newsletter.publish.names import ATOM_NAME, JSON_NAME
+from newsletter.publish.names import ATOM_NAME, ISSUES_ATOM_NAME, ISSUES_JSON_NAME, JSON_NAME
 from newsletter.publish.pending import PendingPages
 from newsletter.publish.public_files import remove_pages, write_if_changed
 from newsletter.publish.render import LANGS, templates_dir

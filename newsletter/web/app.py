@@ -79,7 +79,6 @@ _TYPES = {
 }
 # JSON Feeds are told apart from other JSON by name.
 _NAMED_TYPES = {JSON_NAME: JSON_TYPE + _UTF8, ISSUES_JSON_NAME: JSON_TYPE + _UTF8}
-_FEEDS = FEED_NAMES
 _GZIP_MIN = 512  # below this, headers outweigh what gzip saves
 _CACHE_FILES = 256
 
@@ -369,7 +368,7 @@ class PublicFolder:
         if self.pending is not None and self.pending.holds(relative, exists=resource is not None):
             return self.building(request)
         if resource is None:
-            return _not_built(name) if relative in _FEEDS else self.not_found(request)
+            return _not_built(name) if relative in FEED_NAMES else self.not_found(request)
         return conditional_response(request, resource, max_age=self.max_age)
 
     async def present(self, relative: str) -> Resource | None:

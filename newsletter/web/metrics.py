@@ -29,7 +29,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from newsletter.lifecycle import WAITING, DeliveryState, PausedBy
-from newsletter.publish.names import FEED_NAMES
+from newsletter.publish.names import FEED_PATHS
 from newsletter.store import (
     ISSUE_STATUSES,
     MESSAGE_KINDS,
@@ -189,7 +189,6 @@ def _writer_families(tallies: Tallies) -> Iterator[Metric]:
 # --- request durations ----------------------------------------------------------------------
 
 _METHODS = frozenset({"GET", "HEAD", "POST"})
-_FEEDS = frozenset(f"/{name}" for name in FEED_NAMES)
 # By the first segment of the path; everything else is a page, a static file or "other".
 _BY_SEGMENT = {
     "subscribe": "subscribe",
@@ -210,7 +209,7 @@ def route_class(path: str) -> str:
     """What a path is, in a few words (feed, page, static, subscribe, admin, webhook,
     health, metrics, other): the label of its timings, never the path itself, whose
     values are unbounded."""
-    if path in _FEEDS:
+    if path in FEED_PATHS:
         return "feed"
     if path == "/" or path.endswith(".html"):
         return "page"

@@ -20,7 +20,7 @@ from starlette.responses import Response
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from newsletter.config import Config
-from newsletter.publish.names import FEED_NAMES
+from newsletter.publish.names import FEED_PATHS
 from newsletter.publish.pending import PendingPages
 from newsletter.web.app import PublicFolder, Resource, SecurityHeaders, conditional_response
 from newsletter.web.edge import RequestEdge
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 __all__ = ["StartingApp"]
 
-_EARLY = frozenset(f"/{name}" for name in FEED_NAMES)
 _UNAVAILABLE = b"The service is stopping.\n"
 
 
@@ -45,7 +44,7 @@ class StartingApp:
         """Read the feeds into memory before listening: the first request for each is then
         answered at once, not after a read in a worker thread that competes with the rest
         of the service being imported."""
-        for path in sorted(_EARLY):
+        for path in sorted(FEED_PATHS):
             await self.public.present(path[1:])
 
     def attach(self, app: ASGIApp) -> None:
@@ -74,7 +73,11 @@ class StartingApp:
     async def _feed(self, scope: Scope) -> Resource | None:
         """The feed a request asks for, when it may be answered before the whole app."""
         path = scope.get("path", "")
-        if scope["type"] != "http" or scope["method"] not in ("GET", "HEAD") or path not in _EARLY:
+        if (
+            scope["type"] != "http"
+            or scope["method"] not in ("GET", "HEAD")
+            or path not in FEED_PATHS
+        ):
             return None
         return await self.public.present(path[1:])
 
