@@ -10,7 +10,8 @@ UTF-8 as it is, so that ``cat`` shows it and its links (:func:`readable_text`).
 :meth:`MessageTemplate.personalize` then writes four headers and joins pre-encoded
 bytes once; when a key is configured it DKIM-signs them, from the pieces, with what the
 template's :class:`~newsletter.mail.signplan.SigningPlan` worked out once (keys loaded once
-per template). Delivery sends exactly those bytes. A sender may compose a recipient's parts
+per template, or once for a frozen issue, whose languages share one signer). Delivery
+sends exactly those bytes. A sender may compose a recipient's parts
 (:meth:`MessageTemplate.compose`), have them signed in a signing process
 (:meth:`MessageTemplate.signing_parts`, :mod:`newsletter.mail.signproc`), and join them
 with those signatures (:meth:`MessageTemplate.finish`).

@@ -5,9 +5,10 @@ deliveries, and single mails (confirmations, editor copies). :class:`Outbox` dra
 all the same way, whichever command runs it (``run``, ``serve``, ``worker``, ``tick``,
 ``send``): one claim, one rate limit, one signing point, one outage policy.
 
-The ledger is the only truth about who got what. A message is ``sending`` just before it
-is handed to the server and ``sent`` only after the server's 250, so a crash can at worst
-repeat the messages that were in flight, never skip anyone.
+The ledger is the only truth about who got what. A message is ``sending`` before it is
+handed to the server and ``sent`` only after the server's 250, so a crash can at worst
+repeat the messages that were in flight, never skip anyone. How one lane is drained (its
+workers, their marks, signing, and the failures below) is :mod:`newsletter.mail.lane`.
 
 Failures are acted on by kind (:mod:`newsletter.mail.transport`): a server failure puts the
 message back untouched and pauses the issue (``paused_by`` outage) until the server
