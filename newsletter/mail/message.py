@@ -470,7 +470,8 @@ class MessageTemplate:
     ) -> PreparedMessage:
         """The message of :meth:`compose`'s parts, DKIM-signed when configured and
         ``sign``: joined once, the signatures worked out from the pieces, or the
-        ``signatures`` made elsewhere of :meth:`signing_input`."""
+        ``signatures`` made elsewhere of the same parts (a signing process given
+        :meth:`signing_parts`)."""
         own, body = composed.own, composed.body
         if signatures is None:
             signatures = self._plan.signatures(own, body) if sign and self._plan else []
