@@ -15,17 +15,23 @@ import sqlalchemy as sa
 from newsletter.store.base import utcnow
 from newsletter.store.tables import CHAT_KINDS, UNSENT, deliveries, issues, subscribers
 
+# The checks of a delivery's subscriber and issue compare the one row's state, read by
+# its key. As EXISTS, under the OR of MARK_SENDING, PostgreSQL may turn them into a hash
+# of every active subscriber, built again at each mark: it did on a list imported
+# moments before, planned from the statistics of an empty table (a millisecond a mark on
+# 3,000 subscribers). A subquery for one value is looked up row by row, whatever the
+# statistics. Both rows exist: deliveries refer to them by foreign key.
 ACTIVE = (
-    sa.select(subscribers.c.id)
-    .where(subscribers.c.id == deliveries.c.subscriber_id, subscribers.c.status == "active")
-    .exists()
+    sa.select(subscribers.c.status)
+    .where(subscribers.c.id == deliveries.c.subscriber_id)
+    .scalar_subquery()
+    == "active"
 )
 # The delivery's issue is being sent: a pause or a cancel stops the messages a sender
 # already holds, not only its next claim.
 SENDING = (
-    sa.select(issues.c.id)
-    .where(issues.c.id == deliveries.c.issue_id, issues.c.status == "sending")
-    .exists()
+    sa.select(issues.c.status).where(issues.c.id == deliveries.c.issue_id).scalar_subquery()
+    == "sending"
 )
 MARK_SENDING = (
     deliveries.update()
@@ -61,7 +67,8 @@ MARK_SENT = (
 
 
 # The previous message recorded sent and this one marked sending, in one statement: a
-# data-modifying WITH always runs, and both rows change in one atomic statement.
+# data-modifying WITH always runs, and both rows change in one atomic statement. The checks
+# are MARK_SENDING's (ACTIVE, SENDING).
 PG_MARK = sa.text(
     """
     WITH sent AS (
@@ -73,10 +80,9 @@ PG_MARK = sa.text(
     UPDATE deliveries AS d SET status = 'sending', attempts = d.attempts + 1,
         message_id = :mid, lease_until = :until, updated_at = :now
     WHERE d.id = :id AND d.lease_owner = :owner AND d.status IN ('queued', 'sending')
-        AND (d.issue_id IS NULL OR (EXISTS (
-            SELECT 1 FROM subscribers AS s
-            WHERE s.id = d.subscriber_id AND s.status = 'active') AND EXISTS (
-            SELECT 1 FROM issues AS i WHERE i.id = d.issue_id AND i.status = 'sending')))
+        AND (d.issue_id IS NULL OR (
+            (SELECT s.status FROM subscribers AS s WHERE s.id = d.subscriber_id) = 'active'
+            AND (SELECT i.status FROM issues AS i WHERE i.id = d.issue_id) = 'sending'))
     RETURNING d.id
     """
 )
