@@ -289,10 +289,30 @@ def _health(base: str) -> tuple[int, int, str]:
 
 def test_readiness_follows_the_scheduler(cfg: Config, live_server: Callable[..., str]) -> None:
     running = [True]
-    base = live_server(create_app(migrated(cfg), scheduler_running=lambda: running[0]))
+    base = live_server(create_app(migrated(cfg), running={"scheduler": lambda: running[0]}))
     assert _health(base) == (200, 200, "ready\n")
     running[0] = False
     assert _health(base) == (200, 503, "not ready: the scheduler is not running\n")
+
+
+def test_readiness_follows_the_senders_thread(cfg: Config, live_server: Callable[..., str]) -> None:
+    """A process whose sender has stopped queues confirmations nobody sends: it is not
+    ready, although its pages and its database still answer."""
+    from newsletter.service.processes import SenderThread
+
+    store = open_store(cfg.database_url, cfg.base_dir)
+    sender = SenderThread(cfg, store, b"k" * 32)
+    try:
+        base = live_server(create_app(cfg, sender.wake, running={"sender": sender.running}))
+        assert _health(base) == (200, 503, "not ready: the sender is not running\n")
+        sender.start()
+        assert _health(base) == (200, 200, "ready\n")
+        sender.stop()
+        assert _health(base) == (200, 503, "not ready: the sender is not running\n")
+    finally:
+        if sender.running():
+            sender.stop()
+        store.close()
 
 
 def _one_line_each(caplog: pytest.LogCaptureFixture) -> list[str]:

@@ -69,6 +69,10 @@ class SenderThread:
         self._ready.wait()
         return self
 
+    def running(self) -> bool:
+        """Whether the thread runs: started, and neither stopped nor ended by an error."""
+        return self._thread.is_alive()
+
     def wake(self) -> None:
         """There is new work (from any thread)."""
         if self._loop is not None and self._wake is not None:
@@ -265,8 +269,9 @@ def _build(
         sender = SenderThread(cfg, store, key)
         ctx = JobContext(cfg, store, key, stop, clock=clock, wake_sender=sender.wake)
         scheduler = ctx.scheduler = new_scheduler(cfg)
-        # /readyz: not ready until the scheduler runs, nor once it has stopped.
-        app = create_app(cfg, sender.wake, pending, scheduler_running=lambda: scheduler.running)
+        # /readyz: not ready until the scheduler and the sender run, nor once either stops.
+        running = {"scheduler": lambda: scheduler.running, "sender": sender.running}
+        app = create_app(cfg, sender.wake, pending, running)
         return ctx, sender, app
     except BaseException:
         store.close()
@@ -462,7 +467,8 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
         sender = SenderThread(cfg, store, secret_key(cfg)).start()
         try:
             pending = PendingPages()
-            server = _web_server(create_app(cfg, sender.wake, pending), signals=False)
+            app = create_app(cfg, sender.wake, pending, {"sender": sender.running})
+            server = _web_server(app, signals=False)
             asyncio.run(_serve_until_signal(server, cfg, (host, port), sock, pending))
         finally:
             forget_listening(cfg)

@@ -18,7 +18,7 @@ import re
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from email.utils import formatdate, parsedate_to_datetime
 from pathlib import Path
@@ -552,14 +552,15 @@ def create_app(
     cfg: Config,
     wake_sender: Callable[[], None] | None = None,
     pending: PendingPages | None = None,
-    scheduler_running: Callable[[], bool] | None = None,
+    running: Mapping[str, Callable[[], bool]] | None = None,
 ) -> Starlette:
     """The application for ``cfg``: ``newsletter serve`` runs it; tests build their own.
 
     Mails the pages queue (confirmations) are sent by the process's sender thread;
     ``wake_sender`` tells it there is one. ``pending``: the pages a build in progress is
     about to write, answered with 503 and Retry-After until they are there.
-    ``scheduler_running``: whether the scheduler runs (``newsletter run``), for /readyz."""
+    ``running``: whether each part of the process that must run does, by name (the
+    scheduler of ``newsletter run``, the sender's thread), for /readyz."""
     # Here, not at the top: a service answers its feeds while it starts
     # (newsletter.web.starting) before any of the database is imported.
     from sqlalchemy import exc as sa_exc
@@ -570,7 +571,7 @@ def create_app(
 
     redact_access_log()
     handler = _unavailable(cfg)
-    health = Health(cfg, scheduler_running)
+    health = Health(cfg, running)
     closers: list[Callable[[], None]] = [health.close]
 
     @contextlib.asynccontextmanager

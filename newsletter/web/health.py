@@ -1,9 +1,10 @@
 """/healthz, /readyz and /metrics: for a supervisor, a load balancer and Prometheus.
 
 ``/healthz`` answers 200 while the process lives, touching nothing. ``/readyz`` answers 200
-when the database answers a quick question (within ``PROBE_SECONDS``) and, in ``newsletter
-run``, the scheduler runs; else 503 and one line saying what is wrong (the details go to
-the log, not to whoever asks). ``/metrics`` asks for ``Authorization: Bearer <token>`` when
+when the database answers a quick question (within ``PROBE_SECONDS``) and the parts of the
+process that do its work run (in ``newsletter run`` the scheduler, in ``run`` and ``serve``
+the sender's thread); else 503 and one line saying what is wrong (the details go to the
+log, not to whoever asks). ``/metrics`` asks for ``Authorization: Bearer <token>`` when
 ``NEWSLETTER_METRICS_TOKEN`` is set; without it, only a client on this machine's loopback
 that no proxy forwarded may read it. None of them is ever cached.
 """
@@ -14,7 +15,7 @@ import hmac
 import ipaddress
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import anyio
 import anyio.to_thread
@@ -45,12 +46,15 @@ def _text(status: int, text: str, headers: dict[str, str] | None = None) -> Resp
 
 
 class Health:
-    """The three endpoints of one app. ``scheduler_running`` (``newsletter run`` gives
-    it) says whether the scheduler runs; without it, readiness is the database's alone."""
+    """The three endpoints of one app. ``running`` says, by name, whether each part of
+    the process that must run does (``scheduler``, ``sender``); without it, readiness is
+    the database's alone."""
 
-    def __init__(self, cfg: Config, scheduler_running: Callable[[], bool] | None = None) -> None:
+    def __init__(
+        self, cfg: Config, running: Mapping[str, Callable[[], bool]] | None = None
+    ) -> None:
         self.cfg = cfg
-        self.scheduler_running = scheduler_running
+        self.running = dict(running or {})
         self._monitor: Monitor | None = None
         self._opening = threading.Lock()
         self._probing = threading.Lock()
@@ -88,9 +92,10 @@ class Health:
 
     async def not_ready(self) -> str:
         """What keeps this process from doing its work, in a few words; "" when nothing."""
-        if self.scheduler_running is not None and not self.scheduler_running():
-            self._complaint.say("the scheduler is not running")
-            return "the scheduler is not running"
+        for name, runs in self.running.items():
+            if not runs():
+                self._complaint.say(f"the {name} is not running")
+                return f"the {name} is not running"
         error = f"no answer within {PROBE_SECONDS:g} s"
         with anyio.move_on_after(PROBE_SECONDS):
             error = await anyio.to_thread.run_sync(self._probe, abandon_on_cancel=True)
