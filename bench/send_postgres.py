@@ -11,6 +11,11 @@ address that arrived twice is a duplicate.
 Targets (issue 20): one process on PostgreSQL at least 0.8x the same send on SQLite; send
 plus 2 workers on PostgreSQL at least 1.0x one process, with no duplicate.
 
+Everything runs on this machine, so each variant also says where the CPU went in its timed
+part: the newsletter processes, smtp-sink, and the rest (PostgreSQL, the kernel's own
+work), against what the machine's cores could give. smtp-sink reads and files every
+message on one core: when it is near a whole core, the sink, not the sender, sets the pace.
+
 Needs Postfix's /usr/sbin/smtp-sink and a PostgreSQL server (``.ci/services.sh`` sets both
 up); the database is $NEWSLETTER_TEST_POSTGRES_URL or the tests' default.
 
@@ -22,8 +27,10 @@ from __future__ import annotations
 import argparse
 import collections
 import compileall
+import dataclasses
 import os
 import re
+import resource
 import subprocess
 import sys
 import tempfile
@@ -92,11 +99,49 @@ def prepare_run(folder: Path, url: str, port: int, messages: int) -> Path:
     return config
 
 
-def timed_send(config: Path, workers: int) -> float:
+@dataclasses.dataclass(frozen=True)
+class Cpu:
+    """CPU seconds of a timed part, by whom."""
+
+    senders: float
+    sink: float
+    busy: float  # the whole machine's
+    wall: float
+
+    def line(self) -> str:
+        cores = os.cpu_count() or 1
+        rest = max(self.busy - self.senders - self.sink, 0.0)
+        return (
+            f"CPU: newsletter {self.senders:.1f} s, smtp-sink {self.sink:.1f} s "
+            f"({self.sink / self.wall:.0%} of a core), the rest {rest:.1f} s; machine busy "
+            f"{self.busy / self.wall / cores:.0%} of {cores} cores"
+        )
+
+
+def _machine_busy() -> float:
+    """CPU seconds the machine has spent on anything but idling, since it started."""
+    with open("/proc/stat", encoding="ascii") as stat:
+        fields = [int(v) for v in stat.readline().split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def _process_cpu(pid: int) -> float:
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_send(config: Path, workers: int, sink_pid: int) -> tuple[float, Cpu]:
     env = {**os.environ, "NEWSLETTER_SECRET_KEY": KEY.decode() * 3}
     newsletter = [sys.executable, "-m", "newsletter"]
     commands = [[*newsletter, "send", "--week", str(WEEK), "--allow-insecure-links"]]
     commands += [[*newsletter, "worker", "--once", "--allow-insecure-links"]] * workers
+    before = (_children_cpu(), _process_cpu(sink_pid), _machine_busy())
     started = time.perf_counter()
     procs = [
         subprocess.Popen(
@@ -112,12 +157,15 @@ def timed_send(config: Path, workers: int) -> float:
     for proc in procs:
         _out, err = proc.communicate()
         if proc.returncode != 0:
-            raise SystemExit(f"{proc.args} failed: {err.decode()[-2000:]}")
-    return time.perf_counter() - started
+            raise SystemExit(f"{proc.args!r} failed: {err.decode()[-2000:]}")
+    seconds = time.perf_counter() - started
+    after = (_children_cpu(), _process_cpu(sink_pid), _machine_busy())
+    senders, sink, busy = (b - a for a, b in zip(before, after, strict=True))
+    return seconds, Cpu(senders, sink, busy, seconds)
 
 
-def run(variant: str, messages: int, workers: int) -> tuple[float, int, int]:
-    """(seconds, messages at the sink, duplicates) of one variant."""
+def run(variant: str, messages: int, workers: int) -> tuple[float, int, int, Cpu]:
+    """(seconds, messages at the sink, duplicates, CPU) of one variant."""
     with tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp:
         folder = Path(tmp)
         sink, port = start_sink(folder / "sink")
@@ -128,7 +176,9 @@ def run(variant: str, messages: int, workers: int) -> tuple[float, int, int]:
                 fresh_postgres()
                 url = POSTGRES_URL
             config = prepare_run(folder, url, port, messages)
-            seconds = timed_send(config, workers if variant == "postgres+workers" else 0)
+            seconds, cpu = timed_send(
+                config, workers if variant == "postgres+workers" else 0, sink.pid
+            )
         finally:
             sink.terminate()
             sink.wait()
@@ -136,7 +186,7 @@ def run(variant: str, messages: int, workers: int) -> tuple[float, int, int]:
         total = sum(got.values())
         if len(got) != messages:
             raise SystemExit(f"{variant}: {len(got)} recipients got mail, not {messages}")
-        return seconds, total, total - len(got)
+        return seconds, total, total - len(got), cpu
 
 
 def main() -> None:
@@ -148,20 +198,23 @@ def main() -> None:
     # Every process imports the package: compile it once, as installing it does (pip
     # writes the bytecode), so that no process pays for compiling it as it starts.
     compileall.compile_dir(str(ROOT / "newsletter"), quiet=1)
-    best: dict[str, tuple[float, int, int]] = {}
+    best: dict[str, tuple[float, int, int, Cpu]] = {}
     # Alternating the variants keeps a busy neighbour from favouring one of them.
     for _ in range(args.rounds):
         for variant in ("sqlite", "postgres", "postgres+workers"):
             result = run(variant, args.messages, args.workers)
             if variant not in best or result[0] < best[variant][0]:
                 best[variant] = result
-            print(f"  {variant:<17} {result[0]:6.2f} s  ({args.messages / result[0]:5.0f} msg/s)")
-    rate = {v: args.messages / s for v, (s, _, _) in best.items()}
+            print(
+                f"  {variant:<17} {result[0]:6.2f} s  ({args.messages / result[0]:5.0f} msg/s)"
+                f"  {result[3].line()}"
+            )
+    rate = {v: args.messages / s for v, (s, *_) in best.items()}
     print(f"\n{args.messages} messages, best of {args.rounds}, smtp.concurrency 4 per process")
-    for variant, (seconds, total, dup) in best.items():
+    for variant, (seconds, total, dup, cpu) in best.items():
         print(
             f"{variant:<17} {rate[variant]:6.0f} msg/s  {seconds:6.2f} s  "
-            f"{total} at the sink, {dup} duplicates"
+            f"{total} at the sink, {dup} duplicates\n    {cpu.line()}"
         )
     pg, sqlite = rate["postgres"], rate["sqlite"]
     together = rate["postgres+workers"]
