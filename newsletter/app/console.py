@@ -170,8 +170,9 @@ def _live(issue: Issue, tally: DeliveryTally, rate: float, now: dt.datetime) -> 
 
 
 def live(store: Store, issue_id: int, now: dt.datetime) -> Live:
-    """Where issue ``issue_id``'s send is at ``now``: three indexed queries, as cheap at
-    100,000 deliveries as at 100. :class:`ConsoleError` when there is no such issue."""
+    """Where issue ``issue_id``'s send is at ``now``: three queries, the tally of the issue's
+    deliveries by state reading every one of them (on 90,000: 8 ms on SQLite, 21 ms on
+    PostgreSQL, by bench/console.py). :class:`ConsoleError` when there is no such issue."""
     issue = store.get_issue_by_id(issue_id)
     if issue is None:
         raise ConsoleError(f"no issue with id {issue_id}")
