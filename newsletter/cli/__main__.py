@@ -1,5 +1,5 @@
 """``python -m newsletter.cli``, the same as the ``newsletter`` command."""
 
-from newsletter.cli import main
+from newsletter.cli import entry
 
-main()
+entry()

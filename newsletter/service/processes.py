@@ -19,7 +19,6 @@ import contextlib
 import dataclasses
 import datetime as dt
 import errno
-import gc
 import logging
 import socket
 import threading
@@ -474,21 +473,10 @@ def serve_web(cfg: Config, host: str, port: int) -> None:
             forget_listening(cfg)
             sender.stop()
             store.close()
-    _no_collection_on_exit()
 
 
 def run_service(cfg: Config, host: str, port: int) -> None:
     asyncio.run(serve(cfg, host=host, port=port))
-    _no_collection_on_exit()
-
-
-def _no_collection_on_exit() -> None:
-    """Once a service has stopped, only the interpreter's exit is left, and it searches the
-    whole heap for reference cycles as it tears the modules down: with a big archive's
-    catalog and the web app in memory, that was most of the wait between "stopped" and the
-    exit, and most of a second on a busy machine. Everything is written and closed by then,
-    so the heap is kept out of those searches (:func:`gc.freeze`)."""
-    gc.freeze()
 
 
 async def tick(
