@@ -111,7 +111,7 @@ class Cpu:
     wall: float
 
     def line(self) -> str:
-        cores = os.cpu_count() or 1
+        cores = len(os.sched_getaffinity(0))
         rest = max(self.busy - self.senders - self.sink, 0.0)
         return (
             f"CPU: newsletter {self.senders:.1f} s, smtp-sink {self.sink:.1f} s "
@@ -123,7 +123,9 @@ class Cpu:
 def _machine_busy() -> float:
     """CPU seconds the machine has spent on anything but idling, since it started."""
     with open("/proc/stat", encoding="ascii") as stat:
-        fields = [int(v) for v in stat.readline().split()[1:]]
+        # user, nice, system, idle, iowait, irq, softirq, steal: the guest fields after
+        # them are already counted in user and nice.
+        fields = [int(v) for v in stat.readline().split()[1:9]]
     return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
 
 
@@ -166,16 +168,22 @@ def timed_send(config: Path, workers: int, sink_pid: int) -> tuple[float, Cpu]:
     return seconds, Cpu(senders, sink, busy, seconds)
 
 
-def _memory() -> str | None:
-    """Where smtp-sink files the messages: in memory when the machine has a tmpfs."""
-    return "/dev/shm" if os.path.isdir("/dev/shm") else None
+def _memory(messages: int) -> str | None:
+    """Where smtp-sink files the messages: in memory when the machine has a tmpfs with room
+    for them (a container's is often 64 MB), else on disk."""
+    try:
+        room = os.statvfs("/dev/shm")
+    except OSError:
+        return None
+    # 85 KB a message, and room to spare.
+    return "/dev/shm" if room.f_bavail * room.f_frsize > messages * 200_000 else None
 
 
 def run(variant: str, messages: int, workers: int) -> tuple[float, int, int, Cpu]:
     """(seconds, messages at the sink, duplicates, CPU) of one variant."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp,
-        tempfile.TemporaryDirectory(prefix="bench-pg-sink-", dir=_memory()) as dumps,
+        tempfile.TemporaryDirectory(prefix="bench-pg-sink-", dir=_memory(messages)) as dumps,
     ):
         folder = Path(tmp)
         sink, port = start_sink(Path(dumps) / "sink")

@@ -2,6 +2,6 @@
 
 from newsletter.cli import entry
 
-# Guarded: a worker process of a cold scan imports this module again under another name.
+# Guarded: importing the module (as a tool that walks the package does) runs nothing.
 if __name__ == "__main__":
     entry()

@@ -491,9 +491,9 @@ def test_search_finds_papers_in_korean_english_and_by_id(seeds_dir: Path) -> Non
 
 
 def test_the_program_exits_without_searching_the_heap_for_cycles() -> None:
-    """The ``newsletter`` program (its console script and ``python -m newsletter``) runs
-    the command, then freezes the heap: the interpreter's exit then skips its search for
-    reference cycles, 0.10-0.15 s after every send."""
+    """The ``newsletter`` console script runs ``cli.entry`` (as ``python -m newsletter``
+    does), which runs the command, then freezes the heap: the interpreter's exit then
+    skips its search for reference cycles, 0.10-0.15 s after every send."""
     from importlib.metadata import entry_points
 
     (script,) = entry_points(group="console_scripts", name="newsletter")

@@ -717,7 +717,7 @@ def test_metrics_go_through_only_with_a_token_and_health_always(proxy: Proxy) ->
     """Behind a proxy every client's peer is the proxy: /metrics without a token never
     reaches the service (the proxy answers 404), a wrong token is the service's 401, and
     Prometheus with the token reads them. /healthz and /readyz (``run``: the scheduler
-    runs) go through."""
+    and the sender run) go through."""
     from prometheus_client.parser import text_string_to_metric_families
 
     def anonymous() -> None:
