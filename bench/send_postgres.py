@@ -111,7 +111,7 @@ class Cpu:
     wall: float
 
     def line(self) -> str:
-        cores = len(os.sched_getaffinity(0))
+        cores = os.cpu_count() or 1  # /proc/stat's busy time is the whole machine's
         rest = max(self.busy - self.senders - self.sink, 0.0)
         return (
             f"CPU: newsletter {self.senders:.1f} s, smtp-sink {self.sink:.1f} s "
@@ -168,7 +168,7 @@ def timed_send(config: Path, workers: int, sink_pid: int) -> tuple[float, Cpu]:
     return seconds, Cpu(senders, sink, busy, seconds)
 
 
-def _memory(messages: int) -> str | None:
+def _sink_folder(messages: int) -> str | None:
     """Where smtp-sink files the messages: in memory when the machine has a tmpfs with room
     for them (a container's is often 64 MB), else on disk."""
     try:
@@ -183,7 +183,7 @@ def run(variant: str, messages: int, workers: int) -> tuple[float, int, int, Cpu
     """(seconds, messages at the sink, duplicates, CPU) of one variant."""
     with (
         tempfile.TemporaryDirectory(prefix="bench-pg-") as tmp,
-        tempfile.TemporaryDirectory(prefix="bench-pg-sink-", dir=_memory(messages)) as dumps,
+        tempfile.TemporaryDirectory(prefix="bench-pg-sink-", dir=_sink_folder(messages)) as dumps,
     ):
         folder = Path(tmp)
         sink, port = start_sink(Path(dumps) / "sink")

@@ -428,7 +428,7 @@ class Lane:
         if isinstance(failure, DeliveryError):
             self._failed(row, failure)
             return
-        if failure is not None:
+        if isinstance(failure, ChatSetupError):
             # Not this post's fault: it waits, due at once, for the setup to be fixed.
             self.store.requeue([row.id], str(failure))
             raise failure

@@ -373,15 +373,16 @@ class SmtpTransport:
         for verb, argument, accepted in (
             (b"MAIL", b"FROM:<" + sender.encode("ascii") + b">", (250,)),
             (b"RCPT", b"TO:<" + recipient.encode("ascii") + b">", (250, 251)),
-            (b"DATA", None, (354,)),
         ):
-            if verb == b"DATA" and not await opened(gate):
-                await self._reset()
-                return
-            args = (verb,) if argument is None else (verb, argument)
-            response = await client.execute_command(*args)
+            response = await client.execute_command(verb, argument)
             if response.code not in accepted:
                 raise _Refused(verb.decode(), response.code, response.message)
+        if not await opened(gate):
+            await self._reset()
+            return
+        response = await client.execute_command(b"DATA")
+        if response.code != 354:
+            raise _Refused("DATA", response.code, response.message)
         protocol = client.protocol
         assert protocol is not None
         protocol.write(data + b".\r\n")

@@ -143,7 +143,7 @@ def _compiled(statement: sa.ClauseElement, dialect: sa.Dialect) -> tuple[str, di
 
 
 class PostgresLaneLedger(LaneLedger):
-    """A lane's ledger calls over its own psycopg connection in asyncio mode, each one
+    """A worker's ledger calls over its own psycopg connection in asyncio mode, each one
     statement committed on its own (the same statements the store runs)."""
 
     def __init__(self, store: Store, conn: Any) -> None:
@@ -409,12 +409,10 @@ class SqliteLaneLedger(LaneLedger):
                 counts = [self._mark(now, *args) for args, _ in marks]
         except Exception as exc:
             for _, future in marks:
-                if not future.done():
-                    future.set_exception(exc)
+                future.set_exception(exc)
             return
         for (_, future), count in zip(marks, counts, strict=True):
-            if not future.done():
-                future.set_result(count)
+            future.set_result(count)
 
     def _mark(
         self,

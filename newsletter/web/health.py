@@ -94,8 +94,9 @@ class Health:
         """What keeps this process from doing its work, in a few words; "" when nothing."""
         for name, runs in self.running.items():
             if not runs():
-                self._complaint.say(f"the {name} is not running")
-                return f"the {name} is not running"
+                problem = f"the {name} is not running"
+                self._complaint.say(problem)
+                return problem
         error = f"no answer within {PROBE_SECONDS:g} s"
         with anyio.move_on_after(PROBE_SECONDS):
             error = await anyio.to_thread.run_sync(self._probe, abandon_on_cancel=True)
